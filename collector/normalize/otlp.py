@@ -1,0 +1,326 @@
+"""OTLP protobuf messages → store rows (`WriteBatch`).
+
+The one normalization path: OTLP/JSON is first mapped to the same protobuf messages (otlp_json.py), so
+JSON and protobuf payloads are stored identically. Nothing in the payload is dropped silently
+(otlp.md, "What must be normalized"): every field lands in a column or in a JSON column, and an item
+that cannot be stored is counted as rejected with a reason (partial success).
+
+store.md measures this walk, not protobuf decoding, as the CPU cost of ingest, so the loops below are
+written for speed: local names, one dict per attribute list, no per-field reflection.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+from collections import Counter
+from typing import Any, Iterable
+
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from collector.store.records import SeriesRecord, WriteBatch
+
+_HOUR_NS = 3_600_000_000_000
+_ROLLUP_VALUE_MAX = 256  # longer attribute values are counted by key only (ids, SQL, URLs with payloads)
+_NO_RECORDED_VALUE = 1  # DataPointFlags.FLAG_NO_RECORDED_VALUE_MASK
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_dumps_sorted = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode
+
+
+class OtlpDataError(ValueError):
+    """The whole request is invalid (e.g. an id of the wrong length): HTTP 400 / INVALID_ARGUMENT."""
+
+
+def fingerprint(*parts: object) -> int:
+    """A stable 63-bit id (positive SQLite INTEGER) for a resource, scope or series."""
+    h = hashlib.blake2b("\x1f".join(map(str, parts)).encode("utf-8", "surrogatepass"), digest_size=8)
+    return int.from_bytes(h.digest(), "big") >> 1
+
+
+# --- AnyValue -------------------------------------------------------------------------------------------
+
+def any_value(v: Any) -> Any:
+    """AnyValue → a JSON-able Python value (bytes as base64 text, arrays as lists, kvlists as dicts)."""
+    kind = v.WhichOneof("value")
+    if kind == "string_value":
+        return v.string_value
+    if kind == "int_value":
+        return v.int_value
+    if kind == "bool_value":
+        return v.bool_value
+    if kind == "double_value":
+        return json_double(v.double_value)
+    if kind == "array_value":
+        return [any_value(x) for x in v.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: any_value(kv.value) for kv in v.kvlist_value.values}
+    if kind == "bytes_value":
+        return base64.b64encode(v.bytes_value).decode("ascii")
+    return None
+
+
+def json_double(d: float) -> float | str:
+    """JSON has no NaN/Infinity: keep them as the strings OTLP/JSON itself uses."""
+    return d if math.isfinite(d) else ("NaN" if d != d else ("Infinity" if d > 0 else "-Infinity"))
+
+
+def attributes(kvs: Iterable[Any]) -> dict[str, Any]:
+    out = {}
+    for kv in kvs:
+        v = kv.value
+        # Fast path for the common case; `any_value` handles the rest.
+        out[kv.key] = v.string_value if v.WhichOneof("value") == "string_value" else any_value(v)
+    return out
+
+
+def label_text(value: Any) -> str:
+    """How an attribute value reads as a label / picker value: strings as-is, the rest as JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return _dumps_sorted(value)
+
+
+def _resource_row(project_id: int, resource: Any, schema_url: str) -> tuple[int, tuple, dict]:
+    attrs = attributes(resource.attributes)
+    attrs_json = _dumps_sorted(attrs)
+    dropped = resource.dropped_attributes_count
+    rid = fingerprint(project_id, attrs_json, dropped, schema_url)
+    svc = attrs.get("service.name")
+    row = (rid, project_id, attrs_json, dropped, schema_url,
+           label_text(svc) if svc is not None else "",
+           _opt_text(attrs.get("service.namespace")), _opt_text(attrs.get("service.instance.id")))
+    return rid, row, attrs
+
+
+def _scope_row(project_id: int, scope: Any, schema_url: str) -> tuple[int, tuple]:
+    attrs_json = _dumps_sorted(attributes(scope.attributes))
+    dropped = scope.dropped_attributes_count
+    sid = fingerprint(project_id, scope.name, scope.version, attrs_json, dropped, schema_url)
+    return sid, (sid, project_id, scope.name, scope.version, attrs_json, dropped, schema_url)
+
+
+def _opt_text(value: Any) -> str | None:
+    return None if value is None else label_text(value)
+
+
+def _check_id(raw: bytes, size: int, what: str) -> None:
+    # otlp.md: a wrong id length makes the request undecodable (400), as the Collector's pdata does.
+    if raw and len(raw) != size:
+        raise OtlpDataError(f"{what} must be {size} bytes ({size * 2} hex characters), got {len(raw)} bytes")
+
+
+_ZERO_TRACE = bytes(16)
+_ZERO_SPAN = bytes(8)
+
+
+# --- traces ---------------------------------------------------------------------------------------------
+
+def traces_to_batch(request: ExportTraceServiceRequest, project_id: int) -> WriteBatch:
+    """Walk an ExportTraceServiceRequest into rows. Raises OtlpDataError for a request that is invalid
+    as a whole; spans that are invalid alone are counted in `rejected`."""
+    batch = WriteBatch()
+    spans_out = batch.spans
+    key_counts: Counter = Counter()
+    value_counts: Counter = Counter()
+    dumps = _dumps
+    for rs in request.resource_spans:
+        rid, rrow, rattrs = _resource_row(project_id, rs.resource, rs.schema_url)
+        service = rrow[5]
+        per_hour: Counter = Counter()
+        for ss in rs.scope_spans:
+            sid, srow = _scope_row(project_id, ss.scope, ss.schema_url)
+            stored_in_scope = False
+            for sp in ss.spans:
+                trace_id = sp.trace_id
+                span_id = sp.span_id
+                parent = sp.parent_span_id
+                _check_id(trace_id, 16, "span.trace_id")
+                _check_id(span_id, 8, "span.span_id")
+                _check_id(parent, 8, "span.parent_span_id")
+                if not trace_id or trace_id == _ZERO_TRACE or not span_id or span_id == _ZERO_SPAN:
+                    batch.rejected += 1
+                    _note(batch, "a span with an empty or all-zero trace_id or span_id was rejected")
+                    continue
+                attrs = attributes(sp.attributes)
+                start = sp.start_time_unix_nano
+                hour = start // _HOUR_NS
+                per_hour[hour] += 1
+                for k, v in attrs.items():
+                    key_counts[(project_id, "span", k, hour)] += 1
+                    if type(v) is str:
+                        if len(v) <= _ROLLUP_VALUE_MAX:
+                            value_counts[(project_id, "span", k, v, hour)] += 1
+                    elif not isinstance(v, (list, dict)):
+                        value_counts[(project_id, "span", k, label_text(v), hour)] += 1
+                events = sp.events
+                links = sp.links
+                status = sp.status
+                spans_out.append((
+                    project_id, trace_id, span_id, parent or None, sp.trace_state, sp.flags, sp.name,
+                    sp.kind, start, sp.end_time_unix_nano, status.code, status.message, dumps(attrs),
+                    dumps([_event(e) for e in events]) if events else None,
+                    dumps([_link(ln) for ln in links]) if links else None,
+                    sp.dropped_attributes_count, sp.dropped_events_count, sp.dropped_links_count,
+                    rid, sid, service,
+                ))
+                stored_in_scope = True
+            if stored_in_scope:
+                batch.scopes[sid] = srow
+        if per_hour:
+            batch.resources[rid] = rrow
+            # Resource attributes apply to every span of the resource: count them once per span.
+            for hour, n in per_hour.items():
+                for k, v in rattrs.items():
+                    key_counts[(project_id, "resource", k, hour)] += n
+                    if not isinstance(v, (list, dict)):
+                        text = label_text(v)
+                        if len(text) <= _ROLLUP_VALUE_MAX:
+                            value_counts[(project_id, "resource", k, text, hour)] += n
+    batch.span_attribute_keys = key_counts
+    batch.span_attribute_values = value_counts
+    return batch
+
+
+def _event(e: Any) -> dict:
+    return {"name": e.name, "time_ns": e.time_unix_nano, "attributes": attributes(e.attributes),
+            "dropped_attributes_count": e.dropped_attributes_count}
+
+
+def _link(ln: Any) -> dict:
+    _check_id(ln.trace_id, 16, "link.trace_id")
+    _check_id(ln.span_id, 8, "link.span_id")
+    return {"trace_id": ln.trace_id.hex(), "span_id": ln.span_id.hex(), "trace_state": ln.trace_state,
+            "flags": ln.flags, "attributes": attributes(ln.attributes),
+            "dropped_attributes_count": ln.dropped_attributes_count}
+
+
+def _note(batch: WriteBatch, message: str) -> None:
+    if message not in batch.errors:
+        batch.errors.append(message)
+
+
+# --- metrics --------------------------------------------------------------------------------------------
+
+def metrics_to_batch(request: ExportMetricsServiceRequest, project_id: int) -> WriteBatch:
+    """Walk an ExportMetricsServiceRequest into series and point rows."""
+    batch = WriteBatch()
+    for rm in request.resource_metrics:
+        rid, rrow, rattrs = _resource_row(project_id, rm.resource, rm.schema_url)
+        resource_labels = [(project_id, k, label_text(v), "resource") for k, v in rattrs.items()]
+        for sm in rm.scope_metrics:
+            sid, srow = _scope_row(project_id, sm.scope, sm.schema_url)
+            stored = False
+            for metric in sm.metrics:
+                kind = metric.WhichOneof("data")
+                if kind is None:
+                    # A metric with no data carries nothing to store; the Collector accepts it too.
+                    continue
+                data = getattr(metric, kind)
+                temporality = getattr(data, "aggregation_temporality", 0)
+                monotonic = 1 if getattr(data, "is_monotonic", False) else 0
+                walk = _POINT_WALKERS[kind]
+                for dp in data.data_points:
+                    attrs = attributes(dp.attributes)
+                    attrs_json = _dumps_sorted(attrs)
+                    series_id = fingerprint(project_id, metric.name, kind, rid, sid, attrs_json)
+                    t = dp.time_unix_nano
+                    point = walk(dp)
+                    if point is None:
+                        batch.rejected += 1
+                        _note(batch, f"a {kind} data point of {metric.name!r} with no value was rejected")
+                        continue
+                    if series_id not in batch.series:
+                        labels = [(project_id, k, label_text(v), "point", series_id) for k, v in attrs.items()]
+                        labels.extend(r + (series_id,) for r in resource_labels)
+                        batch.series[series_id] = SeriesRecord(
+                            (series_id, project_id, metric.name, kind, metric.unit, metric.description,
+                             temporality, monotonic, rid, sid, attrs_json, t, t), labels)
+                    if t > batch.series_last_seen.get(series_id, -1):
+                        batch.series_last_seen[series_id] = t
+                    batch.points.append((project_id, series_id, dp.start_time_unix_nano, t) + point
+                                        + (_exemplars(dp.exemplars),))
+                    stored = True
+                    if metric.metadata:
+                        _note(batch, "metric metadata is not stored")
+            if stored:
+                batch.scopes[sid] = srow
+                batch.resources[rid] = rrow
+    return batch
+
+
+def _number(v: float) -> float | str:
+    # SQLite stores NaN as NULL; keep it as the text OTLP/JSON uses so it is not mistaken for "no value".
+    return "NaN" if v != v else v
+
+
+def _opt(dp: Any, name: str) -> float | None:
+    return getattr(dp, name) if dp.HasField(name) else None
+
+
+# Each walker returns (value, count, sum, min, max, flags, buckets) or None for a point with no value.
+def _number_point(dp: Any) -> tuple | None:
+    kind = dp.WhichOneof("value")
+    if kind == "as_int":
+        value: Any = dp.as_int
+    elif kind == "as_double":
+        value = _number(dp.as_double)
+    elif dp.flags & _NO_RECORDED_VALUE:
+        value = None
+    else:
+        return None
+    return (value, None, None, None, None, dp.flags, None)
+
+
+def _histogram_point(dp: Any) -> tuple | None:
+    bounds = list(dp.explicit_bounds)
+    counts = list(dp.bucket_counts)
+    if counts and len(counts) != len(bounds) + 1:
+        return None
+    return (None, dp.count, _opt(dp, "sum"), _opt(dp, "min"), _opt(dp, "max"), dp.flags,
+            _dumps({"bounds": bounds, "counts": counts}))
+
+
+def _exponential_point(dp: Any) -> tuple | None:
+    buckets = {
+        "scale": dp.scale, "zero_count": dp.zero_count, "zero_threshold": dp.zero_threshold,
+        "positive": {"offset": dp.positive.offset, "counts": list(dp.positive.bucket_counts)},
+        "negative": {"offset": dp.negative.offset, "counts": list(dp.negative.bucket_counts)},
+    }
+    return (None, dp.count, _opt(dp, "sum"), _opt(dp, "min"), _opt(dp, "max"), dp.flags, _dumps(buckets))
+
+
+def _summary_point(dp: Any) -> tuple | None:
+    quantiles = [[q.quantile, json_double(q.value)] for q in dp.quantile_values]
+    return (None, dp.count, dp.sum, None, None, dp.flags, _dumps({"quantiles": quantiles}))
+
+
+_POINT_WALKERS = {
+    "gauge": _number_point,
+    "sum": _number_point,
+    "histogram": _histogram_point,
+    "exponential_histogram": _exponential_point,
+    "summary": _summary_point,
+}
+
+
+def _exemplars(exemplars: Any) -> str | None:
+    if not exemplars:
+        return None
+    out = []
+    for ex in exemplars:
+        _check_id(ex.trace_id, 16, "exemplar.trace_id")
+        _check_id(ex.span_id, 8, "exemplar.span_id")
+        kind = ex.WhichOneof("value")
+        out.append({"time_ns": ex.time_unix_nano,
+                    "value": ex.as_int if kind == "as_int" else json_double(ex.as_double),
+                    "trace_id": ex.trace_id.hex(), "span_id": ex.span_id.hex(),
+                    "filtered_attributes": attributes(ex.filtered_attributes)})
+    return _dumps(out)

@@ -1,0 +1,93 @@
+"""OTLP/gRPC: unary `Export` of TraceService and MetricsService on a grpc.aio server (otlp.md).
+
+Status codes: INVALID_ARGUMENT for bad data, UNAVAILABLE with RetryInfo for backpressure,
+RESOURCE_EXHAUSTED for oversized messages (enforced by grpc's max_receive_message_length).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import grpc
+from google.protobuf import duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from collector.normalize.otlp import OtlpDataError
+from collector.pipeline.ingest import ExportResult, StoreFull, StoreUnavailable
+
+if TYPE_CHECKING:
+    from collector.config import GrpcServerConfig
+    from collector.pipeline.ingest import Ingest
+
+ProjectResolver = Callable[[grpc.aio.ServicerContext], int]
+
+
+async def _export(context: grpc.aio.ServicerContext, export: Callable, request, project_for: ProjectResolver
+                  ) -> ExportResult:
+    """Run the export and map every failure to its gRPC status in one place."""
+    try:
+        return await export(request, project_for(context), "grpc")
+    except OtlpDataError as e:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+    except StoreFull as e:
+        await _abort_unavailable(context, str(e), e.retry_after)
+    except StoreUnavailable as e:
+        await _abort_unavailable(context, str(e), 5)
+    raise AssertionError("unreachable: context.abort raises")
+
+
+async def _abort_unavailable(context: grpc.aio.ServicerContext, message: str, retry_after: int) -> None:
+    # RetryInfo tells the client how long to back off: in google.rpc.Status details (the standard place)
+    # and in `google.rpc.retryinfo-bin`, which the OpenTelemetry Python exporter reads.
+    info = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=retry_after))
+    status = status_pb2.Status(code=grpc.StatusCode.UNAVAILABLE.value[0], message=message)
+    status.details.add().Pack(info)
+    await context.abort(grpc.StatusCode.UNAVAILABLE, message, trailing_metadata=(
+        ("grpc-status-details-bin", status.SerializeToString()),
+        ("google.rpc.retryinfo-bin", info.SerializeToString()),
+    ))
+
+
+class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
+    def __init__(self, ingest: "Ingest", project_for: ProjectResolver) -> None:
+        self._ingest, self._project_for = ingest, project_for
+
+    async def Export(self, request, context):  # noqa: N802 - the gRPC method name
+        result = await _export(context, self._ingest.export_traces, request, self._project_for)
+        response = trace_service_pb2.ExportTraceServiceResponse()
+        if result.rejected or result.error_message:
+            response.partial_success.rejected_spans = result.rejected
+            response.partial_success.error_message = result.error_message
+        return response
+
+
+class MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
+    def __init__(self, ingest: "Ingest", project_for: ProjectResolver) -> None:
+        self._ingest, self._project_for = ingest, project_for
+
+    async def Export(self, request, context):  # noqa: N802
+        result = await _export(context, self._ingest.export_metrics, request, self._project_for)
+        response = metrics_service_pb2.ExportMetricsServiceResponse()
+        if result.rejected or result.error_message:
+            response.partial_success.rejected_data_points = result.rejected
+            response.partial_success.error_message = result.error_message
+        return response
+
+
+def create_server(config: "GrpcServerConfig", ingest: "Ingest", project_for: ProjectResolver) -> tuple[grpc.aio.Server, int]:
+    """Build the grpc.aio server bound to `config.endpoint`; returns it with the bound port."""
+    options = [
+        ("grpc.max_receive_message_length", int(config.max_recv_msg_size_mib * 1024 * 1024)),
+        ("grpc.so_reuseport", 0),
+    ]
+    if config.max_concurrent_streams:
+        options.append(("grpc.max_concurrent_streams", config.max_concurrent_streams))
+    server = grpc.aio.server(options=options)
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(ingest, project_for), server)
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(MetricsService(ingest, project_for), server)
+    port = server.add_insecure_port(config.endpoint)
+    if port == 0:
+        raise OSError(f"cannot listen on {config.endpoint} for OTLP/gRPC")
+    return server, port

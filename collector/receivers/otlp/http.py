@@ -1,0 +1,196 @@
+"""OTLP/HTTP: `POST /v1/traces` and `POST /v1/metrics` as Falcon ASGI resources (otlp.md, "Transports").
+
+Each request reads as a straight line: content type → bounded body → decompress within the limit →
+decode → export → encode in the request's encoding. Every failure goes through `_fail`, which answers
+with a `google.rpc.Status` encoded like the request.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from typing import TYPE_CHECKING, Callable
+
+import falcon
+from google.rpc import status_pb2
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (ExportMetricsServiceRequest,
+                                                                          ExportMetricsServiceResponse)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (ExportTraceServiceRequest,
+                                                                      ExportTraceServiceResponse)
+from google.protobuf.message import DecodeError
+
+from collector.normalize.otlp import OtlpDataError
+from collector.normalize.otlp_json import (OtlpJsonError, export_response_to_json, metrics_request_from_json,
+                                           status_to_json, traces_request_from_json)
+from collector.pipeline.ingest import ExportResult, StoreFull, StoreUnavailable
+
+if TYPE_CHECKING:
+    from collector.config import HttpServerConfig
+    from collector.pipeline.ingest import Ingest
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+_READ_CHUNK = 1 << 16
+
+# gRPC code numbers for the Status body (google.rpc.Code).
+_INVALID_ARGUMENT, _NOT_FOUND, _RESOURCE_EXHAUSTED, _UNIMPLEMENTED, _UNAVAILABLE = 3, 5, 8, 12, 14
+
+
+class _Refusal(Exception):
+    def __init__(self, http_status: str, code: int, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.http_status, self.code, self.message, self.retry_after = http_status, code, message, retry_after
+
+
+class _Signal:
+    """What differs between /v1/traces and /v1/metrics."""
+
+    def __init__(self, request_type: type, response_type: type, from_json: Callable, export: Callable,
+                 rejected_field: str) -> None:
+        self.request_type, self.response_type = request_type, response_type
+        self.from_json, self.export, self.rejected_field = from_json, export, rejected_field
+
+
+class OtlpHttpResource:
+    """One OTLP signal endpoint. `project_for(req)` picks the project the data belongs to."""
+
+    def __init__(self, signal: _Signal, config: "HttpServerConfig",
+                 project_for: Callable[[falcon.asgi.Request], int]) -> None:
+        self._signal = signal
+        self._limit = config.max_request_body_size
+        self._project_for = project_for
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        encoding = _encoding_of(req.content_type)
+        try:
+            if encoding is None:
+                raise _Refusal(falcon.HTTP_415, _INVALID_ARGUMENT,
+                               f"unsupported Content-Type {req.content_type!r}; use {PROTOBUF} or {JSON}")
+            body = await self._read_body(req)
+            message = self._decode(body, encoding)
+            result: ExportResult = await self._signal.export(message, self._project_for(req), "http")
+        except _Refusal as r:
+            return _fail(resp, r, encoding or JSON)
+        except OtlpDataError as e:
+            return _fail(resp, _Refusal(falcon.HTTP_400, _INVALID_ARGUMENT, str(e)), encoding)
+        except StoreFull as e:
+            # otlp.md: 503 + Retry-After is retryable, so the client keeps the data and sends it again.
+            return _fail(resp, _Refusal(falcon.HTTP_503, _UNAVAILABLE, str(e), e.retry_after), encoding)
+        except StoreUnavailable as e:
+            return _fail(resp, _Refusal(falcon.HTTP_503, _UNAVAILABLE, str(e), 5), encoding)
+        response = self._signal.response_type()
+        if result.rejected or result.error_message:
+            setattr(response.partial_success, self._signal.rejected_field, result.rejected)
+            response.partial_success.error_message = result.error_message
+        resp.status = falcon.HTTP_200
+        resp.content_type = encoding
+        resp.data = export_response_to_json(response) if encoding == JSON else response.SerializeToString()
+
+    async def _wrong_method(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        resp.set_header("Allow", "POST")
+        _fail(resp, _Refusal(falcon.HTTP_405, _UNIMPLEMENTED, f"{req.method} is not supported; use POST"),
+              _encoding_of(req.content_type) or JSON)
+
+    on_get = on_put = on_patch = on_delete = _wrong_method
+
+    async def _read_body(self, req: falcon.asgi.Request) -> bytes:
+        """Read at most the limit, then decompress to at most the limit (a gzip bomb stops at limit+1)."""
+        limit = self._limit
+        declared = req.content_length
+        if declared is not None and declared > limit:
+            raise _too_large(limit)
+        content_encoding = (req.get_header("Content-Encoding") or "identity").strip().lower()
+        if content_encoding not in ("identity", "gzip", "x-gzip", "deflate"):
+            raise _Refusal(falcon.HTTP_400, _INVALID_ARGUMENT,
+                           f"unsupported Content-Encoding {content_encoding!r}; use gzip, deflate or none")
+        chunks, size = [], 0
+        while True:
+            chunk = await req.stream.read(_READ_CHUNK)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+        raw = b"".join(chunks)
+        if content_encoding == "identity":
+            return raw
+        return _decompress(raw, content_encoding, limit)
+
+    def _decode(self, body: bytes, encoding: str):
+        if encoding == PROTOBUF:
+            try:
+                return self._signal.request_type.FromString(body)
+            except DecodeError:
+                raise _Refusal(falcon.HTTP_400, _INVALID_ARGUMENT,
+                               "the body is not a valid protobuf " + self._signal.request_type.__name__) from None
+        try:
+            doc = json.loads(body) if body else {}
+        except (ValueError, UnicodeDecodeError) as e:
+            raise _Refusal(falcon.HTTP_400, _INVALID_ARGUMENT, f"the body is not valid JSON: {e}") from None
+        try:
+            return self._signal.from_json(doc)
+        except OtlpJsonError as e:
+            raise _Refusal(falcon.HTTP_400, _INVALID_ARGUMENT, str(e)) from None
+
+
+def _too_large(limit: int) -> _Refusal:
+    return _Refusal(falcon.HTTP_413, _RESOURCE_EXHAUSTED,
+                    f"the request body exceeds the limit of {limit} bytes (after decompression)")
+
+
+def _decompress(raw: bytes, content_encoding: str, limit: int) -> bytes:
+    # wbits 47 = gzip or zlib header; HTTP "deflate" is zlib-wrapped, but raw deflate is seen too.
+    attempts = (47,) if content_encoding in ("gzip", "x-gzip") else (15, -15)
+    for wbits in attempts:
+        d = zlib.decompressobj(wbits)
+        try:
+            out = d.decompress(raw, limit + 1)
+        except zlib.error:
+            continue
+        if len(out) > limit or d.unconsumed_tail:
+            raise _too_large(limit)
+        if not d.eof:
+            break
+        return out
+    raise _Refusal(falcon.HTTP_400, _INVALID_ARGUMENT, f"the body is not valid {content_encoding} data")
+
+
+def _encoding_of(content_type: str | None) -> str | None:
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media in (PROTOBUF, "application/protobuf"):
+        return PROTOBUF
+    if media == JSON:
+        return JSON
+    return None
+
+
+def _fail(resp: falcon.asgi.Response, refusal: _Refusal, encoding: str) -> None:
+    """The one place a refusal becomes a response: google.rpc.Status in the request's encoding."""
+    status = status_pb2.Status(code=refusal.code, message=refusal.message)
+    resp.status = refusal.http_status
+    resp.content_type = encoding
+    resp.data = status_to_json(status) if encoding == JSON else status.SerializeToString()
+    if refusal.retry_after is not None:
+        resp.set_header("Retry-After", str(refusal.retry_after))
+
+
+class OtlpLogsResource:
+    """otlp.md: logs are not in scope yet; say so clearly instead of a bare 404."""
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        encoding = _encoding_of(req.content_type) or JSON
+        _fail(resp, _Refusal(falcon.HTTP_404, _NOT_FOUND, "otelite does not store logs yet; "
+                                                          "send traces and metrics"), encoding)
+
+
+def add_routes(app: falcon.asgi.App, config: "HttpServerConfig", ingest: "Ingest",
+               project_for: Callable[[falcon.asgi.Request], int]) -> None:
+    """Mount the OTLP/HTTP endpoints (paths configurable, as in the Collector)."""
+    traces = _Signal(ExportTraceServiceRequest, ExportTraceServiceResponse, traces_request_from_json,
+                     ingest.export_traces, "rejected_spans")
+    metrics = _Signal(ExportMetricsServiceRequest, ExportMetricsServiceResponse, metrics_request_from_json,
+                      ingest.export_metrics, "rejected_data_points")
+    app.add_route(config.traces_url_path, OtlpHttpResource(traces, config, project_for))
+    app.add_route(config.metrics_url_path, OtlpHttpResource(metrics, config, project_for))
+    app.add_route(config.logs_url_path, OtlpLogsResource())

@@ -1,0 +1,99 @@
+"""`otelite serve`: the store, the Falcon app on uvicorn and the grpc.aio server in one event loop.
+
+Start-up that fails halfway shuts down what it already started. SIGINT/SIGTERM: stop accepting, let
+in-flight requests finish (they wait for their commits), drain the queue, commit, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import TYPE_CHECKING
+
+import uvicorn
+
+from api.app import create_app
+from collector.config import GrpcServerConfig, HttpServerConfig, parse_endpoint
+from collector.pipeline.ingest import Ingest
+from collector.pipeline.memory_limiter import run_memory_limiter
+from collector.receivers.otlp import grpc as otlp_grpc
+from collector.store.store import Store
+from collector.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from collector.config import Config
+
+log = logging.getLogger("otelite")
+
+_GRPC_GRACE_S = 10.0
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn without its own signal handling: the service owns SIGINT/SIGTERM for both servers."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+
+async def serve(config: "Config") -> int:
+    telemetry = Telemetry()
+    store = Store(config.sqlite, config.batch, telemetry)
+    store.start()
+    ingest = Ingest(store.writer, telemetry)
+    grpc_server = None
+    http_server: _Uvicorn | None = None
+    limiter: asyncio.Task | None = None
+    try:
+        otlp = config.otlp
+        if otlp.protocols.grpc is not None:
+            grpc_server, _ = otlp_grpc.create_server(otlp.protocols.grpc, ingest, lambda ctx: 1)
+            await grpc_server.start()
+            log.info("OTLP/gRPC listening on %s", otlp.protocols.grpc.endpoint)
+        http_cfg = otlp.protocols.http or HttpServerConfig()
+        host, port = parse_endpoint(http_cfg.endpoint)
+        app = create_app(config, store, ingest, telemetry)
+        http_server = _Uvicorn(uvicorn.Config(
+            app, host=host, port=port, lifespan="off", access_log=False, log_level="warning",
+            http="httptools", timeout_graceful_shutdown=30, server_header=False))
+        limiter = asyncio.create_task(run_memory_limiter(config.memory_limiter, store.writer))
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        http_task = asyncio.create_task(http_server.serve())
+        while not http_server.started:
+            if http_task.done():
+                # uvicorn could not bind (it logs why) and exits through SystemExit.
+                raise OSError(f"cannot listen on {http_cfg.endpoint} for HTTP")
+            await asyncio.sleep(0.01)
+        log.info("HTTP (OTLP/HTTP, API, /healthz) listening on %s", http_cfg.endpoint)
+        log.info("storing data in %s (schema version %d)", store.path, store.schema_version)
+        await stop.wait()
+        log.info("shutting down: no new requests; draining the queue")
+        http_server.should_exit = True
+        waits = [http_task]
+        if grpc_server is not None:
+            waits.append(asyncio.create_task(grpc_server.stop(_GRPC_GRACE_S)))
+        await asyncio.gather(*waits, return_exceptions=True)
+        return 0
+    finally:
+        if limiter is not None:
+            limiter.cancel()
+        if http_server is not None and not http_server.should_exit:
+            http_server.should_exit = True
+        if grpc_server is not None:
+            await grpc_server.stop(0)
+        # The writer drains what was admitted before it stops: nothing acknowledged, nothing lost.
+        await asyncio.to_thread(store.close)
+        log.info("stopped; %d items committed this run", store.writer.committed_items)
+
+
+def run(config: "Config") -> int:
+    try:
+        return asyncio.run(serve(config))
+    except SystemExit as e:  # uvicorn exits this way when it cannot bind
+        return int(e.code or 1)

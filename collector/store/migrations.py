@@ -1,0 +1,166 @@
+"""The store's schema as ordered migrations (sqlite-utils' `Migrations`).
+
+Each migration runs in one transaction together with the row that records it. `PRAGMA user_version`
+mirrors the number of applied migrations so a quick look (and older tools) can tell the schema version;
+a file whose version is newer than this build knows is refused rather than guessed at (store.md).
+
+Design notes (store.md):
+- Every row carries `project_id` (project isolation); project 1 `default` exists from the start.
+- Resources, scopes and metric series use a 63-bit fingerprint as their id, computed while parsing, so
+  ingest never needs a round trip to look an id up; `INSERT OR IGNORE` makes repeats free.
+- Span ids are BLOBs (16/8 bytes), half the size of hex and faster to index.
+- `metric_points.value` has no declared type (no affinity): an int64 stays an exact integer, a double a
+  REAL, and a Flux set member or Trifle value can be stored without another table.
+- The span attribute rollup is kept per hour at ingest so the tracing pickers never scan spans.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+MIGRATIONS = Migrations("otelite")
+
+
+class SchemaTooNewError(RuntimeError):
+    """The database was written by a newer otelite; opening it could corrupt it."""
+
+
+@MIGRATIONS(name="0001_initial")
+def _m0001_initial(db: Database) -> None:
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat()
+    for sql in (
+        """CREATE TABLE projects (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL UNIQUE,
+            name TEXT NOT NULL,
+            timezone TEXT NOT NULL DEFAULT 'UTC',
+            created_at TEXT NOT NULL)""",
+        """CREATE TABLE resources (
+            id INTEGER PRIMARY KEY,            -- fingerprint of (project, attributes, dropped, schema_url)
+            project_id INTEGER NOT NULL,
+            attributes TEXT NOT NULL,          -- JSON object, AnyValue arrays/maps kept as JSON
+            dropped_attributes_count INTEGER NOT NULL DEFAULT 0,
+            schema_url TEXT NOT NULL DEFAULT '',
+            service_name TEXT,
+            service_namespace TEXT,
+            service_instance_id TEXT)""",
+        """CREATE TABLE scopes (
+            id INTEGER PRIMARY KEY,            -- fingerprint of (project, name, version, attributes, ...)
+            project_id INTEGER NOT NULL,
+            name TEXT NOT NULL DEFAULT '',
+            version TEXT NOT NULL DEFAULT '',
+            attributes TEXT NOT NULL,
+            dropped_attributes_count INTEGER NOT NULL DEFAULT 0,
+            schema_url TEXT NOT NULL DEFAULT '')""",
+        """CREATE TABLE spans (
+            id INTEGER PRIMARY KEY,
+            project_id INTEGER NOT NULL,
+            trace_id BLOB NOT NULL,
+            span_id BLOB NOT NULL,
+            parent_span_id BLOB,               -- NULL for a root span
+            trace_state TEXT NOT NULL DEFAULT '',
+            flags INTEGER NOT NULL DEFAULT 0,
+            name TEXT NOT NULL,
+            kind INTEGER NOT NULL,
+            start_ns INTEGER NOT NULL,
+            end_ns INTEGER NOT NULL,
+            status_code INTEGER NOT NULL,
+            status_message TEXT NOT NULL DEFAULT '',
+            attributes TEXT NOT NULL,          -- JSON object
+            events TEXT,                       -- JSON list of {name, time_ns, attributes, dropped_attributes_count}
+            links TEXT,                        -- JSON list of {trace_id, span_id, trace_state, flags, attributes, ...}
+            dropped_attributes_count INTEGER NOT NULL DEFAULT 0,
+            dropped_events_count INTEGER NOT NULL DEFAULT 0,
+            dropped_links_count INTEGER NOT NULL DEFAULT 0,
+            resource_id INTEGER NOT NULL,
+            scope_id INTEGER NOT NULL,
+            service_name TEXT NOT NULL DEFAULT '')""",
+        "CREATE INDEX spans_by_time ON spans (project_id, start_ns)",
+        "CREATE INDEX spans_by_trace ON spans (trace_id)",
+        "CREATE INDEX spans_by_service ON spans (project_id, service_name, start_ns)",
+        # Attribute pickers (posthog-tracing.md): keys and values counted per hour at ingest.
+        """CREATE TABLE span_attribute_keys (
+            project_id INTEGER NOT NULL,
+            attribute_type TEXT NOT NULL,      -- 'span' or 'resource'
+            key TEXT NOT NULL,
+            hour INTEGER NOT NULL,             -- start_ns // 3600e9
+            count INTEGER NOT NULL,
+            PRIMARY KEY (project_id, attribute_type, key, hour)) WITHOUT ROWID""",
+        """CREATE TABLE span_attribute_values (
+            project_id INTEGER NOT NULL,
+            attribute_type TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            hour INTEGER NOT NULL,
+            count INTEGER NOT NULL,
+            PRIMARY KEY (project_id, attribute_type, key, value, hour)) WITHOUT ROWID""",
+        """CREATE TABLE metric_series (
+            id INTEGER PRIMARY KEY,            -- fingerprint of store.md's series identity
+            project_id INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            type TEXT NOT NULL,                -- gauge | sum | histogram | exponential_histogram | summary
+            unit TEXT NOT NULL DEFAULT '',
+            description TEXT NOT NULL DEFAULT '',
+            temporality INTEGER NOT NULL DEFAULT 0,  -- AggregationTemporality: 1 delta, 2 cumulative
+            is_monotonic INTEGER NOT NULL DEFAULT 0,
+            resource_id INTEGER NOT NULL,
+            scope_id INTEGER NOT NULL,
+            attributes TEXT NOT NULL,          -- point attributes, JSON object with sorted keys
+            first_seen_ns INTEGER NOT NULL,
+            last_seen_ns INTEGER NOT NULL)""",
+        "CREATE INDEX metric_series_by_name ON metric_series (project_id, name)",
+        "CREATE INDEX metric_series_by_last_seen ON metric_series (project_id, last_seen_ns)",
+        # Labels of a series (point and resource attributes) as rows, so filters and group-by on a key
+        # find series without scanning points (store.md: series identity).
+        """CREATE TABLE metric_series_labels (
+            project_id INTEGER NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            source TEXT NOT NULL,              -- 'point' or 'resource'
+            series_id INTEGER NOT NULL,
+            PRIMARY KEY (project_id, key, value, source, series_id)) WITHOUT ROWID""",
+        "CREATE INDEX metric_series_labels_by_series ON metric_series_labels (series_id)",
+        """CREATE TABLE metric_points (
+            id INTEGER PRIMARY KEY,
+            project_id INTEGER NOT NULL,
+            series_id INTEGER NOT NULL,
+            start_ns INTEGER NOT NULL DEFAULT 0,
+            time_ns INTEGER NOT NULL,
+            value,                             -- no affinity: exact int64, double, or text member
+            count INTEGER,
+            sum REAL,
+            min REAL,
+            max REAL,
+            flags INTEGER NOT NULL DEFAULT 0,
+            buckets TEXT,                      -- JSON: explicit / exponential buckets, summary quantiles
+            exemplars TEXT)                    -- JSON list""",
+        "CREATE INDEX metric_points_by_series_time ON metric_points (series_id, time_ns)",
+        "CREATE INDEX metric_points_by_time ON metric_points (time_ns)",
+    ):
+        db.execute(sql)
+    db.execute("INSERT INTO projects (id, key, name, timezone, created_at) VALUES (1, 'default', "
+               "'Default project', 'UTC', ?)", [now])
+
+
+def schema_version() -> int:
+    """The schema version this build writes: the number of migrations it knows."""
+    return len(MIGRATIONS._migrations)
+
+
+def migrate(db: Database) -> int:
+    """Bring `db` to this build's schema; refuse a file written by a newer build. Returns the version."""
+    known = {m.name for m in MIGRATIONS._migrations}
+    applied = [m.name for m in MIGRATIONS.applied(db)]
+    unknown = [name for name in applied if name not in known]
+    file_version = db.execute("PRAGMA user_version").fetchone()[0]
+    if unknown or file_version > schema_version():
+        raise SchemaTooNewError(
+            f"the database has schema version {max(file_version, len(applied))}, newer than this otelite "
+            f"understands ({schema_version()}); upgrade otelite or use another --db")
+    if MIGRATIONS.pending(db):
+        MIGRATIONS.apply(db)
+    db.execute(f"PRAGMA user_version = {schema_version()}")
+    return schema_version()

@@ -1,0 +1,334 @@
+"""The single writer: a bounded queue in front of one thread that group-commits batches (store.md).
+
+Receivers call `submit(batch)` and wait on the returned future; it completes only after the transaction
+that holds the batch has committed, so an acknowledgement is a promise that survives `kill -9`.
+When the queue is full `submit` raises `StoreFull` at once: the receiver answers 503/UNAVAILABLE with
+Retry-After and the client retries; memory never grows with the offered load.
+
+sqlite3 releases the GIL while SQLite steps, so parsing in the event loop overlaps with commits here.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import sqlite3
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from collector.store.db import connect_writer, database_bytes
+from collector.store.records import (LABEL_COLUMNS, POINT_COLUMNS, RESOURCE_COLUMNS, SCOPE_COLUMNS,
+                                     SERIES_COLUMNS, SPAN_COLUMNS, WriteBatch)
+
+if TYPE_CHECKING:
+    from collector.config import BatchProcessorConfig, SqliteExporterConfig
+    from collector.telemetry import Telemetry
+
+log = logging.getLogger("otelite.store")
+
+_KNOWN_IDS_MAX = 1_000_000  # cap on the caches of ids known to exist (resources, scopes, series)
+STUCK_AFTER_S = 10.0  # /healthz reports 503 when work has waited this long without a commit
+
+
+class StoreFull(Exception):
+    """The queue cannot take this batch now; retry after `retry_after` seconds."""
+
+    def __init__(self, retry_after: int, reason: str = "the store's queue is full") -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class StoreUnavailable(Exception):
+    """The batch could not be committed (e.g. disk full); nothing of it was stored. Retryable."""
+
+
+def _insert(table: str, columns: tuple[str, ...], verb: str = "INSERT") -> str:
+    return f"{verb} INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+
+_SQL_RESOURCE = _insert("resources", RESOURCE_COLUMNS, "INSERT OR IGNORE")
+_SQL_SCOPE = _insert("scopes", SCOPE_COLUMNS, "INSERT OR IGNORE")
+_SQL_SPAN = _insert("spans", SPAN_COLUMNS)
+_SQL_SERIES = _insert("metric_series", SERIES_COLUMNS, "INSERT OR IGNORE")
+_SQL_LABEL = _insert("metric_series_labels", LABEL_COLUMNS, "INSERT OR IGNORE")
+_SQL_POINT = _insert("metric_points", POINT_COLUMNS)
+_SQL_SERIES_SEEN = "UPDATE metric_series SET last_seen_ns = ?1 WHERE id = ?2 AND last_seen_ns < ?1"
+_SQL_ATTR_KEY = ("INSERT INTO span_attribute_keys (project_id, attribute_type, key, hour, count) "
+                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET count = count + excluded.count")
+_SQL_ATTR_VALUE = ("INSERT INTO span_attribute_values (project_id, attribute_type, key, value, hour, count) "
+                   "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET count = count + excluded.count")
+
+
+@dataclass(slots=True)
+class _Entry:
+    batch: WriteBatch
+    size: int
+    future: concurrent.futures.Future
+
+
+class Writer:
+    """Owns the write connection. `start()` opens it; `close()` drains the queue, commits and stops."""
+
+    def __init__(self, path: str, config: "SqliteExporterConfig", batching: "BatchProcessorConfig",
+                 telemetry: "Telemetry | None" = None) -> None:
+        self.path = path
+        self._config = config
+        self._batching = batching
+        self._telemetry = telemetry
+        self._cond = threading.Condition()
+        self._pending: deque[_Entry] = deque()
+        self._queued = 0  # admitted and not yet committed, in the sizer's unit
+        self._closing = False
+        self._refusing: str | None = None  # set by the memory limiter
+        self._thread: threading.Thread | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._known_resources: set[int] = set()
+        self._known_scopes: set[int] = set()
+        self._known_series: set[int] = set()
+        self._last_progress = time.monotonic()
+        self._next_retention = time.monotonic()
+        self._retention_more = False
+        self.committed_items = 0
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        c = self._config
+        self._conn = connect_writer(self.path, synchronous=c.synchronous, cache_mib=c.cache_mib,
+                                    busy_timeout=c.busy_timeout)
+        self._thread = threading.Thread(target=self._run, name="otelite-writer", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop taking batches, commit everything queued, close the connection."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._conn is not None and (self._thread is None or not self._thread.is_alive()):
+            self._conn.close()
+            self._conn = None
+
+    # -- admission ----------------------------------------------------------------------------------
+    def submit(self, batch: WriteBatch) -> concurrent.futures.Future:
+        """Queue `batch`; the future resolves after its commit. Raises StoreFull when it cannot fit."""
+        size = batch.items if self._config.sending_queue.sizer == "items" else 1
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        with self._cond:
+            if self._closing:
+                raise StoreFull(1, "the collector is shutting down")
+            if self._refusing:
+                raise StoreFull(1, self._refusing)
+            # A batch larger than the whole queue is admitted alone, or it could never be stored.
+            if self._queued and self._queued + size > self._config.sending_queue.queue_size:
+                raise StoreFull(self._retry_after())
+            self._queued += size
+            self._pending.append(_Entry(batch, size, fut))
+            self._cond.notify()
+        if self._telemetry:
+            self._telemetry.queue_size.set(self._queued)
+        return fut
+
+    def refuse(self, reason: str | None) -> None:
+        """Memory limiter hook: refuse new batches with `reason` (None: accept again)."""
+        self._refusing = reason
+
+    @property
+    def queued(self) -> int:
+        return self._queued
+
+    def is_stuck(self) -> bool:
+        """True when work is waiting and nothing has committed for STUCK_AFTER_S (health check)."""
+        dead = self._thread is not None and not self._thread.is_alive() and not self._closing
+        return dead or (self._queued > 0 and time.monotonic() - self._last_progress > STUCK_AFTER_S)
+
+    def _retry_after(self) -> int:
+        return 5 if self.is_stuck() else 1
+
+    # -- the writer thread --------------------------------------------------------------------------
+    def _run(self) -> None:
+        max_items = self._batching.send_batch_max_size or max(self._batching.send_batch_size, 1) * 4
+        while True:
+            with self._cond:
+                while not self._pending and not self._closing:
+                    if self._retention_due():
+                        break
+                    self._last_progress = time.monotonic()  # idle is not stuck
+                    self._cond.wait(max(0.05, self._next_retention - time.monotonic()))
+                if self._closing and not self._pending:
+                    break
+                if self._pending and self._batching.timeout > 0:
+                    self._wait_for_more()
+                taken: list[_Entry] = []
+                n = 0
+                while self._pending and (not taken or n + self._pending[0].batch.items <= max_items):
+                    entry = self._pending.popleft()
+                    taken.append(entry)
+                    n += entry.batch.items
+            if taken:
+                self._commit(taken)
+            if self._retention_due():
+                self._retention_chunk()
+
+    def _wait_for_more(self) -> None:
+        """processors.batch: wait up to `timeout` for send_batch_size items (the cond's lock is held)."""
+        deadline = time.monotonic() + self._batching.timeout
+        while sum(e.batch.items for e in self._pending) < self._batching.send_batch_size and not self._closing:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._cond.wait(remaining)
+
+    def _commit(self, entries: list[_Entry]) -> None:
+        conn = self._conn
+        assert conn is not None
+        merged = _merge([e.batch for e in entries])
+        attempt = 0
+        while True:
+            started = time.perf_counter()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                new_ids = self._write(conn, merged)
+                conn.execute("COMMIT")
+                break
+            except sqlite3.OperationalError as e:
+                self._rollback(conn)
+                if _is_busy(e):
+                    # Another process holds the lock: keep the batch and retry; clients are still
+                    # waiting and nothing may be lost. The queue fills meanwhile and admission says 503.
+                    attempt += 1
+                    log.warning("database busy, retrying commit (attempt %d)", attempt)
+                    time.sleep(min(0.05 * attempt, 1.0))
+                    continue
+                self._fail(entries, e)
+                return
+            except Exception as e:  # noqa: BLE001 - any failure must settle the waiting clients
+                self._rollback(conn)
+                self._fail(entries, e)
+                return
+        elapsed = time.perf_counter() - started
+        for ids, known in zip(new_ids, (self._known_resources, self._known_scopes, self._known_series)):
+            if len(known) > _KNOWN_IDS_MAX:
+                known.clear()
+            known.update(ids)
+        with self._cond:
+            self._queued -= sum(e.size for e in entries)
+            self._last_progress = time.monotonic()
+        self.committed_items += len(merged.spans) + len(merged.points)
+        for e in entries:
+            _settle(e.future, None)
+        t = self._telemetry
+        if t:
+            t.commit_seconds.observe(elapsed)
+            t.queue_size.set(self._queued)
+            t.rows.labels("spans").inc(len(merged.spans))
+            t.rows.labels("metric_points").inc(len(merged.points))
+
+    def _write(self, conn: sqlite3.Connection, b: WriteBatch) -> tuple[list[int], list[int], list[int]]:
+        new_resources = [i for i in b.resources if i not in self._known_resources]
+        new_scopes = [i for i in b.scopes if i not in self._known_scopes]
+        new_series = [i for i in b.series if i not in self._known_series]
+        if new_resources:
+            conn.executemany(_SQL_RESOURCE, [b.resources[i] for i in new_resources])
+        if new_scopes:
+            conn.executemany(_SQL_SCOPE, [b.scopes[i] for i in new_scopes])
+        if b.spans:
+            conn.executemany(_SQL_SPAN, b.spans)
+        if b.span_attribute_keys:
+            conn.executemany(_SQL_ATTR_KEY, [k + (n,) for k, n in b.span_attribute_keys.items()])
+        if b.span_attribute_values:
+            conn.executemany(_SQL_ATTR_VALUE, [k + (n,) for k, n in b.span_attribute_values.items()])
+        if new_series:
+            conn.executemany(_SQL_SERIES, [b.series[i].row for i in new_series])
+            conn.executemany(_SQL_LABEL, [lab for i in new_series for lab in b.series[i].labels])
+        if b.series_last_seen:
+            conn.executemany(_SQL_SERIES_SEEN, [(t, i) for i, t in b.series_last_seen.items()])
+        if b.points:
+            conn.executemany(_SQL_POINT, b.points)
+        return new_resources, new_scopes, new_series
+
+    def _fail(self, entries: list[_Entry], error: Exception) -> None:
+        log.error("commit failed, %d requests not stored: %s", len(entries), error)
+        with self._cond:
+            self._queued -= sum(e.size for e in entries)
+        for e in entries:
+            _settle(e.future, StoreUnavailable("the store could not commit the data"))
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+
+    # -- retention (store.md: small chunks, never stalling ingest) ----------------------------------
+    def _retention_due(self) -> bool:
+        return self._retention_more or time.monotonic() >= self._next_retention
+
+    def _retention_chunk(self) -> None:
+        r = self._config.retention
+        conn = self._conn
+        assert conn is not None
+        now_ns = time.time_ns()
+        deleted = 0
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            if r.traces > 0:
+                cutoff = now_ns - int(r.traces * 1e9)
+                for (project_id,) in conn.execute("SELECT id FROM projects").fetchall():
+                    deleted += conn.execute(
+                        "DELETE FROM spans WHERE id IN (SELECT id FROM spans WHERE project_id = ? "
+                        "AND start_ns < ? LIMIT ?)", (project_id, cutoff, r.chunk_rows)).rowcount
+                hour = cutoff // 3_600_000_000_000
+                for table in ("span_attribute_keys", "span_attribute_values"):
+                    conn.execute(f"DELETE FROM {table} WHERE hour < ?", (hour,))
+            if r.metrics > 0:
+                cutoff = now_ns - int(r.metrics * 1e9)
+                deleted += conn.execute(
+                    "DELETE FROM metric_points WHERE id IN (SELECT id FROM metric_points WHERE time_ns < ? "
+                    "LIMIT ?)", (cutoff, r.chunk_rows)).rowcount
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            self._rollback(conn)
+            log.warning("retention pass failed, will retry: %s", e)
+            deleted = 0
+        # More than a chunk's worth left: come back right after the next ingest commit.
+        self._retention_more = deleted >= r.chunk_rows
+        self._next_retention = time.monotonic() + r.check_interval
+        if self._telemetry:
+            self._telemetry.database_bytes.set(database_bytes(self.path))
+
+
+def _settle(future: concurrent.futures.Future, error: Exception | None) -> None:
+    if future.cancelled():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
+def _is_busy(e: sqlite3.OperationalError) -> bool:
+    code = getattr(e, "sqlite_errorcode", None)
+    return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in str(e) or "busy" in str(e)
+
+
+def _merge(batches: list[WriteBatch]) -> WriteBatch:
+    """One group commit writes the union of its requests (fewer statements, merged rollup counts)."""
+    if len(batches) == 1:
+        return batches[0]
+    out = WriteBatch(span_attribute_keys=Counter(), span_attribute_values=Counter())
+    for b in batches:
+        out.resources.update(b.resources)
+        out.scopes.update(b.scopes)
+        out.spans.extend(b.spans)
+        out.span_attribute_keys.update(b.span_attribute_keys)
+        out.span_attribute_values.update(b.span_attribute_values)
+        for sid, rec in b.series.items():
+            out.series.setdefault(sid, rec)
+        for sid, t in b.series_last_seen.items():
+            if t > out.series_last_seen.get(sid, -1):
+                out.series_last_seen[sid] = t
+        out.points.extend(b.points)
+    return out
