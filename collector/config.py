@@ -114,7 +114,7 @@ class BatchProcessorConfig:
     # since the first one arrived, whichever comes first. Acknowledgement waits for that commit.
     send_batch_size: int = 8192
     send_batch_max_size: int = 0  # 0: no cap beyond the queue itself
-    timeout: float = 0.005  # seconds; small, because clients wait for the commit before their 200
+    timeout: float = 0.0  # seconds to wait for send_batch_size items; clients wait for the commit
 
 
 @dataclass

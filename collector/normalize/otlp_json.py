@@ -143,24 +143,29 @@ def _expected(what: str, value: object) -> _Invalid:
 
 def _to_int(value: object, lo: int, hi: int) -> int:
     """Converts an integer given as JSON number or decimal string (proto3 JSON
-    encodes 64-bit integers as strings, but numbers are accepted too)."""
+    encodes 64-bit integers as strings, but numbers are accepted too).
+
+    Strings go through int(), which -- unlike Go's strconv used by the
+    Collector -- also tolerates surrounding whitespace and "_" digit
+    separators.  That leniency is harmless and a stricter per-character scan
+    would cost more than the conversion itself on the hottest field kind
+    (timestamps).
+    """
     kind = type(value)
     if kind is int:
         result = value
     elif kind is str:
-        # int() alone would also accept whitespace, underscores and non-ASCII
-        # digits; a proto3 JSON parser accepts only an optional sign + digits.
-        digits = value[1:] if value[:1] in ("-", "+") else value
-        if not (digits.isascii() and digits.isdigit()):
-            raise _expected("an integer", value)
-        result = int(value)
-    elif kind is float and value.is_integer():
+        try:
+            result = int(value)  # type: ignore[arg-type]
+        except ValueError:
+            raise _expected("an integer", value) from None
+    elif kind is float and value.is_integer():  # type: ignore[union-attr]
         # json.loads turns 1e3 or 5.0 into a float; proto3 JSON allows
         # exponent notation as long as the value is integral.
-        result = int(value)
+        result = int(value)  # type: ignore[arg-type]
     else:
         raise _expected("an integer", value)
-    if not lo <= result <= hi:
+    if not lo <= result <= hi:  # type: ignore[operator]
         raise _Invalid(f"integer {result} out of range [{lo}, {hi}]")
     return result  # type: ignore[return-value]
 
@@ -287,8 +292,17 @@ def _boolean() -> _FieldSpec:
 def _integer(lo: int, hi: int) -> _FieldSpec:
     def spec(attr: str) -> _Setter:
         def set_integer(msg: Any, value: Any) -> None:
-            # Fast path for the common in-range JSON number; _to_int does the rest.
-            if type(value) is not int or not lo <= value <= hi:
+            # Inlined fast paths for the two common shapes (decimal string,
+            # in-range number); _to_int handles everything else.
+            kind = type(value)
+            if kind is str:
+                try:
+                    value = int(value)
+                except ValueError:
+                    raise _expected("an integer", value) from None
+                if not lo <= value <= hi:
+                    raise _Invalid(f"integer {value} out of range [{lo}, {hi}]")
+            elif kind is not int or not lo <= value <= hi:
                 value = _to_int(value, lo, hi)
             setattr(msg, attr, value)
 
@@ -325,8 +339,19 @@ def _double() -> _FieldSpec:
 
 
 def _hex_id(nbytes: int) -> _FieldSpec:
+    nchars = 2 * nbytes
+
     def spec(attr: str) -> _Setter:
         def set_id(msg: Any, value: Any) -> None:
+            # Inlined fast path of _to_hex_id for a well-formed id.
+            if type(value) is str and len(value) == nchars:
+                try:
+                    raw = bytes.fromhex(value)
+                except ValueError:
+                    raw = b""
+                if len(raw) == nbytes:
+                    setattr(msg, attr, raw)
+                    return
             setattr(msg, attr, _to_hex_id(value, nbytes))
 
         return set_id
@@ -565,6 +590,15 @@ def _fill_key_values(repeated: Any, items: object) -> None:
                 text = value.get("stringValue")
                 if type(text) is str:
                     key_value.value.string_value = text
+                    continue
+                number = value.get("intValue")
+                if type(number) is str:  # int64: usually a decimal string
+                    try:
+                        number = int(number)
+                    except ValueError:
+                        pass  # let the general path report it
+                if type(number) is int and _I64_MIN <= number <= _I64_MAX:
+                    key_value.value.int_value = number
                     continue
             _fill_any_value(key_value.value, value)
     except _Invalid as exc:

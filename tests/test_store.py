@@ -1,0 +1,115 @@
+"""The store on real SQLite files: migrations, the writer's commit/ack contract, backpressure, retention."""
+
+import sqlite3
+import time
+
+import pytest
+import sqlite_utils
+
+from collector.config import BatchProcessorConfig, RetentionConfig, SendingQueueConfig, SqliteExporterConfig
+from collector.normalize.otlp import traces_to_batch
+from collector.store.migrations import SchemaTooNewError, migrate, schema_version
+from collector.store.store import Store
+from collector.store.writer import StoreFull
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+
+def _request(n_spans: int, start_ns: int, seed: int = 0) -> ExportTraceServiceRequest:
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    kv = rs.resource.attributes.add()
+    kv.key, kv.value.string_value = "service.name", "svc"
+    ss = rs.scope_spans.add()
+    for i in range(n_spans):
+        sp = ss.spans.add()
+        sp.trace_id = (seed * 1_000_000 + i + 1).to_bytes(16, "big")
+        sp.span_id = (seed * 1_000_000 + i + 1).to_bytes(8, "big")
+        sp.name = "op"
+        sp.start_time_unix_nano = start_ns + i
+        sp.end_time_unix_nano = start_ns + i + 10
+    return req
+
+
+def _store(tmp_path, **sqlite_overrides) -> Store:
+    cfg = SqliteExporterConfig(path=str(tmp_path / "s.db"))
+    for k, v in sqlite_overrides.items():
+        setattr(cfg, k, v)
+    return Store(cfg, BatchProcessorConfig())
+
+
+def test_migrations_create_schema_and_rerun_is_noop(tmp_path):
+    db = sqlite_utils.Database(tmp_path / "m.db")
+    assert migrate(db) == schema_version()
+    tables = set(db.table_names())
+    assert {"projects", "spans", "metric_series", "metric_points", "span_attribute_keys"} <= tables
+    assert {"spans_by_trace", "spans_by_time", "spans_by_service"} <= {i.name for i in db["spans"].indexes}
+    assert migrate(db) == schema_version()
+    assert db.execute("PRAGMA user_version").fetchone()[0] == schema_version()
+    assert [r["key"] for r in db["projects"].rows] == ["default"]
+
+
+def test_newer_schema_is_refused(tmp_path):
+    db = sqlite_utils.Database(tmp_path / "n.db")
+    migrate(db)
+    db.execute("PRAGMA user_version = 999")
+    with pytest.raises(SchemaTooNewError, match="newer than this otelite understands"):
+        migrate(db)
+
+
+def test_future_resolves_only_after_commit(tmp_path):
+    store = _store(tmp_path)
+    store.start()
+    try:
+        fut = store.writer.submit(traces_to_batch(_request(100, time.time_ns()), 1))
+        fut.result(timeout=10)
+        # A separate connection sees the rows as soon as the future is resolved: they are committed.
+        conn = sqlite3.connect(store.path)
+        assert conn.execute("SELECT count(*) FROM spans").fetchone()[0] == 100
+        conn.close()
+    finally:
+        store.close()
+
+
+def test_full_queue_refuses_and_acknowledged_data_is_kept(tmp_path):
+    store = _store(tmp_path, busy_timeout=0.05, sending_queue=SendingQueueConfig(queue_size=250))
+    store.start()
+    blocker = sqlite3.connect(store.path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # a real lock: the writer cannot commit until it is released
+    try:
+        futures, refused = [], 0
+        for seed in range(10):
+            try:
+                futures.append(store.writer.submit(traces_to_batch(_request(100, time.time_ns(), seed), 1)))
+            except StoreFull as e:
+                refused += 1
+                assert e.retry_after >= 1
+        assert len(futures) == 2 and refused == 8  # 100 + 100 fit in 250; the third does not
+        assert not any(f.done() for f in futures)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    for f in futures:
+        f.result(timeout=10)
+    store.close()
+    assert sqlite3.connect(store.path).execute("SELECT count(*) FROM spans").fetchone()[0] == 200
+
+
+def test_retention_deletes_old_rows_in_chunks(tmp_path):
+    store = _store(tmp_path, retention=RetentionConfig(chunk_rows=40))
+    old = time.time_ns() - 30 * 86400 * 10**9
+    store.start()
+    try:
+        store.writer.submit(traces_to_batch(_request(100, old, 1), 1)).result(10)
+        store.writer.submit(traces_to_batch(_request(10, time.time_ns(), 2), 1)).result(10)
+    finally:
+        store.close()
+    # Reopen: retention runs at start and, having deleted a full chunk, keeps going chunk by chunk.
+    store = _store(tmp_path, retention=RetentionConfig(chunk_rows=40))
+    store.start()
+    deadline = time.monotonic() + 10
+    conn = sqlite3.connect(store.path)
+    while conn.execute("SELECT count(*) FROM spans").fetchone()[0] != 10 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    store.close()
+    assert conn.execute("SELECT count(*) FROM spans").fetchone()[0] == 10
+    assert conn.execute("SELECT min(start_ns) FROM spans").fetchone()[0] > old
