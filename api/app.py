@@ -1,11 +1,10 @@
-"""`create_app(config, store, ingest)`: the Falcon ASGI application on the HTTP listener.
+"""`create_app(config, store, ingest, telemetry)`: the Falcon ASGI application on the HTTP listener.
 
 Routes are listed here in one place; resources are thin and get their dependencies injected.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from typing import TYPE_CHECKING
@@ -13,16 +12,20 @@ from typing import TYPE_CHECKING
 import falcon
 import falcon.asgi
 
+from api import openapi, posthog_metrics
+from api.auth import AuthMiddleware
+from api.errors import add_error_handlers
 from api.health import HealthResource, SelfMetricsResource
+from api.ratelimit import RateLimiter
 from collector.receivers.otlp import http as otlp_http
+from collector.receivers.otlp.auth import OtlpProjectResolver
+from collector.store.keys import KeyStore
 
 if TYPE_CHECKING:
     from collector.config import Config
     from collector.pipeline.ingest import Ingest
     from collector.store.store import Store
     from collector.telemetry import Telemetry
-
-log = logging.getLogger("otelite.api")
 
 
 class RequestIdMiddleware:
@@ -39,28 +42,26 @@ class RequestIdMiddleware:
     async def process_response(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, resource,
                                req_succeeded: bool) -> None:
         resp.set_header("X-Request-Id", req.context.get("request_id", ""))
-        route = req.uri_template or "unmatched"
-        self._telemetry.http_requests.labels(route, resp.status_code).inc()
-
-
-async def _internal_error(req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: Exception, params) -> None:
-    """No stack trace or SQL reaches a response; the log has them under the request id."""
-    if isinstance(ex, falcon.HTTPError):
-        raise ex
-    rid = req.context.get("request_id", "")
-    log.exception("unhandled error in %s %s (request %s)", req.method, req.path, rid)
-    resp.status = falcon.HTTP_500
-    resp.media = {"type": "server_error", "code": "internal_error",
-                  "detail": f"internal error; quote request id {rid} when reporting it"}
+        self._telemetry.http_requests.labels(req.uri_template or "unmatched", resp.status_code).inc()
 
 
 def create_app(config: "Config", store: "Store", ingest: "Ingest", telemetry: "Telemetry") -> falcon.asgi.App:
-    app = falcon.asgi.App(middleware=[RequestIdMiddleware(telemetry)])
-    app.add_error_handler(Exception, _internal_error)
+    # One read connection for key and project look-ups, used only from the event loop's thread.
+    keys = KeyStore(store.reader())
+    app = falcon.asgi.App(middleware=[
+        RequestIdMiddleware(telemetry),
+        AuthMiddleware(config.auth, keys, RateLimiter(config.auth.rate_limits)),
+    ])
+    app.req_options.strip_url_path_trailing_slash = True  # PostHog paths: trailing slash optional
+    add_error_handlers(app)
+    path_sets = [openapi.CORE_PATHS, posthog_metrics.OPENAPI_PATHS]
+    posthog_metrics.add_routes(app, store)
+
     http = config.otlp.protocols.http
     if http is not None:
-        # Without auth (the default on loopback) OTLP data goes to the default project (auth.md).
-        otlp_http.add_routes(app, http, ingest, lambda req: 1)
+        resolver = OtlpProjectResolver(config.otlp.auth, keys)
+        otlp_http.add_routes(app, http, ingest, resolver.for_http)
     app.add_route("/healthz", HealthResource(store, time.monotonic()))
     app.add_route("/metrics/self", SelfMetricsResource(store, telemetry))
+    app.add_route("/api/schema", openapi.SchemaResource(openapi.build_document(path_sets)))
     return app

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import falcon
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from api.auth import PUBLIC
 from collector.store.db import database_bytes
 
 if TYPE_CHECKING:
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
 
 
 class HealthResource:
+    auth_policy = PUBLIC
     def __init__(self, store: "Store", started: float) -> None:
         self._store = store
         self._started = started
@@ -33,6 +35,7 @@ class HealthResource:
 
 
 class SelfMetricsResource:
+    auth_policy = PUBLIC
     def __init__(self, store: "Store", telemetry: "Telemetry") -> None:
         self._store = store
         self._telemetry = telemetry

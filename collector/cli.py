@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sqlite3
 import sys
 
 from collector.config import ConfigError, apply_overrides, load_config
+from collector.store.db import prepare_database
+from collector.store.keys import SCOPES, KeyStore, KeyStoreError
 from collector.store.migrations import SchemaTooNewError
 
 
@@ -29,6 +32,55 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
 
 
+def _db_path(args: argparse.Namespace) -> str:
+    if args.db:
+        return args.db
+    return load_config(args.config).sqlite.path
+
+
+def _keystore(args: argparse.Namespace) -> KeyStore:
+    path = _db_path(args)
+    prepare_database(path)
+    return KeyStore(sqlite3.connect(path, timeout=10))
+
+
+def _projects_create(args: argparse.Namespace) -> int:
+    p = _keystore(args).create_project(args.key, name=args.name, timezone=args.timezone)
+    print(f"created project {p.key} (id {p.id}, timezone {p.timezone})")
+    return 0
+
+
+def _projects_list(args: argparse.Namespace) -> int:
+    print(f"{'ID':>4}  {'KEY':<20} {'TIMEZONE':<20} NAME")
+    for p in _keystore(args).projects():
+        print(f"{p.id:>4}  {p.key:<20} {p.timezone:<20} {p.name}")
+    return 0
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    key, secret = _keystore(args).create_key(args.project, args.scope, name=args.name or "")
+    print(f"created API key {key.id} for project {key.project_key} with scopes {' '.join(key.scopes)}.")
+    print("It is shown only once; store it now:")
+    print(secret)
+    return 0
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    # Never prints a secret: only the first characters, which cannot authenticate.
+    print(f"{'ID':>4}  {'PROJECT':<16} {'NAME':<20} {'KEY':<10} {'CREATED':<26} {'STATE':<8} SCOPES")
+    for k in _keystore(args).keys():
+        state = "revoked" if k.revoked_at else "active"
+        print(f"{k.id:>4}  {k.project_key:<16} {k.name:<20} {k.display:<10} {k.created_at:<26} {state:<8} "
+              f"{' '.join(k.scopes)}")
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    key = _keystore(args).revoke_key(args.id)
+    print(f"revoked API key {key.id} ({key.display}, project {key.project_key})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="otelite", description="A small OpenTelemetry collector with a "
                                      "SQLite store and PostHog/Flux/Trifle/LaunchDarkly/Prometheus APIs.")
@@ -43,13 +95,41 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-endpoint", metavar="HOST:PORT", help="OTLP/HTTP and API listen address "
                        "(default 127.0.0.1:4318)")
     serve.set_defaults(func=_serve)
+
+    store_args = argparse.ArgumentParser(add_help=False)
+    store_args.add_argument("--db", help="SQLite database path (default: the config's, ./otelite.db)")
+    store_args.add_argument("--config", help="read the database path from this config file")
+
+    projects = sub.add_parser("projects", help="manage projects").add_subparsers(dest="action", required=True)
+    p = projects.add_parser("create", parents=[store_args], help="create a project")
+    p.add_argument("key", help="the project's key (slug), used in API paths")
+    p.add_argument("--timezone", default="UTC", help="IANA timezone for bucket alignment (default UTC)")
+    p.add_argument("--name", help="display name (default: the key)")
+    p.set_defaults(func=_projects_create)
+    projects.add_parser("list", parents=[store_args], help="list projects").set_defaults(func=_projects_list)
+
+    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True)
+    k = keys.add_parser("create", parents=[store_args], help="create an API key (printed once)")
+    k.add_argument("--project", required=True, help="project key or id")
+    k.add_argument("--scope", action="append", required=True, choices=SCOPES, help="repeat for several scopes")
+    k.add_argument("--name", help="what the key is for")
+    k.set_defaults(func=_keys_create)
+    keys.add_parser("list", parents=[store_args], help="list keys (never their secrets)").set_defaults(
+        func=_keys_list)
+    r = keys.add_parser("revoke", parents=[store_args], help="revoke a key")
+    r.add_argument("id", type=int)
+    r.set_defaults(func=_keys_revoke)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (KeyStoreError, ConfigError, SchemaTooNewError) as e:
+        print(f"otelite: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -106,6 +106,9 @@ class OtlpProtocols:
 @dataclass
 class OtlpReceiverConfig:
     protocols: OtlpProtocols = field(default_factory=OtlpProtocols)
+    # "none": open, as sidecars expect (data goes to the default project or the one named by the
+    # X-Otelite-Project header); "required": a key with the `ingest` scope picks the project (auth.md).
+    auth: str = "none"
 
 
 @dataclass
@@ -160,6 +163,22 @@ class PrometheusExporterConfig:
 
 
 @dataclass
+class RateLimitConfig:
+    requests: int = 60  # tokens refilled per `per`
+    per: float = 60.0  # seconds
+    burst: int = 0  # bucket size; 0: `requests`
+
+
+@dataclass
+class AuthConfig:
+    # "required": every REST route needs an API key. "none": local development only, refused unless
+    # every listener is on loopback (auth.md).
+    mode: str = "required"
+    # Token buckets per API key and route class (e.g. `query`, `write`); a class not listed is unlimited.
+    rate_limits: dict[str, RateLimitConfig] = field(default_factory=dict)
+
+
+@dataclass
 class PipelineConfig:
     receivers: list[str] = field(default_factory=lambda: ["otlp"])
     processors: list[str] = field(default_factory=lambda: ["memory_limiter", "batch"])
@@ -181,6 +200,7 @@ class Config:
         "batch": BatchProcessorConfig(), "memory_limiter": MemoryLimiterConfig()})
     exporters: dict[str, Any] = field(default_factory=lambda: {"sqlite": SqliteExporterConfig()})
     service: ServiceConfig = field(default_factory=ServiceConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)  # otelite's own section (not a Collector one)
     source: str = "<defaults>"  # the file the config came from, for messages
 
     # -- resolved views: the one component of each kind a pipeline uses -----------------------------
@@ -270,12 +290,39 @@ class Config:
                         self._fail(f"receivers.{name}.protocols.http.{attr}", "must start with /")
                 if h.max_request_body_size <= 0:
                     self._fail(f"receivers.{name}.protocols.http.max_request_body_size", "must be positive")
+        for name, r in self.receivers.items():
+            if r.auth not in ("none", "required"):
+                self._fail(f"receivers.{name}.auth", f"must be none or required, got {r.auth!r}")
+        if self.auth.mode not in ("none", "required"):
+            self._fail("auth.mode", f"must be required or none, got {self.auth.mode!r}")
+        for cls, limit in self.auth.rate_limits.items():
+            if limit.requests <= 0 or limit.per <= 0 or limit.burst < 0:
+                self._fail(f"auth.rate_limits.{cls}", "requests and per must be positive, burst not negative")
+        if self.auth.mode == "none":
+            for key, endpoint in self.listeners():
+                if not is_loopback(parse_endpoint(endpoint)[0]):
+                    self._fail("auth.mode", f"'none' is only allowed when every listener is on loopback, "
+                                            f"but {key} is {endpoint}")
         prom = self.prometheus
         if prom.endpoint is not None:
             try:
                 parse_endpoint(prom.endpoint)
             except ValueError as e:
                 self._fail("exporters.prometheus.endpoint", str(e))
+
+    def listeners(self) -> list[tuple[str, str]]:
+        """(config key, HOST:PORT) of every socket otelite will listen on."""
+        out = []
+        for name, r in self.receivers.items():
+            for proto in ("grpc", "http"):
+                srv = getattr(r.protocols, proto)
+                if srv is not None:
+                    out.append((f"receivers.{name}.protocols.{proto}.endpoint", srv.endpoint))
+        if self.otlp.protocols.http is None:
+            out.append(("receivers.otlp.protocols.http.endpoint", HttpServerConfig().endpoint))
+        if self.prometheus.endpoint is not None:
+            out.append(("exporters.prometheus.endpoint", self.prometheus.endpoint))
+        return out
 
     def _fail(self, key: str, message: str) -> None:
         raise ConfigError(f"{self.source}: {key}: {message}")
@@ -286,7 +333,7 @@ _COMPONENT_TYPES: dict[str, dict[str, type]] = {
     "processors": {"batch": BatchProcessorConfig, "memory_limiter": MemoryLimiterConfig},
     "exporters": {"sqlite": SqliteExporterConfig, "prometheus": PrometheusExporterConfig},
 }
-_TOP_LEVEL = {"receivers", "processors", "exporters", "service", "extensions", "connectors"}
+_TOP_LEVEL = {"receivers", "processors", "exporters", "service", "extensions", "connectors", "auth"}
 
 
 def _component_type(component_id: str) -> str:
@@ -296,7 +343,7 @@ def _component_type(component_id: str) -> str:
 
 # --- overlaying YAML onto dataclasses --------------------------------------------------------------------
 
-_DURATION_FIELDS = {"timeout", "check_interval", "traces", "metrics", "busy_timeout", "metric_expiration"}
+_DURATION_FIELDS = {"timeout", "check_interval", "traces", "metrics", "busy_timeout", "metric_expiration", "per"}
 
 
 def _overlay(target: Any, data: Any, path: str, source: str) -> Any:
@@ -320,6 +367,10 @@ def _convert(current: Any, f: dataclasses.Field, value: Any, path: str, source: 
     if f.name == "protocols":
         # As in the Collector, a file that lists protocols enables exactly those.
         return _overlay(OtlpProtocols(grpc=None, http=None), value, path, source)
+    if f.name == "rate_limits":
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {path}: expected a mapping of route class to limit")
+        return {str(k): _overlay(RateLimitConfig(), v, f"{path}.{k}", source) for k, v in value.items()}
     if dataclasses.is_dataclass(current):
         return _overlay(current, value, path, source)
     if f.name in ("grpc", "http"):
@@ -413,6 +464,8 @@ def config_from_mapping(doc: Any, source: str = "<config>") -> Config:
                                   f"(known: {', '.join(sorted(kinds))})")
             built[str(comp_id)] = _overlay(kinds[kind](), body, f"{section}.{comp_id}", source)
         setattr(cfg, section, built)
+    if "auth" in doc:
+        cfg.auth = _overlay(AuthConfig(), doc["auth"], "auth", source)
     if "service" in doc:
         svc = doc["service"] or {}
         if not isinstance(svc, dict):

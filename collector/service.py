@@ -19,6 +19,8 @@ from collector.config import GrpcServerConfig, HttpServerConfig, parse_endpoint
 from collector.pipeline.ingest import Ingest
 from collector.pipeline.memory_limiter import run_memory_limiter
 from collector.receivers.otlp import grpc as otlp_grpc
+from collector.receivers.otlp.auth import OtlpProjectResolver
+from collector.store.keys import SCOPES, KeyStore
 from collector.store.store import Store
 from collector.telemetry import Telemetry
 
@@ -38,9 +40,25 @@ class _Uvicorn(uvicorn.Server):
         yield
 
 
+def _first_run_key(config: "Config", store: Store) -> None:
+    """auth.md: with no key at all, create one admin key for the default project and show it once."""
+    if config.auth.mode == "none":
+        return
+    with contextlib.closing(store.admin_connection()) as conn:
+        keys = KeyStore(conn)
+        if keys.count_keys():
+            return
+        key, secret = keys.create_key(1, SCOPES, name="admin (first run)")
+    print(f"otelite: created the first API key (id {key.id}, all scopes, project 'default'). It is shown only "
+          f"once; keep it somewhere safe:\n\n    {secret}\n\nSend it as 'Authorization: Bearer <key>'. "
+          f"Create narrower keys with 'otelite keys create --project default --scope metrics:read'.",
+          flush=True)
+
+
 async def serve(config: "Config") -> int:
     telemetry = Telemetry()
     store = Store(config.sqlite, config.batch, telemetry)
+    _first_run_key(config, store)
     store.start()
     ingest = Ingest(store.writer, telemetry)
     grpc_server = None
@@ -49,7 +67,8 @@ async def serve(config: "Config") -> int:
     try:
         otlp = config.otlp
         if otlp.protocols.grpc is not None:
-            grpc_server, _ = otlp_grpc.create_server(otlp.protocols.grpc, ingest, lambda ctx: 1)
+            resolver = OtlpProjectResolver(otlp.auth, KeyStore(store.reader()))
+            grpc_server, _ = otlp_grpc.create_server(otlp.protocols.grpc, ingest, resolver.for_grpc)
             await grpc_server.start()
             log.info("OTLP/gRPC listening on %s", otlp.protocols.grpc.endpoint)
         http_cfg = otlp.protocols.http or HttpServerConfig()

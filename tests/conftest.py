@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -65,6 +66,17 @@ class ServerProcess:
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"otelite did not become healthy:\n{self.log()}")
+
+    def admin_key(self) -> str:
+        """The first-run admin key the server printed (auth.md, "First run")."""
+        found = re.findall(r"^\s+(otl_[A-Za-z0-9_-]+)$", self.log(), re.M)
+        assert found, f"no first-run key in the log:\n{self.log()}"
+        return found[0]
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        """Run `otelite ARGS --db <this server's db>` (e.g. keys create) and return the finished process."""
+        return subprocess.run([sys.executable, "-m", "collector.cli", *args, "--db", str(self.db)],
+                              capture_output=True, text=True, timeout=30, cwd=Path(__file__).parent.parent)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""

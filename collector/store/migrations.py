@@ -145,6 +145,21 @@ def _m0001_initial(db: Database) -> None:
                "'Default project', 'UTC', ?)", [now])
 
 
+@MIGRATIONS(name="0002_api_keys")
+def _m0002_api_keys(db: Database) -> None:
+    # auth.md: keys are stored only as SHA-256 hashes; `display` keeps a few leading characters so a
+    # person can tell keys apart in `otelite keys list` without the secret being recoverable.
+    db.execute("""CREATE TABLE api_keys (
+        id INTEGER PRIMARY KEY,
+        project_id INTEGER NOT NULL REFERENCES projects (id),
+        name TEXT NOT NULL DEFAULT '',
+        display TEXT NOT NULL,
+        secret_hash BLOB NOT NULL UNIQUE,
+        scopes TEXT NOT NULL,                  -- JSON list of scope names
+        created_at TEXT NOT NULL,
+        revoked_at TEXT)""")
+
+
 def schema_version() -> int:
     """The schema version this build writes: the number of migrations it knows."""
     return len(MIGRATIONS._migrations)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-from typing import TYPE_CHECKING
+import threading
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from collector.store.db import connect_reader, prepare_database
 from collector.store.writer import Writer
@@ -13,6 +15,9 @@ if TYPE_CHECKING:
     from collector.telemetry import Telemetry
 
 
+T = TypeVar("T")
+
+
 class Store:
     def __init__(self, config: "SqliteExporterConfig", batching: "BatchProcessorConfig",
                  telemetry: "Telemetry | None" = None) -> None:
@@ -20,6 +25,7 @@ class Store:
         # Migrate (or refuse a newer file) before anything listens, so a bad file stops the start.
         self.schema_version = prepare_database(self.path)
         self.writer = Writer(self.path, config, batching, telemetry)
+        self._local = threading.local()
 
     def start(self) -> None:
         self.writer.start()
@@ -28,6 +34,20 @@ class Store:
         """Drain the queue, commit, close the write connection."""
         self.writer.close()
 
+    def admin_connection(self) -> sqlite3.Connection:
+        """A plain read-write connection for rare management writes (projects, keys) outside the writer."""
+        return sqlite3.connect(self.path, timeout=10)
+
     def reader(self) -> sqlite3.Connection:
         """A new read connection (WAL: readers never block the writer). The caller closes it."""
         return connect_reader(self.path)
+
+    async def read(self, query: Callable[..., T], *args: Any) -> T:
+        """Run `query(conn, *args)` on a worker thread's own read connection, off the event loop."""
+        return await asyncio.to_thread(self._read_in_thread, query, *args)
+
+    def _read_in_thread(self, query: Callable[..., T], *args: Any) -> T:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self.reader()
+        return query(conn, *args)

@@ -15,6 +15,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metric
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from collector.normalize.otlp import OtlpDataError
+from collector.receivers.otlp.auth import OtlpAuthError
 from collector.pipeline.ingest import ExportResult, StoreFull, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -31,6 +32,9 @@ async def _export(context: grpc.aio.ServicerContext, export: Callable, request, 
         return await export(request, project_for(context), "grpc")
     except OtlpDataError as e:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+    except OtlpAuthError as e:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED if e.unauthenticated else grpc.StatusCode.NOT_FOUND,
+                            str(e))
     except StoreFull as e:
         await _abort_unavailable(context, str(e), e.retry_after)
     except StoreUnavailable as e:

@@ -20,6 +20,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (ExportTrac
 from google.protobuf.message import DecodeError
 
 from collector.normalize.otlp import OtlpDataError
+from collector.receivers.otlp.auth import OtlpAuthError
 from collector.normalize.otlp_json import (OtlpJsonError, export_response_to_json, metrics_request_from_json,
                                            status_to_json, traces_request_from_json)
 from collector.pipeline.ingest import ExportResult, StoreFull, StoreUnavailable
@@ -33,7 +34,8 @@ JSON = "application/json"
 _READ_CHUNK = 1 << 16
 
 # gRPC code numbers for the Status body (google.rpc.Code).
-_INVALID_ARGUMENT, _NOT_FOUND, _RESOURCE_EXHAUSTED, _UNIMPLEMENTED, _UNAVAILABLE = 3, 5, 8, 12, 14
+_INVALID_ARGUMENT, _NOT_FOUND, _RESOURCE_EXHAUSTED, _UNIMPLEMENTED, _UNAVAILABLE, _UNAUTHENTICATED = \
+    3, 5, 8, 12, 14, 16
 
 
 class _Refusal(Exception):
@@ -54,6 +56,9 @@ class _Signal:
 class OtlpHttpResource:
     """One OTLP signal endpoint. `project_for(req)` picks the project the data belongs to."""
 
+    # receivers.otlp.auth is enforced by `project_for`, with OTLP's own status codes and bodies.
+    handles_own_auth = True
+
     def __init__(self, signal: _Signal, config: "HttpServerConfig",
                  project_for: Callable[[falcon.asgi.Request], int]) -> None:
         self._signal = signal
@@ -66,13 +71,18 @@ class OtlpHttpResource:
             if encoding is None:
                 raise _Refusal(falcon.HTTP_415, _INVALID_ARGUMENT,
                                f"unsupported Content-Type {req.content_type!r}; use {PROTOBUF} or {JSON}")
+            project_id = self._project_for(req)  # before reading the body: no work for strangers
             body = await self._read_body(req)
             message = self._decode(body, encoding)
-            result: ExportResult = await self._signal.export(message, self._project_for(req), "http")
+            result: ExportResult = await self._signal.export(message, project_id, "http")
         except _Refusal as r:
             return _fail(resp, r, encoding or JSON)
         except OtlpDataError as e:
             return _fail(resp, _Refusal(falcon.HTTP_400, _INVALID_ARGUMENT, str(e)), encoding)
+        except OtlpAuthError as e:
+            refusal = _Refusal(falcon.HTTP_401, _UNAUTHENTICATED, str(e)) if e.unauthenticated \
+                else _Refusal(falcon.HTTP_404, _NOT_FOUND, str(e))
+            return _fail(resp, refusal, encoding)
         except StoreFull as e:
             # otlp.md: 503 + Retry-After is retryable, so the client keeps the data and sends it again.
             return _fail(resp, _Refusal(falcon.HTTP_503, _UNAVAILABLE, str(e), e.retry_after), encoding)
@@ -177,6 +187,8 @@ def _fail(resp: falcon.asgi.Response, refusal: _Refusal, encoding: str) -> None:
 
 class OtlpLogsResource:
     """otlp.md: logs are not in scope yet; say so clearly instead of a bare 404."""
+
+    handles_own_auth = True
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         encoding = _encoding_of(req.content_type) or JSON
