@@ -254,6 +254,8 @@ class Config:
                 self._fail(f"service.pipelines.{pname}.exporters", "must include the sqlite exporter")
         if self.service.extensions:
             self._fail("service.extensions", "otelite has no extensions; remove them")
+        if len(self.receivers) > 1:
+            self._fail("receivers", f"otelite runs one otlp receiver; got {', '.join(self.receivers)}")
         for name, r in self.receivers.items():
             if r.protocols.grpc is None and r.protocols.http is None:
                 self._fail(f"receivers.{name}.protocols", "enable grpc, http or both")
@@ -272,17 +274,12 @@ class Config:
                 self._fail(key, f"must be positive, got {value}")
         if not sq.path:
             self._fail("exporters.sqlite.path", "must not be empty")
-        endpoints = []
+        for key, endpoint in self.listeners():
+            try:
+                parse_endpoint(endpoint)
+            except ValueError as e:
+                self._fail(key, str(e))
         for name, r in self.receivers.items():
-            for proto in ("grpc", "http"):
-                srv = getattr(r.protocols, proto)
-                if srv is not None:
-                    key = f"receivers.{name}.protocols.{proto}.endpoint"
-                    try:
-                        parse_endpoint(srv.endpoint)
-                    except ValueError as e:
-                        self._fail(key, str(e))
-                    endpoints.append(key)
             if r.protocols.http is not None:
                 h = r.protocols.http
                 for attr in ("traces_url_path", "metrics_url_path", "logs_url_path"):
@@ -511,8 +508,20 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: not valid YAML: {e}") from None
+        raise ConfigError(f"{source}: {_yaml_problem(e)}") from None
     return config_from_mapping(doc, source)
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """PyYAML's message names "<unicode string>" and spans lines; say where in the file, on one line."""
+    mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None)
+    if mark is None or not problem:
+        return f"not valid YAML: {e}"
+    text = f"line {mark.line + 1}, column {mark.column + 1}: not valid YAML: {problem}"
+    context, context_mark = getattr(e, "context", None), getattr(e, "context_mark", None)
+    if context and context_mark is not None:
+        text += f" ({context} at line {context_mark.line + 1}, column {context_mark.column + 1})"
+    return text
 
 
 def apply_overrides(cfg: Config, *, db: str | None = None, grpc_endpoint: str | None = None,

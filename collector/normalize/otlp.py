@@ -245,8 +245,10 @@ def metrics_to_batch(request: ExportMetricsServiceRequest, project_id: int) -> W
                              temporality, monotonic, rid, sid, attrs_json, t, t), labels)
                     if t > batch.series_last_seen.get(series_id, -1):
                         batch.series_last_seen[series_id] = t
+                    # SummaryDataPoint has no exemplars field.
+                    exemplars = _exemplars(dp.exemplars) if kind != "summary" else None
                     batch.points.append((project_id, series_id, dp.start_time_unix_nano, t) + point
-                                        + (_exemplars(dp.exemplars),))
+                                        + (exemplars,))
                     stored = True
                     if metric.metadata:
                         _note(batch, "metric metadata is not stored")
