@@ -6,9 +6,10 @@ messages the gRPC and binary OTLP/HTTP receivers produce, so the rest of the
 pipeline has exactly one normalization path (protobuf -> rows).
 
 The rules implemented here are those of the OTLP specification, section
-"OTLP/HTTP" -> "JSON Protobuf Encoding" (docs/specification.md), which builds
-on the proto3 JSON mapping with a few OTLP-specific deviations, plus the
-leniencies the OpenTelemetry Collector accepts:
+"JSON Protobuf Encoding" (opentelemetry-proto docs/specification.md,
+https://opentelemetry.io/docs/specs/otlp/#json-protobuf-encoding), which
+builds on the proto3 JSON mapping with a few OTLP-specific deviations, plus
+the leniencies the OpenTelemetry Collector accepts:
 
 * Keys are the lowerCamelCase ``json_name`` of each proto field; the original
   snake_case proto field names are accepted as well.  Unknown keys are ignored
@@ -22,11 +23,17 @@ leniencies the OpenTelemetry Collector accepts:
   "-Infinity" (or any numeric string).
 * ``AnyValue.bytesValue`` is base64 (standard alphabet; url-safe accepted).
 
+Fields of the schema this module does not map (ignored like unknown keys):
+``Resource.entityRefs`` (still in development) and the profiles-only
+``*Strindex`` fields of KeyValue / AnyValue.
+
 We deliberately do not use ``google.protobuf.json_format``: it is an order of
-magnitude slower and would decode the ids as base64.  The hot loop therefore
-never reflects over descriptors; every message type has a precomputed dict
-from each accepted key spelling to a small setter closure, and the very hot
-``KeyValue`` / ``AnyValue`` path is written out by hand.
+magnitude slower and would decode the ids as base64.  Nothing reflects over
+descriptors per field: every message type has a precomputed table from each
+accepted key spelling to a small setter closure, and the two hottest paths --
+``KeyValue``/``AnyValue`` (every attribute) and ``Span`` -- additionally
+assign the common well-formed shapes inline, falling back to the table's
+setter for anything else.
 
 Errors are reported as :class:`OtlpJsonError` whose message names the path of
 the offending value, e.g.
@@ -249,6 +256,15 @@ def _fill(msg: Any, obj: object, table: _Table) -> None:
             raise _Invalid(str(exc), key) from None
 
 
+def _index_of(items: list[Any], item: object) -> int:
+    """Position of ``item`` (by identity) -- computed only on the error path,
+    so the hot loops need not carry an index around."""
+    for index, candidate in enumerate(items):
+        if candidate is item:
+            return index
+    return -1
+
+
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
@@ -399,20 +415,26 @@ def _message(table: _Table) -> _FieldSpec:
     return spec
 
 
-def _messages(table: _Table) -> _FieldSpec:
-    """A repeated sub-message field."""
+_Filler = Callable[[Any, object, _Table], None]
+
+
+def _messages(table: _Table, filler: _Filler | None = None) -> _FieldSpec:
+    """A repeated sub-message field; ``filler`` overrides the generic _fill
+    for message types that have a hand-tuned fast path (spans)."""
+    fill = filler or _fill
 
     def spec(attr: str) -> _Setter:
         def set_messages(msg: Any, value: Any) -> None:
             if not isinstance(value, list):
                 raise _expected("an array", value)
             add = getattr(msg, attr).add
-            for index, item in enumerate(value):
-                try:
-                    _fill(add(), item, table)
-                except _Invalid as exc:
-                    exc.parts.append(f"[{index}]")
-                    raise
+            item: Any = None
+            try:
+                for item in value:
+                    fill(add(), item, table)
+            except _Invalid as exc:
+                exc.parts.append(f"[{_index_of(value, item)}]")
+                raise
 
         return set_messages
 
@@ -523,7 +545,9 @@ def _fill_any_value(any_value: Any, obj: object) -> None:
                     raise _expected("a string", value)
                 any_value.string_value = value
             elif kind == _ANY_INT:
-                any_value.int_value = value if type(value) is int else _to_int(value, _I64_MIN, _I64_MAX)
+                if type(value) is not int or not _I64_MIN <= value <= _I64_MAX:
+                    value = _to_int(value, _I64_MIN, _I64_MAX)
+                any_value.int_value = value
             elif kind == _ANY_BOOL:
                 if type(value) is not bool:
                     raise _expected("a boolean", value)
@@ -605,21 +629,17 @@ def _fill_key_values(repeated: Any, items: object) -> None:
         exc.parts.append("value")
         exc.parts.append(f"[{_index_of(items, item)}]")
         raise
-    except (AttributeError, TypeError):
-        # Only the two cheap, unchecked steps above can get here.
+    except (AttributeError, TypeError, ValueError) as exc:
+        # The fast path leaves type checks to Python / protobuf; work out
+        # afterwards which of its unchecked steps failed.
         index = f"[{_index_of(items, item)}]"
         if not isinstance(item, dict):
             raise _Invalid(_expected("an object", item).reason, index) from None
-        raise _Invalid(_expected("a string", item.get("key")).reason, "key", index) from None
-
-
-def _index_of(items: list[Any], item: object) -> int:
-    """Position of ``item`` (by identity) -- computed only on the error path,
-    so the hot loops need not carry an index around."""
-    for index, candidate in enumerate(items):
-        if candidate is item:
-            return index
-    return -1
+        key = item.get("key")
+        if key is not None and type(key) is not str:
+            raise _Invalid(_expected("a string", key).reason, "key", index) from None
+        # e.g. a lone UTF-16 surrogate, which protobuf strings cannot hold
+        raise _Invalid(str(exc), index) from None
 
 
 def _key_values() -> _FieldSpec:
@@ -688,9 +708,102 @@ _SPAN = _table(
     status=_message(_SPAN_STATUS),
 )
 
+# Spans are the bulk of every traces request, so they get a hand-tuned loop:
+# the common, well-formed shape of each hot field is assigned inline, and
+# anything else (other fields, other spellings of a value, bad input) falls
+# back to the generic setter in _SPAN, which validates and words the error.
+# That keeps exactly one definition of what each field accepts.
+(
+    _HOT_ATTRIBUTES,
+    _HOT_TRACE_ID,
+    _HOT_SPAN_ID,
+    _HOT_PARENT_SPAN_ID,
+    _HOT_NAME,
+    _HOT_START,
+    _HOT_END,
+    _HOT_KIND,
+) = range(8)
+_SPAN_HOT: dict[str, int] = {}
+for _code, _name in enumerate(
+    (
+        "attributes",
+        "trace_id",
+        "span_id",
+        "parent_span_id",
+        "name",
+        "start_time_unix_nano",
+        "end_time_unix_nano",
+        "kind",
+    )
+):
+    _SPAN_HOT[_name] = _SPAN_HOT[_camel(_name)] = _code
+del _code, _name
+
+
+def _fill_span(span: Any, obj: object, table: _Table) -> None:
+    """_fill() for one Span (``table`` is _SPAN), with inlined fast paths."""
+    if not isinstance(obj, dict):
+        raise _expected("an object", obj)
+    key = ""
+    try:
+        for key, value in obj.items():
+            if value is None:
+                continue
+            hot = _SPAN_HOT.get(key)
+            if hot is None:
+                setter = table.get(key)
+                if setter is not None:  # else: unknown key, ignored
+                    setter(span, value)
+                continue
+            if hot == _HOT_ATTRIBUTES:
+                _fill_key_values(span.attributes, value)
+                continue
+            if hot <= _HOT_PARENT_SPAN_ID:
+                nbytes = 16 if hot == _HOT_TRACE_ID else 8
+                if type(value) is str and len(value) == 2 * nbytes:
+                    try:
+                        raw = bytes.fromhex(value)
+                    except ValueError:
+                        raw = b""
+                    if len(raw) == nbytes:
+                        if hot == _HOT_TRACE_ID:
+                            span.trace_id = raw
+                        elif hot == _HOT_SPAN_ID:
+                            span.span_id = raw
+                        else:
+                            span.parent_span_id = raw
+                        continue
+            elif hot == _HOT_NAME:
+                if type(value) is str:
+                    span.name = value
+                    continue
+            elif hot <= _HOT_END:
+                if type(value) is str:
+                    try:
+                        value = int(value)
+                    except ValueError:
+                        pass
+                if type(value) is int and 0 <= value <= _U64_MAX:
+                    if hot == _HOT_START:
+                        span.start_time_unix_nano = value
+                    else:
+                        span.end_time_unix_nano = value
+                    continue
+            else:  # _HOT_KIND; names ("SPAN_KIND_SERVER") take the general path
+                if type(value) is int and 0 <= value <= _I32_MAX:
+                    span.kind = value
+                    continue
+            table[key](span, value)  # the general (and error-reporting) path
+    except _Invalid as exc:
+        exc.parts.append(key)
+        raise
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise _Invalid(str(exc), key) from None
+
+
 _SCOPE_SPANS = _table(
     scope=_message(_SCOPE),
-    spans=_messages(_SPAN),
+    spans=_messages(_SPAN, _fill_span),
     schema_url=_string(),
 )
 
