@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Callable
 
 import grpc
 from google.protobuf import duration_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
@@ -28,6 +29,9 @@ ProjectResolver = Callable[[grpc.aio.ServicerContext], int]
 async def _export(context: grpc.aio.ServicerContext, export: Callable, request, project_for: ProjectResolver
                   ) -> ExportResult:
     """Run the export and map every failure to its gRPC status in one place."""
+    if isinstance(request, _Undecodable):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"the message is not a valid protobuf {request.type_name}")
     try:
         return await export(request, project_for(context), "grpc")
     except OtlpDataError as e:
@@ -80,6 +84,27 @@ class MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
         return response
 
 
+class _Undecodable:
+    """A request that is not the expected protobuf. grpc would answer UNKNOWN with a Python exception's
+    text; otlp.md wants INVALID_ARGUMENT for bad data, so decoding never raises and `_export` aborts."""
+
+    def __init__(self, type_name: str) -> None:
+        self.type_name = type_name
+
+
+def _export_handler(service: str, servicer, request_type: type) -> grpc.GenericRpcHandler:
+    """What the generated `add_*Servicer_to_server` registers, with a request decoder that cannot raise."""
+    def deserialize(data: bytes):
+        try:
+            return request_type.FromString(data)
+        except DecodeError:
+            return _Undecodable(request_type.__name__)
+
+    return grpc.method_handlers_generic_handler(service, {"Export": grpc.unary_unary_rpc_method_handler(
+        servicer.Export, request_deserializer=deserialize,
+        response_serializer=lambda response: response.SerializeToString())})
+
+
 def create_server(config: "GrpcServerConfig", ingest: "Ingest", project_for: ProjectResolver) -> tuple[grpc.aio.Server, int]:
     """Build the grpc.aio server bound to `config.endpoint`; returns it with the bound port."""
     options = [
@@ -89,8 +114,12 @@ def create_server(config: "GrpcServerConfig", ingest: "Ingest", project_for: Pro
     if config.max_concurrent_streams:
         options.append(("grpc.max_concurrent_streams", config.max_concurrent_streams))
     server = grpc.aio.server(options=options)
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(ingest, project_for), server)
-    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(MetricsService(ingest, project_for), server)
+    server.add_generic_rpc_handlers((
+        _export_handler("opentelemetry.proto.collector.trace.v1.TraceService", TraceService(ingest, project_for),
+                        trace_service_pb2.ExportTraceServiceRequest),
+        _export_handler("opentelemetry.proto.collector.metrics.v1.MetricsService",
+                        MetricsService(ingest, project_for), metrics_service_pb2.ExportMetricsServiceRequest),
+    ))
     port = server.add_insecure_port(config.endpoint)
     if port == 0:
         raise OSError(f"cannot listen on {config.endpoint} for OTLP/gRPC")

@@ -138,6 +138,9 @@ class OtlpHttpResource:
             doc = json.loads(body) if body else {}
         except (ValueError, UnicodeDecodeError) as e:
             raise _Refusal(falcon.HTTP_400, _INVALID_ARGUMENT, f"the body is not valid JSON: {e}") from None
+        except RecursionError:
+            raise _Refusal(falcon.HTTP_400, _INVALID_ARGUMENT, "the body is not valid JSON: nested too deeply"
+                           ) from None
         try:
             return self._signal.from_json(doc)
         except OtlpJsonError as e:
@@ -151,19 +154,41 @@ def _too_large(limit: int) -> _Refusal:
 
 def _decompress(raw: bytes, content_encoding: str, limit: int) -> bytes:
     # wbits 47 = gzip or zlib header; HTTP "deflate" is zlib-wrapped, but raw deflate is seen too.
-    attempts = (47,) if content_encoding in ("gzip", "x-gzip") else (15, -15)
-    for wbits in attempts:
+    if content_encoding in ("gzip", "x-gzip"):
+        out = _inflate(raw, 47, limit, members=True)
+    else:
+        out = _inflate(raw, 15, limit)
+        if out is None:
+            out = _inflate(raw, -15, limit)
+    if out is None:
+        raise _Refusal(falcon.HTTP_400, _INVALID_ARGUMENT, f"the body is not valid {content_encoding} data")
+    return out
+
+
+def _inflate(raw: bytes, wbits: int, limit: int, members: bool = False) -> bytes | None:
+    """Decompress to at most `limit` bytes in all (a bomb stops at limit + 1); None for invalid data.
+
+    With `members`, read every member of a gzip file (RFC 1952 section 2.2: a gzip file is a series of
+    members, and Go's gzip.Reader, which the Collector uses, reads them all); bytes after the last member
+    that are not another member make the body invalid rather than being silently ignored.
+    """
+    parts: list[bytes] = []
+    size = 0
+    while True:
         d = zlib.decompressobj(wbits)
         try:
-            out = d.decompress(raw, limit + 1)
+            part = d.decompress(raw, limit - size + 1)
         except zlib.error:
-            continue
-        if len(out) > limit or d.unconsumed_tail:
+            return None
+        size += len(part)
+        if size > limit or d.unconsumed_tail:
             raise _too_large(limit)
         if not d.eof:
-            break
-        return out
-    raise _Refusal(falcon.HTTP_400, _INVALID_ARGUMENT, f"the body is not valid {content_encoding} data")
+            return None  # truncated
+        parts.append(part)
+        raw = d.unused_data
+        if not raw or not members:
+            return b"".join(parts)
 
 
 def _encoding_of(content_type: str | None) -> str | None:
