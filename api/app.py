@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING
 import falcon
 import falcon.asgi
 
-from api import openapi, posthog_metrics
+from api import openapi, posthog_metrics, posthog_tracing
 from api.auth import AuthMiddleware
 from api.errors import add_error_handlers
 from api.health import HealthResource, SelfMetricsResource
+from api.prometheus import OPENAPI_PATHS as PROMETHEUS_PATHS, PrometheusResource
 from api.ratelimit import RateLimiter
 from collector.receivers.otlp import http as otlp_http
 from collector.receivers.otlp.auth import OtlpProjectResolver
@@ -54,8 +55,9 @@ def create_app(config: "Config", store: "Store", ingest: "Ingest", telemetry: "T
     ])
     app.req_options.strip_url_path_trailing_slash = True  # PostHog paths: trailing slash optional
     add_error_handlers(app)
-    path_sets = [openapi.CORE_PATHS, posthog_metrics.OPENAPI_PATHS]
+    path_sets = [openapi.CORE_PATHS, posthog_metrics.OPENAPI_PATHS, posthog_tracing.OPENAPI_PATHS]
     posthog_metrics.add_routes(app, store)
+    posthog_tracing.add_routes(app, store)
 
     http = config.otlp.protocols.http
     if http is not None:
@@ -63,5 +65,7 @@ def create_app(config: "Config", store: "Store", ingest: "Ingest", telemetry: "T
         otlp_http.add_routes(app, http, ingest, resolver.for_http)
     app.add_route("/healthz", HealthResource(store, time.monotonic()))
     app.add_route("/metrics/self", SelfMetricsResource(store, telemetry))
+    app.add_route("/metrics", PrometheusResource(store, config.prometheus, telemetry))
+    path_sets.append(PROMETHEUS_PATHS)
     app.add_route("/api/schema", openapi.SchemaResource(openapi.build_document(path_sets)))
     return app

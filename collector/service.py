@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import uvicorn
 
 from api.app import create_app
+from api.prometheus import create_scrape_app
 from collector.config import GrpcServerConfig, HttpServerConfig, parse_endpoint
 from collector.pipeline.ingest import Ingest
 from collector.pipeline.memory_limiter import run_memory_limiter
@@ -63,6 +64,7 @@ async def serve(config: "Config") -> int:
     ingest = Ingest(store.writer, telemetry)
     grpc_server = None
     http_server: _Uvicorn | None = None
+    scrape_server: _Uvicorn | None = None  # exporters.prometheus.endpoint, when configured
     limiter: asyncio.Task | None = None
     try:
         otlp = config.otlp
@@ -90,11 +92,17 @@ async def serve(config: "Config") -> int:
                 raise OSError(f"cannot listen on {http_cfg.endpoint} for HTTP")
             await asyncio.sleep(0.01)
         log.info("HTTP (OTLP/HTTP, API, /healthz) listening on %s", http_cfg.endpoint)
+        if config.prometheus.endpoint is not None:
+            scrape_server, scrape_task = await _listen(create_scrape_app(config, store, telemetry),
+                                                       config.prometheus.endpoint, "Prometheus /metrics")
         log.info("storing data in %s (schema version %d)", store.path, store.schema_version)
         await stop.wait()
         log.info("shutting down: no new requests; draining the queue")
         http_server.should_exit = True
         waits = [http_task]
+        if scrape_server is not None:
+            scrape_server.should_exit = True
+            waits.append(scrape_task)
         if grpc_server is not None:
             waits.append(asyncio.create_task(grpc_server.stop(_GRPC_GRACE_S)))
         await asyncio.gather(*waits, return_exceptions=True)
@@ -104,11 +112,27 @@ async def serve(config: "Config") -> int:
             limiter.cancel()
         if http_server is not None and not http_server.should_exit:
             http_server.should_exit = True
+        if scrape_server is not None:
+            scrape_server.should_exit = True
         if grpc_server is not None:
             await grpc_server.stop(0)
         # The writer drains what was admitted before it stops: nothing acknowledged, nothing lost.
         await asyncio.to_thread(store.close)
         log.info("stopped; %d items committed this run", store.writer.committed_items)
+
+
+async def _listen(app, endpoint: str, what: str) -> tuple[_Uvicorn, asyncio.Task]:
+    """Serve `app` on `endpoint` with uvicorn; returns once it listens (OSError if it cannot bind)."""
+    host, port = parse_endpoint(endpoint)
+    server = _Uvicorn(uvicorn.Config(app, host=host, port=port, lifespan="off", access_log=False,
+                                     log_level="warning", http="httptools", server_header=False))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            raise OSError(f"cannot listen on {endpoint} for {what}")
+        await asyncio.sleep(0.01)
+    log.info("%s listening on %s", what, endpoint)
+    return server, task
 
 
 def run(config: "Config") -> int:

@@ -21,6 +21,8 @@ import datetime as _dt
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
+from collector.store.series_state import backfill as _backfill_series_state
+
 MIGRATIONS = Migrations("otelite")
 
 
@@ -158,6 +160,38 @@ def _m0002_api_keys(db: Database) -> None:
         scopes TEXT NOT NULL,                  -- JSON list of scope names
         created_at TEXT NOT NULL,
         revoked_at TEXT)""")
+
+
+@MIGRATIONS(name="0003_series_state")
+def _m0003_series_state(db: Database) -> None:
+    # prometheus.md: a scrape reads the latest state of each live series, one row each, never the points
+    # table; the writer keeps it current in the commit that stores the points (series_state.py). Columns
+    # as in metric_points; for delta sums/histograms the row holds the running total of every delta.
+    db.execute("""CREATE TABLE metric_series_state (
+        series_id INTEGER PRIMARY KEY,
+        project_id INTEGER NOT NULL,
+        time_ns INTEGER NOT NULL,
+        start_ns INTEGER NOT NULL DEFAULT 0,
+        value,
+        count INTEGER,
+        sum REAL,
+        min REAL,
+        max REAL,
+        flags INTEGER NOT NULL DEFAULT 0,
+        buckets TEXT,
+        exemplars TEXT)""")
+    _backfill_series_state(db.conn)  # a store written before this migration: the same fold as the writer
+
+
+@MIGRATIONS(name="0004_tracing_indexes")
+def _m0004_tracing_indexes(db: Database) -> None:
+    # posthog-tracing.md: the span list shows root spans by default and the root-span sparkline counts
+    # traces. Partial indexes hold only spans without a parent (a few percent of rows), so they cost
+    # ingest almost nothing; `trace_id` makes the per-service one covering for distinct-trace counts.
+    db.execute("CREATE INDEX spans_roots_by_time ON spans (project_id, start_ns, span_id) "
+               "WHERE parent_span_id IS NULL")
+    db.execute("CREATE INDEX spans_roots_by_service ON spans (project_id, service_name, start_ns, trace_id) "
+               "WHERE parent_span_id IS NULL")
 
 
 def schema_version() -> int:

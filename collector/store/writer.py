@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from collector.store.db import connect_writer, database_bytes
 from collector.store.records import (LABEL_COLUMNS, POINT_COLUMNS, RESOURCE_COLUMNS, SCOPE_COLUMNS,
                                      SERIES_COLUMNS, SPAN_COLUMNS, WriteBatch)
+from collector.store.series_state import SeriesStateUpdater
 
 if TYPE_CHECKING:
     from collector.config import BatchProcessorConfig, SqliteExporterConfig
@@ -88,6 +89,7 @@ class Writer:
         self._known_resources: set[int] = set()
         self._known_scopes: set[int] = set()
         self._known_series: set[int] = set()
+        self._series_state = SeriesStateUpdater()  # metric_series_state, see _update_state
         self._last_progress = time.monotonic()
         self._next_retention = time.monotonic()
         self._retention_more = False
@@ -248,7 +250,13 @@ class Writer:
             conn.executemany(_SQL_SERIES_SEEN, [(t, i) for i, t in b.series_last_seen.items()])
         if b.points:
             conn.executemany(_SQL_POINT, b.points)
+            self._update_state(conn, b)
         return new_resources, new_scopes, new_series
+
+    def _update_state(self, conn: sqlite3.Connection, b: WriteBatch) -> None:
+        """prometheus.md: keep each series' latest state (delta sums and histograms as exact running totals)
+        current in the same transaction as its points, so a scrape reads one row per live series."""
+        self._series_state.update(conn, b)
 
     def _fail(self, entries: list[_Entry], error: Exception) -> None:
         log.error("commit failed, %d requests not stored: %s", len(entries), error)

@@ -1,0 +1,266 @@
+"""The latest state of every metric series, kept current by the writer (prometheus.md).
+
+A Prometheus scrape must cost the same after a day as after a minute, so it reads one row per live series
+from `metric_series_state` instead of the points table. The writer calls `SeriesStateUpdater.update`
+inside the transaction that inserts the points, so the state always matches the committed points:
+
+- gauges, cumulative sums and histograms, summaries: the newest point (by `time_ns`; a later commit wins a
+  tie), replaced only when a newer one arrives;
+- DELTA sums and DELTA (exponential) histograms: the exact running total of every delta the store was
+  given, whatever their order (sums commute), so they read as cumulative series. prometheus.md asks to do
+  better than the Collector's accumulation, which keeps only deltas that line up in time.
+
+Rows are tuples in `STATE_COLUMNS` order (the same values as `records.POINT_COLUMNS`, series id first).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sqlite3
+from typing import Any, Iterable
+
+log = logging.getLogger("otelite.store")
+
+STATE_COLUMNS = ("series_id", "project_id", "time_ns", "start_ns", "value", "count", "sum", "min", "max",
+                 "flags", "buckets", "exemplars")
+_ACCUMULATED_TYPES = frozenset(("sum", "histogram", "exponential_histogram"))
+DELTA = 1  # AggregationTemporality.DELTA
+_NO_RECORDED_VALUE = 1  # DataPointFlags.FLAG_NO_RECORDED_VALUE_MASK
+_INT64_MAX = (1 << 63) - 1
+_EXP_MAX_BUCKETS = 160  # per sign, the SDK's default max_size: merged deltas are downscaled to fit
+_KINDS_MAX = 1_000_000  # cap on the cache of series kinds
+
+_COLS = ", ".join(STATE_COLUMNS)
+_MARKS = ", ".join("?" * len(STATE_COLUMNS))
+# Newest point wins; `>=` so that of two points with one timestamp the later commit is kept. A point
+# without exemplars keeps the last ones seen: they still illustrate the cumulative value (an SDK sends an
+# exemplar once, and Prometheus clients keep showing the last exemplar the same way).
+SQL_UPSERT_NEWEST = (
+    f"INSERT INTO metric_series_state ({_COLS}) VALUES ({_MARKS}) ON CONFLICT (series_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in STATE_COLUMNS[1:-1])
+    + ", exemplars = COALESCE(excluded.exemplars, metric_series_state.exemplars)"
+    + " WHERE excluded.time_ns >= metric_series_state.time_ns")
+SQL_REPLACE = f"INSERT OR REPLACE INTO metric_series_state ({_COLS}) VALUES ({_MARKS})"
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def is_accumulated(kind: str, temporality: int) -> bool:
+    """True for series whose state is the running total of their points (delta sums and histograms)."""
+    return temporality == DELTA and kind in _ACCUMULATED_TYPES
+
+
+def state_row(point: tuple) -> tuple:
+    """A `records.POINT_COLUMNS` tuple → a `STATE_COLUMNS` tuple."""
+    return (point[1], point[0], point[3], point[2]) + point[4:]
+
+
+class SeriesStateUpdater:
+    """Owned by the writer; `update(conn, batch)` runs inside the batch's transaction."""
+
+    def __init__(self) -> None:
+        # series id → (type, temporality). The type is part of the series' fingerprint and the temporality
+        # is refreshed from every batch that carries the series, so the cache needs no undo when a commit
+        # rolls back.
+        self._kinds: dict[int, tuple[str, int]] = {}
+
+    def update(self, conn: sqlite3.Connection, batch: Any) -> None:
+        points = batch.points
+        if not points:
+            return
+        kinds = self._kinds
+        for sid, rec in batch.series.items():
+            row = rec.row  # SERIES_COLUMNS: type at 3, temporality at 6
+            kinds[sid] = (row[3], row[6])
+        missing = {p[1] for p in points if p[1] not in kinds}
+        if missing:
+            self._load_kinds(conn, missing)
+        newest: dict[int, tuple] = {}
+        deltas: dict[int, list[tuple]] = {}
+        for p in points:
+            sid = p[1]
+            kind, temporality = kinds.get(sid, ("", 0))
+            if temporality == DELTA and kind in _ACCUMULATED_TYPES:
+                if not p[9] & _NO_RECORDED_VALUE:  # a delta without a value adds nothing
+                    deltas.setdefault(sid, []).append(p)
+            else:
+                cur = newest.get(sid)
+                if cur is None:
+                    newest[sid] = p
+                elif p[3] >= cur[3]:
+                    newest[sid] = p if p[11] is not None or cur[11] is None else p[:11] + (cur[11],)
+                elif cur[11] is None and p[11] is not None:
+                    newest[sid] = cur[:11] + (p[11],)
+        if newest:
+            conn.executemany(SQL_UPSERT_NEWEST, [state_row(p) for p in newest.values()])
+        if deltas:
+            current = _current_states(conn, list(deltas))
+            rows = []
+            for sid, pts in deltas.items():
+                rows.append(accumulate(kinds[sid][0], current.get(sid), pts))
+            conn.executemany(SQL_REPLACE, rows)
+        if len(kinds) > _KINDS_MAX:
+            kinds.clear()
+
+    def _load_kinds(self, conn: sqlite3.Connection, ids: Iterable[int]) -> None:
+        ids = list(ids)
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            for sid, kind, temporality in conn.execute(
+                    f"SELECT id, type, temporality FROM metric_series WHERE id IN ({','.join('?' * len(chunk))})",
+                    chunk):
+                self._kinds[sid] = (kind, temporality)
+
+
+def _current_states(conn: sqlite3.Connection, ids: list[int]) -> dict[int, tuple]:
+    out = {}
+    for i in range(0, len(ids), 500):
+        chunk = ids[i:i + 500]
+        for row in conn.execute(f"SELECT {_COLS} FROM metric_series_state WHERE series_id IN "
+                                f"({','.join('?' * len(chunk))})", chunk):
+            out[row[0]] = row
+    return out
+
+
+# --- accumulation of deltas -----------------------------------------------------------------------------
+
+def accumulate(kind: str, state: tuple | None, points: list[tuple]) -> tuple:
+    """Fold delta `points` (POINT_COLUMNS tuples of one series) into `state` (a STATE_COLUMNS tuple or
+    None) and return the new state row."""
+    acc = list(state) if state is not None else None
+    parsed: Any = None  # the accumulator's buckets as Python objects, parsed once per fold
+    for p in points:
+        if acc is None:
+            acc, parsed = list(state_row(p)), _parse(p[10])
+            continue
+        try:
+            if kind == "sum":
+                acc[4] = _add_values(acc[4], p[4])
+            else:
+                pb = _parse(p[10])
+                if parsed is None:
+                    parsed = _parse(acc[10])
+                merged = (_merge_explicit(parsed, pb) if kind == "histogram" else _merge_exponential(parsed, pb))
+                if merged is None:
+                    # Bucket layout changed (e.g. new explicit bounds): the running total restarts here,
+                    # which Prometheus reads as a counter reset, rather than mixing incompatible buckets.
+                    acc, parsed = list(state_row(p)), pb
+                    continue
+                parsed = merged
+                acc[5] = (acc[5] or 0) + (p[5] or 0)
+                acc[6] = None if acc[6] is None or p[6] is None else acc[6] + p[6]
+                acc[7] = _combine(min, acc[7], p[7])
+                acc[8] = _combine(max, acc[8], p[8])
+        except (TypeError, ValueError, KeyError) as e:  # never fail the commit over one odd point
+            log.warning("cannot accumulate a delta point of series %d (%s); restarting its total", p[1], e)
+            acc, parsed = list(state_row(p)), _parse(p[10])
+            continue
+        acc[2] = max(acc[2], p[3])
+        acc[3] = min(acc[3], p[2]) if acc[3] and p[2] else (acc[3] or p[2])
+        acc[9] = p[9]
+        if p[11] is not None:
+            acc[11] = p[11]
+    if kind != "sum" and parsed is not None:
+        acc[10] = _dumps(parsed)
+    if isinstance(acc[5], int) and abs(acc[5]) > _INT64_MAX:
+        acc[5] = float(acc[5])
+    return tuple(acc)
+
+
+def _parse(text: str | None) -> Any:
+    return json.loads(text) if text else None
+
+
+def _num(v: Any) -> Any:
+    return math.nan if v == "NaN" else v
+
+
+def _add_values(a: Any, b: Any) -> Any:
+    if b is None:
+        return a
+    if a is None:
+        return b
+    s = _num(a) + _num(b)
+    if isinstance(s, int):
+        return s if abs(s) <= _INT64_MAX else float(s)  # SQLite integers are 64-bit
+    return "NaN" if s != s else s  # SQLite would store NaN as NULL (normalize/otlp.py keeps it as text)
+
+
+def _combine(fn: Any, a: Any, b: Any) -> Any:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return fn(a, b)
+
+
+def _merge_explicit(a: dict | None, b: dict | None) -> dict | None:
+    if a is None or b is None:
+        return a or b
+    if a["bounds"] != b["bounds"] or len(a["counts"]) != len(b["counts"]):
+        return None
+    return {"bounds": a["bounds"], "counts": [x + y for x, y in zip(a["counts"], b["counts"])]}
+
+
+def _merge_exponential(a: dict | None, b: dict | None) -> dict | None:
+    """Merge two exponential histograms' buckets at the coarser scale (exact counts, coarser resolution
+    only when the scales differ or the merged range outgrows _EXP_MAX_BUCKETS)."""
+    if a is None or b is None:
+        return a or b
+    scale = min(a["scale"], b["scale"])
+    sides = {}
+    for side in ("positive", "negative"):
+        merged: dict[int, int] = {}
+        for h in (a, b):
+            shift = h["scale"] - scale
+            offset = h[side]["offset"]
+            for k, c in enumerate(h[side]["counts"]):
+                if c:
+                    idx = (offset + k) >> shift
+                    merged[idx] = merged.get(idx, 0) + c
+        sides[side] = merged
+    # Downscale further while either side spans more buckets than the SDK would keep.
+    while any(m and max(m) - min(m) + 1 > _EXP_MAX_BUCKETS for m in sides.values()):
+        scale -= 1
+        for side, m in sides.items():
+            down: dict[int, int] = {}
+            for idx, c in m.items():
+                down[idx >> 1] = down.get(idx >> 1, 0) + c
+            sides[side] = down
+    out = {"scale": scale, "zero_count": a["zero_count"] + b["zero_count"],
+           "zero_threshold": max(a["zero_threshold"], b["zero_threshold"])}
+    for side, m in sides.items():
+        if m:
+            lo, hi = min(m), max(m)
+            out[side] = {"offset": lo, "counts": [m.get(i, 0) for i in range(lo, hi + 1)]}
+        else:
+            out[side] = {"offset": 0, "counts": []}
+    return out
+
+
+# --- backfill (migration of a store written before the state table existed) -----------------------------
+
+def backfill(conn: sqlite3.Connection) -> None:
+    """Build `metric_series_state` from the points already stored (run once by the migration)."""
+    # Newest point per series: SQLite takes bare columns from the row that holds the MAX().
+    conn.execute(
+        f"INSERT OR REPLACE INTO metric_series_state ({_COLS}) "
+        "SELECT p.series_id, p.project_id, MAX(p.time_ns), p.start_ns, p.value, p.count, p.sum, p.min, p.max, "
+        "p.flags, p.buckets, p.exemplars FROM metric_points AS p JOIN metric_series AS s ON s.id = p.series_id "
+        f"WHERE NOT (s.temporality = {DELTA} AND s.type IN ('sum', 'histogram', 'exponential_histogram')) "
+        "GROUP BY p.series_id")
+    conn.execute(  # as the writer does: the newest point without exemplars keeps the last ones seen
+        "UPDATE metric_series_state SET exemplars = (SELECT p.exemplars FROM metric_points AS p WHERE "
+        "p.series_id = metric_series_state.series_id AND p.exemplars IS NOT NULL ORDER BY p.time_ns DESC "
+        "LIMIT 1) WHERE exemplars IS NULL")
+    delta_series = conn.execute(
+        f"SELECT id, type FROM metric_series WHERE temporality = {DELTA} "
+        "AND type IN ('sum', 'histogram', 'exponential_histogram')").fetchall()
+    for sid, kind in delta_series:
+        points = [p for p in conn.execute(
+            "SELECT project_id, series_id, start_ns, time_ns, value, count, sum, min, max, flags, buckets, "
+            "exemplars FROM metric_points WHERE series_id = ? ORDER BY time_ns, id", (sid,))
+            if not p[9] & _NO_RECORDED_VALUE]
+        if points:
+            conn.execute(SQL_REPLACE, accumulate(kind, None, points))

@@ -1,0 +1,214 @@
+"""metric_series_state: the latest state per series that the Prometheus scrape reads (series_state.py).
+
+Real SQLite files and the real writer thread; OTLP requests built as protobuf and normalized by the same
+code the receivers use. Exact values: delta sums and histograms must equal the sum of every delta.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.metrics.v1 import metrics_pb2
+from sqlite_utils import Database
+
+from collector.config import BatchProcessorConfig, SqliteExporterConfig
+from collector.normalize.otlp import metrics_to_batch
+from collector.store.db import prepare_database
+from collector.store.migrations import MIGRATIONS, migrate
+from collector.store.records import POINT_COLUMNS, SERIES_COLUMNS
+from collector.store.series_state import accumulate
+from collector.store.writer import Writer
+
+DELTA, CUMULATIVE = 1, 2
+T0 = 1_700_000_000_000_000_000
+S = 1_000_000_000
+
+
+def _attrs(**kv):
+    return [common_pb2.KeyValue(key=k, value=common_pb2.AnyValue(string_value=v)) for k, v in kv.items()]
+
+
+def _request(metrics: list[metrics_pb2.Metric]) -> ExportMetricsServiceRequest:
+    return ExportMetricsServiceRequest(resource_metrics=[metrics_pb2.ResourceMetrics(
+        resource={"attributes": _attrs(**{"service.name": "svc"})},
+        scope_metrics=[metrics_pb2.ScopeMetrics(scope={"name": "lib"}, metrics=metrics)])])
+
+
+def _sum(name, temporality, points, monotonic=True):
+    return metrics_pb2.Metric(name=name, sum=metrics_pb2.Sum(
+        aggregation_temporality=temporality, is_monotonic=monotonic,
+        data_points=[metrics_pb2.NumberDataPoint(start_time_unix_nano=s, time_unix_nano=t, attributes=_attrs(k="a"),
+                                                 **({"as_double": v} if isinstance(v, float) else {"as_int": v}))
+                     for s, t, v in points]))
+
+
+def _gauge(name, points):
+    return metrics_pb2.Metric(name=name, gauge=metrics_pb2.Gauge(data_points=[
+        metrics_pb2.NumberDataPoint(time_unix_nano=t, as_double=v) for t, v in points]))
+
+
+def _hist(name, temporality, points, bounds=(1.0, 10.0)):
+    return metrics_pb2.Metric(name=name, histogram=metrics_pb2.Histogram(
+        aggregation_temporality=temporality, data_points=[
+            metrics_pb2.HistogramDataPoint(start_time_unix_nano=s, time_unix_nano=t, count=sum(counts),
+                                           sum=total, min=lo, max=hi, explicit_bounds=b or bounds,
+                                           bucket_counts=counts)
+            for s, t, counts, total, lo, hi, *b in points]))
+
+
+def _exp(name, temporality, points):
+    return metrics_pb2.Metric(name=name, exponential_histogram=metrics_pb2.ExponentialHistogram(
+        aggregation_temporality=temporality, data_points=[
+            metrics_pb2.ExponentialHistogramDataPoint(
+                start_time_unix_nano=T0, time_unix_nano=t, scale=scale, zero_count=zc,
+                count=zc + sum(pos), sum=1.0,
+                positive=metrics_pb2.ExponentialHistogramDataPoint.Buckets(offset=off, bucket_counts=pos))
+            for t, scale, zc, off, pos in points]))
+
+
+REQUESTS = [
+    _request([
+        _sum("delta.sum", DELTA, [(T0, T0 + 1 * S, 5), (T0 + 1 * S, T0 + 2 * S, 7)]),
+        _sum("cumulative.sum", CUMULATIVE, [(T0, T0 + 2 * S, 12), (T0, T0 + 1 * S, 5)]),  # out of order
+        _gauge("gauge", [(T0 + 1 * S, 1.5)]),
+        _hist("delta.hist", DELTA, [(T0, T0 + S, [1, 2, 0], 6.0, 0.5, 4.0)]),
+        _exp("delta.exp", DELTA, [(T0 + S, 1, 1, 2, [1, 1])]),
+        _sum("delta.updown", DELTA, [(T0, T0 + S, 3)], monotonic=False),
+    ]),
+    _request([
+        _sum("delta.sum", DELTA, [(T0 + 2 * S, T0 + 3 * S, 100)]),
+        _gauge("gauge", [(T0 + 3 * S, 2.5), (T0 + 2 * S, 9.9)]),
+        _hist("delta.hist", DELTA, [(T0 + S, T0 + 2 * S, [0, 1, 3], 50.5, 0.25, 20.0)]),
+        _exp("delta.exp", DELTA, [(T0 + 2 * S, 0, 2, 1, [3])]),  # coarser scale
+        _sum("delta.updown", DELTA, [(T0 + S, T0 + 2 * S, -5)], monotonic=False),
+    ]),
+]
+EXPECTED = {
+    "delta.sum": {"value": 112, "start_ns": T0, "time_ns": T0 + 3 * S},
+    "cumulative.sum": {"value": 12, "start_ns": T0, "time_ns": T0 + 2 * S},
+    "gauge": {"value": 2.5, "time_ns": T0 + 3 * S},
+    "delta.hist": {"count": 7, "sum": 56.5, "min": 0.25, "max": 20.0, "start_ns": T0, "time_ns": T0 + 2 * S,
+                   "buckets": {"bounds": [1.0, 10.0], "counts": [1, 3, 3]}},
+    # scale 1 buckets 2, 3 (offset 2) fold into scale 0 bucket 1 (2>>1, 3>>1); + scale 0 bucket 1: 3 more
+    "delta.exp": {"count": 8, "buckets": {"scale": 0, "zero_count": 3, "zero_threshold": 0.0,
+                                          "positive": {"offset": 1, "counts": [5]},
+                                          "negative": {"offset": 0, "counts": []}}},
+    "delta.updown": {"value": -2},
+}
+
+
+def _states(path) -> dict[str, dict]:
+    conn = sqlite3.connect(path)
+    conn.row_factory = sqlite3.Row
+    try:
+        rows = conn.execute("SELECT s.name, st.* FROM metric_series_state st JOIN metric_series s "
+                            "ON s.id = st.series_id").fetchall()
+    finally:
+        conn.close()
+    out = {}
+    for r in rows:
+        d = dict(r)
+        if d["buckets"]:
+            d["buckets"] = json.loads(d["buckets"])
+        out[d.pop("name")] = d
+    return out
+
+
+def _write_with_writer(path: str, requests) -> None:
+    prepare_database(path)
+    writer = Writer(path, SqliteExporterConfig(path=path), BatchProcessorConfig())
+    writer.start()
+    try:
+        for req in requests:
+            writer.submit(metrics_to_batch(req, 1)).result(10)
+    finally:
+        writer.close(10)
+
+
+def test_writer_keeps_the_latest_state_and_exact_delta_totals(tmp_path):
+    path = str(tmp_path / "w.db")
+    _write_with_writer(path, REQUESTS)
+    states = _states(path)
+    assert set(states) == set(EXPECTED)
+    for name, expected in EXPECTED.items():
+        got = {k: states[name][k] for k in expected}
+        assert got == expected, name
+
+
+def test_one_batch_holding_every_point_gives_the_same_state(tmp_path):
+    # The writer merges concurrent requests into one commit; the fold must not depend on that.
+    merged = ExportMetricsServiceRequest()
+    for req in REQUESTS:
+        merged.resource_metrics.extend(req.resource_metrics)
+    a, b = str(tmp_path / "a.db"), str(tmp_path / "b.db")
+    _write_with_writer(a, REQUESTS)
+    _write_with_writer(b, [merged])
+    assert _states(a) == _states(b)
+
+
+def test_migration_backfills_the_state_of_an_older_store(tmp_path):
+    """A store written before 0003_series_state gets the same states, computed from its stored points."""
+    old = str(tmp_path / "old.db")
+    conn = sqlite3.connect(old)
+    db = Database(conn)
+    MIGRATIONS.apply(db, stop_before="0003_series_state")
+    db.execute("PRAGMA user_version = 2")
+    for req in REQUESTS:  # rows exactly as the writer of that version inserted them
+        batch = metrics_to_batch(req, 1)
+        conn.executemany(f"INSERT OR IGNORE INTO metric_series ({', '.join(SERIES_COLUMNS)}) VALUES "
+                         f"({', '.join('?' * len(SERIES_COLUMNS))})", [r.row for r in batch.series.values()])
+        conn.executemany(f"INSERT INTO metric_points ({', '.join(POINT_COLUMNS)}) VALUES "
+                         f"({', '.join('?' * len(POINT_COLUMNS))})", batch.points)
+    conn.commit()
+    assert "metric_series_state" not in db.table_names()
+    migrate(db)
+    conn.close()
+    fresh = str(tmp_path / "fresh.db")
+    _write_with_writer(fresh, REQUESTS)
+    assert _states(old) == _states(fresh)
+
+
+def _point(t, value=None, count=None, total=None, buckets=None, start=0, flags=0):
+    return (1, 42, start, t, value, count, total, None, None, flags, buckets, None)
+
+
+def test_delta_sums_stay_exact_integers_and_overflow_to_float():
+    big = (1 << 63) - 10
+    state = accumulate("sum", None, [_point(1, 5), _point(2, 6)])
+    assert state[4] == 11 and isinstance(state[4], int)
+    state = accumulate("sum", state, [_point(3, big)])
+    assert state[4] == float(big + 11)  # beyond int64: kept as a double instead of failing the commit
+    assert accumulate("sum", None, [_point(1, 1.5), _point(2, "NaN")])[4] == "NaN"
+
+
+def test_changed_histogram_bounds_restart_the_total():
+    a = json.dumps({"bounds": [1.0], "counts": [1, 1]})
+    b = json.dumps({"bounds": [2.0], "counts": [0, 3]})
+    state = accumulate("histogram", None, [_point(1, count=2, total=3.0, buckets=a, start=1),
+                                           _point(2, count=3, total=9.0, buckets=b, start=2)])
+    assert (state[3], state[5], state[6], json.loads(state[10])) == (2, 3, 9.0, {"bounds": [2.0], "counts": [0, 3]})
+
+
+@pytest.mark.parametrize("kind", ["sum", "histogram"])
+def test_a_delta_without_a_recorded_value_adds_nothing(tmp_path, kind):
+    path = str(tmp_path / "n.db")
+    point = metrics_pb2.NumberDataPoint(start_time_unix_nano=T0, time_unix_nano=T0 + S, flags=1)
+    if kind == "sum":
+        metric = metrics_pb2.Metric(name="m", sum=metrics_pb2.Sum(aggregation_temporality=DELTA, is_monotonic=True,
+                                                                  data_points=[point]))
+        first = _sum("m", DELTA, [(T0, T0 + S, 4)])
+    else:
+        metric = metrics_pb2.Metric(name="m", histogram=metrics_pb2.Histogram(
+            aggregation_temporality=DELTA, data_points=[metrics_pb2.HistogramDataPoint(
+                start_time_unix_nano=T0, time_unix_nano=T0 + 2 * S, flags=1)]))
+        first = _hist("m", DELTA, [(T0, T0 + S, [4, 0, 0], 2.0, 0.5, 0.5)])
+    first.ClearField("sum" if kind == "histogram" else "histogram")
+    for dp in getattr(first, kind).data_points:
+        del dp.attributes[:]
+    _write_with_writer(path, [_request([first]), _request([metric])])
+    state = _states(path)["m"]
+    assert (state["value"] if kind == "sum" else state["count"]) == 4
