@@ -1,0 +1,218 @@
+"""PostHog tracing API (seed 002, spec posthog-tracing.md) under /api/environments/:project_id/ and
+/api/projects/:project_id/ with the `tracing:read` scope.
+
+Thin resources: decode the request (api/tracing_query.py), read through the store on a worker thread
+(collector/store/tracing.py), render. Errors are raised as ApiError and rendered in PostHog's shape.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+import falcon
+
+from api import tracing_query as tq
+from api.auth import RoutePolicy
+from api.errors import ApiError, bad_request
+from collector.store import tracing as st
+
+if TYPE_CHECKING:
+    from collector.store.store import Store
+
+READ = RoutePolicy(dialect="posthog", scopes={"GET": "tracing:read", "POST": "tracing:read"},
+                   rate_class="read", project_param="project_id")
+PREFIXES = ("/api/environments/{project_id}", "/api/projects/{project_id}")
+BASE = "/tracing/spans"
+MAX_BODY = 1 << 20
+
+
+async def _json_body(req: falcon.asgi.Request) -> dict:
+    """The request body as a JSON object (an empty body is `{}`), whatever the Content-Type says."""
+    if req.content_length is not None and req.content_length > MAX_BODY:
+        raise ApiError(falcon.HTTP_413, "payload_too_large", f"request body over {MAX_BODY} bytes")
+    raw = await req.bounded_stream.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        raise ApiError(falcon.HTTP_413, "payload_too_large", f"request body over {MAX_BODY} bytes")
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise bad_request(f"request body is not valid JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise bad_request("request body must be a JSON object")
+    return body
+
+
+def _spans_with_context(conn, project_id: int, rows: list[st.SpanRow]) -> tuple[dict, dict]:
+    return (st.resource_attributes(conn, project_id, (r.resource_id for r in rows)),
+            st.trace_bounds(conn, project_id, (r.trace_id for r in rows)))
+
+
+def _query(conn, q: tq.SpanListQuery) -> dict:
+    rows, has_more = st.find_spans(conn, q.selection, q.order, q.limit, q.offset, q.after)
+    resources, bounds = _spans_with_context(conn, q.selection.project_id, rows)
+    cursor = None
+    if has_more and rows and q.order.by == "timestamp":
+        cursor = tq.encode_cursor(rows[-1].start_ns, rows[-1].span_id)
+    return {"results": [tq.render_span(r, resources, bounds.get(r.trace_id)) for r in rows],
+            "hasMore": has_more, "nextCursor": cursor}
+
+
+def _trace(conn, q: tq.TraceQuery) -> dict:
+    rows, has_more, self_times, bounds = st.trace_page(conn, q.selection, q.offset, tq.TRACE_PAGE)
+    resources = st.resource_attributes(conn, q.selection.project_id, (r.resource_id for r in rows))
+    return {"results": [tq.render_span(r, resources, bounds, self_times.get(r.span_id, 0)) for r in rows],
+            "hasMore": has_more, "nextOffset": q.offset + len(rows) if has_more else None}
+
+
+class SpanQueryResource:
+    auth_policy = READ
+
+    def __init__(self, store: "Store") -> None:
+        self._store = store
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str) -> None:
+        project = req.context.project
+        q = tq.parse_span_query(await _json_body(req), project.id, project.timezone, time.time_ns())
+        resp.media = await self._store.read(_query, q)
+
+
+class TraceResource:
+    auth_policy = READ
+
+    def __init__(self, store: "Store") -> None:
+        self._store = store
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str,
+                      trace_id: str) -> None:
+        project = req.context.project
+        q = tq.parse_trace_request(trace_id, await _json_body(req), project.id, project.timezone, time.time_ns())
+        resp.media = await self._store.read(_trace, q)
+
+
+class SparklineResource:
+    auth_policy = READ
+
+    def __init__(self, store: "Store") -> None:
+        self._store = store
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str) -> None:
+        project = req.context.project
+        q = tq.parse_sparkline(await _json_body(req), project.id, project.timezone, time.time_ns())
+        counts = await self._store.read(st.span_counts, q.selection, q.bucket_ns, q.distinct_traces)
+        resp.media = {"results": tq.sparkline_results(counts, q)}
+
+
+class ServiceNamesResource:
+    auth_policy = READ
+
+    def __init__(self, store: "Store") -> None:
+        self._store = store
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str) -> None:
+        project = req.context.project
+        start, end = tq.parse_date_range(req.get_param("dateRange"), now_ns=time.time_ns(),
+                                         timezone=project.timezone, default_from="-1h")
+        names = await self._store.read(st.service_names, project.id, start, end, req.get_param("search"),
+                                       tq.SERVICE_NAMES_MAX)
+        resp.media = {"results": [{"name": n} for n in names]}
+
+
+def _page(req: falcon.asgi.Request) -> tuple[int, int]:
+    return (tq.parse_int(req.get_param("limit"), field="limit", default=tq.DEFAULT_LIMIT, minimum=1,
+                         maximum=tq.MAX_LIMIT),
+            tq.parse_int(req.get_param("offset"), field="offset", default=0))
+
+
+class AttributesResource:
+    auth_policy = READ
+
+    def __init__(self, store: "Store") -> None:
+        self._store = store
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str) -> None:
+        kind = tq.parse_attribute_type(req.get_param("attribute_type"))
+        limit, offset = _page(req)
+        keys, total = await self._store.read(st.attribute_keys, req.context.project.id, kind,
+                                             req.get_param("search"), limit, offset)
+        filter_type = tq.PROPERTY_FILTER_TYPE[kind]
+        resp.media = {"results": [{"name": k, "propertyFilterType": filter_type, "matchedOn": "key"} for k in keys],
+                      "count": total}
+
+
+class ValuesResource:
+    auth_policy = READ
+
+    def __init__(self, store: "Store") -> None:
+        self._store = store
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str) -> None:
+        key = req.get_param("key")
+        if not key:
+            # posthog-tracing.md: exactly this body, as PostHog's view returns it (not the DRF error shape).
+            resp.status = falcon.HTTP_400
+            resp.media = {"error": "key is required"}
+            return
+        kind = tq.parse_attribute_type(req.get_param("attribute_type"))
+        limit, offset = _page(req)
+        values = await self._store.read(st.attribute_values, req.context.project.id, kind, key,
+                                        req.get_param("value"), limit, offset)
+        resp.media = {"results": [{"id": v, "name": v} for v in values]}
+
+
+# --- OpenAPI ----------------------------------------------------------------------------------------------
+
+def _param(name: str, where: str = "query", kind: str = "string", required: bool = False, **extra: Any) -> dict:
+    return {"name": name, "in": where, "required": required, "schema": {"type": kind, **extra}}
+
+
+_ERRORS = {"400": {"description": "invalid input; `detail` names the field"},
+           "401": {"description": "no or invalid key"}, "403": {"description": "the key lacks tracing:read"},
+           "404": {"description": "no such project"}, "429": {"description": "rate limited"}}
+_PROJECT = _param("project_id", "path", required=True)
+_QUERY_BODY = {"required": False, "content": {"application/json": {"schema": {
+    "type": "object", "properties": {"query": {"type": "object", "description":
+        "dateRange, serviceNames, statusCodes, traceId, rootSpans, filterGroup, orderBy, orderDirection, "
+        "limit (≤ 1000), offset, after"}}}}}}
+_OPERATIONS = {
+    "/query": {"post": {"summary": "Query spans (keyset cursor for timestamp order, offset for duration)",
+                        "parameters": [_PROJECT], "requestBody": _QUERY_BODY,
+                        "responses": {"200": {"description": '{"results": [span], "hasMore", "nextCursor"}'},
+                                      **_ERRORS}}},
+    "/trace/{trace_id}": {"post": {
+        "summary": "All spans of a trace in start order, with self_time_nano, pages of 2000",
+        "parameters": [_PROJECT, _param("trace_id", "path", required=True, pattern="^[0-9a-fA-F]{32}$")],
+        "requestBody": {"required": False, "content": {"application/json": {"schema": {"type": "object"}}}},
+        "responses": {"200": {"description": '{"results": [span], "hasMore", "nextOffset"}'}, **_ERRORS}}},
+    "/sparkline": {"post": {"summary": "Span counts per time bucket and service (zero-filled)",
+                            "parameters": [_PROJECT], "requestBody": _QUERY_BODY,
+                            "responses": {"200": {"description": '{"results": [{"time", "service", "count"}]}'},
+                                          **_ERRORS}}},
+    "/service-names": {"get": {"summary": "Service names seen in the date range",
+                               "parameters": [_PROJECT, _param("dateRange"), _param("search")],
+                               "responses": {"200": {"description": '{"results": [{"name"}]}'}, **_ERRORS}}},
+    "/attributes": {"get": {"summary": "Attribute keys by frequency",
+                            "parameters": [_PROJECT, _param("attribute_type", enum=["span", "resource"]),
+                                           _param("search"), _param("limit", kind="integer"),
+                                           _param("offset", kind="integer")],
+                            "responses": {"200": {"description": '{"results": [{"name", "propertyFilterType", '
+                                                                 '"matchedOn"}], "count"}'}, **_ERRORS}}},
+    "/values": {"get": {"summary": "Values of an attribute by frequency",
+                        "parameters": [_PROJECT, _param("key", required=True),
+                                       _param("attribute_type", enum=["span", "resource"]), _param("value"),
+                                       _param("limit", kind="integer"), _param("offset", kind="integer")],
+                        "responses": {"200": {"description": '{"results": [{"id", "name"}]}'}, **_ERRORS}}},
+}
+OPENAPI_PATHS = {f"{prefix}{BASE}{suffix}": ops for prefix in PREFIXES for suffix, ops in _OPERATIONS.items()}
+
+
+def add_routes(app: falcon.asgi.App, store: "Store") -> None:
+    resources = {"/query": SpanQueryResource(store), "/trace/{trace_id}": TraceResource(store),
+                 "/sparkline": SparklineResource(store), "/service-names": ServiceNamesResource(store),
+                 "/attributes": AttributesResource(store), "/values": ValuesResource(store)}
+    for prefix in PREFIXES:
+        for suffix, resource in resources.items():
+            app.add_route(f"{prefix}{BASE}{suffix}", resource)

@@ -1,0 +1,535 @@
+"""PostHog tracing requests → store selections, and stored spans → PostHog span JSON (posthog-tracing.md).
+
+Pure functions: each takes the decoded request, the project and "now" and returns the typed query for
+collector/store/tracing.py, or raises `bad_request` with a message that names the field. Nothing here
+touches the database, so every rule is unit-testable.
+
+    q = parse_span_query({"query": {"filterGroup": [...], "limit": 50}}, project, time.time_ns())
+    rows, has_more = await store.read(find_spans, q.selection, q.order, q.limit, q.offset, q.after)
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as _dt
+import json
+import math
+import re
+import uuid
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from api.errors import bad_request
+from collector.store.tracing import OPERATORS, SPAN_KEYS, Condition, Filter, Group, Selection, SpanOrder, SpanRow
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+TRACE_PAGE = 2000
+SERVICE_NAMES_MAX = 1000
+MAX_FILTERS = 100  # conditions in one filterGroup, all levels together
+MAX_DEPTH = 8  # nesting of filter groups
+MAX_SPARKLINE_BUCKETS = 2000
+SPARKLINE_TARGET_BUCKETS = 50
+SPARKLINE_TOP_SERVICES = 10
+# posthog-tracing.md, "POST sparkline": window/50 rounded to the nearest of these (seconds).
+BUCKET_LADDER_S = (1, 5, 10, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 21600, 43200, 86400)
+
+_NS = 1_000_000_000
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+_RELATIVE = re.compile(r"^-?(\d{1,9})([smhdw])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_ISO_NS = re.compile(r"^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:?\d{2})?$")
+_HEX = re.compile(r"^[0-9a-fA-F]*$")
+KINDS = {"unspecified": 0, "internal": 1, "server": 2, "client": 3, "producer": 4, "consumer": 5}
+STATUS_NAMES = {"unset": (0,), "ok": (0, 1), "error": (2,)}  # "OK" means not an error (spec)
+FILTER_TYPES = {"span": "span", "span_attribute": "attribute", "span_resource_attribute": "resource"}
+ATTRIBUTE_TYPES = {"span": "span", "span_attribute": "span", "resource": "resource",
+                   "span_resource_attribute": "resource"}
+PROPERTY_FILTER_TYPE = {"span": "span_attribute", "resource": "span_resource_attribute"}
+
+
+@dataclass(frozen=True, slots=True)
+class SpanListQuery:
+    selection: Selection
+    order: SpanOrder
+    limit: int
+    offset: int
+    after: tuple[int, bytes] | None  # (start_ns, span_id) from the cursor, timestamp order only
+
+
+@dataclass(frozen=True, slots=True)
+class SparklineQuery:
+    selection: Selection  # always with a window
+    bucket_ns: int
+    distinct_traces: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TraceQuery:
+    selection: Selection  # names the trace
+    offset: int
+
+
+# --- dates ------------------------------------------------------------------------------------------------
+
+def _zone(name: str) -> _dt.tzinfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return _dt.timezone.utc
+
+
+def _to_ns(dt: _dt.datetime) -> int:
+    delta = dt - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * _NS + delta.microseconds * 1000
+
+
+def parse_date(value: Any, *, field: str, now_ns: int, timezone: str = "UTC") -> int:
+    """A relative offset before now (`-30m`, `-90s`, `6h`, `-7d`, `-2w`) or an ISO datetime (a naive one
+    is in the project's timezone) → nanoseconds since the epoch."""
+    if isinstance(value, str):
+        m = _RELATIVE.match(value.strip())
+        if m:
+            return now_ns - int(m.group(1)) * _UNIT_S[m.group(2)] * _NS
+        ns = _parse_iso(value.strip(), timezone)
+        if ns is not None:
+            return ns
+    raise bad_request(f"{field}: {value!r} is neither a relative date (-30m, -6h, -7d, -2w) nor an ISO "
+                      f"datetime", attr=field.split(".")[0])
+
+
+def _parse_iso(text: str, timezone: str) -> int | None:
+    m = _ISO_NS.match(text)
+    try:
+        if m:  # keep nanoseconds, which datetime cannot hold
+            dt = _dt.datetime.fromisoformat(m.group(1) + (m.group(3) or ""))
+            frac = int((m.group(2) or "0").ljust(9, "0"))
+        else:
+            dt = _dt.datetime.fromisoformat(text)  # dates, minutes-only times
+            frac = 0
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=_zone(timezone))
+    return _to_ns(dt) + frac
+
+
+def parse_date_range(value: Any, *, now_ns: int, timezone: str, default_from: str | None,
+                     field: str = "dateRange") -> tuple[int | None, int | None]:
+    """`{"date_from", "date_to"}` → (start_ns or None, end_ns or None), both inclusive.
+
+    date_to defaults to now when anything bounds the range; with no range at all and no default
+    (trace view) both are None: every retained span."""
+    if value is None:
+        value = {}
+    if isinstance(value, str):  # GET endpoints: JSON in the query string
+        try:
+            value = json.loads(value) if value.strip() else {}
+        except ValueError:
+            raise bad_request(f"{field}: not valid JSON (expected {{\"date_from\": \"-1h\", \"date_to\": null}})",
+                              attr=field) from None
+        if value is None:
+            value = {}
+    if not isinstance(value, dict):
+        raise bad_request(f"{field}: expected an object like {{\"date_from\": \"-1h\", \"date_to\": null}}",
+                          attr=field)
+    raw_from, raw_to = value.get("date_from"), value.get("date_to")
+    raw_from = default_from if raw_from in (None, "") else raw_from
+    if raw_from is None and raw_to in (None, ""):
+        return None, None
+    start = None if raw_from is None else parse_date(raw_from, field=f"{field}.date_from", now_ns=now_ns,
+                                                       timezone=timezone)
+    end = now_ns if raw_to in (None, "") else parse_date(raw_to, field=f"{field}.date_to", now_ns=now_ns,
+                                                         timezone=timezone)
+    if start is not None and start > end:
+        raise bad_request(f"{field}: date_from is after date_to", attr=field)
+    return start, end
+
+
+def iso(ns: int, digits: int = 6) -> str:
+    """Nanoseconds since the epoch → ISO 8601 UTC with `digits` fraction digits and a Z."""
+    secs, frac = divmod(ns, _NS)
+    return f"{_iso_seconds(secs)}.{str(frac).zfill(9)[:digits]}Z"
+
+
+@lru_cache(maxsize=4096)
+def _iso_seconds(secs: int) -> str:  # spans of a page share their seconds; formatting dominates rendering
+    return (_EPOCH + _dt.timedelta(seconds=secs)).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+# --- scalar fields ----------------------------------------------------------------------------------------
+
+def parse_int(value: Any, *, field: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
+    """An integer field (JSON number or query-string text) within [minimum, maximum]."""
+    if value is None or value == "":
+        return default
+    if isinstance(value, str) and re.fullmatch(r"\s*-?\d{1,18}\s*", value):
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise bad_request(f"{field}: expected an integer, got {value!r}", attr=field)
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        raise bad_request(f"{field}: must be {bound}, got {value}", attr=field)
+    return value
+
+
+def _bool(value: Any, *, field: str, default: bool) -> bool:
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise bad_request(f"{field}: expected true or false, got {value!r}", attr=field)
+    return value
+
+
+def parse_hex_id(value: Any, *, field: str, size: int, attr: str | None = None) -> bytes:
+    if not isinstance(value, str) or len(value) != size * 2 or not _HEX.match(value):
+        raise bad_request(f"{field}: expected {size * 2} hex characters, got {value!r}", attr=attr or field)
+    return bytes.fromhex(value)
+
+
+def _strings(value: Any, *, field: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise bad_request(f"{field}: expected a list of strings", attr=field)
+    return tuple(dict.fromkeys(value))
+
+
+def _status_codes(value: Any, *, field: str) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 2
+                                              for v in value):
+        raise bad_request(f"{field}: expected a list of OTel status codes (0 unset, 1 ok, 2 error)", attr=field)
+    return tuple(dict.fromkeys(value))
+
+
+def parse_attribute_type(value: Any, *, field: str = "attribute_type") -> str:
+    """`span` | `resource` (also the filter spellings span_attribute | span_resource_attribute)."""
+    if value in (None, ""):
+        return "span"
+    kind = ATTRIBUTE_TYPES.get(value) if isinstance(value, str) else None
+    if kind is None:
+        raise bad_request(f"{field}: expected span or resource, got {value!r}", attr=field)
+    return kind
+
+
+# --- filters ----------------------------------------------------------------------------------------------
+
+def parse_filter_group(value: Any, field: str = "filterGroup") -> Condition | None:
+    """A flat list of filters (AND) or nested `{"type": "AND"|"OR", "values": [...]}` groups → Condition.
+
+    A filter whose value is missing or an empty list (a half-edited filter in a UI) constrains nothing.
+    """
+    if value is None:
+        return None
+    count = [0]
+    cond = _condition(value, field, 1, count)
+    return cond
+
+
+def _condition(value: Any, path: str, depth: int, count: list[int]) -> Condition | None:
+    if depth > MAX_DEPTH:
+        raise bad_request(f"{path}: filter groups nest deeper than {MAX_DEPTH} levels", attr="filterGroup")
+    if isinstance(value, list):
+        return _group("AND", value, path, depth, count)
+    if isinstance(value, dict):
+        if "key" in value:
+            count[0] += 1
+            if count[0] > MAX_FILTERS:
+                raise bad_request(f"filterGroup: more than {MAX_FILTERS} filters", attr="filterGroup")
+            return parse_filter(value, path)
+        if "values" in value:
+            op = value.get("type", "AND")
+            if not isinstance(op, str) or op.upper() not in ("AND", "OR"):
+                raise bad_request(f"{path}.type: expected AND or OR, got {op!r}", attr="filterGroup")
+            items = value["values"]
+            if not isinstance(items, list):
+                raise bad_request(f"{path}.values: expected a list", attr="filterGroup")
+            return _group(op.upper(), items, f"{path}.values", depth, count)
+    raise bad_request(f"{path}: expected a filter {{key, type, operator, value}} or a group "
+                      f"{{type: AND|OR, values: [...]}}", attr="filterGroup")
+
+
+def _group(op: str, items: list, path: str, depth: int, count: list[int]) -> Group:
+    parsed = (_condition(item, f"{path}[{i}]", depth + 1, count) for i, item in enumerate(items))
+    return Group(op, tuple(c for c in parsed if c is not None))
+
+
+def parse_filter(value: dict, path: str) -> Filter | None:
+    key, kind, op = value.get("key"), value.get("type"), value.get("operator", "exact")
+    if not isinstance(key, str) or not key:
+        raise bad_request(f"{path}.key: expected a non-empty string", attr="filterGroup")
+    source = FILTER_TYPES.get(kind) if isinstance(kind, str) else None
+    if source is None:
+        raise bad_request(f"{path}.type: expected span, span_attribute or span_resource_attribute, got {kind!r}",
+                          attr="filterGroup")
+    if op not in OPERATORS:
+        raise bad_request(f"{path}.operator: unknown operator {op!r} (expected one of {', '.join(OPERATORS)})",
+                          attr="filterGroup")
+    if source == "span":
+        if key not in SPAN_KEYS:
+            raise bad_request(f"{path}.key: unknown span key {key!r} (expected one of {', '.join(SPAN_KEYS)})",
+                              attr="filterGroup")
+        if op not in SPAN_KEYS[key]:
+            raise bad_request(f"{path}.operator: {op} does not apply to span key {key!r}", attr="filterGroup")
+    if op in ("is_set", "is_not_set"):
+        return Filter(source, key, op)
+    raw = value.get("value")
+    items = raw if isinstance(raw, list) else [raw]
+    items = [v for v in items if v is not None]
+    if not items:
+        return None
+    vpath = f"{path}.value"
+    if op in ("gt", "lt"):
+        if len(items) != 1:
+            raise bad_request(f"{vpath}: {op} takes one number", attr="filterGroup")
+        items = [_number(items[0], vpath, op)]
+    if source != "span":
+        values = [_text(v, vpath) for v in items] if op not in ("gt", "lt") else items
+    else:
+        values = [_span_value(key, op, v, vpath) for v in items]
+        if key == "status_code" and op in ("exact", "is_not"):
+            values = [c for v in values for c in (v if isinstance(v, tuple) else (v,))]
+    if op in ("regex", "not_regex"):
+        for v in values:
+            try:
+                re.compile(v)
+            except re.error as e:
+                raise bad_request(f"{vpath}: invalid regex {v!r}: {e}", attr="filterGroup") from None
+    return Filter(source, key, op, tuple(dict.fromkeys(values)))
+
+
+def _text(v: Any, path: str) -> str:
+    """A filter value as attribute text is compared: strings as-is, booleans true/false, numbers as JSON."""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)) and math.isfinite(v):
+        return json.dumps(v)
+    raise bad_request(f"{path}: expected a string or number, got {v!r}", attr="filterGroup")
+
+
+def _number(v: Any, path: str, op: str) -> float | int:
+    if isinstance(v, str):
+        try:
+            v = float(v) if not re.fullmatch(r"\s*-?\d+\s*", v) else int(v)
+        except ValueError:
+            pass
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise bad_request(f"{path}: {op} needs a number, got {v!r}", attr="filterGroup")
+    return v
+
+
+def _span_value(key: str, op: str, v: Any, path: str) -> Any:
+    if key in ("trace_id", "span_id"):
+        if op in ("exact", "is_not"):
+            return parse_hex_id(v, field=path, size=16 if key == "trace_id" else 8, attr="filterGroup")
+        return _text(v, path)
+    if key == "name":
+        return _text(v, path)
+    if key == "duration":  # milliseconds in the API, nanoseconds in the store
+        ns = _number(v, path, op) * 1_000_000
+        return int(ns) if float(ns).is_integer() else ns
+    if key == "kind":
+        if isinstance(v, str) and not re.fullmatch(r"\s*-?\d+\s*", v):
+            name = v.strip().lower().removeprefix("span_kind_")
+            if name not in KINDS:
+                raise bad_request(f"{path}: unknown span kind {v!r} (expected 0-5 or Server, Client, Producer, "
+                                  f"Consumer, Internal, Unspecified)", attr="filterGroup")
+            return KINDS[name]
+        return _number(v, path, op)
+    # status_code
+    if isinstance(v, str) and not re.fullmatch(r"\s*-?\d+\s*", v):
+        name = v.strip().lower().removeprefix("status_code_")
+        if name not in STATUS_NAMES or op in ("gt", "lt"):
+            raise bad_request(f"{path}: unknown status code {v!r} (expected 0, 1, 2, OK or Error)",
+                              attr="filterGroup")
+        return STATUS_NAMES[name]
+    return _number(v, path, op)
+
+
+# --- request bodies ---------------------------------------------------------------------------------------
+
+def _query_object(body: dict) -> dict:
+    q = body.get("query", {})
+    if q is None:
+        return {}
+    if not isinstance(q, dict):
+        raise bad_request("query: expected an object", attr="query")
+    return q
+
+
+def _selection(q: dict, project_id: int, window: tuple[int | None, int | None], *, roots_default: bool,
+               trace_id: bytes | None = None) -> Selection:
+    if trace_id is None and q.get("traceId") not in (None, ""):
+        trace_id = parse_hex_id(q["traceId"], field="traceId", size=16)
+    return Selection(
+        project_id=project_id, start_ns=window[0], end_ns=window[1],
+        services=_strings(q.get("serviceNames"), field="serviceNames"),
+        status_codes=_status_codes(q.get("statusCodes"), field="statusCodes"),
+        trace_id=trace_id,
+        roots_only=_bool(q.get("rootSpans"), field="rootSpans", default=roots_default),
+        where=parse_filter_group(q.get("filterGroup")))
+
+
+def parse_order(q: dict) -> SpanOrder:
+    by, direction = q.get("orderBy"), q.get("orderDirection")
+    descending = True
+    if by in (None, "timestamp", "latest", "earliest", "duration"):
+        descending = by != "earliest"
+        by = "duration" if by == "duration" else "timestamp"
+    else:
+        raise bad_request(f"orderBy: expected timestamp or duration, got {by!r}", attr="orderBy")
+    if direction is not None:
+        d = direction.upper() if isinstance(direction, str) else None
+        if d not in ("DESC", "ASC", "LATEST", "EARLIEST"):
+            raise bad_request(f"orderDirection: expected DESC or ASC, got {direction!r}", attr="orderDirection")
+        descending = d in ("DESC", "LATEST")
+    return SpanOrder(by, descending)
+
+
+def parse_span_query(body: dict, project_id: int, timezone: str, now_ns: int) -> SpanListQuery:
+    """POST tracing/spans/query."""
+    q = _query_object(body)
+    window = parse_date_range(q.get("dateRange"), now_ns=now_ns, timezone=timezone, default_from="-1h")
+    selection = _selection(q, project_id, window, roots_default=True)
+    order = parse_order(q)
+    limit = parse_int(q.get("limit"), field="limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
+    offset = parse_int(q.get("offset"), field="offset", default=0)
+    after = decode_cursor(q.get("after")) if order.by == "timestamp" else None
+    return SpanListQuery(selection, order, limit, offset, after)
+
+
+def parse_sparkline(body: dict, project_id: int, timezone: str, now_ns: int) -> SparklineQuery:
+    """POST tracing/spans/sparkline: the query's filters, rootSpans false by default."""
+    q = _query_object(body)
+    start, end = parse_date_range(q.get("dateRange"), now_ns=now_ns, timezone=timezone, default_from="-1h")
+    selection = _selection(q, project_id, (start, end), roots_default=False)
+    bucket_ns = bucket_seconds(end - start) * _NS
+    if end // bucket_ns - start // bucket_ns + 1 > MAX_SPARKLINE_BUCKETS:
+        raise bad_request(f"dateRange: too long for a sparkline (more than {MAX_SPARKLINE_BUCKETS} buckets of "
+                          f"{bucket_ns // _NS} s)", attr="dateRange")
+    return SparklineQuery(selection, bucket_ns, selection.roots_only)
+
+
+def parse_trace_request(trace_id: str, body: dict, project_id: int, timezone: str, now_ns: int) -> TraceQuery:
+    """POST tracing/spans/trace/:trace_id (body fields at the top level, no `query` wrapper)."""
+    tid = parse_hex_id(trace_id, field="trace_id", size=16)
+    window = parse_date_range(body.get("dateRange"), now_ns=now_ns, timezone=timezone, default_from=None)
+    q = {k: body.get(k) for k in ("serviceNames", "statusCodes", "filterGroup")}
+    selection = _selection(q, project_id, window, roots_default=False, trace_id=tid)
+    return TraceQuery(selection, parse_int(body.get("offset"), field="offset", default=0))
+
+
+def bucket_seconds(window_ns: int) -> int:
+    """window/50 rounded to the nearest step of the ladder (ties to the smaller step)."""
+    target = window_ns / SPARKLINE_TARGET_BUCKETS / _NS
+    return min(BUCKET_LADDER_S, key=lambda s: (abs(s - target), s))
+
+
+# --- cursors ----------------------------------------------------------------------------------------------
+
+def encode_cursor(start_ns: int, span_id: bytes) -> str:
+    """base64 of {"timestamp": ISO, "span_id": hex}. The ISO time keeps all nine fraction digits so a
+    page boundary between spans of the same microsecond neither skips nor repeats one."""
+    doc = {"timestamp": iso(start_ns, 9), "span_id": span_id.hex()}
+    return base64.b64encode(json.dumps(doc, separators=(",", ":")).encode()).decode("ascii")
+
+
+def decode_cursor(value: Any) -> tuple[int, bytes] | None:
+    if value in (None, ""):
+        return None
+    try:
+        if not isinstance(value, str):
+            raise ValueError
+        text = value.strip().replace("-", "+").replace("_", "/")
+        doc = json.loads(base64.b64decode(text + "=" * (-len(text) % 4), validate=True))
+        ts, sid = doc["timestamp"], doc["span_id"]
+        start = _parse_iso(ts, "UTC") if isinstance(ts, str) else None
+        if start is None or not isinstance(sid, str) or len(sid) != 16 or not _HEX.match(sid):
+            raise ValueError
+        return start, bytes.fromhex(sid)
+    except (ValueError, TypeError, KeyError, binascii.Error):
+        raise bad_request("after: not a cursor returned as nextCursor by this endpoint", attr="after") from None
+
+
+# --- rendering --------------------------------------------------------------------------------------------
+
+def attr_text(v: Any) -> str:
+    """An attribute value as a string, the way filters compare it (SQLite's JSON text for nested values)."""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return ""
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return repr(v)  # what json.dumps writes
+    return json.dumps(v, separators=(",", ":"), ensure_ascii=False)
+
+
+def _string_map(attrs: dict) -> dict[str, str]:
+    return {k: attr_text(v) for k, v in attrs.items()}
+
+
+def span_uuid(row: SpanRow) -> str:
+    """Stable per stored row: the span id, then the row id (two copies of a retried span differ)."""
+    return str(uuid.UUID(bytes=row.span_id + row.id.to_bytes(8, "big")))
+
+
+def render_span(row: SpanRow, resources: dict[int, dict], bounds: tuple[int, int] | None,
+                self_time: int | None = None) -> dict:
+    out = {
+        "uuid": span_uuid(row),
+        "trace_id": row.trace_id.hex(),
+        "span_id": row.span_id.hex(),
+        "parent_span_id": row.parent_span_id.hex() if row.parent_span_id else "",
+        "name": row.name,
+        "kind": row.kind,
+        "service_name": row.service_name,
+        "status_code": row.status_code,
+        "status_message": row.status_message,
+        "timestamp": iso(row.start_ns),
+        "end_time": iso(row.end_ns),
+        "duration_nano": row.end_ns - row.start_ns,
+        "is_root_span": row.parent_span_id is None,
+    }
+    if bounds is not None:
+        out["trace_start"] = iso(bounds[0])
+        out["trace_duration"] = bounds[1] - bounds[0]  # nanoseconds, like duration_nano
+    out["attributes"] = _string_map(json.loads(row.attributes))
+    out["resource_attributes"] = _string_map(resources.get(row.resource_id, {}))
+    out["events"] = [{"name": e.get("name", ""), "timestamp": iso(e.get("time_ns", 0)),
+                      "attributes": _string_map(e.get("attributes", {}))}
+                     for e in (json.loads(row.events) if row.events else [])]
+    out["links"] = [{"trace_id": ln.get("trace_id", ""), "span_id": ln.get("span_id", ""),
+                     "trace_state": ln.get("trace_state", ""), "flags": ln.get("flags", 0),
+                     "attributes": _string_map(ln.get("attributes", {}))}
+                    for ln in (json.loads(row.links) if row.links else [])]
+    if self_time is not None:
+        out["self_time_nano"] = self_time
+    return out
+
+
+def sparkline_results(counts: list[tuple[int, str, int]], query: SparklineQuery) -> list[dict]:
+    """Every bucket of the window, time ascending; per bucket the top services by count (count
+    descending, then name); a bucket with nothing gets one zero row with an empty service, as
+    ClickHouse's WITH FILL gives PostHog."""
+    sel, b = query.selection, query.bucket_ns
+    by_bucket: dict[int, list[tuple[str, int]]] = {}
+    for t, service, n in counts:
+        by_bucket.setdefault(t, []).append((service, n))
+    out = []
+    for i in range(sel.start_ns // b, sel.end_ns // b + 1):
+        t = i * b
+        rows = sorted(by_bucket.get(t, ()), key=lambda r: (-r[1], r[0]))[:SPARKLINE_TOP_SERVICES]
+        for service, n in rows or [("", 0)]:
+            out.append({"time": iso(t), "service": service, "count": n})
+    return out

@@ -1,0 +1,444 @@
+"""Span reads for the tracing API: typed selections compiled to parameterized SQL, and the queries.
+
+A caller (api/tracing_query.py) validates a request into a `Selection`; `compile_where` turns it into a
+WHERE clause and its parameters. Nothing a client sends is ever spliced into SQL text: values, attribute
+keys (as JSON paths) and regexes all travel as `?` parameters. Every statement is constrained by
+`project_id` (store.md, project isolation).
+
+Query functions take the connection first so they run through `Store.read(fn, *args)`:
+
+    rows, has_more = await store.read(find_spans, selection, SpanOrder("timestamp", True), 100)
+
+Planning notes (measured on 1M spans, see bench/query_tracing.py):
+- Root-span lists and root-span sparklines use the partial indexes of migration 0004, which hold only
+  spans without a parent (a few percent of rows).
+- When a trace id is given, the other indexed terms are written with a unary `+` so SQLite looks the
+  trace up by `spans_by_trace` instead of scanning a time range.
+- Sparkline counts are one correlated `count(*)` per (bucket, service) over `spans_by_service`: SQLite
+  counts index entries in C and never sorts; a GROUP BY over the window sorts every span (10x slower).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sqlite3
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Iterable, Union
+
+OPERATORS = ("exact", "is_not", "icontains", "not_icontains", "regex", "not_regex", "gt", "lt", "is_set",
+             "is_not_set")
+# Span keys a filter may name, with the operators each accepts (ids and names are text, the rest numbers).
+_TEXT_OPERATORS = ("exact", "is_not", "icontains", "not_icontains", "regex", "not_regex", "is_set",
+                   "is_not_set")
+_NUMBER_OPERATORS = ("exact", "is_not", "gt", "lt", "is_set", "is_not_set")
+SPAN_KEYS: dict[str, tuple[str, ...]] = {
+    "trace_id": _TEXT_OPERATORS,
+    "span_id": _TEXT_OPERATORS,
+    "name": _TEXT_OPERATORS,
+    "duration": _NUMBER_OPERATORS,
+    "kind": _NUMBER_OPERATORS,
+    "status_code": _NUMBER_OPERATORS,
+}
+# For exact/is_not the id keys compare the stored BLOB; the text operators read the lower-case hex.
+_SPAN_VALUE_SQL = {"trace_id": "s.trace_id", "span_id": "s.span_id", "name": "s.name",
+                   "duration": "(s.end_ns - s.start_ns)", "kind": "s.kind", "status_code": "s.status_code"}
+_SPAN_TEXT_SQL = {"trace_id": "lower(hex(s.trace_id))", "span_id": "lower(hex(s.span_id))", "name": "s.name"}
+
+SPAN_SELECT = ("s.id, s.trace_id, s.span_id, s.parent_span_id, s.name, s.kind, s.start_ns, s.end_ns, "
+               "s.status_code, s.status_message, s.attributes, s.events, s.links, s.resource_id, "
+               "s.service_name, s.trace_state, s.flags")
+
+
+@dataclass(frozen=True, slots=True)
+class SpanRow:
+    id: int
+    trace_id: bytes
+    span_id: bytes
+    parent_span_id: bytes | None
+    name: str
+    kind: int
+    start_ns: int
+    end_ns: int
+    status_code: int
+    status_message: str
+    attributes: str  # JSON object
+    events: str | None  # JSON list
+    links: str | None  # JSON list
+    resource_id: int
+    service_name: str
+    trace_state: str
+    flags: int
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    """One condition. `source` is "span" (key in SPAN_KEYS), "attribute" or "resource" (key = attribute key).
+
+    `values` are already normalized by the caller: bytes for trace_id/span_id with exact/is_not,
+    nanoseconds for duration, ints for kind/status_code, text for attribute comparisons, a number for
+    gt/lt, and a valid Python regex for regex/not_regex.
+    """
+    source: str
+    key: str
+    operator: str
+    values: tuple = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    op: str  # "AND" | "OR"
+    items: tuple["Filter | Group", ...]
+
+
+Condition = Union[Filter, Group]
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Which spans: one project, an inclusive start-time window, and optional constraints."""
+    project_id: int
+    start_ns: int | None = None
+    end_ns: int | None = None
+    services: tuple[str, ...] = ()
+    status_codes: tuple[int, ...] = ()
+    trace_id: bytes | None = None
+    roots_only: bool = False
+    where: Condition | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SpanOrder:
+    by: str = "timestamp"  # "timestamp" | "duration"
+    descending: bool = True
+
+
+@dataclass(slots=True)
+class Sql:
+    text: str
+    params: list = field(default_factory=list)
+
+
+# --- SQL functions registered on the read connection ----------------------------------------------------
+
+@lru_cache(maxsize=256)
+def _compiled(pattern: str) -> re.Pattern:
+    return re.compile(pattern)
+
+
+def _regexp(pattern: str | None, value) -> int | None:
+    """otelite_regexp(pattern, value): 1 when `pattern` matches anywhere in `value` (re.search)."""
+    if pattern is None or value is None:
+        return None
+    return 1 if _compiled(pattern).search(value if isinstance(value, str) else str(value)) else 0
+
+
+def _number(value) -> float | None:
+    """otelite_num(value): the value as a number when it is one or reads as one, else NULL."""
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        try:
+            f = float(value)
+        except ValueError:
+            return None
+        return f if math.isfinite(f) else None
+    return None
+
+
+def prepare_connection(conn: sqlite3.Connection) -> None:
+    """Register the functions compiled filters use (cheap; done before each tracing query)."""
+    conn.create_function("otelite_regexp", 2, _regexp, deterministic=True)
+    conn.create_function("otelite_num", 1, _number, deterministic=True)
+
+
+# --- compiling conditions ---------------------------------------------------------------------------------
+
+def _placeholders(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+def _attribute_sql(column: str, key: str) -> tuple[Sql, Sql]:
+    """(text, json type) expressions of attribute `key` in JSON column `column`.
+
+    The text reads as the API renders attribute values: strings as-is, booleans true/false, numbers and
+    nested values as JSON. A key is addressed as a quoted JSON path label (`$."http.method"`, so dots are
+    literal); SQLite cannot escape a double quote inside a label, so such keys go through json_each.
+    """
+    if '"' not in key:
+        path = f'$."{key}"'
+        text = Sql(f"CASE json_type({column}, ?) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' "
+                   f"ELSE CAST(json_extract({column}, ?) AS TEXT) END", [path, path])
+        return text, Sql(f"json_type({column}, ?)", [path])
+    text = Sql(f"(SELECT CASE je.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' "
+               f"ELSE CAST(je.value AS TEXT) END FROM json_each({column}) AS je WHERE je.key = ?)", [key])
+    return text, Sql(f"(SELECT je.type FROM json_each({column}) AS je WHERE je.key = ?)", [key])
+
+
+def _compare(value: Sql, f: Filter, *, nullable: bool, number: Sql | None = None,
+             present: Sql | None = None) -> Sql:
+    """`value` compared by f.operator. Negative operators also match an absent (NULL) value."""
+    op, vals = f.operator, list(f.values)
+    if op == "is_set":
+        return Sql(f"{present.text} IS NOT NULL", list(present.params)) if present else Sql("1")
+    if op == "is_not_set":
+        return Sql(f"{present.text} IS NULL", list(present.params)) if present else Sql("0")
+    if op in ("exact", "is_not"):
+        if len(vals) == 1:
+            inner = Sql(f"{value.text} = ?", [*value.params, vals[0]])
+        else:
+            inner = Sql(f"{value.text} IN ({_placeholders(len(vals))})", [*value.params, *vals])
+        if op == "exact":
+            return inner
+        return _negate(inner, value, nullable)
+    if op in ("gt", "lt"):
+        subject = number or value
+        return Sql(f"{subject.text} {'>' if op == 'gt' else '<'} ?", [*subject.params, vals[0]])
+    # icontains: instr, not LIKE, so that % and _ in the needle are literal. Several values: any of them.
+    parts, params = [], []
+    for v in vals:
+        if op in ("icontains", "not_icontains"):
+            parts.append(f"instr(lower({value.text}), lower(?)) > 0")
+            params += [*value.params, v]
+        else:
+            parts.append(f"otelite_regexp(?, {value.text})")
+            params += [v, *value.params]
+    inner = Sql("(" + " OR ".join(parts) + ")", params)
+    if op in ("icontains", "regex"):
+        return inner
+    return _negate(inner, value, nullable)
+
+
+def _negate(inner: Sql, value: Sql, nullable: bool) -> Sql:
+    if not nullable:
+        return Sql(f"NOT ({inner.text})", inner.params)
+    return Sql(f"({value.text} IS NULL OR NOT ({inner.text}))", [*value.params, *inner.params])
+
+
+def compile_filter(f: Filter, project_id: int) -> Sql:
+    if f.source == "span":
+        text_ops = f.operator in ("icontains", "not_icontains", "regex", "not_regex")
+        column = _SPAN_TEXT_SQL[f.key] if text_ops else _SPAN_VALUE_SQL[f.key]
+        return _compare(Sql(column), f, nullable=False)
+    column = "s.attributes" if f.source == "attribute" else "r.attributes"
+    text, json_type = _attribute_sql(column, f.key)
+    number = Sql(f"otelite_num({text.text})", text.params)
+    cond = _compare(text, f, nullable=True, number=number, present=json_type)
+    if f.source == "attribute":
+        return cond
+    # Resource attributes: resolve the (few) matching resources once instead of joining per span.
+    return Sql(f"s.resource_id IN (SELECT r.id FROM resources AS r WHERE r.project_id = ? AND {cond.text})",
+               [project_id, *cond.params])
+
+
+def compile_condition(c: Condition, project_id: int) -> Sql:
+    if isinstance(c, Filter):
+        return compile_filter(c, project_id)
+    parts = [compile_condition(item, project_id) for item in c.items]
+    if not parts:
+        return Sql("1")  # an empty group constrains nothing
+    joiner = " AND " if c.op == "AND" else " OR "
+    return Sql("(" + joiner.join(p.text for p in parts) + ")", [x for p in parts for x in p.params])
+
+
+def compile_where(sel: Selection, *, with_time: bool = True) -> Sql:
+    """The WHERE clause (without the keyword) for `sel` over `spans AS s`."""
+    # With a trace id, `+` keeps the project/time terms from steering SQLite away from spans_by_trace.
+    plus = "+" if sel.trace_id is not None else ""
+    clauses: list[str] = []
+    params: list = []
+    if sel.trace_id is not None:
+        clauses.append("s.trace_id = ?")
+        params.append(sel.trace_id)
+    clauses.append(f"{plus}s.project_id = ?")
+    params.append(sel.project_id)
+    if with_time and sel.start_ns is not None:
+        clauses.append(f"{plus}s.start_ns >= ?")
+        params.append(sel.start_ns)
+    if with_time and sel.end_ns is not None:
+        clauses.append(f"{plus}s.start_ns <= ?")
+        params.append(sel.end_ns)
+    if sel.roots_only:
+        clauses.append("s.parent_span_id IS NULL")  # the partial indexes' own predicate, word for word
+    if sel.services:
+        clauses.append(f"s.service_name IN ({_placeholders(len(sel.services))})")
+        params += sel.services
+    if sel.status_codes:
+        clauses.append(f"s.status_code IN ({_placeholders(len(sel.status_codes))})")
+        params += sel.status_codes
+    if sel.where is not None:
+        cond = compile_condition(sel.where, sel.project_id)
+        clauses.append(cond.text)
+        params += cond.params
+    return Sql(" AND ".join(clauses), params)
+
+
+def compile_span_list(sel: Selection, order: SpanOrder, limit: int, offset: int = 0,
+                      after: tuple[int, bytes] | None = None) -> Sql:
+    """SELECT of up to `limit` spans. `after` = (start_ns, span_id) of the last span already seen
+    (timestamp order only): the keyset continues strictly past it."""
+    where = compile_where(sel)
+    text, params = where.text, list(where.params)
+    d = "DESC" if order.descending else "ASC"
+    if after is not None and order.by == "timestamp":
+        lt = "<" if order.descending else ">"
+        text += f" AND s.start_ns {lt}= ? AND (s.start_ns {lt} ? OR s.span_id {lt} ?)"
+        params += [after[0], after[0], after[1]]
+    if order.by == "duration":
+        order_sql = f"(s.end_ns - s.start_ns) {d}, s.start_ns {d}, s.span_id {d}, s.id {d}"
+    else:
+        order_sql = f"s.start_ns {d}, s.span_id {d}, s.id {d}"
+    return Sql(f"SELECT {SPAN_SELECT} FROM spans AS s WHERE {text} ORDER BY {order_sql} LIMIT ? OFFSET ?",
+               params + [limit, offset])
+
+
+# --- queries (run through Store.read) ---------------------------------------------------------------------
+
+def find_spans(conn: sqlite3.Connection, sel: Selection, order: SpanOrder, limit: int, offset: int = 0,
+               after: tuple[int, bytes] | None = None) -> tuple[list[SpanRow], bool]:
+    """Up to `limit` spans and whether more follow (one extra row is fetched to know)."""
+    prepare_connection(conn)
+    q = compile_span_list(sel, order, limit + 1, offset, after)
+    rows = [SpanRow(*r) for r in conn.execute(q.text, q.params)]
+    return rows[:limit], len(rows) > limit
+
+
+def trace_page(conn: sqlite3.Connection, sel: Selection, offset: int, page: int
+               ) -> tuple[list[SpanRow], bool, dict[bytes, int], tuple[int, int] | None]:
+    """One page of a trace's spans (start order) matching `sel` (which names the trace), whether more
+    follow, the self time of each span id, and the trace's (first start, last end)."""
+    assert sel.trace_id is not None
+    prepare_connection(conn)
+    rows, has_more = find_spans(conn, sel, SpanOrder("timestamp", False), page, offset)
+    # Self times and bounds come from the whole trace, whatever the filters kept.
+    shape = conn.execute("SELECT span_id, parent_span_id, start_ns, end_ns FROM spans AS s "
+                         "WHERE s.trace_id = ? AND +s.project_id = ?", (sel.trace_id, sel.project_id)).fetchall()
+    bounds = (min(r[2] for r in shape), max(r[3] for r in shape)) if shape else None
+    return rows, has_more, self_times(shape), bounds
+
+
+def self_times(spans: Iterable[tuple[bytes, bytes | None, int, int]]) -> dict[bytes, int]:
+    """span id → its duration minus the union of its children's intervals (clipped to the span).
+
+    `spans` are (span_id, parent_span_id, start_ns, end_ns) of one trace. A child running past its
+    parent (async work) only counts while the parent runs, so a self time is never negative.
+    """
+    spans = list(spans)
+    children: dict[bytes, list[tuple[int, int]]] = {}
+    for span_id, parent, start, end in spans:
+        if parent is not None:
+            children.setdefault(parent, []).append((start, end))
+    out: dict[bytes, int] = {}
+    for span_id, _parent, start, end in spans:
+        covered = 0
+        cursor = start
+        for c_start, c_end in sorted(children.get(span_id, ())):
+            c_start, c_end = max(c_start, cursor), min(c_end, end)
+            if c_end > c_start:
+                covered += c_end - c_start
+                cursor = c_end
+        out[span_id] = max(end - start - covered, 0)
+    return out
+
+
+def trace_bounds(conn: sqlite3.Connection, project_id: int, trace_ids: Iterable[bytes]
+                 ) -> dict[bytes, tuple[int, int]]:
+    """trace id → (first span start, last span end) over every stored span of the trace."""
+    ids = list(dict.fromkeys(trace_ids))
+    if not ids:
+        return {}
+    rows = conn.execute(f"SELECT trace_id, min(start_ns), max(end_ns) FROM spans WHERE trace_id IN "
+                        f"({_placeholders(len(ids))}) AND +project_id = ? GROUP BY trace_id", [*ids, project_id])
+    return {t: (lo, hi) for t, lo, hi in rows}
+
+
+def resource_attributes(conn: sqlite3.Connection, project_id: int, resource_ids: Iterable[int]) -> dict[int, dict]:
+    ids = list(dict.fromkeys(resource_ids))
+    if not ids:
+        return {}
+    rows = conn.execute(f"SELECT id, attributes FROM resources WHERE id IN ({_placeholders(len(ids))}) "
+                        f"AND project_id = ?", [*ids, project_id])
+    return {rid: json.loads(attrs) for rid, attrs in rows}
+
+
+def span_counts(conn: sqlite3.Connection, sel: Selection, bucket_ns: int, distinct_traces: bool = False
+                ) -> list[tuple[int, str, int]]:
+    """(bucket start ns, service, count) for each non-empty bucket and service of sel's window.
+
+    Buckets are aligned to multiples of `bucket_ns` since the epoch and clipped to the window, so the
+    counts add up to the number of matching spans. `distinct_traces` counts distinct trace ids instead
+    (with roots_only: traces that have a root span).
+    """
+    assert sel.start_ns is not None and sel.end_ns is not None
+    prepare_connection(conn)
+    where = compile_where(sel, with_time=False)
+    services = Sql("SELECT DISTINCT service_name AS name FROM resources WHERE project_id = ?", [sel.project_id])
+    if sel.services:
+        services.text += f" AND service_name IN ({_placeholders(len(sel.services))})"
+        services.params += sel.services
+    count = "count(DISTINCT s.trace_id)" if distinct_traces else "count(*)"
+    sql = (
+        "WITH RECURSIVE b(i) AS (SELECT ? UNION ALL SELECT i + 1 FROM b WHERE i < ?) "
+        f"SELECT b.i, v.name, (SELECT {count} FROM spans AS s WHERE s.service_name = v.name "
+        "AND s.start_ns >= max(?, b.i * ?) AND s.start_ns <= min(?, b.i * ? + ?) "
+        f"AND {where.text}) AS n FROM b, ({services.text}) AS v")
+    params = [sel.start_ns // bucket_ns, sel.end_ns // bucket_ns, sel.start_ns, bucket_ns, sel.end_ns,
+              bucket_ns, bucket_ns - 1, *where.params, *services.params]
+    return [(i * bucket_ns, name, n) for i, name, n in conn.execute(sql, params) if n]
+
+
+def service_names(conn: sqlite3.Connection, project_id: int, start_ns: int, end_ns: int,
+                  search: str | None = None, limit: int = 1000) -> list[str]:
+    """Distinct non-empty service names with a span starting in [start_ns, end_ns], ascending.
+
+    Candidates come from the hourly attribute rollup (resource `service.name`); each is confirmed with
+    one probe of spans_by_service, so the answer is exact to the nanosecond without scanning spans.
+    """
+    hour = 3_600_000_000_000
+    sql = ("SELECT DISTINCT v.value FROM span_attribute_values AS v WHERE v.project_id = ? "
+           "AND v.attribute_type = 'resource' AND v.key = 'service.name' AND v.hour BETWEEN ? AND ? "
+           "AND v.value <> ''")
+    params: list = [project_id, start_ns // hour, end_ns // hour]
+    if search:
+        sql += " AND instr(lower(v.value), lower(?)) > 0"
+        params.append(search)
+    sql += (" AND EXISTS (SELECT 1 FROM spans AS s WHERE s.project_id = ? AND s.service_name = v.value "
+            "AND s.start_ns BETWEEN ? AND ?) ORDER BY v.value LIMIT ?")
+    params += [project_id, start_ns, end_ns, limit]
+    return [r[0] for r in conn.execute(sql, params)]
+
+
+def attribute_keys(conn: sqlite3.Connection, project_id: int, attribute_type: str, search: str | None,
+                   limit: int, offset: int) -> tuple[list[str], int]:
+    """Keys by how many spans carry them (then by name), and how many keys match in all."""
+    where = "project_id = ? AND attribute_type = ?"
+    params: list = [project_id, attribute_type]
+    if search:
+        where += " AND instr(lower(key), lower(?)) > 0"
+        params.append(search)
+    keys = [r[0] for r in conn.execute(
+        f"SELECT key, sum(count) AS n FROM span_attribute_keys WHERE {where} GROUP BY key "
+        f"ORDER BY n DESC, key LIMIT ? OFFSET ?", [*params, limit, offset])]
+    total = conn.execute(f"SELECT count(DISTINCT key) FROM span_attribute_keys WHERE {where}", params).fetchone()[0]
+    return keys, total
+
+
+def attribute_values(conn: sqlite3.Connection, project_id: int, attribute_type: str, key: str,
+                     search: str | None, limit: int, offset: int) -> list[str]:
+    """Values of `key` by how many spans carry them (then by value).
+
+    The rollup holds one row per value and hour, so the search runs on the summed values (one test per
+    value, not per hour) in a materialized CTE that SQLite cannot flatten back into the scan.
+    """
+    totals = ("SELECT value, sum(count) AS n FROM span_attribute_values WHERE project_id = ? "
+              "AND attribute_type = ? AND key = ? GROUP BY value")
+    params: list = [project_id, attribute_type, key]
+    search_sql = ""
+    if search:
+        search_sql = "WHERE instr(lower(value), lower(?)) > 0 "
+        params.append(search)
+    return [r[0] for r in conn.execute(
+        f"WITH totals AS MATERIALIZED ({totals}) SELECT value FROM totals {search_sql}"
+        f"ORDER BY n DESC, value LIMIT ? OFFSET ?", [*params, limit, offset])]
