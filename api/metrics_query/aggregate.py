@@ -1,0 +1,333 @@
+"""The numbers of posthog-metrics.md, "Computation", as numpy over sorted point columns.
+
+Two stages. `series_cells` turns one clause's points (sorted by series, then time) into one value per
+(series, bucket) "cell": the last reading, or the mean/min/max/quantile of the readings, or the sum of
+the readings' increases, or (for distributions) the bucket counts that fell into the cell. `combine`
+then reduces cells across the series of each group. Characterize runs `series_cells` once and `combine`
+once per candidate key. Every step is a sort, a `reduceat` or a `bincount`; nothing loops per point.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from api.metrics_query.points import Points
+
+SCALAR_AGGS = ("sum", "avg", "min", "max", "count")
+
+
+class BoundsMismatch(ValueError):
+    """Explicit histograms with different bucket bounds cannot be summed (the spec: 400)."""
+
+
+@dataclass
+class Cells:
+    sidx: np.ndarray  # series index per cell
+    b: np.ndarray  # bucket index per cell
+    value: np.ndarray | None = None  # scalar per cell
+    vec: np.ndarray | None = None  # explicit histogram: (cells, K) non-cumulative counts
+    bounds: tuple | None = None
+    exp: "ExpContrib | None" = None
+
+
+@dataclass
+class ExpContrib:
+    """Exponential histogram cells as signed rows of `points` (see `_exp_cells`)."""
+    points: Points
+    row: np.ndarray
+    sign: np.ndarray
+    cell: np.ndarray
+
+
+# --- small helpers ----------------------------------------------------------------------------------------
+
+def bucket_of(time: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Bucket index of each time (-1 before the grid)."""
+    return np.searchsorted(edges, time, side="right") - 1
+
+
+def _starts(key: np.ndarray) -> np.ndarray:
+    if key.size == 0:
+        return np.zeros(0, np.int64)
+    return np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
+
+
+def _seg_quantile(vals: np.ndarray, starts: np.ndarray, counts: np.ndarray, q: float) -> np.ndarray:
+    """Linear-interpolated quantile (numpy's default method) of each segment of values sorted within
+    segments; a segment holding a NaN gives NaN."""
+    pos = q * (counts - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, counts - 1)
+    frac = pos - lo
+    a, b = vals[starts + lo], vals[starts + hi]
+    with np.errstate(invalid="ignore"):
+        out = a + (b - a) * frac
+    out[frac == 0] = a[frac == 0]
+    has_nan = np.add.reduceat(np.isnan(vals).astype(np.int64), starts) > 0 if vals.size else np.zeros(0, bool)
+    out[has_nan] = np.nan
+    return out
+
+
+def _reduce(key: np.ndarray, vals: np.ndarray, how: str, q: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """Reduce `vals` per distinct key: (unique keys, values). `how`: last | sum | avg | min | max | count |
+    quantile. Keys need not be sorted (`last` needs them in time order within a key)."""
+    if key.size == 0:
+        return key, vals
+    if how == "quantile":
+        order = np.lexsort((vals, key))
+    else:
+        order = np.argsort(key, kind="stable")
+    key, vals = key[order], vals[order]
+    starts = _starts(key)
+    counts = np.diff(np.append(starts, key.size))
+    if how == "last":
+        out = vals[starts + counts - 1]
+    elif how == "sum":
+        out = np.add.reduceat(vals, starts)
+    elif how == "avg":
+        out = np.add.reduceat(vals, starts) / counts
+    elif how == "min":
+        out = np.minimum.reduceat(vals, starts)
+    elif how == "max":
+        out = np.maximum.reduceat(vals, starts)
+    elif how == "count":
+        out = counts.astype(np.float64)
+    else:
+        out = _seg_quantile(vals, starts, counts, q)
+    return key[starts], out
+
+
+# --- stage 1: one value per (series, bucket) ---------------------------------------------------------------
+
+def _previous(sidx: np.ndarray) -> np.ndarray:
+    """For each point, whether the point before it (in sorted order) belongs to the same series."""
+    has = np.zeros(sidx.size, bool)
+    has[1:] = sidx[1:] == sidx[:-1]
+    return has
+
+
+def increases(sidx: np.ndarray, counter: np.ndarray, delta: np.ndarray, resets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per point: (increase, defined). Delta temporality: the value itself. Otherwise the difference to the
+    previous reading of the series; where `resets` allows it, a drop is a counter reset and the new value
+    is the increase. The first reading of a series has no increase (no predecessor)."""
+    has_prev = _previous(sidx)
+    prev = np.concatenate(([np.nan], counter[:-1])) if counter.size else counter
+    with np.errstate(invalid="ignore"):
+        d = counter - prev
+        reset = resets & has_prev & (d < 0)
+    d = np.where(reset, counter, d)
+    d = np.where(delta, counter, d)
+    return d, delta | has_prev
+
+
+def series_cells(pts: Points, sidx: np.ndarray, b: np.ndarray, agg: str, q: float | None,
+                 temporality: np.ndarray, monotonic: np.ndarray, edges: np.ndarray) -> Cells:
+    """Cells of one clause. `pts` sorted by (series, time), `sidx` its series index, `b` its bucket
+    (-1 for look-back predecessors); `temporality`/`monotonic` per series; `edges` the bucket grid."""
+    nb = len(edges) - 1
+    kind = pts.kind
+    valid = pts.valid
+    if agg in ("rate", "increase"):
+        keep = valid
+        s = sidx[keep]
+        delta = temporality[s] == 1
+        resets = monotonic[s] | (kind != "number")
+        d, defined = increases(s, pts.counter[keep], delta, resets)
+        use = defined & (b[keep] >= 0)
+        key, vals = _reduce(s[use] * nb + b[keep][use], d[use], "sum", None)
+        if agg == "rate":  # per second of the bucket (a DST day has 23 or 25 hours)
+            vals = vals / (np.diff(edges) / 1e9)[key % nb]
+        return Cells(key // nb, key % nb, value=vals)
+    if kind == "histogram" and q is not None:
+        return _hist_cells(pts, sidx, b, temporality, nb)
+    if kind == "exponential_histogram" and q is not None:
+        return _exp_cells(pts, sidx, b, temporality, nb)
+    keep = valid & (b >= 0)
+    values = pts.value
+    if kind == "summary" and q is not None:
+        values = summary_quantile(pts.q_level, pts.q_value, q)
+    how = {"sum": "last", "count": "last", "avg": "avg", "min": "min", "max": "max"}.get(agg, "quantile")
+    key, vals = _reduce(sidx[keep] * nb + b[keep], values[keep], how, q)
+    return Cells(key // nb, key % nb, value=vals)
+
+
+def _telescoped(pts: Points, sidx: np.ndarray, b: np.ndarray, temporality: np.ndarray, nb: int):
+    """Distribution cells as signed point rows whose bucket counts add up to each cell's counts.
+
+    Delta series: every point of the cell (+). Cumulative series: the sum of the per-reading increases
+    in a cell (difference to the previous reading; after a drop of the observation count, a reset, the
+    reading itself) telescopes to: last reading − the reading before the cell's first + the reading
+    before each reset. So only those rows are ever expanded, not every point's buckets.
+    Returns (cell keys, rows, signs, cell of each row)."""
+    rows = np.flatnonzero(pts.valid)
+    s, bk = sidx[rows], b[rows]
+    delta = temporality[s] == 1
+    has_prev = _previous(s)
+    total = pts.counter[rows]
+    prev_total = np.concatenate(([np.nan], total[:-1]))
+    with np.errstate(invalid="ignore"):
+        reset = has_prev & ~delta & (total < prev_total)
+    idx = np.flatnonzero((delta | has_prev) & (bk >= 0))
+    key = s[idx] * nb + bk[idx]
+    starts = _starts(key)
+    marks = np.zeros(idx.size, np.int64)
+    marks[starts] = 1
+    cell_of = np.cumsum(marks) - 1
+    ends = np.append(starts[1:], idx.size) - 1
+    first_pos, last_pos = idx[starts], idx[ends]
+    c = np.flatnonzero(~delta[first_pos]) if idx.size else np.zeros(0, np.int64)
+    dmask = delta[idx]
+    rmask = reset[idx]
+    row = np.concatenate([rows[idx[dmask]], rows[last_pos[c]], rows[first_pos[c] - 1], rows[idx[rmask] - 1]])
+    sign = np.concatenate([np.ones(int(dmask.sum())), np.ones(c.size), -np.ones(c.size), np.ones(int(rmask.sum()))])
+    cell = np.concatenate([cell_of[dmask], c, c, cell_of[rmask]])
+    return key[starts], row.astype(np.int64), sign, cell.astype(np.int64)
+
+
+def _hist_cells(pts: Points, sidx: np.ndarray, b: np.ndarray, temporality: np.ndarray, nb: int) -> Cells:
+    used = np.unique(pts.bounds_id[pts.valid])
+    if used.size > 1:
+        raise BoundsMismatch("the selected histogram series have different bucket bounds")
+    bounds = pts.bounds[int(used[0])] if used.size else ()
+    width = len(bounds) + 1
+    key, row, sign, cell = _telescoped(pts, sidx, b, temporality, nb)
+    flat = (cell[:, None] * width + np.arange(width)[None, :]).ravel()
+    weights = (pts.counts[row][:, :width] * sign[:, None]).ravel()
+    vec = np.bincount(flat, weights=weights, minlength=key.size * width).reshape(key.size, width)
+    return Cells(key // nb, key % nb, vec=vec, bounds=bounds)
+
+
+def _exp_cells(pts: Points, sidx: np.ndarray, b: np.ndarray, temporality: np.ndarray, nb: int) -> Cells:
+    key, row, sign, cell = _telescoped(pts, sidx, b, temporality, nb)
+    return Cells(key // nb, key % nb, exp=ExpContrib(pts, row, sign, cell))
+
+
+def summary_quantile(levels: np.ndarray, values: np.ndarray, q: float) -> np.ndarray:
+    """Per summary point, the value at quantile q, linear between the stated quantiles, clamped outside."""
+    n = levels.shape[0]
+    if levels.size == 0:
+        return np.full(n, np.nan)
+    order = np.argsort(np.where(np.isnan(levels), np.inf, levels), axis=1)
+    lv = np.take_along_axis(levels, order, 1)
+    vv = np.take_along_axis(values, order, 1)
+    m = (~np.isnan(lv)).sum(axis=1)
+    le = (lv <= q).sum(axis=1)
+    lo = np.clip(le - 1, 0, np.maximum(m - 1, 0))
+    hi = np.clip(le, 0, np.maximum(m - 1, 0))
+    r = np.arange(n)
+    l0, l1, v0, v1 = lv[r, lo], lv[r, hi], vv[r, lo], vv[r, hi]
+    with np.errstate(all="ignore"):
+        frac = np.where(l1 > l0, (q - l0) / (l1 - l0), 0.0)
+        out = v0 + (v1 - v0) * np.clip(frac, 0, 1)
+    out[frac == 0] = v0[frac == 0]
+    out[m == 0] = np.nan
+    return out
+
+
+# --- stage 2: across series -------------------------------------------------------------------------------
+
+def combine(cells: Cells, group: np.ndarray, agg: str, q: float | None, nb: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Reduce cells over the series of each group → (group, bucket, value). `group[sidx]` is the group of
+    a series, -1 to leave it out."""
+    g = group[cells.sidx] if cells.sidx.size else np.zeros(0, np.int64)
+    inside = g >= 0
+    key = g[inside] * nb + cells.b[inside]
+    if cells.vec is not None:
+        order = np.argsort(key, kind="stable")
+        key, vec = key[order], cells.vec[inside][order]
+        starts = _starts(key)
+        summed = np.add.reduceat(vec, starts, axis=0) if key.size else vec
+        key = key[starts]
+        return key // nb, key % nb, prom_quantile(np.cumsum(summed, axis=1), cells.bounds, q)
+    if cells.exp is not None:
+        key_all = np.where(inside, g * nb + cells.b, -1)
+        uniq, vals = _exp_combine(cells.exp, key_all, q)
+        return uniq // nb, uniq % nb, vals
+    how = {"rate": "sum", "increase": "sum"}.get(agg, agg if agg in SCALAR_AGGS else "quantile")
+    ukey, vals = _reduce(key, cells.value[inside], how, q)
+    return ukey // nb, ukey % nb, vals
+
+
+def prom_quantile(cum: np.ndarray, bounds: tuple, q: float) -> np.ndarray:
+    """Prometheus' histogram_quantile per row of cumulative counts (last column: +Inf): linear inside
+    the bucket, the first bucket's lower edge 0, a rank in the overflow bucket clamped to the highest
+    bound, empty buckets skipped (a rank never lands in one), no observations → NaN."""
+    rows = cum.shape[0]
+    k = len(bounds)
+    if rows == 0:
+        return np.zeros(0)
+    if k == 0:
+        return np.full(rows, np.nan)
+    upper = np.asarray(bounds, dtype=np.float64)
+    total = cum[:, -1]
+    rank = q * total
+    idx = (cum[:, :k] < rank[:, None]).sum(axis=1)
+    r = np.arange(rows)
+    inner = np.minimum(idx, k - 1)
+    lower = np.where(inner > 0, upper[np.maximum(inner - 1, 0)], 0.0)
+    prev = np.where(inner > 0, cum[r, np.maximum(inner - 1, 0)], 0.0)
+    count = cum[r, inner] - prev
+    with np.errstate(all="ignore"):
+        out = lower + (upper[inner] - lower) * (rank - prev) / count
+    out = np.where(idx >= k, upper[-1], out)
+    out = np.where((idx == 0) & (upper[0] <= 0), upper[0], out)
+    out[~(total > 0)] = np.nan
+    return out
+
+
+def _ragged_take(flat: np.ndarray, start: np.ndarray, length: np.ndarray):
+    """Expand rows of a ragged array: (row number, position within the row, value)."""
+    total = int(length.sum())
+    rep = np.repeat(np.arange(length.size), length)
+    within = np.arange(total) - np.repeat(np.cumsum(length) - length, length)
+    return rep, within, flat[np.repeat(start, length) + within]
+
+
+def _exp_combine(contrib: ExpContrib, cell_key: np.ndarray, q: float) -> tuple[np.ndarray, np.ndarray]:
+    """Sum the signed rows into (group, bucket) distributions at the smallest scale involved, then take
+    the quantile, interpolating exponentially inside a bucket (the buckets are exponential)."""
+    key = cell_key[contrib.cell]
+    ok = key >= 0
+    row, sign, key = contrib.row[ok], contrib.sign[ok], key[ok]
+    uniq, target = np.unique(key, return_inverse=True)
+    if uniq.size == 0:
+        return uniq, np.zeros(0)
+    p = contrib.points
+    smin = int(p.scale[row].min())
+    zero = np.bincount(target, weights=sign * p.zero_count[row], minlength=uniq.size)
+    mats = []
+    for offset, start, length, flat in ((p.pos_offset, p.pos_start, p.pos_len, p.pos_flat),
+                                        (p.neg_offset, p.neg_start, p.neg_len, p.neg_flat)):
+        rep, within, vals = _ragged_take(flat, start[row], length[row])
+        idx = (offset[row][rep] + within) >> (p.scale[row][rep] - smin).astype(np.int64)
+        lo = int(idx.min()) if idx.size else 0
+        width = int(idx.max()) - lo + 1 if idx.size else 0
+        mat = np.bincount(target[rep] * width + (idx - lo), weights=vals * sign[rep],
+                          minlength=uniq.size * width).reshape(uniq.size, width) if width else np.zeros((uniq.size, 0))
+        mats.append((lo, mat))
+    (plo, pos), (nlo, neg) = mats
+    base = 2.0 ** (2.0 ** -smin)
+    # Ascending value order: negative buckets from the largest index down, the zero bucket, positive up.
+    counts = np.hstack([neg[:, ::-1], zero[:, None], pos])
+    n_neg, n_pos = neg.shape[1], pos.shape[1]
+    neg_idx = nlo + np.arange(n_neg)[::-1]
+    pos_idx = plo + np.arange(n_pos)
+    cum = np.cumsum(np.maximum(counts, 0), axis=1)
+    total = cum[:, -1]
+    rank = q * total
+    j = np.minimum((cum < rank[:, None]).sum(axis=1), counts.shape[1] - 1)
+    r = np.arange(uniq.size)
+    prev = np.where(j > 0, cum[r, np.maximum(j - 1, 0)], 0.0)
+    with np.errstate(all="ignore"):
+        frac = np.clip((rank - prev) / (cum[r, j] - prev), 0, 1)
+        out = np.zeros(uniq.size)
+        is_neg = j < n_neg
+        is_pos = j > n_neg
+        ni = neg_idx[np.minimum(j, max(n_neg - 1, 0))] if n_neg else np.zeros(uniq.size)
+        pi = pos_idx[np.clip(j - n_neg - 1, 0, max(n_pos - 1, 0))] if n_pos else np.zeros(uniq.size)
+        out = np.where(is_neg, -np.power(base, ni + 1 - frac), out)
+        out = np.where(is_pos, np.power(base, pi + frac), out)
+    out[~(total > 0)] = np.nan
+    return uniq, out

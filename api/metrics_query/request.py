@@ -1,0 +1,297 @@
+"""The `query` bodies of metrics/query and metrics/characterize → validated dataclasses.
+
+Every 400 of posthog-metrics.md's limits list is raised here or (the row count, bucket bounds) by the
+engine, always through `api.errors.bad_request` with `attr` naming the field.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from api.errors import bad_request
+from api.metrics_query import formula as formula_mod
+from api.metrics_query.timeutil import INTERVALS, NS, TimeError, parse_time, to_ns
+from collector.normalize.otlp import label_text
+
+AGGREGATIONS = ("sum", "avg", "min", "max", "count", "p50", "p90", "p95", "p99", "rate", "increase",
+                "histogram_quantile")
+PERCENTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
+METRIC_TYPES = ("gauge", "sum", "histogram", "exponential_histogram", "summary")
+FILTER_OPS = ("eq", "neq", "regex", "not_regex")
+SCOPES = ("resource", "attribute", "auto")
+MAX_CLAUSES = 10
+MAX_FORMULA = 512
+MAX_RANGE_NS = 31 * 86400 * NS
+DEFAULT_QUANTILE = 0.95  # histogram_quantile without `quantile` (the spec's characterize default)
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Filter:
+    key: str
+    op: str  # eq | neq | regex | not_regex
+    values: tuple[str, ...]  # eq/neq: any of; regex ops: one pattern
+    scope: str  # resource | attribute | auto
+    pattern: re.Pattern | None = None
+
+
+@dataclass(frozen=True)
+class GroupKey:
+    key: str
+    scope: str = "auto"
+
+
+@dataclass
+class Clause:
+    name: str
+    metric_name: str
+    aggregation: str = "sum"
+    quantile: float | None = None
+    metric_type: str | None = None
+    filters: list[Filter] = field(default_factory=list)
+    group_by: list[GroupKey] = field(default_factory=list)
+
+    @property
+    def q(self) -> float | None:
+        """The quantile the aggregation needs (pNN or histogram_quantile), else None."""
+        if self.aggregation in PERCENTILES:
+            return PERCENTILES[self.aggregation]
+        if self.aggregation == "histogram_quantile":
+            return self.quantile if self.quantile is not None else DEFAULT_QUANTILE
+        return None
+
+
+@dataclass
+class MetricsQuery:
+    clauses: list[Clause]
+    formula: Any  # parsed formula (formula.Node) or None
+    formula_text: str | None
+    interval: str
+    date_from_ns: int
+    date_to_ns: int
+
+
+@dataclass
+class CharacterizeQuery:
+    metric_name: str
+    metric_type: str | None
+    aggregation: str | None
+    quantile: float | None
+    filters: list[Filter]
+    candidate_keys: list[str] | None
+    anomaly_from_ns: int
+    anomaly_to_ns: int
+    baseline_from_ns: int
+    baseline_to_ns: int
+
+
+def _obj(body: Any) -> dict:
+    if not isinstance(body, dict):
+        raise bad_request("the request body must be a JSON object with a `query` object", attr="query")
+    query = body.get("query", body if ("metricName" in body or "clauses" in body) else None)
+    if isinstance(query, str):  # a form field holding JSON (`-d query=...` in PostHog's curl examples)
+        try:
+            query = json.loads(query)
+        except ValueError:
+            pass
+    if not isinstance(query, dict):
+        raise bad_request("`query` must be an object", attr="query")
+    return query
+
+
+def _time(value: Any, attr: str, tz: dt.tzinfo, now: dt.datetime) -> int:
+    try:
+        return to_ns(parse_time(value, tz, now))
+    except (TimeError, OverflowError, ValueError) as e:
+        raise bad_request(f"{attr}: {e}", attr=attr) from None
+
+
+def _aggregation(value: Any, attr: str, default: str | None) -> str | None:
+    if value is None:
+        return default
+    if value not in AGGREGATIONS:
+        raise bad_request(f"unknown aggregation {value!r}; expected one of {', '.join(AGGREGATIONS)}", attr=attr)
+    return value
+
+
+def _quantile(value: Any, attr: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise bad_request(f"quantile must be a number strictly between 0 and 1, got {value!r}", attr=attr)
+    return float(value)
+
+
+def _metric_type(value: Any, attr: str) -> str | None:
+    if value is None:
+        return None
+    if value not in METRIC_TYPES:
+        raise bad_request(f"unknown metricType {value!r}; expected one of {', '.join(METRIC_TYPES)}", attr=attr)
+    return value
+
+
+def _metric_name(value: Any, attr: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise bad_request("metricName must be a non-empty string", attr=attr)
+    return value
+
+
+def _scope(value: Any, attr: str) -> str:
+    if value is None:
+        return "auto"
+    if value not in SCOPES:
+        raise bad_request(f"unknown scope {value!r}; expected resource, attribute or auto", attr=attr)
+    return value
+
+
+def _filters(value: Any, attr: str) -> list[Filter]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise bad_request("filters must be a list of {key, op, value, scope}", attr=attr)
+    out = []
+    for f in value:
+        if not isinstance(f, dict) or not isinstance(f.get("key"), str) or not f["key"]:
+            raise bad_request("each filter needs a non-empty string `key`", attr=attr)
+        op = f.get("op") or "eq"
+        if op not in FILTER_OPS:
+            raise bad_request(f"unknown filter op {op!r}; expected eq, neq, regex or not_regex", attr=attr)
+        raw = f.get("value")
+        if op in ("regex", "not_regex"):
+            if not isinstance(raw, str):
+                raise bad_request("a regex filter's value must be a string", attr=attr)
+            try:
+                pattern = re.compile(raw)
+            except re.error as e:
+                raise bad_request(f"bad regex {raw!r}: {e}", attr=attr) from None
+            out.append(Filter(f["key"], op, (raw,), _scope(f.get("scope"), attr), pattern))
+            continue
+        items = raw if isinstance(raw, list) else [raw]
+        if any(v is None or isinstance(v, (dict, list)) for v in items) or not items:
+            raise bad_request("an eq/neq filter's value must be a string, number, boolean or a list of them",
+                              attr=attr)
+        out.append(Filter(f["key"], op, tuple(label_text(v) for v in items), _scope(f.get("scope"), attr)))
+    return out
+
+
+def _group_by(value: Any, attr: str) -> list[GroupKey]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise bad_request("groupBy must be a list of {key, scope}", attr=attr)
+    out: list[GroupKey] = []
+    for g in value:
+        if isinstance(g, str) and g:
+            g = {"key": g}
+        if not isinstance(g, dict) or not isinstance(g.get("key"), str) or not g["key"]:
+            raise bad_request("each groupBy entry needs a non-empty string `key`", attr=attr)
+        key = GroupKey(g["key"], _scope(g.get("scope"), attr))
+        if any(k.key == key.key for k in out):
+            raise bad_request(f"groupBy names {key.key!r} twice", attr=attr)
+        out.append(key)
+    return out
+
+
+def _clause(c: Any, name: str, attr: str) -> Clause:
+    if not isinstance(c, dict):
+        raise bad_request("each clause must be an object", attr=attr)
+    clause = Clause(
+        name=name,
+        metric_name=_metric_name(c.get("metricName"), f"{attr}.metricName"),
+        aggregation=_aggregation(c.get("aggregation"), f"{attr}.aggregation", "sum"),
+        quantile=_quantile(c.get("quantile"), f"{attr}.quantile"),
+        metric_type=_metric_type(c.get("metricType"), f"{attr}.metricType"),
+        filters=_filters(c.get("filters"), f"{attr}.filters"),
+        group_by=_group_by(c.get("groupBy"), f"{attr}.groupBy"),
+    )
+    return clause
+
+
+def parse_query(body: Any, tz: dt.tzinfo, now: dt.datetime) -> MetricsQuery:
+    """`{"query": {...}}` of POST metrics/query → MetricsQuery, or a 400."""
+    q = _obj(body)
+    has_name, has_clauses = q.get("metricName") is not None, q.get("clauses") is not None
+    if has_name == has_clauses:
+        raise bad_request("give exactly one of metricName or clauses", attr="metricName")
+    if has_name:
+        clauses = [_clause(q, "a", "query")]
+        if q.get("formula") is not None:
+            raise bad_request("formula requires clauses", attr="formula")
+    else:
+        raw = q["clauses"]
+        if not isinstance(raw, list) or not raw:
+            raise bad_request("clauses must be a non-empty list", attr="clauses")
+        if len(raw) > MAX_CLAUSES:
+            raise bad_request(f"at most {MAX_CLAUSES} clauses are allowed, got {len(raw)}", attr="clauses")
+        clauses = []
+        for i, c in enumerate(raw):
+            name = c.get("name") if isinstance(c, dict) else None
+            if name is None:
+                name = "abcdefghij"[i]
+            if not isinstance(name, str) or not _NAME.match(name):
+                raise bad_request(f"clause name {name!r} must be an identifier (letters, digits, _)",
+                                  attr=f"clauses[{i}].name")
+            if any(x.name == name for x in clauses):
+                raise bad_request(f"clause name {name!r} is used twice", attr=f"clauses[{i}].name")
+            clauses.append(_clause(c, name, f"clauses[{i}]"))
+
+    formula_text = q.get("formula")
+    parsed = None
+    if formula_text is not None:
+        if not isinstance(formula_text, str) or not formula_text.strip():
+            raise bad_request("formula must be a non-empty string", attr="formula")
+        if len(formula_text) > MAX_FORMULA:
+            raise bad_request(f"formula is longer than {MAX_FORMULA} characters", attr="formula")
+        try:
+            parsed = formula_mod.parse(formula_text, {c.name for c in clauses})
+        except formula_mod.FormulaError as e:
+            raise bad_request(f"formula: {e}", attr="formula") from None
+
+    interval = q.get("interval")
+    if interval is not None and interval not in INTERVALS:
+        raise bad_request(f"unknown interval {interval!r}; expected one of {', '.join(INTERVALS)}", attr="interval")
+    if q.get("dateFrom") is None:
+        raise bad_request("dateFrom is required", attr="dateFrom")
+    date_from = _time(q["dateFrom"], "dateFrom", tz, now)
+    date_to = _time(q["dateTo"], "dateTo", tz, now) if q.get("dateTo") is not None else _time("now", "dateTo", tz, now)
+    if date_to <= date_from:
+        raise bad_request("dateTo must be after dateFrom", attr="dateTo")
+    if date_to - date_from > MAX_RANGE_NS:
+        raise bad_request("the range from dateFrom to dateTo is over 31 days", attr="dateFrom")
+    return MetricsQuery(clauses, parsed, formula_text, interval or "", date_from, date_to)
+
+
+def parse_characterize(body: Any, now: dt.datetime) -> CharacterizeQuery:
+    """`{"query": {...}}` of POST metrics/characterize; times without an offset are UTC (spec)."""
+    q = _obj(body)
+    utc = dt.timezone.utc
+    name = _metric_name(q.get("metricName"), "metricName")
+    if q.get("anomalyFrom") is None:
+        raise bad_request("anomalyFrom is required", attr="anomalyFrom")
+    a_from = _time(q["anomalyFrom"], "anomalyFrom", utc, now)
+    a_to = _time(q["anomalyTo"], "anomalyTo", utc, now) if q.get("anomalyTo") is not None \
+        else _time("now", "anomalyTo", utc, now)
+    if a_to <= a_from:
+        raise bad_request("anomalyTo must be after anomalyFrom", attr="anomalyTo")
+    b_to = _time(q["baselineTo"], "baselineTo", utc, now) if q.get("baselineTo") is not None else a_from
+    if b_to > a_from:
+        raise bad_request("baselineTo must not be after anomalyFrom", attr="baselineTo")
+    b_from = _time(q["baselineFrom"], "baselineFrom", utc, now) if q.get("baselineFrom") is not None \
+        else b_to - (a_to - a_from)
+    if b_to <= b_from:
+        raise bad_request("baselineTo must be after baselineFrom", attr="baselineFrom")
+    keys = q.get("candidateKeys")
+    if keys is not None:
+        if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
+            raise bad_request("candidateKeys must be a list of label keys", attr="candidateKeys")
+        keys = list(dict.fromkeys(keys))[:4]
+    return CharacterizeQuery(
+        metric_name=name, metric_type=_metric_type(q.get("metricType"), "metricType"),
+        aggregation=_aggregation(q.get("aggregation"), "aggregation", None),
+        quantile=_quantile(q.get("quantile"), "quantile"), filters=_filters(q.get("filters"), "filters"),
+        candidate_keys=keys, anomaly_from_ns=a_from, anomaly_to_ns=a_to, baseline_from_ns=b_from,
+        baseline_to_ns=b_to)

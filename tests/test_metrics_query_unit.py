@@ -1,0 +1,187 @@
+"""Pure parts of the metrics query engine (api/metrics_query/): formula, times and grid, quantile
+interpolation, the onset detector, and the point cache on a real SQLite file."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pytest
+
+from api.metrics_query import formula
+from api.metrics_query.aggregate import prom_quantile, summary_quantile
+from api.metrics_query.characterize import reference_onset, scan_onset
+from api.metrics_query.points import PointCache, ReadTransaction
+from api.metrics_query.series import find_series
+from api.metrics_query.timeutil import NS, TimeError, auto_interval, grid, iso, parse_time, to_ns
+from collector.store.db import connect_reader, prepare_database
+
+UTC = dt.timezone.utc
+NOW = dt.datetime(2025, 3, 30, 12, 0, 0, tzinfo=UTC)
+
+
+# --- formula ------------------------------------------------------------------------------------------------
+
+def test_formula_precedence_unary_and_division_by_zero():
+    env = {"a": np.array([6.0, 0.0, 3.0]), "b": np.array([2.0, 5.0, 0.0])}
+    ev = lambda text: formula.evaluate(formula.parse(text, {"a", "b"}), env).tolist()
+    assert ev("a + b * 2") == [10.0, 10.0, 3.0]
+    assert ev("(a + b) * 2") == [16.0, 10.0, 6.0]
+    assert ev("-a - -b") == [-4.0, 5.0, -3.0]
+    assert ev("a / b") == [3.0, 0.0, 0.0]  # 0/5 = 0, 3/0 → 0
+    assert ev("b / a") == [2 / 6, 0.0, 0.0]  # 5/0 → 0
+    assert ev("a - b - 1") == [3.0, -6.0, 2.0]  # left-associative
+    assert ev("a / b / 0.5") == [6.0, 0.0, 0.0]
+    assert ev("1e1 + .5") == 10.5  # constants only: a scalar, broadcast by the caller
+    nan = formula.evaluate(formula.parse("a * b", {"a", "b"}), {"a": np.array([np.nan]), "b": np.array([1.0])})
+    assert np.isnan(nan[0])
+
+
+@pytest.mark.parametrize("text", ["", "a +", "(a", "a)", "a b", "a $ b", "c", "__import__('os')", "a ** b",
+                                  "(" * 70 + "a" + ")" * 70])
+def test_formula_rejects(text):
+    with pytest.raises(formula.FormulaError):
+        formula.parse(text, {"a", "b"})
+
+
+# --- times and grid -----------------------------------------------------------------------------------------
+
+def test_parse_time_relative_and_absolute():
+    assert parse_time("-1h", UTC, NOW) == NOW - dt.timedelta(hours=1)
+    assert parse_time("-7d", UTC, NOW) == NOW - dt.timedelta(days=7)
+    assert parse_time("-15M", UTC, NOW) == NOW - dt.timedelta(minutes=15)  # PostHog: M minutes, m months
+    assert parse_time("-1m", UTC, NOW) == dt.datetime(2025, 2, 28, 12, tzinfo=UTC)
+    assert parse_time("-2w", UTC, NOW) == NOW - dt.timedelta(weeks=2)
+    assert parse_time("now", UTC, NOW) == NOW
+    berlin = ZoneInfo("Europe/Berlin")
+    assert parse_time("2025-01-01T10:00:00", berlin, NOW) == dt.datetime(2025, 1, 1, 9, tzinfo=UTC)
+    assert parse_time("2025-01-01T10:00:00Z", berlin, NOW) == dt.datetime(2025, 1, 1, 10, tzinfo=UTC)
+    for bad in ("yesterday", "-1x", "", "2025-13-01"):
+        with pytest.raises(TimeError):
+            parse_time(bad, UTC, NOW)
+
+
+def test_auto_interval_about_60_buckets():
+    h = 3600 * NS
+    assert auto_interval(h) == "minute"
+    assert auto_interval(24 * h) == "minute_15"  # 96 buckets beat hour's 24 by ratio
+    assert auto_interval(7 * 24 * h) == "hour_6"
+    assert auto_interval(60 * NS) == "second"
+    assert auto_interval(31 * 24 * h) == "day"
+
+
+def test_grid_snaps_down_and_follows_local_days():
+    start = to_ns(dt.datetime(2025, 1, 1, 10, 7, 30, tzinfo=UTC))
+    edges = grid(start, start + 10 * 60 * NS, "minute_5", UTC)
+    assert [iso(int(e), UTC) for e in edges] == ["2025-01-01T10:05:00Z", "2025-01-01T10:10:00Z",
+                                                  "2025-01-01T10:15:00Z", "2025-01-01T10:20:00Z"]
+    # Europe/Berlin: local midnights, and the DST day (30 March 2025) is 23 hours long.
+    berlin = ZoneInfo("Europe/Berlin")
+    start = to_ns(dt.datetime(2025, 3, 29, 12, tzinfo=berlin))
+    edges = grid(start, start + 2 * 86400 * NS, "day", berlin)
+    assert [iso(int(e), berlin) for e in edges] == ["2025-03-29T00:00:00+01:00", "2025-03-30T00:00:00+01:00",
+                                                     "2025-03-31T00:00:00+02:00", "2025-04-01T00:00:00+02:00"]
+    assert np.diff(edges).tolist() == [24 * 3600 * NS, 23 * 3600 * NS, 24 * 3600 * NS]
+    # Hours in a half-hour zone start at local whole hours.
+    kolkata = ZoneInfo("Asia/Kolkata")
+    edges = grid(to_ns(dt.datetime(2025, 1, 1, 10, 40, tzinfo=kolkata)), to_ns(dt.datetime(2025, 1, 1, 11, 5, tzinfo=kolkata)),
+                 "hour", kolkata)
+    assert iso(int(edges[0]), kolkata) == "2025-01-01T10:00:00+05:30"
+    # Weeks start on Monday.
+    edges = grid(to_ns(dt.datetime(2025, 1, 1, tzinfo=UTC)), to_ns(dt.datetime(2025, 1, 2, tzinfo=UTC)), "week", UTC)
+    assert iso(int(edges[0]), UTC) == "2024-12-30T00:00:00Z"
+
+
+# --- interpolation ------------------------------------------------------------------------------------------
+
+def test_prom_quantile_matches_hand_computation():
+    bounds = (1.0, 2.0, 5.0)
+    counts = np.array([[2.0, 6.0, 3.0, 0.0],    # rank in the middle of (1, 2]
+                       [0.0, 0.0, 0.0, 4.0],    # only overflow → the highest bound
+                       [0.0, 0.0, 0.0, 0.0],    # no observations → NaN
+                       [0.0, 4.0, 0.0, 4.0]])   # empty first bucket skipped
+    out = prom_quantile(np.cumsum(counts, axis=1), bounds, 0.5)
+    assert out[0] == pytest.approx(1 + (5.5 - 2) / 6)
+    assert out[1] == 5.0
+    assert np.isnan(out[2])
+    assert out[3] == pytest.approx(2.0)  # rank 4 reaches the top of (1, 2]
+    assert prom_quantile(np.cumsum(counts, axis=1), bounds, 0.1)[3] == pytest.approx(1 + 0.8 / 4)
+    # A first bound at or below zero is returned as is (Prometheus).
+    assert prom_quantile(np.array([[3.0, 3.0]]), (-1.0,), 0.5)[0] == -1.0
+
+
+def test_summary_quantile_interpolates_and_clamps():
+    levels = np.array([[0.5, 0.9, 0.99], [0.99, 0.5, np.nan]])
+    values = np.array([[10.0, 20.0, 40.0], [8.0, 4.0, np.nan]])
+    assert summary_quantile(levels, values, 0.9).tolist() == pytest.approx([20.0, 4 + 4 * 0.4 / 0.49])
+    assert summary_quantile(levels, values, 0.1).tolist() == [10.0, 4.0]
+    assert summary_quantile(levels, values, 0.999).tolist() == [40.0, 8.0]
+
+
+# --- onset --------------------------------------------------------------------------------------------------
+
+def test_scan_onset_beats_the_reference_on_spikes_and_finds_steps():
+    rng = np.random.default_rng(5)
+    times = np.arange(60, dtype=np.int64)
+    ref_hits = scan_hits = 0
+    for i in range(100):
+        base = rng.normal(10, 1, 60)
+        anomaly = rng.normal(10, 1, 60)
+        step = int(rng.integers(10, 50))
+        anomaly[step:] += rng.uniform(5, 20)
+        width = 1 + i % 2  # spikes of one and two buckets, well before the step
+        spike = int(rng.integers(0, step - width - 1))
+        anomaly[spike:spike + width] += 40
+        mean, std = base.mean(), base.std()
+        ref = reference_onset(anomaly, times, mean, std, 1)
+        got = scan_onset(base, anomaly, times, 1)
+        ref_hits += ref is not None and abs(ref - step) <= 1
+        scan_hits += got is not None and abs(got - step) <= 1
+    assert ref_hits < 20 and scan_hits >= 95
+    # A clean step is found exactly; a down step too; pure noise has no significant onset.
+    clean = np.array([5.0] * 12 + [50.0] * 18)
+    assert scan_onset(np.full(10, 5.0), clean, np.arange(30), 1) == 12
+    assert scan_onset(np.full(10, 50.0), clean[::-1], np.arange(30), -1) == 18
+    assert scan_onset(rng.normal(10, 1, 60), rng.normal(10, 1, 60), np.arange(60), 1) is None
+
+
+# --- the point cache on a real SQLite file -----------------------------------------------------------------
+
+def _insert(conn: sqlite3.Connection, sid: int, points: list[tuple[int, float]]) -> None:
+    conn.execute("INSERT OR IGNORE INTO metric_series (id, project_id, name, type, temporality, is_monotonic, "
+                 "resource_id, scope_id, attributes, first_seen_ns, last_seen_ns) VALUES (?, 1, 'm', 'gauge', 0, 0, 1, 1, ?, 0, 0)",
+                 (sid, json.dumps({"k": str(sid)})))
+    conn.executemany("INSERT INTO metric_points (project_id, series_id, time_ns, value) VALUES (1, ?, ?, ?)",
+                     [(sid, t, v) for t, v in points])
+    conn.commit()
+
+
+def test_point_cache_reads_new_rows_and_drops_deleted_ones(tmp_path):
+    path = str(tmp_path / "cache.db")
+    prepare_database(path)
+    writer = sqlite3.connect(path)
+    _insert(writer, 7, [(100, 1.0), (200, 2.0)])
+    reader = connect_reader(path)
+    cache = PointCache()
+
+    def load(t_from=0, t_to=10_000):
+        with ReadTransaction(reader):
+            series = find_series(reader, 1, "m", None)
+            pts = cache.points(reader, 1, series, t_from, t_to)
+        return list(zip(pts.series_id.tolist(), pts.time.tolist(), pts.value.tolist()))
+
+    assert load() == [(7, 100, 1.0), (7, 200, 2.0)]
+    _insert(writer, 7, [(150, 1.5)])  # late, out of order
+    _insert(writer, 8, [(120, 9.0)])  # a new series
+    assert load() == [(7, 100, 1.0), (7, 150, 1.5), (7, 200, 2.0), (8, 120, 9.0)]
+    assert load(t_from=140, t_to=200) == [(7, 150, 1.5)]
+    writer.execute("DELETE FROM metric_points WHERE id = (SELECT min(id) FROM metric_points)")  # retention
+    writer.commit()
+    assert load() == [(7, 150, 1.5), (7, 200, 2.0), (8, 120, 9.0)]
+    writer.execute("DELETE FROM metric_points")  # everything gone, then rowids start over
+    writer.commit()
+    _insert(writer, 7, [(300, 3.0)])
+    assert load() == [(7, 300, 3.0)]
