@@ -16,7 +16,7 @@ import uvicorn
 
 from api.app import create_app
 from api.prometheus import create_scrape_app
-from collector.config import GrpcServerConfig, HttpServerConfig, parse_endpoint
+from collector.config import HttpServerConfig, parse_endpoint
 from collector.pipeline.ingest import Ingest
 from collector.pipeline.memory_limiter import run_memory_limiter
 from collector.receivers.otlp import grpc as otlp_grpc

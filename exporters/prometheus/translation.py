@@ -15,9 +15,10 @@ specification as the Collector's translator implements it:
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any, Iterable, Mapping
+
+from collector.normalize.otlp import label_text  # the same text the store's label rows hold
 
 # UCUM → Prometheus unit words (the Collector's table). Units not listed are used as written, sanitized.
 UNITS = {
@@ -125,18 +126,6 @@ def label_name(key: str) -> str:
     return s
 
 
-def attribute_text(value: Any) -> str:
-    """An attribute value as a label value: strings as they are, others as JSON (`true`, `3`, `[1,2]`);
-    the same text the store's label rows hold."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
-
-
 def label_pairs(attributes: Mapping[str, Any], reserved: Iterable[str] = ()) -> list[tuple[str, str]]:
     """Attributes → sorted (label, value) pairs. Keys that map to one label have their values joined with
     `;` in the order of the original keys; a label in `reserved` becomes `exported_<label>`."""
@@ -146,7 +135,7 @@ def label_pairs(attributes: Mapping[str, Any], reserved: Iterable[str] = ()) -> 
         name = label_name(key)
         if name in reserved:
             name = "exported_" + name
-        text = attribute_text(attributes[key])
+        text = label_text(attributes[key])
         out[name] = f"{out[name]};{text}" if name in out else text
     return sorted(out.items())
 
@@ -166,11 +155,11 @@ def job_instance(resource: Mapping[str, Any]) -> list[tuple[str, str]]:
     name = resource.get("service.name")
     if name is not None:
         ns = resource.get("service.namespace")
-        job = attribute_text(name)
-        out.append(("job", f"{attribute_text(ns)}/{job}" if ns is not None and ns != "" else job))
+        job = label_text(name)
+        out.append(("job", f"{label_text(ns)}/{job}" if ns is not None and ns != "" else job))
     instance = resource.get("service.instance.id")
     if instance is not None:
-        out.append(("instance", attribute_text(instance)))
+        out.append(("instance", label_text(instance)))
     return out
 
 
