@@ -41,15 +41,34 @@ class Ingest:
     async def export_traces(self, request: "ExportTraceServiceRequest", project_id: int,
                             transport: str) -> ExportResult:
         """Raises OtlpDataError (invalid request), StoreFull (retry later), StoreUnavailable."""
-        batch = traces_to_batch(request, project_id)
         t = self._telemetry
+        self._admit(sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans),
+                    transport, t.refused_spans)
+        batch = traces_to_batch(request, project_id)
         return await self._store(batch, len(batch.spans), transport, t.accepted_spans, t.refused_spans)
 
     async def export_metrics(self, request: "ExportMetricsServiceRequest", project_id: int,
                              transport: str) -> ExportResult:
-        batch = metrics_to_batch(request, project_id)
         t = self._telemetry
+        self._admit(sum(len(getattr(m, kind).data_points) for rm in request.resource_metrics
+                        for sm in rm.scope_metrics for m in sm.metrics if (kind := m.WhichOneof("data"))),
+                    transport, t.refused_points)
+        batch = metrics_to_batch(request, project_id)
         return await self._store(batch, len(batch.points), transport, t.accepted_points, t.refused_points)
+
+    def check_admission(self) -> None:
+        """Raise StoreFull at once when the store cannot take data now; receivers call it before reading a
+        body, so an overloaded collector refuses cheaply instead of parsing what it will refuse."""
+        self._writer.check_admission()
+
+    def _admit(self, items: int, transport: str, refused) -> None:
+        # Before normalizing (the costly step): refuse a non-empty request now if the queue is full.
+        if items:
+            try:
+                self._writer.check_admission()
+            except StoreFull:
+                refused.labels(self._receiver, transport).inc(items)
+                raise
 
     async def _store(self, batch: WriteBatch, items: int, transport: str, accepted, refused) -> ExportResult:
         labels = (self._receiver, transport)

@@ -134,6 +134,20 @@ class Writer:
             self._telemetry.queue_size.set(self._queued)
         return fut
 
+    def check_admission(self) -> None:
+        """Raise StoreFull now if no batch could be admitted at the moment (queue full, refusing, closing).
+
+        Receivers call it before reading and normalizing a request: under overload, parsing requests only
+        to refuse them kept the event loop busy and starved this writer of the GIL, so commits (and
+        acknowledgements) almost stopped. Advisory: `submit` still decides.
+        """
+        if self._closing:
+            raise StoreFull(1, "the collector is shutting down")
+        if self._refusing:
+            raise StoreFull(1, self._refusing)
+        if self._queued >= self._config.sending_queue.queue_size:
+            raise StoreFull(self._retry_after())
+
     def refuse(self, reason: str | None) -> None:
         """Memory limiter hook: refuse new batches with `reason` (None: accept again)."""
         self._refusing = reason

@@ -29,6 +29,8 @@ ProjectResolver = Callable[[grpc.aio.ServicerContext], int]
 async def _export(context: grpc.aio.ServicerContext, export: Callable, request, project_for: ProjectResolver
                   ) -> ExportResult:
     """Run the export and map every failure to its gRPC status in one place."""
+    if isinstance(request, _Refused):
+        await _abort_unavailable(context, request.message, request.retry_after)
     if isinstance(request, _Undecodable):
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                             f"the message is not a valid protobuf {request.type_name}")
@@ -92,9 +94,24 @@ class _Undecodable:
         self.type_name = type_name
 
 
-def _export_handler(service: str, servicer, request_type: type) -> grpc.GenericRpcHandler:
-    """What the generated `add_*Servicer_to_server` registers, with a request decoder that cannot raise."""
+class _Refused:
+    """A request not decoded because the store could not take it (StoreFull): answered UNAVAILABLE.
+    Decoding a large request only to refuse it kept the event loop busy under overload."""
+
+    def __init__(self, error: StoreFull) -> None:
+        self.message, self.retry_after = str(error), error.retry_after
+
+
+def _export_handler(service: str, servicer, request_type: type,
+                    admit: Callable[[], None] | None = None) -> grpc.GenericRpcHandler:
+    """What the generated `add_*Servicer_to_server` registers, with a request decoder that cannot raise
+    (and that does not decode when `admit` says the store is full)."""
     def deserialize(data: bytes):
+        if admit is not None:
+            try:
+                admit()
+            except StoreFull as e:
+                return _Refused(e)
         try:
             return request_type.FromString(data)
         except DecodeError:
@@ -116,9 +133,10 @@ def create_server(config: "GrpcServerConfig", ingest: "Ingest", project_for: Pro
     server = grpc.aio.server(options=options)
     server.add_generic_rpc_handlers((
         _export_handler("opentelemetry.proto.collector.trace.v1.TraceService", TraceService(ingest, project_for),
-                        trace_service_pb2.ExportTraceServiceRequest),
+                        trace_service_pb2.ExportTraceServiceRequest, ingest.check_admission),
         _export_handler("opentelemetry.proto.collector.metrics.v1.MetricsService",
-                        MetricsService(ingest, project_for), metrics_service_pb2.ExportMetricsServiceRequest),
+                        MetricsService(ingest, project_for), metrics_service_pb2.ExportMetricsServiceRequest,
+                        ingest.check_admission),
     ))
     port = server.add_insecure_port(config.endpoint)
     if port == 0:

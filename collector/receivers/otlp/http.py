@@ -48,9 +48,10 @@ class _Signal:
     """What differs between /v1/traces and /v1/metrics."""
 
     def __init__(self, request_type: type, response_type: type, from_json: Callable, export: Callable,
-                 rejected_field: str) -> None:
+                 rejected_field: str, admit: Callable[[], None] | None = None) -> None:
         self.request_type, self.response_type = request_type, response_type
         self.from_json, self.export, self.rejected_field = from_json, export, rejected_field
+        self.admit = admit  # raises StoreFull when the store cannot take data now
 
 
 class OtlpHttpResource:
@@ -72,6 +73,8 @@ class OtlpHttpResource:
                 raise _Refusal(falcon.HTTP_415, _INVALID_ARGUMENT,
                                f"unsupported Content-Type {req.content_type!r}; use {PROTOBUF} or {JSON}")
             project_id = self._project_for(req)  # before reading the body: no work for strangers
+            if self._signal.admit is not None:
+                self._signal.admit()  # full: 503 before reading a body that would be refused anyway
             body = await self._read_body(req)
             message = self._decode(body, encoding)
             result: ExportResult = await self._signal.export(message, project_id, "http")
@@ -225,9 +228,9 @@ def add_routes(app: falcon.asgi.App, config: "HttpServerConfig", ingest: "Ingest
                project_for: Callable[[falcon.asgi.Request], int]) -> None:
     """Mount the OTLP/HTTP endpoints (paths configurable, as in the Collector)."""
     traces = _Signal(ExportTraceServiceRequest, ExportTraceServiceResponse, traces_request_from_json,
-                     ingest.export_traces, "rejected_spans")
+                     ingest.export_traces, "rejected_spans", ingest.check_admission)
     metrics = _Signal(ExportMetricsServiceRequest, ExportMetricsServiceResponse, metrics_request_from_json,
-                      ingest.export_metrics, "rejected_data_points")
+                      ingest.export_metrics, "rejected_data_points", ingest.check_admission)
     app.add_route(config.traces_url_path, OtlpHttpResource(traces, config, project_for))
     app.add_route(config.metrics_url_path, OtlpHttpResource(metrics, config, project_for))
     app.add_route(config.logs_url_path, OtlpLogsResource())

@@ -1,0 +1,1 @@
+"""Benchmarks (not tests: pytest collects only tests/). See docs/benchmarks.md."""
