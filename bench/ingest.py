@@ -359,7 +359,7 @@ def raw_ceiling(signal_name: str, templates: list[Template], db_path: Path, seco
     COMMIT; preparing each copy's fresh ids is not timed."""
     from collector.normalize.otlp import metrics_to_batch, traces_to_batch
     from collector.store.db import connect_writer, prepare_database
-    from collector.store.records import (POINT_COLUMNS, RESOURCE_COLUMNS, SCOPE_COLUMNS, SERIES_COLUMNS,
+    from collector.store.records import (series_labels, POINT_COLUMNS, RESOURCE_COLUMNS, SCOPE_COLUMNS, SERIES_COLUMNS,
                                          SPAN_COLUMNS, LABEL_COLUMNS)
 
     def insert(table: str, columns: tuple[str, ...], verb: str = "INSERT") -> str:
@@ -379,9 +379,9 @@ def raw_ceiling(signal_name: str, templates: list[Template], db_path: Path, seco
         conn.executemany(insert("resources", RESOURCE_COLUMNS, "INSERT OR IGNORE"), list(b.resources.values()))
         conn.executemany(insert("scopes", SCOPE_COLUMNS, "INSERT OR IGNORE"), list(b.scopes.values()))
         conn.executemany(insert("metric_series", SERIES_COLUMNS, "INSERT OR IGNORE"),
-                         [s.row for s in b.series.values()])
+                         list(b.series.values()))
         conn.executemany(insert("metric_series_labels", LABEL_COLUMNS, "INSERT OR IGNORE"),
-                         [lab for s in b.series.values() for lab in s.labels])
+                         [lab for r in b.series.values() for lab in series_labels(r, b.resources[r[8]][2])])
     conn.execute("COMMIT")
     sql = insert("spans", SPAN_COLUMNS) if signal_name == "traces" else insert("metric_points", POINT_COLUMNS)
     rng = random.Random(7)
@@ -623,6 +623,22 @@ def _proc_status(pid: int) -> dict[str, int]:
     return out
 
 
+def _family(pid: int) -> list[int]:
+    """`pid` and its child processes (otelite's decode workers): RSS and CPU are the whole server's."""
+    pids = [pid]
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                pids += [int(c) for c in f.read().split()]
+    except OSError:
+        pass
+    return pids
+
+
+def _family_status(pid: int, key: str) -> int:
+    return sum(_proc_status(p).get(key, 0) for p in _family(pid))
+
+
 def _proc_cpu_seconds(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -682,15 +698,15 @@ class Server:
 
     def _sample(self) -> None:
         while not self._stop_sampling.wait(0.05):
-            rss = _proc_status(self.proc.pid).get("VmRSS")
+            rss = _family_status(self.proc.pid, "VmRSS")
             if rss:
                 self.rss_samples.append((time.time(), rss))
 
     def hwm_kib(self) -> int:
-        return _proc_status(self.proc.pid).get("VmHWM", 0)
+        return _family_status(self.proc.pid, "VmHWM")  # sum of peaks: an upper bound of the peak sum
 
     def cpu_seconds(self) -> float:
-        return _proc_cpu_seconds(self.proc.pid)
+        return sum(_proc_cpu_seconds(p) for p in _family(self.proc.pid))
 
     def stop(self, wait: float = 5.0) -> int:
         """SIGTERM (the server drains its queue), SIGKILL after `wait` s: draining is not what is measured,

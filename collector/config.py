@@ -109,6 +109,9 @@ class OtlpReceiverConfig:
     # "none": open, as sidecars expect (data goes to the default project or the one named by the
     # X-Otelite-Project header); "required": a key with the `ingest` scope picks the project (auth.md).
     auth: str = "none"
+    # Processes that decode and normalize protobuf payloads, so ingest uses more than the one core the
+    # event loop and the writer share (collector/pipeline/walker.py); 0 does it all in the event loop.
+    decode_workers: int = 1
 
 
 @dataclass
@@ -142,7 +145,7 @@ class RetentionConfig:
 @dataclass
 class SendingQueueConfig:
     # Bounded admission in front of the writer. When full, receivers answer 503 + Retry-After.
-    queue_size: int = 200_000
+    queue_size: int = 20_000  # about 1.5 s of work: bounds RSS, acks stay within client timeouts
     sizer: str = "items"  # "items" (spans + data points) or "requests"
 
 
@@ -288,6 +291,8 @@ class Config:
                 if h.max_request_body_size <= 0:
                     self._fail(f"receivers.{name}.protocols.http.max_request_body_size", "must be positive")
         for name, r in self.receivers.items():
+            if not 0 <= r.decode_workers <= 64:
+                self._fail(f"receivers.{name}.decode_workers", f"must be 0 to 64, got {r.decode_workers}")
             if r.auth not in ("none", "required"):
                 self._fail(f"receivers.{name}.auth", f"must be none or required, got {r.auth!r}")
         if self.auth.mode not in ("none", "required"):

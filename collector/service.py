@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from typing import TYPE_CHECKING
@@ -19,6 +20,7 @@ from api.prometheus import create_scrape_app
 from collector.config import HttpServerConfig, parse_endpoint
 from collector.pipeline.ingest import Ingest
 from collector.pipeline.memory_limiter import run_memory_limiter
+from collector.pipeline.walker import Walker
 from collector.receivers.otlp import grpc as otlp_grpc
 from collector.receivers.otlp.auth import OtlpProjectResolver
 from collector.store.keys import SCOPES, KeyStore
@@ -61,13 +63,15 @@ async def serve(config: "Config") -> int:
     store = Store(config.sqlite, config.batch, telemetry)
     _first_run_key(config, store)
     store.start()
-    ingest = Ingest(store.writer, telemetry)
+    walker = Walker(config.otlp.decode_workers)
+    ingest = Ingest(store.writer, telemetry, walker)
     grpc_server = None
     http_server: _Uvicorn | None = None
     scrape_server: _Uvicorn | None = None  # exporters.prometheus.endpoint, when configured
     limiter: asyncio.Task | None = None
     try:
         otlp = config.otlp
+        await asyncio.to_thread(walker.warm_up)
         if otlp.protocols.grpc is not None:
             resolver = OtlpProjectResolver(otlp.auth, KeyStore(store.reader()))
             grpc_server, _ = otlp_grpc.create_server(otlp.protocols.grpc, ingest, resolver.for_grpc)
@@ -96,6 +100,10 @@ async def serve(config: "Config") -> int:
             scrape_server, scrape_task = await _listen(create_scrape_app(config, store, telemetry),
                                                        config.prometheus.endpoint, "Prometheus /metrics")
         log.info("storing data in %s (schema version %d)", store.path, store.schema_version)
+        # Ingest allocates many short-lived tuples and dicts: keep the start-up heap out of the cyclic
+        # collector and collect the young generation less often (measured ~10% on the metrics walk).
+        gc.freeze()
+        gc.set_threshold(20_000, 20, 20)
         await stop.wait()
         log.info("shutting down: no new requests; draining the queue")
         http_server.should_exit = True
@@ -116,6 +124,7 @@ async def serve(config: "Config") -> int:
             scrape_server.should_exit = True
         if grpc_server is not None:
             await grpc_server.stop(0)
+        await asyncio.to_thread(walker.close)
         # The writer drains what was admitted before it stops: nothing acknowledged, nothing lost.
         await asyncio.to_thread(store.close)
         log.info("stopped; %d items committed this run", store.writer.committed_items)

@@ -160,7 +160,7 @@ def test_migration_backfills_the_state_of_an_older_store(tmp_path):
     for req in REQUESTS:  # rows exactly as the writer of that version inserted them
         batch = metrics_to_batch(req, 1)
         conn.executemany(f"INSERT OR IGNORE INTO metric_series ({', '.join(SERIES_COLUMNS)}) VALUES "
-                         f"({', '.join('?' * len(SERIES_COLUMNS))})", [r.row for r in batch.series.values()])
+                         f"({', '.join('?' * len(SERIES_COLUMNS))})", list(batch.series.values()))
         conn.executemany(f"INSERT INTO metric_points ({', '.join(POINT_COLUMNS)}) VALUES "
                          f"({', '.join('?' * len(POINT_COLUMNS))})", batch.points)
     conn.commit()

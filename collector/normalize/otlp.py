@@ -21,7 +21,7 @@ from typing import Any, Iterable
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from collector.store.records import SeriesRecord, WriteBatch
+from collector.store.records import WriteBatch, label_text  # noqa: F401 - label_text is re-exported
 
 _HOUR_NS = 3_600_000_000_000
 _ROLLUP_VALUE_MAX = 256  # longer attribute values are counted by key only (ids, SQL, URLs with payloads)
@@ -77,17 +77,6 @@ def attributes(kvs: Iterable[Any]) -> dict[str, Any]:
     # The hot loop of ingest. A non-empty string_value can only be a string (the oneof's other members
     # read as ""), so strings skip WhichOneof; the rest, and the empty string, go through `any_value`.
     return {kv.key: (v := kv.value).string_value or any_value(v) for kv in kvs}
-
-
-def label_text(value: Any) -> str:
-    """How an attribute value reads as a label / picker value: strings as-is, the rest as JSON."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return _dumps_sorted(value)
 
 
 def _resource_row(project_id: int, resource: Any, schema_url: str) -> tuple[int, tuple, dict]:
@@ -265,7 +254,6 @@ def metrics_to_batch(request: ExportMetricsServiceRequest, project_id: int) -> W
     dumps_sorted = _dumps_sorted
     for rm in request.resource_metrics:
         rid, rrow, rattrs = _resource_row(project_id, rm.resource, rm.schema_url)
-        resource_labels = [(k, label_text(v)) for k, v in rattrs.items()]
         for sm in rm.scope_metrics:
             sid, srow = _scope_row(project_id, sm.scope, sm.schema_url)
             stored = False
@@ -294,11 +282,8 @@ def metrics_to_batch(request: ExportMetricsServiceRequest, project_id: int) -> W
                         _note(batch, f"a {kind} data point of {name!r} with no value was rejected")
                         continue
                     if series_id not in series:
-                        labels = [(project_id, k, label_text(v), "point", series_id) for k, v in attrs.items()]
-                        labels += [(project_id, k, text, "resource", series_id) for k, text in resource_labels]
-                        series[series_id] = SeriesRecord(
-                            (series_id, project_id, name, kind, metric.unit, metric.description,
-                             temporality, monotonic, rid, sid, attrs_json, t, t), labels)
+                        series[series_id] = (series_id, project_id, name, kind, metric.unit, metric.description,
+                                             temporality, monotonic, rid, sid, attrs_json, t, t)
                     if t > last_seen.get(series_id, -1):
                         last_seen[series_id] = t
                     exemplars = dp.exemplars if has_exemplars else None

@@ -11,7 +11,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from collector.normalize.otlp import metrics_to_batch, traces_to_batch
+from collector.pipeline.walker import Walker
 from collector.store.records import WriteBatch
 from collector.store.writer import StoreFull, StoreUnavailable
 
@@ -33,42 +33,32 @@ class ExportResult:
 
 
 class Ingest:
-    def __init__(self, writer: "Writer", telemetry: "Telemetry", receiver: str = "otlp") -> None:
+    def __init__(self, writer: "Writer", telemetry: "Telemetry", walker: "Walker | None" = None,
+                 receiver: str = "otlp") -> None:
         self._writer = writer
         self._telemetry = telemetry
+        self._walker = walker or Walker(0)
         self._receiver = receiver
 
-    async def export_traces(self, request: "ExportTraceServiceRequest", project_id: int,
+    async def export_traces(self, payload: "bytes | ExportTraceServiceRequest", project_id: int,
                             transport: str) -> ExportResult:
-        """Raises OtlpDataError (invalid request), StoreFull (retry later), StoreUnavailable."""
+        """`payload`: protobuf bytes or a decoded message. Raises OtlpDataError (invalid request; its
+        subclass OtlpDecodeError for bytes that do not decode), StoreFull (retry later), StoreUnavailable."""
+        batch = await self._walker.traces(payload, project_id)
         t = self._telemetry
-        self._admit(sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans),
-                    transport, t.refused_spans)
-        batch = traces_to_batch(request, project_id)
         return await self._store(batch, len(batch.spans), transport, t.accepted_spans, t.refused_spans)
 
-    async def export_metrics(self, request: "ExportMetricsServiceRequest", project_id: int,
+    async def export_metrics(self, payload: "bytes | ExportMetricsServiceRequest", project_id: int,
                              transport: str) -> ExportResult:
+        batch = await self._walker.metrics(payload, project_id)
         t = self._telemetry
-        self._admit(sum(len(getattr(m, kind).data_points) for rm in request.resource_metrics
-                        for sm in rm.scope_metrics for m in sm.metrics if (kind := m.WhichOneof("data"))),
-                    transport, t.refused_points)
-        batch = metrics_to_batch(request, project_id)
         return await self._store(batch, len(batch.points), transport, t.accepted_points, t.refused_points)
 
     def check_admission(self) -> None:
         """Raise StoreFull at once when the store cannot take data now; receivers call it before reading a
         body, so an overloaded collector refuses cheaply instead of parsing what it will refuse."""
         self._writer.check_admission()
-
-    def _admit(self, items: int, transport: str, refused) -> None:
-        # Before normalizing (the costly step): refuse a non-empty request now if the queue is full.
-        if items:
-            try:
-                self._writer.check_admission()
-            except StoreFull:
-                refused.labels(self._receiver, transport).inc(items)
-                raise
+        self._walker.check_admission()
 
     async def _store(self, batch: WriteBatch, items: int, transport: str, accepted, refused) -> ExportResult:
         labels = (self._receiver, transport)

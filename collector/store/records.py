@@ -6,7 +6,9 @@ order of the store's INSERT statements, so the writer can hand them to `executem
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from typing import Any
 
 # Column orders (keep in step with writer.py's statements).
 RESOURCE_COLUMNS = ("id", "project_id", "attributes", "dropped_attributes_count", "schema_url",
@@ -23,10 +25,31 @@ POINT_COLUMNS = ("project_id", "series_id", "start_ns", "time_ns", "value", "cou
                  "flags", "buckets", "exemplars")
 
 
-@dataclass(slots=True)
-class SeriesRecord:
-    row: tuple  # SERIES_COLUMNS
-    labels: list[tuple]  # LABEL_COLUMNS, written once when the series is first seen
+_dumps_sorted = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode
+
+
+def label_text(value: Any) -> str:
+    """How an attribute value reads as a label / picker value: strings as-is, the rest as JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return _dumps_sorted(value)
+
+
+def series_labels(series_row: tuple, resource_attributes_json: str) -> list[tuple]:
+    """LABEL_COLUMNS rows of a series: its point attributes and its resource's attributes.
+
+    Built by the writer only for series it has not stored yet, so requests that repeat known series
+    (nearly all of them) carry no label rows through the queue or a decode worker's pipe."""
+    series_id, project_id = series_row[0], series_row[1]
+    labels = [(project_id, k, label_text(v), "point", series_id)
+              for k, v in json.loads(series_row[10]).items()]
+    labels += [(project_id, k, label_text(v), "resource", series_id)
+               for k, v in json.loads(resource_attributes_json).items()]
+    return labels
 
 
 @dataclass(slots=True)
@@ -37,7 +60,7 @@ class WriteBatch:
     # (project_id, attribute_type, key, hour) → count and (..., key, value, hour) → count
     span_attribute_keys: dict[tuple, int] = field(default_factory=dict)
     span_attribute_values: dict[tuple, int] = field(default_factory=dict)
-    series: dict[int, SeriesRecord] = field(default_factory=dict)
+    series: dict[int, tuple] = field(default_factory=dict)  # id → SERIES_COLUMNS row
     series_last_seen: dict[int, int] = field(default_factory=dict)  # series id → newest point time
     points: list[tuple] = field(default_factory=list)
     rejected: int = 0

@@ -70,8 +70,8 @@ class SeriesStateUpdater:
         if not points:
             return
         kinds = self._kinds
-        for sid, rec in batch.series.items():
-            row = rec.row  # SERIES_COLUMNS: type at 3, temporality at 6
+        for sid, row in batch.series.items():
+            # SERIES_COLUMNS: type at 3, temporality at 6
             kinds[sid] = (row[3], row[6])
         missing = {p[1] for p in points if p[1] not in kinds}
         if missing:

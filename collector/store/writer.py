@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from collector.store.db import connect_writer, database_bytes
 from collector.store.records import (LABEL_COLUMNS, POINT_COLUMNS, RESOURCE_COLUMNS, SCOPE_COLUMNS,
-                                     SERIES_COLUMNS, SPAN_COLUMNS, WriteBatch)
+                                     SERIES_COLUMNS, SPAN_COLUMNS, WriteBatch, series_labels)
 from collector.store.series_state import SeriesStateUpdater
 
 if TYPE_CHECKING:
@@ -258,8 +258,10 @@ class Writer:
         if b.span_attribute_values:
             conn.executemany(_SQL_ATTR_VALUE, [k + (n,) for k, n in b.span_attribute_values.items()])
         if new_series:
-            conn.executemany(_SQL_SERIES, [b.series[i].row for i in new_series])
-            conn.executemany(_SQL_LABEL, [lab for i in new_series for lab in b.series[i].labels])
+            rows = [b.series[i] for i in new_series]
+            conn.executemany(_SQL_SERIES, rows)
+            # row[8] is the resource id; the batch carries every resource its series use.
+            conn.executemany(_SQL_LABEL, [lab for r in rows for lab in series_labels(r, b.resources[r[8]][2])])
         if b.series_last_seen:
             conn.executemany(_SQL_SERIES_SEEN, [(t, i) for i, t in b.series_last_seen.items()])
         if b.points:

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Callable
 
 import grpc
 from google.protobuf import duration_pb2
-from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
@@ -18,6 +17,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from collector.normalize.otlp import OtlpDataError
 from collector.receivers.otlp.auth import OtlpAuthError
 from collector.pipeline.ingest import ExportResult, StoreFull, StoreUnavailable
+from collector.pipeline.walker import OtlpDecodeError
 
 if TYPE_CHECKING:
     from collector.config import GrpcServerConfig
@@ -31,11 +31,10 @@ async def _export(context: grpc.aio.ServicerContext, export: Callable, request, 
     """Run the export and map every failure to its gRPC status in one place."""
     if isinstance(request, _Refused):
         await _abort_unavailable(context, request.message, request.retry_after)
-    if isinstance(request, _Undecodable):
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                            f"the message is not a valid protobuf {request.type_name}")
     try:
         return await export(request, project_for(context), "grpc")
+    except OtlpDecodeError as e:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the message is {e}")
     except OtlpDataError as e:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
     except OtlpAuthError as e:
@@ -86,14 +85,6 @@ class MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
         return response
 
 
-class _Undecodable:
-    """A request that is not the expected protobuf. grpc would answer UNKNOWN with a Python exception's
-    text; otlp.md wants INVALID_ARGUMENT for bad data, so decoding never raises and `_export` aborts."""
-
-    def __init__(self, type_name: str) -> None:
-        self.type_name = type_name
-
-
 class _Refused:
     """A request not decoded because the store could not take it (StoreFull): answered UNAVAILABLE.
     Decoding a large request only to refuse it kept the event loop busy under overload."""
@@ -102,20 +93,16 @@ class _Refused:
         self.message, self.retry_after = str(error), error.retry_after
 
 
-def _export_handler(service: str, servicer, request_type: type,
-                    admit: Callable[[], None] | None = None) -> grpc.GenericRpcHandler:
-    """What the generated `add_*Servicer_to_server` registers, with a request decoder that cannot raise
-    (and that does not decode when `admit` says the store is full)."""
+def _export_handler(service: str, servicer, admit: Callable[[], None]) -> grpc.GenericRpcHandler:
+    """What the generated `add_*Servicer_to_server` registers, except that the message stays bytes: the
+    walker decodes it (possibly in a worker process), so bad data becomes INVALID_ARGUMENT rather than
+    grpc's UNKNOWN, and nothing is decoded when `admit` says the store is full."""
     def deserialize(data: bytes):
-        if admit is not None:
-            try:
-                admit()
-            except StoreFull as e:
-                return _Refused(e)
         try:
-            return request_type.FromString(data)
-        except DecodeError:
-            return _Undecodable(request_type.__name__)
+            admit()
+        except StoreFull as e:
+            return _Refused(e)
+        return data
 
     return grpc.method_handlers_generic_handler(service, {"Export": grpc.unary_unary_rpc_method_handler(
         servicer.Export, request_deserializer=deserialize,
@@ -133,10 +120,9 @@ def create_server(config: "GrpcServerConfig", ingest: "Ingest", project_for: Pro
     server = grpc.aio.server(options=options)
     server.add_generic_rpc_handlers((
         _export_handler("opentelemetry.proto.collector.trace.v1.TraceService", TraceService(ingest, project_for),
-                        trace_service_pb2.ExportTraceServiceRequest, ingest.check_admission),
-        _export_handler("opentelemetry.proto.collector.metrics.v1.MetricsService",
-                        MetricsService(ingest, project_for), metrics_service_pb2.ExportMetricsServiceRequest,
                         ingest.check_admission),
+        _export_handler("opentelemetry.proto.collector.metrics.v1.MetricsService",
+                        MetricsService(ingest, project_for), ingest.check_admission),
     ))
     port = server.add_insecure_port(config.endpoint)
     if port == 0:

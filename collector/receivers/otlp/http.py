@@ -17,13 +17,13 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (Export
                                                                           ExportMetricsServiceResponse)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (ExportTraceServiceRequest,
                                                                       ExportTraceServiceResponse)
-from google.protobuf.message import DecodeError
 
 from collector.normalize.otlp import OtlpDataError
 from collector.receivers.otlp.auth import OtlpAuthError
 from collector.normalize.otlp_json import (OtlpJsonError, export_response_to_json, metrics_request_from_json,
                                            status_to_json, traces_request_from_json)
 from collector.pipeline.ingest import ExportResult, StoreFull, StoreUnavailable
+from collector.pipeline.walker import OtlpDecodeError
 
 if TYPE_CHECKING:
     from collector.config import HttpServerConfig
@@ -80,6 +80,8 @@ class OtlpHttpResource:
             result: ExportResult = await self._signal.export(message, project_id, "http")
         except _Refusal as r:
             return _fail(resp, r, encoding or JSON)
+        except OtlpDecodeError as e:
+            return _fail(resp, _Refusal(falcon.HTTP_400, _INVALID_ARGUMENT, f"the body is {e}"), encoding)
         except OtlpDataError as e:
             return _fail(resp, _Refusal(falcon.HTTP_400, _INVALID_ARGUMENT, str(e)), encoding)
         except OtlpAuthError as e:
@@ -132,11 +134,7 @@ class OtlpHttpResource:
 
     def _decode(self, body: bytes, encoding: str):
         if encoding == PROTOBUF:
-            try:
-                return self._signal.request_type.FromString(body)
-            except DecodeError:
-                raise _Refusal(falcon.HTTP_400, _INVALID_ARGUMENT,
-                               "the body is not a valid protobuf " + self._signal.request_type.__name__) from None
+            return body  # decoded by the walker (possibly in a worker process)
         try:
             doc = json.loads(body) if body else {}
         except (ValueError, UnicodeDecodeError) as e:

@@ -1,0 +1,126 @@
+"""Decoding and normalizing OTLP payloads, in worker processes when configured.
+
+Why processes: the protobuf walk (store.md: the CPU cost of ingest) and the writer share one GIL, so an
+in-process collector uses one core of two (docs/benchmarks.md measured 0.98 CPU, the other core idle).
+A worker process decodes the raw protobuf bytes and walks them into a WriteBatch; the event loop only
+unpickles the rows (about 2 ms per 1000 spans against about 35 ms for the walk) and hands them to the
+writer. `receivers.otlp.decode_workers: 0` keeps everything in the event loop.
+
+A payload is raw protobuf bytes (HTTP protobuf bodies, gRPC messages) or an already built message (OTLP/JSON,
+mapped by hand in the event loop); a message is walked in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import signal
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Callable
+
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from collector.normalize.otlp import OtlpDataError, metrics_to_batch, traces_to_batch
+from collector.store.records import WriteBatch
+from collector.store.writer import StoreFull, StoreUnavailable
+
+log = logging.getLogger("otelite.walker")
+
+
+class OtlpDecodeError(OtlpDataError):
+    """The bytes are not the expected protobuf message (HTTP 400 / INVALID_ARGUMENT)."""
+
+    def __init__(self, type_name: str) -> None:
+        super().__init__(f"not a valid protobuf {type_name}")
+        self.type_name = type_name
+
+    def __reduce__(self):  # raised in a worker process and pickled back: rebuild from the type name
+        return (OtlpDecodeError, (self.type_name,))
+
+
+def _walk(request_type: type, to_batch: Callable[[Any, int], WriteBatch], payload: Any, project_id: int
+          ) -> WriteBatch:
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        try:
+            payload = request_type.FromString(bytes(payload))
+        except DecodeError:
+            raise OtlpDecodeError(request_type.__name__) from None
+    return to_batch(payload, project_id)
+
+
+def walk_traces(payload: Any, project_id: int) -> WriteBatch:
+    return _walk(ExportTraceServiceRequest, traces_to_batch, payload, project_id)
+
+
+def walk_metrics(payload: Any, project_id: int) -> WriteBatch:
+    return _walk(ExportMetricsServiceRequest, metrics_to_batch, payload, project_id)
+
+
+def _worker_init() -> None:
+    # A Ctrl-C reaches the whole process group: the workers must keep serving the main process while it
+    # drains, and stop only when it shuts the pool down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+# Payloads waiting for or inside a worker, per worker. The executor's own queue is unbounded, so this is
+# what keeps memory bounded under overload (store.md: backpressure, not growth): beyond it, 503.
+_MAX_PENDING_PER_WORKER = 16
+
+
+class Walker:
+    def __init__(self, workers: int) -> None:
+        self._workers = workers
+        self._pending = 0
+        self._max_pending = workers * _MAX_PENDING_PER_WORKER
+        self._pool: ProcessPoolExecutor | None = None
+        if workers:
+            self._pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        # spawn, not fork: the parent runs grpc and threads, which must not be forked.
+        return ProcessPoolExecutor(self._workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_worker_init)
+
+    def warm_up(self) -> None:
+        """Start the workers now (spawning imports otelite: about a second), not on the first request."""
+        if self._pool is not None:
+            list(self._pool.map(int, range(self._workers)))
+
+    def check_admission(self) -> None:
+        """Raise StoreFull while the workers have as much queued as they may (see _MAX_PENDING_PER_WORKER)."""
+        if self._pool is not None and self._pending >= self._max_pending:
+            raise StoreFull(1, "the decode workers are busy")
+
+    async def traces(self, payload: Any, project_id: int) -> WriteBatch:
+        return await self._run(walk_traces, payload, project_id)
+
+    async def metrics(self, payload: Any, project_id: int) -> WriteBatch:
+        return await self._run(walk_metrics, payload, project_id)
+
+    async def _run(self, walk: Callable[[Any, int], WriteBatch], payload: Any, project_id: int) -> WriteBatch:
+        if self._pool is None or not isinstance(payload, (bytes, bytearray, memoryview)):
+            return walk(payload, project_id)
+        pool = self._pool
+        self._pending += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(pool, walk, bytes(payload), project_id)
+        except BrokenProcessPool:
+            # A worker died (e.g. killed for memory): nothing of this request was stored; the client
+            # retries on 503. Replace the pool once for everyone waiting on the broken one.
+            if self._pool is pool:
+                log.error("a decode worker died; starting a new pool")
+                pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = self._new_pool()
+            raise StoreUnavailable("a decode worker failed; retry") from None
+        finally:
+            self._pending -= 1
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=False)
+            self._pool = None
