@@ -23,7 +23,7 @@ def test_sidecar_example_loads():
     cfg = load_config(ROOT / "config" / "sidecar.yaml")
     assert cfg.sqlite.path == "/var/lib/otelite/otelite.db"
     assert cfg.sqlite.retention.traces == 2 * 86400
-    assert cfg.memory_limiter.limit_mib == 400
+    assert cfg.memory_limiter.limit_mib == 640
 
 
 @pytest.mark.parametrize("text, seconds", [("200ms", 0.2), ("1h30m", 5400.0), ("7d", 604800.0), ("2w", 1209600.0),
