@@ -37,7 +37,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -55,11 +54,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python bench/ingest.py` from a checkout that is not installed
     sys.path.insert(0, str(ROOT))
 
+from bench.common import free_port, kv  # noqa: E402
+
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (  # noqa: E402
     ExportMetricsServiceRequest, ExportMetricsServiceResponse)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: E402
     ExportTraceServiceRequest, ExportTraceServiceResponse)
-from opentelemetry.proto.common.v1 import common_pb2  # noqa: E402
 from opentelemetry.proto.metrics.v1 import metrics_pb2  # noqa: E402
 from opentelemetry.proto.resource.v1 import resource_pb2  # noqa: E402
 from opentelemetry.proto.trace.v1 import trace_pb2  # noqa: E402
@@ -114,18 +114,6 @@ def render(t: Template, rng: random.Random) -> bytes:
     return buf.tobytes()
 
 
-def _kv(key: str, value) -> common_pb2.KeyValue:
-    kv = common_pb2.KeyValue(key=key)
-    if isinstance(value, bool):
-        kv.value.bool_value = value
-    elif isinstance(value, int):
-        kv.value.int_value = value
-    elif isinstance(value, float):
-        kv.value.double_value = value
-    else:
-        kv.value.string_value = value
-    return kv
-
 
 def _occurrences(data: bytes, needle: bytes) -> list[int]:
     out, i = [], data.find(needle)
@@ -163,59 +151,59 @@ AGENTS = ["Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko
 
 def _resource(service: str, instance: str, rng: random.Random) -> resource_pb2.Resource:
     return resource_pb2.Resource(attributes=[
-        _kv("service.name", service), _kv("service.namespace", "shop"), _kv("service.version", "2.14.3"),
-        _kv("service.instance.id", instance), _kv("deployment.environment.name", "production"),
-        _kv("host.name", f"node-{rng.randrange(12):02d}.eu-west-1.compute.internal"), _kv("host.arch", "amd64"),
-        _kv("os.type", "linux"), _kv("process.pid", rng.randrange(1, 65536)),
-        _kv("telemetry.sdk.name", "opentelemetry"), _kv("telemetry.sdk.language", "python"),
-        _kv("telemetry.sdk.version", "1.27.0"), _kv("k8s.namespace.name", "shop"),
-        _kv("k8s.pod.name", f"{instance}-7d9f8b6c5-x2k4p"),
+        kv("service.name", service), kv("service.namespace", "shop"), kv("service.version", "2.14.3"),
+        kv("service.instance.id", instance), kv("deployment.environment.name", "production"),
+        kv("host.name", f"node-{rng.randrange(12):02d}.eu-west-1.compute.internal"), kv("host.arch", "amd64"),
+        kv("os.type", "linux"), kv("process.pid", rng.randrange(1, 65536)),
+        kv("telemetry.sdk.name", "opentelemetry"), kv("telemetry.sdk.language", "python"),
+        kv("telemetry.sdk.version", "1.27.0"), kv("k8s.namespace.name", "shop"),
+        kv("k8s.pod.name", f"{instance}-7d9f8b6c5-x2k4p"),
     ])
 
 
 def _span_shape(k: int, rng: random.Random) -> tuple[str, int, list]:
     """Name, kind and ~10 attributes of the k-th span of a trace (server, db, messaging, internal)."""
     role = k % 4
-    tid = _kv("thread.id", rng.randrange(1, 64))
+    tid = kv("thread.id", rng.randrange(1, 64))
     if role == 0:
         route, method = rng.choice(ROUTES), rng.choice(METHODS)
         status = 500 if rng.random() < 0.03 else rng.choice([200, 200, 200, 201, 204, 404])
         return f"{method} {route}", trace_pb2.Span.SPAN_KIND_SERVER, [
-            _kv("http.request.method", method), _kv("http.route", route),
-            _kv("http.response.status_code", status),
-            _kv("url.path", route.replace("{id}", str(rng.randrange(10_000)))),
-            _kv("url.scheme", "https"), _kv("server.address", "shop.example.com"), _kv("server.port", 443),
-            _kv("user_agent.original", rng.choice(AGENTS)),
-            _kv("client.address", f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(256)}"),
-            _kv("network.protocol.version", "1.1"), tid]
+            kv("http.request.method", method), kv("http.route", route),
+            kv("http.response.status_code", status),
+            kv("url.path", route.replace("{id}", str(rng.randrange(10_000)))),
+            kv("url.scheme", "https"), kv("server.address", "shop.example.com"), kv("server.port", 443),
+            kv("user_agent.original", rng.choice(AGENTS)),
+            kv("client.address", f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(256)}"),
+            kv("network.protocol.version", "1.1"), tid]
     if role == 1:
         table = rng.choice(TABLES)
         return f"SELECT shop.{table}", trace_pb2.Span.SPAN_KIND_CLIENT, [
-            _kv("db.system.name", "postgresql"), _kv("db.namespace", "shop"),
-            _kv("db.operation.name", "SELECT"), _kv("db.collection.name", table),
-            _kv("db.query.text", f"SELECT id, status, total, created_at FROM {table} WHERE customer_id = $1 "
+            kv("db.system.name", "postgresql"), kv("db.namespace", "shop"),
+            kv("db.operation.name", "SELECT"), kv("db.collection.name", table),
+            kv("db.query.text", f"SELECT id, status, total, created_at FROM {table} WHERE customer_id = $1 "
                                  f"AND created_at > $2 ORDER BY created_at DESC LIMIT 50"),
-            _kv("server.address", "postgres.shop.svc.cluster.local"), _kv("server.port", 5432),
-            _kv("db.response.returned_rows", rng.randrange(50)),
-            _kv("code.function.name", f"repository.{table}.find_recent"), tid]
+            kv("server.address", "postgres.shop.svc.cluster.local"), kv("server.port", 5432),
+            kv("db.response.returned_rows", rng.randrange(50)),
+            kv("code.function.name", f"repository.{table}.find_recent"), tid]
     if role == 2:
         topic = rng.choice(["orders", "payments", "emails", "inventory-updates"])
         return f"publish {topic}", trace_pb2.Span.SPAN_KIND_PRODUCER, [
-            _kv("messaging.system", "kafka"), _kv("messaging.operation.type", "publish"),
-            _kv("messaging.destination.name", topic),
-            _kv("messaging.kafka.message.key", f"order-{rng.randrange(100_000)}"),
-            _kv("messaging.destination.partition.id", str(rng.randrange(12))),
-            _kv("messaging.message.body.size", rng.randrange(200, 4000)),
-            _kv("server.address", "kafka-0.kafka.shop.svc"), _kv("server.port", 9092),
-            _kv("messaging.client.id", "shop-producer-1"), tid]
+            kv("messaging.system", "kafka"), kv("messaging.operation.type", "publish"),
+            kv("messaging.destination.name", topic),
+            kv("messaging.kafka.message.key", f"order-{rng.randrange(100_000)}"),
+            kv("messaging.destination.partition.id", str(rng.randrange(12))),
+            kv("messaging.message.body.size", rng.randrange(200, 4000)),
+            kv("server.address", "kafka-0.kafka.shop.svc"), kv("server.port", 9092),
+            kv("messaging.client.id", "shop-producer-1"), tid]
     return rng.choice(["process_order", "compute_quote", "render_page", "apply_discounts"]), \
         trace_pb2.Span.SPAN_KIND_INTERNAL, [
-            _kv("code.function.name", "shop.orders.process"), _kv("code.file.path", "/app/shop/orders.py"),
-            _kv("code.line.number", rng.randrange(20, 900)), _kv("app.order.items", rng.randrange(1, 12)),
-            _kv("app.order.total", round(rng.uniform(5, 900), 2)), _kv("app.currency", "EUR"),
-            _kv("app.customer.tier", rng.choice(["free", "plus", "business"])),
-            _kv("app.feature.new_checkout", rng.random() < 0.5),
-            _kv("app.region", rng.choice(["eu-west-1", "eu-central-1", "us-east-1"])), tid]
+            kv("code.function.name", "shop.orders.process"), kv("code.file.path", "/app/shop/orders.py"),
+            kv("code.line.number", rng.randrange(20, 900)), kv("app.order.items", rng.randrange(1, 12)),
+            kv("app.order.total", round(rng.uniform(5, 900), 2)), kv("app.currency", "EUR"),
+            kv("app.customer.tier", rng.choice(["free", "plus", "business"])),
+            kv("app.feature.new_checkout", rng.random() < 0.5),
+            kv("app.region", rng.choice(["eu-west-1", "eu-central-1", "us-east-1"])), tid]
 
 
 def build_trace_template(variant: int, now_ns: int) -> Template:
@@ -245,9 +233,9 @@ def build_trace_template(variant: int, now_ns: int) -> Template:
                 span.status.message = "upstream request failed"
                 span.events.append(trace_pb2.Span.Event(
                     name="exception", time_unix_nano=start + 100_000, attributes=[
-                        _kv("exception.type", "TimeoutError"),
-                        _kv("exception.message", "timed out after 5.0s waiting for upstream"),
-                        _kv("exception.stacktrace", "Traceback (most recent call last):\n"
+                        kv("exception.type", "TimeoutError"),
+                        kv("exception.message", "timed out after 5.0s waiting for upstream"),
+                        kv("exception.stacktrace", "Traceback (most recent call last):\n"
                             '  File "/app/shop/orders.py", line 212, in process\n'
                             "    resp = client.post(url, json=body, timeout=5.0)\n"
                             "TimeoutError: timed out after 5.0s waiting for upstream\n")]))
@@ -297,8 +285,8 @@ def build_metric_template(variant: int, now_ns: int) -> Template:
                               description="Duration of HTTP server requests.")
         hist.histogram.aggregation_temporality = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
         for method, route, status in http_series:  # 30 series each
-            labels = [_kv("http.request.method", method), _kv("http.route", route),
-                      _kv("http.response.status_code", status)]
+            labels = [kv("http.request.method", method), kv("http.route", route),
+                      kv("http.response.status_code", status)]
             dp = counter.sum.data_points.add(attributes=labels, as_int=rng.randrange(1, 10_000_000))
             stamp(dp)
             counts = [rng.randrange(1000) for _ in range(len(_BOUNDS) + 1)]
@@ -311,11 +299,11 @@ def build_metric_template(variant: int, now_ns: int) -> Template:
         jobs.sum.aggregation_temporality = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
         jobs.sum.is_monotonic = True
         for q in range(20):
-            labels = [_kv("queue.name", f"queue-{q % 5}"), _kv("messaging.system", "kafka"),
-                      _kv("cloud.region", ("eu-west-1", "us-east-1", "eu-central-1", "ap-south-1")[q // 5])]
+            labels = [kv("queue.name", f"queue-{q % 5}"), kv("messaging.system", "kafka"),
+                      kv("cloud.region", ("eu-west-1", "us-east-1", "eu-central-1", "ap-south-1")[q // 5])]
             stamp(gauge.gauge.data_points.add(attributes=labels, as_double=rng.uniform(0, 5000)))
-            labels = [_kv("job.name", f"job-{q % 10}"), _kv("job.outcome", ("ok", "failed")[q // 10]),
-                      _kv("worker.pool", "default")]
+            labels = [kv("job.name", f"job-{q % 10}"), kv("job.outcome", ("ok", "failed")[q // 10]),
+                      kv("worker.pool", "default")]
             stamp(jobs.sum.data_points.add(attributes=labels, as_double=rng.uniform(0, 1e6)))
     assert i == ITEMS_PER_REQUEST, i
     data = request.SerializeToString()
@@ -603,11 +591,6 @@ async def _run_load(spec: WorkerSpec, templates: list[Template]) -> dict:
 # The server under test
 # ===================================================================================================
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _proc_status(pid: int) -> dict[str, int]:
     """VmRSS/VmHWM in KiB from /proc/<pid>/status ({} once the process is gone)."""
@@ -663,7 +646,7 @@ class Server:
         self.db = workdir / f"{name}.db"
         self.log_path = workdir / f"{name}.log"
         self.config = config
-        self.http_port, self.grpc_port = _free_port(), _free_port()
+        self.http_port, self.grpc_port = free_port(), free_port()
         self.proc: subprocess.Popen | None = None
         self.rss_samples: list[tuple[float, int]] = []  # (time.time(), VmRSS KiB)
         self._stop_sampling = threading.Event()

@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.common import free_port, admin_key  # noqa: E402
+
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest  # noqa: E402
 from opentelemetry.proto.common.v1 import common_pb2  # noqa: E402
 from opentelemetry.proto.metrics.v1 import metrics_pb2  # noqa: E402
@@ -51,11 +52,6 @@ TARGET_QUERY_P95_MS, TARGET_CHARACTERIZE_P95_MS = 250, 1000
 BOUNDS = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000]
 DAY_NS = 86_400 * 10**9
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _labels(i: int) -> dict[str, str]:
@@ -107,7 +103,7 @@ def build_requests(series: int, points: int, end_ns: int) -> list[bytes]:
 class Server:
     def __init__(self, workdir: Path) -> None:
         self.db = workdir / "bench.db"
-        self.http_port, self.grpc_port = _free_port(), _free_port()
+        self.http_port, self.grpc_port = free_port(), free_port()
         self.log_path = workdir / "server.log"
         self.proc: subprocess.Popen | None = None
 
@@ -131,8 +127,7 @@ class Server:
         raise RuntimeError("server did not start:\n" + self.log_path.read_text())
 
     def admin_key(self) -> str:
-        import re
-        return re.findall(r"^\s+(otl_[A-Za-z0-9_-]+)$", self.log_path.read_text(), re.M)[0]
+        return admin_key(self.log_path)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -24,9 +24,7 @@ import http.client
 import json
 import platform
 import random
-import re
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -41,8 +39,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.common import free_port, kv, admin_key  # noqa: E402
+
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest  # noqa: E402
-from opentelemetry.proto.common.v1 import common_pb2  # noqa: E402
 
 HOUR_NS = 3_600_000_000_000
 SPANS_PER_REQUEST = 1000
@@ -70,26 +69,16 @@ ATTRIBUTES = {  # key → values (the value set fixes each key's cardinality)
 }
 
 
-def _kv(key: str, value) -> common_pb2.KeyValue:
-    kv = common_pb2.KeyValue(key=key)
-    if isinstance(value, bool):
-        kv.value.bool_value = value
-    elif isinstance(value, int):
-        kv.value.int_value = value
-    else:
-        kv.value.string_value = value
-    return kv
-
 
 def build_requests(total_spans: int, now_ns: int, seed: int = 7) -> tuple[list[bytes], list[str], int]:
     """Serialized requests, a sample of trace ids (hex) and the number of spans built."""
     rng = random.Random(seed)
-    pool = {k: [_kv(k, v) for v in vs] for k, vs in ATTRIBUTES.items()}
+    pool = {k: [kv(k, v) for v in vs] for k, vs in ATTRIBUTES.items()}
     resources = []
     for i, name in enumerate(SERVICES):
-        resources.append([_kv("service.name", name), _kv("service.version", f"1.{i % 5}.0"),
-                          _kv("host.name", f"node-{i % 7}"), _kv("deployment.environment", "production"),
-                          _kv("telemetry.sdk.language", rng.choice(["python", "go", "java", "node"]))])
+        resources.append([kv("service.name", name), kv("service.version", f"1.{i % 5}.0"),
+                          kv("host.name", f"node-{i % 7}"), kv("deployment.environment", "production"),
+                          kv("telemetry.sdk.language", rng.choice(["python", "go", "java", "node"]))])
     requests: list[bytes] = []
     sample: list[str] = []
     built = 0
@@ -143,22 +132,17 @@ def build_requests(total_spans: int, now_ns: int, seed: int = 7) -> tuple[list[b
 
 # --- the server -------------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class Server:
     def __init__(self, workdir: Path) -> None:
         self.db = workdir / "tracing.db"
         self.log_path = workdir / "server.log"
-        self.http_port = _free_port()
+        self.http_port = free_port()
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         args = [sys.executable, "-m", "collector.cli", "serve", "--db", str(self.db), "--grpc-endpoint",
-                f"127.0.0.1:{_free_port()}", "--http-endpoint", f"127.0.0.1:{self.http_port}"]
+                f"127.0.0.1:{free_port()}", "--http-endpoint", f"127.0.0.1:{self.http_port}"]
         self.proc = subprocess.Popen(args, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -173,7 +157,7 @@ class Server:
         raise RuntimeError("otelite did not become healthy")
 
     def admin_key(self) -> str:
-        return re.findall(r"^\s+(otl_[A-Za-z0-9_-]+)$", self.log_path.read_text(), re.M)[0]
+        return admin_key(self.log_path)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import random
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -41,8 +40,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python bench/scrape.py` from a checkout that is not installed
     sys.path.insert(0, str(ROOT))
 
+from bench.common import free_port, kv  # noqa: E402
+
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest  # noqa: E402
-from opentelemetry.proto.common.v1 import common_pb2  # noqa: E402
 from opentelemetry.proto.metrics.v1 import metrics_pb2  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 from prometheus_client import generate_latest as client_generate_latest  # noqa: E402
@@ -59,14 +59,10 @@ SERVICES = 20
 DELTAS_PER_SERIES = 3
 
 
-def _kv(key: str, value: str) -> common_pb2.KeyValue:
-    return common_pb2.KeyValue(key=key, value=common_pb2.AnyValue(string_value=value))
-
-
 def _attrs(i: int) -> list:
-    return [_kv("http.route", f"/api/v{i % 7}/item/{i % 53}"), _kv("http.method", ("GET", "POST", "PUT")[i % 3]),
-            _kv("http.status_code", str(200 + i % 5)), _kv("cloud.region", f"region-{i % 4}"),
-            _kv("series", str(i))]
+    return [kv("http.route", f"/api/v{i % 7}/item/{i % 53}"), kv("http.method", ("GET", "POST", "PUT")[i % 3]),
+            kv("http.status_code", str(200 + i % 5)), kv("cloud.region", f"region-{i % 4}"),
+            kv("series", str(i))]
 
 
 def build_requests(n: int, now_ns: int, rng: random.Random, rounds: int = 1) -> list[bytes]:
@@ -92,8 +88,8 @@ def build_requests(n: int, now_ns: int, rng: random.Random, rounds: int = 1) -> 
             req = ExportMetricsServiceRequest()
             for svc, metrics in per_service.items():
                 rm = req.resource_metrics.add()
-                rm.resource.attributes.extend([_kv("service.name", f"svc-{svc}"), _kv("service.instance.id", f"pod-{svc}"),
-                                               _kv("host.name", f"node-{svc % 5}")])
+                rm.resource.attributes.extend([kv("service.name", f"svc-{svc}"), kv("service.instance.id", f"pod-{svc}"),
+                                               kv("host.name", f"node-{svc % 5}")])
                 sm = rm.scope_metrics.add()
                 sm.scope.name = "bench"
                 sm.metrics.extend(metrics.values())
@@ -148,16 +144,11 @@ def _add_point(m: metrics_pb2.Metric, kind: str, i: int, t: int, rng: random.Ran
         dp.attributes.extend(_attrs(i))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class Server:
     def __init__(self, workdir: Path) -> None:
         self.db = workdir / "scrape.db"
-        self.port, self.grpc_port = _free_port(), _free_port()
+        self.port, self.grpc_port = free_port(), free_port()
         self.log = workdir / "scrape.log"
         self.proc: subprocess.Popen | None = None
 
