@@ -71,7 +71,7 @@ async def serve(config: "Config") -> int:
     limiter: asyncio.Task | None = None
     try:
         otlp = config.otlp
-        await asyncio.to_thread(walker.warm_up)
+        walker.warm_up()  # in the main thread (see Walker.warm_up); nothing is served yet
         if otlp.protocols.grpc is not None:
             resolver = OtlpProjectResolver(otlp.auth, KeyStore(store.reader()))
             grpc_server, _ = otlp_grpc.create_server(otlp.protocols.grpc, ingest, resolver.for_grpc)

@@ -1,6 +1,7 @@
 """Decoding and normalizing in worker processes (collector/pipeline/walker.py), and without them."""
 
 import asyncio
+import os
 import pickle
 import time
 
@@ -62,5 +63,24 @@ def test_in_event_loop_decoding_when_workers_are_off(make_server):
         trace_service_pb2_grpc.TraceServiceStub(channel).Export(_request(2, 2), timeout=10)
     assert srv.query("SELECT count(*) FROM spans") == [(5,)]
     # No worker processes were started.
-    children = open(f"/proc/{srv.proc.pid}/task/{srv.proc.pid}/children").read().split()
-    assert children == []
+    assert _children(srv.proc.pid) == []
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            out += [int(c) for c in f.read().split()]
+    return out
+
+
+def test_workers_do_not_outlive_a_killed_collector(server):
+    workers = _children(server.proc.pid)
+    assert workers, "the default configuration starts a decode worker"
+    server.kill()  # SIGKILL: no chance to shut the pool down
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{w}") for w in workers):
+        time.sleep(0.05)
+    alive = [w for w in workers if os.path.exists(f"/proc/{w}")
+             and open(f"/proc/{w}/stat").read().split(") ")[1][0] != "Z"]
+    assert alive == []

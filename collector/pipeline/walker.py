@@ -13,9 +13,13 @@ mapped by hand in the event loop); a message is walked in-process.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import multiprocessing
+import os
 import signal
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable
@@ -60,11 +64,30 @@ def walk_metrics(payload: Any, project_id: int) -> WriteBatch:
     return _walk(ExportMetricsServiceRequest, metrics_to_batch, payload, project_id)
 
 
-def _worker_init() -> None:
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _worker_init(parent_pid: int) -> None:
     # A Ctrl-C reaches the whole process group: the workers must keep serving the main process while it
     # drains, and stop only when it shuts the pool down.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # ...but they must not outlive it: a worker holds both ends of its task pipe, so after a `kill -9` of
+    # the collector it would wait forever. Linux kills it with its parent; the check closes the race of a
+    # parent that died before prctl ran.
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
+    if os.getppid() != parent_pid:
+        os._exit(0)
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Where prctl is not available: poll for the parent's death."""
+    while os.getppid() == parent_pid:
+        time.sleep(1.0)
+    os._exit(0)
 
 
 # Payloads waiting for or inside a worker, per worker. The executor's own queue is unbounded, so this is
@@ -84,10 +107,12 @@ class Walker:
     def _new_pool(self) -> ProcessPoolExecutor:
         # spawn, not fork: the parent runs grpc and threads, which must not be forked.
         return ProcessPoolExecutor(self._workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_worker_init)
+                                   initializer=_worker_init, initargs=(os.getpid(),))
 
     def warm_up(self) -> None:
-        """Start the workers now (spawning imports otelite: about a second), not on the first request."""
+        """Start the workers now (spawning imports otelite: about a second), not on the first request.
+
+        Call it from the main thread: PR_SET_PDEATHSIG fires when the thread that spawned a worker ends."""
         if self._pool is not None:
             list(self._pool.map(int, range(self._workers)))
 
