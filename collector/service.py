@@ -11,6 +11,7 @@ import contextlib
 import gc
 import logging
 import signal
+import socket
 from typing import TYPE_CHECKING
 
 import uvicorn
@@ -78,24 +79,15 @@ async def serve(config: "Config") -> int:
             await grpc_server.start()
             log.info("OTLP/gRPC listening on %s", otlp.protocols.grpc.endpoint)
         http_cfg = otlp.protocols.http or HttpServerConfig()
-        host, port = parse_endpoint(http_cfg.endpoint)
         app = create_app(config, store, ingest, telemetry)
-        http_server = _Uvicorn(uvicorn.Config(
-            app, host=host, port=port, lifespan="off", access_log=False, log_level="warning",
-            http="httptools", timeout_graceful_shutdown=30, server_header=False))
         limiter = asyncio.create_task(run_memory_limiter(config.memory_limiter, store.writer))
 
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        http_task = asyncio.create_task(http_server.serve())
-        while not http_server.started:
-            if http_task.done():
-                # uvicorn could not bind (it logs why) and exits through SystemExit.
-                raise OSError(f"cannot listen on {http_cfg.endpoint} for HTTP")
-            await asyncio.sleep(0.01)
-        log.info("HTTP (OTLP/HTTP, API, /healthz) listening on %s", http_cfg.endpoint)
+        http_server, http_task = await _listen(app, http_cfg.endpoint, "HTTP (OTLP/HTTP, API, /healthz)",
+                                               timeout_graceful_shutdown=30)
         if config.prometheus.endpoint is not None:
             scrape_server, scrape_task = await _listen(create_scrape_app(config, store, telemetry),
                                                        config.prometheus.endpoint, "Prometheus /metrics")
@@ -130,12 +122,23 @@ async def serve(config: "Config") -> int:
         log.info("stopped; %d items committed this run", store.writer.committed_items)
 
 
-async def _listen(app, endpoint: str, what: str) -> tuple[_Uvicorn, asyncio.Task]:
-    """Serve `app` on `endpoint` with uvicorn; returns once it listens (OSError if it cannot bind)."""
+async def _listen(app, endpoint: str, what: str, **options) -> tuple[_Uvicorn, asyncio.Task]:
+    """Serve `app` on `endpoint` with uvicorn; returns once it listens.
+
+    The socket is bound here, so a port in use is an OSError naming the endpoint (uvicorn itself would
+    sys.exit from inside the event loop)."""
     host, port = parse_endpoint(endpoint)
-    server = _Uvicorn(uvicorn.Config(app, host=host, port=port, lifespan="off", access_log=False,
-                                     log_level="warning", http="httptools", server_header=False))
-    task = asyncio.create_task(server.serve())
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise OSError(f"cannot listen on {endpoint} for {what}: {e.strerror}") from None
+    server = _Uvicorn(uvicorn.Config(app, lifespan="off", access_log=False, log_level="warning",
+                                     http="httptools", server_header=False, **options))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         if task.done():
             raise OSError(f"cannot listen on {endpoint} for {what}")

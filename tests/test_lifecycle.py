@@ -8,6 +8,7 @@ minimal OpenTelemetry Collector config loads unchanged and serves.
 from __future__ import annotations
 
 import signal
+import socket
 import sqlite3
 import struct
 import subprocess
@@ -240,3 +241,19 @@ def test_newer_schema_is_refused(tmp_path):
         assert conn.execute("PRAGMA user_version").fetchone() == (999,)
     conn.close()
 
+
+
+@pytest.mark.parametrize("which", ["http", "grpc"])
+def test_port_in_use_stops_cleanly_naming_the_endpoint(tmp_path, which):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = f"127.0.0.1:{taken.getsockname()[1]}"
+        other = f"127.0.0.1:{free_port()}"
+        http, grpc_ep = (busy, other) if which == "http" else (other, busy)
+        proc = subprocess.run([sys.executable, "-m", "collector.cli", "serve", "--db", str(tmp_path / "p.db"),
+                               "--http-endpoint", http, "--grpc-endpoint", grpc_ep],
+                              capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert f"otelite: cannot listen on {busy} for " in proc.stderr
+    assert "Traceback" not in proc.stderr

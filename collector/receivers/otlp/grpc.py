@@ -124,7 +124,10 @@ def create_server(config: "GrpcServerConfig", ingest: "Ingest", project_for: Pro
         _export_handler("opentelemetry.proto.collector.metrics.v1.MetricsService",
                         MetricsService(ingest, project_for), ingest.check_admission),
     ))
-    port = server.add_insecure_port(config.endpoint)
+    try:
+        port = server.add_insecure_port(config.endpoint)
+    except RuntimeError:  # grpcio raises where older versions returned 0
+        port = 0
     if port == 0:
         raise OSError(f"cannot listen on {config.endpoint} for OTLP/gRPC")
     return server, port
