@@ -215,6 +215,12 @@ def test_bad_http_request_gets_status_body(srv, http, good, case):
     assert "retry-after" not in r.headers  # none of these is worth retrying
 
 
+def test_options_lists_only_post(srv, http, good):
+    for path in ("/v1/traces", "/v1/metrics"):
+        r = http.request("OPTIONS", path)
+        assert r.status_code == 204 and r.headers["Allow"] == "POST, OPTIONS"
+
+
 def test_over_limit_chunked_body_is_413(srv, http, good):
     """No Content-Length to refuse early: the streaming read must stop at the limit."""
     def chunks():

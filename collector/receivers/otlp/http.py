@@ -108,6 +108,11 @@ class OtlpHttpResource:
 
     on_get = on_put = on_patch = on_delete = _wrong_method
 
+    async def on_options(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        # Falcon's default would list every method above; only POST is served.
+        resp.status = falcon.HTTP_204
+        resp.set_header("Allow", "POST, OPTIONS")
+
     async def _read_body(self, req: falcon.asgi.Request) -> bytes:
         """Read at most the limit, then decompress to at most the limit (a gzip bomb stops at limit+1)."""
         limit = self._limit
