@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 TESTDATA = Path(__file__).parent / "testdata"
 
@@ -109,6 +110,36 @@ def write_config(tmp_path: Path, doc: dict, name: str = "otelite.yaml") -> Path:
     return path
 
 
+def start_server(directory: Path, config: dict | None = None, name: str = "otelite") -> ServerProcess:
+    """Start `otelite serve` with its database (and config, if any) in `directory`."""
+    cfg_path = write_config(directory, config, f"{name}.yaml") if config is not None else None
+    return ServerProcess(db=directory / f"{name}.db", grpc_port=free_port(), http_port=free_port(),
+                         config_path=cfg_path).start()
+
+
+def trace_request(n_spans: int, seed: int = 0, *, start_ns: int | None = None, service: str = "svc",
+                  with_attribute: bool = False) -> ExportTraceServiceRequest:
+    """A hand-built request of `n_spans` root spans with ids unique per (seed, index), starting now
+    (or at `start_ns`), 10 ns apart; `with_attribute` adds an int attribute `i` = index."""
+    start = time.time_ns() if start_ns is None else start_ns
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    kv = rs.resource.attributes.add()
+    kv.key, kv.value.string_value = "service.name", service
+    ss = rs.scope_spans.add()
+    for i in range(n_spans):
+        sp = ss.spans.add()
+        sp.trace_id = (seed * 1_000_000 + i + 1).to_bytes(16, "big")
+        sp.span_id = (seed * 1_000_000 + i + 1).to_bytes(8, "big")
+        sp.name = f"op{i}"
+        sp.start_time_unix_nano = start + i
+        sp.end_time_unix_nano = start + i + 10
+        if with_attribute:
+            a = sp.attributes.add()
+            a.key, a.value.int_value = "i", i
+    return req
+
+
 @pytest.fixture
 def make_server(tmp_path):
     """Factory: `make_server(config=dict|None, db=path|None)` starts a server; all are stopped at the end."""
@@ -133,10 +164,17 @@ def server(make_server) -> ServerProcess:
     return make_server()
 
 
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch):
-    # Tests talk to loopback only; a proxy from the environment must not intercept them.
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    os.environ.setdefault("OTEL_SDK_DISABLED", "false")
+@pytest.fixture(scope="session", autouse=True)
+def _no_proxy():
+    # Tests talk to loopback only; a proxy from the environment must not intercept them. Session-wide,
+    # so module-scoped server fixtures are covered too.
+    saved = {v: os.environ.pop(v) for v in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy",
+                                             "ALL_PROXY", "all_proxy") if v in os.environ}
+    previous_no_proxy = os.environ.get("NO_PROXY")
+    os.environ["NO_PROXY"] = "127.0.0.1,localhost"
+    yield
+    os.environ.update(saved)
+    if previous_no_proxy is None:
+        os.environ.pop("NO_PROXY", None)
+    else:
+        os.environ["NO_PROXY"] = previous_no_proxy

@@ -11,10 +11,11 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from google.rpc import status_pb2
 
 from api.ratelimit import RateLimiter
+from conftest import trace_request
 from collector.config import RateLimitConfig
 
 ROOT = Path(__file__).parent.parent
@@ -32,18 +33,9 @@ def _get(server, path: str, key: str | None = None, **headers) -> httpx.Response
     return httpx.get(server.http_url + path, headers=headers, timeout=10)
 
 
-def _trace_request(span_seed: int, service: str = "svc") -> trace_service_pb2.ExportTraceServiceRequest:
-    req = trace_service_pb2.ExportTraceServiceRequest()
-    rs = req.resource_spans.add()
-    kv = rs.resource.attributes.add()
-    kv.key, kv.value.string_value = "service.name", service
-    sp = rs.scope_spans.add().spans.add()
-    sp.trace_id = span_seed.to_bytes(16, "big")
-    sp.span_id = span_seed.to_bytes(8, "big")
-    sp.name = "op"
-    sp.start_time_unix_nano = time.time_ns()
-    sp.end_time_unix_nano = sp.start_time_unix_nano + 1000
-    return req
+def _span_hex(seed: int) -> str:
+    """The stored span id (as SQLite's hex()) of `trace_request(1, seed)`."""
+    return trace_request(1, seed).resource_spans[0].scope_spans[0].spans[0].span_id.hex().upper()
 
 
 def _metric_request(name: str):
@@ -141,7 +133,7 @@ def test_otlp_auth_required(make_server):
     assert srv.cli("projects", "create", "acme").returncode == 0
     ingest = _created_key(srv.cli("keys", "create", "--project", "acme", "--scope", "ingest"))
     reader = _created_key(srv.cli("keys", "create", "--project", "acme", "--scope", "metrics:read"))
-    body = _trace_request(1).SerializeToString()
+    body = trace_request(1, 0).SerializeToString()
     headers = {"Content-Type": "application/x-protobuf"}
 
     r = httpx.post(srv.http_url + "/v1/traces", content=body, headers=headers)
@@ -153,29 +145,29 @@ def test_otlp_auth_required(make_server):
     with grpc.insecure_channel(srv.grpc_endpoint) as channel:
         stub = trace_service_pb2_grpc.TraceServiceStub(channel)
         with pytest.raises(grpc.RpcError) as info:
-            stub.Export(_trace_request(2), timeout=10)
+            stub.Export(trace_request(1, 1), timeout=10)
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        stub.Export(_trace_request(3), metadata=(("authorization", f"Bearer {ingest}"),), timeout=10)
+        stub.Export(trace_request(1, 2), metadata=(("authorization", f"Bearer {ingest}"),), timeout=10)
 
     r = httpx.post(srv.http_url + "/v1/traces", content=body, headers={**headers, "Authorization": f"Bearer {ingest}"})
     assert r.status_code == 200
     # Only the authenticated requests were stored, under the key's project (acme = 2).
     assert srv.query("SELECT project_id, hex(span_id) FROM spans ORDER BY span_id") == [
-        (2, "0000000000000001"), (2, "0000000000000003")]
+        (2, _span_hex(0)), (2, _span_hex(2))]
 
 
 def test_otlp_open_mode_routes_by_project_header(server):
     server.cli("projects", "create", "acme")
     headers = {"Content-Type": "application/x-protobuf"}
-    body = _trace_request(7).SerializeToString()
+    body = trace_request(1, 6).SerializeToString()
     assert httpx.post(server.http_url + "/v1/traces", content=body, headers=headers).status_code == 200
-    r = httpx.post(server.http_url + "/v1/traces", content=_trace_request(8).SerializeToString(),
+    r = httpx.post(server.http_url + "/v1/traces", content=trace_request(1, 7).SerializeToString(),
                    headers={**headers, "X-Otelite-Project": "acme"})
     assert r.status_code == 200
     r = httpx.post(server.http_url + "/v1/traces", content=body, headers={**headers, "X-Otelite-Project": "nope"})
     assert r.status_code == 404
     assert server.query("SELECT project_id, hex(span_id) FROM spans ORDER BY span_id") == [
-        (1, "0000000000000007"), (2, "0000000000000008")]
+        (1, _span_hex(6)), (2, _span_hex(7))]
 
 
 def test_auth_mode_none_needs_loopback(make_server, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import ServerProcess, free_port
+from conftest import start_server
 from metrics_otlp import MIN, Api, base_ns, counter, gauge, histogram, iso
 
 B = base_ns(8)
@@ -13,11 +13,7 @@ B = base_ns(8)
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
-            mp.delenv(var, raising=False)
-        srv = ServerProcess(db=tmp_path_factory.mktemp("chz") / "otelite.db", grpc_port=free_port(),
-                            http_port=free_port()).start()
+    srv = start_server(tmp_path_factory.mktemp("chz"))
     yield Api(srv)
     if srv.alive():
         srv.kill()

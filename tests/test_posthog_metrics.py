@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import ServerProcess, free_port
+from conftest import start_server
 from metrics_otlp import (DELTA, HOUR, MIN, Api, base_ns, counter, exp_histogram, gauge, histogram,
                           iso, series_by, summary)
 
@@ -25,11 +25,7 @@ S = 10**9
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     """One server for the module; each test uses its own metric names."""
-    with pytest.MonkeyPatch.context() as mp:
-        for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
-            mp.delenv(var, raising=False)
-        srv = ServerProcess(db=tmp_path_factory.mktemp("phm") / "otelite.db", grpc_port=free_port(),
-                            http_port=free_port()).start()
+    srv = start_server(tmp_path_factory.mktemp("phm"))
     yield srv
     if srv.alive():
         srv.kill()

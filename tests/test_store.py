@@ -11,23 +11,7 @@ from collector.normalize.otlp import traces_to_batch
 from collector.store.migrations import SchemaTooNewError, migrate, schema_version
 from collector.store.store import Store
 from collector.store.writer import StoreFull
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-
-def _request(n_spans: int, start_ns: int, seed: int = 0) -> ExportTraceServiceRequest:
-    req = ExportTraceServiceRequest()
-    rs = req.resource_spans.add()
-    kv = rs.resource.attributes.add()
-    kv.key, kv.value.string_value = "service.name", "svc"
-    ss = rs.scope_spans.add()
-    for i in range(n_spans):
-        sp = ss.spans.add()
-        sp.trace_id = (seed * 1_000_000 + i + 1).to_bytes(16, "big")
-        sp.span_id = (seed * 1_000_000 + i + 1).to_bytes(8, "big")
-        sp.name = "op"
-        sp.start_time_unix_nano = start_ns + i
-        sp.end_time_unix_nano = start_ns + i + 10
-    return req
+from conftest import trace_request
 
 
 def _store(tmp_path, **sqlite_overrides) -> Store:
@@ -60,7 +44,7 @@ def test_future_resolves_only_after_commit(tmp_path):
     store = _store(tmp_path)
     store.start()
     try:
-        fut = store.writer.submit(traces_to_batch(_request(100, time.time_ns()), 1))
+        fut = store.writer.submit(traces_to_batch(trace_request(100), 1))
         fut.result(timeout=10)
         # A separate connection sees the rows as soon as the future is resolved: they are committed.
         conn = sqlite3.connect(store.path)
@@ -79,7 +63,8 @@ def test_full_queue_refuses_and_acknowledged_data_is_kept(tmp_path):
         futures, refused = [], 0
         for seed in range(10):
             try:
-                futures.append(store.writer.submit(traces_to_batch(_request(100, time.time_ns(), seed), 1)))
+                batch = traces_to_batch(trace_request(100, seed), 1)
+                futures.append(store.writer.submit(batch))
             except StoreFull as e:
                 refused += 1
                 assert e.retry_after >= 1
@@ -99,8 +84,8 @@ def test_retention_deletes_old_rows_in_chunks(tmp_path):
     old = time.time_ns() - 30 * 86400 * 10**9
     store.start()
     try:
-        store.writer.submit(traces_to_batch(_request(100, old, 1), 1)).result(10)
-        store.writer.submit(traces_to_batch(_request(10, time.time_ns(), 2), 1)).result(10)
+        store.writer.submit(traces_to_batch(trace_request(100, 1, start_ns=old), 1)).result(10)
+        store.writer.submit(traces_to_batch(trace_request(10, 2), 1)).result(10)
     finally:
         store.close()
     # Reopen: retention runs at start and, having deleted a full chunk, keeps going chunk by chunk.

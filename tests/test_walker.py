@@ -8,32 +8,15 @@ import time
 import grpc
 import httpx
 import pytest
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
+from conftest import trace_request
 from collector.normalize.otlp import OtlpDataError, traces_to_batch
 from collector.pipeline.walker import OtlpDecodeError, Walker, walk_traces
 
 
-def _request(n: int, seed: int) -> trace_service_pb2.ExportTraceServiceRequest:
-    req = trace_service_pb2.ExportTraceServiceRequest()
-    rs = req.resource_spans.add()
-    kv = rs.resource.attributes.add()
-    kv.key, kv.value.string_value = "service.name", "walker"
-    ss = rs.scope_spans.add()
-    for i in range(n):
-        sp = ss.spans.add()
-        sp.trace_id = (seed * 1000 + i + 1).to_bytes(16, "big")
-        sp.span_id = (seed * 1000 + i + 1).to_bytes(8, "big")
-        sp.name = f"op{i}"
-        sp.start_time_unix_nano = time.time_ns()
-        sp.end_time_unix_nano = sp.start_time_unix_nano + 10
-        a = sp.attributes.add()
-        a.key, a.value.int_value = "i", i
-    return req
-
-
 def test_worker_walk_equals_in_process_walk():
-    req = _request(50, 1)
+    req = trace_request(50, 1, service="walker", with_attribute=True)
     walker = Walker(1)
     try:
         walker.warm_up()
@@ -41,7 +24,7 @@ def test_worker_walk_equals_in_process_walk():
         with pytest.raises(OtlpDecodeError) as info:
             asyncio.run(walker.traces(b"\xff\xff garbage", 3))
         assert str(info.value) == "not a valid protobuf ExportTraceServiceRequest"
-        bad = _request(1, 2)
+        bad = trace_request(1, 2)
         bad.resource_spans[0].scope_spans[0].spans[0].trace_id = b"short"
         with pytest.raises(OtlpDataError, match="trace_id must be 16 bytes"):
             asyncio.run(walker.traces(bad.SerializeToString(), 3))
@@ -54,13 +37,13 @@ def test_worker_walk_equals_in_process_walk():
 
 def test_in_event_loop_decoding_when_workers_are_off(make_server):
     srv = make_server({"receivers": {"otlp": {"decode_workers": 0, "protocols": {"grpc": None, "http": None}}}})
-    r = httpx.post(srv.http_url + "/v1/traces", content=_request(3, 1).SerializeToString(),
+    r = httpx.post(srv.http_url + "/v1/traces", content=trace_request(3, 1).SerializeToString(),
                    headers={"Content-Type": "application/x-protobuf"})
     assert r.status_code == 200
     r = httpx.post(srv.http_url + "/v1/traces", content=b"\xff\xff", headers={"Content-Type": "application/x-protobuf"})
     assert r.status_code == 400
     with grpc.insecure_channel(srv.grpc_endpoint) as channel:
-        trace_service_pb2_grpc.TraceServiceStub(channel).Export(_request(2, 2), timeout=10)
+        trace_service_pb2_grpc.TraceServiceStub(channel).Export(trace_request(2, 2), timeout=10)
     assert srv.query("SELECT count(*) FROM spans") == [(5,)]
     # No worker processes were started.
     assert _children(srv.proc.pid) == []
