@@ -12,21 +12,21 @@ from typing import TYPE_CHECKING
 import falcon
 import falcon.asgi
 
-from api import openapi, posthog_metrics, posthog_tracing
-from api.auth import AuthMiddleware
-from api.errors import add_error_handlers
-from api.health import HealthResource, SelfMetricsResource
-from api.prometheus import OPENAPI_PATHS as PROMETHEUS_PATHS, PrometheusResource
-from api.ratelimit import RateLimiter
-from collector.receivers.otlp import http as otlp_http
-from collector.receivers.otlp.auth import OtlpProjectResolver
-from collector.store.keys import KeyStore
+from otelite.api import openapi, posthog_metrics, posthog_tracing
+from otelite.api.auth import AuthMiddleware
+from otelite.api.errors import add_error_handlers
+from otelite.api.health import HealthResource, SelfMetricsResource
+from otelite.api.prometheus import OPENAPI_PATHS as PROMETHEUS_PATHS, PrometheusResource
+from otelite.api.ratelimit import RateLimiter
+from otelite.collector.receivers.otlp import http as otlp_http
+from otelite.collector.receivers.otlp.auth import OtlpProjectResolver
+from otelite.collector.store.keys import KeyStore
 
 if TYPE_CHECKING:
-    from collector.config import Config
-    from collector.pipeline.ingest import Ingest
-    from collector.store.store import Store
-    from collector.telemetry import Telemetry
+    from otelite.collector.config import Config
+    from otelite.collector.pipeline.ingest import Ingest
+    from otelite.collector.store.store import Store
+    from otelite.collector.telemetry import Telemetry
 
 
 class RequestIdMiddleware:

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Mapping
 
 import falcon
 
-from api.errors import ApiError
-from api.ratelimit import RateLimiter
-from collector.store.keys import SCOPES, Project, token_from_headers
+from otelite.api.errors import ApiError
+from otelite.api.ratelimit import RateLimiter
+from otelite.collector.store.keys import SCOPES, Project, token_from_headers
 
 if TYPE_CHECKING:
-    from collector.config import AuthConfig
-    from collector.store.keys import KeyStore
+    from otelite.collector.config import AuthConfig
+    from otelite.collector.store.keys import KeyStore
 
 DEFAULT_PROJECT_ID = 1
 

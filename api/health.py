@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING
 import falcon
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.auth import PUBLIC
-from collector.store.db import database_bytes
+from otelite.api.auth import PUBLIC
+from otelite.collector.store.db import database_bytes
 
 if TYPE_CHECKING:
-    from collector.store.store import Store
-    from collector.telemetry import Telemetry
+    from otelite.collector.store.store import Store
+    from otelite.collector.telemetry import Telemetry
 
 
 class HealthResource:

@@ -6,7 +6,7 @@ from typing import Any, Iterable
 
 import falcon
 
-from api.auth import PUBLIC
+from otelite.api.auth import PUBLIC
 
 _STATUS_BODY = {"description": "a google.rpc.Status in the request's encoding"}
 _OTLP_POST = {

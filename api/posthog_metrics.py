@@ -14,16 +14,16 @@ from typing import TYPE_CHECKING
 
 import falcon
 
-from api.auth import RoutePolicy
-from api.errors import bad_request
-from api.metrics_query.characterize import characterize
-from api.metrics_query.engine import run_query
-from api.metrics_query.points import PointCache
-from api.metrics_query.request import parse_characterize, parse_query
-from api.metrics_query.timeutil import zone
+from otelite.api.auth import RoutePolicy
+from otelite.api.errors import bad_request
+from otelite.api.metrics_query.characterize import characterize
+from otelite.api.metrics_query.engine import run_query
+from otelite.api.metrics_query.points import PointCache
+from otelite.api.metrics_query.request import parse_characterize, parse_query
+from otelite.api.metrics_query.timeutil import zone
 
 if TYPE_CHECKING:
-    from collector.store.store import Store
+    from otelite.collector.store.store import Store
 
 READ = RoutePolicy(dialect="posthog", scopes={"GET": "metrics:read", "POST": "metrics:read"},
                    rate_class="read", project_param="project_id")

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 import falcon
 
-from api import tracing_query as tq
-from api.auth import RoutePolicy
-from api.errors import ApiError, bad_request
-from collector.store import tracing as st
+from otelite.api import tracing_query as tq
+from otelite.api.auth import RoutePolicy
+from otelite.api.errors import ApiError, bad_request
+from otelite.collector.store import tracing as st
 
 if TYPE_CHECKING:
-    from collector.store.store import Store
+    from otelite.collector.store.store import Store
 
 READ = RoutePolicy(dialect="posthog", scopes={"GET": "tracing:read", "POST": "tracing:read"},
                    rate_class="read", project_param="project_id")

@@ -17,17 +17,17 @@ from typing import TYPE_CHECKING
 import falcon
 import falcon.asgi
 
-from api.auth import DEFAULT_PROJECT_ID, AuthMiddleware, RoutePolicy
-from api.errors import add_error_handlers
-from api.ratelimit import RateLimiter
-from collector.store.keys import KeyStore
-from exporters.prometheus.collect import StoreCollector
-from exporters.prometheus.exposition import CONTENT_TYPE_OPENMETRICS, CONTENT_TYPE_TEXT
+from otelite.api.auth import DEFAULT_PROJECT_ID, AuthMiddleware, RoutePolicy
+from otelite.api.errors import add_error_handlers
+from otelite.api.ratelimit import RateLimiter
+from otelite.collector.store.keys import KeyStore
+from otelite.exporters.prometheus.collect import StoreCollector
+from otelite.exporters.prometheus.exposition import CONTENT_TYPE_OPENMETRICS, CONTENT_TYPE_TEXT
 
 if TYPE_CHECKING:
-    from collector.config import Config, PrometheusExporterConfig
-    from collector.store.store import Store
-    from collector.telemetry import Telemetry
+    from otelite.collector.config import Config, PrometheusExporterConfig
+    from otelite.collector.store.store import Store
+    from otelite.collector.telemetry import Telemetry
 
 # Rate-limit class `scrape`: unlimited unless auth.rate_limits lists it.
 SCRAPE = RoutePolicy(dialect="generic", scopes={"GET": "metrics:read"}, rate_class="scrape")

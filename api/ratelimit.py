@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
-    from collector.config import RateLimitConfig
+    from otelite.collector.config import RateLimitConfig
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,8 +22,8 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from api.errors import bad_request
-from collector.store.tracing import OPERATORS, SPAN_KEYS, Condition, Filter, Group, Selection, SpanOrder, SpanRow
+from otelite.api.errors import bad_request
+from otelite.collector.store.tracing import OPERATORS, SPAN_KEYS, Condition, Filter, Group, Selection, SpanOrder, SpanRow
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000

@@ -345,9 +345,9 @@ def _fresh_point_rows(rows: list[tuple], shift: int) -> list[tuple]:
 def raw_ceiling(signal_name: str, templates: list[Template], db_path: Path, seconds: float) -> dict:
     """Rows/s of plain executemany (1000 rows per transaction) of the normalized rows, timed from BEGIN to
     COMMIT; preparing each copy's fresh ids is not timed."""
-    from collector.normalize.otlp import metrics_to_batch, traces_to_batch
-    from collector.store.db import connect_writer, prepare_database
-    from collector.store.records import (series_labels, POINT_COLUMNS, RESOURCE_COLUMNS, SCOPE_COLUMNS, SERIES_COLUMNS,
+    from otelite.collector.normalize.otlp import metrics_to_batch, traces_to_batch
+    from otelite.collector.store.db import connect_writer, prepare_database
+    from otelite.collector.store.records import (series_labels, POINT_COLUMNS, RESOURCE_COLUMNS, SCOPE_COLUMNS, SERIES_COLUMNS,
                                          SPAN_COLUMNS, LABEL_COLUMNS)
 
     def insert(table: str, columns: tuple[str, ...], verb: str = "INSERT") -> str:
@@ -653,7 +653,7 @@ class Server:
         self._sampler: threading.Thread | None = None
 
     def start(self, timeout: float = 30.0) -> None:
-        args = [sys.executable, "-m", "collector.cli", "--log-level", "WARNING", "serve", "--db", str(self.db),
+        args = [sys.executable, "-m", "otelite.collector.cli", "--log-level", "WARNING", "serve", "--db", str(self.db),
                 "--grpc-endpoint", f"127.0.0.1:{self.grpc_port}",
                 "--http-endpoint", f"127.0.0.1:{self.http_port}"]
         if self.config is not None:

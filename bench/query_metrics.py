@@ -114,7 +114,7 @@ class Server:
     def start(self) -> None:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "collector.cli", "serve", "--db", str(self.db), "--grpc-endpoint",
+            [sys.executable, "-m", "otelite.collector.cli", "serve", "--db", str(self.db), "--grpc-endpoint",
              f"127.0.0.1:{self.grpc_port}", "--http-endpoint", f"127.0.0.1:{self.http_port}"],
             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + 30

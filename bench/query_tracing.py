@@ -141,7 +141,7 @@ class Server:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        args = [sys.executable, "-m", "collector.cli", "serve", "--db", str(self.db), "--grpc-endpoint",
+        args = [sys.executable, "-m", "otelite.collector.cli", "serve", "--db", str(self.db), "--grpc-endpoint",
                 f"127.0.0.1:{free_port()}", "--http-endpoint", f"127.0.0.1:{self.http_port}"]
         self.proc = subprocess.Popen(args, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + 30

@@ -48,8 +48,8 @@ from prometheus_client import CollectorRegistry  # noqa: E402
 from prometheus_client import generate_latest as client_generate_latest  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from collector.store.db import connect_reader  # noqa: E402
-from exporters.prometheus.collect import StoreCollector  # noqa: E402
+from otelite.collector.store.db import connect_reader  # noqa: E402
+from otelite.exporters.prometheus.collect import StoreCollector  # noqa: E402
 
 CUMULATIVE, DELTA = 2, 1
 MIX = [("counter", 0.35), ("delta_counter", 0.10), ("gauge", 0.25), ("histogram", 0.20),
@@ -157,7 +157,7 @@ class Server:
         cfg.write_text("auth: {mode: none}\n")
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "collector.cli", "serve", "--config", str(cfg), "--db", str(self.db),
+                [sys.executable, "-m", "otelite.collector.cli", "serve", "--config", str(cfg), "--db", str(self.db),
                  "--grpc-endpoint", f"127.0.0.1:{self.grpc_port}", "--http-endpoint", f"127.0.0.1:{self.port}"],
                 stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + 30

@@ -7,10 +7,10 @@ import logging
 import sqlite3
 import sys
 
-from collector.config import ConfigError, apply_overrides, load_config
-from collector.store.db import prepare_database
-from collector.store.keys import SCOPES, KeyStore, KeyStoreError
-from collector.store.migrations import SchemaTooNewError
+from otelite.collector.config import ConfigError, apply_overrides, load_config
+from otelite.collector.store.db import prepare_database
+from otelite.collector.store.keys import SCOPES, KeyStore, KeyStoreError
+from otelite.collector.store.migrations import SchemaTooNewError
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -20,7 +20,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"otelite: invalid configuration: {e}", file=sys.stderr)
         return 2
-    from collector.service import run  # imported late: config errors should not pay for grpc/uvicorn
+    from otelite.collector.service import run  # imported late: config errors should not pay for grpc/uvicorn
 
     try:
         return run(config)

@@ -16,20 +16,20 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
-from api.app import create_app
-from api.prometheus import create_scrape_app
-from collector.config import HttpServerConfig, parse_endpoint
-from collector.pipeline.ingest import Ingest
-from collector.pipeline.memory_limiter import run_memory_limiter
-from collector.pipeline.walker import Walker
-from collector.receivers.otlp import grpc as otlp_grpc
-from collector.receivers.otlp.auth import OtlpProjectResolver
-from collector.store.keys import SCOPES, KeyStore
-from collector.store.store import Store
-from collector.telemetry import Telemetry
+from otelite.api.app import create_app
+from otelite.api.prometheus import create_scrape_app
+from otelite.collector.config import HttpServerConfig, parse_endpoint
+from otelite.collector.pipeline.ingest import Ingest
+from otelite.collector.pipeline.memory_limiter import run_memory_limiter
+from otelite.collector.pipeline.walker import Walker
+from otelite.collector.receivers.otlp import grpc as otlp_grpc
+from otelite.collector.receivers.otlp.auth import OtlpProjectResolver
+from otelite.collector.store.keys import SCOPES, KeyStore
+from otelite.collector.store.store import Store
+from otelite.collector.telemetry import Telemetry
 
 if TYPE_CHECKING:
-    from collector.config import Config
+    from otelite.collector.config import Config
 
 log = logging.getLogger("otelite")
 

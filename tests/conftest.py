@@ -48,14 +48,14 @@ class ServerProcess:
         return f"127.0.0.1:{self.grpc_port}"
 
     def start(self, timeout: float = 20.0) -> "ServerProcess":
-        args = [sys.executable, "-m", "collector.cli", "serve", "--db", str(self.db),
+        args = [sys.executable, "-m", "otelite.collector.cli", "serve", "--db", str(self.db),
                 "--grpc-endpoint", self.grpc_endpoint, "--http-endpoint", f"127.0.0.1:{self.http_port}"]
         if self.config_path is not None:
             args += ["--config", str(self.config_path)]
         args += self.extra_args
         self.log_path = self.db.with_suffix(".log")
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).parent.parent)
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=self.db.parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -76,8 +76,8 @@ class ServerProcess:
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         """Run `otelite ARGS --db <this server's db>` (e.g. keys create) and return the finished process."""
-        return subprocess.run([sys.executable, "-m", "collector.cli", *args, "--db", str(self.db)],
-                              capture_output=True, text=True, timeout=30, cwd=Path(__file__).parent.parent)
+        return subprocess.run([sys.executable, "-m", "otelite.collector.cli", *args, "--db", str(self.db)],
+                              capture_output=True, text=True, timeout=30, cwd=self.db.parent)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""

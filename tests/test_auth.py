@@ -14,9 +14,9 @@ import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from google.rpc import status_pb2
 
-from api.ratelimit import RateLimiter
+from otelite.api.ratelimit import RateLimiter
 from conftest import trace_request
-from collector.config import RateLimitConfig
+from otelite.collector.config import RateLimitConfig
 
 ROOT = Path(__file__).parent.parent
 HAS_METRICS = "/api/projects/{}/metrics/has_metrics"
@@ -178,7 +178,7 @@ def test_auth_mode_none_needs_loopback(make_server, tmp_path):
     config = tmp_path / "open.yaml"
     config.write_text("auth: {mode: none}\nreceivers:\n  otlp:\n    protocols:\n      http:\n"
                       "        endpoint: 0.0.0.0:4318\n")
-    proc = subprocess.run([sys.executable, "-m", "collector.cli", "serve", "--config", str(config),
+    proc = subprocess.run([sys.executable, "-m", "otelite.collector.cli", "serve", "--config", str(config),
                            "--db", str(tmp_path / "x.db")], capture_output=True, text=True, timeout=30, cwd=ROOT)
     assert proc.returncode == 2
     assert f"{config}: auth.mode: 'none' is only allowed when every listener is on loopback, but " \

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.config import (ConfigError, apply_overrides, config_from_mapping, load_config, parse_duration,
+from otelite.collector.config import (ConfigError, apply_overrides, config_from_mapping, load_config, parse_duration,
                               parse_endpoint)
 
 ROOT = Path(__file__).parent.parent

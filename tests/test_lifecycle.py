@@ -31,9 +31,9 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-from collector.config import ConfigError, load_config
-from collector.store.db import prepare_database
-from collector.store.migrations import schema_version
+from otelite.collector.config import ConfigError, load_config
+from otelite.collector.store.db import prepare_database
+from otelite.collector.store.migrations import schema_version
 from conftest import TESTDATA, ServerProcess, free_port
 
 PROTOBUF = "application/x-protobuf"
@@ -42,7 +42,7 @@ ROOT_DIR = TESTDATA.parent.parent
 
 def serve(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:
     """`otelite serve ARGS` as a subprocess that is expected to stop by itself."""
-    return subprocess.run([sys.executable, "-m", "collector.cli", "serve", *args], cwd=ROOT_DIR,
+    return subprocess.run([sys.executable, "-m", "otelite.collector.cli", "serve", *args], cwd=ROOT_DIR,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -251,7 +251,7 @@ def test_port_in_use_stops_cleanly_naming_the_endpoint(tmp_path, which):
         busy = f"127.0.0.1:{taken.getsockname()[1]}"
         other = f"127.0.0.1:{free_port()}"
         http, grpc_ep = (busy, other) if which == "http" else (other, busy)
-        proc = subprocess.run([sys.executable, "-m", "collector.cli", "serve", "--db", str(tmp_path / "p.db"),
+        proc = subprocess.run([sys.executable, "-m", "otelite.collector.cli", "serve", "--db", str(tmp_path / "p.db"),
                                "--http-endpoint", http, "--grpc-endpoint", grpc_ep],
                               capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1

@@ -11,13 +11,13 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from api.metrics_query import formula
-from api.metrics_query.aggregate import prom_quantile, summary_quantile
-from api.metrics_query.characterize import reference_onset, scan_onset
-from api.metrics_query.points import PointCache, ReadTransaction
-from api.metrics_query.series import find_series
-from api.metrics_query.timeutil import NS, TimeError, auto_interval, grid, iso, parse_time, to_ns
-from collector.store.db import connect_reader, prepare_database
+from otelite.api.metrics_query import formula
+from otelite.api.metrics_query.aggregate import prom_quantile, summary_quantile
+from otelite.api.metrics_query.characterize import reference_onset, scan_onset
+from otelite.api.metrics_query.points import PointCache, ReadTransaction
+from otelite.api.metrics_query.series import find_series
+from otelite.api.metrics_query.timeutil import NS, TimeError, auto_interval, grid, iso, parse_time, to_ns
+from otelite.collector.store.db import connect_reader, prepare_database
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2025, 3, 30, 12, 0, 0, tzinfo=UTC)

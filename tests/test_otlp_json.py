@@ -33,7 +33,7 @@ from opentelemetry.proto.metrics.v1 import metrics_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-from collector.normalize.otlp_json import (
+from otelite.collector.normalize.otlp_json import (
     OtlpJsonError,
     export_response_to_json,
     metrics_request_from_json,

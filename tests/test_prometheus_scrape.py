@@ -34,7 +34,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from collector.config import load_config
+from otelite.collector.config import load_config
 from conftest import free_port
 
 OPEN = {"auth": {"mode": "none"}}  # auth.md: allowed on loopback; the key-protected case is tested below
@@ -369,8 +369,8 @@ def test_the_example_config_lists_the_prometheus_exporter():
 # --- the scrape's cost does not grow with history -----------------------------------------------------------
 
 def test_the_scrape_query_uses_the_indexes_and_never_reads_points(tmp_path):
-    from collector.store.db import prepare_database
-    from exporters.prometheus.collect import _SQL_LIVE
+    from otelite.collector.store.db import prepare_database
+    from otelite.exporters.prometheus.collect import _SQL_LIVE
     path = str(tmp_path / "plan.db")
     prepare_database(path)
     conn = sqlite3.connect(path)

@@ -9,10 +9,10 @@ import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from api.prometheus import accepts_gzip, wants_openmetrics
-from exporters.prometheus import translation as tr
-from exporters.prometheus.collect import _clashes, exponential_buckets
-from exporters.prometheus.exposition import (COUNTER, GAUGE, HISTOGRAM, INFO, SUMMARY, Family, float_label,
+from otelite.api.prometheus import accepts_gzip, wants_openmetrics
+from otelite.exporters.prometheus import translation as tr
+from otelite.exporters.prometheus.collect import _clashes, exponential_buckets
+from otelite.exporters.prometheus.exposition import (COUNTER, GAUGE, HISTOGRAM, INFO, SUMMARY, Family, float_label,
                                              format_value, generate_latest)
 
 
@@ -321,7 +321,7 @@ def test_clashing_sample_names_drop_every_family_involved():
 ])
 def test_exponential_samples_use_the_cached_layout_exactly(b):
     import json
-    from exporters.prometheus.collect import StoreCollector
+    from otelite.exporters.prometheus.collect import StoreCollector
     expected = exponential_buckets(b)
     collector = StoreCollector()
     for _ in range(2):  # the second time from the layout cache

@@ -15,13 +15,13 @@ from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 from sqlite_utils import Database
 
-from collector.config import BatchProcessorConfig, SqliteExporterConfig
-from collector.normalize.otlp import metrics_to_batch
-from collector.store.db import prepare_database
-from collector.store.migrations import MIGRATIONS, migrate
-from collector.store.records import POINT_COLUMNS, SERIES_COLUMNS
-from collector.store.series_state import accumulate
-from collector.store.writer import Writer
+from otelite.collector.config import BatchProcessorConfig, SqliteExporterConfig
+from otelite.collector.normalize.otlp import metrics_to_batch
+from otelite.collector.store.db import prepare_database
+from otelite.collector.store.migrations import MIGRATIONS, migrate
+from otelite.collector.store.records import POINT_COLUMNS, SERIES_COLUMNS
+from otelite.collector.store.series_state import accumulate
+from otelite.collector.store.writer import Writer
 
 DELTA, CUMULATIVE = 1, 2
 T0 = 1_700_000_000_000_000_000

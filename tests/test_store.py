@@ -6,11 +6,11 @@ import time
 import pytest
 import sqlite_utils
 
-from collector.config import BatchProcessorConfig, RetentionConfig, SendingQueueConfig, SqliteExporterConfig
-from collector.normalize.otlp import traces_to_batch
-from collector.store.migrations import SchemaTooNewError, migrate, schema_version
-from collector.store.store import Store
-from collector.store.writer import StoreFull
+from otelite.collector.config import BatchProcessorConfig, RetentionConfig, SendingQueueConfig, SqliteExporterConfig
+from otelite.collector.normalize.otlp import traces_to_batch
+from otelite.collector.store.migrations import SchemaTooNewError, migrate, schema_version
+from otelite.collector.store.store import Store
+from otelite.collector.store.writer import StoreFull
 from conftest import trace_request
 
 

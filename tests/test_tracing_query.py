@@ -11,12 +11,12 @@ import sqlite3
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from api import tracing_query as tq
-from api.errors import ApiError
-from collector.normalize.otlp import traces_to_batch
-from collector.store import tracing as st
-from collector.store.db import connect_reader, prepare_database
-from collector.store.records import RESOURCE_COLUMNS, SCOPE_COLUMNS, SPAN_COLUMNS
+from otelite.api import tracing_query as tq
+from otelite.api.errors import ApiError
+from otelite.collector.normalize.otlp import traces_to_batch
+from otelite.collector.store import tracing as st
+from otelite.collector.store.db import connect_reader, prepare_database
+from otelite.collector.store.records import RESOURCE_COLUMNS, SCOPE_COLUMNS, SPAN_COLUMNS
 
 S = 1_000_000_000
 MS = 1_000_000

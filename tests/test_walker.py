@@ -11,8 +11,8 @@ import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
 from conftest import trace_request
-from collector.normalize.otlp import OtlpDataError, traces_to_batch
-from collector.pipeline.walker import OtlpDecodeError, Walker, walk_traces
+from otelite.collector.normalize.otlp import OtlpDataError, traces_to_batch
+from otelite.collector.pipeline.walker import OtlpDecodeError, Walker, walk_traces
 
 
 def test_worker_walk_equals_in_process_walk():

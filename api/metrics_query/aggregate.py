@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from api.metrics_query.points import Points
+from otelite.api.metrics_query.points import Points
 
 SCALAR_AGGS = ("sum", "avg", "min", "max", "count")
 

@@ -20,12 +20,12 @@ from collections import Counter
 
 import numpy as np
 
-from api.metrics_query.aggregate import combine
-from api.metrics_query.engine import check_aggregation, groups_for, prepare
-from api.metrics_query.points import PointCache
-from api.metrics_query.request import CharacterizeQuery, Clause
-from api.metrics_query.series import SERVICE_NAME, find_series, series_labels
-from api.metrics_query.timeutil import approx_buckets, auto_interval, coarser, grid, iso, zone
+from otelite.api.metrics_query.aggregate import combine
+from otelite.api.metrics_query.engine import check_aggregation, groups_for, prepare
+from otelite.api.metrics_query.points import PointCache
+from otelite.api.metrics_query.request import CharacterizeQuery, Clause
+from otelite.api.metrics_query.series import SERVICE_NAME, find_series, series_labels
+from otelite.api.metrics_query.timeutil import approx_buckets, auto_interval, coarser, grid, iso, zone
 
 DEFAULT_AGGREGATION = {"sum": "rate", "gauge": "avg", "histogram": "histogram_quantile",
                        "exponential_histogram": "p95", "summary": "avg"}

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from api.errors import bad_request
-from api.metrics_query import formula as formula_mod
-from api.metrics_query.aggregate import BoundsMismatch, Cells, bucket_of, combine, series_cells
-from api.metrics_query.points import PointCache, ReadTransaction
-from api.metrics_query.request import Clause, MetricsQuery
-from api.metrics_query.series import SeriesSet, filter_mask, find_series, label_values
-from api.metrics_query.timeutil import INTERVALS, NS, approx_buckets, auto_interval, grid, iso, zone
+from otelite.api.errors import bad_request
+from otelite.api.metrics_query import formula as formula_mod
+from otelite.api.metrics_query.aggregate import BoundsMismatch, Cells, bucket_of, combine, series_cells
+from otelite.api.metrics_query.points import PointCache, ReadTransaction
+from otelite.api.metrics_query.request import Clause, MetricsQuery
+from otelite.api.metrics_query.series import SeriesSet, filter_mask, find_series, label_values
+from otelite.api.metrics_query.timeutil import INTERVALS, NS, approx_buckets, auto_interval, grid, iso, zone
 
 MAX_ROWS = 10_000  # (bucket, group) rows per clause
 MAX_SERIES = 100  # per clause in the response

@@ -28,7 +28,7 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
-from api.metrics_query.series import SeriesSet
+from otelite.api.metrics_query.series import SeriesSet
 
 _HOUR_NS = 3600 * 10**9
 CACHE_MAX_BYTES = 256 * 2**20  # across all metrics; least recently used metrics are dropped first

@@ -12,10 +12,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from api.errors import bad_request
-from api.metrics_query import formula as formula_mod
-from api.metrics_query.timeutil import INTERVALS, NS, TimeError, parse_time, to_ns
-from collector.normalize.otlp import label_text
+from otelite.api.errors import bad_request
+from otelite.api.metrics_query import formula as formula_mod
+from otelite.api.metrics_query.timeutil import INTERVALS, NS, TimeError, parse_time, to_ns
+from otelite.collector.normalize.otlp import label_text
 
 AGGREGATIONS = ("sum", "avg", "min", "max", "count", "p50", "p90", "p95", "p99", "rate", "increase",
                 "histogram_quantile")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from api.metrics_query.request import Filter
+from otelite.api.metrics_query.request import Filter
 
 SERVICE_NAME = "service_name"
 

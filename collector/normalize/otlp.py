@@ -21,7 +21,7 @@ from typing import Any, Iterable
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from collector.store.records import WriteBatch, label_text  # noqa: F401 - label_text is re-exported
+from otelite.collector.store.records import WriteBatch, label_text  # noqa: F401 - label_text is re-exported
 
 _HOUR_NS = 3_600_000_000_000
 _ROLLUP_VALUE_MAX = 256  # longer attribute values are counted by key only (ids, SQL, URLs with payloads)

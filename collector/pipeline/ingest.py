@@ -11,16 +11,16 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from collector.pipeline.walker import Walker
-from collector.store.records import WriteBatch
-from collector.store.writer import StoreFull, StoreUnavailable
+from otelite.collector.pipeline.walker import Walker
+from otelite.collector.store.records import WriteBatch
+from otelite.collector.store.writer import StoreFull, StoreUnavailable
 
 if TYPE_CHECKING:
     from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-    from collector.store.writer import Writer
-    from collector.telemetry import Telemetry
+    from otelite.collector.store.writer import Writer
+    from otelite.collector.telemetry import Telemetry
 
 __all__ = ["ExportResult", "Ingest", "StoreFull", "StoreUnavailable"]
 

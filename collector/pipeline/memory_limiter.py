@@ -11,8 +11,8 @@ import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collector.config import MemoryLimiterConfig
-    from collector.store.writer import Writer
+    from otelite.collector.config import MemoryLimiterConfig
+    from otelite.collector.store.writer import Writer
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 

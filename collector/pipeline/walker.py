@@ -28,9 +28,9 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from collector.normalize.otlp import OtlpDataError, metrics_to_batch, traces_to_batch
-from collector.store.records import WriteBatch
-from collector.store.writer import StoreFull, StoreUnavailable
+from otelite.collector.normalize.otlp import OtlpDataError, metrics_to_batch, traces_to_batch
+from otelite.collector.store.records import WriteBatch
+from otelite.collector.store.writer import StoreFull, StoreUnavailable
 
 log = logging.getLogger("otelite.walker")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
-from collector.store.migrations import migrate
+from otelite.collector.store.migrations import migrate
 
 
 def prepare_database(path: str) -> int:

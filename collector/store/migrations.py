@@ -21,7 +21,7 @@ import datetime as _dt
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from collector.store.series_state import backfill as _backfill_series_state
+from otelite.collector.store.series_state import backfill as _backfill_series_state
 
 MIGRATIONS = Migrations("otelite")
 

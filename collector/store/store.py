@@ -7,12 +7,12 @@ import sqlite3
 import threading
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-from collector.store.db import connect_reader, prepare_database
-from collector.store.writer import Writer
+from otelite.collector.store.db import connect_reader, prepare_database
+from otelite.collector.store.writer import Writer
 
 if TYPE_CHECKING:
-    from collector.config import BatchProcessorConfig, SqliteExporterConfig
-    from collector.telemetry import Telemetry
+    from otelite.collector.config import BatchProcessorConfig, SqliteExporterConfig
+    from otelite.collector.telemetry import Telemetry
 
 
 T = TypeVar("T")

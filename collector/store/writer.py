@@ -19,14 +19,14 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from collector.store.db import connect_writer, database_bytes
-from collector.store.records import (LABEL_COLUMNS, POINT_COLUMNS, RESOURCE_COLUMNS, SCOPE_COLUMNS,
+from otelite.collector.store.db import connect_writer, database_bytes
+from otelite.collector.store.records import (LABEL_COLUMNS, POINT_COLUMNS, RESOURCE_COLUMNS, SCOPE_COLUMNS,
                                      SERIES_COLUMNS, SPAN_COLUMNS, WriteBatch, series_labels)
-from collector.store.series_state import SeriesStateUpdater
+from otelite.collector.store.series_state import SeriesStateUpdater
 
 if TYPE_CHECKING:
-    from collector.config import BatchProcessorConfig, SqliteExporterConfig
-    from collector.telemetry import Telemetry
+    from otelite.collector.config import BatchProcessorConfig, SqliteExporterConfig
+    from otelite.collector.telemetry import Telemetry
 
 log = logging.getLogger("otelite.store")
 

@@ -23,12 +23,12 @@ from itertools import accumulate
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from exporters.prometheus import translation as tr
-from exporters.prometheus.exposition import (COUNTER, GAUGE, HISTOGRAM, INFO, SUMMARY, Family, float_label,
+from otelite.exporters.prometheus import translation as tr
+from otelite.exporters.prometheus.exposition import (COUNTER, GAUGE, HISTOGRAM, INFO, SUMMARY, Family, float_label,
                                              generate_latest)
 
 if TYPE_CHECKING:
-    from collector.telemetry import Telemetry
+    from otelite.collector.telemetry import Telemetry
 
 log = logging.getLogger("otelite.prometheus")
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable, Mapping
 
-from collector.normalize.otlp import label_text  # the same text the store's label rows hold
+from otelite.collector.normalize.otlp import label_text  # the same text the store's label rows hold
 
 # UCUM → Prometheus unit words (the Collector's table). Units not listed are used as written, sanitized.
 UNITS = {

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from collector.store.keys import token_from_headers
+from otelite.collector.store.keys import token_from_headers
 
 if TYPE_CHECKING:
-    from collector.store.keys import KeyStore
+    from otelite.collector.store.keys import KeyStore
 
 DEFAULT_PROJECT_ID = 1
 

@@ -14,14 +14,14 @@ from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from collector.normalize.otlp import OtlpDataError
-from collector.receivers.otlp.auth import OtlpAuthError
-from collector.pipeline.ingest import ExportResult, StoreFull, StoreUnavailable
-from collector.pipeline.walker import OtlpDecodeError
+from otelite.collector.normalize.otlp import OtlpDataError
+from otelite.collector.receivers.otlp.auth import OtlpAuthError
+from otelite.collector.pipeline.ingest import ExportResult, StoreFull, StoreUnavailable
+from otelite.collector.pipeline.walker import OtlpDecodeError
 
 if TYPE_CHECKING:
-    from collector.config import GrpcServerConfig
-    from collector.pipeline.ingest import Ingest
+    from otelite.collector.config import GrpcServerConfig
+    from otelite.collector.pipeline.ingest import Ingest
 
 ProjectResolver = Callable[[grpc.aio.ServicerContext], int]
 

@@ -18,16 +18,16 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (Export
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (ExportTraceServiceRequest,
                                                                       ExportTraceServiceResponse)
 
-from collector.normalize.otlp import OtlpDataError
-from collector.receivers.otlp.auth import OtlpAuthError
-from collector.normalize.otlp_json import (OtlpJsonError, export_response_to_json, metrics_request_from_json,
+from otelite.collector.normalize.otlp import OtlpDataError
+from otelite.collector.receivers.otlp.auth import OtlpAuthError
+from otelite.collector.normalize.otlp_json import (OtlpJsonError, export_response_to_json, metrics_request_from_json,
                                            status_to_json, traces_request_from_json)
-from collector.pipeline.ingest import ExportResult, StoreFull, StoreUnavailable
-from collector.pipeline.walker import OtlpDecodeError
+from otelite.collector.pipeline.ingest import ExportResult, StoreFull, StoreUnavailable
+from otelite.collector.pipeline.walker import OtlpDecodeError
 
 if TYPE_CHECKING:
-    from collector.config import HttpServerConfig
-    from collector.pipeline.ingest import Ingest
+    from otelite.collector.config import HttpServerConfig
+    from otelite.collector.pipeline.ingest import Ingest
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
