@@ -1,6 +1,7 @@
 """`create_app(config, store, ingest, telemetry)`: the Falcon ASGI application on the HTTP listener.
 
-Routes are listed here in one place; resources are thin and get their dependencies injected.
+The REST dialects are listed here once (`DIALECTS`); each declares its own routes, policies, OpenAPI paths
+and error shape (api/dialect.py). Resources are thin and get their dependencies injected.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from typing import TYPE_CHECKING
 import falcon
 import falcon.asgi
 
-from otelite.api import openapi, posthog_metrics, posthog_tracing
+from otelite.api import openapi, posthog_metrics, prometheus
 from otelite.api.auth import AuthMiddleware
+from otelite.api.dialect import Services
 from otelite.api.errors import add_error_handlers
 from otelite.api.health import HealthResource, SelfMetricsResource
-from otelite.api.prometheus import OPENAPI_PATHS as PROMETHEUS_PATHS, PrometheusResource
+from otelite.api.posthog import tracing as posthog_tracing
 from otelite.api.ratelimit import RateLimiter
 from otelite.collector.receivers.otlp import http as otlp_http
 from otelite.collector.receivers.otlp.auth import OtlpProjectResolver
@@ -46,6 +48,10 @@ class RequestIdMiddleware:
         self._telemetry.http_requests.labels(req.uri_template or "unmatched", resp.status_code).inc()
 
 
+# Every REST dialect served on the HTTP listener, in one place (docs/architecture.md, "Adding a dialect").
+DIALECTS = (posthog_tracing.DIALECT, posthog_metrics.DIALECT, prometheus.DIALECT)
+
+
 def create_app(config: "Config", store: "Store", ingest: "Ingest", telemetry: "Telemetry") -> falcon.asgi.App:
     # One read connection for key and project look-ups, used only from the event loop's thread.
     keys = KeyStore(store.reader())
@@ -55,9 +61,9 @@ def create_app(config: "Config", store: "Store", ingest: "Ingest", telemetry: "T
     ])
     app.req_options.strip_url_path_trailing_slash = True  # PostHog paths: trailing slash optional
     add_error_handlers(app)
-    path_sets = [openapi.CORE_PATHS, posthog_metrics.OPENAPI_PATHS, posthog_tracing.OPENAPI_PATHS]
-    posthog_metrics.add_routes(app, store)
-    posthog_tracing.add_routes(app, store)
+    services = Services(config, store, ingest, telemetry, keys)
+    for dialect in DIALECTS:
+        dialect.add_routes(app, services)
 
     http = config.otlp.protocols.http
     if http is not None:
@@ -65,7 +71,6 @@ def create_app(config: "Config", store: "Store", ingest: "Ingest", telemetry: "T
         otlp_http.add_routes(app, http, ingest, resolver.for_http)
     app.add_route("/healthz", HealthResource(store, time.monotonic()))
     app.add_route("/metrics/self", SelfMetricsResource(store, telemetry))
-    app.add_route("/metrics", PrometheusResource(store, config.prometheus, telemetry))
-    path_sets.append(PROMETHEUS_PATHS)
-    app.add_route("/api/schema", openapi.SchemaResource(openapi.build_document(path_sets)))
+    document = openapi.build_document([openapi.CORE_PATHS] + [d.openapi_paths for d in DIALECTS])
+    app.add_route("/api/schema", openapi.SchemaResource(document))
     return app

@@ -1,6 +1,6 @@
 """API keys, scopes, project isolation and rate limits for every REST route (auth.md).
 
-Each resource declares `auth_policy = RoutePolicy(...)`: its dialect (for error bodies), the scope each
+Each resource declares `auth_policy = RoutePolicy(...)`: its dialect's error shape, the scope each
 HTTP method needs, its rate-limit class and the URL parameter that names the project. The middleware
 enforces it before the responder runs, so a resource never sees a request it should not. A resource
 without a policy is refused (secure by default); `PUBLIC` opts out explicitly.
@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Mapping
 
 import falcon
 
-from otelite.api.errors import ApiError
+from otelite.api.dialect import ErrorShape
+from otelite.api.errors import GENERIC, ApiError
 from otelite.api.ratelimit import RateLimiter
 from otelite.collector.store.keys import SCOPES, Project, token_from_headers
 
@@ -26,7 +27,7 @@ DEFAULT_PROJECT_ID = 1
 
 @dataclass(frozen=True)
 class RoutePolicy:
-    dialect: str  # generic | posthog | flux | trifle | launchdarkly (api/errors.py)
+    errors: ErrorShape  # how this route's errors (and rate-limit headers) look
     scopes: Mapping[str, str] = field(default_factory=dict)  # HTTP method → required scope
     rate_class: str | Mapping[str, str] | None = None  # class name, or per method
     project_param: str | None = None  # URL parameter holding the project id or key
@@ -38,7 +39,7 @@ class RoutePolicy:
         return self.rate_class
 
 
-PUBLIC = RoutePolicy(dialect="generic", public=True)
+PUBLIC = RoutePolicy(errors=GENERIC, public=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +64,7 @@ class AuthMiddleware:
         policy: RoutePolicy | None = getattr(resource, "auth_policy", None)
         if policy is None:
             raise ApiError(falcon.HTTP_403, "forbidden", "this route has no access policy")
-        req.context.dialect = policy.dialect
+        req.context.error_shape = policy.errors
         if policy.public:
             return
         scope = policy.scopes.get(req.method)
@@ -106,12 +107,9 @@ class AuthMiddleware:
     def _rate_limit(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, policy: RoutePolicy,
                     principal: Principal, rate_class: str) -> None:
         decision = self._limiter.take(principal.key_id, rate_class)
-        headers = {}
-        if policy.dialect == "launchdarkly":
-            headers = {"X-Ratelimit-Route-Remaining": str(decision.remaining),
-                       "X-Ratelimit-Reset": str(int(decision.reset * 1000))}
-            for name, value in headers.items():
-                resp.set_header(name, value)
+        headers = policy.errors.rate_limit_headers(decision)
+        for name, value in headers.items():
+            resp.set_header(name, value)
         if not decision.allowed:
             headers["Retry-After"] = str(decision.retry_after)
             raise ApiError(falcon.HTTP_429, "rate_limited",

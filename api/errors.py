@@ -1,16 +1,18 @@
 """Errors in each REST dialect's own shape (auth.md; the spec file of each dialect).
 
-Resources and middleware raise `ApiError` with a generic code; the one error handler renders it for the
-dialect of the route that was matched (set on `req.context.dialect` by the auth middleware), so no
-responder formats an error body by hand.
+Resources and middleware raise `ApiError` with a generic code; the one error handler renders it with the
+`ErrorShape` of the route that was matched (its `RoutePolicy.errors`, put on `req.context.error_shape` by
+the auth middleware), so no responder formats an error body by hand. Each dialect defines its own shape.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from typing import Any
 
 import falcon
+
+from otelite.api.dialect import ErrorShape
 
 log = logging.getLogger("otelite.api")
 
@@ -45,65 +47,29 @@ def bad_request(message: str, *, attr: str | None = None, code: str = "invalid_r
     return ApiError(falcon.HTTP_400, code, message, attr=attr)
 
 
-# PostHog (Django REST framework) pairs a `type` with each code.
-_POSTHOG = {
-    "invalid_request": ("validation_error", "invalid_input"),
-    "unauthorized": ("authentication_error", "not_authenticated"),
-    "forbidden": ("authentication_error", "permission_denied"),
-    "not_found": ("invalid_request", "not_found"),
-    "method_not_allowed": ("invalid_request", "method_not_allowed"),
-    "conflict": ("invalid_request", "conflict"),
-    "payload_too_large": ("invalid_request", "payload_too_large"),
-    "unsupported_media_type": ("invalid_request", "unsupported_media_type"),
-    "unprocessable": ("validation_error", "invalid_input"),
-    "rate_limited": ("throttled_error", "throttled"),
-    "internal_error": ("server_error", "error"),
-    "unavailable": ("server_error", "unavailable"),
-}
-
-
-def _posthog(e: ApiError) -> dict:
-    kind, code = _POSTHOG.get(e.code, ("validation_error", e.code))
-    return {"type": kind, "code": code, "detail": e.message, "attr": e.attr, **e.extra}
-
-
 def _generic(e: ApiError) -> dict:
-    return {"type": _POSTHOG.get(e.code, ("invalid_request",))[0], "code": e.code, "detail": e.message, **e.extra}
+    return {"type": _GENERIC_TYPES.get(e.code, "invalid_request"), "code": e.code, "detail": e.message, **e.extra}
 
 
-def _flux(e: ApiError) -> dict:
-    return {"error": {"code": e.code, "message": e.message, **e.extra}}
+_GENERIC_TYPES = {"invalid_request": "validation_error", "unauthorized": "authentication_error",
+                  "forbidden": "authentication_error", "unprocessable": "validation_error",
+                  "rate_limited": "throttled_error",
+                  "internal_error": "server_error", "unavailable": "server_error"}
+
+# Routes that are not part of a dialect (health, OpenAPI, the OTLP receiver's non-OTLP errors).
+GENERIC = ErrorShape("generic", _generic)
 
 
-def _launchdarkly(e: ApiError) -> dict:
-    return {"code": e.code, "message": e.message, **e.extra}
-
-
-def _trifle(e: ApiError) -> dict:
-    # trifle.md: fixed details for 401/403; 422 carries status/error plus extra fields.
-    if e.code == "unauthorized":
-        return {"errors": {"detail": "Bad token"}}
-    if e.code == "forbidden":
-        return {"errors": {"detail": "Forbidden"}}
-    if e.status == falcon.HTTP_422:
-        return {"errors": {"status": "error", "error": e.message, **e.extra}}
-    return {"errors": {"detail": e.message, **e.extra}}
-
-
-RENDERERS: dict[str, Callable[[ApiError], dict]] = {
-    "generic": _generic,
-    "posthog": _posthog,
-    "flux": _flux,
-    "launchdarkly": _launchdarkly,
-    "trifle": _trifle,
-}
-
-
-def render(resp: falcon.asgi.Response, error: ApiError, dialect: str) -> None:
+def render(resp: falcon.asgi.Response, error: ApiError, shape: ErrorShape) -> None:
     resp.status = error.status
-    resp.media = RENDERERS.get(dialect, _generic)(error)
+    resp.media = shape.render(error)
     for name, value in error.headers.items():
         resp.set_header(name, value)
+
+
+def _shape(req) -> ErrorShape:
+    """The error shape of the route that matched (set by the auth middleware), else the generic one."""
+    return req.context.get("error_shape") or GENERIC
 
 
 _FALCON_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
@@ -112,7 +78,7 @@ _FALCON_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 
 
 
 async def handle_api_error(req, resp, ex: ApiError, params) -> None:
-    render(resp, ex, req.context.get("dialect", "generic"))
+    render(resp, ex, _shape(req))
 
 
 async def handle_http_error(req, resp, ex: falcon.HTTPError, params) -> None:
@@ -125,7 +91,7 @@ async def handle_http_error(req, resp, ex: falcon.HTTPError, params) -> None:
     if code_num == 405 and not ex.description:
         message = f"{req.method} is not allowed here"
     headers = dict(ex.headers or {})
-    render(resp, ApiError(ex.status, code, message, headers=headers), req.context.get("dialect", "generic"))
+    render(resp, ApiError(ex.status, code, message, headers=headers), _shape(req))
 
 
 async def handle_unexpected(req, resp, ex: Exception, params) -> None:
@@ -134,7 +100,7 @@ async def handle_unexpected(req, resp, ex: Exception, params) -> None:
     log.exception("unhandled error in %s %s (request %s)", req.method, req.path, rid)
     render(resp, ApiError(falcon.HTTP_500, "internal_error",
                           f"internal error; quote request id {rid} when reporting it"),
-           req.context.get("dialect", "generic"))
+           _shape(req))
 
 
 def add_error_handlers(app: falcon.asgi.App) -> None:

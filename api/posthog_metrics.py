@@ -15,19 +15,21 @@ from typing import TYPE_CHECKING
 import falcon
 
 from otelite.api.auth import RoutePolicy
+from otelite.api.dialect import Dialect
 from otelite.api.errors import bad_request
 from otelite.api.metrics_query.characterize import characterize
 from otelite.api.metrics_query.engine import run_query
 from otelite.api.metrics_query.points import PointCache
 from otelite.api.metrics_query.request import parse_characterize, parse_query
 from otelite.api.metrics_query.timeutil import zone
+from otelite.api.posthog.common import ERRORS, PREFIXES
 
 if TYPE_CHECKING:
+    from otelite.api.dialect import Services
     from otelite.collector.store.store import Store
 
-READ = RoutePolicy(dialect="posthog", scopes={"GET": "metrics:read", "POST": "metrics:read"},
+READ = RoutePolicy(errors=ERRORS, scopes={"GET": "metrics:read", "POST": "metrics:read"},
                    rate_class="read", project_param="project_id")
-PREFIXES = ("/api/projects/{project_id}", "/api/environments/{project_id}")
 VALUES_LIMIT_DEFAULT, VALUES_LIMIT_MAX = 100, 1000
 
 
@@ -153,10 +155,14 @@ for _prefix in PREFIXES:
                                              "series"}, **_ERRORS}}}
 
 
-def add_routes(app: falcon.asgi.App, store: "Store") -> None:
+def add_routes(app: falcon.asgi.App, services: "Services") -> None:
+    store = services.store
     cache = PointCache()
     resources = {"has_metrics": HasMetricsResource(store), "values": ValuesResource(store),
                  "query": QueryResource(store, cache), "characterize": CharacterizeResource(store, cache)}
     for prefix in PREFIXES:
         for name, resource in resources.items():
             app.add_route(f"{prefix}/metrics/{name}", resource)
+
+
+DIALECT = Dialect("posthog-metrics", add_routes, OPENAPI_PATHS)

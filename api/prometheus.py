@@ -18,19 +18,21 @@ import falcon
 import falcon.asgi
 
 from otelite.api.auth import DEFAULT_PROJECT_ID, AuthMiddleware, RoutePolicy
-from otelite.api.errors import add_error_handlers
+from otelite.api.dialect import Dialect
+from otelite.api.errors import GENERIC, add_error_handlers
 from otelite.api.ratelimit import RateLimiter
 from otelite.collector.store.keys import KeyStore
 from otelite.exporters.prometheus.collect import StoreCollector
 from otelite.exporters.prometheus.exposition import CONTENT_TYPE_OPENMETRICS, CONTENT_TYPE_TEXT
 
 if TYPE_CHECKING:
+    from otelite.api.dialect import Services
     from otelite.collector.config import Config, PrometheusExporterConfig
     from otelite.collector.store.store import Store
     from otelite.collector.telemetry import Telemetry
 
 # Rate-limit class `scrape`: unlimited unless auth.rate_limits lists it.
-SCRAPE = RoutePolicy(dialect="generic", scopes={"GET": "metrics:read"}, rate_class="scrape")
+SCRAPE = RoutePolicy(errors=GENERIC, scopes={"GET": "metrics:read"}, rate_class="scrape")
 OPENAPI_PATHS = {"/metrics": {"get": {
     "summary": "Every live stored metric for a Prometheus scrape (text 0.0.4, or OpenMetrics 1.0.0 on Accept)",
     "responses": {"200": {"description": "text/plain; version=0.0.4 or application/openmetrics-text; "
@@ -113,3 +115,10 @@ def create_scrape_app(config: "Config", store: "Store", telemetry: "Telemetry") 
     add_error_handlers(app)
     app.add_route("/metrics", PrometheusResource(store, config.prometheus, telemetry))
     return app
+
+
+def _add_routes(app: falcon.asgi.App, services: "Services") -> None:
+    app.add_route("/metrics", PrometheusResource(services.store, services.config.prometheus, services.telemetry))
+
+
+DIALECT = Dialect("prometheus", _add_routes, OPENAPI_PATHS)

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from otelite.collector.config import (ConfigError, apply_overrides, config_from_mapping, load_config, parse_duration,
-                              parse_endpoint)
+from otelite.collector.config import ConfigError, apply_overrides, config_from_mapping, load_config, parse_endpoint
+from otelite.collector.times import parse_duration
 
 ROOT = Path(__file__).parent.parent
 

@@ -1,4 +1,4 @@
-"""Unit tests for the tracing API's pure pieces: request parsing (api/tracing_query.py) and the SQL the
+"""Unit tests for the tracing API's pure pieces: request parsing (api/posthog/tracing_query.py) and the SQL the
 store builds from it (collector/store/tracing.py), the latter run on a real SQLite file made by the
 store's own migrations and filled through the OTLP normalizer."""
 
@@ -11,7 +11,7 @@ import sqlite3
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from otelite.api import tracing_query as tq
+from otelite.api.posthog import tracing_query as tq
 from otelite.api.errors import ApiError
 from otelite.collector.normalize.otlp import traces_to_batch
 from otelite.collector.store import tracing as st

@@ -1,7 +1,7 @@
 """PostHog tracing API (seed 002, spec posthog-tracing.md) under /api/environments/:project_id/ and
 /api/projects/:project_id/ with the `tracing:read` scope.
 
-Thin resources: decode the request (api/tracing_query.py), read through the store on a worker thread
+Thin resources: decode the request (api/posthog/tracing_query.py), read through the store on a worker thread
 (collector/store/tracing.py), render. Errors are raised as ApiError and rendered in PostHog's shape.
 """
 
@@ -13,17 +13,19 @@ from typing import TYPE_CHECKING, Any
 
 import falcon
 
-from otelite.api import tracing_query as tq
 from otelite.api.auth import RoutePolicy
+from otelite.api.dialect import Dialect
 from otelite.api.errors import ApiError, bad_request
+from otelite.api.posthog import tracing_query as tq
+from otelite.api.posthog.common import ERRORS, PREFIXES
 from otelite.collector.store import tracing as st
 
 if TYPE_CHECKING:
+    from otelite.api.dialect import Services
     from otelite.collector.store.store import Store
 
-READ = RoutePolicy(dialect="posthog", scopes={"GET": "tracing:read", "POST": "tracing:read"},
+READ = RoutePolicy(errors=ERRORS, scopes={"GET": "tracing:read", "POST": "tracing:read"},
                    rate_class="read", project_param="project_id")
-PREFIXES = ("/api/environments/{project_id}", "/api/projects/{project_id}")
 BASE = "/tracing/spans"
 MAX_BODY = 1 << 20
 
@@ -209,10 +211,14 @@ _OPERATIONS = {
 OPENAPI_PATHS = {f"{prefix}{BASE}{suffix}": ops for prefix in PREFIXES for suffix, ops in _OPERATIONS.items()}
 
 
-def add_routes(app: falcon.asgi.App, store: "Store") -> None:
+def add_routes(app: falcon.asgi.App, services: "Services") -> None:
+    store = services.store
     resources = {"/query": SpanQueryResource(store), "/trace/{trace_id}": TraceResource(store),
                  "/sparkline": SparklineResource(store), "/service-names": ServiceNamesResource(store),
                  "/attributes": AttributesResource(store), "/values": ValuesResource(store)}
     for prefix in PREFIXES:
         for suffix, resource in resources.items():
             app.add_route(f"{prefix}{BASE}{suffix}", resource)
+
+
+DIALECT = Dialect("posthog-tracing", add_routes, OPENAPI_PATHS)
