@@ -129,9 +129,13 @@ async def _listen(app, endpoint: str, what: str, **options) -> tuple[_Uvicorn, a
     sys.exit from inside the event loop)."""
     host, port = parse_endpoint(endpoint)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on accepted sockets whose protocol says TCP, and
+    # without it every response after the first on a keep-alive connection waited ~40 ms for the client's
+    # delayed ACK (Nagle). Setting it on the listener too is inherited by accepted sockets on Linux.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((host, port))
     except OSError as e:
         sock.close()
