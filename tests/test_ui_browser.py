@@ -106,17 +106,23 @@ def send_big_trace(server, start_ns: int, n: int = BIG_TRACE_SPANS) -> tuple[str
     return format(root.get_span_context().trace_id, "032x"), [format(s.get_span_context().span_id, "016x") for s in order]
 
 
-def send_route_counter(server) -> None:
-    """A real MeterProvider: ui.requests by route, collected twice so there are two points per series."""
+def send_route_counter(server) -> str:
+    """A real MeterProvider: ui.requests by route, collected twice so there are two points per series. The
+    adds happen inside a sampled span (also sent), so the SDK attaches exemplars that point at its trace."""
+    tracing = _tracer(server, "shop")
     reader = InMemoryMetricReader()
     provider = MeterProvider(resource=Resource.create({"service.name": "shop"}), metric_readers=[reader])
     counter = provider.get_meter("ui-test").create_counter("ui.requests")
     exporter = OTLPMetricExporter(endpoint=f"{server.http_url}/v1/metrics", timeout=10)
-    for weight in (1, 2):
-        for route, n in (("/a", 5), ("/b", 20), ("/c", 50)):
-            counter.add(n * weight, {"route": route})
-        assert exporter.export(reader.get_metrics_data()).name == "SUCCESS"
+    with tracing.get_tracer("ui-test").start_as_current_span("handle requests") as span:
+        trace_id = format(span.get_span_context().trace_id, "032x")
+        for weight in (1, 2):
+            for route, n in (("/a", 5), ("/b", 20), ("/c", 50)):
+                counter.add(n * weight, {"route": route})
+            assert exporter.export(reader.get_metrics_data()).name == "SUCCESS"
     provider.shutdown()
+    tracing.shutdown()
+    return trace_id
 
 
 def send_step_gauge(server, now_ns: int) -> int:
@@ -140,8 +146,8 @@ def live(tmp_path_factory):
     srv = start_server(tmp_path_factory.mktemp("ui"))
     now = time.time_ns()
     data = {"key": srv.admin_key(), "checkout": send_checkout_trace(srv, now - 5 * MIN_NS),
-            "big": send_big_trace(srv, now - 4 * MIN_NS), "step_ns": send_step_gauge(srv, now)}
-    send_route_counter(srv)
+            "big": send_big_trace(srv, now - 4 * MIN_NS), "step_ns": send_step_gauge(srv, now),
+            "exemplar_trace": send_route_counter(srv)}
     yield srv, data
     if srv.alive():
         srv.kill()
@@ -210,7 +216,8 @@ def test_search_finds_the_trace_and_the_page_stays_on_the_machine(browser, live)
     shown = [r.get_attribute("data-trace-id") for r in browser.driver.find_elements("css selector", "#trace-results tbody tr")]
     expected = [s["trace_id"] for s in api(live, "POST", "/tracing/spans/query",
                                            {"query": {"limit": 50, "dateRange": {"date_from": "-1h"}}})["results"]]
-    assert shown == expected and set(shown) == {data["big"][0], data["checkout"]["trace"]}
+    assert shown == expected
+    assert set(shown) == {data["big"][0], data["checkout"]["trace"], data["exemplar_trace"]}
     browser.screenshot("ui-search.png")
     urls = browser.requested_urls()
     assert urls and all(u.startswith(srv.http_url + "/") or u.startswith("data:") for u in urls), urls
@@ -242,6 +249,9 @@ def test_waterfall_nests_every_span_in_order_and_marks_the_error(browser, live):
     assert not rows[3].is_displayed()
     rows[2].find_element("css selector", "button.wf-toggle").click()
     assert rows[3].is_displayed()
+    rows[3].click()
+    assert "cache miss" in browser.wait_for(f"#span-details[data-span-id='{ids['select']}']").text
+    browser.screenshot("ui-traces.png")  # the README's screenshot (docs/ui-traces.png)
 
 
 def test_attacker_controlled_values_render_as_text(browser, live):
@@ -288,7 +298,12 @@ def test_metric_chart_draws_the_groups_the_api_returns(browser, live):
     legend = [e.text for e in chart.find_elements("css selector", ".u-legend .u-series .u-label")][1:]
     assert legend == labels
     assert chart.get_attribute("data-ready") == "3"
+    # Each exemplar (OpenMetrics scrape) links to its trace, which opens from there.
+    exemplar = browser.wait_for(f"#exemplars a[href^='/ui/traces/{live[1]['exemplar_trace']}']")
     browser.screenshot("ui-metrics.png")
+    exemplar.click()
+    browser.wait_for("#waterfall", attribute="data-ready")
+    assert browser.driver.find_element("css selector", "#trace-id").text == live[1]["exemplar_trace"]
 
 
 def test_selecting_a_window_characterizes_it_and_lists_the_top_mover(browser, live):
@@ -345,3 +360,32 @@ def test_chart_of_50_series_by_1440_points(browser, live):
     assert "error" not in result, result
     assert result["series"] == 50
     print(f"\n50 × 1,440 chart: drawn in {result['drawn']:.0f} ms, next frame at {result['frame']:.0f} ms")
+
+
+def test_a_key_without_the_scope_gets_the_apis_answer(browser, live):
+    srv, data = live
+    made = srv.cli("keys", "create", "--project", "default", "--scope", "tracing:read", "--name", "traces-only")
+    key = next(w for w in made.stdout.split() if w.startswith("otl_"))
+    browser.driver.get(f"{srv.http_url}/ui/")
+    browser.driver.execute_script("sessionStorage.setItem('otelite.apiKey', arguments[0])", key)
+    try:
+        browser.driver.get(f"{srv.http_url}/ui/metrics?metric=ui.load")
+        banner = browser.wait_for(".error-banner")
+        assert "403" in banner.text and "metrics:read" in banner.text
+        assert not browser.driver.find_elements("css selector", "#metric-chart[data-ready]")
+        browser.driver.get(f"{srv.http_url}/ui/traces")
+        browser.wait_for(f"#trace-results tr[data-trace-id='{data['checkout']['trace']}']")
+    finally:
+        browser.driver.execute_script("sessionStorage.setItem('otelite.apiKey', arguments[0])", data["key"])
+
+
+def test_no_prompt_when_auth_is_off(browser, tmp_path_factory):
+    srv = start_server(tmp_path_factory.mktemp("ui-open"), {"auth": {"mode": "none"}})
+    try:
+        browser.driver.get(f"{srv.http_url}/ui/traces")
+        browser.wait_for("#trace-search")
+        assert not browser.driver.find_elements("css selector", "#apikey")
+        assert "auth off" in browser.wait_for("#nav .who").text
+        assert browser.wait_for("#result-summary").text in ("Searching…", "No spans match this search.")
+    finally:
+        srv.kill()

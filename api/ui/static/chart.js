@@ -50,14 +50,15 @@ function paintMarkers(u, markers) {
 
 /**
  * A line chart. `times` in epoch seconds; `series` = [{label, values}] (null = gap).
- * `onSelect(fromSec, toSec)` is called when the user drags across the plot (the view does not zoom).
+ * `xRange` = [fromSec, toSec] fixes the x axis to a window. `onSelect(fromSec, toSec)` is called when the user drags across the plot (the view does not zoom).
  */
-export function lineChart(container, {times, series, height = 320, onSelect, bands = [], markers = [], yLabel = ''}) {
+export function lineChart(container, {times, series, height = 320, onSelect, bands = [], markers = [], yLabel = '', xRange}) {
   const opts = {
     width: widthOf(container),
     height,
     cursor: {drag: {x: true, y: false, setScale: !onSelect}},
-    scales: {x: {time: true}},
+    // The x axis spans the window asked for (xRange, epoch seconds), so one bucket is not stretched to fill it.
+    scales: {x: xRange ? {time: true, range: () => xRange} : {time: true}},
     legend: {live: series.length <= 60},
     axes: [{}, {label: yLabel, size: 70}],
     series: [{}, ...series.map((s, i) => ({label: s.label, stroke: colorOf(i), width: 1.5, spanGaps: false,

@@ -134,6 +134,14 @@ function metricForm(ctx, state) {
     h('button', {type: 'submit', class: 'primary', id: 'draw-button'}, 'Draw')));
 }
 
+const RANGE_SECONDS = {'-15M': 900, '-1h': 3600, '-6h': 6 * 3600, '-24h': 86400, '-7d': 7 * 86400, all: 30 * 86400};
+
+/** The x-axis window of a relative range, ending now (epoch seconds). */
+function windowOf(range) {
+  const now = Date.now() / 1000;
+  return [now - (RANGE_SECONDS[range] || 3600), now];
+}
+
 const isoSeconds = (sec) => new Date(Math.round(sec) * 1000).toISOString().replace(/\.000Z$/, 'Z');
 
 function legendList(columns) {
@@ -166,7 +174,7 @@ async function characterizeView(ctx, state, holder) {
       const res = await ctx.api.queryMetrics(q);
       clear(moverHolder);
       const cols = toColumns(res.results);
-      lineChart(moverHolder, {...cols, height: 220, bands, markers});
+      lineChart(moverHolder, {...cols, height: 220, bands, markers, xRange: [bands[0].from, bands[1].to]});
       moverHolder.dataset.ready = mover.label;
     } catch (e) { ctx.fail(e); }
   };
@@ -190,7 +198,7 @@ async function characterizeView(ctx, state, holder) {
       }))
       : h('p', {class: 'hint', id: 'top-movers'}, 'No label value moved.'),
     moverTitle, moverHolder);
-  lineChart(chartHolder, {...toColumns([r.series]), height: 260, bands, markers});
+  lineChart(chartHolder, {...toColumns([r.series]), height: 260, bands, markers, xRange: [bands[0].from, bands[1].to]});
   chartHolder.dataset.ready = 'true';
 }
 
@@ -248,7 +256,7 @@ export async function renderMetrics(ctx) {
     chartHolder.append(h('p', {class: 'hint'}, 'No data for this metric in the range.'));
   } else {
     performance.mark('metrics:fetched');
-    lineChart(chartHolder, {...columns, onSelect: (from, to) => {
+    lineChart(chartHolder, {...columns, xRange: windowOf(state.range), onSelect: (from, to) => {
       state.anomalyFrom = isoSeconds(from);
       state.anomalyTo = isoSeconds(to);
       history.pushState(null, '', writeState(state));
