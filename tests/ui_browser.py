@@ -91,3 +91,43 @@ class Browser:
         path = artifacts_dir() / name
         self.driver.save_screenshot(str(path))
         return path
+
+
+def send_big_trace(endpoint: str, start_ns: int, n: int = 2000, service: str = "bulk") -> tuple[str, list[str]]:
+    """One trace of exactly `n` spans sent with the OpenTelemetry SDK to `endpoint` (OTLP/HTTP /v1/traces):
+    a root, 20 stages under it and the other spans as leaves under the stages, 1 µs apart, every tenth
+    leaf with an event. Returns the trace id and the span ids in the waterfall's expected (depth-first,
+    start-ordered) order."""
+    from opentelemetry import trace as otel_trace
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    stages = 20
+    assert n > stages
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, timeout=30),
+                                                   max_export_batch_size=512))
+    tracer = provider.get_tracer("otelite-ui")
+    root = tracer.start_span("bulk root", start_time=start_ns)
+    order = [root]
+    leaves, extra = divmod(n - 1 - stages, stages)
+    t = start_ns
+    for i in range(stages):
+        t += 1000
+        stage = tracer.start_span(f"stage {i}", context=otel_trace.set_span_in_context(root), start_time=t)
+        order.append(stage)
+        for j in range(leaves + (1 if i < extra else 0)):
+            t += 1000
+            leaf = tracer.start_span(f"step {i}.{j}", context=otel_trace.set_span_in_context(stage), start_time=t,
+                                     attributes={"i": i, "j": j})
+            if j % 10 == 0:
+                leaf.add_event("tick", timestamp=t + 200)
+            leaf.end(end_time=t + 500)
+            order.append(leaf)
+        stage.end(end_time=t + 800)
+    root.end(end_time=t + 1000)
+    provider.shutdown()
+    assert len(order) == n
+    return format(root.get_span_context().trace_id, "032x"), [format(s.get_span_context().span_id, "016x") for s in order]
