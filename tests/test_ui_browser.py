@@ -118,6 +118,12 @@ def send_step_gauge(server, now_ns: int) -> int:
         InstrumentationScope("ui-test"), [Metric("ui.load", "", "1", Gauge(points))], "")], "")])
     exporter = OTLPMetricExporter(endpoint=f"{server.http_url}/v1/metrics", timeout=10)
     assert exporter.export(data).name == "SUCCESS"
+    # A metric label is attacker-controlled too (it becomes a legend entry).
+    t = now_ns - MIN_NS
+    hostile = MetricsData([ResourceMetrics(Resource.create({"service.name": "shop"}), [ScopeMetrics(
+        InstrumentationScope("ui-test"), [Metric("ui.hostile", "", "1", Gauge([
+            NumberDataPoint({"note": XSS}, t - MIN_NS, t, 1.0)]))], "")], "")])
+    assert exporter.export(hostile).name == "SUCCESS"
     return step
 
 
@@ -252,6 +258,14 @@ def test_attacker_controlled_values_render_as_text(browser, live):
     row.click()
     assert browser.wait_for(f"#span-details[data-span-id='{ids['payment']}']")
     assert parse_qs(urlparse(browser.driver.current_url).query)["span"] == [ids["payment"]]
+
+
+def test_metric_labels_render_as_text(browser, live):
+    open_signed_in(browser, live, "/ui/metrics?metric=ui.hostile&agg=max&group=note&range=-15M")
+    chart = browser.wait_for("#metric-chart", attribute="data-ready")
+    legend = [e.text for e in chart.find_elements("css selector", ".u-legend .u-series .u-label")][1:]
+    assert legend == [f"note={XSS}"]
+    assert not browser.driver.find_elements("css selector", "#main img")
 
 
 def test_a_trace_of_2000_spans_renders_in_under_a_second(browser, live):
