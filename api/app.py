@@ -20,6 +20,7 @@ from otelite.api.errors import add_error_handlers
 from otelite.api.health import HealthResource, SelfMetricsResource
 from otelite.api.posthog import tracing as posthog_tracing
 from otelite.api.ratelimit import RateLimiter
+from otelite.api.ui import routes as ui_routes
 from otelite.collector.receivers.otlp import http as otlp_http
 from otelite.collector.receivers.otlp.auth import OtlpProjectResolver
 from otelite.collector.store.keys import KeyStore
@@ -49,7 +50,7 @@ class RequestIdMiddleware:
 
 
 # Every REST dialect served on the HTTP listener, in one place (docs/architecture.md, "Adding a dialect").
-DIALECTS = (posthog_tracing.DIALECT, posthog_metrics.DIALECT, prometheus.DIALECT)
+DIALECTS = (posthog_tracing.DIALECT, posthog_metrics.DIALECT, prometheus.DIALECT, ui_routes.DIALECT)
 
 
 def create_app(config: "Config", store: "Store", ingest: "Ingest", telemetry: "Telemetry") -> falcon.asgi.App:
