@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from otelite.collector.component import (KINDS, SIGNALS, InvalidField, Registry, component_type, duration, is_loopback,
-                                         mapping_of, parse_endpoint)
+from otelite.collector.component import (KINDS, SIGNALS, InvalidField, Registry, component_type, duration,
+                                         is_loopback, mapping_of, parse_endpoint)
 from otelite.collector.components import BUILTIN, DEFAULT_COMPONENTS
 from otelite.collector.times import parse_duration
 
