@@ -27,7 +27,8 @@ from otelite.exporters.prometheus.exposition import CONTENT_TYPE_OPENMETRICS, CO
 
 if TYPE_CHECKING:
     from otelite.api.dialect import Services
-    from otelite.collector.config import Config, PrometheusExporterConfig
+    from otelite.collector.config import Config
+    from otelite.exporters.prometheus.config import PrometheusExporterConfig
     from otelite.collector.store.store import Store
     from otelite.collector.telemetry import Telemetry
 

@@ -1,16 +1,42 @@
-"""The `otelite` command line."""
+"""The `otelite` command line.
+
+`otelite projects/keys ...` write through the same Store machinery as the server (collector/store/): a
+short-lived store of its own whose writer runs each change as a `Store.write_sync` function. With a server
+running on the same file, SQLite's write lock and the writer's busy retry take turns between the two.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
-import sqlite3
 import sys
+from typing import Any, Callable
 
-from otelite.collector.config import ConfigError, apply_overrides, load_config
-from otelite.collector.store.db import prepare_database
+from otelite.collector.config import Config, ConfigError, load_config
+from otelite.collector.receivers.otlp.config import GrpcServerConfig, HttpServerConfig
+from otelite.collector.store import keys
 from otelite.collector.store.keys import SCOPES, KeyStore, KeyStoreError
 from otelite.collector.store.migrations import SchemaTooNewError
+from otelite.collector.store.store import Store, StoreLocked
+
+
+def apply_overrides(cfg: Config, *, db: str | None = None, grpc_endpoint: str | None = None,
+                    http_endpoint: str | None = None) -> Config:
+    """Command-line flags override the file (DEVELOPERS.md: `otelite serve --db/--grpc-endpoint/...`)."""
+    if db is not None:
+        cfg.sqlite.path = db
+    otlp = cfg.otlp
+    if grpc_endpoint is not None:
+        otlp.protocols.grpc = otlp.protocols.grpc or GrpcServerConfig()
+        otlp.protocols.grpc.endpoint = grpc_endpoint
+    if http_endpoint is not None:
+        otlp.protocols.http = otlp.protocols.http or HttpServerConfig()
+        otlp.protocols.http.endpoint = http_endpoint
+    source, cfg.source = cfg.source, "command line"
+    cfg.validate()
+    cfg.source = source
+    return cfg
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -32,33 +58,44 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
 
 
-def _db_path(args: argparse.Namespace) -> str:
-    if args.db:
-        return args.db
-    return load_config(args.config).sqlite.path
+def _store(args: argparse.Namespace) -> tuple[Store, Config]:
+    """The database of `--db`, else of `--config`'s sqlite exporter, migrated like the server's."""
+    config = apply_overrides(load_config(args.config), db=args.db)
+    return Store(config.sqlite, config.batch, retention=False), config
 
 
-def _keystore(args: argparse.Namespace) -> KeyStore:
-    path = _db_path(args)
-    prepare_database(path)
-    return KeyStore(sqlite3.connect(path, timeout=10))
+def _write(args: argparse.Namespace, fn: Callable[[Any], Any]) -> Any:
+    """Run one write function through a short-lived writer. A server holding the lock gets its turn:
+    the writer retries while busy, for up to twice the busy timeout, then gives up having written nothing."""
+    store, config = _store(args)
+    store.start()
+    try:
+        return store.write_sync(fn, timeout=2 * config.sqlite.busy_timeout)
+    finally:
+        store.close()
+
+
+def _read(args: argparse.Namespace, query: Callable[[KeyStore], Any]) -> Any:
+    store, _ = _store(args)
+    with contextlib.closing(store.reader()) as conn:
+        return query(KeyStore(conn))
 
 
 def _projects_create(args: argparse.Namespace) -> int:
-    p = _keystore(args).create_project(args.key, name=args.name, timezone=args.timezone)
+    p = _write(args, lambda conn: keys.create_project(conn, args.key, name=args.name, timezone=args.timezone))
     print(f"created project {p.key} (id {p.id}, timezone {p.timezone})")
     return 0
 
 
 def _projects_list(args: argparse.Namespace) -> int:
     print(f"{'ID':>4}  {'KEY':<20} {'TIMEZONE':<20} NAME")
-    for p in _keystore(args).projects():
+    for p in _read(args, KeyStore.projects):
         print(f"{p.id:>4}  {p.key:<20} {p.timezone:<20} {p.name}")
     return 0
 
 
 def _keys_create(args: argparse.Namespace) -> int:
-    key, secret = _keystore(args).create_key(args.project, args.scope, name=args.name or "")
+    key, secret = _write(args, lambda conn: keys.create_key(conn, args.project, args.scope, name=args.name or ""))
     print(f"created API key {key.id} for project {key.project_key} with scopes {' '.join(key.scopes)}.")
     print("It is shown only once; store it now:")
     print(secret)
@@ -68,7 +105,7 @@ def _keys_create(args: argparse.Namespace) -> int:
 def _keys_list(args: argparse.Namespace) -> int:
     # Never prints a secret: only the first characters, which cannot authenticate.
     print(f"{'ID':>4}  {'PROJECT':<16} {'NAME':<20} {'KEY':<10} {'CREATED':<26} {'STATE':<8} SCOPES")
-    for k in _keystore(args).keys():
+    for k in _read(args, KeyStore.keys):
         state = "revoked" if k.revoked_at else "active"
         print(f"{k.id:>4}  {k.project_key:<16} {k.name:<20} {k.display:<10} {k.created_at:<26} {state:<8} "
               f"{' '.join(k.scopes)}")
@@ -76,7 +113,7 @@ def _keys_list(args: argparse.Namespace) -> int:
 
 
 def _keys_revoke(args: argparse.Namespace) -> int:
-    key = _keystore(args).revoke_key(args.id)
+    key = _write(args, lambda conn: keys.revoke_key(conn, args.id))
     print(f"revoked API key {key.id} ({key.display}, project {key.project_key})")
     return 0
 
@@ -130,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyStoreError, ConfigError, SchemaTooNewError) as e:
         print(f"otelite: {e}", file=sys.stderr)
         return 2
+    except StoreLocked as e:
+        print(f"otelite: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

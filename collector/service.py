@@ -1,4 +1,5 @@
-"""`otelite serve`: the store, the Falcon app on uvicorn and the grpc.aio server in one event loop.
+"""`otelite serve`: the store, the pipelines' exporters, the Falcon app on uvicorn and the grpc.aio server
+in one event loop.
 
 Start-up that fails halfway shuts down what it already started. SIGINT/SIGTERM: stop accepting, let
 in-flight requests finish (they wait for their commits), drain the queue, commit, exit 0.
@@ -18,13 +19,15 @@ import uvicorn
 
 from otelite.api.app import create_app
 from otelite.api.prometheus import create_scrape_app
-from otelite.collector.config import HttpServerConfig, parse_endpoint
+from otelite.collector.component import Host, parse_endpoint
+from otelite.collector.pipeline.fanout import build_pipelines
 from otelite.collector.pipeline.ingest import Ingest
 from otelite.collector.pipeline.memory_limiter import run_memory_limiter
 from otelite.collector.pipeline.walker import Walker
 from otelite.collector.receivers.otlp import grpc as otlp_grpc
 from otelite.collector.receivers.otlp.auth import OtlpProjectResolver
-from otelite.collector.store.keys import SCOPES, KeyStore
+from otelite.collector.receivers.otlp.config import HttpServerConfig
+from otelite.collector.store.keys import KeyStore, create_first_key
 from otelite.collector.store.store import Store
 from otelite.collector.telemetry import Telemetry
 
@@ -44,15 +47,14 @@ class _Uvicorn(uvicorn.Server):
         yield
 
 
-def _first_run_key(config: "Config", store: Store) -> None:
+async def _first_run_key(config: "Config", store: Store) -> None:
     """auth.md: with no key at all, create one admin key for the default project and show it once."""
     if config.auth.mode == "none":
         return
-    with contextlib.closing(store.admin_connection()) as conn:
-        keys = KeyStore(conn)
-        if keys.count_keys():
-            return
-        key, secret = keys.create_key(1, SCOPES, name="admin (first run)")
+    created = await store.write(create_first_key)
+    if created is None:
+        return
+    key, secret = created
     print(f"otelite: created the first API key (id {key.id}, all scopes, project 'default'). It is shown only "
           f"once; keep it somewhere safe:\n\n    {secret}\n\nSend it as 'Authorization: Bearer <key>'. "
           f"Create narrower keys with 'otelite keys create --project default --scope metrics:read'.",
@@ -62,15 +64,20 @@ def _first_run_key(config: "Config", store: Store) -> None:
 async def serve(config: "Config") -> int:
     telemetry = Telemetry()
     store = Store(config.sqlite, config.batch, telemetry)
-    _first_run_key(config, store)
     store.start()
-    walker = Walker(config.otlp.decode_workers)
-    ingest = Ingest(store.writer, telemetry, walker)
+    pipelines = None
+    walker: Walker | None = None
     grpc_server = None
     http_server: _Uvicorn | None = None
     scrape_server: _Uvicorn | None = None  # exporters.prometheus.endpoint, when configured
     limiter: asyncio.Task | None = None
     try:
+        await _first_run_key(config, store)
+        built = build_pipelines(config, Host(store, telemetry))
+        await built.start()  # shuts down what it started if it fails halfway
+        pipelines = built
+        walker = Walker(config.otlp.decode_workers)
+        ingest = Ingest(pipelines, telemetry, walker)
         otlp = config.otlp
         walker.warm_up()  # in the main thread (see Walker.warm_up); nothing is served yet
         if otlp.protocols.grpc is not None:
@@ -116,7 +123,10 @@ async def serve(config: "Config") -> int:
             scrape_server.should_exit = True
         if grpc_server is not None:
             await grpc_server.stop(0)
-        await asyncio.to_thread(walker.close)
+        if walker is not None:
+            await asyncio.to_thread(walker.close)
+        if pipelines is not None:
+            await pipelines.shutdown()
         # The writer drains what was admitted before it stops: nothing acknowledged, nothing lost.
         await asyncio.to_thread(store.close)
         log.info("stopped; %d items committed this run", store.writer.committed_items)

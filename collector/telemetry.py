@@ -35,10 +35,23 @@ class Telemetry:
             "otelite_store_database_bytes", "Size of the database file and its WAL.", registry=r)
         self.http_requests = Counter(
             "otelite_http_requests", "HTTP requests served.", ("route", "code"), registry=r)
-        self.exporter_sent = Counter(
-            "otelite_exporter_sent_items", "Items forwarded by an exporter.", ("exporter",), registry=r)
-        self.exporter_failed = Counter(
-            "otelite_exporter_failed_items", "Items an exporter failed to forward.", ("exporter",), registry=r)
+        # Per exporter (its component id, e.g. `sqlite`), as the Collector's otelcol_exporter_sent_spans /
+        # otelcol_exporter_send_failed_spans with otelite's prefix (prometheus.md: otelite_exporter_sent_*,
+        # otelite_exporter_failed_*). Sent: stored or forwarded. Failed: taken and then lost for that
+        # exporter (commit failed, forwarding failed or dropped); a refusal at admission (queue full) is
+        # not a failure, the receiver counts it refused and the client retries.
+        self.exporter_sent = {
+            "traces": Counter("otelite_exporter_sent_spans", "Spans an exporter stored or forwarded.",
+                              ("exporter",), registry=r),
+            "metrics": Counter("otelite_exporter_sent_metric_points",
+                               "Metric data points an exporter stored or forwarded.", ("exporter",), registry=r),
+        }
+        self.exporter_failed = {
+            "traces": Counter("otelite_exporter_failed_spans", "Spans an exporter took and failed to store "
+                              "or forward.", ("exporter",), registry=r),
+            "metrics": Counter("otelite_exporter_failed_metric_points", "Metric data points an exporter took "
+                               "and failed to store or forward.", ("exporter",), registry=r),
+        }
         self.dropped_families = Counter(
             "otelite_prometheus_dropped_families",
             "Metric families left out of a scrape because of a type conflict.", registry=r)

@@ -1,10 +1,14 @@
 """Unit tests for configuration loading (pure logic; live start-up cases are in test_lifecycle.py)."""
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from otelite.collector.config import ConfigError, apply_overrides, config_from_mapping, load_config, parse_endpoint
+from otelite.collector.cli import apply_overrides
+from otelite.collector.component import Factory, InvalidField, duration, parse_endpoint
+from otelite.collector.components import BUILTIN
+from otelite.collector.config import ConfigError, config_from_mapping, load_config
 from otelite.collector.times import parse_duration
 
 ROOT = Path(__file__).parent.parent
@@ -97,3 +101,69 @@ def test_flags_override_the_file():
         ("/tmp/o.db", "127.0.0.1:1", "127.0.0.1:2")
     with pytest.raises(ConfigError, match="command line: receivers.otlp.protocols.http.endpoint"):
         apply_overrides(load_config(None), http_endpoint="bad")
+
+
+# --- the component registry: configs beside their components, durations by field metadata ------------------
+
+@dataclass
+class _WidgetConfig:
+    timeout: int = 30  # a count that happens to be called `timeout`: not a duration
+    traces: str = "all"  # named like a retention duration, but a plain string
+    interval: float = duration(1.0)  # a duration by its metadata, whatever its name
+
+    def validate(self) -> None:
+        if self.timeout <= 0:
+            raise InvalidField("timeout", f"must be positive, got {self.timeout}")
+
+
+_WIDGETS = BUILTIN.with_factories(Factory(kind="exporters", type="widget", config=_WidgetConfig))
+
+
+def _with_widget(body):
+    return {"exporters": {"sqlite": {}, "widget": body}}
+
+
+def test_durations_are_typed_by_field_metadata_not_by_name():
+    cfg = config_from_mapping(_with_widget({"timeout": 5, "traces": "sampled", "interval": "1m30s"}),
+                              "w.yaml", _WIDGETS)
+    widget = cfg.exporters["widget"]
+    assert (widget.timeout, widget.traces, widget.interval) == (5, "sampled", 90.0)
+    with pytest.raises(ConfigError) as info:
+        config_from_mapping(_with_widget({"timeout": "5s"}), "w.yaml", _WIDGETS)
+    assert str(info.value) == "w.yaml: exporters.widget.timeout: expected an integer, got '5s'"
+    with pytest.raises(ConfigError) as info:
+        config_from_mapping(_with_widget({"interval": "soon"}), "w.yaml", _WIDGETS)
+    assert str(info.value) == "w.yaml: exporters.widget.interval: expected a duration such as 5s or 7d, got 'soon'"
+
+
+def test_a_registered_component_is_validated_under_its_own_key():
+    with pytest.raises(ConfigError) as info:
+        config_from_mapping({"exporters": {"sqlite": {}, "widget/b": {"timeout": 0}}}, "w.yaml", _WIDGETS)
+    assert str(info.value) == "w.yaml: exporters.widget/b.timeout: must be positive, got 0"
+    # Without the registration the type is unknown, and the message lists what is registered.
+    with pytest.raises(ConfigError) as info:
+        config_from_mapping(_with_widget({}), "w.yaml")
+    assert str(info.value).startswith("w.yaml: exporters.widget: unknown component type 'widget' "
+                                      "(known: prometheus, sqlite)")
+    assert "widget" in _WIDGETS.types("exporters") and "widget" not in BUILTIN.types("exporters")
+
+
+@pytest.mark.parametrize("doc, message", [
+    # The prometheus exporter renders metrics only (as in the Collector).
+    ({"exporters": {"sqlite": {}, "prometheus": {}},
+      "service": {"pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["sqlite", "prometheus"]}}}},
+     "f.yaml: service.pipelines.traces.exporters: the prometheus exporter does not support traces"),
+    # otelite keeps one store: two sqlite exporters in use would leave one pipeline's data out of the API.
+    ({"exporters": {"sqlite/a": {"path": "a.db"}, "sqlite/b": {"path": "b.db"}},
+      "service": {"pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["sqlite/a"]},
+                                "metrics": {"receivers": ["otlp"], "exporters": ["sqlite/b"]}}}},
+     "f.yaml: service.pipelines.metrics.exporters: uses 'sqlite/b', but service.pipelines.traces uses "
+     "'sqlite/a': otelite keeps one store, so every pipeline names the same one"),
+    ({"exporters": {"sqlite": {}, "prometheus": {}},
+      "service": {"pipelines": {"metrics": {"receivers": ["otlp"], "exporters": ["prometheus"]}}}},
+     "f.yaml: service.pipelines.metrics.exporters: must include the sqlite exporter"),
+])
+def test_pipeline_rules_that_span_components(doc, message):
+    with pytest.raises(ConfigError) as info:
+        config_from_mapping(doc, "f.yaml")
+    assert str(info.value) == message

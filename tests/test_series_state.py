@@ -15,7 +15,8 @@ from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 from sqlite_utils import Database
 
-from otelite.collector.config import BatchProcessorConfig, SqliteExporterConfig
+from otelite.collector.pipeline.batch import BatchProcessorConfig
+from otelite.exporters.sqlite.config import SqliteExporterConfig
 from otelite.collector.normalize.otlp import metrics_to_batch
 from otelite.collector.store.db import prepare_database
 from otelite.collector.store.migrations import MIGRATIONS, migrate

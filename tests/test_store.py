@@ -6,7 +6,8 @@ import time
 import pytest
 import sqlite_utils
 
-from otelite.collector.config import BatchProcessorConfig, RetentionConfig, SendingQueueConfig, SqliteExporterConfig
+from otelite.collector.pipeline.batch import BatchProcessorConfig
+from otelite.exporters.sqlite.config import RetentionConfig, SendingQueueConfig, SqliteExporterConfig
 from otelite.collector.normalize.otlp import traces_to_batch
 from otelite.collector.store.migrations import SchemaTooNewError, migrate, schema_version
 from otelite.collector.store.store import Store

@@ -8,11 +8,27 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from otelite.collector.component import Factory, duration
+
 if TYPE_CHECKING:
-    from otelite.collector.config import MemoryLimiterConfig
     from otelite.collector.store.writer import Writer
+
+
+@dataclass
+class MemoryLimiterConfig:
+    # Off unless limit_mib or limit_percentage is set. Above (limit - spike) the receivers refuse new
+    # data with 503/UNAVAILABLE until memory falls again.
+    check_interval: float = duration(1.0)
+    limit_mib: int = 0
+    spike_limit_mib: int = 0  # default: 20% of the limit, as in the Collector
+    limit_percentage: int = 0
+    spike_limit_percentage: int = 0
+
+
+FACTORY = Factory(kind="processors", type="memory_limiter", config=MemoryLimiterConfig)
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -37,7 +53,7 @@ def _total_memory_bytes() -> int:
     return 0
 
 
-def soft_limit_bytes(config: "MemoryLimiterConfig") -> int:
+def soft_limit_bytes(config: MemoryLimiterConfig) -> int:
     """0 when the limiter is off."""
     if config.limit_mib:
         limit = config.limit_mib * 1024 * 1024
@@ -51,7 +67,7 @@ def soft_limit_bytes(config: "MemoryLimiterConfig") -> int:
     return max(limit - spike, 1)
 
 
-async def run_memory_limiter(config: "MemoryLimiterConfig", writer: "Writer") -> None:
+async def run_memory_limiter(config: MemoryLimiterConfig, writer: "Writer") -> None:
     soft = soft_limit_bytes(config)
     if not soft:
         return

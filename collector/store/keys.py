@@ -55,29 +55,11 @@ def _now() -> str:
 
 
 class KeyStore:
-    """Reads and writes projects and keys through the connection it is given."""
+    """Look-ups of projects and keys on the read connection it is given (the server keeps one for the
+    event loop's thread). Writes are the functions below, run through `Store.write` / `write_sync`."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
-
-    # -- projects -----------------------------------------------------------------------------------
-    def create_project(self, key: str, *, name: str | None = None, timezone: str = "UTC") -> Project:
-        if not _PROJECT_KEY.match(key):
-            raise KeyStoreError(f"project key {key!r} must be 1-63 characters of a-z, 0-9, '-' and '_'")
-        if key.isdigit():
-            raise KeyStoreError("a project key cannot be all digits (it would read as a project id)")
-        try:
-            ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise KeyStoreError(f"unknown timezone {timezone!r} (use an IANA name such as Europe/Paris)") from None
-        try:
-            with self._conn:
-                cur = self._conn.execute(
-                    "INSERT INTO projects (key, name, timezone, created_at) VALUES (?, ?, ?, ?)",
-                    (key, name or key, timezone, _now()))
-        except sqlite3.IntegrityError:
-            raise KeyStoreError(f"a project with key {key!r} already exists") from None
-        return Project(cur.lastrowid, key, name or key, timezone)
 
     def projects(self) -> list[Project]:
         return [Project(*r) for r in self._conn.execute("SELECT id, key, name, timezone FROM projects ORDER BY id")]
@@ -92,25 +74,6 @@ class KeyStore:
             row = self._conn.execute("SELECT id, key, name, timezone FROM projects WHERE key = ?", (text,)).fetchone()
         return Project(*row) if row else None
 
-    # -- keys ---------------------------------------------------------------------------------------
-    def create_key(self, project: str | int, scopes: list[str] | tuple[str, ...], name: str = "") -> tuple[ApiKey, str]:
-        """Create a key; returns it with the secret, which is never stored and cannot be shown again."""
-        proj = self.project(project)
-        if proj is None:
-            raise KeyStoreError(f"no project {project!r}")
-        unknown = [s for s in scopes if s not in SCOPES]
-        if unknown or not scopes:
-            raise KeyStoreError(f"unknown scope {', '.join(unknown) or '(none given)'}; scopes are {', '.join(SCOPES)}")
-        secret = KEY_PREFIX + secrets.token_urlsafe(32)
-        display = secret[:len(KEY_PREFIX) + 4] + "…"
-        ordered = tuple(s for s in SCOPES if s in scopes)
-        created = _now()
-        with self._conn:
-            cur = self._conn.execute(
-                "INSERT INTO api_keys (project_id, name, display, secret_hash, scopes, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)", (proj.id, name, display, hash_secret(secret), json.dumps(ordered), created))
-        return ApiKey(cur.lastrowid, proj.id, proj.key, name, display, ordered, created, None), secret
-
     def keys(self) -> list[ApiKey]:
         rows = self._conn.execute(
             "SELECT k.id, k.project_id, p.key, k.name, k.display, k.scopes, k.created_at, k.revoked_at "
@@ -119,17 +82,6 @@ class KeyStore:
 
     def count_keys(self) -> int:
         return self._conn.execute("SELECT count(*) FROM api_keys").fetchone()[0]
-
-    def revoke_key(self, key_id: int) -> ApiKey:
-        with self._conn:
-            cur = self._conn.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-                                     (_now(), key_id))
-        key = next((k for k in self.keys() if k.id == key_id), None)
-        if key is None:
-            raise KeyStoreError(f"no API key with id {key_id}")
-        if cur.rowcount == 0 and key.revoked_at is None:
-            raise KeyStoreError(f"API key {key_id} could not be revoked")
-        return key
 
     def authenticate(self, presented: str) -> ApiKey | None:
         """The active key whose secret is `presented`, or None (unknown, malformed or revoked)."""
@@ -144,6 +96,64 @@ class KeyStore:
         if row is None or not hmac.compare_digest(row[8], digest) or row[7] is not None:
             return None
         return ApiKey(row[0], row[1], row[2], row[3], row[4], tuple(json.loads(row[5])), row[6], row[7])
+
+
+# --- writes: functions of the writer's connection, for Store.write / Store.write_sync ----------------------
+# Each runs inside the writer's transaction (its own savepoint): a KeyStoreError rolls back its work only.
+
+def create_project(conn: sqlite3.Connection, key: str, *, name: str | None = None, timezone: str = "UTC") -> Project:
+    if not _PROJECT_KEY.match(key):
+        raise KeyStoreError(f"project key {key!r} must be 1-63 characters of a-z, 0-9, '-' and '_'")
+    if key.isdigit():
+        raise KeyStoreError("a project key cannot be all digits (it would read as a project id)")
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise KeyStoreError(f"unknown timezone {timezone!r} (use an IANA name such as Europe/Paris)") from None
+    try:
+        cur = conn.execute("INSERT INTO projects (key, name, timezone, created_at) VALUES (?, ?, ?, ?)",
+                           (key, name or key, timezone, _now()))
+    except sqlite3.IntegrityError:
+        raise KeyStoreError(f"a project with key {key!r} already exists") from None
+    return Project(cur.lastrowid, key, name or key, timezone)
+
+
+def create_key(conn: sqlite3.Connection, project: str | int, scopes: list[str] | tuple[str, ...],
+               name: str = "") -> tuple[ApiKey, str]:
+    """Create a key; returns it with the secret, which is never stored and cannot be shown again."""
+    proj = KeyStore(conn).project(project)
+    if proj is None:
+        raise KeyStoreError(f"no project {project!r}")
+    unknown = [s for s in scopes if s not in SCOPES]
+    if unknown or not scopes:
+        raise KeyStoreError(f"unknown scope {', '.join(unknown) or '(none given)'}; scopes are {', '.join(SCOPES)}")
+    secret = KEY_PREFIX + secrets.token_urlsafe(32)
+    display = secret[:len(KEY_PREFIX) + 4] + "…"
+    ordered = tuple(s for s in SCOPES if s in scopes)
+    created = _now()
+    cur = conn.execute(
+        "INSERT INTO api_keys (project_id, name, display, secret_hash, scopes, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?)", (proj.id, name, display, hash_secret(secret), json.dumps(ordered), created))
+    return ApiKey(cur.lastrowid, proj.id, proj.key, name, display, ordered, created, None), secret
+
+
+def revoke_key(conn: sqlite3.Connection, key_id: int) -> ApiKey:
+    cur = conn.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (_now(), key_id))
+    key = next((k for k in KeyStore(conn).keys() if k.id == key_id), None)
+    if key is None:
+        raise KeyStoreError(f"no API key with id {key_id}")
+    if cur.rowcount == 0 and key.revoked_at is None:
+        raise KeyStoreError(f"API key {key_id} could not be revoked")
+    return key
+
+
+def create_first_key(conn: sqlite3.Connection) -> tuple[ApiKey, str] | None:
+    """auth.md, "First run": with no key at all, one admin key (every scope) for the default project.
+    None when a key exists. The check and the insert are one transaction, so two processes starting on
+    one file create one key between them."""
+    if KeyStore(conn).count_keys():
+        return None
+    return create_key(conn, 1, SCOPES, name="admin (first run)")
 
 
 def token_from_headers(authorization: str | None, api_key: str | None, *, allow_bare: bool = True) -> str | None:

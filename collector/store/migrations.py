@@ -211,5 +211,8 @@ def migrate(db: Database) -> int:
             f"understands ({schema_version()}); upgrade otelite or use another --db")
     if MIGRATIONS.pending(db):
         MIGRATIONS.apply(db)
-    db.execute(f"PRAGMA user_version = {schema_version()}")
+    if file_version != schema_version():
+        # Only when it changes: opening an up-to-date file writes nothing, so the CLI can open a file whose
+        # write lock a server holds and leave the waiting to its writer (collector/cli.py).
+        db.execute(f"PRAGMA user_version = {schema_version()}")
     return schema_version()

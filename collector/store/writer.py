@@ -5,6 +5,10 @@ that holds the batch has committed, so an acknowledgement is a promise that surv
 When the queue is full `submit` raises `StoreFull` at once: the receiver answers 503/UNAVAILABLE with
 Retry-After and the client retries; memory never grows with the offered load.
 
+Every other write (projects, keys, later metric groups and Flux events) is a function submitted with
+`submit_write(fn)` (the Datasette habit: `execute_write_fn`): it runs here, on this thread, inside the
+same group commit as the ingest batches, so the process opens no second writing connection.
+
 sqlite3 releases the GIL while SQLite steps, so parsing in the event loop overlaps with commits here.
 """
 
@@ -17,7 +21,7 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 from otelite.collector.store.db import connect_writer, database_bytes
 from otelite.collector.store.records import (LABEL_COLUMNS, POINT_COLUMNS, RESOURCE_COLUMNS, SCOPE_COLUMNS,
@@ -25,13 +29,18 @@ from otelite.collector.store.records import (LABEL_COLUMNS, POINT_COLUMNS, RESOU
 from otelite.collector.store.series_state import SeriesStateUpdater
 
 if TYPE_CHECKING:
-    from otelite.collector.config import BatchProcessorConfig, SqliteExporterConfig
+    from otelite.collector.pipeline.batch import BatchProcessorConfig
     from otelite.collector.telemetry import Telemetry
+    from otelite.exporters.sqlite.config import SqliteExporterConfig
 
 log = logging.getLogger("otelite.store")
 
 _KNOWN_IDS_MAX = 1_000_000  # cap on the caches of ids known to exist (resources, scopes, series)
 STUCK_AFTER_S = 10.0  # /healthz reports 503 when work has waited this long without a commit
+# Write functions waiting for the writer. They are small management writes, bounded on their own so that
+# ingest filling its queue never refuses them (and they never take room from ingest).
+MAX_PENDING_WRITES = 1024
+_WRITES_PER_COMMIT = 64  # keeps one group's transaction short whatever is queued
 
 
 class StoreFull(Exception):
@@ -70,17 +79,31 @@ class _Entry:
     future: concurrent.futures.Future
 
 
+@dataclass(slots=True)
+class _WriteFn:
+    fn: Callable[[sqlite3.Connection], Any]
+    future: concurrent.futures.Future
+    started: bool = False  # the future is running: it can no longer be cancelled
+    ok: bool = False
+    outcome: Any = None  # fn's result, or the exception it raised
+
+
+class _TransactionLost(Exception):
+    """A write function ended the writer's transaction (it must never COMMIT, ROLLBACK or BEGIN)."""
+
+
 class Writer:
     """Owns the write connection. `start()` opens it; `close()` drains the queue, commits and stops."""
 
     def __init__(self, path: str, config: "SqliteExporterConfig", batching: "BatchProcessorConfig",
-                 telemetry: "Telemetry | None" = None) -> None:
+                 telemetry: "Telemetry | None" = None, *, retention: bool = True) -> None:
         self.path = path
         self._config = config
         self._batching = batching
         self._telemetry = telemetry
         self._cond = threading.Condition()
         self._pending: deque[_Entry] = deque()
+        self._writes: deque[_WriteFn] = deque()
         self._queued = 0  # admitted and not yet committed, in the sizer's unit
         self._closing = False
         self._refusing: str | None = None  # set by the memory limiter
@@ -91,7 +114,8 @@ class Writer:
         self._known_series: set[int] = set()
         self._series_state = SeriesStateUpdater()  # metric_series_state, see _update_state
         self._last_progress = time.monotonic()
-        self._next_retention = time.monotonic()
+        # The server's writer deletes expired rows; a short-lived one (the CLI's) leaves that to it.
+        self._next_retention = time.monotonic() if retention else float("inf")
         self._retention_more = False
         self.committed_items = 0
 
@@ -134,6 +158,30 @@ class Writer:
             self._telemetry.queue_size.set(self._queued)
         return fut
 
+    def submit_write(self, fn: Callable[[sqlite3.Connection], Any]) -> concurrent.futures.Future:
+        """Queue `fn(conn)` to run on the writer thread inside the next group commit; the future resolves
+        after that commit with fn's result, or with the exception fn raised (its work rolled back).
+
+        Contract for `fn`: it uses only `conn` (no COMMIT, ROLLBACK or BEGIN: the writer owns the
+        transaction), has no effect outside the database, and may run more than once (a transaction the
+        database was too busy to commit is rolled back and run again). A read-check-write inside one fn
+        is atomic: the writer holds SQLite's write lock (BEGIN IMMEDIATE) from before fn until the commit.
+        A future cancelled before fn started means fn never runs. Raises StoreFull when
+        MAX_PENDING_WRITES are waiting or the writer is closing.
+        """
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        with self._cond:
+            if self._closing:
+                raise StoreFull(1, "the collector is shutting down")
+            if len(self._writes) >= MAX_PENDING_WRITES:
+                raise StoreFull(1, "too many writes are waiting for the store")
+            self._writes.append(_WriteFn(fn, fut))
+            self._cond.notify()
+        return fut
+
+    def on_writer_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
     def check_admission(self) -> None:
         """Raise StoreFull now if no batch could be admitted at the moment (queue full, refusing, closing).
 
@@ -169,14 +217,15 @@ class Writer:
         max_items = self._batching.send_batch_max_size or max(self._batching.send_batch_size, 1) * 4
         while True:
             with self._cond:
-                while not self._pending and not self._closing:
+                while not self._pending and not self._writes and not self._closing:
                     if self._retention_due():
                         break
                     self._last_progress = time.monotonic()  # idle is not stuck
-                    self._cond.wait(max(0.05, self._next_retention - time.monotonic()))
-                if self._closing and not self._pending:
+                    self._cond.wait(min(3600.0, max(0.05, self._next_retention - time.monotonic())))
+                if self._closing and not self._pending and not self._writes:
                     break
-                if self._pending and self._batching.timeout > 0:
+                # A waiting write function is not held back for batch.timeout: it commits now.
+                if self._pending and not self._writes and self._batching.timeout > 0:
                     self._wait_for_more()
                 taken: list[_Entry] = []
                 n = 0
@@ -184,8 +233,9 @@ class Writer:
                     entry = self._pending.popleft()
                     taken.append(entry)
                     n += entry.batch.items
-            if taken:
-                self._commit(taken)
+                writes = [self._writes.popleft() for _ in range(min(len(self._writes), _WRITES_PER_COMMIT))]
+            if taken or writes:
+                self._commit(taken, writes)
             if self._retention_due():
                 self._retention_chunk()
 
@@ -198,16 +248,29 @@ class Writer:
                 return
             self._cond.wait(remaining)
 
-    def _commit(self, entries: list[_Entry]) -> None:
+    def _commit(self, entries: list[_Entry], writes: list[_WriteFn]) -> None:
+        """One group commit: the merged ingest batches, then each write function in its own SAVEPOINT.
+
+        Why savepoints inside the group rather than a transaction per function between batches: a function
+        that raises is rolled back to its savepoint alone (the batches and the other functions in the group
+        still commit), while a burst of small writes (metric-group edits, Flux events) costs one commit, not
+        one each, and waits for no extra turn of the writer behind queued ingest.
+        """
         conn = self._conn
         assert conn is not None
-        merged = _merge([e.batch for e in entries])
+        merged = _merge([e.batch for e in entries]) if entries else None
         attempt = 0
         while True:
+            # A write whose caller gave up (cancelled) before it started is dropped, not run.
+            writes = [w for w in writes if w.started or not w.future.cancelled()]
+            if not entries and not writes:
+                return
             started = time.perf_counter()
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                new_ids = self._write(conn, merged)
+                new_ids = self._write(conn, merged) if merged is not None else ([], [], [])
+                for w in writes:
+                    self._run_write(conn, w)
                 conn.execute("COMMIT")
                 break
             except sqlite3.OperationalError as e:
@@ -219,11 +282,11 @@ class Writer:
                     log.warning("database busy, retrying commit (attempt %d)", attempt)
                     time.sleep(min(0.05 * attempt, 1.0))
                     continue
-                self._fail(entries, e)
+                self._fail(entries, writes, e)
                 return
             except Exception as e:  # noqa: BLE001 - any failure must settle the waiting clients
                 self._rollback(conn)
-                self._fail(entries, e)
+                self._fail(entries, writes, e)
                 return
         elapsed = time.perf_counter() - started
         for ids, known in zip(new_ids, (self._known_resources, self._known_scopes, self._known_series)):
@@ -233,15 +296,40 @@ class Writer:
         with self._cond:
             self._queued -= sum(e.size for e in entries)
             self._last_progress = time.monotonic()
-        self.committed_items += len(merged.spans) + len(merged.points)
         for e in entries:
             _settle(e.future, None)
+        for w in writes:
+            if w.started:
+                _settle_write(w.future, w.outcome if w.ok else None, None if w.ok else w.outcome)
         t = self._telemetry
         if t:
             t.commit_seconds.observe(elapsed)
             t.queue_size.set(self._queued)
-            t.rows.labels("spans").inc(len(merged.spans))
-            t.rows.labels("metric_points").inc(len(merged.points))
+        if merged is not None:
+            self.committed_items += len(merged.spans) + len(merged.points)
+            if t:
+                t.rows.labels("spans").inc(len(merged.spans))
+                t.rows.labels("metric_points").inc(len(merged.points))
+
+    @staticmethod
+    def _run_write(conn: sqlite3.Connection, w: _WriteFn) -> None:
+        """Run one write function inside the open transaction, in its own savepoint."""
+        if not w.started:
+            if not w.future.set_running_or_notify_cancel():
+                return  # cancelled just now: never runs
+            w.started = True
+        conn.execute("SAVEPOINT write_fn")
+        try:
+            w.outcome, w.ok = w.fn(conn), True
+        except Exception as e:  # noqa: BLE001 - fn's own failure, reported to its caller alone
+            w.outcome, w.ok = e, False
+            if conn.in_transaction:
+                conn.execute("ROLLBACK TO write_fn")
+        if not conn.in_transaction:
+            # The group's other work is gone (or was committed early): fail the whole group, so that no
+            # caller is told its data is stored on the strength of a transaction fn ended.
+            raise _TransactionLost("a write function ended the writer's transaction")
+        conn.execute("RELEASE write_fn")
 
     def _write(self, conn: sqlite3.Connection, b: WriteBatch) -> tuple[list[int], list[int], list[int]]:
         new_resources = [i for i in b.resources if i not in self._known_resources]
@@ -274,12 +362,14 @@ class Writer:
         current in the same transaction as its points, so a scrape reads one row per live series."""
         self._series_state.update(conn, b)
 
-    def _fail(self, entries: list[_Entry], error: Exception) -> None:
-        log.error("commit failed, %d requests not stored: %s", len(entries), error)
+    def _fail(self, entries: list[_Entry], writes: list[_WriteFn], error: Exception) -> None:
+        log.error("commit failed, %d requests and %d writes not stored: %s", len(entries), len(writes), error)
         with self._cond:
             self._queued -= sum(e.size for e in entries)
         for e in entries:
             _settle(e.future, StoreUnavailable("the store could not commit the data"))
+        for w in writes:
+            _settle_write(w.future, None, StoreUnavailable("the store could not commit the write"))
 
     @staticmethod
     def _rollback(conn: sqlite3.Connection) -> None:
@@ -331,6 +421,16 @@ def _settle(future: concurrent.futures.Future, error: Exception | None) -> None:
         future.set_result(None)
     else:
         future.set_exception(error)
+
+
+def _settle_write(future: concurrent.futures.Future, result: Any, error: Exception | None) -> None:
+    try:
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+    except concurrent.futures.InvalidStateError:
+        pass  # cancelled by its caller before it started: nobody is waiting
 
 
 def _is_busy(e: sqlite3.OperationalError) -> bool:

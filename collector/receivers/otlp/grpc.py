@@ -20,8 +20,8 @@ from otelite.collector.pipeline.ingest import ExportResult, StoreFull, StoreUnav
 from otelite.collector.pipeline.walker import OtlpDecodeError
 
 if TYPE_CHECKING:
-    from otelite.collector.config import GrpcServerConfig
     from otelite.collector.pipeline.ingest import Ingest
+    from otelite.collector.receivers.otlp.config import GrpcServerConfig
 
 ProjectResolver = Callable[[grpc.aio.ServicerContext], int]
 
@@ -118,12 +118,13 @@ def create_server(config: "GrpcServerConfig", ingest: "Ingest", project_for: Pro
     if config.max_concurrent_streams:
         options.append(("grpc.max_concurrent_streams", config.max_concurrent_streams))
     server = grpc.aio.server(options=options)
-    server.add_generic_rpc_handlers((
-        _export_handler("opentelemetry.proto.collector.trace.v1.TraceService", TraceService(ingest, project_for),
-                        ingest.check_admission),
-        _export_handler("opentelemetry.proto.collector.metrics.v1.MetricsService",
-                        MetricsService(ingest, project_for), ingest.check_admission),
-    ))
+    # A signal no pipeline takes has no service: grpc answers UNIMPLEMENTED, as the Collector's receiver does.
+    services = (("traces", "opentelemetry.proto.collector.trace.v1.TraceService", TraceService),
+                ("metrics", "opentelemetry.proto.collector.metrics.v1.MetricsService", MetricsService))
+    server.add_generic_rpc_handlers(tuple(
+        _export_handler(name, servicer(ingest, project_for),
+                        lambda signal=signal: ingest.check_admission(signal))
+        for signal, name, servicer in services if ingest.accepts(signal)))
     try:
         port = server.add_insecure_port(config.endpoint)
     except RuntimeError:  # grpcio raises where older versions returned 0

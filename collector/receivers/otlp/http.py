@@ -26,8 +26,8 @@ from otelite.collector.pipeline.ingest import ExportResult, StoreFull, StoreUnav
 from otelite.collector.pipeline.walker import OtlpDecodeError
 
 if TYPE_CHECKING:
-    from otelite.collector.config import HttpServerConfig
     from otelite.collector.pipeline.ingest import Ingest
+    from otelite.collector.receivers.otlp.config import HttpServerConfig
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -216,24 +216,36 @@ def _fail(resp: falcon.asgi.Response, refusal: _Refusal, encoding: str) -> None:
         resp.set_header("Retry-After", str(refusal.retry_after))
 
 
-class OtlpLogsResource:
-    """otlp.md: logs are not in scope yet; say so clearly instead of a bare 404."""
+class OtlpNotServedResource:
+    """A signal otelite does not take: logs (otlp.md: not in scope yet), or a signal no pipeline in
+    service.pipelines takes. Said clearly, in OTLP's error shape, instead of a bare 404."""
 
     handles_own_auth = True
 
+    def __init__(self, message: str) -> None:
+        self._message = message
+
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         encoding = _encoding_of(req.content_type) or JSON
-        _fail(resp, _Refusal(falcon.HTTP_404, _NOT_FOUND, "otelite does not store logs yet; "
-                                                          "send traces and metrics"), encoding)
+        _fail(resp, _Refusal(falcon.HTTP_404, _NOT_FOUND, self._message), encoding)
 
 
 def add_routes(app: falcon.asgi.App, config: "HttpServerConfig", ingest: "Ingest",
                project_for: Callable[[falcon.asgi.Request], int]) -> None:
     """Mount the OTLP/HTTP endpoints (paths configurable, as in the Collector)."""
-    traces = _Signal(ExportTraceServiceRequest, ExportTraceServiceResponse, traces_request_from_json,
-                     ingest.export_traces, "rejected_spans", ingest.check_admission)
-    metrics = _Signal(ExportMetricsServiceRequest, ExportMetricsServiceResponse, metrics_request_from_json,
-                      ingest.export_metrics, "rejected_data_points", ingest.check_admission)
-    app.add_route(config.traces_url_path, OtlpHttpResource(traces, config, project_for))
-    app.add_route(config.metrics_url_path, OtlpHttpResource(metrics, config, project_for))
-    app.add_route(config.logs_url_path, OtlpLogsResource())
+    signals = {
+        "traces": (config.traces_url_path, _Signal(
+            ExportTraceServiceRequest, ExportTraceServiceResponse, traces_request_from_json, ingest.export_traces,
+            "rejected_spans", lambda: ingest.check_admission("traces"))),
+        "metrics": (config.metrics_url_path, _Signal(
+            ExportMetricsServiceRequest, ExportMetricsServiceResponse, metrics_request_from_json,
+            ingest.export_metrics, "rejected_data_points", lambda: ingest.check_admission("metrics"))),
+    }
+    for name, (path, signal) in signals.items():
+        if ingest.accepts(name):
+            app.add_route(path, OtlpHttpResource(signal, config, project_for))
+        else:
+            app.add_route(path, OtlpNotServedResource(f"no {name} pipeline is configured "
+                                                      f"(service.pipelines); nothing was stored"))
+    app.add_route(config.logs_url_path, OtlpNotServedResource("otelite does not store logs yet; "
+                                                              "send traces and metrics"))

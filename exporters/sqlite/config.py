@@ -1,0 +1,48 @@
+"""`exporters.sqlite`: the store's file, durability, retention and the bounded queue in front of its writer
+(store.md). Each field's comment says what happens when it is omitted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from otelite.collector.component import InvalidField, duration
+
+
+@dataclass
+class RetentionConfig:
+    traces: float = duration(7 * 86400.0)  # spans older than this are deleted; 0 keeps forever
+    metrics: float = duration(30 * 86400.0)  # metric points older than this are deleted; 0 keeps forever
+    check_interval: float = duration(60.0)  # how often expired rows are looked for
+    chunk_rows: int = 5000  # rows deleted per transaction, so deletion never stalls ingest
+
+
+@dataclass
+class SendingQueueConfig:
+    # Bounded admission in front of the writer. When full, receivers answer 503 + Retry-After.
+    queue_size: int = 20_000  # about 1.5 s of work: bounds RSS, acks stay within client timeouts
+    sizer: str = "items"  # "items" (spans + data points) or "requests"
+
+
+@dataclass
+class SqliteExporterConfig:
+    path: str = "./otelite.db"
+    synchronous: str = "NORMAL"  # NORMAL survives a process crash (WAL); FULL survives power loss
+    cache_mib: int = 128  # page cache of the writer; store.md: the random trace-id index needs it
+    busy_timeout: float = duration(5.0)  # a write waits this long for a lock before retrying the batch
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    sending_queue: SendingQueueConfig = field(default_factory=SendingQueueConfig)
+
+    def validate(self) -> None:
+        if self.synchronous.upper() not in ("NORMAL", "FULL"):
+            raise InvalidField("synchronous", f"must be NORMAL or FULL, got {self.synchronous!r}")
+        self.synchronous = self.synchronous.upper()
+        if self.sending_queue.sizer not in ("items", "requests"):
+            raise InvalidField("sending_queue.sizer",
+                               f"must be items or requests, got {self.sending_queue.sizer!r}")
+        for key, value in (("sending_queue.queue_size", self.sending_queue.queue_size),
+                           ("cache_mib", self.cache_mib),
+                           ("retention.chunk_rows", self.retention.chunk_rows)):
+            if value <= 0:
+                raise InvalidField(key, f"must be positive, got {value}")
+        if not self.path:
+            raise InvalidField("path", "must not be empty")
