@@ -65,6 +65,7 @@ def create_app(config: "Config", store: "Store", ingest: "Ingest", telemetry: "T
     services = Services(config, store, ingest, telemetry, keys)
     for dialect in DIALECTS:
         dialect.add_routes(app, services)
+    services.shared_v1.mount(app)
 
     http = config.otlp.protocols.http
     if http is not None:

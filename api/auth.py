@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING, Mapping
 
 import falcon
 
-from otelite.api.dialect import ErrorShape
-from otelite.api.errors import GENERIC, ApiError
+from otelite.api.errors import GENERIC, ApiError, ErrorShape
 from otelite.api.ratelimit import RateLimiter
 from otelite.collector.store.keys import SCOPES, Project, token_from_headers
 
@@ -61,6 +60,11 @@ class AuthMiddleware:
             return  # no route: Falcon answers 404
         if getattr(resource, "handles_own_auth", False):
             return  # the OTLP receiver: receivers.otlp.auth, enforced there with OTLP status codes
+        if hasattr(resource, "delegate_for"):
+            # A URL two dialects share (api/shared_v1.py): the chosen dialect's resource and policy apply.
+            resource = req.context.delegate = await resource.delegate_for(req)
+            if resource is None:
+                return  # no dialect serves this method: 405
         policy: RoutePolicy | None = getattr(resource, "auth_policy", None)
         if policy is None:
             raise ApiError(falcon.HTTP_403, "forbidden", "this route has no access policy")

@@ -3,7 +3,8 @@
 A dialect (PostHog tracing, PostHog metrics, the Prometheus scrape, later Flux, Trifle, LaunchDarkly) is
 one module or package exporting a `DIALECT`: its routes (each resource carries its `RoutePolicy`, so
 scopes are declared beside the resource), its OpenAPI paths, and through its policies an `ErrorShape`
-(how an error body looks in that API and which headers a rate-limit decision adds). Adding a dialect
+(api/errors.py: how an error body looks in that API and which headers a rate-limit decision adds).
+Dialects that share `/api/v1/...` (Flux, Trifle) also claim those paths on `Services.shared_v1`. Adding a dialect
 touches its own package, the list in `api/app.py` and its tests.
 """
 
@@ -12,31 +13,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from otelite.api.errors import ErrorShape  # noqa: F401 - part of what a dialect declares
+from otelite.api.shared_v1 import SharedV1
+
 if TYPE_CHECKING:
     import falcon.asgi
 
-    from otelite.api.errors import ApiError
-    from otelite.api.ratelimit import Decision
     from otelite.collector.config import Config
     from otelite.collector.pipeline.ingest import Ingest
     from otelite.collector.store.keys import KeyStore
     from otelite.collector.store.store import Store
     from otelite.collector.telemetry import Telemetry
-
-
-def _no_headers(decision: "Decision") -> dict[str, str]:
-    return {}
-
-
-@dataclass(frozen=True)
-class ErrorShape:
-    """How one API writes its errors (auth.md: "errors come in each API's own shape")."""
-
-    name: str
-    render: Callable[["ApiError"], dict]
-    # Headers every rate-limited response of this API carries (LaunchDarkly sends its remaining count on
-    # success too); Retry-After is added by the middleware to every 429, whatever the shape.
-    rate_limit_headers: Callable[["Decision"], dict[str, str]] = _no_headers
 
 
 @dataclass(frozen=True)
@@ -48,6 +35,8 @@ class Services:
     ingest: "Ingest"
     telemetry: "Telemetry"
     keys: "KeyStore"  # project and key look-ups, used from the event loop's thread only
+    # Flux and Trifle claim their /api/v1/... paths here (api/shared_v1.py); app.py mounts them at the end.
+    shared_v1: SharedV1 = field(default_factory=SharedV1)
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,13 @@ the auth middleware), so no responder formats an error body by hand. Each dialec
 from __future__ import annotations
 
 import logging
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
 
 import falcon
 
-from otelite.api.dialect import ErrorShape
+if TYPE_CHECKING:
+    from otelite.api.ratelimit import Decision
 
 log = logging.getLogger("otelite.api")
 
@@ -41,6 +43,21 @@ class ApiError(Exception):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.attr, self.extra, self.headers = attr, extra or {}, headers or {}
+
+
+def _no_headers(decision: "Decision") -> dict[str, str]:
+    return {}
+
+
+@dataclass(frozen=True)
+class ErrorShape:
+    """How one API writes its errors (auth.md: "errors come in each API's own shape")."""
+
+    name: str
+    render: Callable[["ApiError"], dict]
+    # Headers every rate-limited response of this API carries (LaunchDarkly sends its remaining count on
+    # success too); Retry-After is added by the middleware to every 429, whatever the shape.
+    rate_limit_headers: Callable[["Decision"], dict[str, str]] = _no_headers
 
 
 def bad_request(message: str, *, attr: str | None = None, code: str = "invalid_request") -> ApiError:

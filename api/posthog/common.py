@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from otelite.api.dialect import ErrorShape
-from otelite.api.errors import ApiError
+from otelite.api.errors import ApiError, ErrorShape
 
 # Both prefixes name the same project (PostHog's environments are projects here); id or key.
 PREFIXES = ("/api/projects/{project_id}", "/api/environments/{project_id}")

@@ -8,7 +8,6 @@ with a `google.rpc.Status` encoded like the request.
 from __future__ import annotations
 
 import json
-import zlib
 from typing import TYPE_CHECKING, Callable
 
 import falcon
@@ -19,6 +18,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (ExportTrac
                                                                       ExportTraceServiceResponse)
 
 from otelite.collector.normalize.otlp import OtlpDataError
+from otelite.collector.receivers.compression import ENCODINGS, BadCompression, BodyTooLarge, decompress
 from otelite.collector.receivers.otlp.auth import OtlpAuthError
 from otelite.collector.normalize.otlp_json import (OtlpJsonError, export_response_to_json, metrics_request_from_json,
                                            status_to_json, traces_request_from_json)
@@ -120,7 +120,7 @@ class OtlpHttpResource:
         if declared is not None and declared > limit:
             raise _too_large(limit)
         content_encoding = (req.get_header("Content-Encoding") or "identity").strip().lower()
-        if content_encoding not in ("identity", "gzip", "x-gzip", "deflate"):
+        if content_encoding not in ENCODINGS:
             raise _Refusal(falcon.HTTP_400, _INVALID_ARGUMENT,
                            f"unsupported Content-Encoding {content_encoding!r}; use gzip, deflate or none")
         chunks, size = [], 0
@@ -132,10 +132,12 @@ class OtlpHttpResource:
             if size > limit:
                 raise _too_large(limit)
             chunks.append(chunk)
-        raw = b"".join(chunks)
-        if content_encoding == "identity":
-            return raw
-        return _decompress(raw, content_encoding, limit)
+        try:
+            return decompress(b"".join(chunks), content_encoding, limit)
+        except BodyTooLarge:
+            raise _too_large(limit) from None
+        except BadCompression as e:
+            raise _Refusal(falcon.HTTP_400, _INVALID_ARGUMENT, str(e)) from None
 
     def _decode(self, body: bytes, encoding: str):
         if encoding == PROTOBUF:
@@ -156,45 +158,6 @@ class OtlpHttpResource:
 def _too_large(limit: int) -> _Refusal:
     return _Refusal(falcon.HTTP_413, _RESOURCE_EXHAUSTED,
                     f"the request body exceeds the limit of {limit} bytes (after decompression)")
-
-
-def _decompress(raw: bytes, content_encoding: str, limit: int) -> bytes:
-    # wbits 47 = gzip or zlib header; HTTP "deflate" is zlib-wrapped, but raw deflate is seen too.
-    if content_encoding in ("gzip", "x-gzip"):
-        out = _inflate(raw, 47, limit, members=True)
-    else:
-        out = _inflate(raw, 15, limit)
-        if out is None:
-            out = _inflate(raw, -15, limit)
-    if out is None:
-        raise _Refusal(falcon.HTTP_400, _INVALID_ARGUMENT, f"the body is not valid {content_encoding} data")
-    return out
-
-
-def _inflate(raw: bytes, wbits: int, limit: int, members: bool = False) -> bytes | None:
-    """Decompress to at most `limit` bytes in all (a bomb stops at limit + 1); None for invalid data.
-
-    With `members`, read every member of a gzip file (RFC 1952 section 2.2: a gzip file is a series of
-    members, and Go's gzip.Reader, which the Collector uses, reads them all); bytes after the last member
-    that are not another member make the body invalid rather than being silently ignored.
-    """
-    parts: list[bytes] = []
-    size = 0
-    while True:
-        d = zlib.decompressobj(wbits)
-        try:
-            part = d.decompress(raw, limit - size + 1)
-        except zlib.error:
-            return None
-        size += len(part)
-        if size > limit or d.unconsumed_tail:
-            raise _too_large(limit)
-        if not d.eof:
-            return None  # truncated
-        parts.append(part)
-        raw = d.unused_data
-        if not raw or not members:
-            return b"".join(parts)
 
 
 def _encoding_of(content_type: str | None) -> str | None:
