@@ -201,9 +201,10 @@ def parse_relative(text: str, tz: dt.tzinfo, now_ns: int) -> int | None:
         raise TimeError(f"{text!r} is out of range") from e
 
 
-def parse_time(value: object, tz: dt.tzinfo, now_ns: int) -> int:
-    """`now`, a PostHog relative date or an ISO 8601 datetime → nanoseconds since the epoch.
-    A datetime without an offset is read in `tz` (the project's zone), as relative dates are."""
+def parse_time(value: object, tz: dt.tzinfo, now_ns: int, *, naive_tz: dt.tzinfo | None = None) -> int:
+    """`now`, a PostHog relative date or an ISO 8601 datetime → nanoseconds since the epoch. Relative
+    dates are computed in `tz` (the project's zone); a datetime without an offset is read in `naive_tz`,
+    by default `tz` too."""
     if not isinstance(value, str):
         raise TimeError(f"expected an ISO datetime or a relative date such as -1h, got {value!r}")
     text = value.strip()
@@ -212,7 +213,7 @@ def parse_time(value: object, tz: dt.tzinfo, now_ns: int) -> int:
     relative = parse_relative(text, tz, now_ns)
     if relative is not None:
         return relative
-    ns = parse_iso(text, tz)
+    ns = parse_iso(text, tz if naive_tz is None else naive_tz)
     if ns is None:
         raise TimeError(f"{value!r} is neither an ISO datetime nor a relative date (-30M minutes, -6h, -7d, "
                         f"-2w, -3m months, -1y, -1dStart)")

@@ -356,10 +356,10 @@ def test_sdk_counter_increase(api, live):
         resp = api.query(metricName=name, aggregation="increase", groupBy=[{"key": "route"}], **window)
         return {s["labels"]["route"]: sum(p["value"] for p in s["points"]) for s in resp["results"]}
 
-    # Delta: every export's value is an increase. Cumulative: the first reading of a series has no
-    # predecessor (spec: the difference to the previous reading), so /a counts 11 + 13 and /b 17.
+    # Delta: every export's value is an increase. Cumulative: the SDK sends each series' start time, which
+    # lies inside the range, so a series' first reading counts from it (OTel data model): the same totals.
     assert totals("sdk.delta") == {"/a": 29.0, "/b": 24.0}
-    assert totals("sdk.cumul") == {"/a": 24.0, "/b": 17.0}
+    assert totals("sdk.cumul") == {"/a": 29.0, "/b": 24.0}
     resp = api.query(metricName="sdk.delta", aggregation="sum", filters=[{"key": "service_name", "value": "sdk-test"}], **window)
     assert resp["results"][0]["labels"] == {} and resp["results"][0]["points"]
 
