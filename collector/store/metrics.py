@@ -283,13 +283,16 @@ def metric_catalog(conn: sqlite3.Connection, project_id: int, name: str | None =
     """Every metric of the project (or the one named), by name then type. Unit, description, temporality
     and monotonicity are those of the most recently seen series of the metric."""
     metric_sql, params = _metric_clause(name, metric_type)
-    # SQLite takes the bare columns of an aggregate query from the row holding max(last_seen_ns).
+    # SQLite takes the bare columns of a query with one max() from the row holding it (the latest series).
     rows = conn.execute(
         "SELECT s.name, s.type, s.unit, s.description, s.temporality, s.is_monotonic, max(s.last_seen_ns), "
-        "min(s.first_seen_ns), count(*) FROM metric_series AS s WHERE s.project_id = ?" + metric_sql
+        "count(*) FROM metric_series AS s WHERE s.project_id = ?" + metric_sql
         + " GROUP BY s.name, s.type ORDER BY s.name, s.type", [project_id, *params]).fetchall()
     if not rows:
         return []
+    first_seen = {(n, t): f for n, t, f in conn.execute(
+        "SELECT s.name, s.type, min(s.first_seen_ns) FROM metric_series AS s WHERE s.project_id = ?" + metric_sql
+        + " GROUP BY s.name, s.type", [project_id, *params])}
     keys: dict[tuple[str, str], tuple[set, set]] = {(r[0], r[1]): (set(), set()) for r in rows}
     for mname, mtype, key, source in conn.execute(
             "SELECT DISTINCT s.name, s.type, l.key, l.source FROM metric_series AS s JOIN metric_series_labels AS l "
@@ -298,7 +301,7 @@ def metric_catalog(conn: sqlite3.Connection, project_id: int, name: str | None =
         if entry is not None:
             entry[0 if source == "point" else 1].add(key)
     out = []
-    for mname, mtype, unit, description, temporality, monotonic, last_seen, first_seen, n in rows:
+    for mname, mtype, unit, description, temporality, monotonic, last_seen, n in rows:
         count = None
         if with_point_counts:
             count = conn.execute(
@@ -306,8 +309,8 @@ def metric_catalog(conn: sqlite3.Connection, project_id: int, name: str | None =
                 "WHERE project_id = ? AND name = ? AND type = ?)", (project_id, mname, mtype)).fetchone()[0]
         point_keys, resource_keys = keys[(mname, mtype)]
         out.append(MetricInfo(mname, mtype, unit, description, temporality, bool(monotonic),
-                              tuple(sorted(point_keys)), tuple(sorted(resource_keys)), first_seen, last_seen,
-                              n, count))
+                              tuple(sorted(point_keys)), tuple(sorted(resource_keys)), first_seen[(mname, mtype)],
+                              last_seen, n, count))
     return out
 
 
