@@ -263,6 +263,12 @@ def test_automatic_interval_and_snapping(api):
     ({"metricName": "t.agg", "dateFrom": "yesterday-ish"}, "dateFrom"),
     ({"metricName": "t.agg", "dateFrom": "-1h", "interval": "fortnight"}, "interval"),
     ({"metricName": "t.agg", "dateFrom": "-1h", "filters": [{"key": "a", "op": "like", "value": "x"}]}, "query.filters"),
+    # RE2: a backreference or look-ahead is refused (linear-time matching only), never run
+    ({"metricName": "t.agg", "dateFrom": "-1h", "filters": [{"key": "a", "op": "regex", "value": r"(a)\1"}]},
+     "query.filters"),
+    ({"clauses": [{"metricName": "t.agg", "filters": [{"key": "a", "op": "not_regex", "value": "(?!x)"}]}],
+      "dateFrom": "-1h"}, "clauses[0].filters"),
+    ({"metricName": "t.agg", "dateFrom": "-1h", "dateTo": "-5H"}, "dateTo"),
     ({"metricName": "t.agg", "dateFrom": "-1h", "metricType": "counter"}, "query.metricType"),
 ])
 def test_invalid_queries_are_400(api, query, attr):

@@ -168,6 +168,9 @@ def test_filter_value_normalization():
     (_f("name", "contains", "x"), "filterGroup.operator: unknown operator 'contains'"),
     (_f("duration", "regex", "1"), "regex does not apply to span key 'duration'"),
     (_f("k", "regex", "[a-", "span_attribute"), "filterGroup.value: invalid regex '[a-'"),
+    # RE2 (linear time) has no backreferences or look-arounds: such patterns are refused, never run.
+    (_f("k", "regex", r"(a)\1", "span_attribute"), "filterGroup.value: invalid regex '(a)\\\\1'"),
+    (_f("name", "not_regex", "(?=x)"), "filterGroup.value: invalid regex '(?=x)'"),
     (_f("k", "lt", ["1", "2"], "span_attribute"), "lt takes one number"),
     (_f("k", "exact", [{"a": 1}], "span_attribute"), "expected a string or number"),
     (_f("status_code", "gt", "Error"), "gt needs a number"),
