@@ -72,6 +72,10 @@ def test_capital_m_is_minutes_small_m_is_months_in_both_apis(live):
     assert names({"date_from": "-30M"}) == ["twenty-minutes"]
     assert names({"date_from": "-3m", "date_to": "-2m"}) == ["seventy-five-days"]
     assert names({"date_from": "-3m"}) == ["forty-minutes", "seventy-five-days", "twenty-minutes"]
+    assert names({"date_from": "all"}) == ["forty-minutes", "seventy-five-days", "twenty-minutes"]  # all retained
+    r = httpx.get(f"{live.http_url}/api/projects/default/tracing/spans/service-names", timeout=10,
+                  params={"dateRange": '{"date_from": "all"}'}, headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 200 and {"name": "dates"} in r.json()["results"]
     # Read as minutes, `-3m` .. `-2m` would hold nothing, and `-30M` was refused before.
     assert [v for _, v in _metric_values(live, key, "default", {"metricName": "dates.g", "dateFrom": "-30M",
                                                                  "interval": "minute"})] == [1.0]

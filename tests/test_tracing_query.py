@@ -61,6 +61,8 @@ def test_parse_date_range_defaults_and_json():
     assert tq.parse_date_range(None, default_from="-1h", **kw) == (NOW - 3600 * S, NOW)
     assert tq.parse_date_range({"date_from": None, "date_to": None}, default_from="-1h", **kw) == (NOW - 3600 * S, NOW)
     assert tq.parse_date_range(None, default_from=None, **kw) == (None, None)  # trace view: everything
+    assert tq.parse_date_range({"date_from": "all"}, default_from="-1h", **kw) == (None, NOW)  # all retained
+    assert _bad(tq.parse_sparkline, {"query": {"dateRange": {"date_from": "all"}}}, 1, "UTC", NOW).attr == "dateRange"
     assert tq.parse_date_range({"date_to": "-1h"}, default_from=None, **kw) == (None, NOW - 3600 * S)
     assert tq.parse_date_range('{"date_from": "-2h", "date_to": "-1h"}', default_from="-1h", **kw) == \
         (NOW - 7200 * S, NOW - 3600 * S)

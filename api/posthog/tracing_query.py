@@ -84,7 +84,8 @@ def parse_date_range(value: Any, *, now_ns: int, timezone: str, default_from: st
     """`{"date_from", "date_to"}` → (start_ns or None, end_ns or None), both inclusive.
 
     date_to defaults to now when anything bounds the range; with no range at all and no default
-    (trace view) both are None: every retained span."""
+    (trace view) both are None: every retained span. `date_from: "all"` is everything retained up to
+    date_to (posthog-tracing.md): no start."""
     if value is None:
         value = {}
     if isinstance(value, str):  # GET endpoints: JSON in the query string
@@ -102,6 +103,8 @@ def parse_date_range(value: Any, *, now_ns: int, timezone: str, default_from: st
     raw_from = default_from if raw_from in (None, "") else raw_from
     if raw_from is None and raw_to in (None, ""):
         return None, None
+    if raw_from == "all":
+        raw_from = None
     start = None if raw_from is None else parse_date(raw_from, field=f"{field}.date_from", now_ns=now_ns,
                                                        timezone=timezone)
     end = now_ns if raw_to in (None, "") else parse_date(raw_to, field=f"{field}.date_to", now_ns=now_ns,
@@ -363,6 +366,9 @@ def parse_sparkline(body: dict, project_id: int, timezone: str, now_ns: int) -> 
     """POST tracing/spans/sparkline: the query's filters, rootSpans false by default."""
     q = _query_object(body)
     start, end = parse_date_range(q.get("dateRange"), now_ns=now_ns, timezone=timezone, default_from="-1h")
+    if start is None:
+        raise bad_request("dateRange: a sparkline needs a window; date_from \"all\" has no start",
+                          attr="dateRange")
     selection = _selection(q, project_id, (start, end), roots_default=False)
     bucket_ns = bucket_seconds(end - start) * _NS
     if end // bucket_ns - start // bucket_ns + 1 > MAX_SPARKLINE_BUCKETS:
