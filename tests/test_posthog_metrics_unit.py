@@ -14,7 +14,7 @@ import pytest
 
 from otelite.api.posthog.metrics import formula
 from otelite.api.posthog.metrics.characterize import reference_onset, scan_onset
-from otelite.api.posthog.metrics.intervals import auto_interval, grid
+from otelite.api.posthog.metrics.intervals import auto_interval, grid_for
 from otelite.collector.query.reduce import prom_quantile, summary_quantile
 from otelite.collector.store.db import connect_reader, prepare_database
 from otelite.collector.store.metrics import SeriesSelection, select_series
@@ -75,6 +75,10 @@ def test_auto_interval_about_60_buckets():
     assert auto_interval(7 * 24 * h) == "hour_6"
     assert auto_interval(60 * NS) == "second"
     assert auto_interval(31 * 24 * h) == "day"
+
+
+def grid(start_ns: int, end_ns: int, interval: str, tz) -> np.ndarray:
+    return grid_for(interval, tz).edges(start_ns, end_ns)
 
 
 def test_grid_snaps_down_and_follows_local_days():

@@ -132,6 +132,15 @@ def test_edges_cover_the_range_and_the_bound_holds(grid):
             assert grid.floor(int(e)) == int(e)
 
 
+def test_fixed_grid_origin():
+    assert starts(FixedGrid(7 * 60 * NS), at(2025, 1, 1, 0, 3), at(2025, 1, 1, 0, 10))[0] == iso(
+        at(2025, 1, 1) - (at(2025, 1, 1) // NS % 420) * NS)  # epoch-aligned 7-minute buckets
+    shifted = FixedGrid(7 * 60 * NS, origin_ns=at(2000, 1, 3))  # TimescaleDB's time_bucket origin
+    edges = shifted.edges(at(2025, 1, 1, 0, 3), at(2025, 1, 1, 0, 10))
+    assert all((int(e) - at(2000, 1, 3)) % (7 * 60 * NS) == 0 for e in edges)
+    assert edges[0] <= at(2025, 1, 1, 0, 3) < edges[1]
+
+
 def test_bad_grids_are_refused():
     for count, unit in ((0, "d"), (1, "x"), (-1, "h"), (1.5, "m")):
         with pytest.raises(ValueError):

@@ -68,23 +68,25 @@ class Grid(ABC):
 
 
 class FixedGrid(Grid):
-    """Buckets of `step_ns`, aligned to multiples of the step in `zone`'s local time at the range start
+    """Buckets of `step_ns`, starting at `origin_ns` + k·step in `zone`'s local time at the range start
     (so hours start at local whole hours in a half-hour zone); a DST change inside the range keeps the
-    alignment of the range start."""
+    alignment of the range start. `origin_ns` (default the epoch) shifts the alignment, like TimescaleDB's
+    `time_bucket(..., origin)`."""
 
-    def __init__(self, step_ns: int, zone: dt.tzinfo = UTC) -> None:
+    def __init__(self, step_ns: int, zone: dt.tzinfo = UTC, origin_ns: int = 0) -> None:
         if step_ns <= 0:
             raise ValueError("a bucket must be longer than zero")
-        self.step_ns, self.zone = int(step_ns), zone
+        self.step_ns, self.zone, self.origin_ns = int(step_ns), zone, int(origin_ns)
 
     def __repr__(self) -> str:
-        return f"FixedGrid({self.step_ns}, {self.zone})"
+        return f"FixedGrid({self.step_ns}, {self.zone}, origin_ns={self.origin_ns})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, FixedGrid) and (self.step_ns, self.zone) == (other.step_ns, other.zone)
+        return isinstance(other, FixedGrid) and \
+            (self.step_ns, self.zone, self.origin_ns) == (other.step_ns, other.zone, other.origin_ns)
 
     def __hash__(self) -> int:
-        return hash((self.step_ns, str(self.zone)))
+        return hash((self.step_ns, str(self.zone), self.origin_ns))
 
     @property
     def nominal_ns(self) -> int:
@@ -94,8 +96,8 @@ class FixedGrid(Grid):
         step = self.step_ns
         offset = from_ns(start_ns, self.zone).utcoffset()
         offset_ns = int(offset.total_seconds()) * NS if offset else 0
-        local = start_ns + offset_ns
-        first = local - (local % step) - offset_ns
+        local = start_ns + offset_ns - self.origin_ns
+        first = local - (local % step) - offset_ns + self.origin_ns
         n = -(-(end_ns - first) // step)  # ceil
         return first + step * np.arange(max(n, 1) + 1, dtype=np.int64)
 

@@ -51,7 +51,3 @@ def approx_buckets(start_ns: int, end_ns: int, interval: str) -> int:
     step = INTERVALS[interval] * NS
     return (end_ns - start_ns) // step + 2
 
-
-def grid(start_ns: int, end_ns: int, interval: str, tz: dt.tzinfo):
-    """Bucket edges of `interval` over [start_ns, end_ns) (collector/query/grid.py)."""
-    return grid_for(interval, tz).edges(start_ns, end_ns)
