@@ -140,10 +140,12 @@ def _restarts(time: np.ndarray, start: np.ndarray | None, has_prev: np.ndarray, 
     """(restarted, from_start) per point (module docstring): `restarted` when the point's known start is
     after the previous reading; `from_start` when a point without a previous reading started inside the
     points read, so its whole value is its increase."""
+    none = np.zeros(time.size, bool)
     if start is None or loaded_from is None:
-        none = np.zeros(time.size, bool)
         return none, none
     known = (start > 0) & (start < time)
+    if not known.any():  # e.g. a producer that sends no start times: nothing more to look at
+        return none, none
     restarted = has_prev & known & (start > _shifted(time, 0))
     from_start = ~has_prev & known & (start >= loaded_from)
     return restarted, from_start
@@ -180,14 +182,16 @@ def series_cells(pts: Points, sidx: np.ndarray, b: np.ndarray, agg: Aggregation,
     valid = pts.valid
     fn = agg.fn
     if fn in ("rate", "increase"):
-        keep = np.flatnonzero(valid)
-        s = sidx[keep]
+        s, counter, time, start, bk = sidx, pts.counter, pts.time, pts.start, b
+        if not valid.all():  # (the store loads readings only; Points built by hand may have others)
+            keep = np.flatnonzero(valid)
+            s, counter, time, bk = s[keep], counter[keep], time[keep], bk[keep]
+            start = start[keep] if start is not None else None
         delta = temporality[s] == 1
         resets = monotonic[s] | (kind not in ("number", "set"))
-        start = pts.start[keep] if pts.start is not None else None
-        d, defined = increases(s, pts.counter[keep], delta, resets, pts.time[keep], start, loaded_from)
-        use = defined & (b[keep] >= 0)
-        key, vals = _reduce(s[use] * nb + b[keep][use], d[use], "sum", None)
+        d, defined = increases(s, counter, delta, resets, time, start, loaded_from)
+        use = defined & (bk >= 0)
+        key, vals = _reduce(s[use] * nb + bk[use], d[use], "sum", None)
         if fn == "rate":  # per second of the bucket (a DST day has 23 or 25 hours, months differ)
             vals = vals / (np.diff(edges) / 1e9)[key % nb]
         return Cells(key // nb, key % nb, value=vals)
