@@ -220,14 +220,18 @@ def _telescoped(pts: Points, sidx: np.ndarray, b: np.ndarray, temporality: np.nd
     reading counts from its start time) + the reading before each reset. So only those rows are ever
     expanded, not every point's buckets.
     Returns (cell keys, rows, signs, cell of each row)."""
-    rows = np.flatnonzero(pts.valid)
-    s, bk = sidx[rows], b[rows]
+    valid = pts.valid
+    if valid.all():  # the store loads readings only: work on the columns themselves, no copies
+        rows = None
+        s, bk, total, time, start = sidx, b, pts.counter, pts.time, pts.start
+    else:
+        rows = np.flatnonzero(valid)
+        s, bk, total, time = sidx[rows], b[rows], pts.counter[rows], pts.time[rows]
+        start = pts.start[rows] if pts.start is not None else None
     delta = temporality[s] == 1
     has_prev = _previous(s)
-    total = pts.counter[rows]
     prev_total = _shifted(total, np.nan)
-    start = pts.start[rows] if pts.start is not None else None
-    restarted, from_start = _restarts(pts.time[rows], start, has_prev, loaded_from)
+    restarted, from_start = _restarts(time, start, has_prev, loaded_from)
     with np.errstate(invalid="ignore"):
         reset = has_prev & ~delta & ((total < prev_total) | restarted)
     idx = np.flatnonzero((delta | has_prev | from_start) & (bk >= 0))
@@ -242,7 +246,9 @@ def _telescoped(pts: Points, sidx: np.ndarray, b: np.ndarray, temporality: np.nd
     minus = c[has_prev[first_pos[c]]]  # cells whose first reading has a predecessor to subtract
     dmask = delta[idx]
     rmask = reset[idx]
-    row = np.concatenate([rows[idx[dmask]], rows[last_pos[c]], rows[first_pos[minus] - 1], rows[idx[rmask] - 1]])
+    row = np.concatenate([idx[dmask], last_pos[c], first_pos[minus] - 1, idx[rmask] - 1])
+    if rows is not None:
+        row = rows[row]
     sign = np.concatenate([np.ones(int(dmask.sum())), np.ones(c.size), -np.ones(minus.size),
                            np.ones(int(rmask.sum()))])
     cell = np.concatenate([cell_of[dmask], c, minus, cell_of[rmask]])
