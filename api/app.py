@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING
 import falcon
 import falcon.asgi
 
-from otelite.api import openapi, posthog_metrics, prometheus
+from otelite.api import openapi, prometheus
 from otelite.api.auth import AuthMiddleware
 from otelite.api.dialect import Services
 from otelite.api.errors import add_error_handlers
 from otelite.api.health import HealthResource, SelfMetricsResource
 from otelite.api.posthog import tracing as posthog_tracing
+from otelite.api.posthog.metrics import resources as posthog_metrics
 from otelite.api.ratelimit import RateLimiter
 from otelite.api.ui import routes as ui_routes
 from otelite.collector.receivers.otlp import http as otlp_http

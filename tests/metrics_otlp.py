@@ -63,13 +63,18 @@ def gauge(name: str, points: list[tuple], resource: dict | None = None) -> Expor
 
 
 def counter(name: str, points: list[tuple], temporality: int = CUMULATIVE, monotonic: bool = True,
-            resource: dict | None = None) -> ExportMetricsServiceRequest:
+            resource: dict | None = None, start: int | None = None) -> ExportMetricsServiceRequest:
+    """points: (time_ns, value, attrs) or (time_ns, value, attrs, start_ns). The start time, as an SDK
+    sends it: for cumulative points one start per series (`start`, default a day before the request's
+    first point: a process that started long ago); for delta points the minute before each point."""
     req, sm = request(resource)
     m = sm.metrics.add(name=name)
     m.sum.aggregation_temporality = temporality
     m.sum.is_monotonic = monotonic
-    for t, v, attrs in points:
-        dp = m.sum.data_points.add(time_unix_nano=t, start_time_unix_nano=t - MIN, attributes=_kvs(attrs))
+    since = start if start is not None else min((p[0] for p in points), default=0) - 24 * HOUR
+    for t, v, attrs, *explicit in points:
+        begin = explicit[0] if explicit else (since if temporality == CUMULATIVE else t - MIN)
+        dp = m.sum.data_points.add(time_unix_nano=t, start_time_unix_nano=begin, attributes=_kvs(attrs))
         if isinstance(v, int):
             dp.as_int = v
         else:

@@ -263,6 +263,12 @@ def test_automatic_interval_and_snapping(api):
     ({"metricName": "t.agg", "dateFrom": "yesterday-ish"}, "dateFrom"),
     ({"metricName": "t.agg", "dateFrom": "-1h", "interval": "fortnight"}, "interval"),
     ({"metricName": "t.agg", "dateFrom": "-1h", "filters": [{"key": "a", "op": "like", "value": "x"}]}, "query.filters"),
+    # RE2: a backreference or look-ahead is refused (linear-time matching only), never run
+    ({"metricName": "t.agg", "dateFrom": "-1h", "filters": [{"key": "a", "op": "regex", "value": r"(a)\1"}]},
+     "query.filters"),
+    ({"clauses": [{"metricName": "t.agg", "filters": [{"key": "a", "op": "not_regex", "value": "(?!x)"}]}],
+      "dateFrom": "-1h"}, "clauses[0].filters"),
+    ({"metricName": "t.agg", "dateFrom": "-1h", "dateTo": "-5H"}, "dateTo"),
     ({"metricName": "t.agg", "dateFrom": "-1h", "metricType": "counter"}, "query.metricType"),
 ])
 def test_invalid_queries_are_400(api, query, attr):
@@ -356,12 +362,59 @@ def test_sdk_counter_increase(api, live):
         resp = api.query(metricName=name, aggregation="increase", groupBy=[{"key": "route"}], **window)
         return {s["labels"]["route"]: sum(p["value"] for p in s["points"]) for s in resp["results"]}
 
-    # Delta: every export's value is an increase. Cumulative: the first reading of a series has no
-    # predecessor (spec: the difference to the previous reading), so /a counts 11 + 13 and /b 17.
+    # Delta: every export's value is an increase. Cumulative: the SDK sends each series' start time, which
+    # lies inside the range, so a series' first reading counts from it (OTel data model): the same totals.
     assert totals("sdk.delta") == {"/a": 29.0, "/b": 24.0}
-    assert totals("sdk.cumul") == {"/a": 24.0, "/b": 17.0}
+    assert totals("sdk.cumul") == {"/a": 29.0, "/b": 24.0}
     resp = api.query(metricName="sdk.delta", aggregation="sum", filters=[{"key": "service_name", "value": "sdk-test"}], **window)
     assert resp["results"][0]["labels"] == {} and resp["results"][0]["points"]
+
+
+def test_counter_restart_with_start_time_counts_toward_increase_and_rate(api):
+    """OTel data model, "Resets and Gaps": a cumulative point whose start time is after the previous reading
+    begins a new stream; its whole value is its increase, even when it is above the value before."""
+    s1 = B - HOUR  # the first process started long before the range
+    s2 = B + 2 * MIN + 10 * S  # restarted
+    s3 = B + 3 * MIN + 20 * S  # restarted again, and its first value is above the last one of s2
+    api.send(counter("t.restart", [(B - MIN, 100, {"host": "a"}, s1), (B + 30 * S, 110, {"host": "a"}, s1),
+                                   (B + MIN + 30 * S, 130, {"host": "a"}, s1), (B + 2 * MIN + 40 * S, 7, {"host": "a"}, s2),
+                                   (B + 3 * MIN + 10 * S, 9, {"host": "a"}, s2), (B + 3 * MIN + 50 * S, 25, {"host": "a"}, s3),
+                                   # an app that started inside the range: its first export counts from its start
+                                   (B + 2 * MIN + 30 * S, 4, {"host": "new"}, B + 2 * MIN),
+                                   (B + 3 * MIN + 30 * S, 6, {"host": "new"}, B + 2 * MIN)]))
+    resp = api.query(metricName="t.restart", aggregation="increase", groupBy=[{"key": "host"}], **_window(4))
+    got = _values(resp, key="host")
+    assert got["a"] == {iso(B): 10.0, iso(B + MIN): 20.0, iso(B + 2 * MIN): 7.0, iso(B + 3 * MIN): 27.0}
+    assert got["new"] == {iso(B): 0.0, iso(B + MIN): 0.0, iso(B + 2 * MIN): 4.0, iso(B + 3 * MIN): 2.0}
+    resp = api.query(metricName="t.restart", aggregation="rate", **_window(4))
+    assert [p["value"] for p in resp["results"][0]["points"]] == pytest.approx([10 / 60, 20 / 60, 11 / 60, 29 / 60])
+
+
+def test_readme_p95_example_for_a_short_lived_app(api, live):
+    """README, "PostHog APIs": p95 of http.server.duration by service_name over the last hour, for an app
+    that recorded a few requests and exited within a minute (one cumulative export, at shutdown)."""
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.resources import Resource
+
+    exporter = OTLPMetricExporter(endpoint=f"{live.http_url}/v1/metrics", timeout=10)
+    reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
+    provider = MeterProvider(resource=Resource.create({"service.name": "short-lived"}), metric_readers=[reader])
+    duration = provider.get_meter("app").create_histogram("http.server.duration", unit="ms")
+    for ms in range(1, 21):
+        duration.record(ms, {"http.route": "/"})
+    provider.shutdown()  # the one and only export
+    readme_query = {"metricName": "http.server.duration", "aggregation": "p95", "dateFrom": "-1h",
+                    "groupBy": [{"key": "service_name"}]}
+    resp = api.query(**readme_query)
+    [series] = resp["results"]
+    assert series["labels"] == {"service_name": "short-lived"}
+    # The SDK's default bounds put 1-5 in (0, 5], 6-10 in (5, 10], 11-20 in (10, 25]: rank 19 of 20 lies in
+    # (10, 25] after 10 observations, so 10 + 15 · 9/10 (Prometheus' interpolation).
+    assert [p["value"] for p in series["points"] if p["value"]] == [pytest.approx(23.5)]
+    resp = api.query(**{**readme_query, "aggregation": "histogram_quantile", "quantile": 0.5})
+    assert [p["value"] for p in resp["results"][0]["points"] if p["value"]] == [pytest.approx(10.0)]
 
 
 def test_project_timezone_buckets(live):

@@ -551,7 +551,7 @@ def test_trace_view_self_times_and_paging(env):
                                                                 "operator": "exact", "value": "root"}]}).json()
     assert [(s["name"], s["self_time_nano"]) for s in only["results"]] == [("root", 40 * MS)]
     # A date range that misses the trace returns nothing.
-    assert _post(env, f"/trace/{SELF_TRACE}", {"dateRange": {"date_from": "-1m"}}).json()["results"] == []
+    assert _post(env, f"/trace/{SELF_TRACE}", {"dateRange": {"date_from": "-1M"}}).json()["results"] == []
 
     first = _post(env, f"/trace/{BIG_TRACE}", {}).json()
     assert len(first["results"]) == 2000 and first["hasMore"] is True and first["nextOffset"] == 2000
@@ -574,7 +574,7 @@ def test_service_names(env):
     assert names({"search": "_"}) == ["web_app%"]
     assert names({"search": "%"}) == ["web_app%"]
     assert names({"search": "ay"}) == ["payments"]
-    assert names({"dateRange": json.dumps({"date_from": "-1m"})}) == []
+    assert names({"dateRange": json.dumps({"date_from": "-1M"})}) == []
     assert [x["name"] for x in _get(env, "/service-names", key=env.acme_key,
                                     base="/api/projects/acme/tracing/spans").json()["results"]] == ["acme-svc"]
 

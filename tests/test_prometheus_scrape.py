@@ -370,7 +370,7 @@ def test_the_example_config_lists_the_prometheus_exporter():
 
 def test_the_scrape_query_uses_the_indexes_and_never_reads_points(tmp_path):
     from otelite.collector.store.db import prepare_database
-    from otelite.exporters.prometheus.collect import _SQL_LIVE
+    from otelite.collector.store.metrics import LIVE_STATES_SQL as _SQL_LIVE
     path = str(tmp_path / "plan.db")
     prepare_database(path)
     conn = sqlite3.connect(path)

@@ -33,8 +33,11 @@ def _bad(fn, *args, **kwargs) -> ApiError:
 # --- dates ----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text,expected", [
-    ("-30m", NOW - 1800 * S), ("-90s", NOW - 90 * S), ("-6h", NOW - 6 * 3600 * S), ("-7d", NOW - 7 * 86400 * S),
-    ("-2w", NOW - 14 * 86400 * S), ("30m", NOW - 1800 * S),
+    # PostHog's relative_date_parse: M minutes, m months (NOW is 2023-11-14T22:13:20Z).
+    ("-30M", NOW - 1800 * S), ("-90s", NOW - 90 * S), ("-6h", NOW - 6 * 3600 * S), ("-7d", NOW - 7 * 86400 * S),
+    ("-2w", NOW - 14 * 86400 * S), ("30M", NOW - 1800 * S), ("-1q", NOW - 13 * 7 * 86400 * S),
+    ("-3m", NOW - (31 + 30 + 31) * 86400 * S), ("-1y", NOW - 365 * 86400 * S),  # 14 Aug 2023, 14 Nov 2022
+    ("-1dStart", NOW - (86400 + 22 * 3600 + 13 * 60 + 20) * S), ("dStart", NOW - (22 * 3600 + 13 * 60 + 20) * S),
     ("2023-11-14T22:13:20Z", NOW), ("2023-11-14T23:13:20+01:00", NOW), ("2023-11-14T22:13:20.5Z", NOW + S // 2),
     ("2023-11-14T22:13:20.000000007Z", NOW + 7), ("2023-11-14", NOW - (22 * 3600 + 13 * 60 + 20) * S),
 ])
@@ -47,7 +50,7 @@ def test_naive_iso_dates_are_in_the_project_timezone():
     assert tq.parse_date("2023-11-14T22:13:20", field="f", now_ns=NOW, timezone="UTC") == NOW
 
 
-@pytest.mark.parametrize("text", ["yesterday", "-1y", "-h", "", "12:00", 5, None, "-5 m", "2023-13-01"])
+@pytest.mark.parametrize("text", ["yesterday", "-1x", "-h", "-5H", "", "12:00", 5, None, "-5 m", "2023-13-01"])
 def test_parse_date_rejects(text):
     e = _bad(tq.parse_date, text, field="dateRange.date_to", now_ns=NOW)
     assert e.message.startswith("dateRange.date_to: ") and e.attr == "dateRange"
@@ -58,6 +61,8 @@ def test_parse_date_range_defaults_and_json():
     assert tq.parse_date_range(None, default_from="-1h", **kw) == (NOW - 3600 * S, NOW)
     assert tq.parse_date_range({"date_from": None, "date_to": None}, default_from="-1h", **kw) == (NOW - 3600 * S, NOW)
     assert tq.parse_date_range(None, default_from=None, **kw) == (None, None)  # trace view: everything
+    assert tq.parse_date_range({"date_from": "all"}, default_from="-1h", **kw) == (None, NOW)  # all retained
+    assert _bad(tq.parse_sparkline, {"query": {"dateRange": {"date_from": "all"}}}, 1, "UTC", NOW).attr == "dateRange"
     assert tq.parse_date_range({"date_to": "-1h"}, default_from=None, **kw) == (None, NOW - 3600 * S)
     assert tq.parse_date_range('{"date_from": "-2h", "date_to": "-1h"}', default_from="-1h", **kw) == \
         (NOW - 7200 * S, NOW - 3600 * S)
@@ -165,6 +170,9 @@ def test_filter_value_normalization():
     (_f("name", "contains", "x"), "filterGroup.operator: unknown operator 'contains'"),
     (_f("duration", "regex", "1"), "regex does not apply to span key 'duration'"),
     (_f("k", "regex", "[a-", "span_attribute"), "filterGroup.value: invalid regex '[a-'"),
+    # RE2 (linear time) has no backreferences or look-arounds: such patterns are refused, never run.
+    (_f("k", "regex", r"(a)\1", "span_attribute"), "filterGroup.value: invalid regex '(a)\\\\1'"),
+    (_f("name", "not_regex", "(?=x)"), "filterGroup.value: invalid regex '(?=x)'"),
     (_f("k", "lt", ["1", "2"], "span_attribute"), "lt takes one number"),
     (_f("k", "exact", [{"a": 1}], "span_attribute"), "expected a string or number"),
     (_f("status_code", "gt", "Error"), "gt needs a number"),

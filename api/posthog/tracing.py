@@ -118,7 +118,7 @@ class ServiceNamesResource:
         project = req.context.project
         start, end = tq.parse_date_range(req.get_param("dateRange"), now_ns=time.time_ns(),
                                          timezone=project.timezone, default_from="-1h")
-        names = await self._store.read(st.service_names, project.id, start, end, req.get_param("search"),
+        names = await self._store.read(st.service_names, project.id, start or 0, end, req.get_param("search"),
                                        tq.SERVICE_NAMES_MAX)
         resp.media = {"results": [{"name": n} for n in names]}
 

@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-import datetime as _dt
 import json
 import math
 import re
 import uuid
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from otelite.api.errors import bad_request
+from otelite.collector import times
+from otelite.collector.store.regex import RegexError, compile_regex
 from otelite.collector.store.tracing import OPERATORS, SPAN_KEYS, Condition, Filter, Group, Selection, SpanOrder, SpanRow
 
 DEFAULT_LIMIT = 100
@@ -38,10 +37,6 @@ SPARKLINE_TOP_SERVICES = 10
 BUCKET_LADDER_S = (1, 5, 10, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 21600, 43200, 86400)
 
 _NS = 1_000_000_000
-_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
-_RELATIVE = re.compile(r"^-?(\d{1,9})([smhdw])$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_ISO_NS = re.compile(r"^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:?\d{2})?$")
 _HEX = re.compile(r"^[0-9a-fA-F]*$")
 KINDS = {"unspecified": 0, "internal": 1, "server": 2, "client": 3, "producer": 4, "consumer": 5}
 STATUS_NAMES = {"unset": (0,), "ok": (0, 1), "error": (2,)}  # "OK" means not an error (spec)
@@ -75,46 +70,13 @@ class TraceQuery:
 
 # --- dates ------------------------------------------------------------------------------------------------
 
-def _zone(name: str) -> _dt.tzinfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return _dt.timezone.utc
-
-
-def _to_ns(dt: _dt.datetime) -> int:
-    delta = dt - _EPOCH
-    return (delta.days * 86400 + delta.seconds) * _NS + delta.microseconds * 1000
-
-
 def parse_date(value: Any, *, field: str, now_ns: int, timezone: str = "UTC") -> int:
-    """A relative offset before now (`-30m`, `-90s`, `6h`, `-7d`, `-2w`) or an ISO datetime (a naive one
-    is in the project's timezone) → nanoseconds since the epoch."""
-    if isinstance(value, str):
-        m = _RELATIVE.match(value.strip())
-        if m:
-            return now_ns - int(m.group(1)) * _UNIT_S[m.group(2)] * _NS
-        ns = _parse_iso(value.strip(), timezone)
-        if ns is not None:
-            return ns
-    raise bad_request(f"{field}: {value!r} is neither a relative date (-30m, -6h, -7d, -2w) nor an ISO "
-                      f"datetime", attr=field.split(".")[0])
-
-
-def _parse_iso(text: str, timezone: str) -> int | None:
-    m = _ISO_NS.match(text)
+    """A PostHog relative date (`-30M` minutes, `-6h`, `-7d`, `-3m` months, `-1dStart`; collector/times.py)
+    or an ISO datetime (a naive one is in the project's timezone, as relative dates are) → nanoseconds."""
     try:
-        if m:  # keep nanoseconds, which datetime cannot hold
-            dt = _dt.datetime.fromisoformat(m.group(1) + (m.group(3) or ""))
-            frac = int((m.group(2) or "0").ljust(9, "0"))
-        else:
-            dt = _dt.datetime.fromisoformat(text)  # dates, minutes-only times
-            frac = 0
-    except ValueError:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=_zone(timezone))
-    return _to_ns(dt) + frac
+        return times.parse_time(value, times.zone(timezone), now_ns)
+    except times.TimeError as e:
+        raise bad_request(f"{field}: {e}", attr=field.split(".")[0]) from None
 
 
 def parse_date_range(value: Any, *, now_ns: int, timezone: str, default_from: str | None,
@@ -122,7 +84,8 @@ def parse_date_range(value: Any, *, now_ns: int, timezone: str, default_from: st
     """`{"date_from", "date_to"}` → (start_ns or None, end_ns or None), both inclusive.
 
     date_to defaults to now when anything bounds the range; with no range at all and no default
-    (trace view) both are None: every retained span."""
+    (trace view) both are None: every retained span. `date_from: "all"` is everything retained up to
+    date_to (posthog-tracing.md): no start."""
     if value is None:
         value = {}
     if isinstance(value, str):  # GET endpoints: JSON in the query string
@@ -140,6 +103,8 @@ def parse_date_range(value: Any, *, now_ns: int, timezone: str, default_from: st
     raw_from = default_from if raw_from in (None, "") else raw_from
     if raw_from is None and raw_to in (None, ""):
         return None, None
+    if raw_from == "all":
+        raw_from = None
     start = None if raw_from is None else parse_date(raw_from, field=f"{field}.date_from", now_ns=now_ns,
                                                        timezone=timezone)
     end = now_ns if raw_to in (None, "") else parse_date(raw_to, field=f"{field}.date_to", now_ns=now_ns,
@@ -149,15 +114,7 @@ def parse_date_range(value: Any, *, now_ns: int, timezone: str, default_from: st
     return start, end
 
 
-def iso(ns: int, digits: int = 6) -> str:
-    """Nanoseconds since the epoch → ISO 8601 UTC with `digits` fraction digits and a Z."""
-    secs, frac = divmod(ns, _NS)
-    return f"{_iso_seconds(secs)}.{str(frac).zfill(9)[:digits]}Z"
-
-
-@lru_cache(maxsize=4096)
-def _iso_seconds(secs: int) -> str:  # spans of a page share their seconds; formatting dominates rendering
-    return (_EPOCH + _dt.timedelta(seconds=secs)).strftime("%Y-%m-%dT%H:%M:%S")
+iso = times.iso_utc  # span times: ISO 8601 UTC, microseconds (nine digits in cursors)
 
 
 # --- scalar fields ----------------------------------------------------------------------------------------
@@ -297,9 +254,9 @@ def parse_filter(value: dict, path: str) -> Filter | None:
     if op in ("regex", "not_regex"):
         for v in values:
             try:
-                re.compile(v)
-            except re.error as e:
-                raise bad_request(f"{vpath}: invalid regex {v!r}: {e}", attr="filterGroup") from None
+                compile_regex(v)  # RE2, as every client-supplied pattern (collector/store/regex.py)
+            except RegexError as e:
+                raise bad_request(f"{vpath}: {e}", attr="filterGroup") from None
     return Filter(source, key, op, tuple(dict.fromkeys(values)))
 
 
@@ -409,6 +366,9 @@ def parse_sparkline(body: dict, project_id: int, timezone: str, now_ns: int) -> 
     """POST tracing/spans/sparkline: the query's filters, rootSpans false by default."""
     q = _query_object(body)
     start, end = parse_date_range(q.get("dateRange"), now_ns=now_ns, timezone=timezone, default_from="-1h")
+    if start is None:
+        raise bad_request("dateRange: a sparkline needs a window; date_from \"all\" has no start",
+                          attr="dateRange")
     selection = _selection(q, project_id, (start, end), roots_default=False)
     bucket_ns = bucket_seconds(end - start) * _NS
     if end // bucket_ns - start // bucket_ns + 1 > MAX_SPARKLINE_BUCKETS:
@@ -450,7 +410,7 @@ def decode_cursor(value: Any) -> tuple[int, bytes] | None:
         text = value.strip().replace("-", "+").replace("_", "/")
         doc = json.loads(base64.b64decode(text + "=" * (-len(text) % 4), validate=True))
         ts, sid = doc["timestamp"], doc["span_id"]
-        start = _parse_iso(ts, "UTC") if isinstance(ts, str) else None
+        start = times.parse_iso(ts) if isinstance(ts, str) else None
         if start is None or not isinstance(sid, str) or len(sid) != 16 or not _HEX.match(sid):
             raise ValueError
         return start, bytes.fromhex(sid)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
+from otelite.collector.store import functions
 from otelite.collector.store.migrations import migrate
 
 
@@ -41,10 +42,12 @@ def connect_writer(path: str, *, synchronous: str = "NORMAL", cache_mib: int = 1
 
 
 def connect_reader(path: str, *, cache_mib: int = 32) -> sqlite3.Connection:
-    """A read connection: never takes the write lock, so readers never block the writer (WAL)."""
+    """A read connection: never takes the write lock, so readers never block the writer (WAL). Prepared
+    once here (pragmas, the SQL functions of functions.py), like Datasette's read connections."""
     conn = sqlite3.connect(path, check_same_thread=False, timeout=5.0)
     conn.execute("PRAGMA query_only=ON")
     conn.execute(f"PRAGMA cache_size={-int(cache_mib) * 1024}")
+    functions.register(conn)
     return conn
 
 

@@ -15,6 +15,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from otelite.collector.store.db import connect_reader, prepare_database
+from otelite.collector.store.points import PointCache
 from otelite.collector.store.writer import StoreUnavailable, Writer
 
 if TYPE_CHECKING:
@@ -38,6 +39,8 @@ class Store:
         # Migrate (or refuse a newer file) before anything listens, so a bad file stops the start.
         self.schema_version = prepare_database(self.path)
         self.writer = Writer(self.path, config, batching, telemetry, retention=retention)
+        # One point cache for every dialect that queries metrics (collector/query), bounded by config.
+        self.point_cache = PointCache(max(config.query_cache_mib, 0) * 2**20)
         self._local = threading.local()
 
     def start(self) -> None:

@@ -21,11 +21,8 @@ Planning notes (measured on 1M spans, see bench/query_tracing.py):
 from __future__ import annotations
 
 import json
-import math
-import re
 import sqlite3
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Iterable, Union
 
 OPERATORS = ("exact", "is_not", "icontains", "not_icontains", "regex", "not_regex", "gt", "lt", "is_set",
@@ -79,7 +76,7 @@ class Filter:
 
     `values` are already normalized by the caller: bytes for trace_id/span_id with exact/is_not,
     nanoseconds for duration, ints for kind/status_code, text for attribute comparisons, a number for
-    gt/lt, and a valid Python regex for regex/not_regex.
+    gt/lt, and a pattern `regex.compile_regex` accepted (RE2) for regex/not_regex.
     """
     source: str
     key: str
@@ -119,39 +116,6 @@ class SpanOrder:
 class Sql:
     text: str
     params: list = field(default_factory=list)
-
-
-# --- SQL functions registered on the read connection ----------------------------------------------------
-
-@lru_cache(maxsize=256)
-def _compiled(pattern: str) -> re.Pattern:
-    return re.compile(pattern)
-
-
-def _regexp(pattern: str | None, value) -> int | None:
-    """otelite_regexp(pattern, value): 1 when `pattern` matches anywhere in `value` (re.search)."""
-    if pattern is None or value is None:
-        return None
-    return 1 if _compiled(pattern).search(value if isinstance(value, str) else str(value)) else 0
-
-
-def _number(value) -> float | None:
-    """otelite_num(value): the value as a number when it is one or reads as one, else NULL."""
-    if isinstance(value, (int, float)):
-        return value
-    if isinstance(value, str):
-        try:
-            f = float(value)
-        except ValueError:
-            return None
-        return f if math.isfinite(f) else None
-    return None
-
-
-def prepare_connection(conn: sqlite3.Connection) -> None:
-    """Register the functions compiled filters use (cheap; done before each tracing query)."""
-    conn.create_function("otelite_regexp", 2, _regexp, deterministic=True)
-    conn.create_function("otelite_num", 1, _number, deterministic=True)
 
 
 # --- compiling conditions ---------------------------------------------------------------------------------
@@ -299,7 +263,6 @@ def compile_span_list(sel: Selection, order: SpanOrder, limit: int, offset: int 
 def find_spans(conn: sqlite3.Connection, sel: Selection, order: SpanOrder, limit: int, offset: int = 0,
                after: tuple[int, bytes] | None = None) -> tuple[list[SpanRow], bool]:
     """Up to `limit` spans and whether more follow (one extra row is fetched to know)."""
-    prepare_connection(conn)
     q = compile_span_list(sel, order, limit + 1, offset, after)
     rows = [SpanRow(*r) for r in conn.execute(q.text, q.params)]
     return rows[:limit], len(rows) > limit
@@ -310,7 +273,6 @@ def trace_page(conn: sqlite3.Connection, sel: Selection, offset: int, page: int
     """One page of a trace's spans (start order) matching `sel` (which names the trace), whether more
     follow, the self time of each span id, and the trace's (first start, last end)."""
     assert sel.trace_id is not None
-    prepare_connection(conn)
     rows, has_more = find_spans(conn, sel, SpanOrder("timestamp", False), page, offset)
     # Self times and bounds come from the whole trace, whatever the filters kept.
     shape = conn.execute("SELECT span_id, parent_span_id, start_ns, end_ns FROM spans AS s "
@@ -372,7 +334,6 @@ def span_counts(conn: sqlite3.Connection, sel: Selection, bucket_ns: int, distin
     (with roots_only: traces that have a root span).
     """
     assert sel.start_ns is not None and sel.end_ns is not None
-    prepare_connection(conn)
     where = compile_where(sel, with_time=False)
     services = Sql("SELECT DISTINCT service_name AS name FROM resources WHERE project_id = ?", [sel.project_id])
     if sel.services:

@@ -1,8 +1,9 @@
 """The store's live series → Prometheus metric families (prometheus.md).
 
-One scrape is one read of `metric_series_state` (one row per series, kept current by the writer) joined
-to the live part of `metric_series` (`last_seen_ns` within `metric_expiration`, found through the
-`metric_series_by_last_seen` index): its cost depends on the number of live series, never on history.
+One scrape is one read of the latest state of the live series (`collector.store.metrics.live_series_states`:
+one row per series seen within `metric_expiration`, kept current by the writer): its cost depends on the
+number of live series, never on history. This module only translates and renders; every read goes through
+the store's metrics reader.
 Everything about a series that cannot change (its Prometheus name, type and rendered labels) is
 translated once and cached by series id; a fingerprinted series, resource or scope never changes.
 
@@ -23,6 +24,7 @@ from itertools import accumulate
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from otelite.collector.store import metrics as sm
 from otelite.exporters.prometheus import translation as tr
 from otelite.exporters.prometheus.exposition import (COUNTER, GAUGE, HISTOGRAM, INFO, SUMMARY, Family, float_label,
                                              generate_latest)
@@ -58,13 +60,6 @@ _NUMBER, _EXPLICIT, _EXPONENTIAL, _SUMMARY = range(4)
 _SHAPES = {"gauge": _NUMBER, "sum": _NUMBER, "histogram": _EXPLICIT, "exponential_histogram": _EXPONENTIAL,
            "summary": _SUMMARY}
 
-
-_SQL_LIVE = """
-SELECT s.id, st.time_ns, st.value, st.count, st.sum, st.flags, st.buckets, st.exemplars
-FROM metric_series AS s JOIN metric_series_state AS st ON st.series_id = s.id
-WHERE s.project_id = ? AND s.last_seen_ns >= ?"""
-_SQL_SERIES = ("SELECT id, name, type, unit, description, is_monotonic, resource_id, scope_id, attributes "
-               "FROM metric_series WHERE id IN ({})")
 
 
 class StoreCollector:
@@ -107,7 +102,7 @@ class StoreCollector:
 
     def _collect(self, conn: sqlite3.Connection, project_id: int, openmetrics: bool, now_ns: int) -> list[Family]:
         cutoff = now_ns - self.expiration_ns if self.expiration_ns > 0 else -(1 << 63)
-        rows = conn.execute(_SQL_LIVE, (project_id, cutoff)).fetchall()
+        rows = sm.live_series_states(conn, project_id, cutoff)  # sm.LIVE_STATE_COLUMNS
         cache = self._series
         unknown = [r[0] for r in rows if r[0] not in cache]
         if unknown:
@@ -213,12 +208,9 @@ class StoreCollector:
             self._targets.clear()
             self._resources.clear()
             self._scopes.clear()
-        rows = []
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            rows += conn.execute(_SQL_SERIES.format(",".join("?" * len(chunk))), chunk).fetchall()
-        self._load(conn, "resources", {r[6] for r in rows} - self._resources.keys())
-        self._load(conn, "scopes", {r[7] for r in rows} - self._scopes.keys())
+        rows = sm.series_definitions(conn, ids)
+        self._load(conn, "resources", {r.resource_id for r in rows} - self._resources.keys())
+        self._load(conn, "scopes", {r.scope_id for r in rows} - self._scopes.keys())
         for sid, name, otel_type, unit, description, monotonic, rid, scope_id, attributes in rows:
             s = self._series[sid] = self._translate_one(name, otel_type, unit, description, monotonic,
                                                         self._resources.get(rid, {}), rid,
@@ -228,8 +220,8 @@ class StoreCollector:
                 if owner != sid:
                     self._shared.update((owner, sid))
 
-    def _translate_one(self, name: str, otel_type: str, unit: str, description: str, monotonic: int,
-                       resource: dict, rid: int, scope: tuple[str, str], attributes: str) -> _Series | None:
+    def _translate_one(self, name: str, otel_type: str, unit: str, description: str, monotonic: bool,
+                       resource: dict, rid: int, scope: tuple[str, str], attributes: dict) -> _Series | None:
         if otel_type == "sum":
             typ = COUNTER if monotonic else GAUGE
         elif otel_type == "gauge":
@@ -243,7 +235,7 @@ class StoreCollector:
         is_gauge = otel_type == "gauge"  # `1` → `_ratio` for OpenTelemetry gauges only
         full = tr.metric_name(name, unit, counter=typ == COUNTER, gauge=is_gauge)
         family = full[:-len("_total")] if typ == COUNTER else full
-        pairs = tr.label_pairs(json.loads(attributes), tr.reserved_labels(typ))
+        pairs = tr.label_pairs(attributes, tr.reserved_labels(typ))
         scope_name, scope_version = scope
         if scope_name:
             pairs.append((tr.SCOPE_NAME, scope_name))
@@ -255,17 +247,12 @@ class StoreCollector:
                        tr.render_labels(pairs), rid, _SHAPES[otel_type])
 
     def _load(self, conn: sqlite3.Connection, table: str, ids: set[int]) -> None:
-        ids_l = list(ids)
-        for i in range(0, len(ids_l), 500):
-            chunk = ids_l[i:i + 500]
-            marks = ",".join("?" * len(chunk))
-            if table == "resources":
-                for rid, attrs in conn.execute(f"SELECT id, attributes FROM resources WHERE id IN ({marks})", chunk):
-                    self._resources[rid] = json.loads(attrs)
-            else:
-                for sid, name, version in conn.execute(
-                        f"SELECT id, name, version FROM scopes WHERE id IN ({marks})", chunk):
-                    self._scopes[sid] = (name, version)
+        if not ids:
+            return
+        if table == "resources":
+            self._resources.update(sm.resource_attributes(conn, list(ids)))
+        else:
+            self._scopes.update(sm.scope_names(conn, list(ids)))
 
     def _add_targets(self, conn: sqlite3.Connection, families: dict[str, list], resources: set[int]) -> set[str]:
         """Add the `target_info` family; returns {'target'} when it displaced an application's family."""

@@ -29,6 +29,9 @@ class SqliteExporterConfig:
     synchronous: str = "NORMAL"  # NORMAL survives a process crash (WAL); FULL survives power loss
     cache_mib: int = 128  # page cache of the writer; store.md: the random trace-id index needs it
     busy_timeout: float = duration(5.0)  # a write waits this long for a lock before retrying the batch
+    # Point columns the metrics engine keeps between queries (collector/store/points.py), one cache shared
+    # by every dialect; least recently used metrics are dropped beyond this. 0: nothing is kept.
+    query_cache_mib: int = 256
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     sending_queue: SendingQueueConfig = field(default_factory=SendingQueueConfig)
 
@@ -46,3 +49,5 @@ class SqliteExporterConfig:
                 raise InvalidField(key, f"must be positive, got {value}")
         if not self.path:
             raise InvalidField("path", "must not be empty")
+        if self.query_cache_mib < 0:
+            raise InvalidField("query_cache_mib", f"must not be negative, got {self.query_cache_mib}")

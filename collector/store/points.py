@@ -1,4 +1,4 @@
-"""Metric points as numpy columns, and an incremental per-metric cache of them.
+"""Metric points as numpy columns, and the store's incremental per-metric cache of them.
 
 Why a cache: reading N points through Python's sqlite3 costs about 1 µs a row however the SQL is shaped
 (GROUP BY sorts, text aggregation renders floats slowly), so a 24-hour query over a third of a million
@@ -9,12 +9,20 @@ INTEGER PRIMARY KEY). The snapshot is consistent because series, max(rowid) and 
 in one read transaction. When retention has deleted old points (`min(time_ns)` of the table moved up),
 the cache drops its points older than that too; a database whose `max(id)` went down is reloaded.
 
+There is one cache per store (`Store.point_cache`), shared by every dialect and bounded by
+`exporters.sqlite.query_cache_mib`; least recently used metrics are dropped first.
+
 Columns: `value` is the scalar reading (a number point's value; for histograms and summaries the mean
-observation sum/count), `counter` what increase/rate difference (the value; the observation count of
-histograms and summaries). Points with no recorded value are not readings and are not loaded; `valid`
-stays for callers that build Points themselves. Distribution payloads
-(explicit buckets, exponential buckets, summary quantiles) are decoded by SQLite's json_extract and one
-json.loads per column, never a Python loop per point.
+observation sum/count; for a `set` the member's code, see below), `counter` what increase/rate
+difference (the value; the observation count of histograms and summaries), `start` the point's OTel
+start time (0 when the producer sent none), which tells increases where a cumulative series (re)started.
+Points with no recorded value are not readings and are not loaded; `valid` stays for callers that build
+Points themselves. Distribution payloads (explicit buckets, exponential buckets, summary quantiles) are
+decoded by SQLite's json_extract and one json.loads per column, never a Python loop per point.
+
+A `set` series (metrics.py) stores each member as text in `value`; here each distinct member gets an
+integer code (`members[code]` is the text), in order of first appearance, so a distinct count per bucket
+is numpy over integers. Codes are per `Points`: `concat` renumbers the second operand's members.
 """
 
 from __future__ import annotations
@@ -25,23 +33,28 @@ import sqlite3
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, fields, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from otelite.api.metrics_query.series import SeriesSet
+if TYPE_CHECKING:
+    from otelite.collector.store.metrics import SeriesSet
 
 _HOUR_NS = 3600 * 10**9
-CACHE_MAX_BYTES = 256 * 2**20  # across all metrics; least recently used metrics are dropped first
+CACHE_MAX_BYTES = 256 * 2**20  # the default of exporters.sqlite.query_cache_mib
 
 
 @dataclass
 class Points:
-    kind: str  # number | histogram | exponential_histogram | summary
+    kind: str  # number | set | histogram | exponential_histogram | summary
     series_id: np.ndarray  # int64
     time: np.ndarray  # int64 ns
     valid: np.ndarray  # bool
     value: np.ndarray  # float64
     counter: np.ndarray  # float64
+    start: np.ndarray | None = None  # int64 ns, the OTel start time (0: none); None only in hand-built Points
+    # sets: members[int(value)] is the member's text
+    members: tuple = ()
     # explicit histograms
     bounds_id: np.ndarray | None = None  # int32 index into `bounds`
     bounds: tuple | None = None  # tuple of tuples
@@ -61,7 +74,7 @@ class Points:
     q_level: np.ndarray | None = None
     q_value: np.ndarray | None = None
 
-    _ROW_FIELDS = ("series_id", "time", "valid", "value", "counter", "bounds_id", "counts", "scale",
+    _ROW_FIELDS = ("series_id", "time", "valid", "value", "counter", "start", "bounds_id", "counts", "scale",
                    "zero_count", "pos_offset", "pos_start", "pos_len", "neg_offset", "neg_start", "neg_len",
                    "q_level", "q_value")
 
@@ -69,8 +82,9 @@ class Points:
         return len(self.time)
 
     def nbytes(self) -> int:
-        return sum(getattr(self, f.name).nbytes for f in fields(self)
-                   if isinstance(getattr(self, f.name), np.ndarray))
+        arrays = sum(getattr(self, f.name).nbytes for f in fields(self)
+                     if isinstance(getattr(self, f.name), np.ndarray))
+        return arrays + sum(len(m) + 56 for m in self.members)  # str object overhead
 
     def take(self, idx: np.ndarray) -> "Points":
         """The points at `idx` (an index array or boolean mask); flat bucket arrays are shared."""
@@ -83,7 +97,7 @@ class Points:
 
 def empty(kind: str) -> Points:
     z64, zf = np.zeros(0, np.int64), np.zeros(0, np.float64)
-    p = Points(kind, z64, z64, np.zeros(0, bool), zf, zf)
+    p = Points(kind, z64, z64, np.zeros(0, bool), zf, zf, z64)
     if kind == "histogram":
         p.bounds_id, p.bounds, p.counts = np.zeros(0, np.int32), (), np.zeros((0, 0))
     elif kind == "exponential_histogram":
@@ -96,7 +110,9 @@ def empty(kind: str) -> Points:
 
 
 def kind_of(metric_type: str) -> str:
-    return "number" if metric_type in ("gauge", "sum") else metric_type
+    """How a metric type's points are held: `number` for gauge, sum and distribution (one value per
+    point), `set` for sets (one member per point), else the type itself."""
+    return "number" if metric_type in ("gauge", "sum", "distribution") else metric_type
 
 
 # --- decoding ---------------------------------------------------------------------------------------------
@@ -105,6 +121,7 @@ def kind_of(metric_type: str) -> str:
 # are left out in SQL, so fewer rows cross into Python (the cost that matters; see the module docstring).
 _COLUMNS = {
     "number": "value",
+    "set": "value",
     "histogram": "count, sum, json_extract(buckets, '$.bounds'), ifnull(json_extract(buckets, '$.counts'), '[]')",
     "exponential_histogram": "count, sum, json_extract(buckets, '$.scale'), "
                              "json_extract(buckets, '$.zero_count'), json_extract(buckets, '$.positive.offset'), "
@@ -113,7 +130,7 @@ _COLUMNS = {
                              "ifnull(json_extract(buckets, '$.negative.counts'), '[]')",
     "summary": "count, sum, ifnull(json_extract(buckets, '$.quantiles'), '[]')",
 }
-_READING = {"number": "value IS NOT NULL"}  # others: (flags & 1) = 0
+_READING = {"number": "value IS NOT NULL", "set": "value IS NOT NULL"}  # others: (flags & 1) = 0
 _SERIES = "SELECT id FROM metric_series WHERE project_id = ? AND name = ? AND type = ?"
 
 
@@ -148,24 +165,37 @@ def _padded(flat: np.ndarray, starts: np.ndarray, lens: np.ndarray, fill: float)
     return out
 
 
+def _member_codes(texts, table: dict[str, int]) -> np.ndarray:
+    """Codes of set members, adding new members to `table` (text → code) in order of appearance."""
+    setdefault = table.setdefault
+    return np.fromiter((setdefault(m if m.__class__ is str else str(m), len(table)) for m in texts),
+                       np.float64, len(texts))
+
+
 def decode(kind: str, rows: list[tuple]) -> Points:
+    """Rows of (series_id, time_ns, start_ns, *_COLUMNS[kind]) → Points."""
     if not rows:
         return empty(kind)
     cols = list(zip(*rows))
     n = len(rows)
     sid = np.array(cols[0], dtype=np.int64)
     t = np.array(cols[1], dtype=np.int64)
+    start = np.array(cols[2], dtype=np.int64)
     valid = np.ones(n, dtype=bool)
-    cols = cols[1:]  # now cols[0] is the time and the kind-specific columns start at 1
+    cols = cols[2:]  # now the kind-specific columns start at 1
     if kind == "number":
         # Exact ints, doubles, and 'NaN' text all become float64 (NaN text → NaN reading); NULL is a
         # point with no recorded value: not a reading.
         value = _floats(cols[1])
-        return Points(kind, sid, t, valid, value, value)
+        return Points(kind, sid, t, valid, value, value, start)
+    if kind == "set":
+        table: dict[str, int] = {}
+        codes = _member_codes(cols[1], table)
+        return Points(kind, sid, t, valid, codes, codes, start, members=tuple(table))
     count, total = _floats(cols[1]), _floats(cols[2])
     with np.errstate(all="ignore"):
         mean = np.where(count > 0, total / count, np.nan)
-    p = Points(kind, sid, t, valid, mean, count)
+    p = Points(kind, sid, t, valid, mean, count, start)
     if kind == "histogram":
         # Bounds rarely change: intern the distinct texts (dict.fromkeys and map run in C).
         uniq = list(dict.fromkeys(cols[3]))
@@ -202,9 +232,15 @@ def concat(a: Points, b: Points) -> Points:
     if len(b) == 0:
         return a
     out = {}
+    if a.kind == "set":  # renumber b's members into a's table
+        table = {m: i for i, m in enumerate(a.members)}
+        remap = _member_codes(b.members, table)
+        b = replace(b, value=remap[b.value.astype(np.int64)], members=())
+        b.counter = b.value
+        members = tuple(table)
     for f in fields(Points):
         x, y = getattr(a, f.name), getattr(b, f.name)
-        if f.name in ("kind", "bounds", "pos_flat", "neg_flat") or x is None:
+        if f.name in ("kind", "bounds", "pos_flat", "neg_flat", "members") or x is None:
             continue
         if x.ndim == 2:
             width = max(x.shape[1], y.shape[1])
@@ -213,6 +249,9 @@ def concat(a: Points, b: Points) -> Points:
             y = np.pad(y, ((0, 0), (0, width - y.shape[1])), constant_values=fill)
         out[f.name] = np.concatenate([x, y])
     merged = replace(a, **out)
+    if a.kind == "set":
+        merged.members = members
+        merged.counter = merged.value
     if a.kind == "histogram":
         bounds = list(a.bounds)
         remap = np.array([bounds.index(bd) if bd in bounds else bounds.append(bd) or len(bounds) - 1
@@ -227,14 +266,14 @@ def concat(a: Points, b: Points) -> Points:
     return merged
 
 
-def _load(conn: sqlite3.Connection, project_id: int, series: SeriesSet, where: str, args: tuple) -> Points:
+def _load(conn: sqlite3.Connection, project_id: int, series: "SeriesSet", where: str, args: tuple) -> Points:
     kind = kind_of(series.type)
-    sql = (f"SELECT series_id, time_ns, {_COLUMNS[kind]} FROM metric_points "
+    sql = (f"SELECT series_id, time_ns, start_ns, {_COLUMNS[kind]} FROM metric_points "
            f"WHERE {where} AND {_READING.get(kind, '(flags & 1) = 0')} AND series_id IN ({_SERIES})")
     return decode(kind, conn.execute(sql, args + (project_id, series.name, series.type)).fetchall())
 
 
-def _load_since(conn: sqlite3.Connection, project_id: int, series: SeriesSet, t_from: int, max_id: int) -> Points:
+def _load_since(conn: sqlite3.Connection, project_id: int, series: "SeriesSet", t_from: int, max_id: int) -> Points:
     """All points with time >= t_from (and rowid <= max_id). When they are a large share of the table, a
     sequential table scan beats one random row look-up per point through the (series, time) index."""
     n = conn.execute(f"SELECT count(*) FROM metric_points WHERE time_ns >= ? AND series_id IN ({_SERIES})",
@@ -242,7 +281,7 @@ def _load_since(conn: sqlite3.Connection, project_id: int, series: SeriesSet, t_
     lo = conn.execute("SELECT min(id) FROM metric_points").fetchone()[0] or 0
     if n * 5 > max_id - lo + 1:
         kind = kind_of(series.type)
-        sql = (f"SELECT series_id, time_ns, {_COLUMNS[kind]} FROM metric_points NOT INDEXED "
+        sql = (f"SELECT series_id, time_ns, start_ns, {_COLUMNS[kind]} FROM metric_points NOT INDEXED "
                f"WHERE id <= ? AND time_ns >= ? AND {_READING.get(kind, '(flags & 1) = 0')} "
                f"AND +series_id IN ({_SERIES})")
         return decode(kind, conn.execute(sql, (max_id, t_from, project_id, series.name, series.type)).fetchall())
@@ -272,12 +311,13 @@ class PointCache:
         with self._lock:
             self._entries.clear()
 
-    def points(self, conn: sqlite3.Connection, project_id: int, series: SeriesSet, t_from: int,
-               t_to: int) -> Points:
-        """Points of `series.type` for the metric with t_from <= time < t_to, sorted by (series, time).
-        Call inside a read transaction together with the series look-up (see module docstring)."""
+    def points(self, conn: sqlite3.Connection, series: "SeriesSet", t_from: int, t_to: int) -> Points:
+        """Points of every series of the metric (`series.name`, `series.type`) with t_from <= time < t_to,
+        sorted by (series, time): the caller keeps the series it selected. Call inside a read transaction
+        together with the series look-up (see module docstring)."""
         if series.type is None or len(series) == 0:
             return empty(kind_of(series.type or "gauge"))
+        project_id = series.project_id
         key = (project_id, series.name, series.type)
         # Two statements: SQLite answers a lone min() or max() from the b-tree edge, both together by a scan.
         max_id = conn.execute("SELECT max(id) FROM metric_points").fetchone()[0] or 0
@@ -312,6 +352,8 @@ class PointCache:
         return pts.take(mask)
 
     def _store(self, key: tuple, entry: _Entry) -> None:
+        if self.max_bytes <= 0:
+            return  # query_cache_mib: 0 keeps nothing; every query reads SQLite
         self._entries[key] = entry
         self._entries.move_to_end(key)
         total = sum(e.points.nbytes() for e in self._entries.values())

@@ -1,5 +1,6 @@
-"""Pure parts of the metrics query engine (api/metrics_query/): formula, times and grid, quantile
-interpolation, the onset detector, and the point cache on a real SQLite file."""
+"""Pure parts of the PostHog metrics package (api/posthog/metrics/) and the engine pieces it relies on:
+formula, relative times and interval grids, quantile interpolation, the onset detector, and the store's
+point cache on a real SQLite file."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from otelite.api.metrics_query import formula
-from otelite.api.metrics_query.aggregate import prom_quantile, summary_quantile
-from otelite.api.metrics_query.characterize import reference_onset, scan_onset
-from otelite.api.metrics_query.points import PointCache, ReadTransaction
-from otelite.api.metrics_query.series import find_series
-from otelite.api.metrics_query.timeutil import NS, TimeError, auto_interval, grid, iso, parse_time, to_ns
+from otelite.api.posthog.metrics import formula
+from otelite.api.posthog.metrics.characterize import reference_onset, scan_onset
+from otelite.api.posthog.metrics.intervals import auto_interval, grid_for
+from otelite.collector.query.reduce import prom_quantile, summary_quantile
 from otelite.collector.store.db import connect_reader, prepare_database
+from otelite.collector.store.metrics import SeriesSelection, select_series
+from otelite.collector.store.points import PointCache, ReadTransaction
+from otelite.collector.times import NS, TimeError, iso, parse_time, to_ns
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2025, 3, 30, 12, 0, 0, tzinfo=UTC)
@@ -50,18 +52,20 @@ def test_formula_rejects(text):
 # --- times and grid -----------------------------------------------------------------------------------------
 
 def test_parse_time_relative_and_absolute():
-    assert parse_time("-1h", UTC, NOW) == NOW - dt.timedelta(hours=1)
-    assert parse_time("-7d", UTC, NOW) == NOW - dt.timedelta(days=7)
-    assert parse_time("-15M", UTC, NOW) == NOW - dt.timedelta(minutes=15)  # PostHog: M minutes, m months
-    assert parse_time("-1m", UTC, NOW) == dt.datetime(2025, 2, 28, 12, tzinfo=UTC)
-    assert parse_time("-2w", UTC, NOW) == NOW - dt.timedelta(weeks=2)
-    assert parse_time("now", UTC, NOW) == NOW
+    now = to_ns(NOW)
+    t = lambda *args: to_ns(dt.datetime(*args, tzinfo=UTC))  # noqa: E731
+    assert parse_time("-1h", UTC, now) == to_ns(NOW - dt.timedelta(hours=1))
+    assert parse_time("-7d", UTC, now) == to_ns(NOW - dt.timedelta(days=7))
+    assert parse_time("-15M", UTC, now) == to_ns(NOW - dt.timedelta(minutes=15))  # PostHog: M minutes, m months
+    assert parse_time("-1m", UTC, now) == t(2025, 2, 28, 12)
+    assert parse_time("-2w", UTC, now) == to_ns(NOW - dt.timedelta(weeks=2))
+    assert parse_time("now", UTC, now) == now
     berlin = ZoneInfo("Europe/Berlin")
-    assert parse_time("2025-01-01T10:00:00", berlin, NOW) == dt.datetime(2025, 1, 1, 9, tzinfo=UTC)
-    assert parse_time("2025-01-01T10:00:00Z", berlin, NOW) == dt.datetime(2025, 1, 1, 10, tzinfo=UTC)
+    assert parse_time("2025-01-01T10:00:00", berlin, now) == t(2025, 1, 1, 9)
+    assert parse_time("2025-01-01T10:00:00Z", berlin, now) == t(2025, 1, 1, 10)
     for bad in ("yesterday", "-1x", "", "2025-13-01"):
         with pytest.raises(TimeError):
-            parse_time(bad, UTC, NOW)
+            parse_time(bad, UTC, now)
 
 
 def test_auto_interval_about_60_buckets():
@@ -71,6 +75,10 @@ def test_auto_interval_about_60_buckets():
     assert auto_interval(7 * 24 * h) == "hour_6"
     assert auto_interval(60 * NS) == "second"
     assert auto_interval(31 * 24 * h) == "day"
+
+
+def grid(start_ns: int, end_ns: int, interval: str, tz) -> np.ndarray:
+    return grid_for(interval, tz).edges(start_ns, end_ns)
 
 
 def test_grid_snaps_down_and_follows_local_days():
@@ -169,8 +177,8 @@ def test_point_cache_reads_new_rows_and_drops_deleted_ones(tmp_path):
 
     def load(t_from=0, t_to=10_000):
         with ReadTransaction(reader):
-            series = find_series(reader, 1, "m", None)
-            pts = cache.points(reader, 1, series, t_from, t_to)
+            series = select_series(reader, SeriesSelection(1, "m"))
+            pts = cache.points(reader, series, t_from, t_to)
         return list(zip(pts.series_id.tolist(), pts.time.tolist(), pts.value.tolist()))
 
     assert load() == [(7, 100, 1.0), (7, 200, 2.0)]

@@ -1,21 +1,28 @@
 """The `query` bodies of metrics/query and metrics/characterize → validated dataclasses.
 
-Every 400 of posthog-metrics.md's limits list is raised here or (the row count, bucket bounds) by the
-engine, always through `api.errors.bad_request` with `attr` naming the field.
+Every 400 of posthog-metrics.md's limits list is raised here or (the row count, bucket bounds) by
+query.py, always through `api.errors.bad_request` with `attr` naming the field. Times are read by
+collector/times.py (PostHog's relative dates: `-30M` minutes, `-3m` months, `-1dStart`); label filters
+become the store's `LabelFilter`s (regexes compiled by RE2).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from otelite.api.errors import bad_request
-from otelite.api.metrics_query import formula as formula_mod
-from otelite.api.metrics_query.timeutil import INTERVALS, NS, TimeError, parse_time, to_ns
-from otelite.collector.normalize.otlp import label_text
+from otelite.api.posthog.metrics import formula as formula_mod
+from otelite.api.posthog.metrics.intervals import INTERVALS
+from otelite.collector.query.model import GroupKey
+from otelite.collector.store.metrics import LabelFilter
+from otelite.collector.store.records import label_text
+from otelite.collector.store.regex import RegexError
+from otelite.collector.times import NS, TimeError, parse_time
 
 AGGREGATIONS = ("sum", "avg", "min", "max", "count", "p50", "p90", "p95", "p99", "rate", "increase",
                 "histogram_quantile")
@@ -30,21 +37,6 @@ DEFAULT_QUANTILE = 0.95  # histogram_quantile without `quantile` (the spec's cha
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-@dataclass(frozen=True)
-class Filter:
-    key: str
-    op: str  # eq | neq | regex | not_regex
-    values: tuple[str, ...]  # eq/neq: any of; regex ops: one pattern
-    scope: str  # resource | attribute | auto
-    pattern: re.Pattern | None = None
-
-
-@dataclass(frozen=True)
-class GroupKey:
-    key: str
-    scope: str = "auto"
-
-
 @dataclass
 class Clause:
     name: str
@@ -52,7 +44,7 @@ class Clause:
     aggregation: str = "sum"
     quantile: float | None = None
     metric_type: str | None = None
-    filters: list[Filter] = field(default_factory=list)
+    filters: list[LabelFilter] = field(default_factory=list)
     group_by: list[GroupKey] = field(default_factory=list)
 
     @property
@@ -81,7 +73,7 @@ class CharacterizeQuery:
     metric_type: str | None
     aggregation: str | None
     quantile: float | None
-    filters: list[Filter]
+    filters: list[LabelFilter]
     candidate_keys: list[str] | None
     anomaly_from_ns: int
     anomaly_to_ns: int
@@ -103,10 +95,16 @@ def _obj(body: Any) -> dict:
     return query
 
 
-def _time(value: Any, attr: str, tz: dt.tzinfo, now: dt.datetime) -> int:
+def _time(value: Any, attr: str, tz: dt.tzinfo, now_ns: int, naive_tz: dt.tzinfo | None = None) -> int:
+    """An ISO or relative date (collector/times.py; relative dates in `tz`, ISO without an offset in
+    `naive_tz`, default `tz`), or epoch seconds as a JSON number."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value) or abs(value) > 1e11:
+            raise bad_request(f"{attr}: {value!r} is not a time in epoch seconds", attr=attr)
+        return int(round(value * NS))
     try:
-        return to_ns(parse_time(value, tz, now))
-    except (TimeError, OverflowError, ValueError) as e:
+        return parse_time(value, tz, now_ns, naive_tz=naive_tz)
+    except TimeError as e:
         raise bad_request(f"{attr}: {e}", attr=attr) from None
 
 
@@ -148,7 +146,7 @@ def _scope(value: Any, attr: str) -> str:
     return value
 
 
-def _filters(value: Any, attr: str) -> list[Filter]:
+def _filters(value: Any, attr: str) -> list[LabelFilter]:
     if value is None:
         return []
     if not isinstance(value, list):
@@ -165,16 +163,16 @@ def _filters(value: Any, attr: str) -> list[Filter]:
             if not isinstance(raw, str):
                 raise bad_request("a regex filter's value must be a string", attr=attr)
             try:
-                pattern = re.compile(raw)
-            except re.error as e:
-                raise bad_request(f"bad regex {raw!r}: {e}", attr=attr) from None
-            out.append(Filter(f["key"], op, (raw,), _scope(f.get("scope"), attr), pattern))
+                out.append(LabelFilter.matches(f["key"], raw, _scope(f.get("scope"), attr), op == "not_regex"))
+            except RegexError as e:
+                raise bad_request(f"bad regex: {e}", attr=attr) from None
             continue
         items = raw if isinstance(raw, list) else [raw]
         if any(v is None or isinstance(v, (dict, list)) for v in items) or not items:
             raise bad_request("an eq/neq filter's value must be a string, number, boolean or a list of them",
                               attr=attr)
-        out.append(Filter(f["key"], op, tuple(label_text(v) for v in items), _scope(f.get("scope"), attr)))
+        out.append(LabelFilter.equals(f["key"], [label_text(v) for v in items], _scope(f.get("scope"), attr),
+                                      op == "neq"))
     return out
 
 
@@ -211,7 +209,7 @@ def _clause(c: Any, name: str, attr: str) -> Clause:
     return clause
 
 
-def parse_query(body: Any, tz: dt.tzinfo, now: dt.datetime) -> MetricsQuery:
+def parse_query(body: Any, tz: dt.tzinfo, now_ns: int) -> MetricsQuery:
     """`{"query": {...}}` of POST metrics/query → MetricsQuery, or a 400."""
     q = _obj(body)
     has_name, has_clauses = q.get("metricName") is not None, q.get("clauses") is not None
@@ -256,8 +254,8 @@ def parse_query(body: Any, tz: dt.tzinfo, now: dt.datetime) -> MetricsQuery:
         raise bad_request(f"unknown interval {interval!r}; expected one of {', '.join(INTERVALS)}", attr="interval")
     if q.get("dateFrom") is None:
         raise bad_request("dateFrom is required", attr="dateFrom")
-    date_from = _time(q["dateFrom"], "dateFrom", tz, now)
-    date_to = _time(q["dateTo"], "dateTo", tz, now) if q.get("dateTo") is not None else _time("now", "dateTo", tz, now)
+    date_from = _time(q["dateFrom"], "dateFrom", tz, now_ns)
+    date_to = _time(q["dateTo"], "dateTo", tz, now_ns) if q.get("dateTo") is not None else now_ns
     if date_to <= date_from:
         raise bad_request("dateTo must be after dateFrom", attr="dateTo")
     if date_to - date_from > MAX_RANGE_NS:
@@ -265,22 +263,25 @@ def parse_query(body: Any, tz: dt.tzinfo, now: dt.datetime) -> MetricsQuery:
     return MetricsQuery(clauses, parsed, formula_text, interval or "", date_from, date_to)
 
 
-def parse_characterize(body: Any, now: dt.datetime) -> CharacterizeQuery:
-    """`{"query": {...}}` of POST metrics/characterize; times without an offset are UTC (spec)."""
+def parse_characterize(body: Any, tz: dt.tzinfo, now_ns: int) -> CharacterizeQuery:
+    """`{"query": {...}}` of POST metrics/characterize. ISO times without an offset are UTC (spec); relative
+    dates are computed in the project's zone `tz` (`-1dStart`: its midnight), as in metrics/query."""
     q = _obj(body)
-    utc = dt.timezone.utc
+
+    def time(field: str) -> int:
+        return _time(q[field], field, tz, now_ns, naive_tz=dt.timezone.utc)
+
     name = _metric_name(q.get("metricName"), "metricName")
     if q.get("anomalyFrom") is None:
         raise bad_request("anomalyFrom is required", attr="anomalyFrom")
-    a_from = _time(q["anomalyFrom"], "anomalyFrom", utc, now)
-    a_to = _time(q["anomalyTo"], "anomalyTo", utc, now) if q.get("anomalyTo") is not None \
-        else _time("now", "anomalyTo", utc, now)
+    a_from = time("anomalyFrom")
+    a_to = time("anomalyTo") if q.get("anomalyTo") is not None else now_ns
     if a_to <= a_from:
         raise bad_request("anomalyTo must be after anomalyFrom", attr="anomalyTo")
-    b_to = _time(q["baselineTo"], "baselineTo", utc, now) if q.get("baselineTo") is not None else a_from
+    b_to = time("baselineTo") if q.get("baselineTo") is not None else a_from
     if b_to > a_from:
         raise bad_request("baselineTo must not be after anomalyFrom", attr="baselineTo")
-    b_from = _time(q["baselineFrom"], "baselineFrom", utc, now) if q.get("baselineFrom") is not None \
+    b_from = time("baselineFrom") if q.get("baselineFrom") is not None \
         else b_to - (a_to - a_from)
     if b_to <= b_from:
         raise bad_request("baselineTo must be after baselineFrom", attr="baselineFrom")

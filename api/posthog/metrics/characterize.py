@@ -20,12 +20,12 @@ from collections import Counter
 
 import numpy as np
 
-from otelite.api.metrics_query.aggregate import combine
-from otelite.api.metrics_query.engine import check_aggregation, groups_for, prepare
-from otelite.api.metrics_query.points import PointCache
-from otelite.api.metrics_query.request import CharacterizeQuery, Clause
-from otelite.api.metrics_query.series import SERVICE_NAME, find_series, series_labels
-from otelite.api.metrics_query.timeutil import approx_buckets, auto_interval, coarser, grid, iso, zone
+from otelite.api.posthog.metrics.intervals import approx_buckets, auto_interval, coarser
+from otelite.api.posthog.metrics.query import check_aggregation, combine, groups_for, prepare
+from otelite.api.posthog.metrics.request import CharacterizeQuery, Clause
+from otelite.collector.store.metrics import SERVICE_NAME, SeriesSelection, select_series, series_labels
+from otelite.collector.store.points import PointCache
+from otelite.collector.times import iso, zone
 
 DEFAULT_AGGREGATION = {"sum": "rate", "gauge": "avg", "histogram": "histogram_quantile",
                        "exponential_histogram": "p95", "summary": "avg"}
@@ -103,7 +103,7 @@ def scan_onset(baseline: np.ndarray, anomaly: np.ndarray, times: np.ndarray, sig
 def characterize(conn: sqlite3.Connection, project_id: int, timezone: str, cq: CharacterizeQuery,
                  cache: PointCache) -> dict:
     tz = zone(timezone)
-    metric = find_series(conn, project_id, cq.metric_name, cq.metric_type)
+    metric = select_series(conn, SeriesSelection(project_id, cq.metric_name, cq.metric_type))
     # Step 1: the aggregation by metric type (unknown metric → avg).
     aggregation = cq.aggregation or DEFAULT_AGGREGATION.get(metric.type or "", "avg")
     quantile = cq.quantile if cq.quantile is not None else (0.95 if aggregation == "histogram_quantile" else None)
@@ -113,9 +113,10 @@ def characterize(conn: sqlite3.Connection, project_id: int, timezone: str, cq: C
     interval = auto_interval(cq.anomaly_to_ns - cq.anomaly_from_ns)
     while approx_buckets(cq.baseline_from_ns, cq.anomaly_to_ns, interval) - 1 > MAX_BUCKETS and coarser(interval):
         interval = coarser(interval)
-    edges = grid(cq.baseline_from_ns, cq.anomaly_to_ns, interval, tz)
     # Step 3: one query over [baselineFrom, anomalyTo).
-    prepared = prepare(conn, project_id, clause, edges, cq.anomaly_to_ns, interval, cache, keep_points=True)
+    prepared = prepare(conn, cache, project_id, clause, cq.baseline_from_ns, cq.anomaly_to_ns, interval, tz,
+                       keep_points=True)
+    edges = prepared.edges
     out = {
         "metric_name": cq.metric_name, "aggregation": aggregation, "interval": interval,
         "baseline_from": iso(cq.baseline_from_ns, tz), "baseline_to": iso(cq.baseline_to_ns, tz),

@@ -1,10 +1,21 @@
-"""The numbers of posthog-metrics.md, "Computation", as numpy over sorted point columns.
+"""The engine's numbers, as numpy over point columns sorted by (series, time).
 
-Two stages. `series_cells` turns one clause's points (sorted by series, then time) into one value per
-(series, bucket) "cell": the last reading, or the mean/min/max/quantile of the readings, or the sum of
-the readings' increases, or (for distributions) the bucket counts that fell into the cell. `combine`
-then reduces cells across the series of each group. Characterize runs `series_cells` once and `combine`
-once per candidate key. Every step is a sort, a `reduceat` or a `bincount`; nothing loops per point.
+Two stages. `series_cells` turns a query's points into "cells": with a cross-series aggregation one
+value per (series, bucket) (the last reading, the mean/min/max/sum/count/quantile/distinct count of the
+readings, or the sum of the readings' increases, or for histograms the bucket counts that fell into the
+bucket); pooled, every reading is its own cell. `combine` then reduces the cells of each (group, bucket).
+PostHog's characterize runs `series_cells` once and `combine` once per candidate key. Every step is a
+sort, a `reduceat` or a `bincount`; nothing loops per point.
+
+Increases (rate, increase, cumulative histograms) follow the OpenTelemetry metrics data model
+("Sums", "Resets and Gaps"; "Cumulative streams: handling unknown start time"): a delta point is its own
+increase; a cumulative point's increase is the difference to the series' previous reading, except after
+a reset, where it is the point's whole value. A reset is seen two ways: the point's start time is after
+the previous reading (the stream restarted: `StartTimeUnixNano` changed), or, for monotonic series, the
+value dropped. A cumulative point with no previous reading counts its whole value when its start time
+lies inside the points read (the range and its look-back): everything since its start was observed,
+e.g. the first export of an app that started during the range. A start time equal to the point's time
+(or 0) is an unknown start: that first reading only sets the baseline.
 """
 
 from __future__ import annotations
@@ -13,13 +24,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from otelite.api.metrics_query.points import Points
+from otelite.collector.query.model import Aggregation, BoundsMismatch
+from otelite.collector.store.points import Points
 
-SCALAR_AGGS = ("sum", "avg", "min", "max", "count")
-
-
-class BoundsMismatch(ValueError):
-    """Explicit histograms with different bucket bounds cannot be summed (the spec: 400)."""
+_SAME_AS_ACROSS = {"last": "last", "sum": "sum", "avg": "avg", "min": "min", "max": "max", "count": "count",
+                   "quantile": "quantile", "distinct": "distinct", "increase": "sum", "rate": "sum"}
 
 
 @dataclass
@@ -27,6 +36,7 @@ class Cells:
     sidx: np.ndarray  # series index per cell
     b: np.ndarray  # bucket index per cell
     value: np.ndarray | None = None  # scalar per cell
+    time: np.ndarray | None = None  # pooled cells (raw readings): their times, for `last`
     vec: np.ndarray | None = None  # explicit histogram: (cells, K) non-cumulative counts
     bounds: tuple | None = None
     exp: "ExpContrib | None" = None
@@ -70,19 +80,31 @@ def _seg_quantile(vals: np.ndarray, starts: np.ndarray, counts: np.ndarray, q: f
     return out
 
 
-def _reduce(key: np.ndarray, vals: np.ndarray, how: str, q: float | None) -> tuple[np.ndarray, np.ndarray]:
+def _reduce(key: np.ndarray, vals: np.ndarray, how: str, q: float | None,
+            time: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Reduce `vals` per distinct key: (unique keys, values). `how`: last | sum | avg | min | max | count |
-    quantile. Keys need not be sorted (`last` needs them in time order within a key)."""
+    quantile | distinct. Keys need not be sorted; `last` takes the latest `time`, or without times the
+    last value in the given order."""
     if key.size == 0:
         return key, vals
-    if how == "quantile":
+    if how in ("quantile", "distinct"):
         order = np.lexsort((vals, key))
+    elif how == "last" and time is not None:
+        order = np.lexsort((time, key))
     else:
         order = np.argsort(key, kind="stable")
     key, vals = key[order], vals[order]
     starts = _starts(key)
     counts = np.diff(np.append(starts, key.size))
-    if how == "last":
+    if how == "distinct":
+        # Sorted within each key (NaNs last): a value is new where it differs from the one before it in the
+        # same key; all NaNs count as one value.
+        new = np.ones(key.size, bool)
+        with np.errstate(invalid="ignore"):
+            new[1:] = (vals[1:] != vals[:-1]) & ~(np.isnan(vals[1:]) & np.isnan(vals[:-1]))
+        new[starts] = True
+        out = np.add.reduceat(new.astype(np.float64), starts)
+    elif how == "last":
         out = vals[starts + counts - 1]
     elif how == "sum":
         out = np.add.reduceat(vals, starts)
@@ -108,68 +130,111 @@ def _previous(sidx: np.ndarray) -> np.ndarray:
     return has
 
 
-def increases(sidx: np.ndarray, counter: np.ndarray, delta: np.ndarray, resets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _shifted(x: np.ndarray, fill) -> np.ndarray:
+    """x moved one place later (the previous element of each), `fill` first."""
+    return np.concatenate(([fill], x[:-1])) if x.size else x
+
+
+def _restarts(time: np.ndarray, start: np.ndarray | None, has_prev: np.ndarray, loaded_from: int | None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(restarted, from_start) per point (module docstring): `restarted` when the point's known start is
+    after the previous reading; `from_start` when a point without a previous reading started inside the
+    points read, so its whole value is its increase."""
+    none = np.zeros(time.size, bool)
+    if start is None or loaded_from is None:
+        return none, none
+    known = (start > 0) & (start < time)
+    if not known.any():  # e.g. a producer that sends no start times: nothing more to look at
+        return none, none
+    restarted = has_prev & known & (start > _shifted(time, 0))
+    from_start = ~has_prev & known & (start >= loaded_from)
+    return restarted, from_start
+
+
+def increases(sidx: np.ndarray, counter: np.ndarray, delta: np.ndarray, resets: np.ndarray,
+              time: np.ndarray | None = None, start: np.ndarray | None = None,
+              loaded_from: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per point: (increase, defined). Delta temporality: the value itself. Otherwise the difference to the
-    previous reading of the series; where `resets` allows it, a drop is a counter reset and the new value
-    is the increase. The first reading of a series has no increase (no predecessor)."""
+    previous reading of the series, or the whole value after a reset: a start time after the previous
+    reading, or (where `resets` allows it: monotonic series) a drop. A first reading has an increase only
+    when its start time is known and at or after `loaded_from` (module docstring)."""
     has_prev = _previous(sidx)
-    prev = np.concatenate(([np.nan], counter[:-1])) if counter.size else counter
+    prev = _shifted(counter, np.nan)
     with np.errstate(invalid="ignore"):
         d = counter - prev
         reset = resets & has_prev & (d < 0)
-    d = np.where(reset, counter, d)
+    if time is not None:
+        restarted, from_start = _restarts(time, start, has_prev, loaded_from)
+    else:
+        restarted = from_start = np.zeros(counter.size, bool)
+    d = np.where(reset | restarted | from_start, counter, d)
     d = np.where(delta, counter, d)
-    return d, delta | has_prev
+    return d, delta | has_prev | from_start
 
 
-def series_cells(pts: Points, sidx: np.ndarray, b: np.ndarray, agg: str, q: float | None,
-                 temporality: np.ndarray, monotonic: np.ndarray, edges: np.ndarray) -> Cells:
-    """Cells of one clause. `pts` sorted by (series, time), `sidx` its series index, `b` its bucket
-    (-1 for look-back predecessors); `temporality`/`monotonic` per series; `edges` the bucket grid."""
+def series_cells(pts: Points, sidx: np.ndarray, b: np.ndarray, agg: Aggregation, temporality: np.ndarray,
+                 monotonic: np.ndarray, edges: np.ndarray, loaded_from: int | None = None) -> Cells:
+    """Cells of one query. `pts` sorted by (series, time), `sidx` its series index, `b` its bucket (-1 for
+    look-back predecessors); `temporality`/`monotonic` per series; `edges` the bucket grid; `loaded_from`
+    the earliest time the points were read from (increases: module docstring)."""
     nb = len(edges) - 1
     kind = pts.kind
     valid = pts.valid
-    if agg in ("rate", "increase"):
-        keep = valid
-        s = sidx[keep]
+    fn = agg.fn
+    if fn in ("rate", "increase"):
+        s, counter, time, start, bk = sidx, pts.counter, pts.time, pts.start, b
+        if not valid.all():  # (the store loads readings only; Points built by hand may have others)
+            keep = np.flatnonzero(valid)
+            s, counter, time, bk = s[keep], counter[keep], time[keep], bk[keep]
+            start = start[keep] if start is not None else None
         delta = temporality[s] == 1
-        resets = monotonic[s] | (kind != "number")
-        d, defined = increases(s, pts.counter[keep], delta, resets)
-        use = defined & (b[keep] >= 0)
-        key, vals = _reduce(s[use] * nb + b[keep][use], d[use], "sum", None)
-        if agg == "rate":  # per second of the bucket (a DST day has 23 or 25 hours)
+        resets = monotonic[s] | (kind not in ("number", "set"))
+        d, defined = increases(s, counter, delta, resets, time, start, loaded_from)
+        use = defined & (bk >= 0)
+        key, vals = _reduce(s[use] * nb + bk[use], d[use], "sum", None)
+        if fn == "rate":  # per second of the bucket (a DST day has 23 or 25 hours, months differ)
             vals = vals / (np.diff(edges) / 1e9)[key % nb]
         return Cells(key // nb, key % nb, value=vals)
-    if kind == "histogram" and q is not None:
-        return _hist_cells(pts, sidx, b, temporality, nb)
-    if kind == "exponential_histogram" and q is not None:
-        return _exp_cells(pts, sidx, b, temporality, nb)
+    quantile = fn in ("quantile", "histogram_quantile")
+    if kind == "histogram" and quantile:
+        return _hist_cells(pts, sidx, b, temporality, nb, loaded_from)
+    if kind == "exponential_histogram" and quantile:
+        return _exp_cells(pts, sidx, b, temporality, nb, loaded_from)
     keep = valid & (b >= 0)
     values = pts.value
-    if kind == "summary" and q is not None:
-        values = summary_quantile(pts.q_level, pts.q_value, q)
-    how = {"sum": "last", "count": "last", "avg": "avg", "min": "min", "max": "max"}.get(agg, "quantile")
-    key, vals = _reduce(sidx[keep] * nb + b[keep], values[keep], how, q)
+    if kind == "summary" and quantile:
+        values = summary_quantile(pts.q_level, pts.q_value, agg.q)
+    if agg.across is None:  # pooled: every reading is a cell of its own, reduced per group by `combine`
+        return Cells(sidx[keep], b[keep], value=values[keep], time=pts.time[keep])
+    key, vals = _reduce(sidx[keep] * nb + b[keep], values[keep], fn, agg.q)
     return Cells(key // nb, key % nb, value=vals)
 
 
-def _telescoped(pts: Points, sidx: np.ndarray, b: np.ndarray, temporality: np.ndarray, nb: int):
+def _telescoped(pts: Points, sidx: np.ndarray, b: np.ndarray, temporality: np.ndarray, nb: int,
+                loaded_from: int | None):
     """Distribution cells as signed point rows whose bucket counts add up to each cell's counts.
 
     Delta series: every point of the cell (+). Cumulative series: the sum of the per-reading increases
-    in a cell (difference to the previous reading; after a drop of the observation count, a reset, the
-    reading itself) telescopes to: last reading − the reading before the cell's first + the reading
-    before each reset. So only those rows are ever expanded, not every point's buckets.
+    in a cell (module docstring: the difference to the previous reading, or after a reset the reading
+    itself) telescopes to: last reading − the reading before the cell's first (none when that first
+    reading counts from its start time) + the reading before each reset. So only those rows are ever
+    expanded, not every point's buckets.
     Returns (cell keys, rows, signs, cell of each row)."""
-    rows = np.flatnonzero(pts.valid)
-    s, bk = sidx[rows], b[rows]
+    valid = pts.valid
+    if valid.all():  # the store loads readings only: work on the columns themselves, no copies
+        rows = None
+        s, bk, total, time, start = sidx, b, pts.counter, pts.time, pts.start
+    else:
+        rows = np.flatnonzero(valid)
+        s, bk, total, time = sidx[rows], b[rows], pts.counter[rows], pts.time[rows]
+        start = pts.start[rows] if pts.start is not None else None
     delta = temporality[s] == 1
     has_prev = _previous(s)
-    total = pts.counter[rows]
-    prev_total = np.concatenate(([np.nan], total[:-1]))
+    prev_total = _shifted(total, np.nan)
+    restarted, from_start = _restarts(time, start, has_prev, loaded_from)
     with np.errstate(invalid="ignore"):
-        reset = has_prev & ~delta & (total < prev_total)
-    idx = np.flatnonzero((delta | has_prev) & (bk >= 0))
+        reset = has_prev & ~delta & ((total < prev_total) | restarted)
+    idx = np.flatnonzero((delta | has_prev | from_start) & (bk >= 0))
     key = s[idx] * nb + bk[idx]
     starts = _starts(key)
     marks = np.zeros(idx.size, np.int64)
@@ -178,29 +243,35 @@ def _telescoped(pts: Points, sidx: np.ndarray, b: np.ndarray, temporality: np.nd
     ends = np.append(starts[1:], idx.size) - 1
     first_pos, last_pos = idx[starts], idx[ends]
     c = np.flatnonzero(~delta[first_pos]) if idx.size else np.zeros(0, np.int64)
+    minus = c[has_prev[first_pos[c]]]  # cells whose first reading has a predecessor to subtract
     dmask = delta[idx]
     rmask = reset[idx]
-    row = np.concatenate([rows[idx[dmask]], rows[last_pos[c]], rows[first_pos[c] - 1], rows[idx[rmask] - 1]])
-    sign = np.concatenate([np.ones(int(dmask.sum())), np.ones(c.size), -np.ones(c.size), np.ones(int(rmask.sum()))])
-    cell = np.concatenate([cell_of[dmask], c, c, cell_of[rmask]])
+    row = np.concatenate([idx[dmask], last_pos[c], first_pos[minus] - 1, idx[rmask] - 1])
+    if rows is not None:
+        row = rows[row]
+    sign = np.concatenate([np.ones(int(dmask.sum())), np.ones(c.size), -np.ones(minus.size),
+                           np.ones(int(rmask.sum()))])
+    cell = np.concatenate([cell_of[dmask], c, minus, cell_of[rmask]])
     return key[starts], row.astype(np.int64), sign, cell.astype(np.int64)
 
 
-def _hist_cells(pts: Points, sidx: np.ndarray, b: np.ndarray, temporality: np.ndarray, nb: int) -> Cells:
+def _hist_cells(pts: Points, sidx: np.ndarray, b: np.ndarray, temporality: np.ndarray, nb: int,
+                loaded_from: int | None) -> Cells:
     used = np.unique(pts.bounds_id[pts.valid])
     if used.size > 1:
         raise BoundsMismatch("the selected histogram series have different bucket bounds")
     bounds = pts.bounds[int(used[0])] if used.size else ()
     width = len(bounds) + 1
-    key, row, sign, cell = _telescoped(pts, sidx, b, temporality, nb)
+    key, row, sign, cell = _telescoped(pts, sidx, b, temporality, nb, loaded_from)
     flat = (cell[:, None] * width + np.arange(width)[None, :]).ravel()
     weights = (pts.counts[row][:, :width] * sign[:, None]).ravel()
     vec = np.bincount(flat, weights=weights, minlength=key.size * width).reshape(key.size, width)
     return Cells(key // nb, key % nb, vec=vec, bounds=bounds)
 
 
-def _exp_cells(pts: Points, sidx: np.ndarray, b: np.ndarray, temporality: np.ndarray, nb: int) -> Cells:
-    key, row, sign, cell = _telescoped(pts, sidx, b, temporality, nb)
+def _exp_cells(pts: Points, sidx: np.ndarray, b: np.ndarray, temporality: np.ndarray, nb: int,
+               loaded_from: int | None) -> Cells:
+    key, row, sign, cell = _telescoped(pts, sidx, b, temporality, nb, loaded_from)
     return Cells(key // nb, key % nb, exp=ExpContrib(pts, row, sign, cell))
 
 
@@ -228,9 +299,9 @@ def summary_quantile(levels: np.ndarray, values: np.ndarray, q: float) -> np.nda
 
 # --- stage 2: across series -------------------------------------------------------------------------------
 
-def combine(cells: Cells, group: np.ndarray, agg: str, q: float | None, nb: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Reduce cells over the series of each group → (group, bucket, value). `group[sidx]` is the group of
-    a series, -1 to leave it out."""
+def combine(cells: Cells, group: np.ndarray, agg: Aggregation, nb: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Reduce cells over the series of each group → (group, bucket, value), by (group, bucket).
+    `group[sidx]` is the group of a series, -1 to leave it out."""
     g = group[cells.sidx] if cells.sidx.size else np.zeros(0, np.int64)
     inside = g >= 0
     key = g[inside] * nb + cells.b[inside]
@@ -240,13 +311,14 @@ def combine(cells: Cells, group: np.ndarray, agg: str, q: float | None, nb: int)
         starts = _starts(key)
         summed = np.add.reduceat(vec, starts, axis=0) if key.size else vec
         key = key[starts]
-        return key // nb, key % nb, prom_quantile(np.cumsum(summed, axis=1), cells.bounds, q)
+        return key // nb, key % nb, prom_quantile(np.cumsum(summed, axis=1), cells.bounds, agg.q)
     if cells.exp is not None:
         key_all = np.where(inside, g * nb + cells.b, -1)
-        uniq, vals = _exp_combine(cells.exp, key_all, q)
+        uniq, vals = _exp_combine(cells.exp, key_all, agg.q)
         return uniq // nb, uniq % nb, vals
-    how = {"rate": "sum", "increase": "sum"}.get(agg, agg if agg in SCALAR_AGGS else "quantile")
-    ukey, vals = _reduce(key, cells.value[inside], how, q)
+    how = agg.across if agg.across is not None else _SAME_AS_ACROSS[agg.fn]
+    time = cells.time[inside] if cells.time is not None else None
+    ukey, vals = _reduce(key, cells.value[inside], how, agg.q, time)
     return ukey // nb, ukey % nb, vals
 
 

@@ -1,15 +1,16 @@
 """PostHog metrics API (seed 000, spec posthog-metrics.md), under /api/projects/:project_id/ and
 /api/environments/:environment_id/ with the `metrics:read` scope.
 
-Thin resources: each parses its input (api/metrics_query/request.py), runs the engine on a worker
-thread's read connection (`Store.read`), and returns JSON. Errors are `ApiError`s rendered in PostHog's
-shape by api/errors.py.
+Thin resources: each parses its input (request.py), runs on a worker thread's read connection
+(`Store.read`) through the store's readers (collector/store/metrics.py) or the engine (query.py,
+characterize.py) with the store's one point cache, and returns JSON. Errors are `ApiError`s rendered in
+PostHog's shape by api/errors.py.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import sqlite3
+import time
 from typing import TYPE_CHECKING
 
 import falcon
@@ -17,12 +18,12 @@ import falcon
 from otelite.api.auth import RoutePolicy
 from otelite.api.dialect import Dialect
 from otelite.api.errors import bad_request
-from otelite.api.metrics_query.characterize import characterize
-from otelite.api.metrics_query.engine import run_query
-from otelite.api.metrics_query.points import PointCache
-from otelite.api.metrics_query.request import parse_characterize, parse_query
-from otelite.api.metrics_query.timeutil import zone
 from otelite.api.posthog.common import ERRORS, PREFIXES
+from otelite.api.posthog.metrics.characterize import characterize
+from otelite.api.posthog.metrics.query import run_query
+from otelite.api.posthog.metrics.request import parse_characterize, parse_query
+from otelite.collector.store import metrics as sm
+from otelite.collector.times import zone
 
 if TYPE_CHECKING:
     from otelite.api.dialect import Services
@@ -33,23 +34,8 @@ READ = RoutePolicy(errors=ERRORS, scopes={"GET": "metrics:read", "POST": "metric
 VALUES_LIMIT_DEFAULT, VALUES_LIMIT_MAX = 100, 1000
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-def _has_metrics(conn: sqlite3.Connection, project_id: int) -> bool:
-    return conn.execute("SELECT 1 FROM metric_series WHERE project_id = ? LIMIT 1", (project_id,)).fetchone() \
-        is not None
-
-
 def _values(conn: sqlite3.Connection, project_id: int, search: str, limit: int) -> list[dict]:
-    """Distinct metric names, most recently active first; a name used with several types shows the type
-    it was last seen with (SQLite takes the bare `type` from the row holding max(last_seen_ns))."""
-    rows = conn.execute(
-        "SELECT name, type, max(last_seen_ns) AS seen FROM metric_series WHERE project_id = ? "
-        "AND (? = '' OR instr(lower(name), ?) > 0) GROUP BY name ORDER BY seen DESC, name LIMIT ?",
-        (project_id, search, search.lower(), limit)).fetchall()
-    return [{"name": name, "metric_type": mtype} for name, mtype, _ in rows]
+    return [{"name": m.name, "metric_type": m.type} for m in sm.metric_names(conn, project_id, search, limit)]
 
 
 async def _body(req: falcon.asgi.Request) -> object:
@@ -63,7 +49,7 @@ class HasMetricsResource:
         self._store = store
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str) -> None:
-        resp.media = {"hasMetrics": await self._store.read(_has_metrics, req.context.project.id)}
+        resp.media = {"hasMetrics": await self._store.read(sm.has_metrics, req.context.project.id)}
 
 
 class ValuesResource:
@@ -86,25 +72,27 @@ class ValuesResource:
 class QueryResource:
     auth_policy = READ
 
-    def __init__(self, store: "Store", cache: PointCache) -> None:
-        self._store, self._cache = store, cache
+    def __init__(self, store: "Store") -> None:
+        self._store = store
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str) -> None:
         project = req.context.project
-        query = parse_query(await _body(req), zone(project.timezone), _now())
-        resp.media = await self._store.read(run_query, project.id, project.timezone, query, self._cache)
+        query = parse_query(await _body(req), zone(project.timezone), time.time_ns())
+        resp.media = await self._store.read(run_query, self._store.point_cache, project.id, project.timezone,
+                                            query)
 
 
 class CharacterizeResource:
     auth_policy = READ
 
-    def __init__(self, store: "Store", cache: PointCache) -> None:
-        self._store, self._cache = store, cache
+    def __init__(self, store: "Store") -> None:
+        self._store = store
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str) -> None:
         project = req.context.project
-        query = parse_characterize(await _body(req), _now())
-        resp.media = await self._store.read(characterize, project.id, project.timezone, query, self._cache)
+        query = parse_characterize(await _body(req), zone(project.timezone), time.time_ns())
+        resp.media = await self._store.read(characterize, project.id, project.timezone, query,
+                                            self._store.point_cache)
 
 
 _PATH_PARAM = [{"name": "project_id", "in": "path", "required": True, "schema": {"type": "string"},
@@ -157,9 +145,8 @@ for _prefix in PREFIXES:
 
 def add_routes(app: falcon.asgi.App, services: "Services") -> None:
     store = services.store
-    cache = PointCache()
     resources = {"has_metrics": HasMetricsResource(store), "values": ValuesResource(store),
-                 "query": QueryResource(store, cache), "characterize": CharacterizeResource(store, cache)}
+                 "query": QueryResource(store), "characterize": CharacterizeResource(store)}
     for prefix in PREFIXES:
         for name, resource in resources.items():
             app.add_route(f"{prefix}/metrics/{name}", resource)

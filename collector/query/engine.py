@@ -1,0 +1,140 @@
+"""One metrics query end to end: series → points → cells → groups, for any dialect.
+
+    result = await store.read(evaluate, store.point_cache, query)
+
+`evaluate` = `prepare` (select the series, read the points through the store's point cache in one read
+transaction, compute the per-series cells) then `group` (group the series by label keys and combine the
+cells of each group and bucket). A dialect that groups the same cells several ways (PostHog's
+characterize: one grouping per candidate key) calls `prepare` once and `group` per grouping.
+
+The result holds only buckets with data, NaN where a value is undefined (a quantile of no observations);
+zero-filling, ranking and rendering are the dialect's.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from otelite.collector.query.model import (DISTRIBUTION_TYPES, MIN_LOOKBACK_NS, GroupKey, Query, Result,
+                                           SeriesResult, TooManyBuckets, UnsupportedAggregation)
+from otelite.collector.query.reduce import Cells, bucket_of, combine, series_cells
+from otelite.collector.store.metrics import SeriesSet, label_values, select_series
+from otelite.collector.store.points import PointCache, ReadTransaction
+
+
+@dataclass
+class Prepared:
+    """A query's series (after filters), grid and per-series cells, ready to be grouped."""
+
+    query: Query
+    series: SeriesSet
+    edges: np.ndarray
+    cells: Cells | None  # None: no series matched
+    # With keep_points: time and series index of every reading in the range (which series reported when).
+    point_times: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    point_sidx: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    @property
+    def nb(self) -> int:
+        return len(self.edges) - 1
+
+
+def check_aggregation(fn: str, metric_type: str | None) -> None:
+    """UnsupportedAggregation when `fn` has no meaning for the metric type (None: no such metric)."""
+    if fn == "histogram_quantile" and metric_type is not None and metric_type not in DISTRIBUTION_TYPES:
+        raise UnsupportedAggregation(f"histogram_quantile needs a histogram or exponential_histogram metric; "
+                                     f"this one is a {metric_type}")
+
+
+def grid_edges(query: Query) -> np.ndarray:
+    """The query's bucket edges, or TooManyBuckets (checked on an upper bound first, so a huge grid is
+    never built)."""
+    grid, start, end = query.grid, query.start_ns, query.end_ns
+    if grid.approx_buckets(start, end) > 2 * query.max_buckets + 16:
+        raise TooManyBuckets(f"the range holds more than {query.max_buckets} buckets")
+    edges = grid.edges(start, end)
+    if len(edges) - 1 > query.max_buckets:
+        raise TooManyBuckets(f"the range holds more than {query.max_buckets} buckets")
+    return edges
+
+
+def _lookback(query: Query, metric_type: str | None) -> int:
+    agg = query.aggregation
+    cumulative_buckets = metric_type in DISTRIBUTION_TYPES and agg.fn in ("quantile", "histogram_quantile")
+    if not (agg.differences or cumulative_buckets):
+        return 0
+    if query.lookback_ns is not None:
+        return query.lookback_ns
+    return max(query.grid.nominal_ns, MIN_LOOKBACK_NS)
+
+
+def prepare(conn: sqlite3.Connection, cache: PointCache, query: Query, *, keep_points: bool = False) -> Prepared:
+    edges = grid_edges(query)
+    with ReadTransaction(conn):  # series and points from one snapshot (points.py)
+        series = select_series(conn, query.selection)
+        check_aggregation(query.aggregation.fn, series.type)
+        if len(series) == 0:
+            return Prepared(query, series, edges, None)
+        loaded_from = int(edges[0]) - _lookback(query, series.type)
+        pts = cache.points(conn, series, loaded_from, query.end_ns)
+    if not series.complete:
+        pts = pts.take(np.isin(pts.series_id, series.ids))
+    sidx = np.searchsorted(series.ids, pts.series_id)
+    b = bucket_of(pts.time, edges)
+    cells = series_cells(pts, sidx, b, query.aggregation, series.temporality, series.monotonic, edges, loaded_from)
+    prepared = Prepared(query, series, edges, cells)
+    if keep_points:
+        inside = pts.valid & (b >= 0)
+        prepared.point_times, prepared.point_sidx = pts.time[inside], sidx[inside]
+    return prepared
+
+
+def group_index(conn: sqlite3.Connection, series: SeriesSet, keys: tuple[GroupKey, ...] | list,
+                limit: int | None = None) -> tuple[np.ndarray, list[dict[str, str]]]:
+    """The group of each series for group-by keys and each group's labels (a series without a key has
+    the label ""). `limit` keeps the groups with the most series (ties by labels); the others get -1."""
+    if not keys:
+        return np.zeros(len(series), np.int64), [{}]
+    keys = [GroupKey(*k) for k in keys]
+    columns = [[v if v is not None else "" for v in label_values(conn, series, k.key, k.scope)] for k in keys]
+    combos = list(zip(*columns))
+    index: dict[tuple, int] = {}
+    group = np.fromiter((index.setdefault(c, len(index)) for c in combos), np.int64, len(combos))
+    labels = [dict(zip((k.key for k in keys), c)) for c in index]
+    if limit is not None and len(labels) > limit:
+        sizes = np.bincount(group, minlength=len(labels))
+        order = sorted(range(len(labels)), key=lambda i: (-sizes[i], tuple(labels[i].values())))[:limit]
+        remap = np.full(len(labels), -1, np.int64)
+        remap[order] = np.arange(len(order))
+        group = remap[group]
+        labels = [labels[i] for i in order]
+    return group, labels
+
+
+def group(conn: sqlite3.Connection, prepared: Prepared, keys: tuple[GroupKey, ...] | None = None,
+          limit: int | None = None) -> Result:
+    """Combine the prepared cells per group (default: the query's group_by and group_limit)."""
+    query = prepared.query
+    result = Result(prepared.series.type, prepared.edges)
+    if prepared.cells is None:
+        return result
+    keys = query.group_by if keys is None else keys
+    limit = query.group_limit if limit is None else limit
+    group_of, labels = group_index(conn, prepared.series, keys, limit)
+    g, b, v = combine(prepared.cells, group_of, query.aggregation, prepared.nb)
+    if g.size == 0:
+        return result
+    order = np.lexsort((b, g))
+    g, b, v = g[order], b[order], v[order]
+    cuts = np.flatnonzero(np.diff(g)) + 1
+    for gb, bb, vb in zip(np.split(g, cuts), np.split(b, cuts), np.split(v, cuts)):
+        result.series.append(SeriesResult(labels[int(gb[0])], bb, vb))
+    return result
+
+
+def evaluate(conn: sqlite3.Connection, cache: PointCache, query: Query) -> Result:
+    """Run `query` (module docstring). Raises TooManyBuckets, UnsupportedAggregation, BoundsMismatch."""
+    return group(conn, prepare(conn, cache, query))

@@ -1,0 +1,400 @@
+"""Metric reads: which series a selection names, their labels, the metric catalog, and the latest state of
+live series for the Prometheus scrape. Points by time range, as numpy columns through the store's point
+cache, are in points.py. Like tracing.py: typed inputs and outputs, parameterized SQL, every statement
+constrained by project (series ids are fingerprints that include the project), and functions that take
+the connection first so they run through `Store.read(fn, *args)`:
+
+    series = await store.read(select_series, SeriesSelection(project_id, "http.server.duration"))
+
+How metrics are stored (migrations.py has the columns; store.md, "Series identity"):
+
+- `metric_series`: one row per series; its id is the fingerprint of (project, name, type, resource,
+  scope, point attributes). `type` is an OTel type (`gauge`, `sum`, `histogram`,
+  `exponential_histogram`, `summary`) or one of the two types of dialects that keep raw observations:
+
+  - `distribution` (Flux distributions): every observed value is one `metric_points` row with the value
+    in `value` (a number; count/sum/buckets NULL). Percentiles are computed exactly over these rows.
+  - `set` (Flux sets): every observed member is one `metric_points` row with the member as TEXT in
+    `value` (the column has no affinity, so a member "42" stays the text "42"). The cardinality of a
+    bucket is the number of distinct members in it.
+
+  For both, write `temporality` 0, `is_monotonic` 0, `start_ns` 0 and `flags` 0, and the tags as point
+  attributes (records.label_text renders the values), exactly as an OTLP series is written, so labels,
+  filters, group-by and the catalog work unchanged. The Prometheus scrape shows neither type (it has no
+  family for them).
+- `metric_series_labels`: one row per (series, key) for point attributes (`source` 'point') and resource
+  attributes ('resource'), so filters and group-by never touch points.
+
+Labels. A key is read in a scope: `attribute` (the point attribute), `resource` (the resource
+attribute) or `auto` (the point attribute when the series has one, else the resource attribute). A
+series without the key reads as the empty label "", as Prometheus treats a missing label. The key
+`service_name` also reads the resource's `service.name` when no label is literally called that (the
+name the PostHog and Flux APIs use for the service).
+
+Regex filters are compiled by RE2 (regex.py) when the filter is built, so a bad pattern is a
+`RegexError` at request parsing, never an error inside a read.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from otelite.collector.store.regex import compile_regex
+
+SCOPES = ("auto", "attribute", "resource")
+LABEL_OPS = ("eq", "neq", "regex", "not_regex")
+DISTRIBUTION = "distribution"
+SET = "set"
+METRIC_TYPES = ("gauge", "sum", "histogram", "exponential_histogram", "summary", DISTRIBUTION, SET)
+SERVICE_NAME = "service_name"
+_CHUNK = 500  # ids per IN (...) list
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+# --- selections -------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LabelFilter:
+    """One condition on a series' label `key` in `scope`. Build with `equals` or `matches`."""
+
+    key: str
+    op: str  # eq | neq | regex | not_regex
+    values: tuple[str, ...]  # eq/neq: any of these texts; regex ops: the one pattern
+    scope: str = "auto"
+    pattern: Any = field(default=None, compare=False, repr=False)  # compiled RE2 for the regex ops
+
+    @classmethod
+    def equals(cls, key: str, values: tuple[str, ...] | list[str], scope: str = "auto",
+               negate: bool = False) -> "LabelFilter":
+        return cls(key, "neq" if negate else "eq", tuple(values), scope)
+
+    @classmethod
+    def matches(cls, key: str, pattern: str, scope: str = "auto", negate: bool = False) -> "LabelFilter":
+        """Raises regex.RegexError for a pattern RE2 rejects."""
+        return cls(key, "not_regex" if negate else "regex", (pattern,), scope, compile_regex(pattern))
+
+
+@dataclass(frozen=True)
+class SeriesSelection:
+    """Which series: one metric of one project (and type, when the name is used with several), narrowed by
+    label filters (AND-ed)."""
+
+    project_id: int
+    name: str
+    type: str | None = None  # None: the type the name was seen with most recently
+    filters: tuple[LabelFilter, ...] = ()
+
+
+@dataclass
+class SeriesSet:
+    """Series of one metric, sorted by id, with what increases need to know about each."""
+
+    project_id: int
+    name: str
+    type: str | None  # None: no such metric
+    ids: np.ndarray  # int64, sorted
+    temporality: np.ndarray  # int8: 1 delta, 2 cumulative, 0 unspecified (gauges, distributions, sets)
+    monotonic: np.ndarray  # bool
+    complete: bool = True  # every series of the metric (no filter left any out)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, mask: np.ndarray) -> "SeriesSet":
+        return SeriesSet(self.project_id, self.name, self.type, self.ids[mask], self.temporality[mask],
+                         self.monotonic[mask], self.complete and bool(mask.all()))
+
+
+def _metric_series(conn: sqlite3.Connection, project_id: int, name: str, metric_type: str | None) -> SeriesSet:
+    sql = ("SELECT id, type, temporality, is_monotonic, last_seen_ns FROM metric_series "
+           "WHERE project_id = ? AND name = ?")
+    args: tuple = (project_id, name)
+    if metric_type is not None:
+        sql += " AND type = ?"
+        args += (metric_type,)
+    rows = conn.execute(sql, args).fetchall()
+    if not rows:
+        return SeriesSet(project_id, name, metric_type, np.zeros(0, np.int64), np.zeros(0, np.int8),
+                         np.zeros(0, bool))
+    if metric_type is None:  # mixing a gauge with a histogram has no meaning: the latest type wins
+        metric_type = max(rows, key=lambda r: (r[4], r[1]))[1]
+        rows = [r for r in rows if r[1] == metric_type]
+    rows.sort()
+    n = len(rows)
+    return SeriesSet(project_id, name, metric_type, np.fromiter((r[0] for r in rows), np.int64, n),
+                     np.fromiter((r[2] for r in rows), np.int8, n), np.fromiter((bool(r[3]) for r in rows), bool, n))
+
+
+def select_series(conn: sqlite3.Connection, selection: SeriesSelection) -> SeriesSet:
+    """The series `selection` names. `type` is resolved even when filters leave no series, so a caller
+    can tell "no such metric" (type None) from "nothing matched"."""
+    series = _metric_series(conn, selection.project_id, selection.name, selection.type)
+    if selection.filters and len(series):
+        series = series.subset(filter_mask(conn, series, selection.filters))
+    return series
+
+
+def label_values(conn: sqlite3.Connection, series: SeriesSet, key: str, scope: str = "auto") -> list[str | None]:
+    """Each series' label for `key` under `scope`, in `series.ids` order (None when it has none)."""
+    point: dict[int, str] = {}
+    resource: dict[int, str] = {}
+    keys = [key] + (["service.name"] if key == SERVICE_NAME else [])
+    for k in keys:
+        for sid, value, source in conn.execute(
+                "SELECT series_id, value, source FROM metric_series_labels WHERE project_id = ? AND key = ?",
+                (series.project_id, k)):
+            target = point if source == "point" else resource
+            if k == key or sid not in target:
+                target[sid] = value
+    out: list[str | None] = []
+    for sid in series.ids.tolist():
+        if scope == "attribute":
+            out.append(point.get(sid))
+        elif scope == "resource":
+            out.append(resource.get(sid))
+        else:
+            value = point.get(sid)
+            out.append(value if value is not None else resource.get(sid))
+    return out
+
+
+def filter_mask(conn: sqlite3.Connection, series: SeriesSet, filters: tuple[LabelFilter, ...] | list[LabelFilter]
+                ) -> np.ndarray:
+    """AND of the filters over the series (a series without the key has the label "")."""
+    mask = np.ones(len(series), dtype=bool)
+    for f in filters:
+        if not mask.any():
+            break
+        values = label_values(conn, series, f.key, f.scope)
+        if f.op in ("eq", "neq"):
+            wanted = set(f.values)
+            hit = np.fromiter(((v if v is not None else "") in wanted for v in values), bool, len(values))
+            mask &= hit if f.op == "eq" else ~hit
+        else:
+            search = f.pattern.search
+            hit = np.fromiter((search(v if v is not None else "") is not None for v in values), bool, len(values))
+            mask &= hit if f.op == "regex" else ~hit
+    return mask
+
+
+def series_labels(conn: sqlite3.Connection, series_ids: list[int]) -> dict[int, dict[str, str]]:
+    """All labels (auto scope: point attributes win) of the given series; `service_name` added from the
+    resource's service.name."""
+    out: dict[int, dict[str, str]] = {sid: {} for sid in series_ids}
+    if not series_ids:
+        return out
+    resource: dict[int, dict[str, str]] = {sid: {} for sid in series_ids}
+    ids = list(series_ids)
+    for i in range(0, len(ids), _CHUNK):
+        chunk = ids[i:i + _CHUNK]
+        for sid, key, value, source in conn.execute(
+                f"SELECT series_id, key, value, source FROM metric_series_labels WHERE series_id IN "
+                f"({_marks(len(chunk))})", chunk):
+            (out if source == "point" else resource)[sid][key] = value
+    for sid, res in resource.items():
+        labels = out[sid]
+        for key, value in res.items():
+            labels.setdefault(key, value)
+        if "service.name" in res:
+            labels.setdefault(SERVICE_NAME, res["service.name"])
+    return out
+
+
+# --- pickers and the catalog -------------------------------------------------------------------------------
+
+def _metric_clause(name: str | None, metric_type: str | None) -> tuple[str, list]:
+    """SQL restricting `s` (metric_series) to one metric, when asked."""
+    sql, params = "", []
+    if name is not None:
+        sql += " AND s.name = ?"
+        params.append(name)
+    if metric_type is not None:
+        sql += " AND s.type = ?"
+        params.append(metric_type)
+    return sql, params
+
+
+def label_keys(conn: sqlite3.Connection, project_id: int, name: str | None = None, metric_type: str | None = None,
+               scope: str = "auto", search: str | None = None, limit: int = 1000) -> list[str]:
+    """Label keys (of one metric, or of every metric), by how many series carry them, then by key.
+    `scope`: `attribute`/`resource` keys only, or both (`auto`). `search`: case-insensitive substring."""
+    metric_sql, params = _metric_clause(name, metric_type)
+    sql = ("SELECT l.key, count(DISTINCT l.series_id) AS n FROM metric_series_labels AS l "
+           "JOIN metric_series AS s ON s.id = l.series_id WHERE l.project_id = ? AND s.project_id = ?" + metric_sql)
+    params = [project_id, project_id, *params]
+    if scope != "auto":
+        sql += " AND l.source = ?"
+        params.append("point" if scope == "attribute" else "resource")
+    if search:
+        sql += " AND instr(lower(l.key), ?) > 0"
+        params.append(search.lower())
+    sql += " GROUP BY l.key ORDER BY n DESC, l.key LIMIT ?"
+    return [r[0] for r in conn.execute(sql, [*params, limit])]
+
+
+def label_key_values(conn: sqlite3.Connection, project_id: int, key: str, name: str | None = None,
+                     metric_type: str | None = None, scope: str = "auto", search: str | None = None,
+                     limit: int = 1000) -> list[str]:
+    """Distinct values of label `key` (of one metric, or of every metric), by how many series carry them,
+    then by value. `search`: case-insensitive substring."""
+    metric_sql, params = _metric_clause(name, metric_type)
+    sql = ("SELECT l.value, count(DISTINCT l.series_id) AS n FROM metric_series_labels AS l "
+           "JOIN metric_series AS s ON s.id = l.series_id WHERE l.project_id = ? AND l.key = ? "
+           "AND s.project_id = ?" + metric_sql)
+    params = [project_id, key, project_id, *params]
+    if scope != "auto":
+        sql += " AND l.source = ?"
+        params.append("point" if scope == "attribute" else "resource")
+    if search:
+        sql += " AND instr(lower(l.value), ?) > 0"
+        params.append(search.lower())
+    sql += " GROUP BY l.value ORDER BY n DESC, l.value LIMIT ?"
+    return [r[0] for r in conn.execute(sql, [*params, limit])]
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """One (name, type) of a project's metrics, as a catalog (Flux's list/get, LaunchDarkly) shows it."""
+
+    name: str
+    type: str
+    unit: str
+    description: str
+    temporality: int  # of the most recently seen series: 1 delta, 2 cumulative, 0 unspecified
+    monotonic: bool
+    attribute_keys: tuple[str, ...]  # point attribute keys (tags), sorted
+    resource_keys: tuple[str, ...]  # resource attribute keys, sorted
+    first_seen_ns: int
+    last_seen_ns: int
+    series_count: int
+    point_count: int | None  # None unless asked for (it counts index entries: proportional to points)
+
+
+def metric_catalog(conn: sqlite3.Connection, project_id: int, name: str | None = None,
+                   metric_type: str | None = None, *, with_point_counts: bool = False) -> list[MetricInfo]:
+    """Every metric of the project (or the one named), by name then type. Unit, description, temporality
+    and monotonicity are those of the most recently seen series of the metric."""
+    metric_sql, params = _metric_clause(name, metric_type)
+    # SQLite takes the bare columns of a query with one max() from the row holding it (the latest series).
+    rows = conn.execute(
+        "SELECT s.name, s.type, s.unit, s.description, s.temporality, s.is_monotonic, max(s.last_seen_ns), "
+        "count(*) FROM metric_series AS s WHERE s.project_id = ?" + metric_sql
+        + " GROUP BY s.name, s.type ORDER BY s.name, s.type", [project_id, *params]).fetchall()
+    if not rows:
+        return []
+    first_seen = {(n, t): f for n, t, f in conn.execute(
+        "SELECT s.name, s.type, min(s.first_seen_ns) FROM metric_series AS s WHERE s.project_id = ?" + metric_sql
+        + " GROUP BY s.name, s.type", [project_id, *params])}
+    keys: dict[tuple[str, str], tuple[set, set]] = {(r[0], r[1]): (set(), set()) for r in rows}
+    for mname, mtype, key, source in conn.execute(
+            "SELECT DISTINCT s.name, s.type, l.key, l.source FROM metric_series AS s JOIN metric_series_labels AS l "
+            "ON l.series_id = s.id WHERE s.project_id = ?" + metric_sql, [project_id, *params]):
+        entry = keys.get((mname, mtype))
+        if entry is not None:
+            entry[0 if source == "point" else 1].add(key)
+    out = []
+    for mname, mtype, unit, description, temporality, monotonic, last_seen, n in rows:
+        count = None
+        if with_point_counts:
+            count = conn.execute(
+                "SELECT count(*) FROM metric_points WHERE series_id IN (SELECT id FROM metric_series "
+                "WHERE project_id = ? AND name = ? AND type = ?)", (project_id, mname, mtype)).fetchone()[0]
+        point_keys, resource_keys = keys[(mname, mtype)]
+        out.append(MetricInfo(mname, mtype, unit, description, temporality, bool(monotonic),
+                              tuple(sorted(point_keys)), tuple(sorted(resource_keys)), first_seen[(mname, mtype)],
+                              last_seen, n, count))
+    return out
+
+
+class MetricName(NamedTuple):
+    name: str
+    type: str  # the type it was last seen with
+
+
+def has_metrics(conn: sqlite3.Connection, project_id: int) -> bool:
+    return conn.execute("SELECT 1 FROM metric_series WHERE project_id = ? LIMIT 1", (project_id,)).fetchone() \
+        is not None
+
+
+def metric_names(conn: sqlite3.Connection, project_id: int, search: str = "", limit: int = 100) -> list[MetricName]:
+    """Distinct metric names, most recently active first (then by name); `search` is a case-insensitive
+    substring. A name used with several types shows the type it was last seen with."""
+    rows = conn.execute(
+        "SELECT name, type, max(last_seen_ns) AS seen FROM metric_series WHERE project_id = ? "
+        "AND (? = '' OR instr(lower(name), ?) > 0) GROUP BY name ORDER BY seen DESC, name LIMIT ?",
+        (project_id, search, search.lower(), limit)).fetchall()
+    return [MetricName(n, t) for n, t, _ in rows]
+
+
+# --- latest state of live series (the Prometheus scrape, prometheus.md) -------------------------------------
+
+# One row per live series: (series_id, time_ns, value, count, sum, flags, buckets, exemplars) — plain
+# tuples, since a scrape compares each with the previous scrape's row and reads it by position.
+LIVE_STATE_COLUMNS = ("series_id", "time_ns", "value", "count", "sum", "flags", "buckets", "exemplars")
+LIVE_STATES_SQL = (
+    "SELECT s.id, st.time_ns, st.value, st.count, st.sum, st.flags, st.buckets, st.exemplars "
+    "FROM metric_series AS s JOIN metric_series_state AS st ON st.series_id = s.id "
+    "WHERE s.project_id = ? AND s.last_seen_ns >= ?")
+
+
+def live_series_states(conn: sqlite3.Connection, project_id: int, seen_since_ns: int) -> list[tuple]:
+    """The latest state (series_state.py) of every series of the project seen at or after
+    `seen_since_ns`, found through the `metric_series_by_last_seen` index: the cost depends on the number
+    of live series, never on history."""
+    return conn.execute(LIVE_STATES_SQL, (project_id, seen_since_ns)).fetchall()
+
+
+class SeriesDefinition(NamedTuple):
+    """What never changes about a series (it is part of its fingerprint)."""
+
+    id: int
+    name: str
+    type: str
+    unit: str
+    description: str
+    monotonic: bool
+    resource_id: int
+    scope_id: int
+    attributes: dict[str, Any]  # point attributes
+
+
+def series_definitions(conn: sqlite3.Connection, ids: list[int]) -> list[SeriesDefinition]:
+    out = []
+    for i in range(0, len(ids), _CHUNK):
+        chunk = ids[i:i + _CHUNK]
+        for sid, name, mtype, unit, description, monotonic, rid, scope_id, attributes in conn.execute(
+                "SELECT id, name, type, unit, description, is_monotonic, resource_id, scope_id, attributes "
+                f"FROM metric_series WHERE id IN ({_marks(len(chunk))})", chunk):
+            out.append(SeriesDefinition(sid, name, mtype, unit, description, bool(monotonic), rid, scope_id,
+                                        json.loads(attributes)))
+    return out
+
+
+def resource_attributes(conn: sqlite3.Connection, ids: list[int]) -> dict[int, dict[str, Any]]:
+    """resource id → its attributes."""
+    out = {}
+    for i in range(0, len(ids), _CHUNK):
+        chunk = ids[i:i + _CHUNK]
+        for rid, attrs in conn.execute(f"SELECT id, attributes FROM resources WHERE id IN ({_marks(len(chunk))})",
+                                       chunk):
+            out[rid] = json.loads(attrs)
+    return out
+
+
+def scope_names(conn: sqlite3.Connection, ids: list[int]) -> dict[int, tuple[str, str]]:
+    """scope id → (name, version)."""
+    out = {}
+    for i in range(0, len(ids), _CHUNK):
+        chunk = ids[i:i + _CHUNK]
+        for sid, name, version in conn.execute(
+                f"SELECT id, name, version FROM scopes WHERE id IN ({_marks(len(chunk))})", chunk):
+            out[sid] = (name, version)
+    return out
