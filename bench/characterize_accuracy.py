@@ -11,7 +11,8 @@ What it does:
    functions the endpoint calls once the bucket series are loaded).
 3. With `--live`, also sends every case to a fresh `otelite serve` over OTLP/HTTP protobuf and asks
    POST metrics/characterize (candidateKeys ["shard"]), scores those answers too, and counts the cases
-   where the live answer differs from the in-process one.
+   where the live answer differs from the in-process one. `--live-only` skips the in-process answers,
+   so the script can measure the server of another checkout (run it with that checkout's Python).
 4. Prints, by kind and in total: onset within one bucket, direction, top mover (scored on the kinds
    that have a mover), for the reference and for otelite; and how the reported `onset_confidence`
    compares with the onset hit rate.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -99,35 +101,40 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="1,2,3", help="comma-separated generator seeds")
     ap.add_argument("--cases", type=int, default=250, help="cases per seed")
     ap.add_argument("--live", action="store_true", help="also run every case through a live otelite")
+    ap.add_argument("--live-only", action="store_true",
+                    help="answer only through a live otelite (to measure the server of another checkout)")
     args = ap.parse_args(argv)
+    args.live |= args.live_only
     seeds = [int(s) for s in args.seeds.split(",")]
     all_cases, all_ref, all_ours, all_live = [], [], [], []
     for seed in seeds:
         cases = generate(seed, args.cases)
         ref = [reference_answer(c) for c in cases]
-        t0 = time.perf_counter()
-        ours = [otelite_answer(c) for c in cases]
-        elapsed = time.perf_counter() - t0
-        answers = {"reference": ref, "otelite": ours}
+        answers = {"reference": ref}
+        title = f"seed {seed}: {len(cases)} cases"
+        if not args.live_only:
+            t0 = time.perf_counter()
+            ours = answers["otelite"] = [otelite_answer(c) for c in cases]
+            title += f" ({(time.perf_counter() - t0) / len(cases) * 1000:.1f} ms a case in process)"
+            all_ours += ours
         if args.live:
-            import tempfile
             with tempfile.TemporaryDirectory(prefix="otelite-chz-") as tmp:
-                live = run_live(cases, Path(tmp))
-            answers["live"] = live
+                live = answers["live"] = run_live(cases, Path(tmp))
             all_live += live
-            differ = sum(a.scored() != b.scored() for a, b in zip(live, ours))
-            print(f"seed {seed}: live answers that differ from the in-process ones: {differ}/{len(cases)}")
-        print_table(f"seed {seed}: {len(cases)} cases ({elapsed / len(cases) * 1000:.1f} ms a case in process)",
-                    cases, answers)
+            if not args.live_only:
+                differ = sum(a.scored() != b.scored() for a, b in zip(live, ours))
+                print(f"seed {seed}: live answers that differ from the in-process ones: {differ}/{len(cases)}")
+        print_table(title, cases, answers)
         all_cases += cases
         all_ref += ref
-        all_ours += ours
     if len(seeds) > 1:
-        answers = {"reference": all_ref, "otelite": all_ours}
+        answers = {"reference": all_ref}
+        if all_ours:
+            answers["otelite"] = all_ours
         if args.live:
             answers["live"] = all_live
         print_table(f"seeds {args.seeds}: {len(all_cases)} cases", all_cases, answers)
-    calibration(all_cases, all_ours)
+    calibration(all_cases, all_ours or all_live)
     return 0
 
 
