@@ -80,7 +80,8 @@ def running_median(x: np.ndarray, width: int = SPIKE_WINDOW) -> np.ndarray:
     width = width if x.size >= 10 else 3 if x.size >= 3 else 1
     if width == 1:
         return x.astype(float)
-    medians = np.median(np.lib.stride_tricks.sliding_window_view(x, width), axis=1)
+    windows = np.lib.stride_tricks.sliding_window_view(x, width)
+    medians = np.partition(windows, width // 2, axis=1)[:, width // 2]  # the middle value: width is odd
     return medians[np.clip(np.arange(x.size) - width // 2, 0, x.size - width)]
 
 
@@ -291,23 +292,26 @@ def _refine_ramp(y: np.ndarray, ks: np.ndarray, i: int, pre_level: np.ndarray, s
     proportional to the level, hence linear along a linear ramp; additive noise keeps it constant). The
     closed-form grid gives one variance to the whole ramp-and-plateau, which dates a ramp early or late
     when its two ends are not equally noisy. Returns the rows (cells) searched, the −2·log-likelihood of
-    each (its best length) and that length."""
+    each (its best length) and that length. Memory: (lengths × values after k) per row."""
     rows = np.arange(max(i - RAMP_REFINE, 0), min(i + RAMP_REFINE + 1, ks.size))
-    t = np.arange(y.size)
-    k = ks[rows][:, None, None]
-    w = np.arange(slope.shape[1])[None, :, None]
-    b = np.clip((t[None, None, :] - k + 1) / np.maximum(w, 1), 0.0, 1.0)
-    r = y[None, None, :] - pre_level[rows][:, None, None] - slope[rows][:, :, None] * b
-    sq = r * r
-    pre, plateau = b == 0, b == 1
-    var_pre = np.maximum((sq * pre).sum(-1) / np.maximum(pre.sum(-1), 1), var_floor)
-    post = np.where((plateau.sum(-1) >= MIN_SEGMENT)[..., None], plateau, b > 0)
-    var_post = np.maximum((sq * post).sum(-1) / np.maximum(post.sum(-1), 1), var_floor)
-    sigma = np.sqrt(var_pre)[..., None] + (np.sqrt(var_post) - np.sqrt(var_pre))[..., None] * b
-    cost = (2 * np.log(sigma) + sq / (sigma * sigma)).sum(-1)
-    cost = np.where(valid[rows], cost, np.inf)
-    best_w = np.argmin(cost, axis=1)
-    return rows, cost[np.arange(rows.size), best_w], best_w
+    costs, lengths = np.full(rows.size, np.inf), np.zeros(rows.size, np.int64)
+    w = np.arange(slope.shape[1])[:, None]
+    for j, row in enumerate(rows):
+        k, a = int(ks[row]), float(pre_level[row])
+        before = y[:k] - a
+        var_pre = max(float(before @ before) / k, var_floor)
+        pre_cost = k * math.log(var_pre) + float(before @ before) / var_pre
+        b = np.clip((np.arange(k, y.size)[None, :] - k + 1) / np.maximum(w, 1), 0.0, 1.0)
+        r = y[None, k:] - a - slope[row][:, None] * b
+        sq = r * r
+        plateau = b == 1
+        part = np.where((plateau.sum(1) >= MIN_SEGMENT)[:, None], plateau, True)
+        var_post = np.maximum((sq * part).sum(1) / part.sum(1), var_floor)
+        sigma = math.sqrt(var_pre) + (np.sqrt(var_post) - math.sqrt(var_pre))[:, None] * b
+        cost = np.where(valid[row], pre_cost + (2 * np.log(sigma) + sq / (sigma * sigma)).sum(1), np.inf)
+        lengths[j] = int(np.argmin(cost))
+        costs[j] = cost[lengths[j]]
+    return rows, costs, lengths
 
 
 def _redate_shift(raw: np.ndarray, ks: np.ndarray, i: int, valid: np.ndarray, var_floor: float
