@@ -183,3 +183,24 @@ def test_z_threshold_grows_with_the_number_of_series():
     assert z_threshold(1) == pytest.approx(3.0)
     assert z_threshold(13) == pytest.approx(3.36, abs=0.01)
     assert z_threshold(201) == pytest.approx(4.06, abs=0.01)  # Φ⁻¹(1 − 0.01/402)
+
+
+def test_any_small_or_degenerate_series_gets_an_answer():
+    """Short, constant, negative, zero and mixed series: always an answer whose onset is a bucket of
+    the anomaly window (or none), never an exception or a non-finite number."""
+    rng = np.random.default_rng(12)
+    shapes = [lambda n: np.zeros(n), lambda n: np.full(n, -3.0), lambda n: rng.normal(0, 1, n),
+              lambda n: rng.integers(0, 3, n).astype(float), lambda n: rng.normal(-50, 5, n)]
+    for _ in range(300):
+        nb, na = int(rng.integers(0, 8)), int(rng.integers(0, 8))
+        base, anom = shapes[rng.integers(5)](nb), shapes[rng.integers(5)](na)
+        times = np.arange(na) * 60
+        groups = [Group("k", str(i), Windows(shapes[rng.integers(5)](nb), shapes[rng.integers(5)](na), times))
+                  for i in range(int(rng.integers(0, 3)))]
+        d = diagnose(Windows(base, anom, times), groups)
+        assert d.direction in ("up", "down", "flat") and d.direction_source in ("aggregate", "breakdown")
+        assert d.onset_time is None or d.onset_time in times
+        assert d.onset_confidence is None or 0.0 <= d.onset_confidence <= 1.0
+        assert np.isfinite(d.significance) and all(np.isfinite(m.significance) for m in d.movers)
+        if d.direction == "flat":
+            assert d.onset_time is None

@@ -128,6 +128,27 @@ def test_ramp_onset_is_its_first_bucket(api):
     assert r["reference_onset_time"] == iso(at(43))
 
 
+def test_values_that_come_go_or_are_negative(api):
+    """A shard that stops reporting, one that starts in the anomaly window, a negative gauge and a point
+    without a value: a 200 with the documented shape, and the new shard's arrival as the change."""
+    points = []
+    for m in range(40):
+        if m < 20:
+            points.append((at(m) + 1, 50.0, {"shard": "gone"}))
+        else:
+            points.append((at(m) + 1, 80.0 + (m % 2), {"shard": "new"}))
+        points.append((at(m) + 1, -10.0 - (m % 3) * 0.1, {"shard": "neg"}))
+    points.append((at(25) + 2, None, {"shard": "neg"}))
+    api.send(gauge("gen2.churn", points))
+    r = api.characterize(metricName="gen2.churn", anomalyFrom=iso(at(20)), anomalyTo=iso(at(40)))
+    assert r["direction"] in ("up", "down") and r["onset_time"] == iso(at(20))
+    movers = {m["label"]: m for m in r["top_movers"]}
+    assert movers["new"]["baseline_value"] == 0.0 and movers["new"]["significant"] is True
+    assert movers["gone"]["anomaly_value"] == 0.0 and movers["gone"]["significant"] is False
+    assert "neg" not in movers  # steady: its means are close
+    assert all(isinstance(m["significance"], float) for m in r["top_movers"])
+
+
 def test_nonexistent_metric_is_flat(api):
     r = api.characterize(metricName="does.not.exist", anomalyFrom=iso(at(10)), anomalyTo=iso(at(20)))
     assert r["direction"] == "flat" and r["onset_time"] is None and r["top_movers"] == []
