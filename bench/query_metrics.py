@@ -1,15 +1,16 @@
 """Metrics query benchmark: latency of POST metrics/query and metrics/characterize on a live server.
 How to run and what was measured: docs/benchmarks.md ("Metrics queries").
 
-    python bench/query_metrics.py [--series 1000] [--points 333] [--runs 20] [--quick]
+    python bench/query_metrics.py [--series 1000] [--points 333] [--runs 20] [--quick] [--only characterize]
 
 What it does:
 1. Starts a fresh `otelite serve` (temp database, free ports) and sends, over OTLP/HTTP protobuf,
    `--series` series of each of a cumulative monotonic counter, a gauge and a cumulative explicit
    histogram (10 bounds), `--points` points per series spread evenly over the last 24 hours
    (1,000 × 3 × 333 ≈ 1,000,000 points). Labels: route (10 values), status (5) and instance (20), so
-   every series has a distinct (route, status, instance). In the last 3 hours the gauge of route
-   /r3 triples, so characterize has something to find. Every request is acknowledged after commit.
+   every series has a distinct (route, status, instance) (beyond 1,000 series, plus `shard`: 1,000
+   series per value). In the last 3 hours the gauge of route /r3 triples, so characterize has something
+   to find. Every request is acknowledged after commit.
 2. Times, `--runs` times each after one cold run (the first query of a metric loads its points into
    the server's cache; later ones read only newer rows):
    - characterize: gauge, anomaly = last 3 h, baseline = the 21 h before, automatic candidate keys;
@@ -17,6 +18,8 @@ What it does:
    - rate: counter, rate, 24 h, automatic interval;
    - histogram_quantile: histogram, q 0.95, 24 h, automatic interval.
    Reported: the cold run, and p50 / p95 / max of the warm runs (client-side wall time, HTTP included).
+   `--only characterize` sends only the gauge and times only characterize (for 10,000 series, whose
+   three metrics would take most of the run to ingest).
 
 Not a test: pytest collects only tests/.
 """
@@ -54,16 +57,20 @@ DAY_NS = 86_400 * 10**9
 
 
 
-def _labels(i: int) -> dict[str, str]:
-    return {"route": f"/r{i % 10}", "status": str(200 + (i // 10) % 5), "instance": f"i{(i // 50) % 20:02d}"}
+def _labels(i: int, series: int) -> dict[str, str]:
+    """route × status × instance give 1,000 distinct series; beyond that a `shard` label keeps them apart."""
+    labels = {"route": f"/r{i % 10}", "status": str(200 + (i // 10) % 5), "instance": f"i{(i // 50) % 20:02d}"}
+    if series > 1000:
+        labels["shard"] = f"s{i // 1000:02d}"
+    return labels
 
 
-def build_requests(series: int, points: int, end_ns: int) -> list[bytes]:
-    """One request per time step: every series of the three metrics at that step."""
+def build_requests(series: int, points: int, end_ns: int, gauge_only: bool = False) -> list[bytes]:
+    """One request per time step: every series of the three metrics (or of the gauge only) at that step."""
     rng = np.random.default_rng(7)
     step = DAY_NS // points
     start = end_ns - step * points
-    attrs = [[common_pb2.KeyValue(key=key, value=common_pb2.AnyValue(string_value=v)) for key, v in _labels(i).items()]
+    attrs = [[common_pb2.KeyValue(key=key, value=common_pb2.AnyValue(string_value=v)) for key, v in _labels(i, series).items()]
              for i in range(series)]
     anomaly_from = end_ns - 3 * 3600 * 10**9
     counter = np.zeros(series, np.int64)
@@ -76,21 +83,24 @@ def build_requests(series: int, points: int, end_ns: int) -> list[bytes]:
         kv = rm.resource.attributes.add()
         kv.key, kv.value.string_value = "service.name", "bench"
         sm = rm.scope_metrics.add()
-        c = sm.metrics.add(name="bench.requests")
-        c.sum.aggregation_temporality = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
-        c.sum.is_monotonic = True
         g = sm.metrics.add(name="bench.load")
-        h = sm.metrics.add(name="bench.latency")
-        h.histogram.aggregation_temporality = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
+        if not gauge_only:
+            c = sm.metrics.add(name="bench.requests")
+            c.sum.aggregation_temporality = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
+            c.sum.is_monotonic = True
+            h = sm.metrics.add(name="bench.latency")
+            h.histogram.aggregation_temporality = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
         counter += rng.integers(0, 20, series)
         hist += rng.integers(0, 5, (series, len(BOUNDS) + 1))
         gauge = 50 + 10 * rng.standard_normal(series)
         if t >= anomaly_from:
             gauge[[i for i in range(series) if i % 10 == 3]] *= 3
         for i in range(series):
-            dp = c.sum.data_points.add(start_time_unix_nano=start, time_unix_nano=t, as_int=int(counter[i]))
-            dp.attributes.extend(attrs[i])
             dp = g.gauge.data_points.add(time_unix_nano=t, as_double=float(gauge[i]))
+            dp.attributes.extend(attrs[i])
+            if gauge_only:
+                continue
+            dp = c.sum.data_points.add(start_time_unix_nano=start, time_unix_nano=t, as_int=int(counter[i]))
             dp.attributes.extend(attrs[i])
             counts = hist[i].tolist()
             dp = h.histogram.data_points.add(start_time_unix_nano=start, time_unix_nano=t, count=sum(counts),
@@ -173,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--quick", action="store_true", help="100 series, 100 points, 5 runs")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--only", choices=["characterize"], help="send only the gauge and time only characterize")
     args = ap.parse_args(argv)
     if args.quick:
         args.series, args.points, args.runs = 100, 100, 5
@@ -181,11 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         end_ns = time.time_ns() - 60 * 10**9
         t0 = time.perf_counter()
-        requests = build_requests(args.series, args.points, end_ns)
+        gauge_only = args.only == "characterize"
+        requests = build_requests(args.series, args.points, end_ns, gauge_only)
         build_s = time.perf_counter() - t0
         server.start()
         ingest_s = ingest(server, requests)
-        total = args.series * args.points * 3
+        total = args.series * args.points * (1 if gauge_only else 3)
         print(f"built {len(requests)} requests in {build_s:.1f} s; ingested {total:,} points in {ingest_s:.1f} s "
               f"({total / ingest_s:,.0f} points/s)")
         base = f"{server.url}/api/projects/1/metrics"
@@ -201,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
                 "metricName": "bench.latency", "aggregation": "histogram_quantile", "quantile": 0.95,
                 "dateFrom": "-24h"}}),
         ]
+        if gauge_only:
+            cases = cases[:1]
         results = {}
         with httpx.Client(timeout=120, headers=headers) as client:
             for label, route, body in cases:

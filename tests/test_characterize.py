@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -36,8 +38,15 @@ def test_reference_scenario(api):
     assert r["change_ratio"] > 3 and r["change_ratio"] == pytest.approx(r["anomaly_mean"] / 7.5)
     assert r["onset_time"] == iso(at(12))
     assert r["anomaly_peak"] > 50
-    assert r["top_movers"][0] == {"key": "shard", "label": "a", "baseline_value": 10.0,
-                                  "anomaly_value": (2 * 10 + 18 * 100) / 20, "change_ratio": 9.1}
+    documented = ("key", "label", "baseline_value", "anomaly_value", "change_ratio")
+    assert {k: r["top_movers"][0][k] for k in documented} == {
+        "key": "shard", "label": "a", "baseline_value": 10.0, "anomaly_value": (2 * 10 + 18 * 100) / 20,
+        "change_ratio": 9.1}
+    # Extra fields (second generation): the reference's magnitude, and the significance of a noiseless step.
+    assert r["top_movers"][0]["magnitude"] == pytest.approx(math.log(9.1) * 91.0)
+    assert r["top_movers"][0]["significant"] is True and r["top_movers"][0]["significance"] > 1000
+    assert r["direction_source"] == "aggregate" and r["onset_model"] == "level_shift"
+    assert r["onset_confidence"] == pytest.approx(1.0) and r["reference_onset_time"] == iso(at(12))
     assert all(m["label"] != "b" for m in r["top_movers"] if m["key"] == "shard")
     # Defaults: baselineTo = anomalyFrom, baselineFrom = baselineTo − the anomaly window's length.
     assert (r["baseline_from"], r["baseline_to"], r["anomaly_from"], r["anomaly_to"]) == (
@@ -81,6 +90,63 @@ def test_sustained_noisy_shift_found_within_one_bucket(api):
                              baselineFrom=iso(at(0)))
         assert r["direction"] == "up"
         assert abs(np.datetime64(r["onset_time"][:-1]) - np.datetime64(iso(at(step))[:-1])) <= np.timedelta64(60, "s")
+
+
+def test_one_shard_of_twelve_doubling(api):
+    """Second generation: the change is diluted in the aggregate (under the 5% test), so the direction
+    and the onset come from the shard's own series."""
+    rng = np.random.default_rng(21)
+    points = []
+    for s in range(12):
+        level = 20.0 if s == 7 else 400.0
+        for m in range(60):
+            v = level * (1 + 0.03 * rng.standard_normal()) * (2 if s == 7 and m >= 44 else 1)
+            points.append((at(m) + 1, float(v), {"shard": f"s{s:02d}"}))
+    api.send(gauge("gen2.shards", points))
+    r = api.characterize(metricName="gen2.shards", anomalyFrom=iso(at(30)), anomalyTo=iso(at(60)))
+    assert abs(r["change_ratio"] - 1) < 0.05  # the reference would say flat
+    assert r["reference_onset_time"] is None
+    assert (r["direction"], r["direction_source"]) == ("up", "breakdown")
+    assert r["onset_time"] == iso(at(44)) and r["onset_model"] == "level_shift" and r["onset_confidence"] > 0.9
+    assert r["onset_series"] == {"key": "shard", "label": "s07"}
+    top = r["top_movers"][0]
+    assert (top["key"], top["label"], top["significant"]) == ("shard", "s07", True)
+    assert top["change_ratio"] == pytest.approx((14 * 1 + 16 * 2) / 30, rel=0.05)
+    assert all(not m["significant"] for m in r["top_movers"][1:])
+
+
+def test_ramp_onset_is_its_first_bucket(api):
+    rng = np.random.default_rng(22)
+    values = [100 * (1 + 0.02 * rng.standard_normal()) + 15 * min(max(m - 39, 0), 10) for m in range(80)]
+    api.send(gauge("gen2.ramp", [(at(m) + 1, float(v), {}) for m, v in enumerate(values)]))
+    r = api.characterize(metricName="gen2.ramp", anomalyFrom=iso(at(30)), anomalyTo=iso(at(80)),
+                         baselineFrom=iso(at(0)))
+    assert (r["direction"], r["direction_source"]) == ("up", "aggregate")
+    assert r["onset_model"] == "ramp" and r["onset_series"] is None
+    assert abs(np.datetime64(r["onset_time"][:-1]) - np.datetime64(iso(at(40))[:-1])) <= np.timedelta64(60, "s")
+    # The reference dates it where the ramp first exceeds half the baseline mean: +60 at minute 43.
+    assert r["reference_onset_time"] == iso(at(43))
+
+
+def test_values_that_come_go_or_are_negative(api):
+    """A shard that stops reporting, one that starts in the anomaly window, a negative gauge and a point
+    without a value: a 200 with the documented shape, and the new shard's arrival as the change."""
+    points = []
+    for m in range(40):
+        if m < 20:
+            points.append((at(m) + 1, 50.0, {"shard": "gone"}))
+        else:
+            points.append((at(m) + 1, 80.0 + (m % 2), {"shard": "new"}))
+        points.append((at(m) + 1, -10.0 - (m % 3) * 0.1, {"shard": "neg"}))
+    points.append((at(25) + 2, None, {"shard": "neg"}))
+    api.send(gauge("gen2.churn", points))
+    r = api.characterize(metricName="gen2.churn", anomalyFrom=iso(at(20)), anomalyTo=iso(at(40)))
+    assert r["direction"] in ("up", "down") and r["onset_time"] == iso(at(20))
+    movers = {m["label"]: m for m in r["top_movers"]}
+    assert movers["new"]["baseline_value"] == 0.0 and movers["new"]["significant"] is True
+    assert movers["gone"]["anomaly_value"] == 0.0 and movers["gone"]["significant"] is False
+    assert "neg" not in movers  # steady: its means are close
+    assert all(isinstance(m["significance"], float) for m in r["top_movers"])
 
 
 def test_nonexistent_metric_is_flat(api):

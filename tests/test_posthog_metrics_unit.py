@@ -1,6 +1,6 @@
 """Pure parts of the PostHog metrics package (api/posthog/metrics/) and the engine pieces it relies on:
-formula, relative times and interval grids, quantile interpolation, the onset detector, and the store's
-point cache on a real SQLite file."""
+formula, relative times and interval grids, quantile interpolation, and the store's point cache on a real
+SQLite file (the onset detector: test_changepoint.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from otelite.api.posthog.metrics import formula
-from otelite.api.posthog.metrics.characterize import reference_onset, scan_onset
 from otelite.api.posthog.metrics.intervals import auto_interval, grid_for
 from otelite.collector.query.reduce import prom_quantile, summary_quantile
 from otelite.collector.store.db import connect_reader, prepare_database
@@ -127,33 +126,6 @@ def test_summary_quantile_interpolates_and_clamps():
     assert summary_quantile(levels, values, 0.9).tolist() == pytest.approx([20.0, 4 + 4 * 0.4 / 0.49])
     assert summary_quantile(levels, values, 0.1).tolist() == [10.0, 4.0]
     assert summary_quantile(levels, values, 0.999).tolist() == [40.0, 8.0]
-
-
-# --- onset --------------------------------------------------------------------------------------------------
-
-def test_scan_onset_beats_the_reference_on_spikes_and_finds_steps():
-    rng = np.random.default_rng(5)
-    times = np.arange(60, dtype=np.int64)
-    ref_hits = scan_hits = 0
-    for i in range(100):
-        base = rng.normal(10, 1, 60)
-        anomaly = rng.normal(10, 1, 60)
-        step = int(rng.integers(10, 50))
-        anomaly[step:] += rng.uniform(5, 20)
-        width = 1 + i % 2  # spikes of one and two buckets, well before the step
-        spike = int(rng.integers(0, step - width - 1))
-        anomaly[spike:spike + width] += 40
-        mean, std = base.mean(), base.std()
-        ref = reference_onset(anomaly, times, mean, std, 1)
-        got = scan_onset(base, anomaly, times, 1)
-        ref_hits += ref is not None and abs(ref - step) <= 1
-        scan_hits += got is not None and abs(got - step) <= 1
-    assert ref_hits < 20 and scan_hits >= 95
-    # A clean step is found exactly; a down step too; pure noise has no significant onset.
-    clean = np.array([5.0] * 12 + [50.0] * 18)
-    assert scan_onset(np.full(10, 5.0), clean, np.arange(30), 1) == 12
-    assert scan_onset(np.full(10, 50.0), clean[::-1], np.arange(30), -1) == 18
-    assert scan_onset(rng.normal(10, 1, 60), rng.normal(10, 1, 60), np.arange(60), 1) is None
 
 
 # --- the point cache on a real SQLite file -----------------------------------------------------------------

@@ -1,15 +1,11 @@
 """POST metrics/characterize: compare an anomaly window with a baseline, find the onset, rank movers.
 
-The reference algorithm of posthog-metrics.md is followed step by step (defaults, interval, windows,
-means, direction, top movers). The onset is where it differs; see docs/characterize.md. In short: the
-reference takes the first anomaly bucket whose deviation exceeds max(3σ, ½|μ|), so one noise spike
-early in the window becomes the onset. Here the onset is the start of the anomaly-window segment that
-best explains the shift as a sustained change: over deviations e_i = ±(x_i − median(baseline)), the
-segment [k, l) maximizing S²/(l − k) with S = Σ e_i > 0 (the likelihood-ratio scan statistic for a
-mean shift in Gaussian noise). A lone spike scores (height)², a shift lasting L buckets L·(height)², so
-the sustained change wins; on a clean step the score is maximal exactly at the step. The segment must
-also be significant (mean > 3·σ_robust/√L); the reference's onset is returned too, as
-`reference_onset_time`.
+This module loads the data as the reference algorithm of posthog-metrics.md says (defaults, interval,
+one query over both windows, the aggregate and each candidate key's values grouped like the metric)
+and shapes the response; what changed, when and where is decided by the pure `diagnosis` module (the
+reference's statistics, then per-breakdown significance, a change model for the onset, and
+significance-aware movers: "Characterize, second generation"; docs/characterize.md). The reference's own
+onset is returned too, as `reference_onset_time`.
 """
 
 from __future__ import annotations
@@ -22,6 +18,7 @@ import numpy as np
 
 from otelite.api.posthog.metrics.intervals import approx_buckets, auto_interval, coarser
 from otelite.api.posthog.metrics.query import check_aggregation, combine, groups_for, prepare
+from otelite.api.posthog.metrics.diagnosis import Group, Windows, diagnose
 from otelite.api.posthog.metrics.request import CharacterizeQuery, Clause
 from otelite.collector.store.metrics import SERVICE_NAME, SeriesSelection, select_series, series_labels
 from otelite.collector.store.points import PointCache
@@ -33,71 +30,6 @@ MAX_BUCKETS = 2000
 MAX_KEYS = 4
 MAX_VALUES = 50
 MAX_MOVERS = 8
-REL_TOL, ABS_TOL = 0.05, 1e-12
-
-
-def close(a: float, b: float) -> bool:
-    return math.isclose(a, b, rel_tol=REL_TOL, abs_tol=ABS_TOL)
-
-
-def _mean(x: np.ndarray) -> float:
-    return float(x.mean()) if x.size else 0.0
-
-
-def _ratio(anomaly: float, baseline: float) -> float:
-    return anomaly / baseline if baseline != 0 else anomaly
-
-
-def _finite(x: float | None) -> float | None:
-    return x if x is not None and math.isfinite(x) else None
-
-
-def reference_onset(anomaly: np.ndarray, times: np.ndarray, mean: float, std: float, sign: int) -> int | None:
-    """Spec step 6: the first anomaly bucket whose deviation exceeds max(3σ, ½|μ|, 1e-9)."""
-    threshold = max(3 * std, 0.5 * abs(mean), 1e-9)
-    hit = np.flatnonzero(sign * (anomaly - mean) > threshold)
-    return int(times[hit[0]]) if hit.size else None
-
-
-def median_filter(x: np.ndarray) -> np.ndarray:
-    """Running median over 5 buckets (3 for short series; edges repeated): removes spikes of one or two
-    buckets and keeps the position of a step that lasts three buckets or more exactly."""
-    width = 5 if x.size >= 10 else 3 if x.size >= 3 else 1
-    if width == 1:
-        return x
-    padded = np.pad(x, width // 2, mode="edge")
-    return np.median(np.lib.stride_tricks.sliding_window_view(padded, width), axis=1)
-
-
-def scan_onset(baseline: np.ndarray, anomaly: np.ndarray, times: np.ndarray, sign: int) -> int | None:
-    """The start of the anomaly segment [k, l) maximizing S²/(l−k), S = Σ sign·(x − median(baseline)) > 0,
-    if that segment's mean deviation is significant against the baseline's robust noise."""
-    n = anomaly.size
-    if n == 0:
-        return None
-    level = float(np.median(baseline)) if baseline.size else 0.0
-    if baseline.size >= 2:
-        noise = 1.4826 * float(np.median(np.abs(baseline - level)))
-        if noise == 0:
-            noise = float(baseline.std())
-    else:
-        noise = 0.0
-    e = sign * (median_filter(anomaly) - level)
-    prefix = np.concatenate(([0.0], np.cumsum(e)))
-    k = np.arange(n)[:, None]
-    ln = np.arange(1, n + 1)[None, :]
-    length = ln - k
-    s = prefix[ln] - prefix[k]
-    with np.errstate(all="ignore"):
-        score = np.where((length > 0) & (s > 0), s * s / length, -np.inf)
-    best = np.unravel_index(int(np.argmax(score)), score.shape)
-    if not np.isfinite(score[best]):
-        return None
-    start, size = int(best[0]), int(length[best])
-    mean_shift = float(s[best]) / size
-    if mean_shift <= max(3 * noise / math.sqrt(size), 1e-9):
-        return None
-    return int(times[start])
 
 
 def characterize(conn: sqlite3.Connection, project_id: int, timezone: str, cq: CharacterizeQuery,
@@ -129,48 +61,47 @@ def characterize(conn: sqlite3.Connection, project_id: int, timezone: str, cq: C
     if prepared.cells is not None:
         whole = np.zeros(len(prepared.series), np.int64)
         _, b, v = combine(prepared.cells, whole, aggregation, clause.q, prepared.nb)
+        groups = _groups(conn, project_id, prepared, cq, starts, in_baseline, in_anomaly, aggregation, clause.q)
     else:
-        b, v = np.zeros(0, np.int64), np.zeros(0)
-    ok = np.isfinite(v)
-    base_vals = v[ok & in_baseline[b]]
-    anom_idx = np.flatnonzero(ok & in_anomaly[b])
-    anom_vals, anom_times = v[anom_idx], starts[b[anom_idx]]
-
-    # Step 4: summary statistics.
-    baseline_mean, anomaly_mean = _mean(base_vals), _mean(anom_vals)
-    baseline_std = float(base_vals.std()) if base_vals.size >= 2 else 0.0
-    anomaly_peak = float(anom_vals.max()) if anom_vals.size else 0.0
-    # Step 5: direction.
-    direction = "flat" if close(anomaly_mean, baseline_mean) else ("up" if anomaly_mean > baseline_mean else "down")
-    # Step 6: onset (sturdier than the reference; the reference's answer is reported alongside).
-    onset = reference = None
-    if direction != "flat":
-        sign = 1 if direction == "up" else -1
-        reference = reference_onset(anom_vals, anom_times, baseline_mean, baseline_std, sign)
-        onset = scan_onset(base_vals, anom_vals, anom_times, sign)
-        if onset is None:
-            onset = reference
-    out.update({
-        "baseline_mean": baseline_mean, "baseline_stddev": baseline_std, "anomaly_mean": anomaly_mean,
-        "anomaly_peak": anomaly_peak, "change_ratio": _ratio(anomaly_mean, baseline_mean),
-        "direction": direction,
-        "onset_time": iso(onset, tz) if onset is not None else None,
-        # Extra fields (clients ignore unknown keys): the reference's onset, and a change that keeps its
-        # sign when the baseline mean is negative (change_ratio does not).
-        "reference_onset_time": iso(reference, tz) if reference is not None else None,
-        "absolute_change": anomaly_mean - baseline_mean,
-        "relative_change": (anomaly_mean - baseline_mean) / abs(baseline_mean) if baseline_mean != 0 else None,
-    })
-    # Step 7: top movers.
-    out["top_movers"] = _movers(conn, project_id, prepared, cq, in_baseline, in_anomaly, aggregation, clause.q) \
-        if prepared.cells is not None else []
-    # Step 8: the aggregated series.
+        b, v, groups = np.zeros(0, np.int64), np.zeros(0), []
     order = np.argsort(b, kind="stable")
+    b, v = b[order], v[order]
+    # Steps 3–7: the statistics, direction, onset and movers (diagnosis.py).
+    d = diagnose(_windows(b, v, starts, in_baseline, in_anomaly), groups)
+    out.update({
+        "baseline_mean": d.baseline_mean, "baseline_stddev": d.baseline_stddev, "anomaly_mean": d.anomaly_mean,
+        "anomaly_peak": d.anomaly_peak, "change_ratio": d.change_ratio, "direction": d.direction,
+        "onset_time": iso(d.onset_time, tz) if d.onset_time is not None else None,
+        # Extra fields (clients ignore unknown keys). Where the direction and the onset come from:
+        "direction_source": d.direction_source, "significance": d.significance,
+        "onset_model": d.onset_model, "onset_confidence": d.onset_confidence,
+        "onset_series": {"key": d.onset_series[0], "label": d.onset_series[1]} if d.onset_series else None,
+        # The reference's onset, and a change that keeps its sign when the baseline mean is negative
+        # (change_ratio does not).
+        "reference_onset_time": iso(d.reference_onset_time, tz) if d.reference_onset_time is not None else None,
+        "absolute_change": d.anomaly_mean - d.baseline_mean,
+        "relative_change": (d.anomaly_mean - d.baseline_mean) / abs(d.baseline_mean) if d.baseline_mean != 0 else None,
+    })
+    out["top_movers"] = [{"key": m.key, "label": m.label, "baseline_value": m.baseline_value,
+                          "anomaly_value": m.anomaly_value, "change_ratio": m.change_ratio,
+                          "magnitude": m.magnitude, "significance": m.significance, "significant": m.significant}
+                         for m in d.movers[:MAX_MOVERS]]
+    # Step 8: the aggregated series.
     out["series"] = {"labels": {}, "points": [
         {"time": iso(int(starts[bi]), tz), "value": float(vi) if math.isfinite(vi) else None}
-        for bi, vi in zip(b[order].tolist(), v[order].tolist())],
+        for bi, vi in zip(b.tolist(), v.tolist())],
         "metric_name": cq.metric_name, "clause": "anomaly"}
     return _clean(out)
+
+
+def _windows(b: np.ndarray, v: np.ndarray, starts: np.ndarray, in_baseline: np.ndarray,
+             in_anomaly: np.ndarray) -> Windows:
+    """One series' (bucket, value) pairs, sorted by bucket, as its baseline and anomaly values (step 3:
+    buckets in a gap between the windows count in neither; nulls are skipped)."""
+    ok = np.isfinite(v)
+    base = ok & in_baseline[b]
+    anom = ok & in_anomaly[b]
+    return Windows(v[base], v[anom], starts[b[anom]])
 
 
 def candidate_keys(conn: sqlite3.Connection, prepared, anomaly_from_ns: int) -> list[str]:
@@ -192,36 +123,25 @@ def candidate_keys(conn: sqlite3.Connection, prepared, anomaly_from_ns: int) -> 
     return (keys + others)[:MAX_KEYS]
 
 
-def _movers(conn, project_id, prepared, cq: CharacterizeQuery, in_baseline: np.ndarray, in_anomaly: np.ndarray,
-            aggregation: str, q: float | None) -> list[dict]:
+def _groups(conn, project_id, prepared, cq: CharacterizeQuery, starts: np.ndarray, in_baseline: np.ndarray,
+            in_anomaly: np.ndarray, aggregation: str, q: float | None) -> list[Group]:
+    """Step 7's breakdown: for each key of `candidateKeys` (at most 4) or the automatic ones, the series
+    grouped by the key's value (the 50 values held by the most series), each group aggregated like the
+    whole metric."""
     keys = cq.candidate_keys if cq.candidate_keys is not None else candidate_keys(conn, prepared, cq.anomaly_from_ns)
-    movers = []
+    out = []
     for key in keys[:MAX_KEYS]:
         group, labels = groups_for(conn, project_id, prepared.series, [(key, "auto")], limit=MAX_VALUES)
         if all(lab[key] == "" for lab in labels):
             continue  # no series has the key: its one group would only repeat the whole metric
         g, b, v = combine(prepared.cells, group, aggregation, q, prepared.nb)
-        ok = np.isfinite(v)
-        n = len(labels)
-        sel_b, sel_a = ok & in_baseline[b], ok & in_anomaly[b]
-        b_sum = np.bincount(g[sel_b], weights=v[sel_b], minlength=n)
-        b_cnt = np.bincount(g[sel_b], minlength=n)
-        a_sum = np.bincount(g[sel_a], weights=v[sel_a], minlength=n)
-        a_cnt = np.bincount(g[sel_a], minlength=n)
-        for i in range(n):
-            base = float(b_sum[i] / b_cnt[i]) if b_cnt[i] else 0.0
-            anom = float(a_sum[i] / a_cnt[i]) if a_cnt[i] else 0.0
-            if close(anom, base):
-                continue
-            ratio = _ratio(anom, base)
-            if base == 0 or ratio <= 0:
-                magnitude = abs(anom - base)
-            else:
-                magnitude = abs(math.log(ratio)) * max(abs(anom), abs(base))
-            movers.append((magnitude, key, labels[i][key], base, anom, ratio))
-    movers.sort(key=lambda m: (-m[0], m[1], m[2]))
-    return [{"key": k, "label": lab, "baseline_value": base, "anomaly_value": anom, "change_ratio": ratio}
-            for _, k, lab, base, anom, ratio in movers[:MAX_MOVERS]]
+        order = np.lexsort((b, g))
+        g, b, v = g[order], b[order], v[order]
+        bounds = np.searchsorted(g, np.arange(len(labels) + 1))
+        for i, lab in enumerate(labels):
+            lo, hi = bounds[i], bounds[i + 1]
+            out.append(Group(key, lab[key], _windows(b[lo:hi], v[lo:hi], starts, in_baseline, in_anomaly)))
+    return out
 
 
 def _clean(out: dict) -> dict:
