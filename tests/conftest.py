@@ -103,6 +103,24 @@ class ServerProcess:
         finally:
             conn.close()
 
+    def read(self, fn, *args):
+        """`fn(conn, *args)` on a read connection, as Store.read runs the store's readers."""
+        from otelite.collector.store.db import connect_reader
+        from otelite.collector.store.points import ReadTransaction
+        conn = connect_reader(str(self.db))
+        try:
+            with ReadTransaction(conn):
+                return fn(conn, *args)
+        finally:
+            conn.close()
+
+    def point_rows(self) -> list[tuple]:
+        """Every stored metric point (records.POINT_COLUMNS tuples), wherever the store keeps it: the head
+        table `metric_points` holds only recent ones (issue 16: older points are packed into chunks)."""
+        from otelite.collector.store.points import point_rows
+        ids = [r[0] for r in self.query("SELECT id FROM metric_series")]
+        return self.read(point_rows, ids)
+
 
 def write_config(tmp_path: Path, doc: dict, name: str = "otelite.yaml") -> Path:
     path = tmp_path / name

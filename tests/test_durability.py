@@ -68,8 +68,7 @@ def spans_per_request(server) -> Counter:
 
 
 def points_per_request(server) -> Counter:
-    rows = server.query("SELECT time_ns FROM metric_points")
-    return Counter((t - T0) // 1_000_000 for (t,) in rows)
+    return Counter((r[3] - T0) // 1_000_000 for r in server.point_rows())
 
 
 # --- durability -----------------------------------------------------------------------------------------

@@ -44,7 +44,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from otelite.collector.store.points import point_counts
 from otelite.collector.store.regex import compile_regex
+from otelite.collector.store.series_state import LAST_SEEN_LAG_NS
 
 SCOPES = ("auto", "attribute", "resource")
 LABEL_OPS = ("eq", "neq", "regex", "not_regex")
@@ -113,9 +115,16 @@ class SeriesSet:
                          self.monotonic[mask], self.complete and bool(mask.all()))
 
 
+# The newest point time of series `s` (issue 16): the writer moves `metric_series_state.time_ns` with every
+# commit and lets `metric_series.last_seen_ns` lag by up to series_state.LAST_SEEN_LAG_NS, except where the
+# state does not carry the newest time; the larger of the two is exact. Needs `LEFT JOIN
+# metric_series_state AS st ON st.series_id = s.id`.
+LAST_SEEN_SQL = "max(s.last_seen_ns, ifnull(st.time_ns, 0))"
+_STATE_JOIN = "LEFT JOIN metric_series_state AS st ON st.series_id = s.id"
+
+
 def _metric_series(conn: sqlite3.Connection, project_id: int, name: str, metric_type: str | None) -> SeriesSet:
-    sql = ("SELECT id, type, temporality, is_monotonic, last_seen_ns FROM metric_series "
-           "WHERE project_id = ? AND name = ?")
+    sql = "SELECT id, type, temporality, is_monotonic FROM metric_series WHERE project_id = ? AND name = ?"
     args: tuple = (project_id, name)
     if metric_type is not None:
         sql += " AND type = ?"
@@ -125,7 +134,10 @@ def _metric_series(conn: sqlite3.Connection, project_id: int, name: str, metric_
         return SeriesSet(project_id, name, metric_type, np.zeros(0, np.int64), np.zeros(0, np.int8),
                          np.zeros(0, bool))
     if metric_type is None:  # mixing a gauge with a histogram has no meaning: the latest type wins
-        metric_type = max(rows, key=lambda r: (r[4], r[1]))[1]
+        types = {r[1] for r in rows}
+        metric_type = types.pop() if len(types) == 1 else conn.execute(
+            f"SELECT s.type FROM metric_series AS s {_STATE_JOIN} WHERE s.project_id = ? AND s.name = ? "
+            f"ORDER BY {LAST_SEEN_SQL} DESC, s.type DESC LIMIT 1", (project_id, name)).fetchone()[0]
         rows = [r for r in rows if r[1] == metric_type]
     rows.sort()
     n = len(rows)
@@ -275,7 +287,7 @@ class MetricInfo:
     first_seen_ns: int
     last_seen_ns: int
     series_count: int
-    point_count: int | None  # None unless asked for (it counts index entries: proportional to points)
+    point_count: int | None  # None unless asked for (it sums chunk sizes and scans the head: points.py)
 
 
 def metric_catalog(conn: sqlite3.Connection, project_id: int, name: str | None = None,
@@ -285,8 +297,8 @@ def metric_catalog(conn: sqlite3.Connection, project_id: int, name: str | None =
     metric_sql, params = _metric_clause(name, metric_type)
     # SQLite takes the bare columns of a query with one max() from the row holding it (the latest series).
     rows = conn.execute(
-        "SELECT s.name, s.type, s.unit, s.description, s.temporality, s.is_monotonic, max(s.last_seen_ns), "
-        "count(*) FROM metric_series AS s WHERE s.project_id = ?" + metric_sql
+        "SELECT s.name, s.type, s.unit, s.description, s.temporality, s.is_monotonic, "
+        f"max({LAST_SEEN_SQL}), count(*) FROM metric_series AS s {_STATE_JOIN} WHERE s.project_id = ?" + metric_sql
         + " GROUP BY s.name, s.type ORDER BY s.name, s.type", [project_id, *params]).fetchall()
     if not rows:
         return []
@@ -301,12 +313,9 @@ def metric_catalog(conn: sqlite3.Connection, project_id: int, name: str | None =
         if entry is not None:
             entry[0 if source == "point" else 1].add(key)
     out = []
+    counts = point_counts(conn, project_id, name, metric_type) if with_point_counts else {}
     for mname, mtype, unit, description, temporality, monotonic, last_seen, n in rows:
-        count = None
-        if with_point_counts:
-            count = conn.execute(
-                "SELECT count(*) FROM metric_points WHERE series_id IN (SELECT id FROM metric_series "
-                "WHERE project_id = ? AND name = ? AND type = ?)", (project_id, mname, mtype)).fetchone()[0]
+        count = counts.get((mname, mtype), 0) if with_point_counts else None
         point_keys, resource_keys = keys[(mname, mtype)]
         out.append(MetricInfo(mname, mtype, unit, description, temporality, bool(monotonic),
                               tuple(sorted(point_keys)), tuple(sorted(resource_keys)), first_seen[(mname, mtype)],
@@ -328,9 +337,9 @@ def metric_names(conn: sqlite3.Connection, project_id: int, search: str = "", li
     """Distinct metric names, most recently active first (then by name); `search` is a case-insensitive
     substring. A name used with several types shows the type it was last seen with."""
     rows = conn.execute(
-        "SELECT name, type, max(last_seen_ns) AS seen FROM metric_series WHERE project_id = ? "
-        "AND (? = '' OR instr(lower(name), ?) > 0) GROUP BY name ORDER BY seen DESC, name LIMIT ?",
-        (project_id, search, search.lower(), limit)).fetchall()
+        f"SELECT s.name, s.type, max({LAST_SEEN_SQL}) AS seen FROM metric_series AS s {_STATE_JOIN} "
+        "WHERE s.project_id = ? AND (? = '' OR instr(lower(s.name), ?) > 0) GROUP BY s.name "
+        "ORDER BY seen DESC, s.name LIMIT ?", (project_id, search, search.lower(), limit)).fetchall()
     return [MetricName(n, t) for n, t, _ in rows]
 
 
@@ -342,13 +351,15 @@ LIVE_STATE_COLUMNS = ("series_id", "time_ns", "value", "count", "sum", "flags", 
 LIVE_STATES_SQL = (
     "SELECT s.id, st.time_ns, st.value, st.count, st.sum, st.flags, st.buckets, st.exemplars "
     "FROM metric_series AS s JOIN metric_series_state AS st ON st.series_id = s.id "
-    "WHERE s.project_id = ? AND s.last_seen_ns >= ?")
+    f"WHERE s.project_id = ?1 AND s.last_seen_ns >= ?2 - {LAST_SEEN_LAG_NS} "
+    "AND max(s.last_seen_ns, st.time_ns) >= ?2")
 
 
 def live_series_states(conn: sqlite3.Connection, project_id: int, seen_since_ns: int) -> list[tuple]:
     """The latest state (series_state.py) of every series of the project seen at or after
-    `seen_since_ns`, found through the `metric_series_by_last_seen` index: the cost depends on the number
-    of live series, never on history."""
+    `seen_since_ns`, found through the `metric_series_by_last_seen` index (which lags by at most
+    LAST_SEEN_LAG_NS, so the range starts that much earlier and the exact newest time decides): the cost
+    depends on the number of live series, never on history."""
     return conn.execute(LIVE_STATES_SQL, (project_id, seen_since_ns)).fetchall()
 
 

@@ -194,6 +194,42 @@ def _m0004_tracing_indexes(db: Database) -> None:
                "WHERE parent_span_id IS NULL")
 
 
+@MIGRATIONS(name="0005_metric_chunks")
+def _m0005_metric_chunks(db: Database) -> None:
+    # Issue 16: `metric_points` becomes the head (no secondary index; chunks.py, compactor.py) and the
+    # points' long-term home is `metric_chunks`: one row per metric (project, name, type), hour and
+    # compaction, the points packed as numpy columns. `seq` is the smallest head rowid a chunk holds, so
+    # reads keep the arrival order of points with equal times; `level` drives the merges. The payload is
+    # the last column so scans of the other columns never read its overflow pages.
+    db.execute("""CREATE TABLE metric_chunks (
+        id INTEGER PRIMARY KEY,
+        project_id INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        type TEXT NOT NULL,
+        block_start INTEGER NOT NULL,          -- the hour (ns) every point of the chunk lies in
+        level INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        n INTEGER NOT NULL,                    -- points, readings or not
+        t_min INTEGER NOT NULL,
+        t_max INTEGER NOT NULL,
+        payload BLOB NOT NULL)""")
+    db.execute("CREATE INDEX metric_chunks_by_metric ON metric_chunks (project_id, name, type, block_start)")
+    # Retention records its cutoff here before deleting, so readers hide expired rows at once and exactly,
+    # whatever is left to delete (a chunk the cutoff cuts through stays until all of it has expired).
+    db.execute("""CREATE TABLE retention_cutoffs (
+        signal TEXT PRIMARY KEY,               -- 'metrics' or 'traces'
+        before_ns INTEGER NOT NULL)""")
+    # Work a migration leaves to the writer's background steps (online and resumable), with its cursor.
+    db.execute("""CREATE TABLE background_migrations (
+        name TEXT PRIMARY KEY,
+        state TEXT NOT NULL)                   -- JSON""")
+    if db.execute("SELECT 1 FROM metric_points LIMIT 1").fetchone() is None:
+        # A new store: nothing to drain, so the head is index-free from the start. A store with points
+        # keeps the indexes until the compactor has moved its backlog (compactor.py, "Migration").
+        db.execute("DROP INDEX metric_points_by_series_time")
+        db.execute("DROP INDEX metric_points_by_time")
+
+
 def schema_version() -> int:
     """The schema version this build writes: the number of migrations it knows."""
     return len(MIGRATIONS._migrations)

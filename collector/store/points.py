@@ -1,28 +1,33 @@
-"""Metric points as numpy columns, and the store's incremental per-metric cache of them.
+"""Metric points as numpy columns, read from the store's two point layouts (issue 16).
 
-Why a cache: reading N points through Python's sqlite3 costs about 1 µs a row however the SQL is shaped
-(GROUP BY sorts, text aggregation renders floats slowly), so a 24-hour query over a third of a million
-points cannot come back in 250 ms from SQL alone. The cache keeps, per (project, metric, type), every
-point since the earliest time asked for, in columns sorted by (series, time), and brings it up to date
-on each use by reading only rows with a larger rowid than it has seen (rowids only grow: one writer,
-INTEGER PRIMARY KEY). The snapshot is consistent because series, max(rowid) and the new rows are read
-in one read transaction. When retention has deleted old points (`min(time_ns)` of the table moved up),
-the cache drops its points older than that too; a database whose `max(id)` went down is reloaded.
+Where points live (chunks.py, compactor.py): new points are rows of the head, `metric_points`, which has no
+secondary index so that ingest appends cheaply; the writer's compactor moves them, a few seconds to a
+minute later, into `metric_chunks`, one row per metric and hour holding the points as numpy columns.
+`PointCache.points` reads both in one snapshot: the chunks of the metric whose hour overlaps the range
+(a handful of large rows, decoded with `frombuffer`) and the head rows of the metric's series (a scan of
+the small head). Points older than the metric retention's cutoff (`retention_cutoffs`) are never
+returned, whether or not the chunk that holds them has been deleted yet.
 
-There is one cache per store (`Store.point_cache`), shared by every dialect and bounded by
-`exporters.sqlite.query_cache_mib`; least recently used metrics are dropped first.
+Why numpy columns: reading N points through Python's sqlite3 costs about 1 µs a row however the SQL is
+shaped, so a 24-hour query over a third of a million points cannot come back in 250 ms row by row; a
+chunk row carries tens of thousands of points for the cost of one.
+
+There is one `PointCache` per store (`Store.point_cache`), shared by every dialect and bounded by
+`exporters.sqlite.query_cache_mib`: it keeps decoded chunks by chunk id (a chunk row never changes, a
+merge writes a new one), least recently used first out. It saves the decoding of warm queries; cold
+queries are fast without it.
 
 Columns: `value` is the scalar reading (a number point's value; for histograms and summaries the mean
 observation sum/count; for a `set` the member's code, see below), `counter` what increase/rate
 difference (the value; the observation count of histograms and summaries), `start` the point's OTel
 start time (0 when the producer sent none), which tells increases where a cumulative series (re)started.
-Points with no recorded value are not readings and are not loaded; `valid` stays for callers that build
-Points themselves. Distribution payloads (explicit buckets, exponential buckets, summary quantiles) are
-decoded by SQLite's json_extract and one json.loads per column, never a Python loop per point.
+Points with no recorded value are not readings and are not returned. Distribution payloads (explicit
+buckets, exponential buckets, summary quantiles) are decoded by SQLite's json_extract and one json.loads
+per column for head rows, and were decoded once at compaction for chunk rows.
 
 A `set` series (metrics.py) stores each member as text in `value`; here each distinct member gets an
 integer code (`members[code]` is the text), in order of first appearance, so a distinct count per bucket
-is numpy over integers. Codes are per `Points`: `concat` renumbers the second operand's members.
+is numpy over integers. Codes are per `Points`: `concat_all` renumbers the members of the later parts.
 """
 
 from __future__ import annotations
@@ -40,8 +45,7 @@ import numpy as np
 if TYPE_CHECKING:
     from otelite.collector.store.metrics import SeriesSet
 
-_HOUR_NS = 3600 * 10**9
-CACHE_MAX_BYTES = 256 * 2**20  # the default of exporters.sqlite.query_cache_mib
+CACHE_MAX_BYTES = 64 * 2**20  # the default of exporters.sqlite.query_cache_mib
 
 
 @dataclass
@@ -225,45 +229,55 @@ def decode(kind: str, rows: list[tuple]) -> Points:
     return p
 
 
-def concat(a: Points, b: Points) -> Points:
-    """Rows of a then b (bounds and flat bucket arrays merged)."""
-    if len(a) == 0:
-        return b
-    if len(b) == 0:
-        return a
-    out = {}
-    if a.kind == "set":  # renumber b's members into a's table
-        table = {m: i for i, m in enumerate(a.members)}
-        remap = _member_codes(b.members, table)
-        b = replace(b, value=remap[b.value.astype(np.int64)], members=())
-        b.counter = b.value
-        members = tuple(table)
+def concat_all(parts: list[Points], kind: str | None = None) -> Points:
+    """The rows of every part, in order (bounds, set members and flat bucket arrays merged)."""
+    nonempty = [p for p in parts if len(p)]
+    if not nonempty:
+        return parts[0] if parts else empty(kind or "number")
+    if len(nonempty) == 1:
+        return nonempty[0]
+    a = nonempty[0]
+    out: dict = {}
     for f in fields(Points):
-        x, y = getattr(a, f.name), getattr(b, f.name)
-        if f.name in ("kind", "bounds", "pos_flat", "neg_flat", "members") or x is None:
+        if f.name in ("kind", "bounds", "pos_flat", "neg_flat", "members") or getattr(a, f.name) is None:
             continue
-        if x.ndim == 2:
-            width = max(x.shape[1], y.shape[1])
+        arrays = [getattr(p, f.name) for p in nonempty]
+        if arrays[0].ndim == 2:
+            width = max(x.shape[1] for x in arrays)
             fill = 0.0 if f.name == "counts" else np.nan
-            x = np.pad(x, ((0, 0), (0, width - x.shape[1])), constant_values=fill)
-            y = np.pad(y, ((0, 0), (0, width - y.shape[1])), constant_values=fill)
-        out[f.name] = np.concatenate([x, y])
+            arrays = [np.pad(x, ((0, 0), (0, width - x.shape[1])), constant_values=fill) for x in arrays]
+        out[f.name] = np.concatenate(arrays)
     merged = replace(a, **out)
-    if a.kind == "set":
-        merged.members = members
-        merged.counter = merged.value
-    if a.kind == "histogram":
-        bounds = list(a.bounds)
-        remap = np.array([bounds.index(bd) if bd in bounds else bounds.append(bd) or len(bounds) - 1
-                          for bd in b.bounds], dtype=np.int32)
-        merged.bounds = tuple(bounds)
-        merged.bounds_id = np.concatenate([a.bounds_id, remap[b.bounds_id] if len(remap) else b.bounds_id])
-    if a.kind == "exponential_histogram":
-        merged.pos_flat = np.concatenate([a.pos_flat, b.pos_flat])
-        merged.neg_flat = np.concatenate([a.neg_flat, b.neg_flat])
-        merged.pos_start = np.concatenate([a.pos_start, b.pos_start + len(a.pos_flat)])
-        merged.neg_start = np.concatenate([a.neg_start, b.neg_start + len(a.neg_flat)])
+    if a.kind == "set":  # one member table; every part's codes renumbered into it (-1: no member)
+        table: dict[str, int] = {}
+        codes = []
+        for p in nonempty:
+            remap = np.array([table.setdefault(m, len(table)) for m in p.members] + [-1], np.float64)
+            c = p.value.astype(np.int64)
+            codes.append(remap[np.where(c < 0, len(p.members), c)])
+        merged.value = merged.counter = np.concatenate(codes)
+        merged.members = tuple(table)
+    elif a.kind == "histogram":
+        table_b: dict[tuple, int] = {}
+        ids = []
+        for p in nonempty:
+            remap = np.array([table_b.setdefault(tuple(b), len(table_b)) for b in p.bounds], np.int32)
+            ids.append(remap[p.bounds_id] if len(remap) else p.bounds_id)
+        merged.bounds = tuple(table_b)
+        merged.bounds_id = np.concatenate(ids)
+    elif a.kind == "exponential_histogram":
+        for side in ("pos", "neg"):
+            flats = [getattr(p, f"{side}_flat") for p in nonempty]
+            offsets = np.cumsum([0] + [len(x) for x in flats[:-1]])
+            setattr(merged, f"{side}_flat", np.concatenate(flats))
+            setattr(merged, f"{side}_start", np.concatenate(
+                [getattr(p, f"{side}_start") + off for p, off in zip(nonempty, offsets)]))
     return merged
+
+
+def concat(a: Points, b: Points) -> Points:
+    """Rows of a then b."""
+    return concat_all([a, b], a.kind)
 
 
 def _load(conn: sqlite3.Connection, project_id: int, series: "SeriesSet", where: str, args: tuple) -> Points:
@@ -273,93 +287,183 @@ def _load(conn: sqlite3.Connection, project_id: int, series: "SeriesSet", where:
     return decode(kind, conn.execute(sql, args + (project_id, series.name, series.type)).fetchall())
 
 
-def _load_since(conn: sqlite3.Connection, project_id: int, series: "SeriesSet", t_from: int, max_id: int) -> Points:
-    """All points with time >= t_from (and rowid <= max_id). When they are a large share of the table, a
-    sequential table scan beats one random row look-up per point through the (series, time) index."""
-    n = conn.execute(f"SELECT count(*) FROM metric_points WHERE time_ns >= ? AND series_id IN ({_SERIES})",
-                     (t_from, project_id, series.name, series.type)).fetchone()[0]
-    lo = conn.execute("SELECT min(id) FROM metric_points").fetchone()[0] or 0
-    if n * 5 > max_id - lo + 1:
-        kind = kind_of(series.type)
-        sql = (f"SELECT series_id, time_ns, start_ns, {_COLUMNS[kind]} FROM metric_points NOT INDEXED "
-               f"WHERE id <= ? AND time_ns >= ? AND {_READING.get(kind, '(flags & 1) = 0')} "
-               f"AND +series_id IN ({_SERIES})")
-        return decode(kind, conn.execute(sql, (max_id, t_from, project_id, series.name, series.type)).fetchall())
-    return _load(conn, project_id, series, "time_ns >= ? AND id <= ?", (t_from, max_id))
+# --- chunks and the cache -----------------------------------------------------------------------------------
+
+def retention_cutoff(conn: sqlite3.Connection, signal: str = "metrics") -> int:
+    """Points (or spans) older than this are expired: never returned, deleted in the background."""
+    row = conn.execute("SELECT before_ns FROM retention_cutoffs WHERE signal = ?", (signal,)).fetchone()
+    return row[0] if row else 0
 
 
-# --- the cache --------------------------------------------------------------------------------------------
+def _chunk_ids(conn: sqlite3.Connection, project_id: int, name: str, metric_type: str, t_from: int, t_to: int
+               ) -> list[int]:
+    """Chunks of the metric whose hour overlaps [t_from, t_to), in the order their points arrived."""
+    from otelite.collector.store.chunks import block_of
+    return [r[0] for r in conn.execute(
+        "SELECT id FROM metric_chunks WHERE project_id = ? AND name = ? AND type = ? AND block_start >= ? "
+        "AND block_start < ? AND t_max >= ? AND t_min < ? ORDER BY seq, id",
+        (project_id, name, metric_type, block_of(t_from), t_to, t_from, t_to))] if t_from < t_to else []
 
-@dataclass
-class _Entry:
-    points: Points
-    t_from: int  # every point with time >= t_from up to max_id is held
-    max_id: int
-    min_time: int  # the oldest point time in the table when last looked
+
+def _chunk_payloads(conn: sqlite3.Connection, ids: list[int]) -> dict[int, bytes]:
+    out = {}
+    for i in range(0, len(ids), 500):
+        chunk = ids[i:i + 500]
+        out.update(conn.execute(f"SELECT id, payload FROM metric_chunks WHERE id IN ({','.join('?' * len(chunk))})",
+                                chunk).fetchall())
+    return out
 
 
 class PointCache:
-    """Per (project, metric, type): all points since the earliest time asked for, kept current by rowid."""
+    """Decoded metric chunks by chunk id (chunk rows are immutable), least recently used dropped first."""
 
     def __init__(self, max_bytes: int = CACHE_MAX_BYTES) -> None:
-        self._entries: OrderedDict[tuple, _Entry] = OrderedDict()
-        self._key_locks: dict[tuple, threading.Lock] = {}
-        self._lock = threading.Lock()  # guards _entries and _key_locks
+        self._chunks: OrderedDict[int, Points] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
         self.max_bytes = max_bytes
 
     def clear(self) -> None:
         with self._lock:
-            self._entries.clear()
+            self._chunks.clear()
+            self._bytes = 0
 
     def points(self, conn: sqlite3.Connection, series: "SeriesSet", t_from: int, t_to: int) -> Points:
-        """Points of every series of the metric (`series.name`, `series.type`) with t_from <= time < t_to,
-        sorted by (series, time): the caller keeps the series it selected. Call inside a read transaction
-        together with the series look-up (see module docstring)."""
+        """Points of the metric (`series.name`, `series.type`) with t_from <= time < t_to, sorted by (series,
+        time): every series of the metric when `series.complete`, else at least those of `series.ids` (the
+        caller keeps the series it selected). Call inside a read transaction together with the series
+        look-up (ReadTransaction), so chunks and head come from one snapshot."""
+        kind = kind_of(series.type or "gauge")
         if series.type is None or len(series) == 0:
-            return empty(kind_of(series.type or "gauge"))
-        project_id = series.project_id
-        key = (project_id, series.name, series.type)
-        # Two statements: SQLite answers a lone min() or max() from the b-tree edge, both together by a scan.
-        max_id = conn.execute("SELECT max(id) FROM metric_points").fetchone()[0] or 0
-        min_time = conn.execute("SELECT min(time_ns) FROM metric_points").fetchone()[0] or 0
-        with self._lock:
-            key_lock = self._key_locks.setdefault(key, threading.Lock())
-        with key_lock:  # one loader per metric; other metrics are not held up by a slow first load
-            with self._lock:
-                entry = self._entries.get(key)
-            # max(id) below what the entry has seen: the rowids started over (or an older snapshot).
-            if entry is None or t_from < entry.t_from or max_id < entry.max_id:
-                # Load a little more history than asked (a quarter of the span, whole hours), so the next
-                # query whose start snaps to another grid or slides back a bit needs no reload.
-                since = t_from - max(t_to - t_from, 0) // 4
-                since -= since % _HOUR_NS
-                pts = _load_since(conn, project_id, series, since, max_id).sorted()
-                entry = _Entry(pts, since, max_id, min_time)
-            else:
-                if max_id > entry.max_id:
-                    new = _load(conn, project_id, series, "id > ? AND id <= ? AND time_ns >= ?",
-                                (entry.max_id, max_id, entry.t_from))
-                    if len(new):
-                        entry.points = concat(entry.points, new).sorted()
-                    entry.max_id = max_id
-                if min_time > entry.min_time:  # retention deleted old points: so does the cache
-                    entry.points = entry.points.take(entry.points.time >= min_time)
-                    entry.min_time = min_time
-            pts = entry.points
-            with self._lock:
-                self._store(key, entry)
-        mask = (pts.time >= t_from) & (pts.time < t_to)
-        return pts.take(mask)
+            return empty(kind)
+        if t_from >= t_to:
+            return empty(kind)
+        parts = []
+        # Expired points in chunks are hidden (retention deletes whole chunks later); the head's are
+        # deleted by the retention pass itself, as ever.
+        c_from = max(t_from, retention_cutoff(conn))
+        ids = _chunk_ids(conn, series.project_id, series.name, series.type, c_from, t_to)
+        decoded = self._decoded(conn, ids)
+        wanted = None if series.complete else series.ids
+        for cid in ids:
+            p = decoded[cid]
+            mask = p.valid & (p.time >= c_from) & (p.time < t_to)
+            if wanted is not None:
+                mask &= np.isin(p.series_id, wanted)
+            parts.append(p.take(mask) if not mask.all() else p)
+        head = _load(conn, series.project_id, series, "time_ns >= ? AND time_ns < ?", (t_from, t_to))
+        parts.append(head)
+        nonempty = [p for p in parts if len(p)]
+        if not nonempty:
+            return empty(kind)
+        if len(nonempty) == 1 and nonempty[0] is not head:
+            return nonempty[0]  # one chunk: already sorted by (series, time)
+        # A stable sort: among equal (series, time), chunks in arrival order, then the head.
+        return concat_all(nonempty, kind).sorted()
 
-    def _store(self, key: tuple, entry: _Entry) -> None:
+    def _decoded(self, conn: sqlite3.Connection, ids: list[int]) -> dict[int, Points]:
+        from otelite.collector.store.chunks import decode
+        out: dict[int, Points] = {}
+        with self._lock:
+            for cid in ids:
+                p = self._chunks.get(cid)
+                if p is not None:
+                    self._chunks.move_to_end(cid)
+                    out[cid] = p
+        missing = [cid for cid in ids if cid not in out]
+        if missing:
+            for cid, payload in _chunk_payloads(conn, missing).items():
+                out[cid] = p = decode(payload, exact=False).points
+                self._keep(cid, p)
+        return out
+
+    def _keep(self, cid: int, p: Points) -> None:
         if self.max_bytes <= 0:
-            return  # query_cache_mib: 0 keeps nothing; every query reads SQLite
-        self._entries[key] = entry
-        self._entries.move_to_end(key)
-        total = sum(e.points.nbytes() for e in self._entries.values())
-        while total > self.max_bytes and self._entries:
-            _, dropped = self._entries.popitem(last=False)
-            total -= dropped.points.nbytes()
+            return  # query_cache_mib: 0 keeps nothing
+        size = p.nbytes()
+        if size > self.max_bytes // 4:
+            return  # one huge chunk would push out everything else
+        with self._lock:
+            if cid in self._chunks:
+                return
+            self._chunks[cid] = p
+            self._bytes += size
+            while self._bytes > self.max_bytes and self._chunks:
+                _, dropped = self._chunks.popitem(last=False)
+                self._bytes -= dropped.nbytes()
+
+
+# --- exact rows and counts ------------------------------------------------------------------------------------
+
+def point_rows(conn: sqlite3.Connection, series_ids: list[int], t_from: int | None = None,
+               t_to: int | None = None) -> list[tuple]:
+    """Every stored point of the series (records.POINT_COLUMNS tuples, exactly as written), sorted by
+    (series, time, arrival), with t_from <= time < t_to when given. Chunks and head alike; for tests, the
+    CLI and exports. Call inside a ReadTransaction for one snapshot."""
+    from otelite.collector.store.chunks import concat_blocks, decode
+    if not series_ids:
+        return []
+    lo = t_from if t_from is not None else -(1 << 63)
+    c_lo = max(lo, retention_cutoff(conn))  # expired chunk points are hidden (PointCache.points)
+    hi = t_to if t_to is not None else (1 << 63) - 1
+    ids = sorted(set(series_ids))
+    marks = ",".join("?" * len(ids))
+    metrics = conn.execute(f"SELECT DISTINCT project_id, name, type FROM metric_series WHERE id IN ({marks})",
+                           ids).fetchall()
+    out: list[tuple] = []
+    wanted = np.array(ids, np.int64)
+    for project_id, name, metric_type in metrics:
+        payloads = [r[0] for r in conn.execute(
+            "SELECT payload FROM metric_chunks WHERE project_id = ? AND name = ? AND type = ? AND t_max >= ? "
+            "AND t_min < ? ORDER BY seq, id", (project_id, name, metric_type, c_lo, hi))]
+        if not payloads:
+            continue
+        block = concat_blocks([decode(p) for p in payloads])
+        p = block.points
+        keep = np.isin(p.series_id, wanted) & (p.time >= c_lo) & (p.time < hi)
+        out += block.take(keep).rows(project_id)
+    head = conn.execute(
+        f"SELECT project_id, series_id, start_ns, time_ns, value, count, sum, min, max, flags, buckets, exemplars "
+        f"FROM metric_points WHERE series_id IN ({marks}) AND time_ns >= ? AND time_ns < ? ORDER BY id",
+        [*ids, lo, hi]).fetchall()
+    out += head
+    # Chunks hold earlier arrivals than the head; a stable sort keeps that order among equal times.
+    out.sort(key=lambda r: (r[1], r[3]))
+    return out
+
+
+def point_counts(conn: sqlite3.Connection, project_id: int, name: str | None = None,
+                 metric_type: str | None = None) -> dict[tuple[str, str], int]:
+    """(name, type) → number of stored points (readings or not) of the project's metrics, exactly as reads
+    see them: chunk sizes, minus the expired points of a chunk the retention cutoff cuts through, plus the
+    head (whose expired rows the retention pass deletes)."""
+    from otelite.collector.store.chunks import payload_times
+    cutoff = retention_cutoff(conn)
+
+    def metric_where(prefix: str) -> tuple[str, list]:
+        text, args = f"{prefix}project_id = ?", [project_id]
+        for column, value in (("name", name), ("type", metric_type)):
+            if value is not None:
+                text += f" AND {prefix}{column} = ?"
+                args.append(value)
+        return text, args
+
+    where, params = metric_where("")
+    counts: dict[tuple[str, str], int] = {}
+    for n, t, total in conn.execute(
+            f"SELECT name, type, sum(n) FROM metric_chunks WHERE {where} AND t_min >= ? GROUP BY name, type",
+            [*params, cutoff]):
+        counts[(n, t)] = total
+    for n, t, payload in conn.execute(
+            f"SELECT name, type, payload FROM metric_chunks WHERE {where} AND t_min < ? AND t_max >= ?",
+            [*params, cutoff, cutoff]):
+        counts[(n, t)] = counts.get((n, t), 0) + int((payload_times(payload) >= cutoff).sum())
+    s_where, _ = metric_where("s.")
+    for n, t, total in conn.execute(
+            f"SELECT s.name, s.type, count(*) FROM metric_points AS p JOIN metric_series AS s ON s.id = p.series_id "
+            f"WHERE {s_where} GROUP BY s.name, s.type", params):
+        counts[(n, t)] = counts.get((n, t), 0) + total
+    return counts
 
 
 class ReadTransaction:

@@ -31,6 +31,9 @@ _NO_RECORDED_VALUE = 1  # DataPointFlags.FLAG_NO_RECORDED_VALUE_MASK
 _INT64_MAX = (1 << 63) - 1
 _EXP_MAX_BUCKETS = 160  # per sign, the SDK's default max_size: merged deltas are downscaled to fit
 _KINDS_MAX = 1_000_000  # cap on the cache of series kinds
+# How far behind the newest point `metric_series.last_seen_ns` may be (the writer, issue 16): the exact
+# newest time is max(metric_series.last_seen_ns, metric_series_state.time_ns) (metrics.py reads it so).
+LAST_SEEN_LAG_NS = 60 * 10**9
 
 _COLS = ", ".join(STATE_COLUMNS)
 _MARKS = ", ".join("?" * len(STATE_COLUMNS))
@@ -65,10 +68,12 @@ class SeriesStateUpdater:
         # rolls back.
         self._kinds: dict[int, tuple[str, int]] = {}
 
-    def update(self, conn: sqlite3.Connection, batch: Any) -> None:
+    def update(self, conn: sqlite3.Connection, batch: Any) -> tuple[dict[int, int], set[int]]:
+        """Returns each series' newest point time in the batch, and the series whose state row does not
+        carry that time (a delta series whose newest points had no recorded value)."""
         points = batch.points
         if not points:
-            return
+            return {}, set()
         kinds = self._kinds
         for sid, row in batch.series.items():
             # SERIES_COLUMNS: type at 3, temporality at 6
@@ -78,12 +83,18 @@ class SeriesStateUpdater:
             self._load_kinds(conn, missing)
         newest: dict[int, tuple] = {}
         deltas: dict[int, list[tuple]] = {}
+        seen: dict[int, int] = {}  # newest time of every series in the batch
+        seen_delta: dict[int, int] = {}  # newest time of a delta series' points without a value
         for p in points:
             sid = p[1]
             kind, temporality = kinds.get(sid, ("", 0))
             if temporality == DELTA and kind in _ACCUMULATED_TYPES:
                 if not p[9] & _NO_RECORDED_VALUE:  # a delta without a value adds nothing
                     deltas.setdefault(sid, []).append(p)
+                    if p[3] > seen.get(sid, -1):
+                        seen[sid] = p[3]
+                elif p[3] > seen_delta.get(sid, -1):
+                    seen_delta[sid] = p[3]
             else:
                 cur = newest.get(sid)
                 if cur is None:
@@ -94,14 +105,29 @@ class SeriesStateUpdater:
                     newest[sid] = cur[:11] + (p[11],)
         if newest:
             conn.executemany(SQL_UPSERT_NEWEST, [state_row(p) for p in newest.values()])
+            for sid, p in newest.items():  # the state's time_ns is now at least this
+                seen[sid] = p[3]
+        behind = set()
         if deltas:
             current = _current_states(conn, list(deltas))
             rows = []
             for sid, pts in deltas.items():
-                rows.append(accumulate(kinds[sid][0], current.get(sid), pts))
+                old = current.get(sid)
+                row = accumulate(kinds[sid][0], old, pts)
+                rows.append(row)
+                if old is not None and row[2] < old[2]:
+                    # A restarted total (changed bucket layout) older than the state it replaced: the
+                    # newest time seen so far must then be written to metric_series itself.
+                    seen[sid] = max(seen[sid], old[2])
+                    behind.add(sid)
             conn.executemany(SQL_REPLACE, rows)
+        for sid, t in seen_delta.items():
+            if t > seen.get(sid, -1):
+                seen[sid] = t
+                behind.add(sid)
         if len(kinds) > _KINDS_MAX:
             kinds.clear()
+        return seen, behind
 
     def _load_kinds(self, conn: sqlite3.Connection, ids: Iterable[int]) -> None:
         ids = list(ids)

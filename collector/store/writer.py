@@ -10,6 +10,10 @@ Every other write (projects, keys, later metric groups and Flux events) is a fun
 same group commit as the ingest batches, so the process opens no second writing connection.
 
 sqlite3 releases the GIL while SQLite steps, so parsing in the event loop overlaps with commits here.
+
+Between commits the same thread does the store's background work, one short transaction at a time
+(issue 16): the compactor moves metric points from the head into chunks (compactor.py) and retention
+deletes expired rows.
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
+from otelite.collector.store.compactor import Compactor, expire_metrics
 from otelite.collector.store.db import connect_writer, database_bytes
 from otelite.collector.store.records import (LABEL_COLUMNS, POINT_COLUMNS, RESOURCE_COLUMNS, SCOPE_COLUMNS,
                                      SERIES_COLUMNS, SPAN_COLUMNS, WriteBatch, series_labels)
-from otelite.collector.store.series_state import SeriesStateUpdater
+from otelite.collector.store.series_state import LAST_SEEN_LAG_NS, SeriesStateUpdater
 
 if TYPE_CHECKING:
     from otelite.collector.pipeline.batch import BatchProcessorConfig
@@ -113,6 +118,13 @@ class Writer:
         self._known_scopes: set[int] = set()
         self._known_series: set[int] = set()
         self._series_state = SeriesStateUpdater()  # metric_series_state, see _update_state
+        # series id → the last_seen_ns this writer stored in metric_series (see _write: it lags by up to
+        # LAST_SEEN_LAG_NS; metric_series_state.time_ns has the exact newest time).
+        self._stored_seen: dict[int, int] = {}
+        self._pending_seen: list[tuple[int, int]] = []
+        self._head_hi = 0  # the head's largest rowid after the last commit that stored points
+        c = config.compaction
+        self.compactor = Compactor(c.head_max_age, c.head_max_points, c.step_rows)
         self._last_progress = time.monotonic()
         # The server's writer deletes expired rows; a short-lived one (the CLI's) leaves that to it.
         self._next_retention = time.monotonic() if retention else float("inf")
@@ -124,6 +136,7 @@ class Writer:
         c = self._config
         self._conn = connect_writer(self.path, synchronous=c.synchronous, cache_mib=c.cache_mib,
                                     busy_timeout=c.busy_timeout)
+        self.compactor.start(self._conn)
         self._thread = threading.Thread(target=self._run, name="otelite-writer", daemon=True)
         self._thread.start()
 
@@ -218,10 +231,11 @@ class Writer:
         while True:
             with self._cond:
                 while not self._pending and not self._writes and not self._closing:
-                    if self._retention_due():
+                    if self._retention_due() or self._maintenance_due():
                         break
                     self._last_progress = time.monotonic()  # idle is not stuck
-                    self._cond.wait(min(3600.0, max(0.05, self._next_retention - time.monotonic())))
+                    self._cond.wait(min(3600.0, max(0.05, self._next_retention - time.monotonic()),
+                                        max(0.05, self.compactor.next_due_in())))
                 if self._closing and not self._pending and not self._writes:
                     break
                 # A waiting write function is not held back for batch.timeout: it commits now.
@@ -238,6 +252,18 @@ class Writer:
                 self._commit(taken, writes)
             if self._retention_due():
                 self._retention_chunk()
+            elif self._maintenance_due():
+                self._maintenance_step()
+
+    def _maintenance_due(self) -> bool:
+        return self.compactor.due()
+
+    def _maintenance_step(self) -> None:
+        """One step of background work between commits (module docstring); each is its own transaction."""
+        conn = self._conn
+        assert conn is not None
+        if self.compactor.due():
+            self.compactor.step(conn)
 
     def _wait_for_more(self) -> None:
         """processors.batch: wait up to `timeout` for send_batch_size items (the cond's lock is held)."""
@@ -289,6 +315,12 @@ class Writer:
                 self._fail(entries, writes, e)
                 return
         elapsed = time.perf_counter() - started
+        if merged is not None:
+            if merged.points:
+                self.compactor.note_commit(conn, self._head_hi)
+            if len(self._stored_seen) > _KNOWN_IDS_MAX:
+                self._stored_seen.clear()
+            self._stored_seen.update(self._pending_seen)
         for ids, known in zip(new_ids, (self._known_resources, self._known_scopes, self._known_series)):
             if len(known) > _KNOWN_IDS_MAX:
                 known.clear()
@@ -345,22 +377,37 @@ class Writer:
             conn.executemany(_SQL_ATTR_KEY, [k + (n,) for k, n in b.span_attribute_keys.items()])
         if b.span_attribute_values:
             conn.executemany(_SQL_ATTR_VALUE, [k + (n,) for k, n in b.span_attribute_values.items()])
+        stored_seen = self._stored_seen
+        self._pending_seen = []
         if new_series:
             rows = [b.series[i] for i in new_series]
             conn.executemany(_SQL_SERIES, rows)
             # row[8] is the resource id; the batch carries every resource its series use.
             conn.executemany(_SQL_LABEL, [lab for r in rows for lab in series_labels(r, b.resources[r[8]][2])])
-        if b.series_last_seen:
-            conn.executemany(_SQL_SERIES_SEEN, [(t, i) for i, t in b.series_last_seen.items()])
+            self._pending_seen += [(r[0], r[12]) for r in rows]
+            stored_seen = {**stored_seen, **dict(self._pending_seen)}
         if b.points:
+            # The head: no secondary index, one executemany (compactor.py moves the rows into chunks).
             conn.executemany(_SQL_POINT, b.points)
-            self._update_state(conn, b)
+            self._head_hi = conn.execute("SELECT max(id) FROM metric_points").fetchone()[0] or 0
+            newest, behind = self._update_state(conn, b)
+            # metric_series.last_seen_ns: the newest point time is exactly max(last_seen_ns, state time_ns),
+            # and the state row already moved in this commit; so last_seen_ns is written only where the
+            # state does not carry the newest time (`behind`: a delta series whose newest point had no
+            # value), and otherwise once it lags by more than LAST_SEEN_LAG_NS, which keeps its index
+            # (live series for the scrape) close. It was one UPDATE per series per commit before.
+            seen = [(t, sid) for sid, t in newest.items()
+                    if sid in behind or t > stored_seen.get(sid, -LAST_SEEN_LAG_NS - 1) + LAST_SEEN_LAG_NS]
+            if seen:
+                conn.executemany(_SQL_SERIES_SEEN, seen)
+                self._pending_seen += [(sid, t) for t, sid in seen]
         return new_resources, new_scopes, new_series
 
-    def _update_state(self, conn: sqlite3.Connection, b: WriteBatch) -> None:
+    def _update_state(self, conn: sqlite3.Connection, b: WriteBatch) -> tuple[dict[int, int], set[int]]:
         """prometheus.md: keep each series' latest state (delta sums and histograms as exact running totals)
-        current in the same transaction as its points, so a scrape reads one row per live series."""
-        self._series_state.update(conn, b)
+        current in the same transaction as its points, so a scrape reads one row per live series.
+        Returns each series' newest point time in the batch and the series whose state time is older."""
+        return self._series_state.update(conn, b)
 
     def _fail(self, entries: list[_Entry], writes: list[_WriteFn], error: Exception) -> None:
         log.error("commit failed, %d requests and %d writes not stored: %s", len(entries), len(writes), error)
@@ -386,6 +433,7 @@ class Writer:
         assert conn is not None
         now_ns = time.time_ns()
         deleted = 0
+        more_runs = more_points = False
         try:
             conn.execute("BEGIN IMMEDIATE")
             if r.traces > 0:
@@ -398,17 +446,14 @@ class Writer:
                 for table in ("span_attribute_keys", "span_attribute_values"):
                     conn.execute(f"DELETE FROM {table} WHERE hour < ?", (hour,))
             if r.metrics > 0:
-                cutoff = now_ns - int(r.metrics * 1e9)
-                deleted += conn.execute(
-                    "DELETE FROM metric_points WHERE id IN (SELECT id FROM metric_points WHERE time_ns < ? "
-                    "LIMIT ?)", (cutoff, r.chunk_rows)).rowcount
+                more_points = expire_metrics(conn, now_ns - int(r.metrics * 1e9), r.chunk_rows)
             conn.execute("COMMIT")
         except sqlite3.Error as e:
             self._rollback(conn)
             log.warning("retention pass failed, will retry: %s", e)
-            deleted = 0
+            deleted, more_runs, more_points = 0, False, False
         # More than a chunk's worth left: come back right after the next ingest commit.
-        self._retention_more = deleted >= r.chunk_rows
+        self._retention_more = deleted >= r.chunk_rows or more_runs or more_points
         self._next_retention = time.monotonic() + r.check_interval
         if self._telemetry:
             self._telemetry.database_bytes.set(database_bytes(self.path))

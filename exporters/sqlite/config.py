@@ -24,16 +24,30 @@ class SendingQueueConfig:
 
 
 @dataclass
+class CompactionConfig:
+    # New metric points go to the head table and are packed into per-metric chunks by the writer between
+    # commits (collector/store/compactor.py). A point moves once its commit is this old ...
+    head_max_age: float = duration(60.0)
+    # ... or earlier when the head holds more points than this (queries scan the head: keep it small).
+    head_max_points: int = 100_000
+    # Rows one background step (a head pass, a step of a migration) takes, in its own transaction:
+    # larger steps finish background work sooner, smaller ones hold ingest up for less time.
+    step_rows: int = 20_000
+
+
+@dataclass
 class SqliteExporterConfig:
     path: str = "./otelite.db"
     synchronous: str = "NORMAL"  # NORMAL survives a process crash (WAL); FULL survives power loss
     cache_mib: int = 128  # page cache of the writer; store.md: the random trace-id index needs it
     busy_timeout: float = duration(5.0)  # a write waits this long for a lock before retrying the batch
-    # Point columns the metrics engine keeps between queries (collector/store/points.py), one cache shared
-    # by every dialect; least recently used metrics are dropped beyond this. 0: nothing is kept.
-    query_cache_mib: int = 256
+    # Decoded metric chunks the engine keeps between queries (collector/store/points.py), one cache shared
+    # by every dialect; least recently used chunks are dropped beyond this. 0: nothing is kept (queries
+    # are fast without it; it saves the decoding of repeated ones).
+    query_cache_mib: int = 64
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     sending_queue: SendingQueueConfig = field(default_factory=SendingQueueConfig)
+    compaction: CompactionConfig = field(default_factory=CompactionConfig)
 
     def validate(self) -> None:
         if self.synchronous.upper() not in ("NORMAL", "FULL"):
@@ -44,10 +58,14 @@ class SqliteExporterConfig:
                                f"must be items or requests, got {self.sending_queue.sizer!r}")
         for key, value in (("sending_queue.queue_size", self.sending_queue.queue_size),
                            ("cache_mib", self.cache_mib),
-                           ("retention.chunk_rows", self.retention.chunk_rows)):
+                           ("retention.chunk_rows", self.retention.chunk_rows),
+                           ("compaction.head_max_points", self.compaction.head_max_points),
+                           ("compaction.step_rows", self.compaction.step_rows)):
             if value <= 0:
                 raise InvalidField(key, f"must be positive, got {value}")
         if not self.path:
             raise InvalidField("path", "must not be empty")
+        if self.compaction.head_max_age < 0:
+            raise InvalidField("compaction.head_max_age", "must not be negative")
         if self.query_cache_mib < 0:
             raise InvalidField("query_cache_mib", f"must not be negative, got {self.query_cache_mib}")

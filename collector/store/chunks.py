@@ -1,0 +1,474 @@
+"""Metric point chunks: many points of one metric and one time block packed into one row (issue 16).
+
+The head (`metric_points`, one row per point, no secondary index) takes new points at the cost of one
+`executemany` per commit; the compactor (compactor.py) moves them into `metric_chunks`, where a row holds
+the points of one metric (project, name, type) in one hour-long block, sorted by (series, time), as numpy
+columns. Prometheus does the same with its head and blocks: cheap appends, and reads that fetch a few
+large rows instead of a third of a million small ones (reading one row through Python's sqlite3 costs
+about 1 µs however the SQL looks, so a 24 h query of one metric cannot be fast row by row).
+
+A chunk keeps two things about each point:
+
+- **Every stored column, exactly** (`Exact` columns): what SQLite returned for `value`, `count`, `sum`,
+  `min`, `max`, `buckets` and `exemplars` (NULL, a 64-bit integer, a double, a text, a blob), and the
+  integers `series_id`, `start_ns`, `time_ns`, `flags`. `rows()` gives back the very tuples the head
+  held, so nothing is lost in the move (tests compare them).
+- **The columns a query reads** (`points.Points`): values as float64, histogram buckets as a matrix with
+  their bounds, exponential buckets as ragged arrays, summary quantiles, set members as integer codes.
+  They are derived once, when the points are compacted, so no query parses bucket JSON again.
+
+Payload format (`encode` / `decode`): b"OTC1", a 4-byte little-endian header length, a JSON header
+naming each array (dtype, shape, codec, offset, size) and the JSON-able extras (bounds, members), then
+the arrays' bytes. Codecs: `raw`, `const` (one value, kept in the header), `rle` (sorted series ids and
+start times come in runs), `zlib` (the text columns: bucket and exemplar JSON, repetitive by nature).
+Numbers are not compressed: decoding them is a `frombuffer`, which keeps a cold 24 h query cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import numpy as np
+
+from otelite.collector.store.points import Points, concat_all, empty, kind_of
+
+BLOCK_NS = 3600 * 10**9  # a chunk's points lie in one hour [block_start, block_start + BLOCK_NS)
+MAGIC = b"OTC1"
+_NO_RECORDED_VALUE = 1  # DataPointFlags.FLAG_NO_RECORDED_VALUE_MASK
+
+# SQLite storage classes as tags of an Exact column.
+NULL, INTEGER, REAL, TEXT, BLOB = 0, 1, 2, 3, 4
+_TAG_OF_TYPE = {type(None): NULL, int: INTEGER, float: REAL, str: TEXT, bytes: BLOB, bool: INTEGER}
+EXACT_COLUMNS = ("value", "count", "sum", "min", "max", "buckets", "exemplars")
+
+
+def block_of(time_ns: int) -> int:
+    return time_ns - time_ns % BLOCK_NS
+
+
+# --- exact columns --------------------------------------------------------------------------------------
+
+@dataclass
+class Exact:
+    """A column of SQLite values: a storage-class tag per point, and the value in the array of its class
+    (`ints` int64, `reals` float64, `objs` object: texts and blobs). Arrays of a class no point has are None."""
+
+    tags: np.ndarray  # uint8
+    ints: np.ndarray | None = None
+    reals: np.ndarray | None = None
+    objs: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.tags)
+
+    @classmethod
+    def from_values(cls, values: list | tuple) -> "Exact":
+        n = len(values)
+        kinds = set(map(type, values))
+        if kinds <= {type(None)}:
+            return cls(np.zeros(n, np.uint8))
+        if kinds == {int}:
+            return cls(np.full(n, INTEGER, np.uint8), ints=np.array(values, np.int64))
+        if kinds == {float}:
+            return cls(np.full(n, REAL, np.uint8), reals=np.array(values, np.float64))
+        tags = np.fromiter(map(_TAG_OF_TYPE.__getitem__, map(type, values)), np.uint8, n)
+        out = cls(tags)
+        if int in kinds or bool in kinds:
+            out.ints = np.array([v if t == INTEGER else 0 for v, t in zip(values, tags.tolist())], np.int64)
+        if float in kinds:
+            out.reals = np.array([v if t == REAL else 0.0 for v, t in zip(values, tags.tolist())], np.float64)
+        if str in kinds or bytes in kinds:
+            objs = np.empty(n, object)
+            objs[:] = [v if t >= TEXT else None for v, t in zip(values, tags.tolist())]
+            out.objs = objs
+        return out
+
+    def values(self) -> list:
+        """The SQLite values back, as sqlite3 returns them."""
+        tags = self.tags
+        if not tags.size:
+            return []
+        first = int(tags[0])
+        if (tags == first).all():
+            if first == NULL:
+                return [None] * len(tags)
+            if first == INTEGER:
+                return self.ints.tolist()
+            if first == REAL:
+                return self.reals.tolist()
+            return self.objs.tolist()
+        out: list = [None] * len(tags)
+        for cls, arr in ((INTEGER, self.ints), (REAL, self.reals)):
+            if arr is not None:
+                for i in np.flatnonzero(tags == cls).tolist():
+                    out[i] = arr[i].item()
+        if self.objs is not None:
+            for i in np.flatnonzero(tags >= TEXT).tolist():
+                out[i] = self.objs[i]
+        return out
+
+    def take(self, idx: np.ndarray) -> "Exact":
+        return Exact(self.tags[idx], *(None if a is None else a[idx] for a in (self.ints, self.reals, self.objs)))
+
+    @staticmethod
+    def concat(columns: list["Exact"]) -> "Exact":
+        out = Exact(np.concatenate([c.tags for c in columns]))
+        for name, dtype, fill in (("ints", np.int64, 0), ("reals", np.float64, 0.0), ("objs", object, None)):
+            if any(getattr(c, name) is not None for c in columns):
+                parts = []
+                for c in columns:
+                    a = getattr(c, name)
+                    if a is None:
+                        a = np.full(len(c), fill, dtype)
+                    parts.append(a)
+                setattr(out, name, np.concatenate(parts))
+        return out
+
+    def as_float(self) -> np.ndarray:
+        """float64 view of the column as a reading: integers and doubles as they are, texts parsed ('NaN',
+        'Infinity' as OTLP/JSON writes them; anything else NaN), NULL as NaN."""
+        out = np.full(len(self.tags), np.nan)
+        if self.ints is not None:
+            m = self.tags == INTEGER
+            out[m] = self.ints[m]
+        if self.reals is not None:
+            m = self.tags == REAL
+            out[m] = self.reals[m]
+        if self.objs is not None:
+            for i in np.flatnonzero(self.tags == TEXT).tolist():
+                try:
+                    out[i] = float(self.objs[i])
+                except ValueError:
+                    pass
+        return out
+
+
+# --- a block of points -------------------------------------------------------------------------------------
+
+@dataclass
+class PointBlock:
+    """Points of one metric: the read columns (`points`; `points.valid` marks the readings) and every
+    stored column exactly. Rows are in the order they were given (sort with `sorted()`)."""
+
+    points: Points
+    flags: np.ndarray  # int64
+    exact: dict[str, Exact]  # EXACT_COLUMNS
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def take(self, idx: np.ndarray) -> "PointBlock":
+        return PointBlock(self.points.take(idx), self.flags[idx], {k: c.take(idx) for k, c in self.exact.items()})
+
+    def sorted(self) -> "PointBlock":
+        """By (series, time); points of equal series and time keep their order (the order they arrived)."""
+        p = self.points
+        return self.take(np.lexsort((p.time, p.series_id)))
+
+    def rows(self, project_id: int) -> list[tuple]:
+        """records.POINT_COLUMNS tuples, as the head held them."""
+        p = self.points
+        cols = [self.exact[c].values() for c in EXACT_COLUMNS]
+        return list(zip([project_id] * len(p), p.series_id.tolist(), p.start.tolist(), p.time.tolist(),
+                        cols[0], cols[1], cols[2], cols[3], cols[4], self.flags.tolist(), cols[5], cols[6]))
+
+
+def concat_blocks(blocks: list[PointBlock]) -> PointBlock:
+    blocks = [b for b in blocks if len(b)]
+    if len(blocks) == 1:
+        return blocks[0]
+    return PointBlock(concat_all([b.points for b in blocks]), np.concatenate([b.flags for b in blocks]),
+                      {k: Exact.concat([b.exact[k] for b in blocks]) for k in EXACT_COLUMNS})
+
+
+def block_from_rows(metric_type: str, rows: list[tuple]) -> PointBlock:
+    """A block from head rows in records.POINT_COLUMNS order (project_id first, ignored: one metric is one
+    project). Derives the read columns the way points.decode reads them from SQL."""
+    kind = kind_of(metric_type)
+    n = len(rows)
+    if not n:
+        p = empty(kind)
+        return PointBlock(p, np.zeros(0, np.int64), {k: Exact(np.zeros(0, np.uint8)) for k in EXACT_COLUMNS})
+    cols = list(zip(*rows))
+    sid = np.array(cols[1], np.int64)
+    start = np.array(cols[2], np.int64)
+    t = np.array(cols[3], np.int64)
+    flags = np.array(cols[9], np.int64)
+    exact = {name: Exact.from_values(cols[i]) for name, i in zip(EXACT_COLUMNS, (4, 5, 6, 7, 8, 10, 11))}
+    value = exact["value"]
+    if kind in ("number", "set"):
+        valid = value.tags != NULL
+    else:
+        valid = (flags & _NO_RECORDED_VALUE) == 0
+    return PointBlock(_derive(kind, sid, t, start, valid, exact, cols), flags, exact)
+
+
+def _derive(kind: str, sid, t, start, valid, exact: dict[str, Exact], cols: list) -> Points:
+    n = len(sid)
+    if kind == "number":
+        v = exact["value"].as_float()
+        return Points(kind, sid, t, valid, v, v, start)
+    if kind == "set":
+        table: dict[str, int] = {}
+        setdefault = table.setdefault
+        codes = np.fromiter((setdefault(m if m.__class__ is str else str(m), len(table)) if m is not None else -1
+                             for m in cols[4]), np.float64, n)
+        return Points(kind, sid, t, valid, codes, codes, start, members=tuple(table))
+    count, total = exact["count"].as_float(), exact["sum"].as_float()
+    with np.errstate(all="ignore"):
+        mean = np.where(count > 0, total / count, np.nan)
+    p = Points(kind, sid, t, valid, mean, count, start)
+    docs = json.loads("[" + ",".join(b if b is not None else "null" for b in cols[10]) + "]")
+    if kind == "histogram":
+        bounds_of: dict[tuple, int] = {}
+        ids = np.zeros(n, np.int32)
+        lists = []
+        for i, d in enumerate(docs):
+            d = d if isinstance(d, dict) else {}
+            b = d.get("bounds")
+            ids[i] = bounds_of.setdefault(tuple(b) if isinstance(b, list) else (), len(bounds_of))
+            c = d.get("counts")
+            lists.append(c if isinstance(c, list) else [])
+        p.bounds, p.bounds_id = tuple(bounds_of), ids
+        flat, starts, lens = _ragged(lists)
+        p.counts = _padded(flat, starts, lens, 0.0)
+    elif kind == "exponential_histogram":
+        scale, zero, pos_off, neg_off, pos, neg = [], [], [], [], [], []
+        for d in docs:
+            d = d if isinstance(d, dict) else {}
+            scale.append(d.get("scale") or 0)
+            zero.append(d.get("zero_count"))
+            for side, offs, lists in (("positive", pos_off, pos), ("negative", neg_off, neg)):
+                s = d.get(side) if isinstance(d.get(side), dict) else {}
+                offs.append(s.get("offset") or 0)
+                c = s.get("counts")
+                lists.append(c if isinstance(c, list) else [])
+        p.scale = np.array(scale, np.int32)
+        p.zero_count = np.array([np.nan if z is None else z for z in zero], np.float64)
+        p.pos_offset, p.neg_offset = np.array(pos_off, np.int64), np.array(neg_off, np.int64)
+        p.pos_flat, p.pos_start, p.pos_len = _ragged(pos)
+        p.neg_flat, p.neg_start, p.neg_len = _ragged(neg)
+    elif kind == "summary":
+        pairs = []
+        for d in docs:
+            q = d.get("quantiles") if isinstance(d, dict) else None
+            pairs.append(q if isinstance(q, list) else [])
+        lens = np.fromiter(map(len, pairs), np.int64, n)
+        flat = np.array([x for pair_list in pairs for pair in pair_list for x in pair], dtype=np.float64).reshape(-1, 2)
+        starts = np.zeros(n, np.int64)
+        if n:
+            np.cumsum(lens[:-1], out=starts[1:])
+        p.q_level = _padded(flat[:, 0].copy(), starts, lens, np.nan)
+        p.q_value = _padded(flat[:, 1].copy(), starts, lens, np.nan)
+    return p
+
+
+def _ragged(lists: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    lens = np.fromiter(map(len, lists), np.int64, len(lists))
+    flat = np.array([x for c in lists for x in c], dtype=np.float64) if lens.sum() else np.zeros(0)
+    starts = np.zeros(len(lists), np.int64)
+    if len(lists):
+        np.cumsum(lens[:-1], out=starts[1:])
+    return flat, starts, lens
+
+
+def _padded(flat: np.ndarray, starts: np.ndarray, lens: np.ndarray, fill: float) -> np.ndarray:
+    n = len(lens)
+    width = int(lens.max()) if n else 0
+    out = np.full((n, width), fill, dtype=np.float64)
+    if flat.size:
+        rows = np.repeat(np.arange(n), lens)
+        out[rows, np.arange(flat.size) - np.repeat(starts, lens)] = flat
+    return out
+
+
+def _compact_ragged(flat: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """The slices flat[starts[i]:starts[i]+lens[i]] back to back (after a take/sort they are scattered)."""
+    if not lens.sum():
+        return np.zeros(0)
+    idx = np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens) + np.arange(int(lens.sum()))
+    return flat[idx]
+
+
+# --- payload encoding ------------------------------------------------------------------------------------
+
+class _Writer:
+    def __init__(self) -> None:
+        self.header: dict[str, Any] = {"arrays": {}, "extra": {}}
+        self.parts: list[bytes] = []
+        self.offset = 0
+
+    def _bytes(self, name: str, data: bytes, spec: dict) -> None:
+        spec.update(offset=self.offset, size=len(data))
+        self.header["arrays"][name] = spec
+        self.parts.append(data)
+        self.offset += len(data)
+
+    def array(self, name: str, a: np.ndarray, *, rle: bool = False) -> None:
+        a = np.ascontiguousarray(a)
+        spec: dict[str, Any] = {"dtype": a.dtype.str, "shape": list(a.shape)}
+        if a.ndim == 1 and a.size and a.dtype != object and (a == a[0]).all() and not (
+                a.dtype.kind == "f" and np.isnan(a[0])):
+            spec.update(codec="const", value=a[0].item())
+            self.header["arrays"][name] = spec
+            return
+        if rle and a.ndim == 1 and a.size:
+            cuts = np.flatnonzero(a[1:] != a[:-1]) + 1
+            if len(cuts) * 2 < a.size:
+                starts = np.concatenate([[0], cuts])
+                lens = np.diff(np.concatenate([starts, [a.size]]))
+                spec["codec"] = "rle"
+                spec["runs"] = len(starts)
+                self._bytes(name, a[starts].tobytes() + lens.astype(np.int64).tobytes(), spec)
+                return
+        spec["codec"] = "raw"
+        self._bytes(name, a.tobytes(), spec)
+
+    def texts(self, name: str, objs: np.ndarray) -> None:
+        values = [v if v is None or isinstance(v, str) else {"b": v.hex()} for v in objs.tolist()]
+        self._bytes(name, zlib.compress(json.dumps(values, ensure_ascii=False).encode(), 6), {"codec": "zlib"})
+
+    def finish(self) -> bytes:
+        head = json.dumps(self.header, separators=(",", ":")).encode()
+        return MAGIC + struct.pack("<I", len(head)) + head + b"".join(self.parts)
+
+
+def encode(block: PointBlock) -> bytes:
+    """The chunk payload of `block` (sorted by the caller)."""
+    w = _Writer()
+    p = block.points
+    w.header["n"] = len(p)
+    w.header["kind"] = p.kind
+    w.array("series_id", p.series_id, rle=True)
+    w.array("time", p.time)
+    w.array("start", p.start, rle=True)
+    w.array("flags", block.flags, rle=True)
+    for name, col in block.exact.items():
+        w.array(f"{name}.tags", col.tags, rle=True)
+        if col.ints is not None:
+            w.array(f"{name}.ints", col.ints)
+        if col.reals is not None:
+            w.array(f"{name}.reals", col.reals)
+        if col.objs is not None:
+            w.texts(f"{name}.objs", col.objs)
+    # The read columns that are not plain functions of the exact ones.
+    if p.kind == "set":
+        w.array("codes", p.value.astype(np.int32), rle=True)
+        w.header["extra"]["members"] = list(p.members)
+    elif p.kind == "histogram":
+        w.array("bounds_id", p.bounds_id, rle=True)
+        w.array("counts", p.counts)
+        w.header["extra"]["bounds"] = [list(b) for b in p.bounds]
+    elif p.kind == "exponential_histogram":
+        for name in ("scale", "zero_count", "pos_offset", "pos_len", "neg_offset", "neg_len"):
+            w.array(name, getattr(p, name))
+        w.array("pos_flat", _compact_ragged(p.pos_flat, p.pos_start, p.pos_len))
+        w.array("neg_flat", _compact_ragged(p.neg_flat, p.neg_start, p.neg_len))
+    elif p.kind == "summary":
+        w.array("q_level", p.q_level)
+        w.array("q_value", p.q_value)
+    return w.finish()
+
+
+class _Reader:
+    def __init__(self, payload: bytes) -> None:
+        if payload[:4] != MAGIC:
+            raise ValueError("not a metric chunk payload")
+        (size,) = struct.unpack_from("<I", payload, 4)
+        self.header = json.loads(payload[8:8 + size])
+        self.data = memoryview(payload)[8 + size:]
+        self.n = self.header["n"]
+
+    def has(self, name: str) -> bool:
+        return name in self.header["arrays"]
+
+    def array(self, name: str) -> np.ndarray:
+        spec = self.header["arrays"][name]
+        dtype = np.dtype(spec["dtype"])
+        shape = tuple(spec["shape"])
+        codec = spec["codec"]
+        if codec == "const":
+            return np.full(shape, spec["value"], dtype)
+        raw = self.data[spec["offset"]:spec["offset"] + spec["size"]]
+        if codec == "rle":
+            runs = spec["runs"]
+            values = np.frombuffer(raw, dtype, runs)
+            lens = np.frombuffer(raw, np.int64, runs, offset=runs * dtype.itemsize)
+            return np.repeat(values, lens)
+        return np.frombuffer(raw, dtype).reshape(shape)
+
+    def texts(self, name: str) -> np.ndarray:
+        spec = self.header["arrays"][name]
+        raw = self.data[spec["offset"]:spec["offset"] + spec["size"]]
+        values = json.loads(zlib.decompress(raw))
+        out = np.empty(len(values), object)
+        out[:] = [bytes.fromhex(v["b"]) if isinstance(v, dict) else v for v in values]
+        return out
+
+
+def decode(payload: bytes, *, exact: bool = True) -> PointBlock:
+    """A chunk payload back into a PointBlock. `exact=False` skips the exact columns a query never reads
+    (texts are the costly part); such a block's `rows()` must not be called."""
+    r = _Reader(payload)
+    kind = r.header["kind"]
+    n = r.n
+    sid, t, start, flags = r.array("series_id"), r.array("time"), r.array("start"), r.array("flags")
+    columns: dict[str, Exact] = {}
+    wanted = EXACT_COLUMNS if exact else (("value",) if kind in ("number", "set") else ("count", "sum", "value"))
+    for name in wanted:
+        col = Exact(r.array(f"{name}.tags"))
+        if r.has(f"{name}.ints"):
+            col.ints = r.array(f"{name}.ints")
+        if r.has(f"{name}.reals"):
+            col.reals = r.array(f"{name}.reals")
+        if r.has(f"{name}.objs") and (exact or kind == "number"):
+            col.objs = r.texts(f"{name}.objs")
+        columns[name] = col
+    value = columns["value"]
+    valid = value.tags != NULL if kind in ("number", "set") else (flags & _NO_RECORDED_VALUE) == 0
+    if kind == "number":
+        v = value.as_float()
+        p = Points(kind, sid, t, valid, v, v, start)
+    elif kind == "set":
+        codes = r.array("codes").astype(np.float64)
+        p = Points(kind, sid, t, valid, codes, codes, start, members=tuple(r.header["extra"]["members"]))
+    else:
+        count, total = columns["count"].as_float(), columns["sum"].as_float()
+        with np.errstate(all="ignore"):
+            mean = np.where(count > 0, total / count, np.nan)
+        p = Points(kind, sid, t, valid, mean, count, start)
+        if kind == "histogram":
+            p.bounds_id = r.array("bounds_id")
+            p.counts = r.array("counts")
+            p.bounds = tuple(tuple(b) for b in r.header["extra"]["bounds"])
+        elif kind == "exponential_histogram":
+            for name in ("scale", "zero_count", "pos_offset", "pos_len", "neg_offset", "neg_len", "pos_flat",
+                         "neg_flat"):
+                setattr(p, name, r.array(name))
+            for side in ("pos", "neg"):
+                lens = getattr(p, f"{side}_len")
+                starts = np.zeros(n, np.int64)
+                if n:
+                    np.cumsum(lens[:-1], out=starts[1:])
+                setattr(p, f"{side}_start", starts)
+        elif kind == "summary":
+            p.q_level, p.q_value = r.array("q_level"), r.array("q_value")
+    if not exact:
+        columns = {k: columns.get(k, Exact(np.zeros(n, np.uint8))) for k in EXACT_COLUMNS}
+    return PointBlock(p, flags, columns)
+
+
+def payload_times(payload: bytes) -> np.ndarray:
+    """Only the time column of a payload (retention's exact point counts of a block it cuts through)."""
+    return _Reader(payload).array("time")
+
+
+def merge(payloads: Iterable[bytes]) -> PointBlock:
+    """Blocks of one metric and time block into one, sorted; equal (series, time) keep payload order."""
+    return concat_blocks([decode(p) for p in payloads]).sorted()
+
+

@@ -1,0 +1,298 @@
+"""Metric points in chunks (issue 16): the payload format, the compactor's head passes and merges,
+retention of chunked points, and reads that are the same whichever layout holds a point.
+
+Real SQLite files and the real writer; the data is the legacy fixture's generator (every metric type:
+gauges with ints, doubles, NaN and no-value points, cumulative and delta sums and histograms with a
+changing bucket layout, exponential histograms, summaries, exemplars, Flux distributions and sets).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from otelite.collector.normalize.otlp import metrics_to_batch
+from otelite.collector.pipeline.batch import BatchProcessorConfig
+from otelite.collector.query.engine import evaluate
+from otelite.collector.query.grid import FixedGrid
+from otelite.collector.query.model import Aggregation, Query
+from otelite.collector.store import chunks
+from otelite.collector.store.compactor import FINAL_LEVEL, Compactor, expire_metrics
+from otelite.collector.store.db import connect_reader, connect_writer
+from otelite.collector.store.metrics import SeriesSelection, live_series_states, metric_catalog, select_series
+from otelite.collector.store.points import PointCache, ReadTransaction, decode, point_rows
+from otelite.collector.store.store import Store
+from otelite.exporters.sqlite.config import SqliteExporterConfig
+
+sys.path.insert(0, str(Path(__file__).parent / "testdata"))
+import make_legacy_store as legacy  # noqa: E402  (the fixture's generator: the same data, written by this code)
+
+HOUR = 3600 * 10**9
+METRICS = [("legacy.load", "gauge"), ("legacy.requests", "sum"), ("legacy.bytes", "sum"),
+           ("legacy.latency", "histogram"), ("legacy.delta_latency", "histogram"),
+           ("legacy.sizes", "exponential_histogram"), ("legacy.rpc", "summary"), ("legacy.dist", "distribution"),
+           ("legacy.visitors", "set")]
+POINT_SQL = ("SELECT project_id, series_id, start_ns, time_ns, value, count, sum, min, max, flags, buckets, exemplars "
+             "FROM metric_points")
+
+
+def open_store(path: Path, **compaction) -> Store:
+    cfg = SqliteExporterConfig(path=str(path))
+    cfg.retention.traces = cfg.retention.metrics = 0  # the fixture's timestamps are fixed
+    for k, v in compaction.items():
+        setattr(cfg.compaction, k, v)
+    store = Store(cfg, BatchProcessorConfig())
+    store.start()
+    return store
+
+
+def write_fixture_data(store: Store, steps: range = range(40), shift_ns: int = 0) -> None:
+    futures = []
+    for step in steps:
+        b = metrics_to_batch(legacy.metric_request(step, legacy.random.Random(step)), 1)
+        flux = legacy.flux_batch(step)
+        for batch in (b, flux):
+            if shift_ns:
+                batch.points = [p[:3] + (p[3] + shift_ns,) + p[4:] for p in batch.points]
+            futures.append(store.writer.submit(batch))
+    for f in futures:
+        f.result(timeout=30)
+
+
+def compact_everything(path: Path, now_ns: int) -> Compactor:
+    """Run the compactor on the (closed) store's file until it has nothing left to do."""
+    conn = connect_writer(str(path))
+    comp = Compactor(head_max_age=0, head_max_points=100_000)
+    comp.start(conn)
+    while comp.step(conn, now_ns):
+        pass
+    conn.close()
+    return comp
+
+
+def snapshot(path: Path) -> dict:
+    """Every way points are read, with nothing cached: what must not change when points move."""
+    conn = connect_reader(str(path))
+    cache = PointCache(0)
+    out = {}
+    for name, mtype in METRICS:
+        with ReadTransaction(conn):
+            series = select_series(conn, SeriesSelection(1, name, mtype))
+            p = cache.points(conn, series, 0, 1 << 62)
+            out[name, mtype] = {
+                "rows": point_rows(conn, series.ids.tolist()),
+                "points": {f: _plain(getattr(p, f)) for f in ("series_id", "time", "value", "counter", "start", "counts",
+                                                              "bounds", "bounds_id", "q_level", "q_value", "scale",
+                                                              "zero_count", "pos_offset", "pos_len", "neg_offset",
+                                                              "neg_len")},
+                "members": [p.members[int(c)] for c in p.value] if p.kind == "set" else None,
+                "ragged": [p.pos_flat[s:s + n].tolist() for s, n in zip(p.pos_start, p.pos_len)]
+                if p.kind == "exponential_histogram" else None,
+            }
+    out["catalog"] = metric_catalog(conn, 1, with_point_counts=True)
+    out["live"] = sorted(live_series_states(conn, 1, 0))
+    conn.close()
+    return out
+
+
+def _plain(x):
+    if isinstance(x, np.ndarray):
+        return np.where(np.isnan(x), -1e300, x).tolist() if x.dtype.kind == "f" else x.tolist()
+    return x
+
+
+@pytest.fixture
+def written(tmp_path) -> Path:
+    path = tmp_path / "c.db"
+    store = open_store(path)
+    write_fixture_data(store)
+    store.close()
+    return path
+
+
+def test_payload_round_trip_is_exact_for_every_metric_type(written):
+    conn = sqlite3.connect(written)
+    for name, mtype in METRICS:
+        ids = [r[0] for r in conn.execute("SELECT id FROM metric_series WHERE name = ? AND type = ?", (name, mtype))]
+        rows = conn.execute(POINT_SQL + f" WHERE series_id IN ({','.join('?' * len(ids))}) ORDER BY id",
+                            ids).fetchall()
+        assert rows
+        block = chunks.block_from_rows(mtype, rows).sorted()
+        back = chunks.decode(chunks.encode(block))
+        expected = sorted(rows, key=lambda r: (r[1], r[3]))  # stable: equal times keep their order
+        assert back.rows(1) == expected, name
+        # The read columns derived at compaction equal what a query derives from SQL (points.decode).
+        kind = back.points.kind
+        sql_rows = conn.execute(
+            f"SELECT series_id, time_ns, start_ns, {decode.__globals__['_COLUMNS'][kind]} FROM metric_points WHERE "
+            f"series_id IN ({','.join('?' * len(ids))}) AND {decode.__globals__['_READING'].get(kind, '(flags & 1) = 0')} "
+            "ORDER BY id", ids).fetchall()
+        from_sql = decode(kind, sql_rows).sorted()
+        from_chunk = back.points.take(back.points.valid)
+        for f in ("series_id", "time", "value", "counter", "start", "counts", "bounds", "q_level", "q_value", "scale",
+                  "zero_count", "pos_offset", "pos_len", "neg_offset", "neg_len"):
+            assert _plain(getattr(from_sql, f)) == _plain(getattr(from_chunk, f)), (name, f)
+    conn.close()
+
+
+def test_reads_are_the_same_before_and_after_compaction(written):
+    before = snapshot(written)
+    comp = compact_everything(written, legacy.T0 + 10 * HOUR)
+    assert comp.compacted_points == 840
+    conn = sqlite3.connect(written)
+    assert conn.execute("SELECT count(*) FROM metric_points").fetchone() == (0,)
+    # One chunk per metric and hour (the data spans 10 minutes of one hour).
+    assert conn.execute("SELECT count(*), sum(n), count(DISTINCT name || type) FROM metric_chunks").fetchone() == (
+        9, 840, 9)
+    conn.close()
+    assert snapshot(written) == before
+
+
+def test_the_engine_answers_the_same_from_chunks(written):
+    def answers():
+        conn = connect_reader(str(written))
+        cache = PointCache()
+        out = []
+        for name, fn in (("legacy.requests", "rate"), ("legacy.latency", "histogram_quantile"),
+                         ("legacy.load", "avg"), ("legacy.visitors", "distinct"), ("legacy.dist", "quantile")):
+            q = Query(SeriesSelection(1, name), legacy.T0, legacy.T0 + HOUR, FixedGrid(60 * 10**9),
+                      Aggregation(fn, q=0.9 if "quantile" in fn else None, across="sum" if fn != "quantile" else None))
+            for _ in range(2):  # cold, then from the cache
+                r = evaluate(conn, cache, q)
+                out.append([(s.labels, _plain(s.buckets), _plain(s.values)) for s in r.series])
+        conn.close()
+        return out
+
+    before = answers()
+    compact_everything(written, legacy.T0 + 10 * HOUR)
+    assert answers() == before
+
+
+def test_passes_and_merges_keep_every_point_once(tmp_path):
+    # The fixture's data moved to the current hour, so that the hour is still open for every writer.
+    hour = time.time_ns() // HOUR * HOUR
+    shift = hour - legacy.T0
+    path = tmp_path / "m.db"
+    for k in range(20):  # 20 compaction passes over the same hour: level-0 chunks, then merges
+        store = open_store(path)
+        write_fixture_data(store, range(2 * k, 2 * k + 2), shift_ns=shift)
+        store.close()
+        compact_everything(path, hour + 30 * 60 * 10**9)
+    conn = sqlite3.connect(path)
+    levels = dict(conn.execute("SELECT level, count(*) FROM metric_chunks GROUP BY level"))
+    assert levels == {0: 9 * 4, 1: 9 * 2}, levels  # 8 level-0 chunks make a level-1 chunk
+    conn.close()
+    reference = tmp_path / "r.db"
+    store = open_store(reference)
+    write_fixture_data(store, shift_ns=shift)
+    store.close()
+    expected = snapshot(reference)
+    assert snapshot(path) == expected
+    # Once the hour is closed, its chunks become one per metric.
+    compact_everything(path, hour + 3 * HOUR)
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT count(*), min(level) FROM metric_chunks").fetchone() == (9, FINAL_LEVEL)
+    conn.close()
+    assert snapshot(path) == expected
+
+
+def test_points_of_many_hours_and_late_arrivals(tmp_path):
+    path = tmp_path / "h.db"
+    store = open_store(path)
+    write_fixture_data(store, range(0, 20))
+    write_fixture_data(store, range(0, 20), shift_ns=2 * HOUR)  # two hours later
+    store.close()
+    compact_everything(path, legacy.T0 + 5 * HOUR)
+    store = open_store(path)
+    write_fixture_data(store, range(20, 40))  # late points for the first, closed hour
+    store.close()
+    compact_everything(path, legacy.T0 + 5 * HOUR)
+    conn = sqlite3.connect(path)
+    per_hour = conn.execute("SELECT block_start, count(*), sum(n) FROM metric_chunks GROUP BY block_start").fetchall()
+    assert [(b - legacy.T0 // HOUR * HOUR, c) for b, c, _ in per_hour] == [(0, 9), (2 * HOUR, 9)]
+    conn.close()
+    reference = tmp_path / "r.db"
+    store = open_store(reference)
+    write_fixture_data(store, range(0, 20))
+    write_fixture_data(store, range(0, 20), shift_ns=2 * HOUR)
+    write_fixture_data(store, range(20, 40))
+    store.close()
+    assert snapshot(path)["catalog"] == snapshot(reference)["catalog"]
+    for key, value in snapshot(reference).items():
+        if key not in ("catalog", "live"):
+            # Rows are the same; the order among equal times may differ only across the two runs' writes.
+            assert sorted(map(repr, snapshot(path)[key]["rows"])) == sorted(map(repr, value["rows"])), key
+
+
+def test_retention_hides_expired_chunk_points_exactly(tmp_path):
+    path = tmp_path / "r.db"
+    store = open_store(path)
+    write_fixture_data(store)  # steps 15 s apart: T0 .. T0 + 585 s
+    store.close()
+    compact_everything(path, legacy.T0 + 10 * HOUR)
+    before = snapshot(path)
+    cutoff = legacy.T0 + 300 * 10**9
+    conn = connect_writer(str(path))
+    conn.execute("BEGIN IMMEDIATE")
+    assert not expire_metrics(conn, cutoff, 5000)
+    conn.execute("COMMIT")
+    # The chunks straddle the cutoff: they stay, their expired points are hidden and not counted.
+    assert conn.execute("SELECT count(*) FROM metric_chunks").fetchone() == (9,)
+    conn.close()
+    after = snapshot(path)
+    for key in before:
+        if key in ("catalog", "live"):
+            continue
+        assert after[key]["rows"] == [r for r in before[key]["rows"] if r[3] >= cutoff], key
+    counts = {(m.name, m.type): m.point_count for m in after["catalog"]}
+    assert counts == {k: len(v["rows"]) for k, v in after.items() if k not in ("catalog", "live")}
+    assert sum(counts.values()) < 840
+    assert after["live"] == before["live"]  # the scrape's state is not history
+    conn = connect_writer(str(path))
+    conn.execute("BEGIN IMMEDIATE")
+    expire_metrics(conn, legacy.T0 + HOUR, 5000)  # everything expired: whole chunks go
+    conn.execute("COMMIT")
+    assert conn.execute("SELECT count(*) FROM metric_chunks").fetchone() == (0,)
+    conn.close()
+
+
+def test_a_reader_keeps_its_snapshot_while_points_move(written):
+    reader = connect_reader(str(written))
+    cache = PointCache(0)
+    with ReadTransaction(reader):
+        series = select_series(reader, SeriesSelection(1, "legacy.load"))
+        first = cache.points(reader, series, 0, 1 << 62)
+        compact_everything(written, legacy.T0 + 10 * HOUR)  # commits while the reader's snapshot is open
+        again = cache.points(reader, series, 0, 1 << 62)
+    assert len(first) == len(again) == 196  # 5 series x 40 steps, minus the 4 points with no value
+    with ReadTransaction(reader):
+        after = cache.points(reader, series, 0, 1 << 62)
+    assert _plain(after.value) == _plain(first.value)
+    reader.close()
+
+
+def test_last_seen_is_exact_though_metric_series_lags(tmp_path):
+    path = tmp_path / "s.db"
+    store = open_store(path)
+    write_fixture_data(store, range(0, 2))  # one commit: new series, points at T0 and T0 + 15 s
+    write_fixture_data(store, range(2, 4))  # another: T0 + 30 s and T0 + 45 s
+    store.close()
+    conn = sqlite3.connect(path)
+    newest = dict(conn.execute("SELECT s.name, max(p.time_ns) FROM metric_points p JOIN metric_series s "
+                               "ON s.id = p.series_id GROUP BY s.name"))
+    stored = dict(conn.execute("SELECT name, max(last_seen_ns) FROM metric_series GROUP BY name"))
+    conn.close()
+    # The writer wrote last_seen_ns with each new series and not again within LAST_SEEN_LAG_NS ...
+    assert stored["legacy.load"] == legacy.T0 and newest["legacy.load"] == legacy.T0 + 45 * 10**9
+    # ... while the catalog, the names and the scrape's liveness read the exact newest time.
+    reader = connect_reader(str(path))
+    assert {m.name: m.last_seen_ns for m in metric_catalog(reader, 1)} == newest
+    live = {r[0] for r in live_series_states(reader, 1, legacy.T0 + 45 * 10**9)}
+    assert len(live) == 17  # every series has a point at T0 + 45 s
+    assert live_series_states(reader, 1, legacy.T0 + 46 * 10**9) == []
+    reader.close()
