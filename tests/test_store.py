@@ -26,9 +26,12 @@ def test_migrations_create_schema_and_rerun_is_noop(tmp_path):
     db = sqlite_utils.Database(tmp_path / "m.db")
     assert migrate(db) == schema_version()
     tables = set(db.table_names())
-    assert {"projects", "spans", "metric_series", "metric_points", "metric_chunks", "span_attribute_keys"} <= tables
-    assert {"spans_by_trace", "spans_by_time", "spans_by_service"} <= {i.name for i in db["spans"].indexes}
-    assert db["metric_points"].indexes == []  # issue 16: the point head has no index
+    assert {"projects", "spans", "metric_series", "metric_points", "metric_chunks", "span_trace_runs",
+            "span_attribute_keys"} <= tables
+    # Issue 16: a new store has no per-span trace index and no index on the point head.
+    assert {i.name for i in db["spans"].indexes} == {"spans_by_time", "spans_by_service", "spans_roots_by_time",
+                                                     "spans_roots_by_service"}
+    assert db["metric_points"].indexes == []
     assert migrate(db) == schema_version()
     assert db.execute("PRAGMA user_version").fetchone()[0] == schema_version()
     assert [r["key"] for r in db["projects"].rows] == ["default"]

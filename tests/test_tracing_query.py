@@ -16,7 +16,8 @@ from otelite.api.errors import ApiError
 from otelite.collector.normalize.otlp import traces_to_batch
 from otelite.collector.store import tracing as st
 from otelite.collector.store.db import connect_reader, prepare_database
-from otelite.collector.store.records import RESOURCE_COLUMNS, SCOPE_COLUMNS, SPAN_COLUMNS
+from otelite.collector.store.spans import insert_spans
+from otelite.collector.store.records import RESOURCE_COLUMNS, SCOPE_COLUMNS
 
 S = 1_000_000_000
 MS = 1_000_000
@@ -251,7 +252,7 @@ def _insert(path, req: ExportTraceServiceRequest, project_id: int = 1) -> None:
         ins = _ins
         conn.executemany(ins("resources", RESOURCE_COLUMNS, "INSERT OR IGNORE"), list(b.resources.values()))
         conn.executemany(ins("scopes", SCOPE_COLUMNS, "INSERT OR IGNORE"), list(b.scopes.values()))
-        conn.executemany(ins("spans", SPAN_COLUMNS), b.spans)
+        insert_spans(conn, b.spans)  # the writer's own span insert (rowids and trace-index runs)
         conn.executemany("INSERT INTO span_attribute_keys VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
                          "count = count + excluded.count", [k + (n,) for k, n in b.span_attribute_keys.items()])
         conn.executemany("INSERT INTO span_attribute_values VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
@@ -335,7 +336,11 @@ def test_query_plans_use_the_intended_indexes(store):
     assert "spans_roots_by_time" in plan(roots) and "TEMP B-TREE" not in plan(roots)
     by_trace = st.compile_span_list(st.Selection(1, NOW, NOW + S, trace_id=b"\x01" * 16, roots_only=True),
                                     st.SpanOrder(), 101)
-    assert "spans_by_trace" in plan(by_trace)
+    # Issue 16: the trace's runs (primary key), then its spans by rowid; no scan of a time range.
+    text = plan(by_trace)
+    assert "SEARCH span_trace_runs USING PRIMARY KEY (trace_id=?)" in text, text
+    assert "SEARCH s USING INTEGER PRIMARY KEY (rowid=?)" in text, text
+    assert "spans_by_time" not in text and "spans_roots" not in text, text
 
 
 def test_sparkline_counts_clip_buckets_to_the_window(store):

@@ -22,6 +22,7 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from otelite.collector.store.series_state import backfill as _backfill_series_state
+from otelite.collector.store.spans import start_backfill as _start_run_backfill
 
 MIGRATIONS = Migrations("otelite")
 
@@ -228,6 +229,20 @@ def _m0005_metric_chunks(db: Database) -> None:
         # keeps the indexes until the compactor has moved its backlog (compactor.py, "Migration").
         db.execute("DROP INDEX metric_points_by_series_time")
         db.execute("DROP INDEX metric_points_by_time")
+
+
+@MIGRATIONS(name="0006_span_trace_runs")
+def _m0006_span_trace_runs(db: Database) -> None:
+    # Issue 16: a trace's spans are found through runs (spans.py): one row per trace and commit instead of
+    # one index entry per span at a random place. `hi` is indexed for retention (runs whose spans are gone)
+    # and for the next rowid; it grows with time, so that index is appended to, not written at random.
+    db.execute("""CREATE TABLE span_trace_runs (
+        trace_id BLOB NOT NULL,
+        lo INTEGER NOT NULL,                   -- first span rowid of the run
+        hi INTEGER NOT NULL,                   -- last span rowid of the run
+        PRIMARY KEY (trace_id, lo)) WITHOUT ROWID""")
+    db.execute("CREATE INDEX span_trace_runs_by_hi ON span_trace_runs (hi)")
+    _start_run_backfill(db.conn)
 
 
 def schema_version() -> int:

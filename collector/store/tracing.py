@@ -12,8 +12,11 @@ Query functions take the connection first so they run through `Store.read(fn, *a
 Planning notes (measured on 1M spans, see bench/query_tracing.py):
 - Root-span lists and root-span sparklines use the partial indexes of migration 0004, which hold only
   spans without a parent (a few percent of rows).
-- When a trace id is given, the other indexed terms are written with a unary `+` so SQLite looks the
-  trace up by `spans_by_trace` instead of scanning a time range.
+- A trace's spans are found through `span_trace_runs` (spans.py: one row per trace and commit, each a
+  rowid range): `trace_span_ids` expands the runs into rowids with a recursive CTE and the spans are read
+  by rowid. The other indexed terms are written with a unary `+` so SQLite starts from the trace. In a
+  database migrated from the per-span `spans_by_trace` index, that index is used until its copy into
+  runs is complete (`legacy_trace_index`), since until then it alone covers every span.
 - Sparkline counts are one correlated `count(*)` per (bucket, service) over `spans_by_service`: SQLite
   counts index entries in C and never sorts; a GROUP BY over the window sorts every span (10x slower).
 """
@@ -24,6 +27,8 @@ import json
 import sqlite3
 from dataclasses import dataclass, field
 from typing import Iterable, Union
+
+from otelite.collector.store.spans import legacy_trace_index
 
 OPERATORS = ("exact", "is_not", "icontains", "not_icontains", "regex", "not_regex", "gt", "lt", "is_set",
              "is_not_set")
@@ -207,13 +212,24 @@ def compile_condition(c: Condition, project_id: int) -> Sql:
     return Sql("(" + joiner.join(p.text for p in parts) + ")", [x for p in parts for x in p.params])
 
 
-def compile_where(sel: Selection, *, with_time: bool = True) -> Sql:
-    """The WHERE clause (without the keyword) for `sel` over `spans AS s`."""
-    # With a trace id, `+` keeps the project/time terms from steering SQLite away from spans_by_trace.
+def trace_span_ids(n: int) -> str:
+    """SELECT of the rowids of every span of `n` traces (parameters: the trace ids), from their runs.
+    A run may outlive its spans (retention deletes spans first): callers also check `trace_id`."""
+    return ("WITH RECURSIVE ids(id, hi) AS (SELECT lo, hi FROM span_trace_runs WHERE trace_id IN "
+            f"({_placeholders(n)}) UNION ALL SELECT id + 1, hi FROM ids WHERE id < hi) SELECT id FROM ids")
+
+
+def compile_where(sel: Selection, *, with_time: bool = True, legacy_trace_index: bool = False) -> Sql:
+    """The WHERE clause (without the keyword) for `sel` over `spans AS s`. `legacy_trace_index`: look a
+    trace up through `spans_by_trace` (a database whose migration to runs is not finished)."""
+    # With a trace id, `+` keeps the project/time terms from steering SQLite away from the trace's rows.
     plus = "+" if sel.trace_id is not None else ""
     clauses: list[str] = []
     params: list = []
     if sel.trace_id is not None:
+        if not legacy_trace_index:
+            clauses.append(f"s.id IN ({trace_span_ids(1)})")
+            params.append(sel.trace_id)
         clauses.append("s.trace_id = ?")
         params.append(sel.trace_id)
     clauses.append(f"{plus}s.project_id = ?")
@@ -240,10 +256,10 @@ def compile_where(sel: Selection, *, with_time: bool = True) -> Sql:
 
 
 def compile_span_list(sel: Selection, order: SpanOrder, limit: int, offset: int = 0,
-                      after: tuple[int, bytes] | None = None) -> Sql:
+                      after: tuple[int, bytes] | None = None, *, legacy_trace_index: bool = False) -> Sql:
     """SELECT of up to `limit` spans. `after` = (start_ns, span_id) of the last span already seen
     (timestamp order only): the keyset continues strictly past it."""
-    where = compile_where(sel)
+    where = compile_where(sel, legacy_trace_index=legacy_trace_index)
     text, params = where.text, list(where.params)
     d = "DESC" if order.descending else "ASC"
     if after is not None and order.by == "timestamp":
@@ -263,7 +279,8 @@ def compile_span_list(sel: Selection, order: SpanOrder, limit: int, offset: int 
 def find_spans(conn: sqlite3.Connection, sel: Selection, order: SpanOrder, limit: int, offset: int = 0,
                after: tuple[int, bytes] | None = None) -> tuple[list[SpanRow], bool]:
     """Up to `limit` spans and whether more follow (one extra row is fetched to know)."""
-    q = compile_span_list(sel, order, limit + 1, offset, after)
+    legacy = sel.trace_id is not None and legacy_trace_index(conn)
+    q = compile_span_list(sel, order, limit + 1, offset, after, legacy_trace_index=legacy)
     rows = [SpanRow(*r) for r in conn.execute(q.text, q.params)]
     return rows[:limit], len(rows) > limit
 
@@ -275,8 +292,10 @@ def trace_page(conn: sqlite3.Connection, sel: Selection, offset: int, page: int
     assert sel.trace_id is not None
     rows, has_more = find_spans(conn, sel, SpanOrder("timestamp", False), page, offset)
     # Self times and bounds come from the whole trace, whatever the filters kept.
-    shape = conn.execute("SELECT span_id, parent_span_id, start_ns, end_ns FROM spans AS s "
-                         "WHERE s.trace_id = ? AND +s.project_id = ?", (sel.trace_id, sel.project_id)).fetchall()
+    ids = "" if legacy_trace_index(conn) else f"s.id IN ({trace_span_ids(1)}) AND "
+    params = (sel.trace_id,) * (2 if ids else 1) + (sel.project_id,)
+    shape = conn.execute(f"SELECT span_id, parent_span_id, start_ns, end_ns FROM spans AS s "
+                         f"WHERE {ids}s.trace_id = ? AND +s.project_id = ?", params).fetchall()
     bounds = (min(r[2] for r in shape), max(r[3] for r in shape)) if shape else None
     return rows, has_more, self_times(shape), bounds
 
@@ -311,8 +330,10 @@ def trace_bounds(conn: sqlite3.Connection, project_id: int, trace_ids: Iterable[
     ids = list(dict.fromkeys(trace_ids))
     if not ids:
         return {}
-    rows = conn.execute(f"SELECT trace_id, min(start_ns), max(end_ns) FROM spans WHERE trace_id IN "
-                        f"({_placeholders(len(ids))}) AND +project_id = ? GROUP BY trace_id", [*ids, project_id])
+    runs = "" if legacy_trace_index(conn) else f"id IN ({trace_span_ids(len(ids))}) AND "
+    rows = conn.execute(f"SELECT trace_id, min(start_ns), max(end_ns) FROM spans WHERE {runs}trace_id IN "
+                        f"({_placeholders(len(ids))}) AND +project_id = ? GROUP BY trace_id",
+                        [*ids] * (2 if runs else 1) + [project_id])
     return {t: (lo, hi) for t, lo, hi in rows}
 
 
@@ -334,7 +355,8 @@ def span_counts(conn: sqlite3.Connection, sel: Selection, bucket_ns: int, distin
     (with roots_only: traces that have a root span).
     """
     assert sel.start_ns is not None and sel.end_ns is not None
-    where = compile_where(sel, with_time=False)
+    where = compile_where(sel, with_time=False,
+                          legacy_trace_index=sel.trace_id is not None and legacy_trace_index(conn))
     services = Sql("SELECT DISTINCT service_name AS name FROM resources WHERE project_id = ?", [sel.project_id])
     if sel.services:
         services.text += f" AND service_name IN ({_placeholders(len(sel.services))})"

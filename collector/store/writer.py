@@ -12,8 +12,8 @@ same group commit as the ingest batches, so the process opens no second writing 
 sqlite3 releases the GIL while SQLite steps, so parsing in the event loop overlaps with commits here.
 
 Between commits the same thread does the store's background work, one short transaction at a time
-(issue 16): the compactor moves metric points from the head into chunks (compactor.py) and retention
-deletes expired rows.
+(issue 16): the compactor moves metric points from the head into chunks (compactor.py), a migrated
+database's trace index is copied into runs (spans.py), and retention deletes expired rows.
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING, Any, Callable
 from otelite.collector.store.compactor import Compactor, expire_metrics
 from otelite.collector.store.db import connect_writer, database_bytes
 from otelite.collector.store.records import (LABEL_COLUMNS, POINT_COLUMNS, RESOURCE_COLUMNS, SCOPE_COLUMNS,
-                                     SERIES_COLUMNS, SPAN_COLUMNS, WriteBatch, series_labels)
+                                     SERIES_COLUMNS, WriteBatch, series_labels)
 from otelite.collector.store.series_state import LAST_SEEN_LAG_NS, SeriesStateUpdater
+from otelite.collector.store.spans import RunBackfill, expire_runs, insert_spans
 
 if TYPE_CHECKING:
     from otelite.collector.pipeline.batch import BatchProcessorConfig
@@ -66,7 +67,6 @@ def _insert(table: str, columns: tuple[str, ...], verb: str = "INSERT") -> str:
 
 _SQL_RESOURCE = _insert("resources", RESOURCE_COLUMNS, "INSERT OR IGNORE")
 _SQL_SCOPE = _insert("scopes", SCOPE_COLUMNS, "INSERT OR IGNORE")
-_SQL_SPAN = _insert("spans", SPAN_COLUMNS)
 _SQL_SERIES = _insert("metric_series", SERIES_COLUMNS, "INSERT OR IGNORE")
 _SQL_LABEL = _insert("metric_series_labels", LABEL_COLUMNS, "INSERT OR IGNORE")
 _SQL_POINT = _insert("metric_points", POINT_COLUMNS)
@@ -125,6 +125,7 @@ class Writer:
         self._head_hi = 0  # the head's largest rowid after the last commit that stored points
         c = config.compaction
         self.compactor = Compactor(c.head_max_age, c.head_max_points, c.step_rows)
+        self._run_backfill = RunBackfill(c.step_rows)
         self._last_progress = time.monotonic()
         # The server's writer deletes expired rows; a short-lived one (the CLI's) leaves that to it.
         self._next_retention = time.monotonic() if retention else float("inf")
@@ -137,6 +138,7 @@ class Writer:
         self._conn = connect_writer(self.path, synchronous=c.synchronous, cache_mib=c.cache_mib,
                                     busy_timeout=c.busy_timeout)
         self.compactor.start(self._conn)
+        self._run_backfill.start(self._conn)
         self._thread = threading.Thread(target=self._run, name="otelite-writer", daemon=True)
         self._thread.start()
 
@@ -256,13 +258,15 @@ class Writer:
                 self._maintenance_step()
 
     def _maintenance_due(self) -> bool:
-        return self.compactor.due()
+        return self._run_backfill.active or self.compactor.due()
 
     def _maintenance_step(self) -> None:
         """One step of background work between commits (module docstring); each is its own transaction."""
         conn = self._conn
         assert conn is not None
-        if self.compactor.due():
+        if self._run_backfill.active:
+            self._run_backfill.step(conn)
+        elif self.compactor.due():
             self.compactor.step(conn)
 
     def _wait_for_more(self) -> None:
@@ -372,7 +376,7 @@ class Writer:
         if new_scopes:
             conn.executemany(_SQL_SCOPE, [b.scopes[i] for i in new_scopes])
         if b.spans:
-            conn.executemany(_SQL_SPAN, b.spans)
+            insert_spans(conn, b.spans)  # grouped by trace, with one trace-index run per trace (spans.py)
         if b.span_attribute_keys:
             conn.executemany(_SQL_ATTR_KEY, [k + (n,) for k, n in b.span_attribute_keys.items()])
         if b.span_attribute_values:
@@ -445,6 +449,7 @@ class Writer:
                 hour = cutoff // 3_600_000_000_000
                 for table in ("span_attribute_keys", "span_attribute_values"):
                     conn.execute(f"DELETE FROM {table} WHERE hour < ?", (hour,))
+                more_runs = expire_runs(conn, r.chunk_rows)  # trace-index runs of deleted spans
             if r.metrics > 0:
                 more_points = expire_metrics(conn, now_ns - int(r.metrics * 1e9), r.chunk_rows)
             conn.execute("COMMIT")
