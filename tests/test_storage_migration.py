@@ -1,0 +1,249 @@
+"""Migration of a store written before issue 16 (tests/testdata/legacy_v4.db, written by that release's own
+writer: tests/testdata/make_legacy_store.py) to chunks and trace runs: online, resumable, nothing lost.
+
+- Step by step on a real file: after every background step (a head pass, a step of the trace-index copy)
+  every read answers exactly what the old layout held.
+- A live server killed with SIGKILL in the middle of the migration, and in the middle of compacting
+  acknowledged points, restarts with every point and span present exactly once.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+from opentelemetry.proto.metrics.v1 import metrics_pb2
+
+from otelite.collector.store import tracing as st
+from otelite.collector.store.compactor import Compactor, legacy_indexes
+from otelite.collector.store.db import connect_reader, connect_writer, prepare_database
+from otelite.collector.store.points import ReadTransaction, point_rows
+from otelite.collector.store.spans import RunBackfill, legacy_trace_index
+
+LEGACY = Path(__file__).parent / "testdata" / "legacy_v4.db"
+POINT_SQL = ("SELECT project_id, series_id, start_ns, time_ns, value, count, sum, min, max, flags, buckets, exemplars "
+             "FROM metric_points")
+SPAN_SQL = "SELECT * FROM spans ORDER BY id"
+
+
+def legacy_copy(tmp_path: Path, name: str = "legacy.db") -> Path:
+    path = tmp_path / name
+    shutil.copy(LEGACY, path)
+    return path
+
+
+def old_answers(path: Path) -> dict:
+    """What the old layout holds, read with plain SQL before anything is migrated."""
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone() == (4,)
+    out = {
+        "points": conn.execute(POINT_SQL + " ORDER BY series_id, time_ns, id").fetchall(),
+        "spans": conn.execute(SPAN_SQL).fetchall(),
+        "traces": {t: [r[0] for r in conn.execute("SELECT id FROM spans WHERE trace_id = ? ORDER BY id", (t,))]
+                   for (t,) in conn.execute("SELECT DISTINCT trace_id FROM spans")},
+        "bounds": {t: (lo, hi) for t, lo, hi in conn.execute(
+            "SELECT trace_id, min(start_ns), max(end_ns) FROM spans GROUP BY trace_id")},
+        "state": conn.execute("SELECT * FROM metric_series_state ORDER BY series_id").fetchall(),
+        "series": [r[0] for r in conn.execute("SELECT id FROM metric_series")],
+    }
+    conn.close()
+    return out
+
+
+def new_answers(path: Path, series: list[int], traces: list[bytes]) -> dict:
+    conn = connect_reader(str(path))
+    with ReadTransaction(conn):
+        out = {
+            "points": point_rows(conn, series),
+            "spans": conn.execute(SPAN_SQL).fetchall(),
+            "traces": {t: [r.id for r in st.find_spans(conn, st.Selection(1, trace_id=t), st.SpanOrder("timestamp", False),
+                                                       1000)[0]] for t in traces},
+            "bounds": st.trace_bounds(conn, 1, traces),
+            "state": conn.execute("SELECT * FROM metric_series_state ORDER BY series_id").fetchall(),
+        }
+    conn.close()
+    out["traces"] = {t: sorted(ids) for t, ids in out["traces"].items()}
+    return out
+
+
+def test_migration_step_by_step_answers_like_the_old_layout(tmp_path):
+    path = legacy_copy(tmp_path)
+    before = old_answers(path)
+    assert len(before["points"]) == 840 and len(before["spans"]) == 240
+    prepare_database(str(path))  # the schema migrations: quick, the data moves in background steps
+    conn = connect_writer(str(path))
+    assert set(legacy_indexes(conn)) == {"metric_points_by_series_time", "metric_points_by_time"}
+    assert legacy_trace_index(conn)
+    compactor = Compactor(head_max_age=60, head_max_points=100_000, pass_rows=100)
+    compactor.start(conn)  # everything already in the head is old: it all moves
+    backfill = RunBackfill(step_rows=50)
+    backfill.start(conn)
+    expected = {k: before[k] for k in ("points", "spans", "traces", "bounds", "state")}
+    steps = 0
+    while True:
+        did = backfill.step(conn) if backfill.active else compactor.step(conn, time.time_ns())
+        if not did:
+            break
+        steps += 1
+        assert new_answers(path, before["series"], list(before["traces"])) == expected, f"after step {steps}"
+    assert steps >= 9 + 5  # 840 points in passes of 100, 240 index entries in steps of 50, then merges
+    assert legacy_indexes(conn) == [] and not legacy_trace_index(conn)
+    assert conn.execute("SELECT count(*) FROM metric_points").fetchone() == (0,)
+    assert conn.execute("SELECT count(*) FROM background_migrations").fetchone() == (0,)
+    conn.close()
+    # The trace-by-id plan of the finished store no longer has the per-span index to use.
+    conn = connect_reader(str(path))
+    q = st.compile_span_list(st.Selection(1, trace_id=b"\x01" * 16), st.SpanOrder(), 10)
+    plan = " | ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + q.text, q.params))
+    assert "span_trace_runs" in plan and "spans_by_trace" not in plan, plan
+    conn.close()
+
+
+# --- kill -9 -------------------------------------------------------------------------------------------------
+
+def _config(step_rows: int, head_max_age: str = "1m") -> dict:
+    return {"exporters": {"sqlite": {"retention": {"traces": 0, "metrics": 0},
+                                     "compaction": {"step_rows": step_rows, "head_max_age": head_max_age}}}}
+
+
+def _amplify(path: Path, copies: int) -> None:
+    """More of the same old-layout rows (times and ids shifted), so that the migration takes many steps."""
+    conn = sqlite3.connect(path)
+    cols = "project_id, series_id, start_ns, time_ns, value, count, sum, min, max, flags, buckets, exemplars"
+    span_cols = [r[1] for r in conn.execute("PRAGMA table_info(spans)") if r[1] != "id"]
+    for k in range(1, copies):
+        conn.execute(f"INSERT INTO metric_points ({cols}) SELECT {cols.replace('time_ns', f'time_ns + {k} * 600000000000')} "
+                     "FROM metric_points WHERE id <= 840")
+        shifted = [f"CAST(zeroblob(0) || randomblob(16) AS BLOB)" if c == "trace_id" else c for c in span_cols]
+        conn.execute(f"INSERT INTO spans ({', '.join(span_cols)}) SELECT {', '.join(shifted)} FROM spans WHERE id <= 240")
+    conn.commit()
+    conn.close()
+
+
+def _progress(path: Path) -> tuple[int, int, bool]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        head = conn.execute("SELECT count(*) FROM metric_points").fetchone()[0]
+        chunks = conn.execute("SELECT count(*) FROM metric_chunks").fetchone()[0]
+        task = conn.execute("SELECT count(*) FROM background_migrations").fetchone()[0] > 0
+        return head, chunks, task
+    except sqlite3.OperationalError:  # not migrated yet: no chunks table
+        return -1, 0, True
+    finally:
+        conn.close()
+
+
+def _wait_migrated(path: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        conn = sqlite3.connect(path)
+        try:
+            done = not legacy_indexes(conn) and not legacy_trace_index(conn) and \
+                conn.execute("SELECT count(*) FROM background_migrations").fetchone() == (0,)
+        except sqlite3.OperationalError:
+            done = False
+        conn.close()
+        if done:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the migration did not finish")
+
+
+def test_kill_9_during_the_migration_loses_and_duplicates_nothing(tmp_path, make_server):
+    path = legacy_copy(tmp_path)
+    _amplify(path, 60)  # 50,400 points and 14,400 spans in the old layout
+    before = old_answers(path)
+    srv = make_server(config=_config(step_rows=500), db=path, start=False)
+    srv.start()
+    # Kill it once the migration is under way: some points in chunks, some still in the head.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        head, chunks, _ = _progress(path)
+        if head > 0 and chunks > 0:
+            break
+        time.sleep(0.005)
+    srv.kill()
+    head, chunks, task = _progress(path)
+    assert head > 0 and chunks > 0, "the kill came too late to interrupt the migration"
+    restarted = make_server(config=_config(step_rows=20_000), db=path)
+    _wait_migrated(path)
+    # Every point and span; the trace look-ups of the fixture's 40 traces and 200 of the copies.
+    sample = sorted(before["traces"])[:240]
+    after = new_answers(path, before["series"], sample)
+    assert after["points"] == before["points"]
+    assert after["spans"] == before["spans"]
+    assert after["traces"] == {t: before["traces"][t] for t in sample}
+    assert after["bounds"] == {t: before["bounds"][t] for t in sample}
+    # The migrated store takes new points in the new layout, next to the old ones.
+    _send_metrics(restarted, 1)
+    assert restarted.point_rows() == sorted(before["points"] + _sent_rows(restarted, 1), key=lambda r: (r[1], r[3]))
+    restarted.stop()
+
+
+def _points_request(request_no: int, n: int = 50) -> bytes:
+    t0 = 1_800_000_000 * 10**9
+    points = [metrics_pb2.NumberDataPoint(time_unix_nano=t0 + request_no * 10**6 + i, as_int=request_no)
+              for i in range(n)]
+    metric = metrics_pb2.Metric(name="compaction.gauge", gauge=metrics_pb2.Gauge(data_points=points))
+    return metrics_service_pb2.ExportMetricsServiceRequest(resource_metrics=[metrics_pb2.ResourceMetrics(
+        scope_metrics=[metrics_pb2.ScopeMetrics(metrics=[metric])])]).SerializeToString()
+
+
+def _send_metrics(srv, request_no: int) -> None:
+    r = httpx.post(srv.http_url + "/v1/metrics", content=_points_request(request_no),
+                   headers={"Content-Type": "application/x-protobuf"}, timeout=10)
+    assert r.status_code == 200, r.text
+
+
+def _sent_rows(srv, request_no: int) -> list[tuple]:
+    [(sid,)] = srv.query("SELECT id FROM metric_series WHERE name = 'compaction.gauge'")
+    t0 = 1_800_000_000 * 10**9
+    return [(1, sid, 0, t0 + request_no * 10**6 + i, request_no, None, None, None, None, 0, None, None)
+            for i in range(50)]
+
+
+def test_kill_9_during_compaction_keeps_every_acknowledged_point_once(tmp_path, make_server):
+    path = tmp_path / "fresh.db"
+    srv = make_server(config=_config(step_rows=200, head_max_age="50ms"), db=path)
+    acked: list[int] = []
+    stop = threading.Event()
+
+    def send(lane: int) -> None:
+        client = httpx.Client(timeout=10)
+        n = lane
+        while not stop.is_set():
+            try:
+                r = client.post(srv.http_url + "/v1/metrics", content=_points_request(n),
+                                headers={"Content-Type": "application/x-protobuf"})
+            except httpx.HTTPError:
+                break
+            if r.status_code == 200:
+                acked.append(n)
+            n += 4
+        client.close()
+
+    lanes = [threading.Thread(target=send, args=(k,)) for k in range(4)]
+    for t in lanes:
+        t.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # compaction running: chunks written, head not empty
+        head, chunks, _ = _progress(path)
+        if chunks >= 3 and head > 0:
+            break
+        time.sleep(0.01)
+    srv.kill()
+    stop.set()
+    for t in lanes:
+        t.join(15)
+    assert chunks >= 3, "compaction never got going"
+    restarted = make_server(config=_config(step_rows=200), db=path)
+    per_request = Counter((r[3] - 1_800_000_000 * 10**9) // 10**6 for r in restarted.point_rows())
+    assert acked and {n: per_request[n] for n in acked} == {n: 50 for n in acked}
+    assert set(per_request.values()) == {50}  # unacknowledged requests: whole or absent
+    restarted.stop()
