@@ -24,6 +24,7 @@ from otelite.collector.pipeline.fanout import build_pipelines
 from otelite.collector.pipeline.ingest import Ingest
 from otelite.collector.pipeline.memory_limiter import run_memory_limiter
 from otelite.collector.pipeline.walker import Walker
+from otelite.collector.receivers.admission import BodyBudget
 from otelite.collector.receivers.otlp import grpc as otlp_grpc
 from otelite.collector.receivers.otlp.auth import OtlpProjectResolver
 from otelite.collector.receivers.otlp.config import HttpServerConfig
@@ -77,7 +78,7 @@ async def serve(config: "Config") -> int:
         await built.start()  # shuts down what it started if it fails halfway
         pipelines = built
         walker = Walker(config.otlp.decode_workers)
-        ingest = Ingest(pipelines, telemetry, walker)
+        ingest = Ingest(pipelines, telemetry, walker, body_budget=BodyBudget(config.otlp.max_inflight_bytes))
         otlp = config.otlp
         walker.warm_up()  # in the main thread (see Walker.warm_up); nothing is served yet
         if otlp.protocols.grpc is not None:

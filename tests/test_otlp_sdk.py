@@ -35,6 +35,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcess
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.span import TraceState
+from otelite.collector.store.metrics import metric_catalog
 
 TRANSPORTS = ["http", "grpc"]
 HOUR_NS = 3_600_000_000_000
@@ -508,7 +509,8 @@ def test_sdk_delta_temporality(make_server, transport):
         assert (q2[3], q2[4], q2[5], q2[6]) == (2, 5.0, 2.0, 3.0)
         assert q1[1] == q2[0]
         assert sum(json.loads(q2[8])["counts"]) == 2
-        [(first, last)] = server.query("SELECT first_seen_ns, last_seen_ns FROM metric_series WHERE id = ?", (s[0],))
-        assert (first, last) == (p1[1], p2[1])
+        # The catalog's newest time is exact (metric_series.last_seen_ns alone may lag: metrics.LAST_SEEN_SQL).
+        [info] = server.read(metric_catalog, 1, "jobs.done")
+        assert (info.first_seen_ns, info.last_seen_ns) == (p1[1], p2[1])
     finally:
         provider.shutdown()

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
     from otelite.collector.pipeline.fanout import Pipelines
+    from otelite.collector.receivers.admission import BodyBudget
     from otelite.collector.telemetry import Telemetry
 
 __all__ = ["ExportResult", "Ingest", "StoreFull", "StoreUnavailable"]
@@ -34,11 +35,13 @@ class ExportResult:
 
 class Ingest:
     def __init__(self, pipelines: "Pipelines", telemetry: "Telemetry", walker: "Walker | None" = None,
-                 receiver: str = "otlp") -> None:
+                 receiver: str = "otlp", body_budget: "BodyBudget | None" = None) -> None:
         self._next = {signal: pipelines.next_consumer(signal) for signal in ("traces", "metrics")}
         self._telemetry = telemetry
         self._walker = walker or Walker(0)
         self._receiver = receiver
+        # Request bytes the transports may hold at once (collector/receivers/admission.py); None: unbounded.
+        self.body_budget = body_budget
 
     def accepts(self, signal: str) -> bool:
         """Whether a pipeline takes `signal` (receivers do not serve a signal no pipeline takes)."""

@@ -45,6 +45,10 @@ class OtlpReceiverConfig:
     # Processes that decode and normalize protobuf payloads, so ingest uses more than the one core the
     # event loop and the writer share (collector/pipeline/walker.py); 0 does it all in the event loop.
     decode_workers: int = 1
+    # Bytes of request bodies (gRPC messages, HTTP bodies, decompressed) held at once, from before a body
+    # is read until its rows are committed (collector/receivers/admission.py). Beyond it requests are
+    # refused before their body is read: 503 + Retry-After / UNAVAILABLE, so memory stays bounded.
+    max_inflight_bytes: int = 32 * 1024 * 1024
 
     def validate(self) -> None:
         if self.protocols.grpc is None and self.protocols.http is None:
@@ -58,6 +62,8 @@ class OtlpReceiverConfig:
                     raise InvalidField(f"protocols.http.{attr}", "must start with /")
             if h.max_request_body_size <= 0:
                 raise InvalidField("protocols.http.max_request_body_size", "must be positive")
+        if self.max_inflight_bytes <= 0:
+            raise InvalidField("max_inflight_bytes", f"must be positive, got {self.max_inflight_bytes}")
         if not 0 <= self.decode_workers <= 64:
             raise InvalidField("decode_workers", f"must be 0 to 64, got {self.decode_workers}")
         if self.auth not in ("none", "required"):

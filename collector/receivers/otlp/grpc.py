@@ -15,12 +15,14 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metric
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from otelite.collector.normalize.otlp import OtlpDataError
+from otelite.collector.receivers.admission import GRPC_RESERVE
 from otelite.collector.receivers.otlp.auth import OtlpAuthError
 from otelite.collector.pipeline.ingest import ExportResult, StoreFull, StoreUnavailable
 from otelite.collector.pipeline.walker import OtlpDecodeError
 
 if TYPE_CHECKING:
     from otelite.collector.pipeline.ingest import Ingest
+    from otelite.collector.receivers.admission import BodyBudget
     from otelite.collector.receivers.otlp.config import GrpcServerConfig
 
 ProjectResolver = Callable[[grpc.aio.ServicerContext], int]
@@ -29,8 +31,6 @@ ProjectResolver = Callable[[grpc.aio.ServicerContext], int]
 async def _export(context: grpc.aio.ServicerContext, export: Callable, request, project_for: ProjectResolver
                   ) -> ExportResult:
     """Run the export and map every failure to its gRPC status in one place."""
-    if isinstance(request, _Refused):
-        await _abort_unavailable(context, request.message, request.retry_after)
     try:
         return await export(request, project_for(context), "grpc")
     except OtlpDecodeError as e:
@@ -85,28 +85,40 @@ class MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
         return response
 
 
-class _Refused:
-    """A request not decoded because the store could not take it (StoreFull): answered UNAVAILABLE.
-    Decoding a large request only to refuse it kept the event loop busy under overload."""
+def _export_handler(service: str, servicer, admit: Callable[[], None], budget: "BodyBudget | None"
+                    ) -> grpc.GenericRpcHandler:
+    """What the generated `add_*Servicer_to_server` registers, with two differences.
 
-    def __init__(self, error: StoreFull) -> None:
-        self.message, self.retry_after = str(error), error.retry_after
-
-
-def _export_handler(service: str, servicer, admit: Callable[[], None]) -> grpc.GenericRpcHandler:
-    """What the generated `add_*Servicer_to_server` registers, except that the message stays bytes: the
-    walker decodes it (possibly in a worker process), so bad data becomes INVALID_ARGUMENT rather than
-    grpc's UNKNOWN, and nothing is decoded when `admit` says the store is full."""
-    def deserialize(data: bytes):
+    The method is served as stream-unary, which the wire cannot tell from unary (a client's unary call is
+    a stream of one message): so the handler runs *before* its message is received, and an overloaded
+    collector answers UNAVAILABLE without receiving it (`admit`: the queue; `budget`: request bytes held,
+    admission.py), where grpc would have buffered every message in flight whole first. And the message
+    stays bytes: the walker decodes it (possibly in a worker process), so bad data becomes
+    INVALID_ARGUMENT rather than grpc's UNKNOWN."""
+    async def export(request_iterator, context: grpc.aio.ServicerContext):
+        held = budget.reservation() if budget is not None else None
         try:
-            admit()
-        except StoreFull as e:
-            return _Refused(e)
-        return data
+            try:
+                admit()
+                if held is not None:
+                    held.resize(GRPC_RESERVE)
+            except StoreFull as e:
+                await _abort_unavailable(context, str(e), e.retry_after)
+            message = await context.read()
+            if message is grpc.aio.EOF:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the call carried no message")
+            if held is not None:
+                try:
+                    held.resize(len(message))
+                except StoreFull as e:
+                    await _abort_unavailable(context, str(e), e.retry_after)
+            return await servicer.Export(message, context)
+        finally:
+            if held is not None:
+                held.close()
 
-    return grpc.method_handlers_generic_handler(service, {"Export": grpc.unary_unary_rpc_method_handler(
-        servicer.Export, request_deserializer=deserialize,
-        response_serializer=lambda response: response.SerializeToString())})
+    return grpc.method_handlers_generic_handler(service, {"Export": grpc.stream_unary_rpc_method_handler(
+        export, response_serializer=lambda response: response.SerializeToString())})
 
 
 def create_server(config: "GrpcServerConfig", ingest: "Ingest", project_for: ProjectResolver) -> tuple[grpc.aio.Server, int]:
@@ -123,7 +135,7 @@ def create_server(config: "GrpcServerConfig", ingest: "Ingest", project_for: Pro
                 ("metrics", "opentelemetry.proto.collector.metrics.v1.MetricsService", MetricsService))
     server.add_generic_rpc_handlers(tuple(
         _export_handler(name, servicer(ingest, project_for),
-                        lambda signal=signal: ingest.check_admission(signal))
+                        lambda signal=signal: ingest.check_admission(signal), ingest.body_budget)
         for signal, name, servicer in services if ingest.accepts(signal)))
     try:
         port = server.add_insecure_port(config.endpoint)

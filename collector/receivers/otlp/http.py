@@ -27,6 +27,7 @@ from otelite.collector.pipeline.walker import OtlpDecodeError
 
 if TYPE_CHECKING:
     from otelite.collector.pipeline.ingest import Ingest
+    from otelite.collector.receivers.admission import BodyBudget, Reservation
     from otelite.collector.receivers.otlp.config import HttpServerConfig
 
 PROTOBUF = "application/x-protobuf"
@@ -61,13 +62,15 @@ class OtlpHttpResource:
     handles_own_auth = True
 
     def __init__(self, signal: _Signal, config: "HttpServerConfig",
-                 project_for: Callable[[falcon.asgi.Request], int]) -> None:
+                 project_for: Callable[[falcon.asgi.Request], int], budget: "BodyBudget | None" = None) -> None:
         self._signal = signal
         self._limit = config.max_request_body_size
         self._project_for = project_for
+        self._budget = budget
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         encoding = _encoding_of(req.content_type)
+        held = self._budget.reservation() if self._budget is not None else None
         try:
             if encoding is None:
                 raise _Refusal(falcon.HTTP_415, _INVALID_ARGUMENT,
@@ -75,7 +78,7 @@ class OtlpHttpResource:
             project_id = self._project_for(req)  # before reading the body: no work for strangers
             if self._signal.admit is not None:
                 self._signal.admit()  # full: 503 before reading a body that would be refused anyway
-            body = await self._read_body(req)
+            body = await self._read_body(req, held)
             message = self._decode(body, encoding)
             result: ExportResult = await self._signal.export(message, project_id, "http")
         except _Refusal as r:
@@ -93,6 +96,9 @@ class OtlpHttpResource:
             return _fail(resp, _Refusal(falcon.HTTP_503, _UNAVAILABLE, str(e), e.retry_after), encoding)
         except StoreUnavailable as e:
             return _fail(resp, _Refusal(falcon.HTTP_503, _UNAVAILABLE, str(e), 5), encoding)
+        finally:
+            if held is not None:
+                held.close()  # the body and its rows are gone (stored, or refused)
         response = self._signal.response_type()
         if result.rejected or result.error_message:
             setattr(response.partial_success, self._signal.rejected_field, result.rejected)
@@ -113,8 +119,9 @@ class OtlpHttpResource:
         resp.status = falcon.HTTP_204
         resp.set_header("Allow", "POST, OPTIONS")
 
-    async def _read_body(self, req: falcon.asgi.Request) -> bytes:
-        """Read at most the limit, then decompress to at most the limit (a gzip bomb stops at limit+1)."""
+    async def _read_body(self, req: falcon.asgi.Request, held: "Reservation | None") -> bytes:
+        """Read at most the limit, then decompress to at most the limit (a gzip bomb stops at limit+1).
+        `held` takes the body's bytes from the receiver's budget before they are read (admission.py)."""
         limit = self._limit
         declared = req.content_length
         if declared is not None and declared > limit:
@@ -123,6 +130,8 @@ class OtlpHttpResource:
         if content_encoding not in ENCODINGS:
             raise _Refusal(falcon.HTTP_400, _INVALID_ARGUMENT,
                            f"unsupported Content-Encoding {content_encoding!r}; use gzip, deflate or none")
+        if held is not None and declared is not None:
+            held.resize(declared)  # StoreFull: 503 before a byte of the body is read
         chunks, size = [], 0
         while True:
             chunk = await req.stream.read(_READ_CHUNK)
@@ -131,13 +140,18 @@ class OtlpHttpResource:
             size += len(chunk)
             if size > limit:
                 raise _too_large(limit)
+            if held is not None and size > held.size:
+                held.resize(size)  # a chunked body, or one longer than declared
             chunks.append(chunk)
         try:
-            return decompress(b"".join(chunks), content_encoding, limit)
+            body = decompress(b"".join(chunks), content_encoding, limit)
         except BodyTooLarge:
             raise _too_large(limit) from None
         except BadCompression as e:
             raise _Refusal(falcon.HTTP_400, _INVALID_ARGUMENT, str(e)) from None
+        if held is not None and len(body) > held.size:
+            held.resize(len(body))
+        return body
 
     def _decode(self, body: bytes, encoding: str):
         if encoding == PROTOBUF:
@@ -206,7 +220,7 @@ def add_routes(app: falcon.asgi.App, config: "HttpServerConfig", ingest: "Ingest
     }
     for name, (path, signal) in signals.items():
         if ingest.accepts(name):
-            app.add_route(path, OtlpHttpResource(signal, config, project_for))
+            app.add_route(path, OtlpHttpResource(signal, config, project_for, ingest.body_budget))
         else:
             app.add_route(path, OtlpNotServedResource(f"no {name} pipeline is configured "
                                                       f"(service.pipelines); nothing was stored"))
