@@ -18,6 +18,7 @@ from otelite.api.ratelimit import RateLimiter
 from otelite.collector.store.keys import SCOPES, Project, token_from_headers
 
 if TYPE_CHECKING:
+    from otelite.collector.store.keys import ApiKey
     from otelite.collector.config import AuthConfig
     from otelite.collector.store.keys import KeyStore
 
@@ -39,6 +40,8 @@ class RoutePolicy:
 
 
 PUBLIC = RoutePolicy(errors=GENERIC, public=True)
+# As a route's scope: any valid key, whatever its scopes (GET /api/whoami: a key may ask what it is).
+ANY_SCOPE = "*"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +49,7 @@ class Principal:
     key_id: int | None  # None when auth.mode is none
     project_id: int | None  # the only project this caller may see (None: any, auth.mode none)
     scopes: tuple[str, ...]
+    key: "ApiKey | None" = None  # the presented key (None when auth.mode is none)
 
 
 class AuthMiddleware:
@@ -91,9 +95,9 @@ class AuthMiddleware:
         key = self._keys.authenticate(token)
         if key is None:
             raise ApiError(falcon.HTTP_401, "unauthorized", "the API key is invalid or has been revoked")
-        if scope not in key.scopes:
+        if scope != ANY_SCOPE and scope not in key.scopes:
             raise ApiError(falcon.HTTP_403, "forbidden", f"this API key lacks the {scope} scope")
-        return Principal(key.id, key.project_id, key.scopes)
+        return Principal(key.id, key.project_id, key.scopes, key)
 
     def _project(self, req: falcon.asgi.Request, policy: RoutePolicy, params: dict,
                  principal: Principal) -> Project:

@@ -13,10 +13,10 @@ from typing import Any
 import falcon
 
 from otelite.api.errors import ApiError, bad_request
-from otelite.collector.receivers.compression import ENCODINGS, BadCompression, BodyTooLarge, decompress
+from otelite.collector.receivers.compression import (ENCODINGS, BadCompression, BodyTooLarge, decompress,
+                                                      read_limited)
 
 DEFAULT_LIMIT = 1 << 20  # bytes after decompression (issue 10: every REST route, 1 MiB by default)
-_CHUNK = 1 << 16
 
 
 def _too_large(limit: int) -> ApiError:
@@ -38,17 +38,9 @@ async def read_body(req: falcon.asgi.Request, limit: int | None = None) -> bytes
     if encoding not in ENCODINGS:
         raise ApiError(falcon.HTTP_415, "unsupported_media_type",
                        f"unsupported Content-Encoding {encoding!r}; use gzip, deflate or none")
-    chunks, size = [], 0
-    while True:
-        chunk = await req.stream.read(_CHUNK)
-        if not chunk:
-            break
-        size += len(chunk)
-        if size > limit:  # compressed bytes are bounded by the same limit
-            raise _too_large(limit)
-        chunks.append(chunk)
     try:
-        body = decompress(b"".join(chunks), encoding, limit)
+        # The compressed bytes are bounded by the same limit as the decompressed ones.
+        body = decompress(await read_limited(req.stream, limit), encoding, limit)
     except BodyTooLarge:
         raise _too_large(limit) from None
     except BadCompression as e:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import zlib
 
 ENCODINGS = ("identity", "gzip", "x-gzip", "deflate")
+_CHUNK = 1 << 16
 
 
 class BodyTooLarge(Exception):
@@ -22,6 +23,20 @@ class BodyTooLarge(Exception):
 
 class BadCompression(Exception):
     """The bytes are not valid data of the declared Content-Encoding."""
+
+
+async def read_limited(stream, limit: int) -> bytes:
+    """All of an ASGI request stream (anything with `async read(n)`), raising BodyTooLarge as soon as it
+    holds more than `limit` bytes: a sender that lies about (or omits) Content-Length is cut off there."""
+    chunks, size = [], 0
+    while True:
+        chunk = await stream.read(_CHUNK)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(limit)
+        chunks.append(chunk)
 
 
 def decompress(raw: bytes, content_encoding: str, limit: int) -> bytes:

@@ -18,7 +18,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (ExportTrac
                                                                       ExportTraceServiceResponse)
 
 from otelite.collector.normalize.otlp import OtlpDataError
-from otelite.collector.receivers.compression import ENCODINGS, BadCompression, BodyTooLarge, decompress
+from otelite.collector.receivers.compression import (ENCODINGS, BadCompression, BodyTooLarge, decompress,
+                                                      read_limited)
 from otelite.collector.receivers.otlp.auth import OtlpAuthError
 from otelite.collector.normalize.otlp_json import (OtlpJsonError, export_response_to_json, metrics_request_from_json,
                                            status_to_json, traces_request_from_json)
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
-_READ_CHUNK = 1 << 16
 
 # gRPC code numbers for the Status body (google.rpc.Code).
 _INVALID_ARGUMENT, _NOT_FOUND, _RESOURCE_EXHAUSTED, _UNIMPLEMENTED, _UNAVAILABLE, _UNAUTHENTICATED = \
@@ -123,17 +123,8 @@ class OtlpHttpResource:
         if content_encoding not in ENCODINGS:
             raise _Refusal(falcon.HTTP_400, _INVALID_ARGUMENT,
                            f"unsupported Content-Encoding {content_encoding!r}; use gzip, deflate or none")
-        chunks, size = [], 0
-        while True:
-            chunk = await req.stream.read(_READ_CHUNK)
-            if not chunk:
-                break
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(limit)
-            chunks.append(chunk)
         try:
-            return decompress(b"".join(chunks), content_encoding, limit)
+            return decompress(await read_limited(req.stream, limit), content_encoding, limit)
         except BodyTooLarge:
             raise _too_large(limit) from None
         except BadCompression as e:
