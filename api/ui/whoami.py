@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import falcon
 
-from otelite.api.auth import DEFAULT_PROJECT_ID, PUBLIC
+from otelite.api.auth import DEFAULT_PROJECT_ID, PUBLIC, project_header
 from otelite.api.errors import ApiError
 from otelite.collector.store.keys import SCOPES, token_from_headers
 
@@ -37,7 +37,7 @@ class WhoamiResource:
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         resp.cache_control = ["no-store"]
         if self._open:
-            named = req.get_header("X-Otelite-Project") or DEFAULT_PROJECT_ID
+            named = project_header(req) or DEFAULT_PROJECT_ID
             project = self._keys.project(named)
             if project is None:
                 raise ApiError(falcon.HTTP_404, "not_found", "project not found")

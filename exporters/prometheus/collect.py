@@ -243,7 +243,9 @@ class StoreCollector:
             pairs.append((tr.SCOPE_VERSION, scope_version))
         pairs += tr.job_instance(resource)
         pairs.sort()
-        return _Series(family, typ, description, tr.family_unit(family, unit, gauge=is_gauge),
+        # Every family gets a HELP line (promtool's lint asks for one): the description, else the name the
+        # application gave the metric (issue 10).
+        return _Series(family, typ, description or name, tr.family_unit(family, unit, gauge=is_gauge),
                        tr.render_labels(pairs), rid, _SHAPES[otel_type])
 
     def _load(self, conn: sqlite3.Connection, table: str, ids: set[int]) -> None:
