@@ -224,6 +224,8 @@ def parse_filter(value: dict, path: str) -> Filter | None:
     key, kind, op = value.get("key"), value.get("type"), value.get("operator", "exact")
     if not isinstance(key, str) or not key:
         raise bad_request(f"{path}.key: expected a non-empty string", attr="filterGroup")
+    if "\x00" in key:  # SQLite's JSON functions end a key at a NUL: such a key can never be found
+        raise bad_request(f"{path}.key: an attribute key cannot contain a NUL character", attr="filterGroup")
     source = FILTER_TYPES.get(kind) if isinstance(kind, str) else None
     if source is None:
         raise bad_request(f"{path}.type: expected span, span_attribute or span_resource_attribute, got {kind!r}",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import sqlite3
 import threading
 import time
@@ -37,6 +38,17 @@ class StoreLocked(StoreUnavailable):
 
 # Reads allowed to wait for a query worker, per worker; beyond that a read is refused at once (503).
 WAITING_PER_WORKER = 8
+# Query workers run at this nice value: when the CPU is short, the kernel runs the event loop (health,
+# OTLP acknowledgements) and the writer first, and hands them the GIL sooner when a reader releases it.
+QUERY_NICE = 10
+
+
+def _lower_priority() -> None:
+    """Initializer of each query worker: lower this thread's scheduling priority (Linux: per thread)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), QUERY_NICE)
+    except (AttributeError, OSError):
+        pass  # a platform without per-thread priorities: reads still have their budget
 
 
 class Store:
@@ -57,7 +69,8 @@ class Store:
         # never queue behind them.
         self.query_timeout = query_timeout
         self.query_workers = query_workers
-        self._read_pool = concurrent.futures.ThreadPoolExecutor(query_workers, thread_name_prefix="otelite-read")
+        self._read_pool = concurrent.futures.ThreadPoolExecutor(query_workers, thread_name_prefix="otelite-read",
+                                                                initializer=_lower_priority)
         self._max_reads = query_workers * (1 + WAITING_PER_WORKER)
         self._reads = 0  # submitted and not finished (running or waiting)
         self._reads_lock = threading.Lock()

@@ -26,6 +26,8 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Iterable, Union
 
+from otelite.collector.store import budget
+
 OPERATORS = ("exact", "is_not", "icontains", "not_icontains", "regex", "not_regex", "gt", "lt", "is_set",
              "is_not_set")
 # Span keys a filter may name, with the operators each accepts (ids and names are text, the rest numbers).
@@ -294,11 +296,13 @@ def self_times(spans: Iterable[tuple[bytes, bytes | None, int, int]]) -> dict[by
     parent (async work) only counts while the parent runs, so a self time is never negative.
     """
     spans = list(spans)
+    budget.check()  # a trace can hold millions of spans: the read's deadline (collector/store/budget.py)
     children: dict[bytes, list[tuple[int, int]]] = {}
     for span_id, parent, start, end in spans:
         if parent is not None:
             children.setdefault(parent, []).append((start, end))
     out: dict[bytes, int] = {}
+    budget.check()
     for span_id, _parent, start, end in spans:
         covered = 0
         cursor = start

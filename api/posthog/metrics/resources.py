@@ -65,7 +65,7 @@ class ValuesResource:
         raw = req.get_param("limit")
         limit = VALUES_LIMIT_DEFAULT
         if raw is not None:
-            if not raw.strip().isdigit() or not 1 <= int(raw) <= VALUES_LIMIT_MAX:
+            if not (raw.strip().isascii() and raw.strip().isdigit()) or not 1 <= int(raw) <= VALUES_LIMIT_MAX:
                 raise bad_request(f"limit must be an integer from 1 to {VALUES_LIMIT_MAX}, got {raw!r}", attr="limit")
             limit = int(raw)
         search = req.get_param("value") or ""
