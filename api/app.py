@@ -15,6 +15,7 @@ import falcon.asgi
 
 from otelite.api import openapi, prometheus
 from otelite.api.auth import AuthMiddleware
+from otelite.api.body import BodyLimit
 from otelite.api.dialect import Services
 from otelite.api.errors import add_error_handlers
 from otelite.api.health import HealthResource, SelfMetricsResource
@@ -60,6 +61,7 @@ def create_app(config: "Config", store: "Store", ingest: "Ingest", telemetry: "T
     app = falcon.asgi.App(middleware=[
         RequestIdMiddleware(telemetry),
         AuthMiddleware(config.auth, keys, RateLimiter(config.auth.rate_limits)),
+        BodyLimit(config.api.max_request_body_size),  # after auth: strangers get 401, errors the route's shape
     ])
     app.req_options.strip_url_path_trailing_slash = True  # PostHog paths: trailing slash optional
     add_error_handlers(app)
@@ -72,7 +74,7 @@ def create_app(config: "Config", store: "Store", ingest: "Ingest", telemetry: "T
     if http is not None:
         resolver = OtlpProjectResolver(config.otlp.auth, keys)
         otlp_http.add_routes(app, http, ingest, resolver.for_http)
-    app.add_route("/healthz", HealthResource(store, time.monotonic()))
+    app.add_route("/healthz", HealthResource(store, time.monotonic(), config.auth.mode, keys))
     app.add_route("/metrics/self", SelfMetricsResource(store, telemetry))
     document = openapi.build_document([openapi.CORE_PATHS] + [d.openapi_paths for d in DIALECTS])
     app.add_route("/api/schema", openapi.SchemaResource(document))

@@ -15,6 +15,7 @@ import falcon
 
 from otelite.api.errors import GENERIC, ApiError, ErrorShape
 from otelite.api.ratelimit import RateLimiter
+from otelite.collector.component import is_loopback
 from otelite.collector.store.keys import SCOPES, Project, token_from_headers
 
 if TYPE_CHECKING:
@@ -50,6 +51,16 @@ class Principal:
     project_id: int | None  # the only project this caller may see (None: any, auth.mode none)
     scopes: tuple[str, ...]
     key: "ApiKey | None" = None  # the presented key (None when auth.mode is none)
+
+
+def project_header(req: falcon.asgi.Request) -> str | None:
+    """`X-Otelite-Project` of a request without a key (auth.mode none), honoured only from a loopback peer
+    (issue 10). auth.mode none is refused unless every listener is on loopback, so this holds by
+    construction; the check keeps it true behind any future listener."""
+    named = req.get_header("X-Otelite-Project")
+    if named is not None and not is_loopback(req.remote_addr or ""):
+        raise ApiError(falcon.HTTP_403, "forbidden", "X-Otelite-Project is honoured only from loopback")
+    return named
 
 
 class AuthMiddleware:
@@ -102,8 +113,8 @@ class AuthMiddleware:
     def _project(self, req: falcon.asgi.Request, policy: RoutePolicy, params: dict,
                  principal: Principal) -> Project:
         named = params.get(policy.project_param) if policy.project_param else None
-        if named is None:
-            named = req.get_header("X-Otelite-Project") if principal.project_id is None else None
+        if named is None and principal.project_id is None:
+            named = project_header(req)
         if named is None:
             named = principal.project_id or DEFAULT_PROJECT_ID
         project = self._keys.project(named)

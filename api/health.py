@@ -10,28 +10,46 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from otelite.api.auth import PUBLIC
 from otelite.collector.store.db import database_bytes
+from otelite.collector.store.keys import token_from_headers
 
 if TYPE_CHECKING:
+    from otelite.collector.store.keys import KeyStore
     from otelite.collector.store.store import Store
     from otelite.collector.telemetry import Telemetry
 
 
 class HealthResource:
+    """Liveness for anyone (load balancers and probes hold no key): `{"status"}` only. The details (the
+    database's path, schema version, queue) are for a valid API key of any scope, or everyone with
+    `auth: {mode: none}` (loopback only): a stranger learns nothing about the host (issue 10). A key
+    that is not valid is not an error here (a probe must not fail on it): the answer is the status."""
+
+    # Not the middleware's policy (it requires a scope per method); the key is checked here, as whoami does.
     auth_policy = PUBLIC
-    def __init__(self, store: "Store", started: float) -> None:
+
+    def __init__(self, store: "Store", started: float, auth_mode: str = "required",
+                 keys: "KeyStore | None" = None) -> None:
         self._store = store
         self._started = started
+        self._open = auth_mode == "none"
+        self._keys = keys
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         stuck = self._store.writer.is_stuck()
         resp.status = falcon.HTTP_503 if stuck else falcon.HTTP_200
-        resp.media = {
-            "status": "stuck" if stuck else "ok",
-            "uptime_s": round(time.monotonic() - self._started, 3),
-            "database": self._store.path,
-            "schema_version": self._store.schema_version,
-            "queue_items": self._store.writer.queued,
-        }
+        resp.cache_control = ["no-store"]
+        resp.media = {"status": "stuck" if stuck else "ok"}
+        if self._open or self._has_valid_key(req):
+            resp.media.update({
+                "uptime_s": round(time.monotonic() - self._started, 3),
+                "database": self._store.path,
+                "schema_version": self._store.schema_version,
+                "queue_items": self._store.writer.queued,
+            })
+
+    def _has_valid_key(self, req: falcon.asgi.Request) -> bool:
+        token = token_from_headers(req.get_header("Authorization"), req.get_header("X-API-Key"))
+        return bool(token) and self._keys is not None and self._keys.authenticate(token) is not None
 
 
 class SelfMetricsResource:

@@ -40,6 +40,10 @@ from dateutil.relativedelta import relativedelta
 NS = 1_000_000_000
 UTC = dt.timezone.utc
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
+# Instants are stored as signed 64-bit nanoseconds since the epoch (SQLite INTEGER, numpy int64), which
+# reach from 1677-09-21 to 2262-04-11. A client's time outside that range is refused as a TimeError
+# (a 400 naming the field) here, once for every dialect, instead of overflowing later in SQL or numpy.
+MIN_NS, MAX_NS = -(2**63), 2**63 - 1
 
 
 class TimeError(ValueError):
@@ -201,10 +205,17 @@ def parse_relative(text: str, tz: dt.tzinfo, now_ns: int) -> int | None:
         raise TimeError(f"{text!r} is out of range") from e
 
 
+def check_range(ns: int, value: object) -> int:
+    """`ns` when otelite can store it (MIN_NS..MAX_NS, years 1677 to 2262), else TimeError."""
+    if not MIN_NS <= ns <= MAX_NS:
+        raise TimeError(f"{value!r} is outside the times otelite can store (1677-09-21 to 2262-04-11 UTC)")
+    return ns
+
+
 def parse_time(value: object, tz: dt.tzinfo, now_ns: int, *, naive_tz: dt.tzinfo | None = None) -> int:
     """`now`, a PostHog relative date or an ISO 8601 datetime → nanoseconds since the epoch. Relative
     dates are computed in `tz` (the project's zone); a datetime without an offset is read in `naive_tz`,
-    by default `tz` too."""
+    by default `tz` too. A time outside MIN_NS..MAX_NS is a TimeError, like an unreadable one."""
     if not isinstance(value, str):
         raise TimeError(f"expected an ISO datetime or a relative date such as -1h, got {value!r}")
     text = value.strip()
@@ -212,9 +223,9 @@ def parse_time(value: object, tz: dt.tzinfo, now_ns: int, *, naive_tz: dt.tzinfo
         return now_ns
     relative = parse_relative(text, tz, now_ns)
     if relative is not None:
-        return relative
+        return check_range(relative, value)
     ns = parse_iso(text, tz if naive_tz is None else naive_tz)
     if ns is None:
         raise TimeError(f"{value!r} is neither an ISO datetime nor a relative date (-30M minutes, -6h, -7d, "
                         f"-2w, -3m months, -1y, -1dStart)")
-    return ns
+    return check_range(ns, value)

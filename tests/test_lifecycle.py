@@ -185,7 +185,7 @@ def test_sigterm_waits_for_queued_requests_and_exits_0(make_server):
             futures = [pool.submit(send_http, n) for n in range(n_http)]
             futures += [pool.submit(send_grpc, n) for n in range(n_http, n_http + n_grpc)]
             deadline = time.monotonic() + 10
-            while httpx.get(f"{srv.http_url}/healthz", timeout=5).json()["queue_items"] < total:
+            while srv.health()["queue_items"] < total:
                 assert time.monotonic() < deadline, "the requests were not all queued"
                 time.sleep(0.02)
             srv.proc.send_signal(signal.SIGTERM)

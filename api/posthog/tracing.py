@@ -7,15 +7,15 @@ Thin resources: decode the request (api/posthog/tracing_query.py), read through 
 
 from __future__ import annotations
 
-import json
 import time
 from typing import TYPE_CHECKING, Any
 
 import falcon
 
 from otelite.api.auth import RoutePolicy
+from otelite.api.body import read_json
 from otelite.api.dialect import Dialect
-from otelite.api.errors import ApiError, bad_request
+from otelite.api.errors import bad_request
 from otelite.api.posthog import tracing_query as tq
 from otelite.api.posthog.common import ERRORS, PREFIXES
 from otelite.collector.store import tracing as st
@@ -27,22 +27,12 @@ if TYPE_CHECKING:
 READ = RoutePolicy(errors=ERRORS, scopes={"GET": "tracing:read", "POST": "tracing:read"},
                    rate_class="read", project_param="project_id")
 BASE = "/tracing/spans"
-MAX_BODY = 1 << 20
 
 
 async def _json_body(req: falcon.asgi.Request) -> dict:
-    """The request body as a JSON object (an empty body is `{}`), whatever the Content-Type says."""
-    if req.content_length is not None and req.content_length > MAX_BODY:
-        raise ApiError(falcon.HTTP_413, "payload_too_large", f"request body over {MAX_BODY} bytes")
-    raw = await req.bounded_stream.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
-        raise ApiError(falcon.HTTP_413, "payload_too_large", f"request body over {MAX_BODY} bytes")
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise bad_request(f"request body is not valid JSON: {e}") from None
+    """The request body as a JSON object (an empty body is `{}`), whatever the Content-Type says; bounded
+    by api.max_request_body_size (api/body.py)."""
+    body = await read_json(req, empty={})
     if not isinstance(body, dict):
         raise bad_request("request body must be a JSON object")
     return body

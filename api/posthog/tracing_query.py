@@ -37,6 +37,7 @@ SPARKLINE_TOP_SERVICES = 10
 BUCKET_LADDER_S = (1, 5, 10, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 21600, 43200, 86400)
 
 _NS = 1_000_000_000
+_MAX_INT = 2**63 - 1  # SQLite INTEGER
 _HEX = re.compile(r"^[0-9a-fA-F]*$")
 KINDS = {"unspecified": 0, "internal": 1, "server": 2, "client": 3, "producer": 4, "consumer": 5}
 STATUS_NAMES = {"unset": (0,), "ok": (0, 1), "error": (2,)}  # "OK" means not an error (spec)
@@ -120,7 +121,8 @@ iso = times.iso_utc  # span times: ISO 8601 UTC, microseconds (nine digits in cu
 # --- scalar fields ----------------------------------------------------------------------------------------
 
 def parse_int(value: Any, *, field: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
-    """An integer field (JSON number or query-string text) within [minimum, maximum]."""
+    """An integer field (JSON number or query-string text) within [minimum, maximum], and at most the
+    largest 64-bit integer SQLite takes (a bigger offset is a 400, not an overflow in the query)."""
     if value is None or value == "":
         return default
     if isinstance(value, str) and re.fullmatch(r"\s*-?\d{1,18}\s*", value):
@@ -130,6 +132,8 @@ def parse_int(value: Any, *, field: str, default: int, minimum: int = 0, maximum
     if value < minimum or (maximum is not None and value > maximum):
         bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
         raise bad_request(f"{field}: must be {bound}, got {value}", attr=field)
+    if value > _MAX_INT:
+        raise bad_request(f"{field}: must be at most {_MAX_INT}, got {value}", attr=field)
     return value
 
 
@@ -220,6 +224,8 @@ def parse_filter(value: dict, path: str) -> Filter | None:
     key, kind, op = value.get("key"), value.get("type"), value.get("operator", "exact")
     if not isinstance(key, str) or not key:
         raise bad_request(f"{path}.key: expected a non-empty string", attr="filterGroup")
+    if "\x00" in key:  # SQLite's JSON functions end a key at a NUL: such a key can never be found
+        raise bad_request(f"{path}.key: an attribute key cannot contain a NUL character", attr="filterGroup")
     source = FILTER_TYPES.get(kind) if isinstance(kind, str) else None
     if source is None:
         raise bad_request(f"{path}.type: expected span, span_attribute or span_resource_attribute, got {kind!r}",
@@ -411,7 +417,7 @@ def decode_cursor(value: Any) -> tuple[int, bytes] | None:
         doc = json.loads(base64.b64decode(text + "=" * (-len(text) % 4), validate=True))
         ts, sid = doc["timestamp"], doc["span_id"]
         start = times.parse_iso(ts) if isinstance(ts, str) else None
-        if start is None or not isinstance(sid, str) or len(sid) != 16 or not _HEX.match(sid):
+        if start is None or not times.MIN_NS <= start <= times.MAX_NS or not isinstance(sid, str) or len(sid) != 16 or not _HEX.match(sid):
             raise ValueError
         return start, bytes.fromhex(sid)
     except (ValueError, TypeError, KeyError, binascii.Error):

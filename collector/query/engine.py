@@ -21,6 +21,7 @@ import numpy as np
 from otelite.collector.query.model import (DISTRIBUTION_TYPES, MIN_LOOKBACK_NS, GroupKey, Query, Result,
                                            SeriesResult, TooManyBuckets, UnsupportedAggregation)
 from otelite.collector.query.reduce import Cells, bucket_of, combine, series_cells
+from otelite.collector.store import budget
 from otelite.collector.store.metrics import SeriesSet, label_values, select_series
 from otelite.collector.store.points import PointCache, ReadTransaction
 
@@ -79,7 +80,9 @@ def prepare(conn: sqlite3.Connection, cache: PointCache, query: Query, *, keep_p
         if len(series) == 0:
             return Prepared(query, series, edges, None)
         loaded_from = int(edges[0]) - _lookback(query, series.type)
+        budget.check()  # the read's deadline (collector/store/budget.py), between the engine's passes
         pts = cache.points(conn, series, loaded_from, query.end_ns)
+    budget.check()
     if not series.complete:
         pts = pts.take(np.isin(pts.series_id, series.ids))
     sidx = np.searchsorted(series.ids, pts.series_id)
@@ -124,6 +127,7 @@ def group(conn: sqlite3.Connection, prepared: Prepared, keys: tuple[GroupKey, ..
     keys = query.group_by if keys is None else keys
     limit = query.group_limit if limit is None else limit
     group_of, labels = group_index(conn, prepared.series, keys, limit)
+    budget.check()
     g, b, v = combine(prepared.cells, group_of, query.aggregation, prepared.nb)
     if g.size == 0:
         return result

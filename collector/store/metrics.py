@@ -44,6 +44,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from otelite.collector.store import budget
 from otelite.collector.store.regex import compile_regex
 
 SCOPES = ("auto", "attribute", "resource")
@@ -148,6 +149,7 @@ def label_values(conn: sqlite3.Connection, series: SeriesSet, key: str, scope: s
     resource: dict[int, str] = {}
     keys = [key] + (["service.name"] if key == SERVICE_NAME else [])
     for k in keys:
+        budget.check()  # a read's deadline (collector/store/budget.py), between passes over every series
         for sid, value, source in conn.execute(
                 "SELECT series_id, value, source FROM metric_series_labels WHERE project_id = ? AND key = ?",
                 (series.project_id, k)):
@@ -171,6 +173,7 @@ def filter_mask(conn: sqlite3.Connection, series: SeriesSet, filters: tuple[Labe
     """AND of the filters over the series (a series without the key has the label "")."""
     mask = np.ones(len(series), dtype=bool)
     for f in filters:
+        budget.check()
         if not mask.any():
             break
         values = label_values(conn, series, f.key, f.scope)
@@ -194,6 +197,7 @@ def series_labels(conn: sqlite3.Connection, series_ids: list[int]) -> dict[int, 
     resource: dict[int, dict[str, str]] = {sid: {} for sid in series_ids}
     ids = list(series_ids)
     for i in range(0, len(ids), _CHUNK):
+        budget.check()
         chunk = ids[i:i + _CHUNK]
         for sid, key, value, source in conn.execute(
                 f"SELECT series_id, key, value, source FROM metric_series_labels WHERE series_id IN "

@@ -21,9 +21,12 @@ Planning notes (measured on 1M spans, see bench/query_tracing.py):
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from dataclasses import dataclass, field
 from typing import Iterable, Union
+
+from otelite.collector.store import budget
 
 OPERATORS = ("exact", "is_not", "icontains", "not_icontains", "regex", "not_regex", "gt", "lt", "is_set",
              "is_not_set")
@@ -124,14 +127,19 @@ def _placeholders(n: int) -> str:
     return ", ".join("?" * n)
 
 
+_PLAIN_KEY = re.compile(r'[^"\\\x00-\x1f]*')
+
+
 def _attribute_sql(column: str, key: str) -> tuple[Sql, Sql]:
     """(text, json type) expressions of attribute `key` in JSON column `column`.
 
     The text reads as the API renders attribute values: strings as-is, booleans true/false, numbers and
     nested values as JSON. A key is addressed as a quoted JSON path label (`$."http.method"`, so dots are
-    literal); SQLite cannot escape a double quote inside a label, so such keys go through json_each.
+    literal). A label is compared with the key as JSON text escapes it and cannot hold a double quote or
+    a NUL (a path error), so keys with characters JSON escapes (`"`, `\\`, control characters) go through
+    json_each, which compares decoded keys.
     """
-    if '"' not in key:
+    if _PLAIN_KEY.fullmatch(key):
         path = f'$."{key}"'
         text = Sql(f"CASE json_type({column}, ?) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' "
                    f"ELSE CAST(json_extract({column}, ?) AS TEXT) END", [path, path])
@@ -288,11 +296,13 @@ def self_times(spans: Iterable[tuple[bytes, bytes | None, int, int]]) -> dict[by
     parent (async work) only counts while the parent runs, so a self time is never negative.
     """
     spans = list(spans)
+    budget.check()  # a trace can hold millions of spans: the read's deadline (collector/store/budget.py)
     children: dict[bytes, list[tuple[int, int]]] = {}
     for span_id, parent, start, end in spans:
         if parent is not None:
             children.setdefault(parent, []).append((start, end))
     out: dict[bytes, int] = {}
+    budget.check()
     for span_id, _parent, start, end in spans:
         covered = 0
         cursor = start

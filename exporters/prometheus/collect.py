@@ -24,6 +24,7 @@ from itertools import accumulate
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from otelite.collector.store import budget
 from otelite.collector.store import metrics as sm
 from otelite.exporters.prometheus import translation as tr
 from otelite.exporters.prometheus.exposition import (COUNTER, GAUGE, HISTOGRAM, INFO, SUMMARY, Family, float_label,
@@ -93,6 +94,7 @@ class StoreCollector:
         """`collect` and render in one go, reusing the text of samples that did not change."""
         with self._lock:
             families = self._collect(conn, project_id, openmetrics, time.time_ns() if now_ns is None else now_ns)
+            budget.check()  # the read's deadline (collector/store/budget.py), before rendering
             memo = self._memos[openmetrics]
             body = generate_latest(families, openmetrics, memo)
             if len(memo) > 2 * len(self._built) + 1000:  # forget the text of samples no longer current
@@ -105,8 +107,10 @@ class StoreCollector:
         rows = sm.live_series_states(conn, project_id, cutoff)  # sm.LIVE_STATE_COLUMNS
         cache = self._series
         unknown = [r[0] for r in rows if r[0] not in cache]
+        budget.check()
         if unknown:
             self._translate(conn, unknown)
+            budget.check()
         # family name → [type, help, unit, samples]
         families: dict[str, list] = {}
         conflicts: set[str] = set()
@@ -243,7 +247,9 @@ class StoreCollector:
             pairs.append((tr.SCOPE_VERSION, scope_version))
         pairs += tr.job_instance(resource)
         pairs.sort()
-        return _Series(family, typ, description, tr.family_unit(family, unit, gauge=is_gauge),
+        # Every family gets a HELP line (promtool's lint asks for one): the description, else the name the
+        # application gave the metric (issue 10).
+        return _Series(family, typ, description or name, tr.family_unit(family, unit, gauge=is_gauge),
                        tr.render_labels(pairs), rid, _SHAPES[otel_type])
 
     def _load(self, conn: sqlite3.Connection, table: str, ids: set[int]) -> None:

@@ -22,7 +22,7 @@ from otelite.collector.query.model import GroupKey
 from otelite.collector.store.metrics import LabelFilter
 from otelite.collector.store.records import label_text
 from otelite.collector.store.regex import RegexError
-from otelite.collector.times import NS, TimeError, parse_time
+from otelite.collector.times import MAX_NS, MIN_NS, NS, TimeError, parse_time
 
 AGGREGATIONS = ("sum", "avg", "min", "max", "count", "p50", "p90", "p95", "p99", "rate", "increase",
                 "histogram_quantile")
@@ -99,7 +99,8 @@ def _time(value: Any, attr: str, tz: dt.tzinfo, now_ns: int, naive_tz: dt.tzinfo
     """An ISO or relative date (collector/times.py; relative dates in `tz`, ISO without an offset in
     `naive_tz`, default `tz`), or epoch seconds as a JSON number."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not math.isfinite(value) or abs(value) > 1e11:
+        # Within the storable range (collector/times.py: years 1677 to 2262), or the bucket grid overflows.
+        if not math.isfinite(value) or not MIN_NS <= value * NS <= MAX_NS:
             raise bad_request(f"{attr}: {value!r} is not a time in epoch seconds", attr=attr)
         return int(round(value * NS))
     try:

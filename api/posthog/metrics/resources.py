@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import falcon
 
 from otelite.api.auth import RoutePolicy
+from otelite.api.body import read_document
 from otelite.api.dialect import Dialect
 from otelite.api.errors import bad_request
 from otelite.api.posthog.common import ERRORS, PREFIXES
@@ -39,7 +40,9 @@ def _values(conn: sqlite3.Connection, project_id: int, search: str, limit: int) 
 
 
 async def _body(req: falcon.asgi.Request) -> object:
-    return await req.get_media(default_when_empty=None)
+    """JSON, or a form with a `query` field holding JSON (PostHog's curl examples), bounded by
+    api.max_request_body_size (api/body.py)."""
+    return await read_document(req)
 
 
 class HasMetricsResource:
@@ -62,7 +65,7 @@ class ValuesResource:
         raw = req.get_param("limit")
         limit = VALUES_LIMIT_DEFAULT
         if raw is not None:
-            if not raw.strip().isdigit() or not 1 <= int(raw) <= VALUES_LIMIT_MAX:
+            if not (raw.strip().isascii() and raw.strip().isdigit()) or not 1 <= int(raw) <= VALUES_LIMIT_MAX:
                 raise bad_request(f"limit must be an integer from 1 to {VALUES_LIMIT_MAX}, got {raw!r}", attr="limit")
             limit = int(raw)
         search = req.get_param("value") or ""
