@@ -25,7 +25,7 @@ from otelite.collector.normalize.otlp import fingerprint
 from otelite.collector.store.events import EventRow
 from otelite.collector.store.metrics import DISTRIBUTION, FLUX_SCOPE, SET
 from otelite.collector.store.records import WriteBatch, label_text
-from otelite.collector.times import iso, parse_iso
+from otelite.collector.times import NS, iso_utc, parse_iso
 
 FLUX_TYPES = ("gauge", "counter", "distribution", "set")
 # Flux type → (store type, temporality, is_monotonic)
@@ -60,7 +60,15 @@ class FluxMetric:
 
     def echo(self) -> dict:
         """The stored metric as `POST /api/v1/metrics` answers it (seed 003)."""
-        return {"name": self.name, "type": self.type, "value": self.value, "timestamp": iso(self.time_ns)}
+        return {"name": self.name, "type": self.type, "value": self.value, "timestamp": flux_time(self.time_ns)}
+
+
+def flux_time(ns: int) -> str:
+    """ISO 8601 UTC with a `Z`, with as many fraction digits as the time needs: whole seconds as the seed
+    shows them, milliseconds as the SDK sends them, micro- or nanoseconds only when present."""
+    frac = ns % NS
+    text = iso_utc(ns, 9 if frac % 1000 else 6 if frac % 10**6 else 3)
+    return text[:-5] + "Z" if frac == 0 else text
 
 
 # --- fields ---------------------------------------------------------------------------------------------

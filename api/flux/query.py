@@ -37,7 +37,8 @@ from otelite.collector.query.grid import FixedGrid
 from otelite.collector.query.model import Aggregation, GroupKey, Query, QueryError, TooManyBuckets
 from otelite.collector.store import metrics as sm
 from otelite.collector.store.points import PointCache
-from otelite.collector.times import NS, iso, parse_iso
+from otelite.api.flux.ingest import flux_time
+from otelite.collector.times import NS, parse_iso
 
 AGGREGATIONS = {
     "gauge": ("last", "avg", "min", "max"),
@@ -57,6 +58,16 @@ _DEFAULT_RANGE_NS = 86400 * NS
 MAX_BUCKETS = 50_000  # a range over more buckets of the interval is refused (the answer would be huge)
 _TAG_PARAM = re.compile(r"^tags\[(.+)\]$")
 _TIME_MAX_NS = (1 << 63) - 2
+
+
+def tag_filter_key(param: str) -> str | None:
+    """`tags[key]` → key; None for another parameter. A malformed `tags[...` parameter is a 400."""
+    if not param.startswith("tags["):
+        return None
+    m = _TAG_PARAM.match(param)
+    if m is None:
+        raise _bad(param[:64], "a tag filter is tags[<key>]=<value>")
+    return m.group(1)
 
 
 # --- types --------------------------------------------------------------------------------------------------
@@ -80,8 +91,8 @@ def _latest(infos: list[sm.MetricInfo]) -> sm.MetricInfo:
 def describe(info: sm.MetricInfo) -> dict:
     """A catalog entry as Flux lists it: tags are the point attribute keys."""
     return {"name": info.name, "type": flux_type(info.type, info.monotonic, info.temporality),
-            "tags": list(info.attribute_keys), "first_seen": iso(info.first_seen_ns),
-            "last_seen": iso(info.last_seen_ns)}
+            "tags": list(info.attribute_keys), "first_seen": flux_time(info.first_seen_ns),
+            "last_seen": flux_time(info.last_seen_ns)}
 
 
 def list_metrics(conn: sqlite3.Connection, project_id: int) -> list[dict]:
@@ -184,12 +195,12 @@ def parse_query(name: str, params: dict, now_ns: int) -> FluxQuery:
         if len(set(aggregations)) != len(aggregations):
             raise invalid(INVALID_AGGREGATION, "aggregation: each aggregation may appear once")
     filters = []
-    for key, value in params.items():
-        m = _TAG_PARAM.match(key)
-        if m is None:
+    for param, value in params.items():
+        key = tag_filter_key(param)
+        if key is None:
             continue
         values = value if isinstance(value, list) else [value]  # a repeated tag filter: any of its values
-        filters.append(sm.LabelFilter.equals(m.group(1), values))
+        filters.append(sm.LabelFilter.equals(key, values))
     group_by = _one(params, "group_by")
     if group_by is not None:
         if not group_by.startswith("tags.") or len(group_by) == len("tags."):
@@ -263,7 +274,7 @@ def run_query(conn: sqlite3.Connection, cache: PointCache, project_id: int, q: F
         out = []
         for t in sorted(table):
             values = table[t]
-            row: dict[str, Any] = {"timestamp": iso(t)}
+            row: dict[str, Any] = {"timestamp": flux_time(t)}
             if one:
                 row["value"] = values.get(aggregations[0])
             else:

@@ -10,7 +10,6 @@ store's catalog and the engine), then answer in the seed's `{"data": ...}` envel
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -22,10 +21,11 @@ from otelite.api.flux.common import (BATCH, BATCH_TOO_LARGE, INVALID_PARAMETER, 
                                      QUERY, READ, invalid)
 from otelite.api.flux.ingest import (MAX_BATCH, MAX_NAME, MAX_TEXT, ItemError, Outcome, metric_rows, parse_event,
                                      parse_items, parse_metric, parse_tags)
-from otelite.api.flux.query import get_metric, list_metrics, parse_query, run_query
+from otelite.api.flux.ingest import flux_time
+from otelite.api.flux.query import get_metric, list_metrics, parse_query, run_query, tag_filter_key
 from otelite.collector.pipeline.ingest import StoreFull, StoreUnavailable
 from otelite.collector.store.events import EventSelection, StoredEvent, insert_events, list_events
-from otelite.collector.times import iso, parse_iso
+from otelite.collector.times import parse_iso
 
 if TYPE_CHECKING:
     from otelite.api.dialect import Services
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 
 RECEIVER = "flux"  # the `receiver` label of otelite_receiver_*_metric_points_total
 EVENTS_LIMIT_DEFAULT, EVENTS_LIMIT_MAX, EVENTS_OFFSET_MAX = 100, 1000, 1_000_000
-_TAG_PARAM = re.compile(r"^tags\[(.+)\]$")
 
 
 def _unavailable(message: str, retry_after: int) -> ApiError:
@@ -146,9 +145,10 @@ class FluxBatchResource:
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         self._writer.admit()
-        body = await read_json(req, empty={})
-        if not isinstance(body, dict):
-            raise invalid(INVALID_VALUE, "the body must be an object {events: [...], metrics: [...]}")
+        body = await read_json(req)
+        if not isinstance(body, dict) or not ("events" in body or "metrics" in body):
+            raise invalid(INVALID_VALUE, "the body must be an object {events: [...], metrics: [...]} "
+                                         "(either list may be empty)")
         events, metrics = _items(body, "events", required=False), _items(body, "metrics", required=False)
         project_id, now = req.context.project.id, time.time_ns()
         event_outcome = parse_items(events, parse_event, project_id, now)
@@ -221,10 +221,10 @@ def _time_param(params: dict, name: str) -> int | None:
 def parse_events_query(project_id: int, params: dict) -> EventSelection:
     """`GET /events?name&from&to&user_id&session_id&environment&service&tags[key]&limit&offset`."""
     tags = {}
-    for key in params:
-        m = _TAG_PARAM.match(key)
-        if m is not None:
-            tags[m.group(1)] = _param(params, key)
+    for param in params:
+        key = tag_filter_key(param)
+        if key is not None:
+            tags[key] = _param(params, param)
     try:
         parse_tags(tags, "tags")  # the same limits as stored tags
     except ItemError as e:
@@ -242,7 +242,7 @@ def parse_events_query(project_id: int, params: dict) -> EventSelection:
 
 
 def render_event(e: StoredEvent) -> dict:
-    return {"id": e.id, "name": e.name, "timestamp": iso(e.time_ns), "value": e.value, "properties": e.properties,
+    return {"id": e.id, "name": e.name, "timestamp": flux_time(e.time_ns), "value": e.value, "properties": e.properties,
             "tags": e.tags, "user_id": e.user_id, "session_id": e.session_id, "environment": e.environment,
             "service": e.service}
 
