@@ -20,29 +20,24 @@ _GENERIC_ERROR = {"type": "object", "required": ["code", "detail"],
 _TAG_VALUE = {"type": ["string", "number", "boolean", "null"]}
 _TAGS_IN = {"type": ["object", "null"], "maxProperties": MAX_TAGS,
             "propertyNames": {"minLength": 1, "maxLength": 256}, "additionalProperties": _TAG_VALUE}
-_TIME_IN = {"type": ["string", "null"], "format": "date-time",
+# Times the store can hold: 1970 up to 2262 (signed 64-bit nanoseconds); the pattern keeps to 2259.
+_YEARS = r"^(19[7-9][0-9]|2[01][0-9][0-9]|22[0-5][0-9])-"
+_TIME = {"type": "string", "format": "date-time", "pattern": _YEARS}
+_TIME_IN = {"type": ["string", "null"], "format": "date-time", "pattern": _YEARS,
             "description": "ISO 8601 (default now; without an offset: UTC)"}
 _NAME = {"type": "string", "minLength": 1, "maxLength": MAX_NAME, "pattern": r"\S"}
 
-METRIC_IN = {
-    "type": "object", "required": ["name", "type", "value"],
-    "properties": {
-        "name": _NAME,
-        "type": {"type": "string", "enum": list(FLUX_TYPES)},
-        "value": {"type": ["number", "string"], "description": "a number; a set's member is a string"},
-        "timestamp": _TIME_IN,
-        "tags": _TAGS_IN,
-    },
-}
-EVENT_IN = {
-    "type": "object", "required": ["name"],
-    "properties": {
-        "name": _NAME, "timestamp": _TIME_IN, "value": {"type": ["number", "null"]},
-        "properties": {"type": ["object", "null"]}, "tags": _TAGS_IN,
-        "user_id": {"type": ["string", "number", "null"]}, "session_id": {"type": ["string", "number", "null"]},
-        "environment": _NULLABLE_STR, "service": _NULLABLE_STR,
-    },
-}
+_METRIC_FIELDS = {"name": _NAME, "timestamp": _TIME_IN, "tags": _TAGS_IN}
+# The value's type follows the metric's: a number, or a set's member (a string; numbers and booleans are
+# rendered as one).
+METRIC_IN = {"oneOf": [
+    {"type": "object", "required": ["name", "type", "value"],
+     "properties": {**_METRIC_FIELDS, "type": {"type": "string", "enum": ["gauge", "counter", "distribution"]},
+                    "value": {"type": "number"}}},
+    {"type": "object", "required": ["name", "type", "value"],
+     "properties": {**_METRIC_FIELDS, "type": {"const": "set"},
+                    "value": {"type": ["string", "number", "boolean"], "maxLength": 4096}}},
+]}
 _ITEM_ERRORS = {"type": "array", "items": {"type": "object", "required": ["index", "code", "message"],
                                            "properties": {"index": {"type": "integer"}, "code": _STR,
                                                           "message": _STR}}}
@@ -74,12 +69,13 @@ def _json(schema: dict, description: str) -> dict:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _errors(*statuses: str, bad_request: dict = _ERROR) -> dict:
+def _errors(*statuses: str, bad_request: dict = _ERROR, not_found: dict = _ERROR) -> dict:
     text = {"400": "invalid request (Flux's code says why)", "401": "no or unknown API key",
             "403": "the key lacks the scope", "404": "not found", "413": "body too large",
             "415": "unsupported Content-Encoding", "429": "rate limited; retry after Retry-After seconds",
             "503": "the store is full; retry after Retry-After seconds"}
-    return {s: _json(bad_request if s == "400" else _ERROR, text[s]) for s in statuses}
+    shapes = {"400": bad_request, "404": not_found}
+    return {s: _json(shapes.get(s, _ERROR), text[s]) for s in statuses}
 
 
 _READ_ERRORS = ("400", "401", "403", "404", "429")
@@ -95,9 +91,17 @@ def _query(name: str, schema: dict, description: str) -> dict:
 
 
 _TAG_FILTER = {"name": "tags", "in": "query", "required": False, "style": "deepObject", "explode": True,
-               "schema": {"type": "object", "additionalProperties": {"type": "string"}},
+               "schema": {"type": "object", "propertyNames": {"minLength": 1, "maxLength": 256},
+                          "additionalProperties": {"type": "string"}},
                "description": "tags[key]=value: only readings with that tag value"}
-_NAME_PARAM = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+# A metric name holding "/" cannot be addressed in a path: the router answers that 404 (generic shape).
+_ROUTED_404 = {"anyOf": [_ERROR, _GENERIC_ERROR]}
+_NAME_PARAM = {"name": "name", "in": "path", "required": True,
+               "schema": {"type": "string", "minLength": 1, "maxLength": MAX_NAME, "pattern": "^[^/]+$"}}
+# Batch items are validated one by one: an invalid item is rejected in the answer, not the request.
+_BATCH_ITEM = {"description": "a metric (see POST /metrics); each is validated alone"}
+_BATCH_EVENT = {"description": "an event {name, timestamp?, value?, properties?, tags?, user_id?, session_id?, "
+                              "environment?, service?}; each is validated alone"}
 
 
 def _operations(shared_metrics: bool) -> dict[str, dict[str, Any]]:
@@ -120,16 +124,18 @@ def _operations(shared_metrics: bool) -> dict[str, dict[str, Any]]:
                      "requestBody": _body({"anyOf": [
                          {"type": "object", "required": ["metrics"],
                           "properties": {"metrics": {"type": "array", "minItems": 1, "maxItems": MAX_BATCH,
-                                                     "items": METRIC_IN}}},
-                         {"type": "array", "minItems": 1, "maxItems": MAX_BATCH, "items": METRIC_IN}]}),
+                                                     "items": _BATCH_ITEM}}},
+                         {"type": "array", "minItems": 1, "maxItems": MAX_BATCH, "items": _BATCH_ITEM}]}),
                      "responses": {"200": _json(_data(_COUNTS), "the valid items are stored"),
                                    **_errors(*_WRITE_ERRORS)}},
         },
         "/flux/batch": {
             "post": {"summary": "Flux: events and metrics together (what BrainzLab's SDK sends)",
-                     "requestBody": _body({"type": "object", "properties": {
-                         "events": {"type": ["array", "null"], "maxItems": MAX_BATCH, "items": EVENT_IN},
-                         "metrics": {"type": ["array", "null"], "maxItems": MAX_BATCH, "items": METRIC_IN}}}),
+                     "requestBody": _body({"type": "object", "anyOf": [{"required": ["events"]},
+                                                                       {"required": ["metrics"]}],
+                                           "properties": {
+                         "events": {"type": ["array", "null"], "maxItems": MAX_BATCH, "items": _BATCH_EVENT},
+                         "metrics": {"type": ["array", "null"], "maxItems": MAX_BATCH, "items": _BATCH_ITEM}}}),
                      "responses": {"200": _json(_data({"type": "object", "required": ["events", "metrics"],
                                                        "properties": {"events": _COUNTS, "metrics": _COUNTS}}),
                                                 "the valid items are stored"),
@@ -140,14 +146,14 @@ def _operations(shared_metrics: bool) -> dict[str, dict[str, Any]]:
                     "responses": {"200": _json(_data({**_METRIC_DEF, "required": _METRIC_DEF["required"] + [
                         "data_points"], "properties": {**_METRIC_DEF["properties"],
                                                        "data_points": {"type": "integer"}}}), "the metric"),
-                                  **_errors(*_READ_ERRORS)}},
+                                  **_errors(*_READ_ERRORS, not_found=_ROUTED_404)}},
         },
         "/metrics/{name}/query": {
             "get": {"summary": "Flux: aggregations of a metric per interval (empty buckets omitted)",
                     "parameters": [
                         _NAME_PARAM,
-                        _query("from", {"type": "string", "format": "date-time"}, "ISO 8601; default to − 24h"),
-                        _query("to", {"type": "string", "format": "date-time"}, "ISO 8601, inclusive; default now"),
+                        _query("from", _TIME, "ISO 8601; default to − 24h"),
+                        _query("to", _TIME, "ISO 8601, inclusive; default now"),
                         _query("aggregation", {"type": "string"},
                                f"one or several, comma-separated: {', '.join(ALL_AGGREGATIONS)}"),
                         _query("interval", {"type": "string", "pattern": r"^[1-9][0-9]{0,5}[smhd]$"},
@@ -158,14 +164,14 @@ def _operations(shared_metrics: bool) -> dict[str, dict[str, Any]]:
                         "type": "object", "required": ["name", "aggregation", "interval"],
                         "properties": {"name": _STR, "aggregation": _STR, "interval": _STR, "series": _ROWS,
                                        "groups": {"type": "object", "additionalProperties": _ROWS}}}),
-                        "one row per bucket with data"), **_errors(*_READ_ERRORS)}},
+                        "one row per bucket with data"), **_errors(*_READ_ERRORS, not_found=_ROUTED_404)}},
         },
         "/events": {
             "get": {"summary": "Flux: events, newest first",
                     "parameters": [
                         _query("name", _STR, "exact, or a prefix ending in *"),
-                        _query("from", {"type": "string", "format": "date-time"}, "ISO 8601, inclusive"),
-                        _query("to", {"type": "string", "format": "date-time"}, "ISO 8601, inclusive"),
+                        _query("from", _TIME, "ISO 8601, inclusive"),
+                        _query("to", _TIME, "ISO 8601, inclusive"),
                         _query("user_id", _STR, "exact"), _query("session_id", _STR, "exact"),
                         _query("environment", _STR, "exact"), _query("service", _STR, "exact"),
                         _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "default 100"),

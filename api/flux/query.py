@@ -131,7 +131,7 @@ def _bad(param: str, message: str) -> ApiError:
 
 def _time(params: dict, name: str) -> int | None:
     raw = _one(params, name)
-    if raw is None or raw == "":
+    if raw is None:
         return None
     ns = parse_iso(raw) if len(raw) <= 64 else None
     if ns is None:
@@ -177,7 +177,7 @@ def parse_query(name: str, params: dict, now_ns: int) -> FluxQuery:
     if start > end:
         raise _bad("from", "must not be after to")
     raw_interval = _one(params, "interval")
-    interval = raw_interval if raw_interval else auto_interval(end - start)
+    interval = raw_interval if raw_interval is not None else auto_interval(end - start)
     step = parse_interval(interval)
     if defaulted:
         start -= start % step

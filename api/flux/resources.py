@@ -210,7 +210,7 @@ def _int_param(params: dict, name: str, default: int, low: int, high: int) -> in
 
 def _time_param(params: dict, name: str) -> int | None:
     raw = _param(params, name, 64)
-    if raw is None or raw == "":
+    if raw is None:
         return None
     ns = parse_iso(raw)
     if ns is None or not 0 <= ns < 1 << 63:
