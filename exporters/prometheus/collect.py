@@ -2,8 +2,9 @@
 
 One scrape is one read of the latest state of the live series (`collector.store.metrics.live_series_states`:
 one row per series seen within `metric_expiration`, kept current by the writer): its cost depends on the
-number of live series, never on history. This module only translates and renders; every read goes through
-the store's metrics reader.
+number of live series, never on history (Flux distributions and sets add a read of their observations
+within the expiry window: their summary quantiles and distinct members). This module only translates and
+renders; every read goes through the store's metrics reader.
 Everything about a series that cannot change (its Prometheus name, type and rendered labels) is
 translated once and cached by series id; a fingerprinted series, resource or scope never changes.
 
