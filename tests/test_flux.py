@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
@@ -381,7 +382,8 @@ def test_rate_limits_default_on_configurable_off(tmp_path, live, flux):
     # The module's server has the limits configured off: more than 10 batches in a minute never 429.
     for _ in range(12):
         assert flux.post("/flux/batch", {"events": [], "metrics": []}).status_code == 200
-    srv = start_server(tmp_path, None, "limits")
+    # A one-item queue in front of the writer, so concurrent writes meet a full store (503 below).
+    srv = start_server(tmp_path, {"exporters": {"sqlite": {"sending_queue": {"queue_size": 1}}}}, "limits")
     try:
         key = srv.admin_key()
         api = Flux(srv, key)
@@ -406,6 +408,17 @@ def test_rate_limits_default_on_configurable_off(tmp_path, live, flux):
         elapsed = time.monotonic() - started
         assert set(codes[:-1]) == {200} and codes[-1] == 429
         assert 60 <= len(codes) - 1 <= 60 + math.ceil(elapsed)
+        # A full store answers 503 with Retry-After in Flux's shape; whatever was acknowledged is stored.
+        before = srv.query("SELECT count(*) FROM metric_points")[0][0]
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(lambda i: api.post("/metrics", {"name": "t.full", "type": "counter", "value": 1}),
+                                    range(48)))
+        assert {r.status_code for r in answers} <= {201, 503}
+        for r in answers:
+            if r.status_code == 503:
+                assert int(r.headers["Retry-After"]) >= 1 and r.json()["error"]["code"] == "unavailable"
+        stored = srv.query("SELECT count(*) FROM metric_points")[0][0] - before
+        assert stored == sum(r.status_code == 201 for r in answers)
     finally:
         srv.kill()
 
