@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import falcon
 import falcon.asgi
 
-from otelite.api import openapi, prometheus
+from otelite.api import flux, openapi, prometheus
 from otelite.api.auth import AuthMiddleware
 from otelite.api.body import BodyLimit
 from otelite.api.dialect import Services
@@ -21,7 +21,7 @@ from otelite.api.errors import add_error_handlers
 from otelite.api.health import HealthResource, SelfMetricsResource
 from otelite.api.posthog import tracing as posthog_tracing
 from otelite.api.posthog.metrics import resources as posthog_metrics
-from otelite.api.ratelimit import RateLimiter
+from otelite.api.ratelimit import RateLimiter, effective_limits
 from otelite.api.ui import routes as ui_routes
 from otelite.collector.receivers.otlp import http as otlp_http
 from otelite.collector.receivers.otlp.auth import OtlpProjectResolver
@@ -52,7 +52,7 @@ class RequestIdMiddleware:
 
 
 # Every REST dialect served on the HTTP listener, in one place (docs/architecture.md, "Adding a dialect").
-DIALECTS = (posthog_tracing.DIALECT, posthog_metrics.DIALECT, prometheus.DIALECT, ui_routes.DIALECT)
+DIALECTS = (posthog_tracing.DIALECT, posthog_metrics.DIALECT, prometheus.DIALECT, ui_routes.DIALECT, flux.DIALECT)
 
 
 def create_app(config: "Config", store: "Store", ingest: "Ingest", telemetry: "Telemetry") -> falcon.asgi.App:
@@ -60,7 +60,8 @@ def create_app(config: "Config", store: "Store", ingest: "Ingest", telemetry: "T
     keys = KeyStore(store.reader())
     app = falcon.asgi.App(middleware=[
         RequestIdMiddleware(telemetry),
-        AuthMiddleware(config.auth, keys, RateLimiter(config.auth.rate_limits)),
+        AuthMiddleware(config.auth, keys,
+                       RateLimiter(effective_limits(config.auth.rate_limits, [d.rate_limits for d in DIALECTS]))),
         BodyLimit(config.api.max_request_body_size),  # after auth: strangers get 401, errors the route's shape
     ])
     app.req_options.strip_url_path_trailing_slash = True  # PostHog paths: trailing slash optional

@@ -33,6 +33,8 @@ class RoutePolicy:
     rate_class: str | Mapping[str, str] | None = None  # class name, or per method
     project_param: str | None = None  # URL parameter holding the project id or key
     public: bool = False
+    # A query parameter that may carry the key when no header does (Flux's server reads `api_key`).
+    token_param: str | None = None
 
     def rate_class_for(self, method: str) -> str | None:
         if isinstance(self.rate_class, Mapping):
@@ -89,17 +91,19 @@ class AuthMiddleware:
         scope = policy.scopes.get(req.method)
         if scope is None:
             return  # a method the route does not serve: Falcon answers 405 without running anything
-        principal = self._authenticate(req, scope)
+        principal = self._authenticate(req, scope, policy.token_param)
         req.context.principal = principal
         req.context.project = self._project(req, policy, params, principal)
         rate_class = policy.rate_class_for(req.method)
         if self._limiter.limited(rate_class):
             self._rate_limit(req, resp, policy, principal, rate_class)
 
-    def _authenticate(self, req: falcon.asgi.Request, scope: str) -> Principal:
+    def _authenticate(self, req: falcon.asgi.Request, scope: str, token_param: str | None = None) -> Principal:
         if self._open:
             return Principal(None, None, SCOPES)
         token = token_from_headers(req.get_header("Authorization"), req.get_header("X-API-Key"))
+        if not token and token_param:
+            token = req.get_param(token_param) or None
         if not token:
             raise ApiError(falcon.HTTP_401, "unauthorized",
                            "authentication credentials were not provided: send Authorization: Bearer <key>")

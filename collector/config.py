@@ -50,6 +50,7 @@ class RateLimitConfig:
     requests: int = 60  # tokens refilled per `per`
     per: float = duration(60.0)
     burst: int = 0  # bucket size; 0: `requests`
+    enabled: bool = True  # false: the class is unlimited (turns off a default a dialect declares)
 
 
 @dataclass
@@ -57,7 +58,9 @@ class AuthConfig:
     # "required": every REST route needs an API key. "none": local development only, refused unless
     # every listener is on loopback (auth.md).
     mode: str = "required"
-    # Token buckets per API key and route class (e.g. `query`, `write`); a class not listed is unlimited.
+    # Token buckets per API key and route class (e.g. `read`, `flux_batch`). A class not listed is unlimited,
+    # unless a dialect declares a default for it (Flux: flux_batch 10/min, flux_query 60/min); a class
+    # listed here replaces that default whole, and `enabled: false` turns it off.
     rate_limits: dict[str, RateLimitConfig] = mapping_of(RateLimitConfig)
 
 
@@ -162,7 +165,7 @@ class Config:
         if self.auth.mode not in ("none", "required"):
             self._fail("auth.mode", f"must be required or none, got {self.auth.mode!r}")
         for cls, limit in self.auth.rate_limits.items():
-            if limit.requests <= 0 or limit.per <= 0 or limit.burst < 0:
+            if limit.enabled and (limit.requests <= 0 or limit.per <= 0 or limit.burst < 0):
                 self._fail(f"auth.rate_limits.{cls}", "requests and per must be positive, burst not negative")
         if self.api.max_request_body_size <= 0:
             self._fail("api.max_request_body_size", "must be positive")

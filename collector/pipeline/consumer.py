@@ -33,14 +33,16 @@ class TelemetryBatch:
         self.signal = signal
         self.project_id = project_id
         self.rows = rows
-        self._payload = payload  # protobuf bytes, or the decoded message (OTLP/JSON, gRPC in-process)
+        # protobuf bytes, or the decoded message (OTLP/JSON, gRPC in-process), or None for rows a REST
+        # dialect built (Flux metrics: no OTLP request exists; `request()` is None)
+        self._payload = payload
 
     @property
     def items(self) -> int:
         """Spans or data points: what the exporter self-metrics count."""
         return self.rows.items
 
-    def request(self) -> ExportTraceServiceRequest | ExportMetricsServiceRequest:
+    def request(self) -> ExportTraceServiceRequest | ExportMetricsServiceRequest | None:
         if isinstance(self._payload, (bytes, bytearray, memoryview)):
             request_type = ExportTraceServiceRequest if self.signal == "traces" else ExportMetricsServiceRequest
             # Already validated: the walker decoded these very bytes to produce `rows`.

@@ -20,8 +20,13 @@ How metrics are stored (migrations.py has the columns; store.md, "Series identit
 
   For both, write `temporality` 0, `is_monotonic` 0, `start_ns` 0 and `flags` 0, and the tags as point
   attributes (records.label_text renders the values), exactly as an OTLP series is written, so labels,
-  filters, group-by and the catalog work unchanged. The Prometheus scrape shows neither type (it has no
-  family for them).
+  filters, group-by and the catalog work unchanged. The Prometheus scrape shows a distribution as a
+  summary (quantiles over the observations of its expiry window; `_sum`/`_count` from the running totals
+  series_state.py keeps) and a set as a gauge of the distinct members of that window (prometheus.md).
+- Flux gauges and counters are OTel types: a gauge is a `gauge`, a counter a DELTA `sum` (each request's
+  value is a delta) with `is_monotonic` 0, since Flux counters take negative values (the SDK's
+  `decrement`). Flux writes every series under the instrumentation scope `FLUX_SCOPE`; the scrape shows a
+  sum of that scope as a counter (`_total`) of the exact running total, as prometheus.md asks.
 - `metric_series_labels`: one row per (series, key) for point attributes (`source` 'point') and resource
   attributes ('resource'), so filters and group-by never touch points.
 
@@ -51,6 +56,7 @@ SCOPES = ("auto", "attribute", "resource")
 LABEL_OPS = ("eq", "neq", "regex", "not_regex")
 DISTRIBUTION = "distribution"
 SET = "set"
+FLUX_SCOPE = "otelite.flux"  # the instrumentation scope of every series the Flux dialect writes
 METRIC_TYPES = ("gauge", "sum", "histogram", "exponential_histogram", "summary", DISTRIBUTION, SET)
 SERVICE_NAME = "service_name"
 _CHUNK = 500  # ids per IN (...) list
@@ -354,6 +360,19 @@ def live_series_states(conn: sqlite3.Connection, project_id: int, seen_since_ns:
     `seen_since_ns`, found through the `metric_series_by_last_seen` index: the cost depends on the number
     of live series, never on history."""
     return conn.execute(LIVE_STATES_SQL, (project_id, seen_since_ns)).fetchall()
+
+
+def recent_observations(conn: sqlite3.Connection, series_ids: list[int], since_ns: int) -> dict[int, list]:
+    """series id → the `value` of each of its points at or after `since_ns` (numbers, or a set's member
+    texts): what the scrape summarizes for Flux distributions and sets over their expiry window."""
+    out: dict[int, list] = {sid: [] for sid in series_ids}
+    for i in range(0, len(series_ids), _CHUNK):
+        chunk = series_ids[i:i + _CHUNK]
+        for sid, value in conn.execute(
+                f"SELECT series_id, value FROM metric_points WHERE series_id IN ({_marks(len(chunk))}) "
+                "AND time_ns >= ? AND value IS NOT NULL", [*chunk, since_ns]):
+            out[sid].append(value)
+    return out
 
 
 class SeriesDefinition(NamedTuple):

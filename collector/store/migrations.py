@@ -22,6 +22,7 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from otelite.collector.store.series_state import backfill as _backfill_series_state
+from otelite.collector.store.series_state import backfill_distributions as _backfill_distributions
 
 MIGRATIONS = Migrations("otelite")
 
@@ -192,6 +193,30 @@ def _m0004_tracing_indexes(db: Database) -> None:
                "WHERE parent_span_id IS NULL")
     db.execute("CREATE INDEX spans_roots_by_service ON spans (project_id, service_name, start_ns, trace_id) "
                "WHERE parent_span_id IS NULL")
+
+
+@MIGRATIONS(name="0005_flux_events")
+def _m0005_flux_events(db: Database) -> None:
+    # flux.md: Flux events (`POST /api/v1/flux/batch`) are stored with every field the SDK sends and listed
+    # newest first by name (exact or prefix), user and time (collector/store/events.py).
+    db.execute("""CREATE TABLE flux_events (
+        id INTEGER PRIMARY KEY,
+        project_id INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        time_ns INTEGER NOT NULL,
+        value REAL,                            -- NULL: the event carried no value
+        properties TEXT,                       -- JSON object, or NULL
+        tags TEXT,                             -- JSON object of strings, or NULL
+        user_id TEXT,
+        session_id TEXT,
+        environment TEXT,
+        service TEXT)""")
+    db.execute("CREATE INDEX flux_events_by_time ON flux_events (project_id, time_ns)")
+    db.execute("CREATE INDEX flux_events_by_name ON flux_events (project_id, name, time_ns)")
+    db.execute("CREATE INDEX flux_events_by_user ON flux_events (project_id, user_id, time_ns) "
+               "WHERE user_id IS NOT NULL")
+    # The scrape's summary of a Flux distribution reads running totals the writer now keeps (series_state.py).
+    _backfill_distributions(db.conn)
 
 
 def schema_version() -> int:

@@ -8,7 +8,10 @@ inside the transaction that inserts the points, so the state always matches the 
   tie), replaced only when a newer one arrives;
 - DELTA sums and DELTA (exponential) histograms: the exact running total of every delta the store was
   given, whatever their order (sums commute), so they read as cumulative series. prometheus.md asks to do
-  better than the Collector's accumulation, which keeps only deltas that line up in time.
+  better than the Collector's accumulation, which keeps only deltas that line up in time. Flux counters
+  are DELTA sums (metrics.py), so their state is their exact running total.
+- Flux distributions (one point per observation, metrics.py): `count`, `sum`, `min` and `max` of every
+  observation ever stored (the summary's `_count` and `_sum` on the scrape), `value` the newest one.
 
 Rows are tuples in `STATE_COLUMNS` order (the same values as `records.POINT_COLUMNS`, series id first).
 """
@@ -23,6 +26,7 @@ from typing import Any, Iterable
 
 log = logging.getLogger("otelite.store")
 
+DISTRIBUTION = "distribution"  # metrics.DISTRIBUTION (not imported: metrics.py reads this table)
 STATE_COLUMNS = ("series_id", "project_id", "time_ns", "start_ns", "value", "count", "sum", "min", "max",
                  "flags", "buckets", "exemplars")
 _ACCUMULATED_TYPES = frozenset(("sum", "histogram", "exponential_histogram"))
@@ -78,12 +82,16 @@ class SeriesStateUpdater:
             self._load_kinds(conn, missing)
         newest: dict[int, tuple] = {}
         deltas: dict[int, list[tuple]] = {}
+        observations: dict[int, list[tuple]] = {}
         for p in points:
             sid = p[1]
             kind, temporality = kinds.get(sid, ("", 0))
             if temporality == DELTA and kind in _ACCUMULATED_TYPES:
                 if not p[9] & _NO_RECORDED_VALUE:  # a delta without a value adds nothing
                     deltas.setdefault(sid, []).append(p)
+            elif kind == DISTRIBUTION:
+                if p[4] is not None:
+                    observations.setdefault(sid, []).append(p)
             else:
                 cur = newest.get(sid)
                 if cur is None:
@@ -100,6 +108,10 @@ class SeriesStateUpdater:
             for sid, pts in deltas.items():
                 rows.append(accumulate(kinds[sid][0], current.get(sid), pts))
             conn.executemany(SQL_REPLACE, rows)
+        if observations:
+            current = _current_states(conn, list(observations))
+            conn.executemany(SQL_REPLACE, [count_observations(current.get(sid), pts)
+                                           for sid, pts in observations.items()])
         if len(kinds) > _KINDS_MAX:
             kinds.clear()
 
@@ -165,6 +177,25 @@ def accumulate(kind: str, state: tuple | None, points: list[tuple]) -> tuple:
         acc[10] = _dumps(parsed)
     if isinstance(acc[5], int) and abs(acc[5]) > _INT64_MAX:
         acc[5] = float(acc[5])
+    return tuple(acc)
+
+
+def count_observations(state: tuple | None, points: list[tuple]) -> tuple:
+    """Fold a Flux distribution's observation `points` into its `state` (module docstring): running count,
+    sum, min and max; the newest observation as `value` and its time as `time_ns`."""
+    acc = list(state) if state is not None else None
+    for p in points:
+        v = p[4]
+        if acc is None:
+            acc = list(state_row(p))
+            acc[5], acc[6], acc[7], acc[8] = 1, v, v, v
+            continue
+        acc[5] = (acc[5] or 0) + 1
+        acc[6] = _add_values(acc[6], v)
+        acc[7] = _combine(min, acc[7], v)
+        acc[8] = _combine(max, acc[8], v)
+        if p[3] >= acc[2]:
+            acc[2], acc[4] = p[3], v
     return tuple(acc)
 
 
@@ -254,6 +285,7 @@ def backfill(conn: sqlite3.Connection) -> None:
         "UPDATE metric_series_state SET exemplars = (SELECT p.exemplars FROM metric_points AS p WHERE "
         "p.series_id = metric_series_state.series_id AND p.exemplars IS NOT NULL ORDER BY p.time_ns DESC "
         "LIMIT 1) WHERE exemplars IS NULL")
+    backfill_distributions(conn)
     delta_series = conn.execute(
         f"SELECT id, type FROM metric_series WHERE temporality = {DELTA} "
         "AND type IN ('sum', 'histogram', 'exponential_histogram')").fetchall()
@@ -264,3 +296,14 @@ def backfill(conn: sqlite3.Connection) -> None:
             if not p[9] & _NO_RECORDED_VALUE]
         if points:
             conn.execute(SQL_REPLACE, accumulate(kind, None, points))
+
+
+def backfill_distributions(conn: sqlite3.Connection) -> None:
+    """The running count, sum, min and max of every Flux distribution's observations (a store written
+    before the writer kept them)."""
+    conn.execute(
+        "UPDATE metric_series_state SET count = agg.n, sum = agg.total, min = agg.lo, max = agg.hi FROM "
+        "(SELECT p.series_id AS sid, count(*) AS n, sum(p.value) AS total, min(p.value) AS lo, max(p.value) AS hi "
+        "FROM metric_points AS p JOIN metric_series AS s ON s.id = p.series_id "
+        f"WHERE s.type = '{DISTRIBUTION}' AND p.value IS NOT NULL GROUP BY p.series_id) AS agg "
+        "WHERE metric_series_state.series_id = agg.sid")

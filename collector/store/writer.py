@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from otelite.collector.store.db import connect_writer, database_bytes
+from otelite.collector.store.events import delete_events_before
 from otelite.collector.store.records import (LABEL_COLUMNS, POINT_COLUMNS, RESOURCE_COLUMNS, SCOPE_COLUMNS,
                                      SERIES_COLUMNS, SPAN_COLUMNS, WriteBatch, series_labels)
 from otelite.collector.store.series_state import SeriesStateUpdater
@@ -402,6 +403,9 @@ class Writer:
                 deleted += conn.execute(
                     "DELETE FROM metric_points WHERE id IN (SELECT id FROM metric_points WHERE time_ns < ? "
                     "LIMIT ?)", (cutoff, r.chunk_rows)).rowcount
+                # Flux events live as long as the metrics sent beside them (flux.md; events.py).
+                for (project_id,) in conn.execute("SELECT id FROM projects").fetchall():
+                    deleted += delete_events_before(conn, project_id, cutoff, r.chunk_rows)
             conn.execute("COMMIT")
         except sqlite3.Error as e:
             self._rollback(conn)

@@ -2,8 +2,9 @@
 
 One scrape is one read of the latest state of the live series (`collector.store.metrics.live_series_states`:
 one row per series seen within `metric_expiration`, kept current by the writer): its cost depends on the
-number of live series, never on history. This module only translates and renders; every read goes through
-the store's metrics reader.
+number of live series, never on history (Flux distributions and sets add a read of their observations
+within the expiry window: their summary quantiles and distinct members). This module only translates and
+renders; every read goes through the store's metrics reader.
 Everything about a series that cannot change (its Prometheus name, type and rendered labels) is
 translated once and cached by series id; a fingerprinted series, resource or scope never changes.
 
@@ -23,6 +24,8 @@ from bisect import bisect_left
 from itertools import accumulate
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
 
 from otelite.collector.store import budget
 from otelite.collector.store import metrics as sm
@@ -57,9 +60,12 @@ class _Series(NamedTuple):
     shape: int  # how the state's value columns read: _NUMBER, _EXPLICIT, _EXPONENTIAL, _SUMMARY
 
 
-_NUMBER, _EXPLICIT, _EXPONENTIAL, _SUMMARY = range(4)
+_NUMBER, _EXPLICIT, _EXPONENTIAL, _SUMMARY, _OBSERVATIONS, _MEMBERS = range(6)
 _SHAPES = {"gauge": _NUMBER, "sum": _NUMBER, "histogram": _EXPLICIT, "exponential_histogram": _EXPONENTIAL,
-           "summary": _SUMMARY}
+           "summary": _SUMMARY, sm.DISTRIBUTION: _OBSERVATIONS, sm.SET: _MEMBERS}
+# prometheus.md: a Flux distribution is a summary with these quantiles over its expiry window's observations.
+DISTRIBUTION_QUANTILES = (0.5, 0.9, 0.95, 0.99)
+_WINDOW_WHEN_NEVER_EXPIRING_NS = 300 * 10**9  # the window of distributions and sets when series never expire
 
 
 
@@ -116,6 +122,10 @@ class StoreCollector:
         conflicts: set[str] = set()
         resources: set[int] = set()
         shared = self._shared
+        # Flux distributions and sets are summarized over the window's observations (read once per scrape).
+        windowed = [r[0] for r in rows if (t := cache.get(r[0])) is not None and t.shape >= _OBSERVATIONS]
+        window = sm.recent_observations(conn, windowed, now_ns - (self.expiration_ns or _WINDOW_WHEN_NEVER_EXPIRING_NS)
+                                        ) if windowed else {}
         newest: dict[tuple[str, str], tuple[int, tuple]] = {}  # (family, labels) → (time_ns, sample)
         built = self._built
         get_series, get_family, get_built, add_resource = cache.get, families.get, built.get, resources.add
@@ -133,7 +143,9 @@ class StoreCollector:
                 continue
             # A series whose state has not changed since the last scrape reuses its sample as built then.
             prev = get_built(sid)
-            if prev is not None and prev[0] == row and prev[1] is openmetrics:
+            if s.shape >= _OBSERVATIONS:  # its window moves with time: built every scrape
+                sample = _observed(s, row, window.get(sid, ()))
+            elif prev is not None and prev[0] == row and prev[1] is openmetrics:
                 sample = prev[2]
             else:
                 value = row[2]
@@ -227,7 +239,13 @@ class StoreCollector:
     def _translate_one(self, name: str, otel_type: str, unit: str, description: str, monotonic: bool,
                        resource: dict, rid: int, scope: tuple[str, str], attributes: dict) -> _Series | None:
         if otel_type == "sum":
-            typ = COUNTER if monotonic else GAUGE
+            # A Flux counter is a non-monotonic DELTA sum (decrements are negative deltas); prometheus.md
+            # still shows it as a counter of its running total (metrics.py, FLUX_SCOPE).
+            typ = COUNTER if monotonic or scope[0] == sm.FLUX_SCOPE else GAUGE
+        elif otel_type == sm.DISTRIBUTION:
+            typ = SUMMARY
+        elif otel_type == sm.SET:
+            typ = GAUGE
         elif otel_type == "gauge":
             typ = GAUGE
         elif otel_type in ("histogram", "exponential_histogram"):
@@ -377,6 +395,22 @@ def _summary(labels: str, count: int | None, total: float | None, buckets: str |
         return None
     quantiles = json.loads(buckets).get("quantiles", []) if buckets else []
     return (labels, [(float_label(q), float(v)) for q, v in quantiles], count, total)
+
+
+def _observed(s: _Series, row: tuple, values) -> tuple | None:
+    """A Flux distribution as a summary (quantiles of the window's observations, `_count`/`_sum` of every
+    observation: the running totals in its state) or a set as a gauge of the window's distinct members."""
+    if s.shape == _MEMBERS:
+        return (s.labels, len({v if v.__class__ is str else str(v) for v in values}), None)
+    if row[3] is None:
+        return None
+    if values:
+        observed = np.asarray(values, dtype=np.float64)
+        quantiles = np.percentile(observed, [q * 100 for q in DISTRIBUTION_QUANTILES]).tolist()
+    else:
+        quantiles = [math.nan] * len(DISTRIBUTION_QUANTILES)
+    total = float(row[4]) if row[4] is not None else None
+    return (s.labels, [(float_label(q), v) for q, v in zip(DISTRIBUTION_QUANTILES, quantiles)], row[3], total)
 
 
 def _clashes(families: dict[str, list]) -> set[str]:
