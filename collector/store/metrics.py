@@ -22,6 +22,15 @@ How metrics are stored (migrations.py has the columns; store.md, "Series identit
   attributes (records.label_text renders the values), exactly as an OTLP series is written, so labels,
   filters, group-by and the catalog work unchanged. The Prometheus scrape shows neither type (it has no
   family for them).
+  - `tally` (Trifle keys, api/trifle/): one series per (key, dot path) with the path as the point attribute
+    `path`; every `track` or `assert` of a leaf is one `metric_points` row with the number in `value`.
+    A track adds (`flags` 0); an assert sets (`flags` has records.TALLY_SET). The value of any time bucket
+    is its rows applied in write order (the rowid): the last assert in the bucket, plus every track
+    written after it (the sum of the tracks when there is none). That is what Trifle stores per bucket
+    at every granularity (its assert overwrites the leaf in each granularity's bucket, its track
+    increments it), so raw rows answer any granularity asked later, exactly. `temporality` 1 (a track is
+    a delta), `is_monotonic` 0, `start_ns` 0; the engine's `tally` aggregation computes it
+    (collector/query/reduce.py), and the series state (series_state.py) folds the same way over all time.
 - `metric_series_labels`: one row per (series, key) for point attributes (`source` 'point') and resource
   attributes ('resource'), so filters and group-by never touch points.
 
@@ -50,7 +59,8 @@ SCOPES = ("auto", "attribute", "resource")
 LABEL_OPS = ("eq", "neq", "regex", "not_regex")
 DISTRIBUTION = "distribution"
 SET = "set"
-METRIC_TYPES = ("gauge", "sum", "histogram", "exponential_histogram", "summary", DISTRIBUTION, SET)
+TALLY = "tally"
+METRIC_TYPES = ("gauge", "sum", "histogram", "exponential_histogram", "summary", DISTRIBUTION, SET, TALLY)
 SERVICE_NAME = "service_name"
 _CHUNK = 500  # ids per IN (...) list
 

@@ -58,7 +58,7 @@ class _Series(NamedTuple):
 
 _NUMBER, _EXPLICIT, _EXPONENTIAL, _SUMMARY = range(4)
 _SHAPES = {"gauge": _NUMBER, "sum": _NUMBER, "histogram": _EXPLICIT, "exponential_histogram": _EXPONENTIAL,
-           "summary": _SUMMARY}
+           "summary": _SUMMARY, "tally": _NUMBER}
 
 
 
@@ -230,9 +230,15 @@ class StoreCollector:
             typ = HISTOGRAM
         elif otel_type == "summary":
             typ = SUMMARY
+        elif otel_type == "tally":
+            # prometheus.md: a Trifle key is one family, its dot paths the `path` label (point attribute).
+            # A gauge: the state is every track added and each assert replacing it, which can go down.
+            typ = GAUGE
         else:
             return None
         is_gauge = otel_type == "gauge"  # `1` → `_ratio` for OpenTelemetry gauges only
+        if otel_type == "tally":
+            name, description = tr.tally_name(name), description or tr.tally_help(name)
         full = tr.metric_name(name, unit, counter=typ == COUNTER, gauge=is_gauge)
         family = full[:-len("_total")] if typ == COUNTER else full
         pairs = tr.label_pairs(attributes, tr.reserved_labels(typ))
