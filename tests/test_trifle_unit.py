@@ -113,6 +113,7 @@ def test_write_parses_the_trifle_stats_api_driver_payload():
     ({"key": "k", "at": "2026-01-24T10:00:00Z", "values": [1]}, "values"),
     ({"key": "k", "at": "2026-01-24T10:00:00Z", "values": {"a": "1"}}, "values"),
     ({"key": "k", "at": "2026-01-24T10:00:00Z", "values": {"a": 1}, "operation": "inc"}, "operation"),
+    ({"key": "k", "at": "2026-01-24T10:00:00Z", "values": {"a": 1}, "operation": "Track"}, "operation"),
     ({"key": "k", "at": "2026-01-24T10:00:00Z", "values": {"a": 1}, "untracked": "yes"}, "untracked"),
 ])
 def test_bad_writes_are_400_naming_the_field(body, attr):
@@ -175,6 +176,14 @@ def test_query_messages_are_trifles():
     assert e.message == 'Unsupported aggregator "Avg ".' and e.extra == {"allowed": ["max", "mean", "min", "sum"]}
     assert _query_error(slices="two")[:3:2] == ("422", "slices must be a positive integer.")
     assert _query_error(mode=_DROP)[:2] == ("400", "mode")
+
+
+def test_trimming_is_unicode_white_space_as_in_elixir():
+    from otelite.api.trifle.request import trim
+    assert trim("\u3000 key\t\u2028") == "key"
+    # Information separators are not White_Space (Python's str.strip would remove them).
+    assert parse_query({**QUERY, "value_path": "\x1e"}).value_path == "\x1e"
+    assert parse_slices("\u00a03\u2009") == 3
 
 
 def test_mode_format_alias_trim_and_case():

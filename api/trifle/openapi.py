@@ -2,7 +2,12 @@
 
 Documented on the unambiguous mount (`/trifle/api/v1/...`) and, for the path only Trifle serves, on
 `/api/v1/metrics/query`. The shared `/api/v1/metrics` serves Flux or Trifle by shape (api/shared_v1.py);
-its operations are Trifle's exactly as documented here under `/trifle`.
+its Trifle operations are exactly those documented here under `/trifle`.
+
+The request schemas are as tight as a schema can say (times with an offset, granularities, no wildcard,
+numeric leaves, an aggregator in aggregate mode), so a request they accept is answered 2xx unless the
+data decides otherwise: an unknown path or nothing in the range (422), more slices than buckets for a
+formatter (422), more than 100,000 buckets (400).
 """
 
 from __future__ import annotations
@@ -40,12 +45,24 @@ _BODY_ERRORS = {
     "415": _error("Unsupported Content-Encoding"),
 }
 
-_SOURCE = {"name": "X-Trifle-Source-Id", "in": "header", "required": False, "schema": {"type": "string"},
-           "description": "The project (id or key); it must be the API key's project (else 400). "
-                          "Trifle::Stats' API driver sends it."}
-_INSTANT = {"type": "string", "description": "ISO 8601 with an offset, e.g. 2026-01-24T00:00:00Z"}
-_GRANULARITY = {"type": "string", "pattern": r"^\s*[0-9]*[1-9][0-9]*(s|m|h|d|w|mo|q|y)\s*$",
-                "description": "N units: s m h d w mo q y (N ≥ 1), aligned in the project's zone"}
+# X-Trifle-Source-Id is described in words, not as a parameter: its valid values are the deployment's
+# project ids and keys, which a schema cannot list.
+_SOURCE_NOTE = (" Optional header `X-Trifle-Source-Id`: the project (id or key) the API key belongs to "
+                "(Trifle::Stats' API driver sends it); another project's → 400 `Invalid X-Trifle-Source-Id header`.")
+_INSTANT = {"type": "string", "format": "date-time",
+            "pattern": r"^(19|20)[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:"
+                       r"[0-5][0-9](\.[0-9]{1,9})?(Z|[+-](0[0-9]|1[0-4]):[0-5][0-9])$",
+            "description": "ISO 8601 with an offset, e.g. 2026-01-24T00:00:00Z or 2026-01-24T04:00:00+04:00"}
+_GRANULARITY = {"type": "string", "pattern": r"^\s*0*[1-9][0-9]{0,2}(s|m|h|d|w|mo|q|y)\s*$",
+                "description": "N units, N ≥ 1: s m h d w mo q y (e.g. 1m, 33m, 1h, 1d, 1w, 1mo, 1q, 1y), "
+                               "aligned in the project's time zone"}
+_KEY = {"type": "string", "pattern": r"\S", "description": "The metric key, e.g. event::signup"}
+
+
+def _any_case(*names: str) -> dict:
+    """A string naming one of `names`, trimmed and in any case (Trifle compares mode and aggregator so)."""
+    spelled = "|".join("".join(f"[{c.upper()}{c.lower()}]" for c in name) for name in names)
+    return {"type": "string", "pattern": rf"^\s*({spelled})\s*$"}
 _TIMEFRAME = {"type": "object", "required": ["from", "to", "label", "granularity"], "properties": {
     "from": {"type": "string"}, "to": {"type": "string"}, "label": {"const": "custom"},
     "granularity": {"type": "string"}}}
@@ -57,28 +74,48 @@ _TIMELINE_POINT = {"type": "object", "required": ["at", "value"],
 _TIMELINE_POINTS = {"type": "array", "items": _TIMELINE_POINT}
 _CATEGORY_TOTALS = {"type": "object", "additionalProperties": {"type": "number"}}
 
+# `values` is recursive: it refers to itself by its place in the document.
+_VALUES_POINTER = ("#/paths/~1trifle~1api~1v1~1metrics/post/requestBody/content/application~1json/schema/"
+                   "properties/values")
 _WRITE_BODY = {
     "type": "object", "required": ["key", "at", "values"],
     "properties": {
         "key": {"type": "string", "minLength": 1, "description": "The metric key, e.g. event::signup"},
         "at": _INSTANT,
         "values": {"type": "object", "description": "Nested maps whose leaves are numbers",
-                   "additionalProperties": {"type": ["number", "object"]}},
-        "operation": {"type": "string", "enum": list(OPERATIONS), "default": "track",
+                   "additionalProperties": {"anyOf": [{"type": "number"}, {"$ref": _VALUES_POINTER}]}},
+        "operation": {"enum": [*OPERATIONS, None], "default": "track",
                       "description": "track adds each leaf into its bucket; assert sets the leaves given"},
-        "untracked": {"type": "boolean", "default": False,
+        "untracked": {"type": ["boolean", "null"], "default": False,
                       "description": "count this write on the system key as __untracked__"},
     }}
+_FORMATTERS = _any_case("timeline", "category")
+_AGGREGATE = _any_case("aggregate")
+_AGGREGATOR = _any_case(*AGGREGATORS)
+_NO_MODE = {"type": "null"}  # absent or null: `format` decides
 _QUERY_BODY = {
     "type": "object", "required": ["key", "from", "to", "granularity", "value_path"],
     "properties": {
-        "key": {"type": "string", "minLength": 1}, "from": _INSTANT, "to": _INSTANT, "granularity": _GRANULARITY,
-        "mode": {"type": "string", "enum": list(MODES)},
-        "format": {"type": "string", "enum": list(MODES), "description": "an alias of mode"},
-        "value_path": {"type": "string", "minLength": 1, "description": "a dot path; no wildcards"},
-        "aggregator": {"type": "string", "enum": list(AGGREGATORS), "description": "aggregate mode only"},
-        "slices": {"type": "integer", "minimum": 1, "default": 1},
-    }}
+        "key": _KEY, "from": _INSTANT, "to": _INSTANT, "granularity": _GRANULARITY,
+        "mode": {"anyOf": [_any_case(*MODES), {"type": "null"}],
+                 "description": "aggregate, timeline or category (trimmed, any case)"},
+        "format": {"description": "an alias of mode, read when mode is absent"},
+        "value_path": {"type": "string", "pattern": r"^[^*]*\S[^*]*$",
+                       "description": "a dot path into the values (e.g. count, country.US); no wildcards"},
+        "aggregator": {"description": "aggregate mode only: sum, mean, min or max (trimmed, any case)"},
+        "slices": {"anyOf": [{"type": "number", "minimum": 1, "multipleOf": 1},
+                             {"type": "string", "pattern": r"^\s*\+?0*[1-9][0-9]*\s*$"},
+                             {"const": False}, {"type": "null"}],
+                   "default": 1, "description": "a whole number ≥ 1 (as a number or a string); absent: 1"},
+    },
+    # mode (or, without it, format) is required; aggregate mode needs an aggregator.
+    "anyOf": [
+        {"required": ["mode"], "properties": {"mode": _FORMATTERS}},
+        {"required": ["mode", "aggregator"], "properties": {"mode": _AGGREGATE, "aggregator": _AGGREGATOR}},
+        {"required": ["format"], "properties": {"mode": _NO_MODE, "format": _FORMATTERS}},
+        {"required": ["format", "aggregator"],
+         "properties": {"mode": _NO_MODE, "format": _AGGREGATE, "aggregator": _AGGREGATOR}},
+    ]}
 _QUERY_RESULT = {"type": "object", "required": ["data"], "properties": {"data": {
     "type": "object",
     "required": ["status", "metric_key", "value_path", "slices", "timeframe", "available_paths", "matched_paths"],
@@ -101,13 +138,13 @@ _METRICS = {
     "get": {
         "summary": "Trifle: a key's values per bucket (every bucket from floor(from) to floor(to))",
         "tags": ["trifle"],
+        "description": "Every bucket from floor(from) to floor(to), `{}` when empty." + _SOURCE_NOTE,
         "parameters": [
-            {"name": "key", "in": "query", "required": False, "schema": {"type": "string"},
+            {"name": "key", "in": "query", "required": False, "schema": _KEY,
              "description": "The metric key; omitted: the system key __system__key__"},
             {"name": "from", "in": "query", "required": True, "schema": _INSTANT},
             {"name": "to", "in": "query", "required": True, "schema": _INSTANT},
-            {"name": "granularity", "in": "query", "required": True, "schema": _GRANULARITY},
-            _SOURCE],
+            {"name": "granularity", "in": "query", "required": True, "schema": _GRANULARITY}],
         "responses": {
             "200": {"description": "One nested map per bucket (`{}` when empty)", "content": {"application/json": {
                 "schema": {"type": "object", "required": ["data"], "properties": {"data": {
@@ -117,8 +154,8 @@ _METRICS = {
     },
     "post": {
         "summary": "Trifle: track (add) or assert (set) a key's values at a time",
+        "description": "Answered after the values are committed." + _SOURCE_NOTE,
         "tags": ["trifle"],
-        "parameters": [_SOURCE],
         "requestBody": {"required": True, "content": {"application/json": {"schema": _WRITE_BODY}},
                         "description": "JSON; `Content-Encoding: gzip` accepted (Trifle::Stats' API driver)"},
         "responses": {
@@ -133,8 +170,9 @@ _METRICS = {
 _QUERY = {
     "post": {
         "summary": "Trifle: aggregate (sum/mean/min/max, slices), timeline or category of a value path",
+        "description": "Checked in Trifle's order: key, from, to, granularity, mode (400), slices (422), "
+                       "value_path (400), aggregator (422), wildcard (422), unknown path (422)." + _SOURCE_NOTE,
         "tags": ["trifle"],
-        "parameters": [_SOURCE],
         "requestBody": {"required": True, "content": {"application/json": {"schema": _QUERY_BODY}}},
         "responses": {
             "200": {"description": "The query's result", "content": {"application/json": {"schema": _QUERY_RESULT}}},

@@ -27,11 +27,18 @@ OPERATIONS = ("track", "assert")
 MODES = ("aggregate", "timeline", "category")
 AGGREGATORS = ("max", "mean", "min", "sum")  # sorted, as Trifle lists them in its messages
 
-_GRANULARITY = re.compile(r"\A(\d+)(s|m|h|d|w|mo|q|y)\Z")
+_GRANULARITY = re.compile(r"\A([0-9]+)(s|m|h|d|w|mo|q|y)\Z")  # ASCII digits, as Elixir's \d
 _GRANULARITY_HELP = ("granularity must be <N><unit> with N ≥ 1 and unit one of s, m, h, d, w, mo, q, y "
                      "(e.g. 1m, 33m, 1h, 1d, 1w, 1mo, 1q, 1y)")
-_INTEGER = re.compile(r"\A[+-]?\d+\Z")  # Elixir's Integer.parse with nothing left over
+_INTEGER = re.compile(r"\A[+-]?[0-9]+\Z")  # Elixir's Integer.parse with nothing left over
 _OTHER_ZONE = dt.timezone(dt.timedelta(hours=1, minutes=7))  # tells an offset-less time apart
+# Unicode's White_Space: what Elixir's String.trim removes (Python's str.strip also removes \x1c-\x1f).
+WHITE_SPACE = ("\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
+               "\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+
+
+def trim(text: str) -> str:
+    return text.strip(WHITE_SPACE)
 
 
 @dataclass(frozen=True)
@@ -87,8 +94,7 @@ def _string(value: Any) -> str | None:
     """A non-empty trimmed string, or None (Trifle's `fetch_param`: anything else is a 400)."""
     if not isinstance(value, str):
         return None
-    trimmed = value.strip()
-    return trimmed or None
+    return trim(value) or None
 
 
 def _required_key(value: Any) -> str:
@@ -155,12 +161,12 @@ def parse_write(body: Any) -> Write:
     operation = body.get("operation")
     if operation is None:
         operation = "track"
-    if not isinstance(operation, str) or operation.strip().lower() not in OPERATIONS:
+    if operation not in OPERATIONS:  # exactly as Trifle::Stats' API driver writes them
         raise bad_request(f"operation must be track or assert, got {json.dumps(operation)}", attr="operation")
     untracked = body.get("untracked")
     if untracked is not None and not isinstance(untracked, bool):
         raise bad_request(f"untracked must be true or false, got {json.dumps(untracked)}", attr="untracked")
-    return Write(key, at_ns, leaves, operation.strip().lower(), bool(untracked))
+    return Write(key, at_ns, leaves, operation, bool(untracked))
 
 
 # --- GET /api/v1/metrics ---------------------------------------------------------------------------------
@@ -185,7 +191,7 @@ def _mode(body: Mapping[str, Any]) -> str:
         value = body.get("format")  # Trifle's alias
     if isinstance(value, bool):
         value = str(value).lower()  # an Elixir atom: compared by its name, so it is simply unknown
-    text = value.strip().lower() if isinstance(value, str) else None
+    text = trim(value).lower() if isinstance(value, str) else None
     if text not in MODES:
         raise bad_request("mode (or format) must be aggregate, timeline or category", attr="mode")
     return text
@@ -200,8 +206,8 @@ def parse_slices(value: Any) -> int:
         return value
     if isinstance(value, float) and value >= 1 and value == int(value):
         return int(value)
-    if isinstance(value, str) and _INTEGER.match(value.strip()) and int(value.strip()) >= 1:
-        return int(value.strip())
+    if isinstance(value, str) and _INTEGER.match(trim(value)) and int(trim(value)) >= 1:
+        return int(trim(value))
     raise unprocessable("slices must be a positive integer.")
 
 
@@ -214,7 +220,7 @@ def parse_aggregator(value: Any) -> str:
         value = str(value).lower()  # an Elixir atom: its name, which is no aggregator
     if not isinstance(value, str):
         raise unprocessable("Aggregator must be a string.")
-    name = value.strip().lower()
+    name = trim(value).lower()
     if name not in AGGREGATORS:
         raise unprocessable(f"Unsupported aggregator {json.dumps(value, ensure_ascii=False)}.",
                             allowed=list(AGGREGATORS))

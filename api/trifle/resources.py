@@ -24,7 +24,7 @@ from otelite.api.errors import ApiError, bad_request
 from otelite.api.trifle import formatters
 from otelite.api.trifle.errors import ERRORS, unprocessable
 from otelite.api.trifle.request import (QueryRequest, SeriesRequest, parse_query, parse_series_params,
-                                        parse_write)
+                                        parse_write, trim)
 from otelite.api.trifle.rows import write_rows
 from otelite.api.trifle.series import MAX_BUCKETS, BucketTable, GridRangeError, fetch
 from otelite.api.trifle.values import unflatten
@@ -52,7 +52,7 @@ def source_project(req: falcon.asgi.Request, keys: "KeyStore") -> Project:
     """The project the request is for: the token's, which `X-Trifle-Source-Id` (an id or key), when sent,
     must name (trifle.md); without auth (auth.mode none) the header picks the project."""
     project: Project = req.context.project
-    named = (req.get_header(SOURCE_HEADER) or "").strip()
+    named = trim(req.get_header(SOURCE_HEADER) or "")
     if not named:
         return project
     found = keys.project(named)
