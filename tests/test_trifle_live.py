@@ -284,7 +284,8 @@ ALIGNMENT = [
 ]
 
 
-@pytest.mark.parametrize("granularity, start, end, expected", ALIGNMENT, ids=[a[0] + "-" + a[1][:10] for a in ALIGNMENT])
+@pytest.mark.parametrize("granularity, start, end, expected", ALIGNMENT,
+                         ids=[a[0] + "-" + a[1][:10] for a in ALIGNMENT])
 def test_bucket_alignment_for_every_unit(api, granularity, start, end, expected):
     data = api.series("align", start, end, granularity)
     assert data["at"] == expected
@@ -407,7 +408,8 @@ def test_trifle_keys_on_the_prometheus_scrape_promtool_clean(api, live):
     text = httpx.get(live.http_url + "/metrics", headers={"Authorization": f"Bearer {live.keys['admin']}"}).text
     family = [ln for ln in text.splitlines() if re.match(r"(# (HELP|TYPE) )?checkout_paid[ {]", ln)]
     assert family == [
-        "# HELP checkout_paid Trifle key checkout::paid: per path, every track added and each assert replacing the total",
+        "# HELP checkout_paid Trifle key checkout::paid: per path, every track added and each assert replacing "
+        "the total",
         "# TYPE checkout_paid gauge",
         'checkout_paid{path="amount"} 12',
         'checkout_paid{path="count"} 3',

@@ -12,7 +12,7 @@ store": any metric can be read through Trifle):
 
 | type | paths | value of a bucket |
 |---|---|---|
-| `tally` (Trifle's own writes) | each dot path written | its points in write order: the last assert plus the tracks after it (collector/store/metrics.py) |
+| `tally` (Trifle's own writes) | each dot path written | the last assert plus the tracks written after it |
 | `sum`, monotonic (OTel Counter, Flux counter) | `value` | the increase over the bucket, summed over the series |
 | `sum` non-monotonic, `gauge` | `value` | each series' last reading in the bucket, summed |
 | `histogram`, `exponential_histogram`, `summary` | `count` | the increase of the observation count, summed |

@@ -143,7 +143,8 @@ _COLUMNS = {
                              "ifnull(json_extract(buckets, '$.negative.counts'), '[]')",
     "summary": "count, sum, ifnull(json_extract(buckets, '$.quantiles'), '[]')",
 }
-_READING = {"number": "value IS NOT NULL", "set": "value IS NOT NULL", "tally": "value IS NOT NULL"}  # others: (flags & 1) = 0
+# Readings: others are `(flags & 1) = 0`.
+_READING = {"number": "value IS NOT NULL", "set": "value IS NOT NULL", "tally": "value IS NOT NULL"}
 _SERIES = "SELECT id FROM metric_series WHERE project_id = ? AND name = ? AND type = ?"
 
 
