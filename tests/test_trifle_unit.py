@@ -172,6 +172,7 @@ def test_query_messages_are_trifles():
     assert _query_error(aggregator=None)[2] == "Aggregator must be provided (options: max, mean, min, sum)."
     assert _query_error(aggregator=_DROP)[2] == "Aggregator must be provided (options: max, mean, min, sum)."
     assert _query_error(aggregator=5)[2] == "Aggregator must be a string."
+    assert _query_error(aggregator=True)[2] == "Aggregator must be a string."
     e = _error(parse_aggregator, "Avg ")
     assert e.message == 'Unsupported aggregator "Avg ".' and e.extra == {"allowed": ["max", "mean", "min", "sum"]}
     assert _query_error(slices="two")[:3:2] == ("422", "slices must be a positive integer.")

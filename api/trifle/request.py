@@ -216,9 +216,7 @@ def parse_aggregator(value: Any) -> str:
     options = ", ".join(AGGREGATORS)
     if value is None:
         raise unprocessable(f"Aggregator must be provided (options: {options}).")
-    if isinstance(value, bool):
-        value = str(value).lower()  # an Elixir atom: its name, which is no aggregator
-    if not isinstance(value, str):
+    if not isinstance(value, str):  # true/false too (trifle.md: any non-string)
         raise unprocessable("Aggregator must be a string.")
     name = trim(value).lower()
     if name not in AGGREGATORS:
