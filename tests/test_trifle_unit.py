@@ -237,25 +237,25 @@ def test_mean_min_max_and_missing_values():
     assert formatters.aggregate(np.array([10.0, NAN, 8.0, NAN]), "mean", 1) == [9.0]
 
 
-def _iso(ns: int) -> str:
-    return iso(ns)
-
-
 H = 3600 * NS
+
+
+def _ats(table: BucketTable) -> list[str]:
+    return [iso(t) for t in table.starts.tolist()]
 
 
 def test_timeline_formatting():
     table = BucketTable(np.arange(4, dtype=np.int64) * H, {"count": np.array([1.0, NAN, 3.0, 4.0])})
-    assert formatters.timeline(table, "count", 1, _iso) == {"count": [
+    assert formatters.timeline(table, "count", 1, _ats(table)) == {"count": [
         {"at": "1970-01-01T00:00:00Z", "value": 1.0}, {"at": "1970-01-01T01:00:00Z", "value": 0.0},
         {"at": "1970-01-01T02:00:00Z", "value": 3.0}, {"at": "1970-01-01T03:00:00Z", "value": 4.0}]}
-    sliced = formatters.timeline(table, "count", 2, _iso)["count"]
+    sliced = formatters.timeline(table, "count", 2, _ats(table))["count"]
     assert [[p["value"] for p in chunk] for chunk in sliced] == [[1.0, 0.0], [3.0, 4.0]]
-    assert [[p["value"] for p in chunk] for chunk in formatters.timeline(table, "count", 3, _iso)["count"]] == \
+    assert [[p["value"] for p in chunk] for chunk in formatters.timeline(table, "count", 3, _ats(table))["count"]] == \
         [[0.0], [3.0], [4.0]]
     with pytest.raises(formatters.SlicesError):
-        formatters.timeline(table, "count", 5, _iso)
-    assert formatters.timeline(BucketTable(np.zeros(0, np.int64), {}), "count", 1, _iso) == {}
+        formatters.timeline(table, "count", 5, _ats(table))
+    assert formatters.timeline(BucketTable(np.zeros(0, np.int64), {}), "count", 1, []) == {}
 
 
 def test_category_formatting():
@@ -279,9 +279,9 @@ def test_category_formatting():
 
 def test_table_rows_are_oldest_first_with_null_where_missing():
     table = BucketTable(np.arange(2, dtype=np.int64) * H, {"a": np.array([NAN, 2.0]), "b": np.array([1.0, NAN])})
-    assert formatters.table(table, ["b", "a"], _iso) == {
+    assert formatters.table(table, ["b", "a"], _ats(table)) == {
         "columns": ["at", "b", "a"], "rows": [["1970-01-01T00:00:00Z", 1.0, None], ["1970-01-01T01:00:00Z", None, 2.0]]}
-    assert formatters.table(table, [], _iso) is None
+    assert formatters.table(table, [], _ats(table)) is None
 
 
 # --- rows -------------------------------------------------------------------------------------------------

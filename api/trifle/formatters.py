@@ -76,15 +76,15 @@ def _formatter_chunks(n: int, slices: int) -> list[slice]:
     return _chunks(n, slices)
 
 
-def timeline(table: BucketTable, path: str, slices: int, iso: Callable[[int], str]) -> dict:
-    """{path: [{at, value}, ...]} (slices 1) or {path: [[...], ...]} (module docstring); {} without buckets."""
+def timeline(table: BucketTable, path: str, slices: int, ats: list[str]) -> dict:
+    """{path: [{at, value}, ...]} (slices 1) or {path: [[...], ...]} (module docstring); {} without buckets.
+    `ats`: the bucket starts as text."""
     n = len(table)
     if n == 0:
         return {}
     column = table.columns.get(path, np.full(n, np.nan))
     values = np.where(np.isnan(column), 0.0, column).tolist()
-    ats = [iso(int(t)) for t in table.starts.tolist()]
-    chunks = [[{"at": ats[i], "value": float(values[i])} for i in range(s.start, s.stop)]
+    chunks = [[{"at": ats[i], "value": values[i]} for i in range(s.start, s.stop)]
               for s in _formatter_chunks(n, slices)]
     return {path: chunks[0] if slices == 1 else chunks}
 
@@ -110,13 +110,12 @@ def category(table: BucketTable, path: str, slices: int) -> tuple[dict | list, l
     return (totals[0] if slices == 1 else totals), resolved
 
 
-def table(buckets: BucketTable, paths: list[str], iso: Callable[[int], str]) -> dict | None:
+def table(buckets: BucketTable, paths: list[str], ats: list[str]) -> dict | None:
     """Trifle's `tabularize_series`: `{"columns": ["at", *paths], "rows": [[at, value or null], ...]}`,
-    one row per bucket, oldest first; None when no path is given."""
+    one row per bucket, oldest first; None when no path is given. `ats`: the bucket starts as text."""
     if not paths:
         return None
-    columns = [buckets.columns.get(p, np.full(len(buckets), np.nan)) for p in paths]
-    rows = []
-    for i, t in enumerate(buckets.starts.tolist()):
-        rows.append([iso(int(t))] + [None if np.isnan(c[i]) else float(c[i]) for c in columns])
-    return {"columns": ["at", *paths], "rows": rows}
+    n = len(buckets)
+    columns = [[None if v != v else v for v in buckets.columns.get(p, np.full(n, np.nan)).tolist()]
+               for p in paths]
+    return {"columns": ["at", *paths], "rows": [[at, *row] for at, *row in zip(ats, *columns)]}

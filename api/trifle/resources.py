@@ -14,7 +14,7 @@ plug does before reading parameters.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import falcon
 
@@ -31,7 +31,7 @@ from otelite.api.trifle.values import unflatten
 from otelite.collector.pipeline.ingest import StoreFull, StoreUnavailable
 from otelite.collector.query.model import TooManyBuckets
 from otelite.collector.store.keys import Project
-from otelite.collector.times import UTC, iso, zone
+from otelite.collector.times import UTC, iso, iso_many, zone
 
 if TYPE_CHECKING:
     from otelite.api.dialect import Services
@@ -72,8 +72,8 @@ def _too_many(granularity: str) -> ApiError:
                        f"granularity or a shorter range", attr="granularity")
 
 
-async def _fetch(store: "Store", project: Project, request: SeriesRequest) -> tuple[BucketTable, Callable]:
-    """The request's buckets in the project's zone, and how a bucket start is written there."""
+async def _fetch(store: "Store", project: Project, request: SeriesRequest) -> tuple[BucketTable, list[str]]:
+    """The request's buckets in the project's zone, and their starts as text in that zone."""
     tz = zone(project.timezone)
     grid = request.granularity.grid(tz)
     try:
@@ -84,7 +84,7 @@ async def _fetch(store: "Store", project: Project, request: SeriesRequest) -> tu
     except GridRangeError:
         raise bad_request(f"granularity {request.granularity.text} reaches beyond the years a date can hold",
                           attr="granularity") from None
-    return table, lambda ns: iso(ns, tz)
+    return table, iso_many(table.starts, tz)
 
 
 class MetricsResource:
@@ -98,9 +98,9 @@ class MetricsResource:
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         project = source_project(req, self._keys)
         request = parse_series_params(req.params)
-        table, at = await _fetch(self._store, project, request)
+        table, ats = await _fetch(self._store, project, request)
         maps = table.bucket_maps()
-        resp.media = {"data": {"at": [at(t) for t in table.starts.tolist()],
+        resp.media = {"data": {"at": ats,
                                "values": [unflatten({p: _json_number(v) for p, v in m.items()}) for m in maps]}}
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
@@ -134,7 +134,7 @@ class QueryResource:
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         project = source_project(req, self._keys)
         request = parse_query(await read_json(req, empty={}))
-        table, at = await _fetch(self._store, project, request)
+        table, ats = await _fetch(self._store, project, request)
         available = table.available_paths()
         payload: dict[str, Any] = {
             "status": "ok", "metric_key": request.key, "value_path": request.value_path, "slices": request.slices,
@@ -142,7 +142,7 @@ class QueryResource:
                           "granularity": request.granularity.text},
             "available_paths": available}
         mode = {"aggregate": _aggregate, "timeline": _timeline, "category": _category}[request.mode]
-        payload.update(mode(request, table, available, at))
+        payload.update(mode(request, table, available, ats))
         resp.media = {"data": payload}
 
 
@@ -150,7 +150,7 @@ def _unknown_path(path: str, available: list[str]) -> ApiError:
     return unprocessable(f"Unknown path(s): {path}", missing_paths=[path], available_paths=available)
 
 
-def _aggregate(request: QueryRequest, table: BucketTable, available: list[str], at: Callable) -> dict:
+def _aggregate(request: QueryRequest, table: BucketTable, available: list[str], ats: list[str]) -> dict:
     path = request.value_path
     if path not in available:
         raise _unknown_path(path, available)
@@ -160,26 +160,26 @@ def _aggregate(request: QueryRequest, table: BucketTable, available: list[str], 
         raise unprocessable(f"No data available for path {path} in the selected timeframe.",
                             available_paths=available)
     out = {"aggregator": request.aggregator, "values": values, "count": len(values), "matched_paths": [path],
-           "table": formatters.table(table, [path], at)}
+           "table": formatters.table(table, [path], ats)}
     if request.slices == 1:
         out["value"] = values[0]
     return out
 
 
-def _timeline(request: QueryRequest, table: BucketTable, available: list[str], at: Callable) -> dict:
+def _timeline(request: QueryRequest, table: BucketTable, available: list[str], ats: list[str]) -> dict:
     path = request.value_path
     if path not in available:  # a map path too: only numeric leaves are available (trifle.md)
         raise _unknown_path(path, available)
     try:
-        result = formatters.timeline(table, path, request.slices, at)
+        result = formatters.timeline(table, path, request.slices, ats)
     except formatters.SlicesError as e:
         raise unprocessable(f"Timeline formatter failed for {path}: {e} cannot be sliced") from None
     matched = [p for p in result if p in available]
     return {"formatter": "timeline", "result": result, "matched_paths": matched,
-            "table": formatters.table(table, matched, at)}
+            "table": formatters.table(table, matched, ats)}
 
 
-def _category(request: QueryRequest, table: BucketTable, available: list[str], at: Callable) -> dict:
+def _category(request: QueryRequest, table: BucketTable, available: list[str], ats: list[str]) -> dict:
     path = request.value_path
     try:
         result, resolved = formatters.category(table, path, request.slices)
@@ -190,7 +190,7 @@ def _category(request: QueryRequest, table: BucketTable, available: list[str], a
         raise unprocessable(f"No matching data found for path {path} in the selected timeframe.",
                             available_paths=available)
     return {"formatter": "category", "result": result, "matched_paths": matched,
-            "table": formatters.table(table, matched, at)}
+            "table": formatters.table(table, matched, ats)}
 
 
 def add_routes(app: falcon.asgi.App, services: "Services") -> None:
