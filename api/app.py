@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import falcon
 import falcon.asgi
 
-from otelite.api import flux, openapi, prometheus
+from otelite.api import flux, openapi, prometheus, trifle
 from otelite.api.auth import AuthMiddleware
 from otelite.api.body import BodyLimit
 from otelite.api.dialect import Services
@@ -52,7 +52,8 @@ class RequestIdMiddleware:
 
 
 # Every REST dialect served on the HTTP listener, in one place (docs/architecture.md, "Adding a dialect").
-DIALECTS = (posthog_tracing.DIALECT, posthog_metrics.DIALECT, prometheus.DIALECT, ui_routes.DIALECT, flux.DIALECT)
+DIALECTS = (posthog_tracing.DIALECT, posthog_metrics.DIALECT, prometheus.DIALECT, ui_routes.DIALECT, flux.DIALECT,
+            trifle.DIALECT)
 
 
 def create_app(config: "Config", store: "Store", ingest: "Ingest", telemetry: "Telemetry") -> falcon.asgi.App:

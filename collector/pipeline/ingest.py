@@ -63,9 +63,10 @@ class Ingest:
 
     async def export_metric_rows(self, rows: "WriteBatch", project_id: int, receiver: str,
                                  transport: str = "http") -> ExportResult:
-        """Metric rows a REST dialect built itself (Flux, Trifle): no OTLP request to decode, so the batch
-        has no payload (`TelemetryBatch.request()` is None; forwarders read the store). Returns once the
-        rows are committed; raises StoreFull / StoreUnavailable as the other exports do."""
+        """Metric rows a REST dialect built itself (Flux, Trifle's track/assert): the same hand-off and the
+        same acknowledgement after commit as OTLP. The batch carries no OTLP request
+        (`TelemetryBatch.request()` is None; forwarders read the store). `receiver` names the dialect in the
+        self-metrics. Raises StoreFull, StoreUnavailable."""
         t = self._telemetry
         return await self._consume(TelemetryBatch("metrics", project_id, None, rows), len(rows.points),
                                    transport, t.accepted_points, t.refused_points, receiver)

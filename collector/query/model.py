@@ -27,8 +27,11 @@ from otelite.collector.store.metrics import SeriesSelection
 #   rate        increase per second of the bucket
 #   histogram_quantile  the quantile of the merged bucket counts (Prometheus' interpolation for explicit
 #               buckets, exponential interpolation for exponential ones); histogram series only
+#   tally       the readings applied in write order: a reading that sets (a `tally` series' assert,
+#               store/metrics.py) replaces the running value, the others add to it; readings of other
+#               types all add (= sum)
 FUNCTIONS = ("last", "sum", "avg", "min", "max", "count", "quantile", "distinct", "increase", "rate",
-             "histogram_quantile")
+             "histogram_quantile", "tally")
 # How the per-series values of a group combine (`Aggregation.across`), when they are computed per series.
 ACROSS = ("sum", "avg", "min", "max", "count", "quantile", "distinct")
 DISTRIBUTION_TYPES = ("histogram", "exponential_histogram")

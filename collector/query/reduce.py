@@ -28,7 +28,8 @@ from otelite.collector.query.model import Aggregation, BoundsMismatch
 from otelite.collector.store.points import Points
 
 _SAME_AS_ACROSS = {"last": "last", "sum": "sum", "avg": "avg", "min": "min", "max": "max", "count": "count",
-                   "quantile": "quantile", "distinct": "distinct", "increase": "sum", "rate": "sum"}
+                   "quantile": "quantile", "distinct": "distinct", "increase": "sum", "rate": "sum",
+                   "tally": "tally"}
 
 
 @dataclass
@@ -37,6 +38,8 @@ class Cells:
     b: np.ndarray  # bucket index per cell
     value: np.ndarray | None = None  # scalar per cell
     time: np.ndarray | None = None  # pooled cells (raw readings): their times, for `last`
+    seq: np.ndarray | None = None  # pooled `tally` cells: write order and whether the reading sets
+    sets: np.ndarray | None = None
     vec: np.ndarray | None = None  # explicit histogram: (cells, K) non-cumulative counts
     bounds: tuple | None = None
     exp: "ExpContrib | None" = None
@@ -81,16 +84,22 @@ def _seg_quantile(vals: np.ndarray, starts: np.ndarray, counts: np.ndarray, q: f
 
 
 def _reduce(key: np.ndarray, vals: np.ndarray, how: str, q: float | None,
-            time: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+            time: np.ndarray | None = None, seq: np.ndarray | None = None,
+            sets: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Reduce `vals` per distinct key: (unique keys, values). `how`: last | sum | avg | min | max | count |
-    quantile | distinct. Keys need not be sorted; `last` takes the latest `time`, or without times the
-    last value in the given order."""
+    quantile | distinct | tally. Keys need not be sorted; `last` takes the latest `time`, or without times
+    the last value in the given order; `tally` applies the values in `seq` order, a value with `sets`
+    replacing the running value (without `seq` it is a sum)."""
     if key.size == 0:
         return key, vals
+    if how == "tally" and seq is None:
+        how = "sum"
     if how in ("quantile", "distinct"):
         order = np.lexsort((vals, key))
     elif how == "last" and time is not None:
         order = np.lexsort((time, key))
+    elif how == "tally":
+        order = np.lexsort((seq, key))
     else:
         order = np.argsort(key, kind="stable")
     key, vals = key[order], vals[order]
@@ -116,9 +125,21 @@ def _reduce(key: np.ndarray, vals: np.ndarray, how: str, q: float | None,
         out = np.maximum.reduceat(vals, starts)
     elif how == "count":
         out = counts.astype(np.float64)
+    elif how == "tally":
+        out = _tally(vals, sets[order], starts, counts)
     else:
         out = _seg_quantile(vals, starts, counts, q)
     return key[starts], out
+
+
+def _tally(vals: np.ndarray, sets: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Per segment of values in write order: the last value that sets, plus every value after it (all of
+    them when none sets)."""
+    pos = np.arange(vals.size)
+    last_set = np.maximum.reduceat(np.where(sets, pos, -1), starts)
+    first_kept = np.maximum(last_set, starts)
+    kept = pos >= np.repeat(first_kept, counts)
+    return np.add.reduceat(np.where(kept, vals, 0.0), starts)
 
 
 # --- stage 1: one value per (series, bucket) ---------------------------------------------------------------
@@ -204,9 +225,11 @@ def series_cells(pts: Points, sidx: np.ndarray, b: np.ndarray, agg: Aggregation,
     values = pts.value
     if kind == "summary" and quantile:
         values = summary_quantile(pts.q_level, pts.q_value, agg.q)
+    tally = fn == "tally" and pts.seq is not None
+    seq, sets = (pts.seq[keep], pts.sets[keep]) if tally else (None, None)
     if agg.across is None:  # pooled: every reading is a cell of its own, reduced per group by `combine`
-        return Cells(sidx[keep], b[keep], value=values[keep], time=pts.time[keep])
-    key, vals = _reduce(sidx[keep] * nb + b[keep], values[keep], fn, agg.q)
+        return Cells(sidx[keep], b[keep], value=values[keep], time=pts.time[keep], seq=seq, sets=sets)
+    key, vals = _reduce(sidx[keep] * nb + b[keep], values[keep], fn, agg.q, seq=seq, sets=sets)
     return Cells(key // nb, key % nb, value=vals)
 
 
@@ -318,7 +341,9 @@ def combine(cells: Cells, group: np.ndarray, agg: Aggregation, nb: int) -> tuple
         return uniq // nb, uniq % nb, vals
     how = agg.across if agg.across is not None else _SAME_AS_ACROSS[agg.fn]
     time = cells.time[inside] if cells.time is not None else None
-    ukey, vals = _reduce(key, cells.value[inside], how, agg.q, time)
+    seq = cells.seq[inside] if cells.seq is not None else None
+    sets = cells.sets[inside] if cells.sets is not None else None
+    ukey, vals = _reduce(key, cells.value[inside], how, agg.q, time, seq, sets)
     return ukey // nb, ukey % nb, vals
 
 

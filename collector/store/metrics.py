@@ -10,7 +10,7 @@ How metrics are stored (migrations.py has the columns; store.md, "Series identit
 
 - `metric_series`: one row per series; its id is the fingerprint of (project, name, type, resource,
   scope, point attributes). `type` is an OTel type (`gauge`, `sum`, `histogram`,
-  `exponential_histogram`, `summary`) or one of the two types of dialects that keep raw observations:
+  `exponential_histogram`, `summary`) or one of the types of dialects that keep raw observations:
 
   - `distribution` (Flux distributions): every observed value is one `metric_points` row with the value
     in `value` (a number; count/sum/buckets NULL). Percentiles are computed exactly over these rows.
@@ -27,6 +27,15 @@ How metrics are stored (migrations.py has the columns; store.md, "Series identit
   value is a delta) with `is_monotonic` 0, since Flux counters take negative values (the SDK's
   `decrement`). Flux writes every series under the instrumentation scope `FLUX_SCOPE`; the scrape shows a
   sum of that scope as a counter (`_total`) of the exact running total, as prometheus.md asks.
+- `tally` (Trifle keys, api/trifle/): one series per (key, dot path) with the path as the point attribute
+  `path`; every `track` or `assert` of a leaf is one `metric_points` row with the number in `value`.
+  A track adds (`flags` 0); an assert sets (`flags` has records.TALLY_SET). The value of any time bucket
+  is its rows applied in write order (the rowid): the last assert in the bucket, plus every track
+  written after it (the sum of the tracks when there is none). That is what Trifle stores per bucket
+  at every granularity (its assert overwrites the leaf in each granularity's bucket, its track
+  increments it), so raw rows answer any granularity asked later, exactly. `temporality` 1 (a track is
+  a delta), `is_monotonic` 0, `start_ns` 0; the engine's `tally` aggregation computes it
+  (collector/query/reduce.py), and the series state (series_state.py) folds the same way over all time.
 - `metric_series_labels`: one row per (series, key) for point attributes (`source` 'point') and resource
   attributes ('resource'), so filters and group-by never touch points.
 
@@ -57,7 +66,8 @@ LABEL_OPS = ("eq", "neq", "regex", "not_regex")
 DISTRIBUTION = "distribution"
 SET = "set"
 FLUX_SCOPE = "otelite.flux"  # the instrumentation scope of every series the Flux dialect writes
-METRIC_TYPES = ("gauge", "sum", "histogram", "exponential_histogram", "summary", DISTRIBUTION, SET)
+TALLY = "tally"
+METRIC_TYPES = ("gauge", "sum", "histogram", "exponential_histogram", "summary", DISTRIBUTION, SET, TALLY)
 SERVICE_NAME = "service_name"
 _CHUNK = 500  # ids per IN (...) list
 

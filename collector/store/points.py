@@ -23,6 +23,9 @@ decoded by SQLite's json_extract and one json.loads per column, never a Python l
 A `set` series (metrics.py) stores each member as text in `value`; here each distinct member gets an
 integer code (`members[code]` is the text), in order of first appearance, so a distinct count per bucket
 is numpy over integers. Codes are per `Points`: `concat` renumbers the second operand's members.
+
+A `tally` series (metrics.py) also loads each row's id as `seq` (its write order) and whether it sets the
+value (`sets`, records.TALLY_SET) rather than adding to it: the engine's `tally` applies them in that order.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from otelite.collector.store.records import TALLY_SET
+
 if TYPE_CHECKING:
     from otelite.collector.store.metrics import SeriesSet
 
@@ -46,7 +51,7 @@ CACHE_MAX_BYTES = 256 * 2**20  # the default of exporters.sqlite.query_cache_mib
 
 @dataclass
 class Points:
-    kind: str  # number | set | histogram | exponential_histogram | summary
+    kind: str  # number | set | tally | histogram | exponential_histogram | summary
     series_id: np.ndarray  # int64
     time: np.ndarray  # int64 ns
     valid: np.ndarray  # bool
@@ -55,6 +60,9 @@ class Points:
     start: np.ndarray | None = None  # int64 ns, the OTel start time (0: none); None only in hand-built Points
     # sets: members[int(value)] is the member's text
     members: tuple = ()
+    # tallies: the row id (write order) and whether the reading sets the value instead of adding to it
+    seq: np.ndarray | None = None  # int64
+    sets: np.ndarray | None = None  # bool
     # explicit histograms
     bounds_id: np.ndarray | None = None  # int32 index into `bounds`
     bounds: tuple | None = None  # tuple of tuples
@@ -74,7 +82,8 @@ class Points:
     q_level: np.ndarray | None = None
     q_value: np.ndarray | None = None
 
-    _ROW_FIELDS = ("series_id", "time", "valid", "value", "counter", "start", "bounds_id", "counts", "scale",
+    _ROW_FIELDS = ("series_id", "time", "valid", "value", "counter", "start", "seq", "sets", "bounds_id", "counts",
+                   "scale",
                    "zero_count", "pos_offset", "pos_start", "pos_len", "neg_offset", "neg_start", "neg_len",
                    "q_level", "q_value")
 
@@ -98,7 +107,9 @@ class Points:
 def empty(kind: str) -> Points:
     z64, zf = np.zeros(0, np.int64), np.zeros(0, np.float64)
     p = Points(kind, z64, z64, np.zeros(0, bool), zf, zf, z64)
-    if kind == "histogram":
+    if kind == "tally":
+        p.seq, p.sets = z64, np.zeros(0, bool)
+    elif kind == "histogram":
         p.bounds_id, p.bounds, p.counts = np.zeros(0, np.int32), (), np.zeros((0, 0))
     elif kind == "exponential_histogram":
         p.scale, p.zero_count = np.zeros(0, np.int32), zf
@@ -111,7 +122,8 @@ def empty(kind: str) -> Points:
 
 def kind_of(metric_type: str) -> str:
     """How a metric type's points are held: `number` for gauge, sum and distribution (one value per
-    point), `set` for sets (one member per point), else the type itself."""
+    point), `set` for sets (one member per point), else the type itself (`tally`: a value, its write
+    order and whether it sets)."""
     return "number" if metric_type in ("gauge", "sum", "distribution") else metric_type
 
 
@@ -122,6 +134,7 @@ def kind_of(metric_type: str) -> str:
 _COLUMNS = {
     "number": "value",
     "set": "value",
+    "tally": "value, id, flags",
     "histogram": "count, sum, json_extract(buckets, '$.bounds'), ifnull(json_extract(buckets, '$.counts'), '[]')",
     "exponential_histogram": "count, sum, json_extract(buckets, '$.scale'), "
                              "json_extract(buckets, '$.zero_count'), json_extract(buckets, '$.positive.offset'), "
@@ -130,7 +143,8 @@ _COLUMNS = {
                              "ifnull(json_extract(buckets, '$.negative.counts'), '[]')",
     "summary": "count, sum, ifnull(json_extract(buckets, '$.quantiles'), '[]')",
 }
-_READING = {"number": "value IS NOT NULL", "set": "value IS NOT NULL"}  # others: (flags & 1) = 0
+# Readings: others are `(flags & 1) = 0`.
+_READING = {"number": "value IS NOT NULL", "set": "value IS NOT NULL", "tally": "value IS NOT NULL"}
 _SERIES = "SELECT id FROM metric_series WHERE project_id = ? AND name = ? AND type = ?"
 
 
@@ -188,6 +202,12 @@ def decode(kind: str, rows: list[tuple]) -> Points:
         # point with no recorded value: not a reading.
         value = _floats(cols[1])
         return Points(kind, sid, t, valid, value, value, start)
+    if kind == "tally":
+        value = _floats(cols[1])
+        p = Points(kind, sid, t, valid, value, value, start)
+        p.seq = np.array(cols[2], dtype=np.int64)
+        p.sets = (np.array(cols[3], dtype=np.int64) & TALLY_SET) != 0
+        return p
     if kind == "set":
         table: dict[str, int] = {}
         codes = _member_codes(cols[1], table)

@@ -12,6 +12,8 @@ inside the transaction that inserts the points, so the state always matches the 
   are DELTA sums (metrics.py), so their state is their exact running total.
 - Flux distributions (one point per observation, metrics.py): `count`, `sum`, `min` and `max` of every
   observation ever stored (the summary's `_count` and `_sum` on the scrape), `value` the newest one.
+- tallies (Trifle keys, metrics.py): every point applied in write order, a track adding to the total and
+  an assert (records.TALLY_SET) replacing it, the same fold the engine's `tally` does per bucket.
 
 Rows are tuples in `STATE_COLUMNS` order (the same values as `records.POINT_COLUMNS`, series id first).
 """
@@ -24,12 +26,14 @@ import math
 import sqlite3
 from typing import Any, Iterable
 
+from otelite.collector.store.records import TALLY_SET
+
 log = logging.getLogger("otelite.store")
 
 DISTRIBUTION = "distribution"  # metrics.DISTRIBUTION (not imported: metrics.py reads this table)
 STATE_COLUMNS = ("series_id", "project_id", "time_ns", "start_ns", "value", "count", "sum", "min", "max",
                  "flags", "buckets", "exemplars")
-_ACCUMULATED_TYPES = frozenset(("sum", "histogram", "exponential_histogram"))
+_ACCUMULATED_TYPES = frozenset(("sum", "histogram", "exponential_histogram", "tally"))
 DELTA = 1  # AggregationTemporality.DELTA
 _NO_RECORDED_VALUE = 1  # DataPointFlags.FLAG_NO_RECORDED_VALUE_MASK
 _INT64_MAX = (1 << 63) - 1
@@ -149,6 +153,8 @@ def accumulate(kind: str, state: tuple | None, points: list[tuple]) -> tuple:
         try:
             if kind == "sum":
                 acc[4] = _add_values(acc[4], p[4])
+            elif kind == "tally":
+                acc[4] = p[4] if p[9] & TALLY_SET else _add_values(acc[4], p[4])
             else:
                 pb = _parse(p[10])
                 if parsed is None:
@@ -173,7 +179,7 @@ def accumulate(kind: str, state: tuple | None, points: list[tuple]) -> tuple:
         acc[9] = p[9]
         if p[11] is not None:
             acc[11] = p[11]
-    if kind != "sum" and parsed is not None:
+    if kind not in ("sum", "tally") and parsed is not None:
         acc[10] = _dumps(parsed)
     if isinstance(acc[5], int) and abs(acc[5]) > _INT64_MAX:
         acc[5] = float(acc[5])
@@ -272,6 +278,9 @@ def _merge_exponential(a: dict | None, b: dict | None) -> dict | None:
 
 # --- backfill (migration of a store written before the state table existed) -----------------------------
 
+_ACCUMULATED_SQL = ", ".join(f"'{t}'" for t in sorted(_ACCUMULATED_TYPES))
+
+
 def backfill(conn: sqlite3.Connection) -> None:
     """Build `metric_series_state` from the points already stored (run once by the migration)."""
     # Newest point per series: SQLite takes bare columns from the row that holds the MAX().
@@ -279,7 +288,7 @@ def backfill(conn: sqlite3.Connection) -> None:
         f"INSERT OR REPLACE INTO metric_series_state ({_COLS}) "
         "SELECT p.series_id, p.project_id, MAX(p.time_ns), p.start_ns, p.value, p.count, p.sum, p.min, p.max, "
         "p.flags, p.buckets, p.exemplars FROM metric_points AS p JOIN metric_series AS s ON s.id = p.series_id "
-        f"WHERE NOT (s.temporality = {DELTA} AND s.type IN ('sum', 'histogram', 'exponential_histogram')) "
+        f"WHERE NOT (s.temporality = {DELTA} AND s.type IN ({_ACCUMULATED_SQL})) "
         "GROUP BY p.series_id")
     conn.execute(  # as the writer does: the newest point without exemplars keeps the last ones seen
         "UPDATE metric_series_state SET exemplars = (SELECT p.exemplars FROM metric_points AS p WHERE "
@@ -288,11 +297,12 @@ def backfill(conn: sqlite3.Connection) -> None:
     backfill_distributions(conn)
     delta_series = conn.execute(
         f"SELECT id, type FROM metric_series WHERE temporality = {DELTA} "
-        "AND type IN ('sum', 'histogram', 'exponential_histogram')").fetchall()
+        f"AND type IN ({_ACCUMULATED_SQL})").fetchall()
     for sid, kind in delta_series:
         points = [p for p in conn.execute(
             "SELECT project_id, series_id, start_ns, time_ns, value, count, sum, min, max, flags, buckets, "
-            "exemplars FROM metric_points WHERE series_id = ? ORDER BY time_ns, id", (sid,))
+            "exemplars FROM metric_points WHERE series_id = ? ORDER BY "
+            + ("id" if kind == "tally" else "time_ns, id"), (sid,))  # a tally folds in write order
             if not p[9] & _NO_RECORDED_VALUE]
         if points:
             conn.execute(SQL_REPLACE, accumulate(kind, None, points))

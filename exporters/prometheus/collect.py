@@ -62,7 +62,8 @@ class _Series(NamedTuple):
 
 _NUMBER, _EXPLICIT, _EXPONENTIAL, _SUMMARY, _OBSERVATIONS, _MEMBERS = range(6)
 _SHAPES = {"gauge": _NUMBER, "sum": _NUMBER, "histogram": _EXPLICIT, "exponential_histogram": _EXPONENTIAL,
-           "summary": _SUMMARY, sm.DISTRIBUTION: _OBSERVATIONS, sm.SET: _MEMBERS}
+           "summary": _SUMMARY, sm.DISTRIBUTION: _OBSERVATIONS, sm.SET: _MEMBERS,
+           sm.TALLY: _NUMBER}
 # prometheus.md: a Flux distribution is a summary with these quantiles over its expiry window's observations.
 DISTRIBUTION_QUANTILES = (0.5, 0.9, 0.95, 0.99)
 _WINDOW_WHEN_NEVER_EXPIRING_NS = 300 * 10**9  # the window of distributions and sets when series never expire
@@ -252,9 +253,15 @@ class StoreCollector:
             typ = HISTOGRAM
         elif otel_type == "summary":
             typ = SUMMARY
+        elif otel_type == "tally":
+            # prometheus.md: a Trifle key is one family, its dot paths the `path` label (point attribute).
+            # A gauge: the state is every track added and each assert replacing it, which can go down.
+            typ = GAUGE
         else:
             return None
         is_gauge = otel_type == "gauge"  # `1` → `_ratio` for OpenTelemetry gauges only
+        if otel_type == "tally":
+            name, description = tr.tally_name(name), description or tr.tally_help(name)
         full = tr.metric_name(name, unit, counter=typ == COUNTER, gauge=is_gauge)
         family = full[:-len("_total")] if typ == COUNTER else full
         pairs = tr.label_pairs(attributes, tr.reserved_labels(typ))
