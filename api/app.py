@@ -18,6 +18,7 @@ from otelite.api.auth import AuthMiddleware
 from otelite.api.dialect import Services
 from otelite.api.errors import add_error_handlers
 from otelite.api.health import HealthResource, SelfMetricsResource
+from otelite.api.launchdarkly import DIALECT as LAUNCHDARKLY
 from otelite.api.posthog import tracing as posthog_tracing
 from otelite.api.posthog.metrics import resources as posthog_metrics
 from otelite.api.ratelimit import RateLimiter
@@ -51,7 +52,7 @@ class RequestIdMiddleware:
 
 
 # Every REST dialect served on the HTTP listener, in one place (docs/architecture.md, "Adding a dialect").
-DIALECTS = (posthog_tracing.DIALECT, posthog_metrics.DIALECT, prometheus.DIALECT, ui_routes.DIALECT)
+DIALECTS = (posthog_tracing.DIALECT, posthog_metrics.DIALECT, prometheus.DIALECT, ui_routes.DIALECT, LAUNCHDARKLY)
 
 
 def create_app(config: "Config", store: "Store", ingest: "Ingest", telemetry: "Telemetry") -> falcon.asgi.App:
