@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from otelite.api.launchdarkly.patch import MAX_COMMENT, MAX_OPERATIONS
-from otelite.api.launchdarkly.request import (EXPAND_PATTERN, EXPERIMENT_STATUSES, KEY_PATTERN, MAX_DESCRIPTION,
-                                              MAX_LIMIT, MAX_METRIC_KEY, MAX_METRICS, MAX_NAME, MAX_OFFSET,
-                                              MAX_TAG, MAX_TAGS, SORT_PATTERN)
+from otelite.api.launchdarkly.request import (EXPAND_PATTERN, EXPERIMENT_STATUSES, FILTER_PATTERN, KEY_PATTERN,
+                                              MAX_DESCRIPTION, MAX_FILTER, MAX_LIMIT, MAX_METRIC_KEY, MAX_METRICS,
+                                              MAX_NAME, MAX_OFFSET, MAX_TAG, MAX_TAGS, SORT_PATTERN)
 from otelite.collector.store.metric_groups import KINDS
 
 _STRING = {"type": "string"}
@@ -144,7 +144,7 @@ _VERSION = _param("LD-API-Version", "header", _STRING, "any value (beta, 2024041
 _EXPAND = _param("expand", "query", {"type": "string", "pattern": EXPAND_PATTERN},
                  "comma-separated: experiments, experimentCount (otelite runs no experiments: [] and 0)")
 _LIST_PARAMS = [
-    _param("filter", "query", {"type": "string"},
+    _param("filter", "query", {"type": "string", "maxLength": MAX_FILTER, "pattern": FILTER_PATTERN},
            "clauses joined by ' and ': query equals 'text' (or ['a','b']), kind equals|anyOf, maintainerIds "
            "anyOf [...], maintainerTeamKey equals '...', experimentStatus equals one of "
            f"{', '.join(EXPERIMENT_STATUSES)}, hasConnections equals true|false"),

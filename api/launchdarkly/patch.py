@@ -83,13 +83,21 @@ def check_version_tests(ops: list[dict], version: int) -> None:
 
 
 def apply(document: dict, ops: list[dict]) -> Any:
-    """The patched copy of `document` (the library applies every operation, or raises)."""
-    try:
-        return jsonpatch.JsonPatch(ops).apply(document)
-    except jsonpatch.JsonPatchTestFailed as e:
-        raise bad_request(f"a test operation failed: {e}", attr="patch") from None
-    except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as e:
-        raise bad_request(f"the patch cannot be applied: {e}", attr="patch") from None
+    """The patched copy of `document`. The library applies the operations one at a time (each on a copy),
+    only so that an error can name the operation that failed; nothing is kept unless all of them apply."""
+    for i, op in enumerate(ops):
+        try:
+            document = jsonpatch.JsonPatch([op]).apply(document)
+        except jsonpatch.JsonPatchTestFailed:
+            raise bad_request(f"patch[{i}]: test failed: the value at {op['path']!r} is not the one given",
+                              attr="patch") from None
+        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as e:
+            reason = str(e)
+            if len(reason) > 160:  # the library's messages may quote the whole document
+                reason = "the path does not exist in the metric group or cannot be used here"
+            raise bad_request(f"patch[{i}] ({op['op']} {op['path']!r}) cannot be applied: {reason}",
+                              attr="patch") from None
+    return document
 
 
 def _maintainer_id(before: Mapping[str, Any], after: Mapping[str, Any]) -> Any:

@@ -1,9 +1,8 @@
 """Pure parsing of metric-group requests (metric-groups.md): the create body, and the list's `filter`,
 `sort`, `expand`, `limit` and `offset`. Every error is a 400 naming the field (or the filter clause).
 
-The filter grammar is LaunchDarkly's: clauses joined by ` and `, each `field operator value`, where a value
-is a quoted string ('...' or "..."; a backslash escapes the next character), a list `['a', 'b']`, or a
-bare word (`true`, `false`).
+The filter grammar is LaunchDarkly's (clauses joined by ` and `, each `field operator value`); it is
+spelled out, and published as a pattern, in the filter section below.
 """
 
 from __future__ import annotations
@@ -212,6 +211,38 @@ def parse_list(params: Mapping[str, Any], project_id: int) -> ListQuery:
 
 
 # --- filter -------------------------------------------------------------------------------------------------
+#
+# The grammar, also as FILTER_PATTERN (the OpenAPI document's pattern for `filter`; a unit test checks that
+# the parser and the pattern agree): clauses joined by ' and ' (spaces, not other whitespace), each
+# `field operator value`, where a value is a quoted string ('...' or "..."; inside, a backslash escapes the
+# quote or a backslash), a list of quoted strings `['a', 'b']`, or the bare word true/false.
+
+_SQ = r"'(?:[^'\\]|\\['\\])*'"
+_DQ = r'"(?:[^"\\]|\\["\\])*"'
+_S = f"(?:{_SQ}|{_DQ})"
+
+
+def _list(item: str) -> str:
+    return rf"\[ *(?:{item}(?: *, *{item})*)? *\]"
+
+
+def _one_of(values: tuple[str, ...]) -> str:
+    words = "|".join(values)
+    return f"(?:'(?:{words})'|\"(?:{words})\")"
+
+
+_KIND = _one_of(KINDS)
+_CLAUSE = "|".join([
+    rf"query +equals +(?:{_S}|{_list(_S)})",
+    rf"kind +equals +{_KIND}",
+    rf"kind +anyOf +{_list(_KIND)}",
+    rf"maintainerIds +anyOf +{_list(_S)}",
+    rf"maintainerTeamKey +equals +{_S}",
+    rf"experimentStatus +equals +{_one_of(EXPERIMENT_STATUSES)}",
+    r"hasConnections +equals +(?:true|false)",
+])
+FILTER_PATTERN = rf"^ *(?:(?:{_CLAUSE})(?: +and +(?:{_CLAUSE}))*)? *$"
+
 
 @dataclass(frozen=True)
 class Clause:
@@ -232,16 +263,20 @@ class _Scanner:
     def __init__(self, text: str) -> None:
         self.text, self.pos = text, 0
 
-    def skip_space(self) -> None:
-        while self.pos < len(self.text) and self.text[self.pos].isspace():
+    def peek(self) -> str:
+        return self.text[self.pos] if self.pos < len(self.text) else ""
+
+    def spaces(self, at_least: int = 0, what: str = "a space") -> None:
+        start = self.pos
+        while self.peek() == " ":
             self.pos += 1
+        if self.pos - start < at_least:
+            raise _FilterError(f"expected {what}")
 
     def at_end(self) -> bool:
-        self.skip_space()
         return self.pos >= len(self.text)
 
     def word(self, what: str) -> str:
-        self.skip_space()
         m = _WORD.match(self.text, self.pos)
         if not m:
             raise _FilterError(f"expected {what}")
@@ -253,45 +288,46 @@ class _Scanner:
         self.pos += 1
         while self.pos < len(self.text):
             c = self.text[self.pos]
-            if c == "\\" and self.pos + 1 < len(self.text):
-                out.append(self.text[self.pos + 1])
-                self.pos += 2
-                continue
             self.pos += 1
             if c == quote_char:
                 return "".join(out)
+            if c == "\\":
+                escaped = self.peek()
+                if escaped not in (quote_char, "\\"):
+                    raise _FilterError(f"a backslash in a quoted value escapes only {quote_char} or \\")
+                self.pos += 1
+                c = escaped
             out.append(c)
         raise _FilterError("a quoted value is not closed")
 
     def scalar(self) -> str | bool:
-        self.skip_space()
-        if self.pos < len(self.text) and self.text[self.pos] in "'\"":
+        if self.peek() in ("'", '"'):
             return self.quoted()
-        word = self.word("a value ('text', [list] or true/false)")
-        return {"true": True, "false": False}.get(word, word)
+        m = _WORD.match(self.text, self.pos)
+        if m and m.group(0) in ("true", "false"):
+            self.pos = m.end()
+            return m.group(0) == "true"
+        raise _FilterError("expected a value: a 'quoted string', a ['list'] or true/false")
 
     def value(self) -> str | bool | tuple[str, ...]:
-        self.skip_space()
-        if self.pos >= len(self.text):
-            raise _FilterError("expected a value")
-        if self.text[self.pos] != "[":
+        if self.peek() != "[":
             return self.scalar()
         self.pos += 1
+        self.spaces()
         items: list[str] = []
-        self.skip_space()
-        if self.pos < len(self.text) and self.text[self.pos] == "]":
+        if self.peek() == "]":
             self.pos += 1
             return ()
         while True:
-            item = self.scalar()
-            if not isinstance(item, str):
-                raise _FilterError("list items must be strings")
-            items.append(item)
-            self.skip_space()
-            if self.pos < len(self.text) and self.text[self.pos] == ",":
+            if self.peek() not in ("'", '"'):
+                raise _FilterError("list items are 'quoted strings'")
+            items.append(self.quoted())
+            self.spaces()
+            if self.peek() == ",":
                 self.pos += 1
+                self.spaces()
                 continue
-            if self.pos < len(self.text) and self.text[self.pos] == "]":
+            if self.peek() == "]":
                 self.pos += 1
                 return tuple(items)
             raise _FilterError("expected ',' or ']' in a list")
@@ -299,8 +335,8 @@ class _Scanner:
 
 def _clause_text(text: str, start: int) -> str:
     """The clause starting at `start`, for messages: up to the next ' and ' (or the end)."""
-    rest = text[start:].strip()
-    m = re.search(r"\s+and\s+", rest)
+    rest = text[start:].strip(" ")
+    m = re.search(r" +and +", rest)
     return rest[:m.start()] if m else rest
 
 
@@ -308,22 +344,29 @@ def split_clauses(text: str) -> list[Clause]:
     if len(text) > MAX_FILTER:
         raise bad_request(f"filter is longer than {MAX_FILTER} characters", attr="filter")
     scanner, clauses = _Scanner(text), []
+    scanner.spaces()
     if scanner.at_end():
         return clauses
     while True:
         start = scanner.pos
         try:
             field = scanner.word("a field name")
+            scanner.spaces(1, "a space after the field name")
             op = scanner.word("an operator (equals, anyOf)")
+            scanner.spaces(1, "a space after the operator")
             value = scanner.value()
             clause_end = scanner.pos
+            between = scanner.pos
+            scanner.spaces()
             if not scanner.at_end():
-                joiner = scanner.word("'and' between clauses")
-                if joiner != "and" or scanner.at_end():
+                if scanner.pos == between or scanner.word("' and ' between clauses") != "and":
                     raise _FilterError("clauses must be joined by ' and '")
+                scanner.spaces(1, "a clause after ' and '")
+                if scanner.at_end():
+                    raise _FilterError("a clause must follow ' and '")
         except _FilterError as e:
             raise bad_request(f"filter clause {_clause_text(text, start)!r}: {e}", attr="filter") from None
-        clauses.append(Clause(field, op, value, text[start:clause_end].strip()))
+        clauses.append(Clause(field, op, value, text[start:clause_end]))
         if scanner.at_end():
             return clauses
 
@@ -332,15 +375,20 @@ def _clause_error(clause: Clause, message: str):
     return bad_request(f"filter clause {clause.text!r}: {message}", attr="filter")
 
 
-def _strings(clause: Clause, op: str) -> tuple[str, ...]:
-    if op == "equals":
-        if isinstance(clause.value, str):
-            return (clause.value,)
-        if isinstance(clause.value, tuple):
-            return clause.value
-    elif op == "anyOf" and isinstance(clause.value, tuple):
+def _text(clause: Clause) -> str:
+    if not isinstance(clause.value, str):
+        raise _clause_error(clause, f"{clause.field} {clause.op} takes a 'quoted string'")
+    return clause.value
+
+
+def _texts(clause: Clause, *, single: bool) -> tuple[str, ...]:
+    """A ['list'] of strings, or (with `single`) also one 'string'."""
+    if isinstance(clause.value, tuple):
         return clause.value
-    raise _clause_error(clause, "equals takes a 'string' or ['list'], anyOf takes a ['list']")
+    if single and isinstance(clause.value, str):
+        return (clause.value,)
+    raise _clause_error(clause, f"{clause.field} {clause.op} takes " + ("a 'string' or " if single else "")
+                        + "a ['list', 'of strings']")
 
 
 def _intersect(current: tuple[str, ...] | None, allowed: tuple[str, ...]) -> tuple[str, ...]:
@@ -364,26 +412,25 @@ def parse_filter(text: str, project_id: int) -> GroupSelection:
         if clause.op not in ops:
             raise _clause_error(clause, f"{clause.field} supports {' and '.join(ops)}, not {clause.op!r}")
         if clause.field == "query":
-            queries.append(tuple(tuple(s.casefold().split()) for s in _strings(clause, clause.op)))
+            # "Fuzzy" (LaunchDarkly): every word of one of the texts occurs in the key or the name.
+            queries.append(tuple(tuple(t.casefold().split()) for t in _texts(clause, single=True)))
         elif clause.field == "kind":
-            values = _strings(clause, clause.op)
+            values = (_text(clause),) if clause.op == "equals" else _texts(clause, single=False)
             bad = [v for v in values if v not in KINDS]
             if bad:
                 raise _clause_error(clause, f"kind is one of {', '.join(KINDS)}, not {bad[0]!r}")
             kinds = _intersect(kinds, values)
         elif clause.field == "maintainerIds":
-            maintainers = _intersect(maintainers, _strings(clause, clause.op))
+            maintainers = _intersect(maintainers, _texts(clause, single=False))
         elif clause.field == "maintainerTeamKey":
-            _strings(clause, clause.op)
+            _text(clause)
             nothing = True  # maintainers are members; no group has a maintainer team
         elif clause.field == "experimentStatus":
-            if clause.value not in EXPERIMENT_STATUSES:
+            if _text(clause) not in EXPERIMENT_STATUSES:
                 raise _clause_error(clause, f"experimentStatus is one of {', '.join(EXPERIMENT_STATUSES)}")
             nothing = True  # otelite runs no experiments, so no group is in one with any status
         elif clause.field == "hasConnections":
-            value = {"true": True, "false": False}.get(clause.value, clause.value) \
-                if isinstance(clause.value, str) else clause.value
-            if not isinstance(value, bool):
-                raise _clause_error(clause, "hasConnections equals true or false")
-            nothing = nothing or value  # no group is connected to an experiment or guarded rollout
+            if not isinstance(clause.value, bool):
+                raise _clause_error(clause, "hasConnections equals true or false (unquoted)")
+            nothing = nothing or clause.value  # no group is connected to an experiment or guarded rollout
     return GroupSelection(project_id, tuple(queries), kinds, maintainers, nothing)

@@ -193,7 +193,9 @@ def insert_group(conn: sqlite3.Connection, project_id: int, group: MetricGroup) 
             (project_id, group.key, group.uuid, group.name, group.kind, group.description, group.maintainer_id,
              json.dumps(list(group.tags)), _metrics_json(group.metrics), group.version, group.created_ms,
              group.modified_ms, search_text(group.key, group.name)))
-    except sqlite3.IntegrityError:
+    except sqlite3.IntegrityError as e:
+        if "metric_groups.key" not in str(e):  # UNIQUE (project_id, key); anything else is not a duplicate
+            raise
         raise MetricGroupExists(group.key) from None
 
 
