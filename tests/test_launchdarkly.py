@@ -11,7 +11,6 @@ import re
 import sqlite3
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import launchdarkly_api
@@ -512,15 +511,16 @@ def test_auth_scopes_and_project_isolation(env):
         with pytest.raises(NotFoundException) as e:
             call()
         assert e.value.data.code == "not_found"
-    # acme's data is its own: its metric store is empty, so no group of default's metrics can be created...
+    # acme's groups and metrics are its own: default's group is not found there, default's metrics cannot
+    # be grouped there until acme stores one of that name, and the same key then does not clash.
+    with pytest.raises(NotFoundException):
+        acme.get_metric_group("acme", "private")
     with pytest.raises(BadRequestException):
         acme.create_metric_group("acme", _post("private", "Acme's", metrics=("cpu.usage",)))
     _send_to_acme(env)
-    acme.create_metric_group("acme", _post("private", "Acme's", metrics=("cpu.usage",)))  # same key: no clash
+    acme.create_metric_group("acme", _post("private", "Acme's", metrics=("cpu.usage",)))
     assert acme.get_metric_groups("acme").total_count == 1
     assert env.api().get_metric_group("default", "private").name == "Default's group"
-    with pytest.raises(NotFoundException):
-        acme.get_metric_group("acme", "dup")  # a default-only key
     env.api().delete_metric_group("default", "private")
     assert acme.get_metric_group("acme", "private").name == "Acme's"
 
@@ -531,7 +531,8 @@ def test_auth_scopes_and_project_isolation(env):
 
 
 def _send_to_acme(env) -> None:
-    r = httpx.post(env.url + "/v1/metrics", content=mo.gauge("cpu.usage", [(mo.base_ns(1), 1.0, {})]).SerializeToString(),
+    request = mo.gauge("cpu.usage", [(mo.base_ns(1), 1.0, {})])
+    r = httpx.post(env.url + "/v1/metrics", content=request.SerializeToString(),
                    headers={"Content-Type": "application/x-protobuf", "X-Otelite-Project": "acme"}, timeout=10)
     assert r.status_code == 200, r.text
 

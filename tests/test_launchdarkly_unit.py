@@ -203,7 +203,8 @@ def test_store_functions_on_a_real_file(tmp_path):
 
         store.write_sync(lambda c: mg.insert_group(c, 1, group("b", "beta Ünï", "funnel", 2)))
         with pytest.raises(sqlite3.IntegrityError):  # another constraint is not reported as a duplicate key
-            store.write_sync(lambda c: mg.insert_group(c, 1, replace(group("c", "C", "funnel", 2), uuid="u-beta Ünï")))
+            same_uuid = replace(group("c", "C", "funnel", 2), uuid="u-beta Ünï")
+            store.write_sync(lambda c: mg.insert_group(c, 1, same_uuid))
         store.write_sync(lambda c: mg.insert_group(c, 1, group("a", "Alpha", "standard", 1, "x")))
         store.write_sync(lambda c: create_project(c, "second"))
         store.write_sync(lambda c: mg.insert_group(c, 2, replace(group("a", "Other project", "funnel", 3),

@@ -199,6 +199,11 @@ def parse_sort(text: str | None) -> tuple[GroupOrder, ...]:
     return tuple(out)
 
 
+def parse_get(params: Mapping[str, Any]) -> tuple[str, ...]:
+    """A single group's query: only `expand`."""
+    return parse_expand(_single(params, "expand"))
+
+
 def parse_list(params: Mapping[str, Any], project_id: int) -> ListQuery:
     filter_text = _single(params, "filter")
     return ListQuery(

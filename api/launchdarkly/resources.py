@@ -25,7 +25,7 @@ from otelite.api.launchdarkly.common import COLLECTION, ERRORS, ITEM, PREFIX
 from otelite.api.launchdarkly.openapi import OPENAPI_PATHS
 from otelite.api.launchdarkly.patch import parse_patch_body
 from otelite.api.launchdarkly.representation import collection_href, link, project_href
-from otelite.api.launchdarkly.request import parse_create, parse_expand, parse_list
+from otelite.api.launchdarkly.request import parse_create, parse_get, parse_list
 from otelite.collector.store.writer import StoreFull, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -100,11 +100,7 @@ class MetricGroupResource:
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, projectKey: str,
                      metricGroupKey: str) -> None:
-        params = req.params
-        expand = params.get("expand")
-        if isinstance(expand, list):
-            raise bad_request("expand is given more than once", attr="expand")
-        group = await self._store.read(groups.get, req.context.project, metricGroupKey, parse_expand(expand))
+        group = await self._store.read(groups.get, req.context.project, metricGroupKey, parse_get(req.params))
         if group is None:
             raise groups.not_found(metricGroupKey)
         resp.media = group
