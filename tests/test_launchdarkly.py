@@ -20,7 +20,7 @@ from launchdarkly_api.exceptions import (ApiException, BadRequestException, Conf
                                          NotFoundException, UnauthorizedException)
 from launchdarkly_api.models import (InvalidRequestErrorRep, MetricGroupCollectionRep, MetricGroupPost,
                                      MetricGroupRep, MetricInMetricGroupInput, NotFoundErrorRep, PatchOperation,
-                                     PatchWithComment)
+                                     PatchWithComment, RateLimitedErrorRep)
 
 import metrics_otlp as mo
 from conftest import start_server
@@ -568,6 +568,14 @@ def test_rate_limit_headers_and_429(tmp_path):
         r = httpx.get(url, headers=headers, timeout=10)
         assert _error(r, 429, "rate_limited") and int(r.headers["Retry-After"]) >= 1
         assert r.headers["X-Ratelimit-Route-Remaining"] == "0" and int(r.headers["X-Ratelimit-Reset"]) > 0
+        config = launchdarkly_api.Configuration(host=server.http_url)
+        config.api_key["ApiKey"] = key
+        # Left to itself the client (urllib3) would sleep Retry-After and retry; here it reports the 429.
+        config.retries = False
+        with pytest.raises(ApiException) as e:
+            MetricsBetaApi(launchdarkly_api.ApiClient(config)).get_metric_groups("default")
+        assert e.value.status == 429 and isinstance(e.value.data, RateLimitedErrorRep)
+        assert e.value.data.code == "rate_limited"
         # Writes have their own class: the first is allowed (and reports 0 left), the next is refused.
         r = httpx.delete(url + "/nothing", headers=headers, timeout=10)
         assert r.status_code == 404 and r.headers["X-Ratelimit-Route-Remaining"] == "0"
