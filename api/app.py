@@ -19,6 +19,7 @@ from otelite.api.body import BodyLimit
 from otelite.api.dialect import Services
 from otelite.api.errors import add_error_handlers
 from otelite.api.health import HealthResource, SelfMetricsResource
+from otelite.api.launchdarkly import DIALECT as LAUNCHDARKLY
 from otelite.api.posthog import tracing as posthog_tracing
 from otelite.api.posthog.metrics import resources as posthog_metrics
 from otelite.api.ratelimit import RateLimiter, effective_limits
@@ -53,7 +54,7 @@ class RequestIdMiddleware:
 
 # Every REST dialect served on the HTTP listener, in one place (docs/architecture.md, "Adding a dialect").
 DIALECTS = (posthog_tracing.DIALECT, posthog_metrics.DIALECT, prometheus.DIALECT, ui_routes.DIALECT, flux.DIALECT,
-            trifle.DIALECT)
+            trifle.DIALECT, LAUNCHDARKLY)
 
 
 def create_app(config: "Config", store: "Store", ingest: "Ingest", telemetry: "Telemetry") -> falcon.asgi.App:

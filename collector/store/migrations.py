@@ -219,6 +219,32 @@ def _m0005_flux_events(db: Database) -> None:
     _backfill_distributions(db.conn)
 
 
+@MIGRATIONS(name="0006_metric_groups")
+def _m0006_metric_groups(db: Database) -> None:
+    # metric-groups.md (LaunchDarkly metric groups): one row per group, written only through Store.write
+    # (collector/store/metric_groups.py). `version` is the compare-and-set token of PATCH. `metrics` is the
+    # ordered JSON list [{key, nameInGroup, snapshot}], where `snapshot` is the metric's last-known catalog
+    # entry, so a group still renders a metric that retention has since deleted from metric_series.
+    # `search_text` is the case-folded "key\nname" the list's fuzzy `query` filter searches.
+    db.execute("""CREATE TABLE metric_groups (
+        id INTEGER PRIMARY KEY,
+        project_id INTEGER NOT NULL REFERENCES projects (id),
+        key TEXT NOT NULL,
+        uuid TEXT NOT NULL UNIQUE,             -- the representation's _id
+        name TEXT NOT NULL,
+        kind TEXT NOT NULL,                    -- funnel | standard
+        description TEXT,
+        maintainer_id TEXT NOT NULL,
+        tags TEXT NOT NULL,                    -- JSON list of strings
+        metrics TEXT NOT NULL,                 -- JSON list, see above
+        version INTEGER NOT NULL,
+        created_ms INTEGER NOT NULL,
+        modified_ms INTEGER NOT NULL,
+        search_text TEXT NOT NULL,
+        UNIQUE (project_id, key))""")
+    db.execute("CREATE INDEX metric_groups_by_created ON metric_groups (project_id, created_ms)")
+
+
 def schema_version() -> int:
     """The schema version this build writes: the number of migrations it knows."""
     return len(MIGRATIONS._migrations)
