@@ -7,7 +7,6 @@ Thin resources: decode the request (api/posthog/tracing_query.py), read through 
 
 from __future__ import annotations
 
-import json
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -15,9 +14,9 @@ import falcon
 
 from otelite.api.auth import RoutePolicy
 from otelite.api.dialect import Dialect
-from otelite.api.errors import ApiError, bad_request
 from otelite.api.posthog import tracing_query as tq
 from otelite.api.posthog.common import ERRORS, PREFIXES
+from otelite.api.posthog.request_body import read_posthog_body
 from otelite.collector.store import tracing as st
 
 if TYPE_CHECKING:
@@ -27,39 +26,24 @@ if TYPE_CHECKING:
 READ = RoutePolicy(errors=ERRORS, scopes={"GET": "tracing:read", "POST": "tracing:read"},
                    rate_class="read", project_param="project_id")
 BASE = "/tracing/spans"
-MAX_BODY = 1 << 20
-
-
-async def _json_body(req: falcon.asgi.Request) -> dict:
-    """The request body as a JSON object (an empty body is `{}`), whatever the Content-Type says."""
-    if req.content_length is not None and req.content_length > MAX_BODY:
-        raise ApiError(falcon.HTTP_413, "payload_too_large", f"request body over {MAX_BODY} bytes")
-    raw = await req.bounded_stream.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
-        raise ApiError(falcon.HTTP_413, "payload_too_large", f"request body over {MAX_BODY} bytes")
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise bad_request(f"request body is not valid JSON: {e}") from None
-    if not isinstance(body, dict):
-        raise bad_request("request body must be a JSON object")
-    return body
-
-
-def _spans_with_context(conn, project_id: int, rows: list[st.SpanRow]) -> tuple[dict, dict]:
-    return (st.resource_attributes(conn, project_id, (r.resource_id for r in rows)),
-            st.trace_bounds(conn, project_id, (r.trace_id for r in rows)))
 
 
 def _query(conn, q: tq.SpanListQuery) -> dict:
     rows, has_more = st.find_spans(conn, q.selection, q.order, q.limit, q.offset, q.after)
-    resources, bounds = _spans_with_context(conn, q.selection.project_id, rows)
     cursor = None
     if has_more and rows and q.order.by == "timestamp":
         cursor = tq.encode_cursor(rows[-1].start_ns, rows[-1].span_id)
-    return {"results": [tq.render_span(r, resources, bounds.get(r.trace_id)) for r in rows],
+    listed = [(r, True) for r in rows]  # every listed span matched the query
+    if q.prefetch is not None:
+        context = st.trace_context(conn, q.selection, (r.trace_id for r in rows), (r.id for r in rows),
+                                   q.prefetch)
+        listed = tq.with_prefetched(rows, context, q.prefetch)
+    spans = [r for r, _ in listed]
+    resources = {} if q.exclude_attributes else \
+        st.resource_attributes(conn, q.selection.project_id, (r.resource_id for r in spans))
+    bounds = st.trace_bounds(conn, q.selection.project_id, (r.trace_id for r in spans))
+    return {"results": [tq.render_span(r, resources, bounds.get(r.trace_id), matched=m,
+                                       exclude_attributes=q.exclude_attributes) for r, m in listed],
             "hasMore": has_more, "nextCursor": cursor}
 
 
@@ -78,7 +62,7 @@ class SpanQueryResource:
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str) -> None:
         project = req.context.project
-        q = tq.parse_span_query(await _json_body(req), project.id, project.timezone, time.time_ns())
+        q = tq.parse_span_query(await read_posthog_body(req), project.id, project.timezone, time.time_ns())
         resp.media = await self._store.read(_query, q)
 
 
@@ -91,7 +75,7 @@ class TraceResource:
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str,
                       trace_id: str) -> None:
         project = req.context.project
-        q = tq.parse_trace_request(trace_id, await _json_body(req), project.id, project.timezone, time.time_ns())
+        q = tq.parse_trace_request(trace_id, await read_posthog_body(req), project.id, project.timezone, time.time_ns())
         resp.media = await self._store.read(_trace, q)
 
 
@@ -103,7 +87,7 @@ class SparklineResource:
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str) -> None:
         project = req.context.project
-        q = tq.parse_sparkline(await _json_body(req), project.id, project.timezone, time.time_ns())
+        q = tq.parse_sparkline(await read_posthog_body(req), project.id, project.timezone, time.time_ns())
         counts = await self._store.read(st.span_counts, q.selection, q.bucket_ns, q.distinct_traces)
         resp.media = {"results": tq.sparkline_results(counts, q)}
 

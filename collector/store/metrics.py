@@ -44,10 +44,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from otelite.collector.store import comparisons
 from otelite.collector.store.regex import compile_regex
 
 SCOPES = ("auto", "attribute", "resource")
-LABEL_OPS = ("eq", "neq", "regex", "not_regex")
+LABEL_OPS = ("eq", "neq") + tuple(op for op in comparisons.OPERATORS if op not in comparisons.EQUALITY)
 DISTRIBUTION = "distribution"
 SET = "set"
 METRIC_TYPES = ("gauge", "sum", "histogram", "exponential_histogram", "summary", DISTRIBUTION, SET)
@@ -63,11 +64,17 @@ def _marks(n: int) -> str:
 
 @dataclass(frozen=True)
 class LabelFilter:
-    """One condition on a series' label `key` in `scope`. Build with `equals` or `matches`."""
+    """One condition on a series' label `key` in `scope`. Build with `equals`, `matches` or `compare`.
+
+    `op` is `eq`/`neq` (any / none of `values`), `regex`/`not_regex` (the one RE2 pattern), or any other
+    operator of comparisons.py (PostHog's property-filter operators) with `values` normalized as it says:
+    texts, numbers for the order and range operators, a version (or a range's [low, high) as version
+    texts) for the semver ones.
+    """
 
     key: str
-    op: str  # eq | neq | regex | not_regex
-    values: tuple[str, ...]  # eq/neq: any of these texts; regex ops: the one pattern
+    op: str
+    values: tuple = ()
     scope: str = "auto"
     pattern: Any = field(default=None, compare=False, repr=False)  # compiled RE2 for the regex ops
 
@@ -80,6 +87,35 @@ class LabelFilter:
     def matches(cls, key: str, pattern: str, scope: str = "auto", negate: bool = False) -> "LabelFilter":
         """Raises regex.RegexError for a pattern RE2 rejects."""
         return cls(key, "not_regex" if negate else "regex", (pattern,), scope, compile_regex(pattern))
+
+    @classmethod
+    def compare(cls, key: str, op: str, values: tuple | list, scope: str = "auto") -> "LabelFilter":
+        """Any operator of comparisons.OPERATORS (regexes: every value a pattern, any of them matching;
+        raises regex.RegexError)."""
+        if op not in comparisons.OPERATORS:
+            raise ValueError(f"unknown label operator {op!r}")
+        if op == "exact":
+            return cls.equals(key, values, scope)
+        if op == "is_not":
+            return cls.equals(key, values, scope, negate=True)
+        patterns = tuple(compile_regex(v) for v in values) if op in comparisons.PATTERN else None
+        return cls(key, op, tuple(values), scope, patterns)
+
+    def mask(self, labels: list[str | None]) -> np.ndarray:
+        """Which of the labels (None: the series lacks the key, read as "") satisfy the condition."""
+        op, n = self.op, len(labels)
+        if op in ("eq", "neq"):
+            wanted = set(self.values)
+            hit = np.fromiter(((v if v is not None else "") in wanted for v in labels), bool, n)
+            return hit if op == "eq" else ~hit
+        if op in comparisons.PRESENCE:
+            present = np.fromiter((v is not None for v in labels), bool, n)
+            return present if op == "is_set" else ~present
+        values = self.values
+        if op in comparisons.PATTERN:
+            values = self.pattern if isinstance(self.pattern, tuple) else (self.pattern,)
+        holds = comparisons.holds
+        return np.fromiter((holds(op, v if v is not None else "", values) for v in labels), bool, n)
 
 
 @dataclass(frozen=True)
@@ -173,15 +209,7 @@ def filter_mask(conn: sqlite3.Connection, series: SeriesSet, filters: tuple[Labe
     for f in filters:
         if not mask.any():
             break
-        values = label_values(conn, series, f.key, f.scope)
-        if f.op in ("eq", "neq"):
-            wanted = set(f.values)
-            hit = np.fromiter(((v if v is not None else "") in wanted for v in values), bool, len(values))
-            mask &= hit if f.op == "eq" else ~hit
-        else:
-            search = f.pattern.search
-            hit = np.fromiter((search(v if v is not None else "") is not None for v in values), bool, len(values))
-            mask &= hit if f.op == "regex" else ~hit
+        mask &= f.mask(label_values(conn, series, f.key, f.scope))
     return mask
 
 

@@ -25,24 +25,35 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Iterable, Union
 
-OPERATORS = ("exact", "is_not", "icontains", "not_icontains", "regex", "not_regex", "gt", "lt", "is_set",
-             "is_not_set")
+from otelite.collector.store import comparisons
+
+OPERATORS = comparisons.OPERATORS
 # Span keys a filter may name, with the operators each accepts (ids and names are text, the rest numbers).
-_TEXT_OPERATORS = ("exact", "is_not", "icontains", "not_icontains", "regex", "not_regex", "is_set",
-                   "is_not_set")
-_NUMBER_OPERATORS = ("exact", "is_not", "gt", "lt", "is_set", "is_not_set")
+_TEXT_OPERATORS = (comparisons.EQUALITY + comparisons.TEXT + comparisons.PATTERN + comparisons.SEMVER
+                   + comparisons.PRESENCE)
+_NUMBER_OPERATORS = comparisons.EQUALITY + comparisons.NUMERIC + comparisons.PRESENCE
+_FLAG_OPERATORS = comparisons.EQUALITY + comparisons.PRESENCE
 SPAN_KEYS: dict[str, tuple[str, ...]] = {
     "trace_id": _TEXT_OPERATORS,
     "span_id": _TEXT_OPERATORS,
+    "parent_span_id": _TEXT_OPERATORS,
     "name": _TEXT_OPERATORS,
+    "service_name": _TEXT_OPERATORS,
     "duration": _NUMBER_OPERATORS,
     "kind": _NUMBER_OPERATORS,
     "status_code": _NUMBER_OPERATORS,
+    "is_root_span": _FLAG_OPERATORS,
 }
 # For exact/is_not the id keys compare the stored BLOB; the text operators read the lower-case hex.
-_SPAN_VALUE_SQL = {"trace_id": "s.trace_id", "span_id": "s.span_id", "name": "s.name",
-                   "duration": "(s.end_ns - s.start_ns)", "kind": "s.kind", "status_code": "s.status_code"}
-_SPAN_TEXT_SQL = {"trace_id": "lower(hex(s.trace_id))", "span_id": "lower(hex(s.span_id))", "name": "s.name"}
+_SPAN_VALUE_SQL = {"trace_id": "s.trace_id", "span_id": "s.span_id", "parent_span_id": "s.parent_span_id",
+                   "name": "s.name", "service_name": "s.service_name", "duration": "(s.end_ns - s.start_ns)",
+                   "kind": "s.kind", "status_code": "s.status_code",
+                   "is_root_span": "(s.parent_span_id IS NULL)"}
+_SPAN_TEXT_SQL = {"trace_id": "lower(hex(s.trace_id))", "span_id": "lower(hex(s.span_id))",
+                  "parent_span_id": "lower(hex(s.parent_span_id))", "name": "s.name",
+                  "service_name": "s.service_name"}
+# A span key that can be absent (a root span has no parent): the negative operators match it then.
+_SPAN_PRESENT_SQL = {"parent_span_id": "s.parent_span_id"}
 
 SPAN_SELECT = ("s.id, s.trace_id, s.span_id, s.parent_span_id, s.name, s.kind, s.start_ns, s.end_ns, "
                "s.status_code, s.status_message, s.attributes, s.events, s.links, s.resource_id, "
@@ -141,15 +152,20 @@ def _attribute_sql(column: str, key: str) -> tuple[Sql, Sql]:
     return text, Sql(f"(SELECT je.type FROM json_each({column}) AS je WHERE je.key = ?)", [key])
 
 
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def _compare(value: Sql, f: Filter, *, nullable: bool, number: Sql | None = None,
              present: Sql | None = None) -> Sql:
-    """`value` compared by f.operator. Negative operators also match an absent (NULL) value."""
+    """`value` compared by f.operator (comparisons.py). Negative operators also match an absent (NULL)
+    value; order, range and semver operators never do."""
     op, vals = f.operator, list(f.values)
     if op == "is_set":
         return Sql(f"{present.text} IS NOT NULL", list(present.params)) if present else Sql("1")
     if op == "is_not_set":
         return Sql(f"{present.text} IS NULL", list(present.params)) if present else Sql("0")
-    if op in ("exact", "is_not"):
+    if op in comparisons.EQUALITY:
         if len(vals) == 1:
             inner = Sql(f"{value.text} = ?", [*value.params, vals[0]])
         else:
@@ -157,20 +173,37 @@ def _compare(value: Sql, f: Filter, *, nullable: bool, number: Sql | None = None
         if op == "exact":
             return inner
         return _negate(inner, value, nullable)
-    if op in ("gt", "lt"):
-        subject = number or value
-        return Sql(f"{subject.text} {'>' if op == 'gt' else '<'} ?", [*subject.params, vals[0]])
-    # icontains: instr, not LIKE, so that % and _ in the needle are literal. Several values: any of them.
+    subject = number or value
+    if op in comparisons.ORDER:
+        return Sql(f"{subject.text} {comparisons.ORDER_SQL[op]} ?", [*subject.params, vals[0]])
+    if op == "between":
+        return Sql(f"{subject.text} BETWEEN ? AND ?", [*subject.params, vals[0], vals[1]])
+    if op == "not_between":  # NULL (not a number) matches neither side
+        return Sql(f"({subject.text} < ? OR {subject.text} > ?)",
+                   [*subject.params, vals[0], *subject.params, vals[1]])
+    if op in comparisons.SEMVER_POINT:
+        return Sql(f"otelite_semver_cmp({value.text}, ?) {comparisons.SEMVER_SQL[op]} 0", [*value.params, vals[0]])
+    if op in comparisons.SEMVER_RANGE:  # vals: the range's [low, high) as version texts
+        return Sql(f"(otelite_semver_cmp({value.text}, ?) >= 0 AND otelite_semver_cmp({value.text}, ?) < 0)",
+                   [*value.params, vals[0], *value.params, vals[1]])
+    # Text and pattern operators; several values: any of them. icontains is instr, not LIKE, so % and _
+    # in the needle are literal; starts/ends_with are LIKE with the needle escaped. Case folding is
+    # SQLite's lower() and LIKE (ASCII letters), the same for every text operator.
     parts, params = [], []
+    positive = op.removeprefix("not_")
     for v in vals:
-        if op in ("icontains", "not_icontains"):
+        if positive == "icontains":
             parts.append(f"instr(lower({value.text}), lower(?)) > 0")
             params += [*value.params, v]
+        elif positive in ("starts_with", "ends_with"):
+            pattern = _like_escape(v) + "%" if positive == "starts_with" else "%" + _like_escape(v)
+            parts.append(f"lower({value.text}) LIKE lower(?) ESCAPE '\\'")
+            params += [*value.params, pattern]
         else:
             parts.append(f"otelite_regexp(?, {value.text})")
             params += [v, *value.params]
     inner = Sql("(" + " OR ".join(parts) + ")", params)
-    if op in ("icontains", "regex"):
+    if op == positive:
         return inner
     return _negate(inner, value, nullable)
 
@@ -183,9 +216,11 @@ def _negate(inner: Sql, value: Sql, nullable: bool) -> Sql:
 
 def compile_filter(f: Filter, project_id: int) -> Sql:
     if f.source == "span":
-        text_ops = f.operator in ("icontains", "not_icontains", "regex", "not_regex")
+        text_ops = f.operator in comparisons.TEXT + comparisons.PATTERN + comparisons.SEMVER
         column = _SPAN_TEXT_SQL[f.key] if text_ops else _SPAN_VALUE_SQL[f.key]
-        return _compare(Sql(column), f, nullable=False)
+        present = _SPAN_PRESENT_SQL.get(f.key)
+        return _compare(Sql(column), f, nullable=present is not None,
+                        present=Sql(present) if present else None)
     column = "s.attributes" if f.source == "attribute" else "r.attributes"
     text, json_type = _attribute_sql(column, f.key)
     number = Sql(f"otelite_num({text.text})", text.params)
@@ -266,6 +301,35 @@ def find_spans(conn: sqlite3.Connection, sel: Selection, order: SpanOrder, limit
     q = compile_span_list(sel, order, limit + 1, offset, after)
     rows = [SpanRow(*r) for r in conn.execute(q.text, q.params)]
     return rows[:limit], len(rows) > limit
+
+
+def trace_context(conn: sqlite3.Connection, sel: Selection, trace_ids: Iterable[bytes], skip_ids: Iterable[int],
+                  per_trace: int) -> list[tuple[SpanRow, bool]]:
+    """Other spans of the given traces in sel's window (row ids in `skip_ids` left out): up to `per_trace`
+    of each trace, its root first, then the spans that match `sel` (ignoring roots_only), then by start
+    time. Each with whether it matches. The span query's prefetchSpans (PostHog ranks a trace's spans
+    the same way: is_root_span, matched_filter, timestamp)."""
+    ids = list(dict.fromkeys(trace_ids))
+    if not ids or per_trace <= 0:
+        return []
+    skip = list(dict.fromkeys(skip_ids))
+    match = compile_where(Selection(sel.project_id, sel.start_ns, sel.end_ns, sel.services, sel.status_codes,
+                                    None, False, sel.where))
+    window, params = "", []
+    if sel.start_ns is not None:
+        window += " AND +s.start_ns >= ?"
+        params.append(sel.start_ns)
+    if sel.end_ns is not None:
+        window += " AND +s.start_ns <= ?"
+        params.append(sel.end_ns)
+    skip_sql = f" AND s.id NOT IN ({_placeholders(len(skip))})" if skip else ""
+    sql = (f"SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY trace_id ORDER BY parent_span_id IS NULL DESC, "
+           f"matched DESC, start_ns, span_id, id) AS rn FROM (SELECT {SPAN_SELECT}, "
+           f"CASE WHEN {match.text} THEN 1 ELSE 0 END AS matched FROM spans AS s "
+           f"WHERE s.trace_id IN ({_placeholders(len(ids))}) AND +s.project_id = ?{window}{skip_sql})) "
+           f"WHERE rn <= ? ORDER BY trace_id, rn")
+    rows = conn.execute(sql, [*match.params, *ids, sel.project_id, *params, *skip, per_trace])
+    return [(SpanRow(*r[:17]), bool(r[17])) for r in rows]
 
 
 def trace_page(conn: sqlite3.Connection, sel: Selection, offset: int, page: int
