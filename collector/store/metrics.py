@@ -169,6 +169,14 @@ def _metric_series(conn: sqlite3.Connection, project_id: int, name: str, metric_
                      np.fromiter((r[2] for r in rows), np.int8, n), np.fromiter((bool(r[3]) for r in rows), bool, n))
 
 
+def metric_type(conn: sqlite3.Connection, project_id: int, name: str) -> str | None:
+    """The type a metric name was seen with most recently (the one `select_series` picks when the
+    selection names none), or None when the project has no such metric."""
+    row = conn.execute("SELECT type FROM metric_series WHERE project_id = ? AND name = ? "
+                       "ORDER BY last_seen_ns DESC, type DESC LIMIT 1", (project_id, name)).fetchone()
+    return row[0] if row else None
+
+
 def select_series(conn: sqlite3.Connection, selection: SeriesSelection) -> SeriesSet:
     """The series `selection` names. `type` is resolved even when filters leave no series, so a caller
     can tell "no such metric" (type None) from "nothing matched"."""

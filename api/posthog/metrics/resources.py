@@ -19,6 +19,7 @@ from otelite.api.auth import RoutePolicy
 from otelite.api.dialect import Dialect
 from otelite.api.errors import bad_request
 from otelite.api.posthog.common import ERRORS, PREFIXES
+from otelite.api.posthog.request_body import read_posthog_body
 from otelite.api.posthog.metrics.characterize import characterize
 from otelite.api.posthog.metrics.query import run_query
 from otelite.api.posthog.metrics.request import parse_characterize, parse_query
@@ -38,8 +39,6 @@ def _values(conn: sqlite3.Connection, project_id: int, search: str, limit: int) 
     return [{"name": m.name, "metric_type": m.type} for m in sm.metric_names(conn, project_id, search, limit)]
 
 
-async def _body(req: falcon.asgi.Request) -> object:
-    return await req.get_media(default_when_empty=None)
 
 
 class HasMetricsResource:
@@ -77,7 +76,7 @@ class QueryResource:
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str) -> None:
         project = req.context.project
-        query = parse_query(await _body(req), zone(project.timezone), time.time_ns())
+        query = parse_query(await read_posthog_body(req), zone(project.timezone), time.time_ns())
         resp.media = await self._store.read(run_query, self._store.point_cache, project.id, project.timezone,
                                             query)
 
@@ -90,7 +89,7 @@ class CharacterizeResource:
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str) -> None:
         project = req.context.project
-        query = parse_characterize(await _body(req), zone(project.timezone), time.time_ns())
+        query = parse_characterize(await read_posthog_body(req), zone(project.timezone), time.time_ns())
         resp.media = await self._store.read(characterize, project.id, project.timezone, query,
                                             self._store.point_cache)
 
