@@ -92,6 +92,45 @@ class SparklineResource:
         resp.media = {"results": tq.sparkline_results(counts, q)}
 
 
+def _aggregate(conn, q: tq.AggregateQuery) -> dict:
+    rows, has_more = st.span_aggregates(conn, q.selection, q.limit, q.offset)
+    compare = st.span_aggregates(conn, q.compare, q.limit, q.offset)[0] if q.compare is not None else None
+    return {"results": [tq.render_aggregate(r) for r in rows],
+            "compare": [tq.render_aggregate(r) for r in compare] if compare is not None else None,
+            "has_more": has_more, "next_offset": q.offset + len(rows) if has_more else None}
+
+
+def _tree(conn, q: tq.TreeQuery) -> dict:
+    rows = st.span_tree(conn, q.selection, q.span_name, q.service_name, tq.AGGREGATE_MAX_ROWS)
+    compare = st.span_tree(conn, q.compare, q.span_name, q.service_name, tq.AGGREGATE_MAX_ROWS) \
+        if q.compare is not None else None
+    return {"results": tq.render_tree(rows), "compare": tq.render_tree(compare) if compare is not None else None}
+
+
+class AggregateResource:
+    auth_policy = READ
+
+    def __init__(self, store: "Store") -> None:
+        self._store = store
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str) -> None:
+        project = req.context.project
+        q = tq.parse_aggregate(await read_posthog_body(req), project.id, project.timezone, time.time_ns())
+        resp.media = await self._store.read(_aggregate, q)
+
+
+class TreeResource:
+    auth_policy = READ
+
+    def __init__(self, store: "Store") -> None:
+        self._store = store
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str) -> None:
+        project = req.context.project
+        q = tq.parse_tree(await read_posthog_body(req), project.id, project.timezone, time.time_ns())
+        resp.media = await self._store.read(_tree, q)
+
+
 class ServiceNamesResource:
     auth_policy = READ
 
@@ -199,7 +238,8 @@ def add_routes(app: falcon.asgi.App, services: "Services") -> None:
     store = services.store
     resources = {"/query": SpanQueryResource(store), "/trace/{trace_id}": TraceResource(store),
                  "/sparkline": SparklineResource(store), "/service-names": ServiceNamesResource(store),
-                 "/attributes": AttributesResource(store), "/values": ValuesResource(store)}
+                 "/attributes": AttributesResource(store), "/values": ValuesResource(store),
+                 "/aggregate": AggregateResource(store), "/tree": TreeResource(store)}
     for prefix in PREFIXES:
         for suffix, resource in resources.items():
             app.add_route(f"{prefix}{BASE}{suffix}", resource)

@@ -44,6 +44,10 @@ QUERY_FIELDS = _FILTER_FIELDS + ("traceId", "rootSpans", "limit", "offset", "aft
                                  "prefetchSpans", "flatSpans", "excludeAttributes")
 SPARKLINE_FIELDS = QUERY_FIELDS
 TRACE_FIELDS = _FILTER_FIELDS + ("offset",)
+AGGREGATE_FIELDS = _FILTER_FIELDS + ("traceId", "rootSpans", "compareFilter", "limit", "offset")
+TREE_FIELDS = _FILTER_FIELDS + ("traceId", "rootSpans", "compareFilter", "spanName", "serviceName")
+AGGREGATE_DEFAULT_LIMIT = 100  # PostHog caps an unpaged aggregate too (DEFAULT_AGGREGATION_ROW_LIMIT)
+AGGREGATE_MAX_ROWS = 5000  # PostHog's _ROW_LIMIT per period, for the tree as well
 # posthog-tracing.md, "POST sparkline": window/50 rounded to the nearest of these (seconds).
 BUCKET_LADDER_S = (1, 5, 10, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 21600, 43200, 86400)
 
@@ -437,6 +441,110 @@ def parse_trace_request(trace_id: str, body: dict, project_id: int, timezone: st
     q = {k: body.get(k) for k in ("serviceNames", "statusCodes", "filterGroup")}
     selection = _selection(q, project_id, window, roots_default=False, trace_id=tid)
     return TraceQuery(selection, parse_int(body.get("offset"), field="offset", default=0))
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateQuery:
+    selection: Selection
+    compare: Selection | None  # compareFilter's window, same filters
+    limit: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class TreeQuery:
+    selection: Selection
+    compare: Selection | None
+    span_name: str
+    service_name: str | None
+
+
+def parse_aggregate(body: dict, project_id: int, timezone: str, now_ns: int) -> AggregateQuery:
+    """POST tracing/spans/aggregate: duration statistics per (service, span name) of the matching spans
+    (every span unless rootSpans is true), by total duration, `limit`/`offset` pages of them."""
+    q = _query_object(body, AGGREGATE_FIELDS)
+    window = parse_date_range(q.get("dateRange"), now_ns=now_ns, timezone=timezone, default_from="-1h")
+    selection = _selection(q, project_id, window, roots_default=False)
+    limit = parse_int(q.get("limit"), field="limit", default=AGGREGATE_DEFAULT_LIMIT, minimum=1,
+                      maximum=AGGREGATE_MAX_ROWS)
+    offset = parse_int(q.get("offset"), field="offset", default=0)
+    return AggregateQuery(selection, _compare(q.get("compareFilter"), selection, timezone), limit, offset)
+
+
+def parse_tree(body: dict, project_id: int, timezone: str, now_ns: int) -> TreeQuery:
+    """POST tracing/spans/tree: the call tree under the spans named `spanName` (of `serviceName`, when
+    given), as per-edge duration statistics."""
+    q = _query_object(body, TREE_FIELDS)
+    span_name = q.get("spanName")
+    if not span_name or not isinstance(span_name, str):
+        # PostHog's own message (products/tracing views: the join is unbounded without a span name)
+        raise bad_request("`spanName` is required for tree aggregation queries.", attr="spanName")
+    service = q.get("serviceName")
+    if service is not None and not isinstance(service, str):
+        raise bad_request(f"serviceName: expected a string, got {service!r}", attr="serviceName")
+    window = parse_date_range(q.get("dateRange"), now_ns=now_ns, timezone=timezone, default_from="-1h")
+    selection = _selection(q, project_id, window, roots_default=False)
+    return TreeQuery(selection, _compare(q.get("compareFilter"), selection, timezone), span_name, service)
+
+
+def _compare(value: Any, sel: Selection, timezone: str) -> Selection | None:
+    """compareFilter `{compare, compare_to}` → the comparison window with the same filters, or None.
+    Without compare_to the previous period of equal length (PostHog's QueryPreviousPeriodDateRange);
+    with it both ends moved by that relative date (`-1d`, `-7d`, `-1m`: QueryCompareToDateRange)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise bad_request("compareFilter: expected {compare: bool, compare_to: relative date}", attr="compareFilter")
+    filters.check_fields(value, ("compare", "compare_to"), "compareFilter", "compareFilter")
+    if not _bool(value.get("compare"), field="compareFilter.compare", default=False):
+        return None
+    if sel.start_ns is None:
+        raise bad_request("compareFilter: a comparison needs a window; date_from \"all\" has none",
+                          attr="compareFilter")
+    shift = value.get("compare_to")
+    if shift in (None, ""):
+        length = sel.end_ns - sel.start_ns
+        start, end = sel.start_ns - length, sel.start_ns
+    else:
+        tz = times.zone(timezone)
+        try:
+            start = times.parse_relative(shift, tz, sel.start_ns) if isinstance(shift, str) else None
+            end = times.parse_relative(shift, tz, sel.end_ns) if start is not None else None
+        except times.TimeError as e:
+            raise bad_request(f"compareFilter.compare_to: {e}", attr="compareFilter") from None
+        if start is None or end is None:
+            raise bad_request(f"compareFilter.compare_to: expected a relative date such as -1d or -7d, "
+                              f"got {shift!r}", attr="compareFilter")
+    return Selection(sel.project_id, start, end, sel.services, sel.status_codes, sel.trace_id, sel.roots_only,
+                     sel.where)
+
+
+def render_aggregate(stats) -> dict:
+    """One (service, name) row as PostHog's AggregatedSpanRow (durations in ns, as floats)."""
+    p50, p95, p99, p999 = stats.quantiles
+    return {"service_name": stats.group[0], "name": stats.group[1], "count": stats.count,
+            "total_duration_nano": float(stats.total), "avg_duration_nano": stats.mean,
+            "p50_duration_nano": p50, "p95_duration_nano": p95, "p99_duration_nano": p99,
+            "p999_duration_nano": p999, "error_count": stats.errors}
+
+
+def render_tree(rows) -> list[dict]:
+    """Edges as PostHog's SpanTreeNode, with `calls_per_parent_invocation`: the edge's count over the
+    parent's own count as a child anywhere in the returned tree (None for edges under the root)."""
+    invocations: dict[tuple[str, str], int] = {}
+    for r in rows:
+        invocations[(r.group[2], r.group[3])] = invocations.get((r.group[2], r.group[3]), 0) + r.count
+    out = []
+    for r in rows:
+        p50, p95, p99, p999 = r.quantiles
+        parent_total = invocations.get((r.group[0], r.group[1]))
+        out.append({"parent_service": r.group[0], "parent_name": r.group[1], "service_name": r.group[2],
+                    "name": r.group[3], "count": r.count, "total_duration_nano": float(r.total),
+                    "avg_duration_nano": r.mean, "p50_duration_nano": p50, "p95_duration_nano": p95,
+                    "p99_duration_nano": p99, "p999_duration_nano": p999, "error_count": r.errors,
+                    "avg_start_offset_nano": r.mean_offset,
+                    "calls_per_parent_invocation": r.count / parent_total if parent_total else None})
+    return out
 
 
 def bucket_seconds(window_ns: int) -> int:

@@ -119,7 +119,7 @@ def semver_range(op: str, value: str) -> tuple[tuple[int, ...], tuple[int, ...]]
 def holds(op: str, text: str | None, values: tuple) -> bool:
     """Whether `op` holds for one value (None: absent) against normalized `values` — text for equality,
     text and pattern operators (compiled RE2 patterns for the pattern operators), numbers for order and
-    range, texts for semver. The metrics reader uses this; the span reader compiles the same rules to SQL."""
+    range, a version text for the semver point operators and [low, high) version texts for the ranges. The metrics reader uses this; the span reader compiles the same rules to SQL."""
     if op == "is_set":
         return text is not None
     if op == "is_not_set":
@@ -149,8 +149,8 @@ def holds(op: str, text: str | None, values: tuple) -> bool:
     key = semver_key(text)
     if key is None:
         return False
-    if op in SEMVER_RANGE:
-        low, high = semver_range(op, values[0])
+    if op in SEMVER_RANGE:  # values: the range's [low, high) as version texts (semver_range)
+        low, high = semver_key(values[0]), semver_key(values[1])
         return semver_compare(key, low) >= 0 and semver_compare(key, high) < 0
     c = semver_compare(key, semver_key(values[0]))
     return {"semver_eq": c == 0, "semver_neq": c != 0, "semver_gt": c > 0, "semver_gte": c >= 0,

@@ -258,34 +258,64 @@ def _metric_clause(name: str | None, metric_type: str | None) -> tuple[str, list
     return sql, params
 
 
-def label_keys(conn: sqlite3.Connection, project_id: int, name: str | None = None, metric_type: str | None = None,
-               scope: str = "auto", search: str | None = None, limit: int = 1000) -> list[str]:
-    """Label keys (of one metric, or of every metric), by how many series carry them, then by key.
-    `scope`: `attribute`/`resource` keys only, or both (`auto`). `search`: case-insensitive substring."""
+def _seen_clause(seen_from_ns: int | None, seen_to_ns: int | None) -> tuple[str, list]:
+    """SQL keeping series `s` that reported between the two times (first seen before the end, last seen
+    at or after the start)."""
+    sql, params = "", []
+    if seen_from_ns is not None:
+        sql += " AND s.last_seen_ns >= ?"
+        params.append(seen_from_ns)
+    if seen_to_ns is not None:
+        sql += " AND s.first_seen_ns < ?"
+        params.append(seen_to_ns)
+    return sql, params
+
+
+def label_key_counts(conn: sqlite3.Connection, project_id: int, name: str | None = None,
+                     metric_type: str | None = None, scope: str = "auto", search: str | None = None,
+                     limit: int = 1000, *, keys: tuple[str, ...] | None = None, seen_from_ns: int | None = None,
+                     seen_to_ns: int | None = None) -> list[tuple[str, int]]:
+    """(key, number of series carrying it) for label keys (of one metric, or of every metric), by that
+    number, then by key. `scope`: `attribute`/`resource` keys only, or both (`auto`). `search`:
+    case-insensitive substring. `keys`: only these. `seen_*`: series that reported in that window."""
     metric_sql, params = _metric_clause(name, metric_type)
+    seen_sql, seen_params = _seen_clause(seen_from_ns, seen_to_ns)
     sql = ("SELECT l.key, count(DISTINCT l.series_id) AS n FROM metric_series_labels AS l "
-           "JOIN metric_series AS s ON s.id = l.series_id WHERE l.project_id = ? AND s.project_id = ?" + metric_sql)
-    params = [project_id, project_id, *params]
+           "JOIN metric_series AS s ON s.id = l.series_id WHERE l.project_id = ? AND s.project_id = ?"
+           + metric_sql + seen_sql)
+    params = [project_id, project_id, *params, *seen_params]
     if scope != "auto":
         sql += " AND l.source = ?"
         params.append("point" if scope == "attribute" else "resource")
     if search:
         sql += " AND instr(lower(l.key), ?) > 0"
         params.append(search.lower())
+    if keys is not None:
+        sql += f" AND l.key IN ({_marks(len(keys))})"
+        params += keys
     sql += " GROUP BY l.key ORDER BY n DESC, l.key LIMIT ?"
-    return [r[0] for r in conn.execute(sql, [*params, limit])]
+    return [(r[0], r[1]) for r in conn.execute(sql, [*params, limit])]
 
 
-def label_key_values(conn: sqlite3.Connection, project_id: int, key: str, name: str | None = None,
-                     metric_type: str | None = None, scope: str = "auto", search: str | None = None,
-                     limit: int = 1000) -> list[str]:
-    """Distinct values of label `key` (of one metric, or of every metric), by how many series carry them,
-    then by value. `search`: case-insensitive substring."""
+def label_keys(conn: sqlite3.Connection, project_id: int, name: str | None = None, metric_type: str | None = None,
+               scope: str = "auto", search: str | None = None, limit: int = 1000) -> list[str]:
+    """Label keys (of one metric, or of every metric), by how many series carry them, then by key.
+    `scope`: `attribute`/`resource` keys only, or both (`auto`). `search`: case-insensitive substring."""
+    return [k for k, _ in label_key_counts(conn, project_id, name, metric_type, scope, search, limit)]
+
+
+def label_value_counts(conn: sqlite3.Connection, project_id: int, keys: tuple[str, ...], name: str | None = None,
+                       metric_type: str | None = None, scope: str = "auto", search: str | None = None,
+                       limit: int = 1000, *, seen_from_ns: int | None = None, seen_to_ns: int | None = None
+                       ) -> list[tuple[str, int]]:
+    """(value, number of series carrying it under any of `keys`) for the distinct values of those label
+    keys, by that number, then by value. `search`: case-insensitive substring."""
     metric_sql, params = _metric_clause(name, metric_type)
+    seen_sql, seen_params = _seen_clause(seen_from_ns, seen_to_ns)
     sql = ("SELECT l.value, count(DISTINCT l.series_id) AS n FROM metric_series_labels AS l "
-           "JOIN metric_series AS s ON s.id = l.series_id WHERE l.project_id = ? AND l.key = ? "
-           "AND s.project_id = ?" + metric_sql)
-    params = [project_id, key, project_id, *params]
+           f"JOIN metric_series AS s ON s.id = l.series_id WHERE l.project_id = ? AND l.key IN ({_marks(len(keys))}) "
+           "AND s.project_id = ?" + metric_sql + seen_sql)
+    params = [project_id, *keys, project_id, *params, *seen_params]
     if scope != "auto":
         sql += " AND l.source = ?"
         params.append("point" if scope == "attribute" else "resource")
@@ -293,7 +323,15 @@ def label_key_values(conn: sqlite3.Connection, project_id: int, key: str, name: 
         sql += " AND instr(lower(l.value), ?) > 0"
         params.append(search.lower())
     sql += " GROUP BY l.value ORDER BY n DESC, l.value LIMIT ?"
-    return [r[0] for r in conn.execute(sql, [*params, limit])]
+    return [(r[0], r[1]) for r in conn.execute(sql, [*params, limit])]
+
+
+def label_key_values(conn: sqlite3.Connection, project_id: int, key: str, name: str | None = None,
+                     metric_type: str | None = None, scope: str = "auto", search: str | None = None,
+                     limit: int = 1000) -> list[str]:
+    """Distinct values of label `key` (of one metric, or of every metric), by how many series carry them,
+    then by value. `search`: case-insensitive substring."""
+    return [v for v, _ in label_value_counts(conn, project_id, (key,), name, metric_type, scope, search, limit)]
 
 
 @dataclass(frozen=True)

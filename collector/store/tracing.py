@@ -467,3 +467,103 @@ def attribute_values(conn: sqlite3.Connection, project_id: int, attribute_type: 
     return [r[0] for r in conn.execute(
         f"WITH totals AS MATERIALIZED ({totals}) SELECT value FROM totals {search_sql}"
         f"ORDER BY n DESC, value LIMIT ? OFFSET ?", [*params, limit, offset])]
+
+
+# --- aggregates of span durations (PostHog's tracing/spans/aggregate and tracing/spans/tree) -------------
+
+DURATION_QUANTILES = (0.5, 0.95, 0.99, 0.999)
+
+
+@dataclass(frozen=True, slots=True)
+class DurationStats:
+    """Durations (ns) of the spans of one group: how many, their total, mean and quantiles (exact, linear
+    between order statistics as numpy's default), how many ended in error (status 2), and the mean of
+    `offset` (the tree's start offset from the parent; 0 when not asked)."""
+    group: tuple
+    count: int
+    total: int
+    mean: float
+    quantiles: tuple[float, ...]  # DURATION_QUANTILES
+    errors: int
+    mean_offset: float = 0.0
+
+
+def _grouped_durations(conn: sqlite3.Connection, source: Sql, group_cols: tuple[str, ...], with_offset: bool,
+                       limit: int, offset: int) -> tuple[list[DurationStats], bool]:
+    """Run the stats over `source` (a SELECT of the group columns, `d` the duration, `status`, and
+    `off` when `with_offset`), groups ordered by total duration (then by the group columns), one page
+    of them (`limit` + 1 rows are read to know whether more follow)."""
+    cols = ", ".join(group_cols)
+    picks = []
+    for q in DURATION_QUANTILES:  # the order statistics at floor(q·(n−1)) and the one after it (1-based rn)
+        picks.append(f"max(CASE WHEN rn = CAST({q!r} * (n - 1) AS INTEGER) + 1 THEN d END)")
+        picks.append(f"max(CASE WHEN rn = CAST({q!r} * (n - 1) AS INTEGER) + 2 THEN d END)")
+    off = "avg(off)" if with_offset else "0.0"
+    sql = (f"WITH src AS ({source.text}), "
+           f"ranked AS (SELECT *, row_number() OVER (PARTITION BY {cols} ORDER BY d) AS rn, "
+           f"count(*) OVER (PARTITION BY {cols}) AS n FROM src) "
+           f"SELECT {cols}, max(n), sum(d), sum(status = 2), {off}, {', '.join(picks)} FROM ranked "
+           f"GROUP BY {cols} ORDER BY sum(d) DESC, {cols} LIMIT ? OFFSET ?")
+    width = len(group_cols)
+    out = []
+    for row in conn.execute(sql, source.params + [limit + 1, offset]):
+        n, total, errors, mean_offset = row[width], row[width + 1], row[width + 2], row[width + 3]
+        picks_row = row[width + 4:]
+        quantiles = []
+        for i, q in enumerate(DURATION_QUANTILES):
+            pos = q * (n - 1)
+            lo, hi = picks_row[2 * i], picks_row[2 * i + 1]
+            frac = pos - int(pos)
+            quantiles.append(float(lo) if hi is None or frac == 0 else lo + (hi - lo) * frac)
+        out.append(DurationStats(tuple(row[:width]), n, total, total / n, tuple(quantiles), errors,
+                                 float(mean_offset or 0.0)))
+    return out[:limit], len(out) > limit
+
+
+def span_aggregates(conn: sqlite3.Connection, sel: Selection, limit: int, offset: int = 0
+                    ) -> tuple[list[DurationStats], bool]:
+    """Per (service, span name) of the spans `sel` selects: DurationStats, by total duration, one page."""
+    where = compile_where(sel)
+    source = Sql("SELECT s.service_name AS service_name, s.name AS name, (s.end_ns - s.start_ns) AS d, "
+                 f"s.status_code AS status FROM spans AS s WHERE {where.text}", list(where.params))
+    return _grouped_durations(conn, source, ("service_name", "name"), False, limit, offset)
+
+
+def span_tree(conn: sqlite3.Connection, sel: Selection, span_name: str, service_name: str | None, limit: int
+              ) -> list[DurationStats]:
+    """The call tree under a span name: the traces in which a span `sel` selects has that name (and
+    service), then every span of those traces in sel's window (of that service only, when given) joined
+    to its parent, as DurationStats per (parent service, parent name, service, name) edge. A span without
+    a parent, or whose parent is not among those spans, hangs under ('', '<ROOT>'); `mean_offset` is its
+    start minus its parent's (0 under the root)."""
+    where = compile_where(sel)
+    matched = Sql(f"SELECT DISTINCT s.trace_id FROM spans AS s WHERE {where.text} AND s.name = ?",
+                  [*where.params, span_name])
+    scope, scope_params = "", []
+    if service_name is not None:
+        matched.text += " AND s.service_name = ?"
+        matched.params.append(service_name)
+        scope, scope_params = " AND s.service_name = ?", [service_name]
+    window, window_params = "", []
+    if sel.start_ns is not None:
+        window += " AND +s.start_ns >= ?"
+        window_params.append(sel.start_ns)
+    if sel.end_ns is not None:
+        window += " AND +s.start_ns <= ?"
+        window_params.append(sel.end_ns)
+    source = Sql(
+        f"WITH matched AS ({matched.text}), "
+        "sp AS (SELECT s.trace_id, s.span_id, s.parent_span_id, s.service_name, s.name, s.start_ns, "
+        "(s.end_ns - s.start_ns) AS d, s.status_code AS status FROM spans AS s "
+        f"WHERE s.trace_id IN (SELECT trace_id FROM matched) AND +s.project_id = ?{window}{scope}) "
+        "SELECT coalesce(p.service_name, '') AS parent_service, "
+        "CASE WHEN c.parent_span_id IS NULL THEN '<ROOT>' ELSE coalesce(p.name, '<ROOT>') END AS parent_name, "
+        "c.service_name AS service_name, c.name AS name, c.d AS d, c.status AS status, "
+        "CASE WHEN c.parent_span_id IS NULL OR p.start_ns IS NULL THEN 0 ELSE c.start_ns - p.start_ns END AS off "
+        "FROM sp AS c LEFT JOIN sp AS p ON p.trace_id = c.trace_id AND p.span_id = c.parent_span_id",
+        [*matched.params, sel.project_id, *window_params, *scope_params])
+    # `WITH` cannot nest inside the stats' own CTE in every SQLite build: wrap it as a subquery.
+    source = Sql(f"SELECT * FROM ({source.text})", source.params)
+    rows, _ = _grouped_durations(conn, source, ("parent_service", "parent_name", "service_name", "name"), True,
+                                 limit, 0)
+    return rows

@@ -20,6 +20,7 @@ from otelite.api.dialect import Dialect
 from otelite.api.errors import bad_request
 from otelite.api.posthog.common import ERRORS, PREFIXES
 from otelite.api.posthog.request_body import read_posthog_body
+from otelite.api.posthog.metrics import attributes
 from otelite.api.posthog.metrics.characterize import characterize
 from otelite.api.posthog.metrics.query import run_query
 from otelite.api.posthog.metrics.request import parse_characterize, parse_query
@@ -66,6 +67,22 @@ class ValuesResource:
             limit = int(raw)
         search = req.get_param("value") or ""
         resp.media = {"results": await self._store.read(_values, req.context.project.id, search, limit)}
+
+
+class AttributesResource:
+    """GET metrics/attributes (`values=False`) and metrics/attribute_values (attributes.py)."""
+
+    auth_policy = READ
+
+    def __init__(self, store: "Store", values: bool) -> None:
+        self._store, self._values = store, values
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str) -> None:
+        project = req.context.project
+        params = {name: req.get_param(name) for name in req.params}
+        q = attributes.parse(params, project.id, zone(project.timezone), time.time_ns(), values=self._values)
+        run = attributes.attribute_values if self._values else attributes.attribute_keys
+        resp.media = await self._store.read(run, q)
 
 
 class QueryResource:
@@ -145,7 +162,9 @@ for _prefix in PREFIXES:
 def add_routes(app: falcon.asgi.App, services: "Services") -> None:
     store = services.store
     resources = {"has_metrics": HasMetricsResource(store), "values": ValuesResource(store),
-                 "query": QueryResource(store), "characterize": CharacterizeResource(store)}
+                 "query": QueryResource(store), "characterize": CharacterizeResource(store),
+                 "attributes": AttributesResource(store, values=False),
+                 "attribute_values": AttributesResource(store, values=True)}
     for prefix in PREFIXES:
         for name, resource in resources.items():
             app.add_route(f"{prefix}/metrics/{name}", resource)
