@@ -149,6 +149,7 @@ def parse_iso(text: str, default_tz: dt.tzinfo = UTC) -> int | None:
         return None
 
 
+MIN_NS, MAX_NS = -(2**63) + 1, 2**63 - 1  # what a 64-bit nanosecond time (SQLite INTEGER) holds
 _RELATIVE = re.compile(r"^-?(\d{1,9})?([smhdwqyM])(Start|End)?$")
 _FIXED_NS = {"s": NS, "M": 60 * NS, "h": 3600 * NS}
 _START_OF_DAY = {"hour": 0, "minute": 0, "second": 0, "microsecond": 0}
@@ -210,11 +211,12 @@ def parse_time(value: object, tz: dt.tzinfo, now_ns: int, *, naive_tz: dt.tzinfo
     text = value.strip()
     if text.lower() == "now":
         return now_ns
-    relative = parse_relative(text, tz, now_ns)
-    if relative is not None:
-        return relative
-    ns = parse_iso(text, tz if naive_tz is None else naive_tz)
+    ns = parse_relative(text, tz, now_ns)
+    if ns is None:
+        ns = parse_iso(text, tz if naive_tz is None else naive_tz)
     if ns is None:
         raise TimeError(f"{value!r} is neither an ISO datetime nor a relative date (-30M minutes, -6h, -7d, "
                         f"-2w, -3m months, -1y, -1dStart)")
+    if not MIN_NS <= ns <= MAX_NS:  # a time the store (64-bit nanoseconds) cannot hold
+        raise TimeError(f"{value!r} is outside the years 1678 to 2261 that nanosecond times can hold")
     return ns

@@ -15,7 +15,8 @@ import falcon
 from otelite.api.auth import RoutePolicy
 from otelite.api.dialect import Dialect
 from otelite.api.posthog import tracing_query as tq
-from otelite.api.posthog.common import ERRORS, PREFIXES
+from otelite.api.posthog.common import (DATE_SCHEMA, ERRORS, FILTER_VALUE_SCHEMA, OPERATORS_SCHEMA, PREFIXES, error_responses,
+                                         request_body)
 from otelite.api.posthog.request_body import read_posthog_body
 from otelite.collector.store import tracing as st
 
@@ -201,8 +202,90 @@ _PROJECT = _param("project_id", "path", required=True)
 _QUERY_BODY = {"required": False, "content": {"application/json": {"schema": {
     "type": "object", "properties": {"query": {"type": "object", "description":
         "dateRange, serviceNames, statusCodes, traceId, rootSpans, filterGroup, orderBy, orderDirection, "
-        "limit (≤ 1000), offset, after"}}}}}}
+        "limit (≤ 1000), offset, after, prefetchSpans (1-100), flatSpans, excludeAttributes; spans carry "
+        "matched_filter"}}}}}}
+_DATE_RANGE = {"type": "object", "additionalProperties": False, "properties": {
+    "date_from": {"anyOf": [DATE_SCHEMA, {"type": "null"}, {"const": "all"}]},
+    "date_to": {"anyOf": [DATE_SCHEMA, {"type": "null"}]}}}
+_SPAN_FILTER = {"type": "object", "required": ["key", "type"], "additionalProperties": False, "properties": {
+    "key": {"type": "string", "minLength": 1}, "label": {"type": ["string", "null"]},
+    "type": {"type": "string", "enum": list(tq.FILTER_TYPES)}, "operator": OPERATORS_SCHEMA,
+    "value": FILTER_VALUE_SCHEMA}}
+_GROUP = {"type": "object", "required": ["values"], "additionalProperties": False, "properties": {
+    "type": {"type": "string", "enum": ["AND", "OR"]},
+    "values": {"type": "array", "items": {"oneOf": [_SPAN_FILTER, {"type": "object", "required": ["values"]}]}}}}
+_FILTER_GROUP = {"description": "a list of filters (AND) or {type: AND|OR, values: [filters or groups]}",
+                 "oneOf": [{"type": "array", "items": {"oneOf": [_SPAN_FILTER, _GROUP]}}, _GROUP]}
+_COMPARE = {"type": "object", "additionalProperties": False, "properties": {
+    "compare": {"type": ["boolean", "null"]},
+    "compare_to": {"type": ["string", "null"], "description": "a relative date (-1d, -7d); default: the previous "
+                                                              "period of equal length"}}}
+_SELECTION = {"dateRange": _DATE_RANGE, "serviceNames": {"type": "array", "items": {"type": "string"}},
+              "statusCodes": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 2}},
+              "traceId": {"type": "string", "pattern": "^[0-9a-fA-F]{32}$"}, "rootSpans": {"type": "boolean"},
+              "filterGroup": _FILTER_GROUP, "compareFilter": _COMPARE}
+_STATS = {"count": {"type": "integer"}, "total_duration_nano": {"type": "number"},
+          "avg_duration_nano": {"type": "number"}, "p50_duration_nano": {"type": "number"},
+          "p95_duration_nano": {"type": "number"}, "p99_duration_nano": {"type": "number"},
+          "p999_duration_nano": {"type": "number"}, "error_count": {"type": "integer"}}
+_AGGREGATE_ROW = {"type": "object", "required": ["service_name", "name", *_STATS], "properties": {
+    "service_name": {"type": "string"}, "name": {"type": "string"}, **_STATS}}
+_TREE_ROW = {"type": "object", "required": ["parent_service", "parent_name", "service_name", "name", *_STATS,
+                                            "avg_start_offset_nano", "calls_per_parent_invocation"],
+             "properties": {"parent_service": {"type": "string"},
+                            "parent_name": {"type": "string", "description": "<ROOT> for a trace's root spans"},
+                            "service_name": {"type": "string"}, "name": {"type": "string"}, **_STATS,
+                            "avg_start_offset_nano": {"type": "number"},
+                            "calls_per_parent_invocation": {"type": ["number", "null"]}}}
+
+
+def _nullable(schema: dict) -> dict:
+    """An optional field: PostHog's clients send null for one they leave unset, which means the default."""
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _query_schema(properties: dict, required: tuple[str, ...] = ()) -> dict:
+    query = {"type": "object", "additionalProperties": False, "properties": {
+        **{name: schema if name in required else _nullable(schema) for name, schema in properties.items()},
+        **{name: {"description": "schema bookkeeping PostHog's clients send; no effect"}
+           for name in tq.INERT_FIELDS}}}
+    body = {"type": "object", "additionalProperties": False, "properties": {
+        "query": query if required else _nullable(query), "client_query_id": {"description": "no effect"},
+        "refresh": {"description": "no effect"}}}
+    if required:
+        query["required"] = list(required)
+        body["required"] = ["query"]
+    return body
+
+
+def _json_response(schema: dict, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
 _OPERATIONS = {
+    "/aggregate": {"post": {
+        "summary": "Duration statistics per (service, span name) of the matching spans, by total duration",
+        "parameters": [_PROJECT],
+        "requestBody": request_body(_query_schema({
+            **_SELECTION, "limit": {"type": "integer", "minimum": 1, "maximum": tq.AGGREGATE_MAX_ROWS},
+            "offset": {"type": "integer", "minimum": 0}}), required=False),
+        "responses": {"200": _json_response({
+            "type": "object", "required": ["results", "compare", "has_more", "next_offset"], "properties": {
+                "results": {"type": "array", "items": _AGGREGATE_ROW},
+                "compare": {"type": ["array", "null"], "items": _AGGREGATE_ROW},
+                "has_more": {"type": "boolean"}, "next_offset": {"type": ["integer", "null"]}}},
+            "one page of rows; `compare` holds the compareFilter window's rows"), **error_responses("tracing:read")}}},
+    "/tree": {"post": {
+        "summary": "The call tree under a span name: duration statistics per (parent, child) edge",
+        "parameters": [_PROJECT],
+        "requestBody": request_body(_query_schema({
+            **_SELECTION, "spanName": {"type": "string", "minLength": 1}, "serviceName": {"type": "string"}},
+            required=("spanName",))),
+        "responses": {"200": _json_response({
+            "type": "object", "required": ["results", "compare"], "properties": {
+                "results": {"type": "array", "items": _TREE_ROW},
+                "compare": {"type": ["array", "null"], "items": _TREE_ROW}}},
+            "edges by total duration (at most 5000)"), **error_responses("tracing:read")}}},
     "/query": {"post": {"summary": "Query spans (keyset cursor for timestamp order, offset for duration)",
                         "parameters": [_PROJECT], "requestBody": _QUERY_BODY,
                         "responses": {"200": {"description": '{"results": [span], "hasMore", "nextCursor"}'},

@@ -337,7 +337,7 @@ def _query_object(body: dict, fields: tuple[str, ...]) -> dict:
     and it could change the answer)."""
     filters.check_fields(body, BODY_FIELDS, "body", "query")
     q = body.get("query", {})
-    if q is None:
+    if q is None or q == "":  # an empty form field: no query, every default
         return {}
     if not isinstance(q, dict):
         raise bad_request("query: expected an object", attr="query")
@@ -496,12 +496,15 @@ def _compare(value: Any, sel: Selection, timezone: str) -> Selection | None:
     if not isinstance(value, dict):
         raise bad_request("compareFilter: expected {compare: bool, compare_to: relative date}", attr="compareFilter")
     filters.check_fields(value, ("compare", "compare_to"), "compareFilter", "compareFilter")
+    shift = value.get("compare_to")
+    if shift is not None and not isinstance(shift, str):
+        raise bad_request(f"compareFilter.compare_to: expected a relative date such as -1d, got {shift!r}",
+                          attr="compareFilter")
     if not _bool(value.get("compare"), field="compareFilter.compare", default=False):
-        return None
+        return None  # compare_to only places a comparison that is asked for
     if sel.start_ns is None:
         raise bad_request("compareFilter: a comparison needs a window; date_from \"all\" has none",
                           attr="compareFilter")
-    shift = value.get("compare_to")
     if shift in (None, ""):
         length = sel.end_ns - sel.start_ns
         start, end = sel.start_ns - length, sel.start_ns
@@ -515,6 +518,9 @@ def _compare(value: Any, sel: Selection, timezone: str) -> Selection | None:
         if start is None or end is None:
             raise bad_request(f"compareFilter.compare_to: expected a relative date such as -1d or -7d, "
                               f"got {shift!r}", attr="compareFilter")
+    if not times.MIN_NS <= start <= end <= times.MAX_NS:
+        raise bad_request("compareFilter: the comparison window falls outside the times the store can hold",
+                          attr="compareFilter")
     return Selection(sel.project_id, start, end, sel.services, sel.status_codes, sel.trace_id, sel.roots_only,
                      sel.where)
 

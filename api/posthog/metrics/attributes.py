@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from otelite.api.errors import bad_request
 from otelite.api.posthog.metrics.request import _time
 from otelite.collector.store import metrics as sm
-from otelite.collector.times import NS
+from otelite.collector.times import MIN_NS, NS
 
 SERVICE_KEYS = ("service_name", "service.name")  # one key: the OTel service name (PostHog's _SERVICE_NAME_KEYS)
 DEFAULT_LOOKBACK_NS = 7 * 86400 * NS
@@ -52,7 +52,7 @@ def parse(params: dict, project_id: int, tz: dt.tzinfo, now_ns: int, *, values: 
         raise bad_request("key is required: the attribute key to list values for", attr="key")
     to_ns = _time(params["dateTo"], "dateTo", tz, now_ns) if params.get("dateTo") else now_ns
     from_ns = _time(params["dateFrom"], "dateFrom", tz, now_ns) if params.get("dateFrom") \
-        else to_ns - DEFAULT_LOOKBACK_NS
+        else max(to_ns - DEFAULT_LOOKBACK_NS, MIN_NS)
     if to_ns <= from_ns:
         raise bad_request("dateTo must be after dateFrom", attr="dateTo")
     raw = params.get("limit")

@@ -18,7 +18,7 @@ import falcon
 from otelite.api.auth import RoutePolicy
 from otelite.api.dialect import Dialect
 from otelite.api.errors import bad_request
-from otelite.api.posthog.common import ERRORS, PREFIXES
+from otelite.api.posthog.common import DATE_SCHEMA, ERRORS, PREFIXES, error_responses
 from otelite.api.posthog.request_body import read_posthog_body
 from otelite.api.posthog.metrics import attributes
 from otelite.api.posthog.metrics.characterize import characterize
@@ -134,8 +134,40 @@ _CHARACTERIZE_BODY = {"required": True, "content": {"application/json": {"schema
         "quantile": {"type": "number"}, "filters": {"type": "array", "items": {"type": "object"}},
         "candidateKeys": {"type": "array", "items": {"type": "string"}, "maxItems": 4}}}}}}}}
 
+_WINDOW_PARAMS = [
+    {"name": "dateFrom", "in": "query", "schema": {"anyOf": [DATE_SCHEMA, {"const": ""}]},
+     "description": "default (or empty): 7 days before dateTo"},
+    {"name": "dateTo", "in": "query", "schema": {"anyOf": [DATE_SCHEMA, {"const": ""}]},
+     "description": "default (or empty): now"},
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
+    {"name": "metricName", "in": "query", "schema": {"type": "string"}, "description": "only this metric's labels"}]
+_ATTRIBUTES_RESPONSE = {"type": "object", "required": ["results", "count"], "properties": {
+    "results": {"type": "array", "items": {"type": "object", "required": ["name", "attribute_count"], "properties": {
+        "name": {"type": "string"},
+        "attribute_count": {"type": ["integer", "null"], "description": "series carrying the key in the window"}}}},
+    "count": {"type": "integer", "description": "number of keys returned"}}}
+_ATTRIBUTE_VALUES_RESPONSE = {"type": "object", "required": ["results"], "properties": {
+    "results": {"type": "array", "items": {"type": "object", "required": ["id", "name", "count"], "properties": {
+        "id": {"type": "string"}, "name": {"type": "string"},
+        "count": {"type": "integer", "description": "series carrying the value in the window"}}}}}}
+
 OPENAPI_PATHS: dict = {}
 for _prefix in PREFIXES:
+    OPENAPI_PATHS[f"{_prefix}/metrics/attributes"] = {"get": {
+        "summary": "Label keys (point and resource attributes merged) by how many series carry them; "
+                   "service_name first",
+        "parameters": _PATH_PARAM + [{"name": "search", "in": "query", "schema": {"type": "string"},
+                                      "description": "case-insensitive substring of the key"}] + _WINDOW_PARAMS,
+        "responses": {"200": {"description": "keys", "content": {"application/json": {
+            "schema": _ATTRIBUTES_RESPONSE}}}, **error_responses("metrics:read")}}}
+    OPENAPI_PATHS[f"{_prefix}/metrics/attribute_values"] = {"get": {
+        "summary": "Values of one label key, a value equal to the search first, then by how many series carry them",
+        "parameters": _PATH_PARAM + [{"name": "key", "in": "query", "required": True,
+                                      "schema": {"type": "string", "minLength": 1}},
+                                     {"name": "value", "in": "query", "schema": {"type": "string"},
+                                      "description": "case-insensitive substring of the value"}] + _WINDOW_PARAMS,
+        "responses": {"200": {"description": "values", "content": {"application/json": {
+            "schema": _ATTRIBUTE_VALUES_RESPONSE}}}, **error_responses("metrics:read")}}}
     OPENAPI_PATHS[f"{_prefix}/metrics/has_metrics"] = {"get": {
         "summary": "Whether the project has any metric", "parameters": _PATH_PARAM,
         "responses": {"200": {"description": '{"hasMetrics": bool}'}, **_ERRORS}}}
