@@ -578,6 +578,7 @@ def test_tree_under_a_span_name(live):
     ("/aggregate", {"compareFilter": {"compare": True, "shift": "-1d"}}, "compareFilter"),
     ("/aggregate", {"compareFilter": {"compare": True}, "dateRange": {"date_from": "all"}}, "compareFilter"),
     ("/aggregate", {"dateRange": {"date_from": "-1x"}}, "dateRange"),
+    ("/aggregate", {"dateRange": {"date_from": "0338-01-01T00:00:00Z"}}, "dateRange"),  # not 64-bit ns
     ("/aggregate", {"orderBy": "duration"}, "query"),
     ("/aggregate", {"filterGroup": [{"key": "k", "type": "span_attribute", "operator": "gt", "value": "x"}]},
      "filterGroup"),
@@ -619,7 +620,8 @@ def test_metric_attribute_keys_and_values(live, api, hosts):
     assert api.get("attributes", metricName="par.attr", **later).json()["results"] in (
         [], [{"name": "service_name", "attribute_count": None}])
     for params, attr in (({"limit": "0"}, "limit"), ({"limit": "1001"}, "limit"), ({"dateFrom": "soon"}, "dateFrom"),
-                         ({"dateFrom": iso(T0), "dateTo": iso(T0 - MIN)}, "dateTo"), ({"serach": "x"}, "serach")):
+                         ({"dateFrom": iso(T0), "dateTo": iso(T0 - MIN)}, "dateTo"), ({"serach": "x"}, "serach"),
+                         ({"dateTo": "0338-01-01T02:02:00Z"}, "dateTo")):
         _posthog_error(api.get("attributes", **params), 400, attr)
     _posthog_error(api.get("attribute_values"), 400, "key")
     _posthog_error(api.get("attribute_values", key="region", limit="abc"), 400, "limit")

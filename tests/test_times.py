@@ -93,3 +93,11 @@ def test_rejected(text):
 def test_out_of_range_is_an_error_not_a_crash():
     with pytest.raises(TimeError, match="out of range"):
         parse_time("-999999999y", UTC, at(2025, 1, 1))
+
+
+@pytest.mark.parametrize("text", ["0338-01-01T02:02:00Z", "9999-12-31T00:00:00Z", "1677-01-01", "-500y"])
+def test_times_a_nanosecond_int64_cannot_hold_are_errors(text):
+    # The store keeps times as 64-bit nanoseconds (1677-09-21 to 2262-04-11); outside, SQLite overflowed.
+    with pytest.raises(TimeError, match="1678 to 2261"):
+        parse_time(text, UTC, at(2025, 1, 1))
+    assert parse_time("2262-01-01", UTC, at(2025, 1, 1)) > 0 and parse_time("1678-01-01", UTC, at(2025, 1, 1)) < 0
