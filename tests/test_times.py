@@ -111,3 +111,10 @@ def test_iso_many_writes_what_iso_writes():
         assert iso_many(instants, tz) == [iso(t, tz) for t in instants], name
     assert iso_many([], UTC) == []
 
+
+@pytest.mark.parametrize("text", ["0338-01-01T02:02:00Z", "9999-12-31T00:00:00Z", "1677-01-01", "-500y"])
+def test_times_a_nanosecond_int64_cannot_hold_are_errors(text):
+    # The store keeps times as 64-bit nanoseconds (1677-09-21 to 2262-04-11); outside, SQLite overflowed.
+    with pytest.raises(TimeError, match="outside the times otelite can store"):
+        parse_time(text, UTC, at(2025, 1, 1))
+    assert parse_time("2262-01-01", UTC, at(2025, 1, 1)) > 0 and parse_time("1678-01-01", UTC, at(2025, 1, 1)) < 0

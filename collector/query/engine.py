@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from otelite.collector.query.model import (DISTRIBUTION_TYPES, MIN_LOOKBACK_NS, GroupKey, Query, Result,
+from otelite.collector.query.model import (DISTRIBUTION_TYPES, MIN_LOOKBACK_NS, OBSERVATION_FUNCTIONS,
+                                           OBSERVED_TYPES, GroupKey, Query, Result,
                                            SeriesResult, TooManyBuckets, UnsupportedAggregation)
 from otelite.collector.query.reduce import Cells, bucket_of, combine, series_cells
 from otelite.collector.store import budget
@@ -47,6 +48,9 @@ def check_aggregation(fn: str, metric_type: str | None) -> None:
     """UnsupportedAggregation when `fn` has no meaning for the metric type (None: no such metric)."""
     if fn == "histogram_quantile" and metric_type is not None and metric_type not in DISTRIBUTION_TYPES:
         raise UnsupportedAggregation(f"histogram_quantile needs a histogram or exponential_histogram metric; "
+                                     f"this one is a {metric_type}")
+    if fn in OBSERVATION_FUNCTIONS and metric_type is not None and metric_type not in OBSERVED_TYPES:
+        raise UnsupportedAggregation(f"{fn} needs a histogram, exponential_histogram or summary metric; "
                                      f"this one is a {metric_type}")
 
 

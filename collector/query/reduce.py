@@ -24,12 +24,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from otelite.collector.query.model import Aggregation, BoundsMismatch
+from otelite.collector.query.model import OBSERVATION_FUNCTIONS, Aggregation, BoundsMismatch
 from otelite.collector.store.points import Points
 
 _SAME_AS_ACROSS = {"last": "last", "sum": "sum", "avg": "avg", "min": "min", "max": "max", "count": "count",
                    "quantile": "quantile", "distinct": "distinct", "increase": "sum", "rate": "sum",
-                   "tally": "tally"}
+                   "tally": "tally", "observations": "sum", "observation_sum": "sum"}
 
 
 @dataclass
@@ -43,6 +43,7 @@ class Cells:
     vec: np.ndarray | None = None  # explicit histogram: (cells, K) non-cumulative counts
     bounds: tuple | None = None
     exp: "ExpContrib | None" = None
+    weight: np.ndarray | None = None  # observation_mean: each cell's number of observations (value: their sum)
 
 
 @dataclass
@@ -174,11 +175,15 @@ def _restarts(time: np.ndarray, start: np.ndarray | None, has_prev: np.ndarray, 
 
 def increases(sidx: np.ndarray, counter: np.ndarray, delta: np.ndarray, resets: np.ndarray,
               time: np.ndarray | None = None, start: np.ndarray | None = None,
-              loaded_from: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+              loaded_from: int | None = None, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per point: (increase, defined). Delta temporality: the value itself. Otherwise the difference to the
     previous reading of the series, or the whole value after a reset: a start time after the previous
     reading, or (where `resets` allows it: monotonic series) a drop. A first reading has an increase only
-    when its start time is known and at or after `loaded_from` (module docstring)."""
+    when its start time is known and at or after `loaded_from` (module docstring).
+
+    `values`: the increases of this column instead, with the resets still read from `counter` (the sum
+    of a histogram's observations restarts when its count does; the sum itself may fall: negative
+    observations)."""
     has_prev = _previous(sidx)
     prev = _shifted(counter, np.nan)
     with np.errstate(invalid="ignore"):
@@ -188,9 +193,42 @@ def increases(sidx: np.ndarray, counter: np.ndarray, delta: np.ndarray, resets: 
         restarted, from_start = _restarts(time, start, has_prev, loaded_from)
     else:
         restarted = from_start = np.zeros(counter.size, bool)
+    if values is not None:
+        counter = values
+        with np.errstate(invalid="ignore"):
+            d = values - _shifted(values, np.nan)
     d = np.where(reset | restarted | from_start, counter, d)
     d = np.where(delta, counter, d)
     return d, delta | has_prev | from_start
+
+
+def _observation_cells(pts: Points, sidx: np.ndarray, b: np.ndarray, fn: str, temporality: np.ndarray,
+                       nb: int, loaded_from: int | None) -> Cells:
+    """Per series and bucket, what the observations recorded in the bucket add up to: their number
+    (`observations`: increases of the points' `count`), their sum (`observation_sum`: increases of
+    `sum`), or both (`observation_mean`: the sum as the value and the number as its weight, so that
+    `combine` divides the group's total sum by its total number). Cumulative points contribute their
+    increase over the series' previous reading (a drop in count is a reset), delta points themselves."""
+    valid = pts.valid
+    s, count, total, time, start, bk = sidx, pts.counter, pts.total, pts.time, pts.start, b
+    if not valid.all():
+        keep = np.flatnonzero(valid)
+        s, count, total, time, bk = s[keep], count[keep], total[keep], time[keep], bk[keep]
+        start = start[keep] if start is not None else None
+    delta = temporality[s] == 1
+    resets = np.ones(s.size, bool)
+    d_count, defined = increases(s, count, delta, resets, time, start, loaded_from)
+    use = defined & (bk >= 0)
+    key = s[use] * nb + bk[use]
+    if fn == "observations":
+        ukey, vals = _reduce(key, d_count[use], "sum", None)
+        return Cells(ukey // nb, ukey % nb, value=vals)
+    d_total, _ = increases(s, count, delta, resets, time, start, loaded_from, values=total)
+    ukey, vals = _reduce(key, d_total[use], "sum", None)
+    if fn == "observation_sum":
+        return Cells(ukey // nb, ukey % nb, value=vals)
+    _, weight = _reduce(key, d_count[use], "sum", None)
+    return Cells(ukey // nb, ukey % nb, value=vals, weight=weight)
 
 
 def series_cells(pts: Points, sidx: np.ndarray, b: np.ndarray, agg: Aggregation, temporality: np.ndarray,
@@ -202,6 +240,8 @@ def series_cells(pts: Points, sidx: np.ndarray, b: np.ndarray, agg: Aggregation,
     kind = pts.kind
     valid = pts.valid
     fn = agg.fn
+    if fn in OBSERVATION_FUNCTIONS:
+        return _observation_cells(pts, sidx, b, fn, temporality, nb, loaded_from)
     if fn in ("rate", "increase"):
         s, counter, time, start, bk = sidx, pts.counter, pts.time, pts.start, b
         if not valid.all():  # (the store loads readings only; Points built by hand may have others)
@@ -339,6 +379,12 @@ def combine(cells: Cells, group: np.ndarray, agg: Aggregation, nb: int) -> tuple
         key_all = np.where(inside, g * nb + cells.b, -1)
         uniq, vals = _exp_combine(cells.exp, key_all, agg.q)
         return uniq // nb, uniq % nb, vals
+    if cells.weight is not None:  # a mean over every observation of the group: total sum / total number
+        ukey, total = _reduce(key, cells.value[inside], "sum", None)
+        _, number = _reduce(key, cells.weight[inside], "sum", None)
+        with np.errstate(all="ignore"):
+            mean = np.where(number > 0, total / number, np.nan)
+        return ukey // nb, ukey % nb, mean
     how = agg.across if agg.across is not None else _SAME_AS_ACROSS[agg.fn]
     time = cells.time[inside] if cells.time is not None else None
     seq = cells.seq[inside] if cells.seq is not None else None

@@ -58,11 +58,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from otelite.collector.store import budget
+from otelite.collector.store import budget, comparisons
 from otelite.collector.store.regex import compile_regex
 
 SCOPES = ("auto", "attribute", "resource")
-LABEL_OPS = ("eq", "neq", "regex", "not_regex")
+LABEL_OPS = ("eq", "neq") + tuple(op for op in comparisons.OPERATORS if op not in comparisons.EQUALITY)
 DISTRIBUTION = "distribution"
 SET = "set"
 FLUX_SCOPE = "otelite.flux"  # the instrumentation scope of every series the Flux dialect writes
@@ -80,11 +80,17 @@ def _marks(n: int) -> str:
 
 @dataclass(frozen=True)
 class LabelFilter:
-    """One condition on a series' label `key` in `scope`. Build with `equals` or `matches`."""
+    """One condition on a series' label `key` in `scope`. Build with `equals`, `matches` or `compare`.
+
+    `op` is `eq`/`neq` (any / none of `values`), `regex`/`not_regex` (the one RE2 pattern), or any other
+    operator of comparisons.py (PostHog's property-filter operators) with `values` normalized as it says:
+    texts, numbers for the order and range operators, a version (or a range's [low, high) as version
+    texts) for the semver ones.
+    """
 
     key: str
-    op: str  # eq | neq | regex | not_regex
-    values: tuple[str, ...]  # eq/neq: any of these texts; regex ops: the one pattern
+    op: str
+    values: tuple = ()
     scope: str = "auto"
     pattern: Any = field(default=None, compare=False, repr=False)  # compiled RE2 for the regex ops
 
@@ -97,6 +103,35 @@ class LabelFilter:
     def matches(cls, key: str, pattern: str, scope: str = "auto", negate: bool = False) -> "LabelFilter":
         """Raises regex.RegexError for a pattern RE2 rejects."""
         return cls(key, "not_regex" if negate else "regex", (pattern,), scope, compile_regex(pattern))
+
+    @classmethod
+    def compare(cls, key: str, op: str, values: tuple | list, scope: str = "auto") -> "LabelFilter":
+        """Any operator of comparisons.OPERATORS (regexes: every value a pattern, any of them matching;
+        raises regex.RegexError)."""
+        if op not in comparisons.OPERATORS:
+            raise ValueError(f"unknown label operator {op!r}")
+        if op == "exact":
+            return cls.equals(key, values, scope)
+        if op == "is_not":
+            return cls.equals(key, values, scope, negate=True)
+        patterns = tuple(compile_regex(v) for v in values) if op in comparisons.PATTERN else None
+        return cls(key, op, tuple(values), scope, patterns)
+
+    def mask(self, labels: list[str | None]) -> np.ndarray:
+        """Which of the labels (None: the series lacks the key, read as "") satisfy the condition."""
+        op, n = self.op, len(labels)
+        if op in ("eq", "neq"):
+            wanted = set(self.values)
+            hit = np.fromiter(((v if v is not None else "") in wanted for v in labels), bool, n)
+            return hit if op == "eq" else ~hit
+        if op in comparisons.PRESENCE:
+            present = np.fromiter((v is not None for v in labels), bool, n)
+            return present if op == "is_set" else ~present
+        values = self.values
+        if op in comparisons.PATTERN:
+            values = self.pattern if isinstance(self.pattern, tuple) else (self.pattern,)
+        holds = comparisons.holds
+        return np.fromiter((holds(op, v if v is not None else "", values) for v in labels), bool, n)
 
 
 @dataclass(frozen=True)
@@ -150,6 +185,14 @@ def _metric_series(conn: sqlite3.Connection, project_id: int, name: str, metric_
                      np.fromiter((r[2] for r in rows), np.int8, n), np.fromiter((bool(r[3]) for r in rows), bool, n))
 
 
+def metric_type(conn: sqlite3.Connection, project_id: int, name: str) -> str | None:
+    """The type a metric name was seen with most recently (the one `select_series` picks when the
+    selection names none), or None when the project has no such metric."""
+    row = conn.execute("SELECT type FROM metric_series WHERE project_id = ? AND name = ? "
+                       "ORDER BY last_seen_ns DESC, type DESC LIMIT 1", (project_id, name)).fetchone()
+    return row[0] if row else None
+
+
 def select_series(conn: sqlite3.Connection, selection: SeriesSelection) -> SeriesSet:
     """The series `selection` names. `type` is resolved even when filters leave no series, so a caller
     can tell "no such metric" (type None) from "nothing matched"."""
@@ -192,15 +235,7 @@ def filter_mask(conn: sqlite3.Connection, series: SeriesSet, filters: tuple[Labe
         budget.check()
         if not mask.any():
             break
-        values = label_values(conn, series, f.key, f.scope)
-        if f.op in ("eq", "neq"):
-            wanted = set(f.values)
-            hit = np.fromiter(((v if v is not None else "") in wanted for v in values), bool, len(values))
-            mask &= hit if f.op == "eq" else ~hit
-        else:
-            search = f.pattern.search
-            hit = np.fromiter((search(v if v is not None else "") is not None for v in values), bool, len(values))
-            mask &= hit if f.op == "regex" else ~hit
+        mask &= f.mask(label_values(conn, series, f.key, f.scope))
     return mask
 
 
@@ -242,34 +277,64 @@ def _metric_clause(name: str | None, metric_type: str | None) -> tuple[str, list
     return sql, params
 
 
-def label_keys(conn: sqlite3.Connection, project_id: int, name: str | None = None, metric_type: str | None = None,
-               scope: str = "auto", search: str | None = None, limit: int = 1000) -> list[str]:
-    """Label keys (of one metric, or of every metric), by how many series carry them, then by key.
-    `scope`: `attribute`/`resource` keys only, or both (`auto`). `search`: case-insensitive substring."""
+def _seen_clause(seen_from_ns: int | None, seen_to_ns: int | None) -> tuple[str, list]:
+    """SQL keeping series `s` that reported between the two times (first seen before the end, last seen
+    at or after the start)."""
+    sql, params = "", []
+    if seen_from_ns is not None:
+        sql += " AND s.last_seen_ns >= ?"
+        params.append(seen_from_ns)
+    if seen_to_ns is not None:
+        sql += " AND s.first_seen_ns < ?"
+        params.append(seen_to_ns)
+    return sql, params
+
+
+def label_key_counts(conn: sqlite3.Connection, project_id: int, name: str | None = None,
+                     metric_type: str | None = None, scope: str = "auto", search: str | None = None,
+                     limit: int = 1000, *, keys: tuple[str, ...] | None = None, seen_from_ns: int | None = None,
+                     seen_to_ns: int | None = None) -> list[tuple[str, int]]:
+    """(key, number of series carrying it) for label keys (of one metric, or of every metric), by that
+    number, then by key. `scope`: `attribute`/`resource` keys only, or both (`auto`). `search`:
+    case-insensitive substring. `keys`: only these. `seen_*`: series that reported in that window."""
     metric_sql, params = _metric_clause(name, metric_type)
+    seen_sql, seen_params = _seen_clause(seen_from_ns, seen_to_ns)
     sql = ("SELECT l.key, count(DISTINCT l.series_id) AS n FROM metric_series_labels AS l "
-           "JOIN metric_series AS s ON s.id = l.series_id WHERE l.project_id = ? AND s.project_id = ?" + metric_sql)
-    params = [project_id, project_id, *params]
+           "JOIN metric_series AS s ON s.id = l.series_id WHERE l.project_id = ? AND s.project_id = ?"
+           + metric_sql + seen_sql)
+    params = [project_id, project_id, *params, *seen_params]
     if scope != "auto":
         sql += " AND l.source = ?"
         params.append("point" if scope == "attribute" else "resource")
     if search:
         sql += " AND instr(lower(l.key), ?) > 0"
         params.append(search.lower())
+    if keys is not None:
+        sql += f" AND l.key IN ({_marks(len(keys))})"
+        params += keys
     sql += " GROUP BY l.key ORDER BY n DESC, l.key LIMIT ?"
-    return [r[0] for r in conn.execute(sql, [*params, limit])]
+    return [(r[0], r[1]) for r in conn.execute(sql, [*params, limit])]
 
 
-def label_key_values(conn: sqlite3.Connection, project_id: int, key: str, name: str | None = None,
-                     metric_type: str | None = None, scope: str = "auto", search: str | None = None,
-                     limit: int = 1000) -> list[str]:
-    """Distinct values of label `key` (of one metric, or of every metric), by how many series carry them,
-    then by value. `search`: case-insensitive substring."""
+def label_keys(conn: sqlite3.Connection, project_id: int, name: str | None = None, metric_type: str | None = None,
+               scope: str = "auto", search: str | None = None, limit: int = 1000) -> list[str]:
+    """Label keys (of one metric, or of every metric), by how many series carry them, then by key.
+    `scope`: `attribute`/`resource` keys only, or both (`auto`). `search`: case-insensitive substring."""
+    return [k for k, _ in label_key_counts(conn, project_id, name, metric_type, scope, search, limit)]
+
+
+def label_value_counts(conn: sqlite3.Connection, project_id: int, keys: tuple[str, ...], name: str | None = None,
+                       metric_type: str | None = None, scope: str = "auto", search: str | None = None,
+                       limit: int = 1000, *, seen_from_ns: int | None = None, seen_to_ns: int | None = None
+                       ) -> list[tuple[str, int]]:
+    """(value, number of series carrying it under any of `keys`) for the distinct values of those label
+    keys, by that number, then by value. `search`: case-insensitive substring."""
     metric_sql, params = _metric_clause(name, metric_type)
+    seen_sql, seen_params = _seen_clause(seen_from_ns, seen_to_ns)
     sql = ("SELECT l.value, count(DISTINCT l.series_id) AS n FROM metric_series_labels AS l "
-           "JOIN metric_series AS s ON s.id = l.series_id WHERE l.project_id = ? AND l.key = ? "
-           "AND s.project_id = ?" + metric_sql)
-    params = [project_id, key, project_id, *params]
+           f"JOIN metric_series AS s ON s.id = l.series_id WHERE l.project_id = ? AND l.key IN ({_marks(len(keys))}) "
+           "AND s.project_id = ?" + metric_sql + seen_sql)
+    params = [project_id, *keys, project_id, *params, *seen_params]
     if scope != "auto":
         sql += " AND l.source = ?"
         params.append("point" if scope == "attribute" else "resource")
@@ -277,7 +342,15 @@ def label_key_values(conn: sqlite3.Connection, project_id: int, key: str, name: 
         sql += " AND instr(lower(l.value), ?) > 0"
         params.append(search.lower())
     sql += " GROUP BY l.value ORDER BY n DESC, l.value LIMIT ?"
-    return [r[0] for r in conn.execute(sql, [*params, limit])]
+    return [(r[0], r[1]) for r in conn.execute(sql, [*params, limit])]
+
+
+def label_key_values(conn: sqlite3.Connection, project_id: int, key: str, name: str | None = None,
+                     metric_type: str | None = None, scope: str = "auto", search: str | None = None,
+                     limit: int = 1000) -> list[str]:
+    """Distinct values of label `key` (of one metric, or of every metric), by how many series carry them,
+    then by value. `search`: case-insensitive substring."""
+    return [v for v, _ in label_value_counts(conn, project_id, (key,), name, metric_type, scope, search, limit)]
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ There is one cache per store (`Store.point_cache`), shared by every dialect and 
 
 Columns: `value` is the scalar reading (a number point's value; for histograms and summaries the mean
 observation sum/count; for a `set` the member's code, see below), `counter` what increase/rate
-difference (the value; the observation count of histograms and summaries), `start` the point's OTel
+difference (the value; the observation count of histograms and summaries), `total` the sum of the
+observations of histograms and summaries (None for other kinds), `start` the point's OTel
 start time (0 when the producer sent none), which tells increases where a cumulative series (re)started.
 Points with no recorded value are not readings and are not loaded; `valid` stays for callers that build
 Points themselves. Distribution payloads (explicit buckets, exponential buckets, summary quantiles) are
@@ -81,9 +82,11 @@ class Points:
     # summaries: quantile levels and values, NaN padded
     q_level: np.ndarray | None = None
     q_value: np.ndarray | None = None
+    # histograms, exponential histograms and summaries: the sum of the observations (the point's `sum`)
+    total: np.ndarray | None = None
 
-    _ROW_FIELDS = ("series_id", "time", "valid", "value", "counter", "start", "seq", "sets", "bounds_id", "counts",
-                   "scale",
+    _ROW_FIELDS = ("series_id", "time", "valid", "value", "counter", "start", "seq", "sets", "total", "bounds_id",
+                   "counts", "scale",
                    "zero_count", "pos_offset", "pos_start", "pos_len", "neg_offset", "neg_start", "neg_len",
                    "q_level", "q_value")
 
@@ -107,6 +110,8 @@ class Points:
 def empty(kind: str) -> Points:
     z64, zf = np.zeros(0, np.int64), np.zeros(0, np.float64)
     p = Points(kind, z64, z64, np.zeros(0, bool), zf, zf, z64)
+    if kind in ("histogram", "exponential_histogram", "summary"):
+        p.total = zf
     if kind == "tally":
         p.seq, p.sets = z64, np.zeros(0, bool)
     elif kind == "histogram":
@@ -215,7 +220,7 @@ def decode(kind: str, rows: list[tuple]) -> Points:
     count, total = _floats(cols[1]), _floats(cols[2])
     with np.errstate(all="ignore"):
         mean = np.where(count > 0, total / count, np.nan)
-    p = Points(kind, sid, t, valid, mean, count, start)
+    p = Points(kind, sid, t, valid, mean, count, start, total=total)
     if kind == "histogram":
         # Bounds rarely change: intern the distinct texts (dict.fromkeys and map run in C).
         uniq = list(dict.fromkeys(cols[3]))

@@ -60,7 +60,7 @@ def characterize(conn: sqlite3.Connection, project_id: int, timezone: str, cq: C
 
     if prepared.cells is not None:
         whole = np.zeros(len(prepared.series), np.int64)
-        _, b, v = combine(prepared.cells, whole, aggregation, clause.q, prepared.nb)
+        _, b, v = combine(prepared.cells, whole, aggregation, clause.q, prepared.nb, prepared.series.type)
         groups = _groups(conn, project_id, prepared, cq, starts, in_baseline, in_anomaly, aggregation, clause.q)
     else:
         b, v, groups = np.zeros(0, np.int64), np.zeros(0), []
@@ -134,7 +134,7 @@ def _groups(conn, project_id, prepared, cq: CharacterizeQuery, starts: np.ndarra
         group, labels = groups_for(conn, project_id, prepared.series, [(key, "auto")], limit=MAX_VALUES)
         if all(lab[key] == "" for lab in labels):
             continue  # no series has the key: its one group would only repeat the whole metric
-        g, b, v = combine(prepared.cells, group, aggregation, q, prepared.nb)
+        g, b, v = combine(prepared.cells, group, aggregation, q, prepared.nb, prepared.series.type)
         order = np.lexsort((b, g))
         g, b, v = g[order], b[order], v[order]
         bounds = np.searchsorted(g, np.arange(len(labels) + 1))
