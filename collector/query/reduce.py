@@ -99,17 +99,19 @@ def _in_order(key: np.ndarray) -> bool:
     return bool((key[1:] >= key[:-1]).all())
 
 
-def _dense_size(key: np.ndarray) -> int | None:
-    """max(key) + 1 when a table indexed by key is small enough to use instead of sorting (it is no larger
-    than a few times the input), else None. Keys are non-negative (group × buckets + bucket)."""
-    size = int(key.max()) + 1
+def _dense_size(key: np.ndarray, bound: int | None = None) -> int | None:
+    """The size of a table indexed by key (`bound`, when the caller knows the keys are below it, else
+    max(key) + 1), when it is small enough to use instead of sorting (no larger than a few times the
+    input), else None. Keys are non-negative (group × buckets + bucket)."""
+    size = bound if bound is not None else int(key.max()) + 1
     return size if size <= 4 * key.size + 65536 else None
 
 
-def _unique_inverse(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """np.unique(key, return_inverse=True) for non-negative integer keys, without sorting when their range
-    is small (a presence table): the same unique keys, ascending, and the same slot of each key."""
-    size = _dense_size(key) if key.size else None
+def _unique_inverse(key: np.ndarray, bound: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """np.unique(key, return_inverse=True) for non-negative integer keys (below `bound` if given), without
+    sorting when their range is small (a presence table): the same unique keys, ascending, and the same
+    slot of each key."""
+    size = _dense_size(key, bound) if key.size else None
     if size is None:
         return np.unique(key, return_inverse=True)
     present = np.zeros(size, bool)
@@ -171,7 +173,7 @@ def _sorted_within_runs(key: np.ndarray, vals: np.ndarray, starts: np.ndarray) -
 
 
 def _reduce(key: np.ndarray, vals: np.ndarray, how: str, q: float | None,
-            time: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+            time: np.ndarray | None = None, bound: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Reduce `vals` per distinct key: (unique keys ascending, values). `how`: last | sum | avg | min | max |
     count | quantile | distinct. Keys need not be sorted; `last` takes the latest `time` (ties: the later
     one in the given order), or without times the last value in the given order.
@@ -179,13 +181,14 @@ def _reduce(key: np.ndarray, vals: np.ndarray, how: str, q: float | None,
     No sort unless the values must be ordered (quantile, distinct): keys already in order (per-series
     cells) are reduced over their runs with `reduceat`; others through a table indexed by key (bincount,
     ufunc.at), which adds the values of a key in the given order where `reduceat` over sorted keys adds
-    them pairwise: float sums may differ in the last bits, every other result is the same."""
+    them pairwise: float sums may differ in the last bits, every other result is the same. `bound`: the
+    keys are below it (saves a pass to find their maximum)."""
     if key.size == 0:
         return key, vals
     in_order = _in_order(key)
     if how in ("sum", "avg", "min", "max", "count", "last"):
         if not in_order or (how == "last" and time is not None and not _ties_in_order(key, time)):
-            return _reduce_table(key, vals, how, time)
+            return _reduce_table(key, vals, how, time, bound)
     else:  # quantile, distinct: the values sorted within each key
         within = _sorted_within_runs(key, vals, _starts(key)) if in_order else None
         if within is not None:
@@ -221,12 +224,12 @@ def _reduce(key: np.ndarray, vals: np.ndarray, how: str, q: float | None,
     return key[starts], out
 
 
-def _reduce_table(key: np.ndarray, vals: np.ndarray, how: str, time: np.ndarray | None
+def _reduce_table(key: np.ndarray, vals: np.ndarray, how: str, time: np.ndarray | None, bound: int | None
                   ) -> tuple[np.ndarray, np.ndarray]:
     """`_reduce` for sum | avg | min | max | count | last without sorting the values: each value is folded
     into its key's slot of a table, in the given order. The slots are the keys themselves when their
     range is small (no sort at all), else their ranks (np.unique)."""
-    m = _dense_size(key)
+    m = _dense_size(key, bound)
     if m is not None:  # a slot for every key in the range; the used ones are those with a count
         slot = key
         counts = np.bincount(slot, minlength=m)
@@ -441,27 +444,31 @@ def combine(cells: Cells, group: np.ndarray, agg: Aggregation, nb: int) -> tuple
     """Reduce cells over the series of each group → (group, bucket, value), by (group, bucket).
     `group[sidx]` is the group of a series, -1 to leave it out. Without a sort except for quantiles
     and distinct counts (`_reduce`)."""
-    g = group[cells.sidx] if cells.sidx.size else np.zeros(0, np.int64)
-    inside = g >= 0
-    every = bool(inside.all())  # no group left out: no copies of the cells
-    key = g * nb + cells.b if every else g[inside] * nb + cells.b[inside]
-    if cells.vec is not None:
+    if cells.sidx.size == 0 or int(group.min()) >= 0:  # every series has a group: no cell is left out
+        offset = group * nb  # per series, so the cells need one gather and one addition
+        key = offset[cells.sidx] + cells.b if offset.any() else cells.b
+        inside, vec, value, time = None, cells.vec, cells.value, cells.time
+    else:
+        g = group[cells.sidx]
+        inside = g >= 0
+        key = g[inside] * nb + cells.b[inside]
+        vec = cells.vec[inside] if cells.vec is not None else None
+        value = cells.value[inside] if cells.value is not None else None
+        time = cells.time[inside] if cells.time is not None else None
+    bound = (int(group.max()) + 1) * nb if group.size else 0  # keys are below it
+    if vec is not None:
         # Bucket counts are whole numbers: their sums do not depend on the order of addition.
-        vec = cells.vec if every else cells.vec[inside]
-        key, slot = _unique_inverse(key) if key.size else (key, key)
+        key, slot = _unique_inverse(key, bound) if key.size else (key, key)
         width = vec.shape[1]
         flat = (slot[:, None] * width + np.arange(width)).ravel()
         summed = np.bincount(flat, weights=vec.ravel(), minlength=key.size * width).reshape(key.size, width)
         return *np.divmod(key, nb), prom_quantile(np.cumsum(summed, axis=1), cells.bounds, agg.q)
     if cells.exp is not None:
-        key_all = np.where(inside, g * nb + cells.b, -1)
+        key_all = key if inside is None else np.where(inside, group[cells.sidx] * nb + cells.b, -1)
         uniq, vals = _exp_combine(cells.exp, key_all, agg.q)
         return *np.divmod(uniq, nb), vals
     how = agg.across if agg.across is not None else _SAME_AS_ACROSS[agg.fn]
-    time, value = cells.time, cells.value
-    if not every:
-        time, value = (time[inside] if time is not None else None), value[inside]
-    ukey, vals = _reduce(key, value, how, agg.q, time)
+    ukey, vals = _reduce(key, value, how, agg.q, time, bound)
     return *np.divmod(ukey, nb), vals
 
 
