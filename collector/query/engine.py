@@ -24,7 +24,7 @@ from otelite.collector.query.model import (DISTRIBUTION_TYPES, MIN_LOOKBACK_NS, 
 from otelite.collector.query.reduce import Cells, bucket_of, combine, series_cells
 from otelite.collector.store import budget
 from otelite.collector.store.metrics import SeriesSet, label_values, select_series
-from otelite.collector.store.points import PointCache, ReadTransaction
+from otelite.collector.store.points import PointCache, Points, ReadTransaction
 
 
 @dataclass
@@ -87,9 +87,7 @@ def prepare(conn: sqlite3.Connection, cache: PointCache, query: Query, *, keep_p
         budget.check()  # the read's deadline (collector/store/budget.py), between the engine's passes
         pts = cache.points(conn, series, loaded_from, query.end_ns)
     budget.check()
-    if not series.complete:
-        pts = pts.take(np.isin(pts.series_id, series.ids))
-    sidx = np.searchsorted(series.ids, pts.series_id)
+    pts, sidx = _selected(pts, series)
     b = bucket_of(pts.time, edges)
     cells = series_cells(pts, sidx, b, query.aggregation, series.temporality, series.monotonic, edges, loaded_from)
     prepared = Prepared(query, series, edges, cells)
@@ -97,6 +95,26 @@ def prepare(conn: sqlite3.Connection, cache: PointCache, query: Query, *, keep_p
         inside = pts.valid & (b >= 0)
         prepared.point_times, prepared.point_sidx = pts.time[inside], sidx[inside]
     return prepared
+
+
+def _selected(pts: Points, series: SeriesSet) -> tuple[Points, np.ndarray]:
+    """The points of the selected series and each one's index in `series.ids`. A series' points are
+    adjacent (points.py sorts them by series and time), so both are worked out once per run of a series,
+    not per point."""
+    n = len(pts)
+    if n == 0:
+        return pts, np.zeros(0, np.int64)
+    starts = np.flatnonzero(np.concatenate(([True], pts.series_id[1:] != pts.series_id[:-1])))
+    lengths = np.diff(np.append(starts, n))
+    run_ids = pts.series_id[starts]
+    run_index = np.searchsorted(series.ids, run_ids)
+    if not series.complete:
+        found = run_index < len(series.ids)
+        found[found] = series.ids[run_index[found]] == run_ids[found]
+        if not found.all():
+            pts = pts.take(np.repeat(found, lengths))
+            run_index, lengths = run_index[found], lengths[found]
+    return pts, np.repeat(run_index, lengths)
 
 
 def group_index(conn: sqlite3.Connection, series: SeriesSet, keys: tuple[GroupKey, ...] | list,

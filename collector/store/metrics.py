@@ -166,23 +166,19 @@ class SeriesSet:
 
 
 def _metric_series(conn: sqlite3.Connection, project_id: int, name: str, metric_type: str | None) -> SeriesSet:
-    sql = ("SELECT id, type, temporality, is_monotonic, last_seen_ns FROM metric_series "
-           "WHERE project_id = ? AND name = ?")
-    args: tuple = (project_id, name)
-    if metric_type is not None:
-        sql += " AND type = ?"
-        args += (metric_type,)
-    rows = conn.execute(sql, args).fetchall()
+    if metric_type is None:  # mixing a gauge with a histogram has no meaning: the latest type wins
+        row = conn.execute("SELECT type FROM metric_series WHERE project_id = ? AND name = ? "
+                           "ORDER BY last_seen_ns DESC, type DESC LIMIT 1", (project_id, name)).fetchone()
+        metric_type = row[0] if row else None
+    rows = [] if metric_type is None else conn.execute(
+        "SELECT id, temporality, is_monotonic FROM metric_series WHERE project_id = ? AND name = ? AND type = ? "
+        "ORDER BY id", (project_id, name, metric_type)).fetchall()
     if not rows:
         return SeriesSet(project_id, name, metric_type, np.zeros(0, np.int64), np.zeros(0, np.int8),
                          np.zeros(0, bool))
-    if metric_type is None:  # mixing a gauge with a histogram has no meaning: the latest type wins
-        metric_type = max(rows, key=lambda r: (r[4], r[1]))[1]
-        rows = [r for r in rows if r[1] == metric_type]
-    rows.sort()
-    n = len(rows)
-    return SeriesSet(project_id, name, metric_type, np.fromiter((r[0] for r in rows), np.int64, n),
-                     np.fromiter((r[2] for r in rows), np.int8, n), np.fromiter((bool(r[3]) for r in rows), bool, n))
+    columns = np.array(rows, dtype=np.int64)  # (n, 3), without a Python loop per series
+    return SeriesSet(project_id, name, metric_type, columns[:, 0].copy(), columns[:, 1].astype(np.int8),
+                     columns[:, 2] != 0)
 
 
 def metric_type(conn: sqlite3.Connection, project_id: int, name: str) -> str | None:
@@ -202,29 +198,69 @@ def select_series(conn: sqlite3.Connection, selection: SeriesSelection) -> Serie
     return series
 
 
+def _ids_json(series: SeriesSet) -> str:
+    """The series' ids as one JSON array: a single parameter that `json_each` turns into rows, so one
+    statement reads the labels of exactly these series, however many there are."""
+    return json.dumps(series.ids.tolist())
+
+
+# The labels of the given series only: `CROSS JOIN` makes SQLite walk the ids and look each one up in
+# metric_series_labels_by_series (a covering index: the table is WITHOUT ROWID), so the cost follows the
+# series asked about, never the project's other metrics that share a key.
+_SELECTED_LABELS = ("FROM json_each(?) AS ids CROSS JOIN metric_series_labels AS l ON l.series_id = ids.value "
+                    "WHERE l.project_id = ?")
+
+
 def label_values(conn: sqlite3.Connection, series: SeriesSet, key: str, scope: str = "auto") -> list[str | None]:
     """Each series' label for `key` under `scope`, in `series.ids` order (None when it has none)."""
+    if not len(series):
+        return []
     point: dict[int, str] = {}
     resource: dict[int, str] = {}
-    keys = [key] + (["service.name"] if key == SERVICE_NAME else [])
-    for k in keys:
+    ids = _ids_json(series)
+    for k in [key] + (["service.name"] if key == SERVICE_NAME else []):
         budget.check()  # a read's deadline (collector/store/budget.py), between passes over every series
         for sid, value, source in conn.execute(
-                "SELECT series_id, value, source FROM metric_series_labels WHERE project_id = ? AND key = ?",
-                (series.project_id, k)):
+                f"SELECT l.series_id, l.value, l.source {_SELECTED_LABELS} AND l.key = ?", (ids, series.project_id, k)):
             target = point if source == "point" else resource
             if k == key or sid not in target:
                 target[sid] = value
-    out: list[str | None] = []
-    for sid in series.ids.tolist():
-        if scope == "attribute":
-            out.append(point.get(sid))
-        elif scope == "resource":
-            out.append(resource.get(sid))
-        else:
-            value = point.get(sid)
-            out.append(value if value is not None else resource.get(sid))
-    return out
+    if scope == "attribute":
+        return [point.get(sid) for sid in series.ids.tolist()]
+    if scope == "resource":
+        return [resource.get(sid) for sid in series.ids.tolist()]
+    return [point[sid] if sid in point else resource.get(sid) for sid in series.ids.tolist()]
+
+
+class LabelKeyCount(NamedTuple):
+    key: str
+    series: int  # how many of the series have the key
+    values: int  # how many distinct values they have for it
+
+
+def label_key_counts(conn: sqlite3.Connection, series: SeriesSet) -> list[LabelKeyCount]:
+    """Every label key the given series have, as `series_labels` reads them (auto scope: the point
+    attribute, else the resource attribute; `service_name` from the resource's `service.name` when no
+    label is literally called that), with how many series have it and how many distinct values, by key.
+    Counted in SQLite: only one row per key comes back, however many series there are."""
+    if not len(series):
+        return []
+    # The point attributes; the resource attributes of keys the series has no point attribute for; the
+    # service_name alias where the series has no label of that name (each an index look-up per series,
+    # the NOT EXISTS too), then one count per key.
+    has_label = ("SELECT 1 FROM metric_series_labels AS p WHERE p.series_id = l.series_id "
+                 "AND p.project_id = l.project_id")
+    ids, pid = _ids_json(series), series.project_id
+    rows = conn.execute(
+        "SELECT key, count(*), count(DISTINCT value) FROM ("
+        f"SELECT l.key AS key, l.value AS value {_SELECTED_LABELS} AND l.source = 'point' "
+        f"UNION ALL SELECT l.key, l.value {_SELECTED_LABELS} AND l.source = 'resource' "
+        f"AND NOT EXISTS ({has_label} AND p.key = l.key AND p.source = 'point') "
+        f"UNION ALL SELECT ?, l.value {_SELECTED_LABELS} AND l.key = 'service.name' AND l.source = 'resource' "
+        f"AND NOT EXISTS ({has_label} AND p.key = ?)"
+        ") GROUP BY key ORDER BY key",
+        (ids, pid, ids, pid, SERVICE_NAME, ids, pid, SERVICE_NAME)).fetchall()
+    return [LabelKeyCount(*r) for r in rows]
 
 
 def filter_mask(conn: sqlite3.Connection, series: SeriesSet, filters: tuple[LabelFilter, ...] | list[LabelFilter]

@@ -94,13 +94,21 @@ class Points:
         return len(self.time)
 
     def nbytes(self) -> int:
-        arrays = sum(getattr(self, f.name).nbytes for f in fields(self)
-                     if isinstance(getattr(self, f.name), np.ndarray))
+        distinct = {id(a): a for a in (getattr(self, f.name) for f in fields(self)) if isinstance(a, np.ndarray)}
+        arrays = sum(a.nbytes for a in distinct.values())  # a column shared by two fields counts once
         return arrays + sum(len(m) + 56 for m in self.members)  # str object overhead
 
     def take(self, idx: np.ndarray) -> "Points":
-        """The points at `idx` (an index array or boolean mask); flat bucket arrays are shared."""
-        changes = {name: getattr(self, name)[idx] for name in self._ROW_FIELDS if getattr(self, name) is not None}
+        """The points at `idx` (an index array or boolean mask); flat bucket arrays are shared, and so are
+        columns that are one array (a number's `value` is its `counter`): each is copied once."""
+        taken: dict[int, np.ndarray] = {}
+        changes = {}
+        for name in self._ROW_FIELDS:
+            column = getattr(self, name)
+            if column is not None:
+                if id(column) not in taken:
+                    taken[id(column)] = column[idx]
+                changes[name] = taken[id(column)]
         return replace(self, **changes)
 
     def sorted(self) -> "Points":
@@ -263,16 +271,21 @@ def concat(a: Points, b: Points) -> Points:
         b = replace(b, value=remap[b.value.astype(np.int64)], members=())
         b.counter = b.value
         members = tuple(table)
+    joined: dict[tuple[int, int], np.ndarray] = {}  # columns that are one array stay one (take())
     for f in fields(Points):
         x, y = getattr(a, f.name), getattr(b, f.name)
         if f.name in ("kind", "bounds", "pos_flat", "neg_flat", "members") or x is None:
+            continue
+        pair = (id(x), id(y))
+        if pair in joined:
+            out[f.name] = joined[pair]
             continue
         if x.ndim == 2:
             width = max(x.shape[1], y.shape[1])
             fill = 0.0 if f.name == "counts" else np.nan
             x = np.pad(x, ((0, 0), (0, width - x.shape[1])), constant_values=fill)
             y = np.pad(y, ((0, 0), (0, width - y.shape[1])), constant_values=fill)
-        out[f.name] = np.concatenate([x, y])
+        out[f.name] = joined[pair] = np.concatenate([x, y])
     merged = replace(a, **out)
     if a.kind == "set":
         merged.members = members

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from collections import Counter
 
 import numpy as np
 
@@ -20,7 +19,7 @@ from otelite.api.posthog.metrics.intervals import approx_buckets, auto_interval,
 from otelite.api.posthog.metrics.query import check_aggregation, combine, groups_for, prepare
 from otelite.api.posthog.metrics.diagnosis import Group, Windows, diagnose
 from otelite.api.posthog.metrics.request import CharacterizeQuery, Clause
-from otelite.collector.store.metrics import SERVICE_NAME, SeriesSelection, select_series, series_labels
+from otelite.collector.store.metrics import SERVICE_NAME, SeriesSelection, label_key_counts, select_series
 from otelite.collector.store.points import PointCache
 from otelite.collector.times import iso, zone
 
@@ -108,19 +107,13 @@ def candidate_keys(conn: sqlite3.Connection, prepared, anomaly_from_ns: int) -> 
     """service_name first, then the most common label keys of the series reporting in the anomaly window.
     Keys with a single value there are skipped (they cannot tell values apart: a deviation from the
     reference, which would spend slots on e.g. telemetry.sdk.language)."""
-    active = np.unique(prepared.point_sidx[prepared.point_times >= anomaly_from_ns])
-    ids = prepared.series.ids[active].tolist()
-    labels = series_labels(conn, ids)
-    counts: Counter = Counter()
-    values: dict[str, set] = {}
-    for lab in labels.values():
-        for k, v in lab.items():
-            counts[k] += 1
-            values.setdefault(k, set()).add(v)
-    keys = [SERVICE_NAME] if SERVICE_NAME in counts else []
-    others = sorted((k for k in counts if k not in (SERVICE_NAME, "service.name") and len(values[k]) > 1),
-                    key=lambda k: (-counts[k], k))
-    return (keys + others)[:MAX_KEYS]
+    active = np.zeros(len(prepared.series), bool)
+    active[prepared.point_sidx[prepared.point_times >= anomaly_from_ns]] = True
+    counts = label_key_counts(conn, prepared.series.subset(active))
+    keys = [SERVICE_NAME] if any(c.key == SERVICE_NAME for c in counts) else []
+    others = sorted((c for c in counts if c.key not in (SERVICE_NAME, "service.name") and c.values > 1),
+                    key=lambda c: (-c.series, c.key))
+    return (keys + [c.key for c in others])[:MAX_KEYS]
 
 
 def _groups(conn, project_id, prepared, cq: CharacterizeQuery, starts: np.ndarray, in_baseline: np.ndarray,
