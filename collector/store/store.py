@@ -15,6 +15,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from otelite.collector.store.db import connect_reader, prepare_database
+from otelite.collector.store.export_log import ExportLog
 from otelite.collector.store.points import PointCache
 from otelite.collector.store.writer import StoreUnavailable, Writer
 
@@ -41,6 +42,8 @@ class Store:
         self.writer = Writer(self.path, config, batching, telemetry, retention=retention)
         # One point cache for every dialect that queries metrics (collector/query), bounded by config.
         self.point_cache = PointCache(max(config.query_cache_mib, 0) * 2**20)
+        # The forwarding exporters' durable queue: which signals the writer appends (export_log.py).
+        self.export_log = ExportLog()
         self._local = threading.local()
 
     def start(self) -> None:
