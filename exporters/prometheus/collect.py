@@ -222,29 +222,10 @@ class StoreCollector:
 
     def _translate_one(self, name: str, otel_type: str, unit: str, description: str, monotonic: bool,
                        resource: dict, rid: int, scope: tuple[str, str], attributes: dict) -> _Series | None:
-        if otel_type == "sum":
-            typ = COUNTER if monotonic else GAUGE
-        elif otel_type == "gauge":
-            typ = GAUGE
-        elif otel_type in ("histogram", "exponential_histogram"):
-            typ = HISTOGRAM
-        elif otel_type == "summary":
-            typ = SUMMARY
-        else:
+        t = translate_series(name, otel_type, unit, description, monotonic, resource, scope, attributes)
+        if t is None:
             return None
-        is_gauge = otel_type == "gauge"  # `1` → `_ratio` for OpenTelemetry gauges only
-        full = tr.metric_name(name, unit, counter=typ == COUNTER, gauge=is_gauge)
-        family = full[:-len("_total")] if typ == COUNTER else full
-        pairs = tr.label_pairs(attributes, tr.reserved_labels(typ))
-        scope_name, scope_version = scope
-        if scope_name:
-            pairs.append((tr.SCOPE_NAME, scope_name))
-        if scope_version:
-            pairs.append((tr.SCOPE_VERSION, scope_version))
-        pairs += tr.job_instance(resource)
-        pairs.sort()
-        return _Series(family, typ, description, tr.family_unit(family, unit, gauge=is_gauge),
-                       tr.render_labels(pairs), rid, _SHAPES[otel_type])
+        return _Series(t.family, t.type, t.help, t.unit, tr.render_labels(t.labels), rid, _SHAPES[otel_type])
 
     def _load(self, conn: sqlite3.Connection, table: str, ids: set[int]) -> None:
         if not ids:
@@ -358,6 +339,44 @@ class StoreCollector:
             self._warned |= new
             log.warning("left out of the Prometheus scrape, because two metrics need the same name with "
                         "different types: %s", ", ".join(sorted(new)))
+
+
+class SeriesTranslation(NamedTuple):
+    """What a series is called in Prometheus: its family (counters without `_total`), type, help, unit
+    and sorted label pairs (point attributes, scope, job, instance)."""
+    family: str
+    type: str
+    help: str
+    unit: str
+    labels: list[tuple[str, str]]
+
+
+def translate_series(name: str, otel_type: str, unit: str, description: str, monotonic: bool,
+                     resource: dict, scope: tuple[str, str], attributes: dict) -> SeriesTranslation | None:
+    """The one OTel → Prometheus mapping of a series, for the scrape and for remote-write alike
+    (prometheus.md, "Translation"); None for a type Prometheus has no family for."""
+    if otel_type == "sum":
+        typ = COUNTER if monotonic else GAUGE
+    elif otel_type == "gauge":
+        typ = GAUGE
+    elif otel_type in ("histogram", "exponential_histogram"):
+        typ = HISTOGRAM
+    elif otel_type == "summary":
+        typ = SUMMARY
+    else:
+        return None
+    is_gauge = otel_type == "gauge"  # `1` → `_ratio` for OpenTelemetry gauges only
+    full = tr.metric_name(name, unit, counter=typ == COUNTER, gauge=is_gauge)
+    family = full[:-len("_total")] if typ == COUNTER else full
+    pairs = tr.label_pairs(attributes, tr.reserved_labels(typ))
+    scope_name, scope_version = scope
+    if scope_name:
+        pairs.append((tr.SCOPE_NAME, scope_name))
+    if scope_version:
+        pairs.append((tr.SCOPE_VERSION, scope_version))
+    pairs += tr.job_instance(resource)
+    pairs.sort()
+    return SeriesTranslation(family, typ, description, tr.family_unit(family, unit, gauge=is_gauge), pairs)
 
 
 _NO_BUCKETS = {"offset": 0, "counts": []}
