@@ -18,10 +18,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import Link, Status, StatusCode
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import ServerProcess, free_port, start_server, trace_request
+from conftest import ServerProcess, free_port, start_server, trace_request, write_config
 
 WAIT_S = 20.0
 FAST_RETRY = {"initial_interval": "100ms", "max_interval": "500ms"}
+# No decode worker process: each server starts faster, and these tests are about forwarding.
+IN_LOOP = {"receivers": {"otlp": {"decode_workers": 0}}}
 
 # Every column but the local rowid: what "identical" means for the upstream's copy.
 SPAN_COLUMNS = ("project_id, trace_id, span_id, parent_span_id, trace_state, flags, name, kind, start_ns, end_ns, "
@@ -58,14 +60,14 @@ def post_traces(server: ServerProcess, request) -> None:
 
 
 def forwarding(exporters: dict, signals=("traces", "metrics")) -> dict:
-    return {"exporters": {"sqlite": {}, **exporters},
+    return {**IN_LOOP, "exporters": {"sqlite": {}, **exporters},
             "service": {"pipelines": {s: {"receivers": ["otlp"], "exporters": ["sqlite", *exporters]}
                                       for s in signals}}}
 
 
 def test_upstreams_get_identical_spans_and_points_over_grpc_and_http(tmp_path):
-    up_grpc = start_server(tmp_path, None, "up_grpc")
-    up_http = start_server(tmp_path, None, "up_http")
+    up_grpc = start_server(tmp_path, IN_LOOP, "up_grpc")
+    up_http = start_server(tmp_path, IN_LOOP, "up_http")
     fw = start_server(tmp_path, forwarding({
         "otlp/grpc": {"endpoint": up_grpc.grpc_endpoint, "tls": {"insecure": True}, "compression": "gzip",
                       "retry_on_failure": FAST_RETRY},
@@ -112,7 +114,8 @@ def test_upstreams_get_identical_spans_and_points_over_grpc_and_http(tmp_path):
 
 
 def test_nothing_acknowledged_is_lost_when_the_upstream_stops_and_the_forwarder_is_killed(tmp_path):
-    upstream = ServerProcess(db=tmp_path / "up.db", grpc_port=free_port(), http_port=free_port()).start()
+    upstream = ServerProcess(db=tmp_path / "up.db", grpc_port=free_port(), http_port=free_port(),
+                             config_path=write_config(tmp_path, IN_LOOP, "up.yaml")).start()
     fw = start_server(tmp_path, forwarding({"otlp/up": {"endpoint": upstream.grpc_endpoint,
                                                         "tls": {"insecure": True}, "retry_on_failure": FAST_RETRY}},
                                            signals=("traces",)), "forwarder")
@@ -159,7 +162,7 @@ def test_nothing_acknowledged_is_lost_when_the_upstream_stops_and_the_forwarder_
 def test_permanent_refusals_are_dropped_and_counted_and_the_queue_moves_on(tmp_path):
     # The upstream requires an API key (UNAUTHENTICATED without one: permanent) and takes HTTP bodies of
     # at most 4000 bytes (413 above: permanent).
-    upstream = start_server(tmp_path, {"receivers": {"otlp": {"auth": "required", "protocols": {
+    upstream = start_server(tmp_path, {"receivers": {"otlp": {"auth": "required", "decode_workers": 0, "protocols": {
         "grpc": {}, "http": {"max_request_body_size": 4000}}}}}, "up")
     key = upstream.admin_key()
     fw = start_server(tmp_path, forwarding({

@@ -106,6 +106,7 @@ def wait_until_equal(prom: str, server, key: str) -> dict:
 
 def test_prometheus_receives_what_the_scrape_shows_across_a_kill(tmp_path, prometheus):
     config = {
+        "receivers": {"otlp": {"decode_workers": 0}},
         "exporters": {"sqlite": {}, "prometheusremotewrite/prom": {
             "endpoint": f"{prometheus}/api/v1/write", "external_labels": {"cluster": "ci"},
             "retry_on_failure": {"initial_interval": "100ms", "max_interval": "1s"}}},

@@ -208,13 +208,14 @@ def backlog(conn: sqlite3.Connection, signal: str, after: Position) -> Backlog:
 def first_kept(conn: sqlite3.Connection, signal: str, after: Position, *, min_end_items: int | None = None,
                min_end_bytes: int | None = None, min_committed_ns: int | None = None) -> Position:
     """Where a cursor at `after` must move so that its backlog fits a bound: the position before the first
-    entry whose running total exceeds the minimum given (and committed no earlier than `min_committed_ns`);
-    the head when no entry qualifies."""
+    entry that starts at or beyond the minimum running totals given (so what follows it fits) and was
+    committed no earlier than `min_committed_ns`; the head when no entry qualifies."""
     where, args = ["signal = ?", "seq > ?"], [signal, after.seq]
-    for column, minimum in (("end_items", min_end_items), ("end_bytes", min_end_bytes),
-                            ("committed_ns", min_committed_ns)):
+    for condition, minimum in (("end_items - items >= ?", min_end_items),
+                               ("end_bytes - length(payload) >= ?", min_end_bytes),
+                               ("committed_ns >= ?", min_committed_ns)):
         if minimum is not None:
-            where.append(f"{column} > ?" if column != "committed_ns" else f"{column} >= ?")
+            where.append(condition)
             args.append(minimum)
     row = conn.execute("SELECT seq, items, end_items, end_bytes, length(payload) FROM export_log WHERE "
                        f"{' AND '.join(where)} ORDER BY seq LIMIT 1", args).fetchone()

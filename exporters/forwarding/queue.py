@@ -288,11 +288,10 @@ class Forwarder(Consumer):
         expired = q.max_age > 0 and b.oldest_ns is not None and b.oldest_ns < now - int(q.max_age * 1e9)
         if over_size or expired:
             head_items, head_bytes = lane.position.end_items + b.items, lane.position.end_bytes + b.bytes
-            target = await self._store.read(
-                xl.first_kept, lane.signal, lane.position,
-                min_end_items=head_items - q.queue_size if over_size and q.sizer == "items" else None,
-                min_end_bytes=head_bytes - q.queue_size if over_size and q.sizer == "bytes" else None,
-                min_committed_ns=now - int(q.max_age * 1e9) if q.max_age > 0 else None)
+            bounds = {"min_end_items": head_items - q.queue_size if over_size and q.sizer == "items" else None,
+                      "min_end_bytes": head_bytes - q.queue_size if over_size and q.sizer == "bytes" else None,
+                      "min_committed_ns": now - int(q.max_age * 1e9) if q.max_age > 0 else None}
+            target = await self._store.read(lambda c: xl.first_kept(c, lane.signal, lane.position, **bounds))
             if target.seq > lane.position.seq:
                 await self._drop_to(lane, target, "queue_full" if over_size else "expired")
                 b = await self._store.read(xl.backlog, lane.signal, lane.position)
