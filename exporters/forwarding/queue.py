@@ -48,7 +48,9 @@ MAX_REQUEST_ENTRIES = 1000
 _IDLE_POLL_S = 1.0  # a lane with nothing to send looks again this often even without a wake-up
 _REFRESH_S = 1.0  # while waiting to retry, the backlog and the bounds are checked this often
 _WARN_EVERY_S = 10.0
-_SHUTDOWN_GRACE_S = 2.0  # beyond the exporter's timeout, for the request in flight to finish
+# How long shutdown lets a request in flight finish. One cut short is sent again at the next start (its
+# entries are past in_flight_to, so counted as possibly resent): nothing is lost by not waiting longer.
+_SHUTDOWN_WAIT_S = 5.0
 _STORE_RETRY_S = 0.5
 
 
@@ -141,7 +143,7 @@ class Forwarder(Consumer):
         for lane in self._lanes.values():
             lane.wake.set()
         if self._tasks:
-            done, pending = await asyncio.wait(self._tasks, timeout=self.timeout + _SHUTDOWN_GRACE_S)
+            done, pending = await asyncio.wait(self._tasks, timeout=min(self.timeout, _SHUTDOWN_WAIT_S) + 0.5)
             for t in pending:
                 t.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
