@@ -6,6 +6,7 @@ Retry-After are read as the specifications say."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import sqlite3
 import time
@@ -32,10 +33,10 @@ ROOT = Path(__file__).resolve().parent.parent
 class Harness:
     """A real store and pipelines with the given forwarders; the upstream is a port nobody listens on."""
 
-    def __init__(self, path: Path, exporters: dict) -> None:
+    def __init__(self, path: Path, exporters: dict, signal: str = "traces") -> None:
         doc = {"receivers": {"otlp": {"decode_workers": 0}},
                "exporters": {"sqlite": {"path": str(path)}, **exporters},
-               "service": {"pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["sqlite", *exporters]}}}}
+               "service": {"pipelines": {signal: {"receivers": ["otlp"], "exporters": ["sqlite", *exporters]}}}}
         self.config = config_from_mapping(doc, "queue.yaml")
         self.telemetry = Telemetry()
         self.store = Store(self.config.sqlite, self.config.batch, self.telemetry)
@@ -201,3 +202,38 @@ def test_retry_after_and_backoff():
     assert backoff.next_delay(throttle_s=30.0) == 30.0  # the server's delay is a minimum
     assert not backoff.exhausted()
     assert Backoff(RetryConfig(enabled=False)).exhausted()
+
+
+def test_remote_write_totals_start_at_the_stores_and_fold_what_the_bound_drops(tmp_path):
+    """prometheusremotewrite keeps running totals of delta series beside its cursor: a new cursor starts
+    from the store's totals, and entries dropped by the queue's bound are folded in unsent, so the totals
+    (and every sample sent later) stay exact."""
+    from metrics_otlp import DELTA, counter
+
+    path = tmp_path / "t.db"
+    t0 = time.time_ns() - 60 * 10**9
+
+    async def send(exporters: dict, deltas: list[int], start: int) -> None:
+        async with Harness(path, exporters, "metrics") as h:
+            for i, v in enumerate(deltas):
+                request = counter("jobs", [(t0 + (start + i) * 10**9, v, {})], DELTA)
+                assert (await h.ingest.export_metrics(request.SerializeToString(), 1, "test")).accepted == 1
+            if exporters:
+                await _until(lambda: h.sample("otelite_exporter_dropped_metric_points_total",
+                                              exporter="prometheusremotewrite/dead", reason="queue_full") == 2)
+
+    asyncio.run(send({}, [1, 2], 0))  # before the exporter existed: the store's total is 3
+    dead = {"endpoint": f"http://127.0.0.1:{free_port()}/api/v1/write",
+            "retry_on_failure": {"initial_interval": "50ms", "max_interval": "100ms"},
+            "sending_queue": {"sizer": "items", "queue_size": 1}}
+    asyncio.run(send({"prometheusremotewrite/dead": dead}, [4, 8, 16], 2))
+    conn = sqlite3.connect(path)
+    try:
+        (state,), = conn.execute("SELECT state FROM export_state WHERE exporter = 'prometheusremotewrite/dead' "
+                                 "AND kind = 'totals'").fetchall()
+        (store_total,), = conn.execute("SELECT value FROM metric_series_state").fetchall()
+    finally:
+        conn.close()
+    assert store_total == 31
+    # At the cursor (after the 4 and the 8, dropped unsent; the 16 still queued): 3 + 4 + 8.
+    assert json.loads(state)[4] == 15
