@@ -19,7 +19,6 @@ from otelite.collector.component import Host
 from otelite.collector.config import ConfigError, config_from_mapping, load_config
 from otelite.collector.pipeline.fanout import build_pipelines
 from otelite.collector.pipeline.ingest import Ingest
-from otelite.collector.store import export_log as xl
 from otelite.collector.store.store import Store
 from otelite.collector.telemetry import Telemetry
 from otelite.exporters.forwarding.config import RetryConfig
@@ -237,3 +236,40 @@ def test_remote_write_totals_start_at_the_stores_and_fold_what_the_bound_drops(t
     assert store_total == 31
     # At the cursor (after the 4 and the 8, dropped unsent; the 16 still queued): 3 + 4 + 8.
     assert json.loads(state)[4] == 15
+
+
+def test_remote_write_conversion_orders_marks_stale_and_labels_as_the_spec_says():
+    """convert.py on hand-built requests: label names sorted with __name__ among them, external labels
+    added unless the series has the label, an older sample of a label set left out and counted, and a
+    point with no recorded value sent as the stale-marker NaN (remote-write 1.0)."""
+    import struct
+
+    from metrics_otlp import gauge
+    from otelite.collector.store.export_log import Entry
+    from otelite.exporters.prometheusremotewrite.config import PrometheusRemoteWriteExporterConfig
+    from otelite.exporters.prometheusremotewrite.convert import Converter
+    from otelite.exporters.prometheusremotewrite.proto import WriteRequest
+
+    config = PrometheusRemoteWriteExporterConfig(endpoint="http://p/api/v1/write",
+                                                 external_labels={"cluster": "eu", "Zone": "a", "region": "x"})
+    config.validate()
+    converter = Converter(config)
+    t = 1_700_000_000_000_000_000
+    resource = {"service.name": "shop"}
+    requests = [gauge("temp", [(t + 2_000_000, 21.5, {"region": "eu-1"})], resource=resource),
+                gauge("temp", [(t + 1_000_000, 20.0, {"region": "eu-1"})], resource=resource),  # older: left out
+                gauge("temp", [(t + 3_000_000, None, {"region": "eu-1"})], resource=resource)]  # no recorded value
+    entries = [Entry(i + 1, 1, 0, 1, i + 1, 0, r.SerializeToString()) for i, r in enumerate(requests)]
+    need = converter.walk(entries)
+    converter.load({}, {}, need)
+    build = converter.build(need)
+    assert (build.items, build.out_of_order) == (3, 1)
+    (body,) = build.requests
+    (series,) = WriteRequest.FromString(body).timeseries
+    labels = [(label.name, label.value) for label in series.labels]
+    assert labels == sorted(labels)
+    assert labels == [("Zone", "a"), ("__name__", "temp"), ("cluster", "eu"), ("job", "shop"), ("region", "eu-1")]
+    assert [(s.timestamp, s.value) for s in series.samples][0] == ((t + 2_000_000) // 1_000_000, 21.5)
+    stale = series.samples[1]
+    assert stale.timestamp == (t + 3_000_000) // 1_000_000
+    assert struct.pack("<d", stale.value) == struct.pack("<Q", 0x7FF0000000000002)

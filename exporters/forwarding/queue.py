@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from otelite.collector.pipeline.consumer import Consumer, TelemetryBatch
 from otelite.collector.store import export_log as xl
 from otelite.collector.store.writer import StoreFull, StoreUnavailable
-from otelite.exporters.forwarding.outcome import Backoff, Delivered, Outcome, Permanent, Retryable
+from otelite.exporters.forwarding.outcome import Backoff, Outcome, Permanent, Retryable
 
 if TYPE_CHECKING:
     from otelite.collector.component import Host

@@ -25,7 +25,6 @@ every point becomes the samples the scrape would show for its series at that mom
 from __future__ import annotations
 
 import json
-import math
 import struct
 from dataclasses import dataclass, field
 from itertools import accumulate as running
@@ -320,6 +319,3 @@ def _samples(s: _Series, row: tuple, stale: int) -> list[tuple[str, tuple, float
         return out
     return []
 
-
-def is_stale(value: float) -> bool:
-    return math.isnan(value) and struct.pack("<d", value) == struct.pack("<d", STALE_NAN)
