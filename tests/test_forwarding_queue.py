@@ -23,7 +23,7 @@ from otelite.collector.store.store import Store
 from otelite.collector.telemetry import Telemetry
 from otelite.exporters.forwarding.config import RetryConfig
 from otelite.exporters.forwarding.outcome import Backoff, Permanent, Retryable, retry_after_seconds
-from otelite.exporters.otlp.exporter import classify
+from otelite.exporters.otlp.consumer import classify
 from conftest import TESTDATA, free_port, trace_request
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,11 +8,11 @@ from otelite.collector.component import Factory, Host
 from otelite.exporters.otlp.config import OtlpExporterConfig
 
 if TYPE_CHECKING:
-    from otelite.exporters.otlp.exporter import OtlpGrpcExporter
+    from otelite.exporters.otlp.consumer import OtlpGrpcExporter
 
 
 def create_consumer(host: Host, component_id: str, config: OtlpExporterConfig) -> "OtlpGrpcExporter":
-    from otelite.exporters.otlp.exporter import OtlpGrpcExporter  # loading a config needs no grpc channel
+    from otelite.exporters.otlp.consumer import OtlpGrpcExporter  # loading a config needs no grpc channel
 
     return OtlpGrpcExporter(component_id, host, config)
 

@@ -8,11 +8,11 @@ from otelite.collector.component import Factory, Host
 from otelite.exporters.otlphttp.config import OtlpHttpExporterConfig
 
 if TYPE_CHECKING:
-    from otelite.exporters.otlphttp.exporter import OtlpHttpExporter
+    from otelite.exporters.otlphttp.consumer import OtlpHttpExporter
 
 
 def create_consumer(host: Host, component_id: str, config: OtlpHttpExporterConfig) -> "OtlpHttpExporter":
-    from otelite.exporters.otlphttp.exporter import OtlpHttpExporter
+    from otelite.exporters.otlphttp.consumer import OtlpHttpExporter
 
     return OtlpHttpExporter(component_id, host, config)
 

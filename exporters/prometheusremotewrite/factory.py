@@ -8,12 +8,12 @@ from otelite.collector.component import Factory, Host
 from otelite.exporters.prometheusremotewrite.config import PrometheusRemoteWriteExporterConfig
 
 if TYPE_CHECKING:
-    from otelite.exporters.prometheusremotewrite.exporter import RemoteWriteExporter
+    from otelite.exporters.prometheusremotewrite.consumer import RemoteWriteExporter
 
 
 def create_consumer(host: Host, component_id: str, config: PrometheusRemoteWriteExporterConfig
                     ) -> "RemoteWriteExporter":
-    from otelite.exporters.prometheusremotewrite.exporter import RemoteWriteExporter
+    from otelite.exporters.prometheusremotewrite.consumer import RemoteWriteExporter
 
     return RemoteWriteExporter(component_id, host, config)
 

@@ -18,7 +18,7 @@ import httpx
 from otelite.collector.store import export_log as xl
 from otelite.exporters.forwarding.outcome import Delivered, Outcome, Permanent, Retryable, retry_after_seconds
 from otelite.exporters.forwarding.queue import Forwarder, Prepared
-from otelite.exporters.otlphttp.exporter import http_client
+from otelite.exporters.otlphttp.consumer import http_client
 from otelite.exporters.prometheusremotewrite.convert import Converter, Need
 
 if TYPE_CHECKING:
