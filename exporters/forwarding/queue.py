@@ -210,6 +210,8 @@ class Forwarder(Consumer):
         last = entries[-1].seq
         try:
             prepared = await self.prepare(lane.signal, entries)
+        except (StoreFull, StoreUnavailable):
+            raise  # the store, not the entries: try again
         except Exception as e:  # noqa: BLE001 - an entry that cannot be turned into a request is dropped
             log.exception("exporter %s (%s): cannot build a request", self.component_id, lane.signal)
             prepared, outcome = Prepared(None, entries, None, sum(e.items for e in entries)), Permanent(str(e))
