@@ -77,7 +77,7 @@ def create_app(config: "Config", store: "Store", ingest: "Ingest", telemetry: "T
     if http is not None:
         resolver = OtlpProjectResolver(config.otlp.auth, keys)
         otlp_http.add_routes(app, http, ingest, resolver.for_http)
-    app.add_route("/healthz", HealthResource(store, time.monotonic(), config.auth.mode, keys))
+    app.add_route("/healthz", HealthResource(store, time.monotonic(), config.auth.mode, keys, telemetry))
     app.add_route("/metrics/self", SelfMetricsResource(store, telemetry))
     document = openapi.build_document([openapi.CORE_PATHS] + [d.openapi_paths for d in DIALECTS])
     app.add_route("/api/schema", openapi.SchemaResource(document))

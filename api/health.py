@@ -28,11 +28,12 @@ class HealthResource:
     auth_policy = PUBLIC
 
     def __init__(self, store: "Store", started: float, auth_mode: str = "required",
-                 keys: "KeyStore | None" = None) -> None:
+                 keys: "KeyStore | None" = None, telemetry: "Telemetry | None" = None) -> None:
         self._store = store
         self._started = started
         self._open = auth_mode == "none"
         self._keys = keys
+        self._telemetry = telemetry
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         stuck = self._store.writer.is_stuck()
@@ -46,10 +47,28 @@ class HealthResource:
                 "schema_version": self._store.schema_version,
                 "queue_items": self._store.writer.queued,
             })
+            if self._telemetry is not None and self._telemetry.export_queues:
+                resp.media["exporters"] = forwarding_status(self._telemetry.export_queues)
 
     def _has_valid_key(self, req: falcon.asgi.Request) -> bool:
         token = token_from_headers(req.get_header("Authorization"), req.get_header("X-API-Key"))
         return bool(token) and self._keys is not None and self._keys.authenticate(token) is not None
+
+
+def forwarding_status(queues: list) -> dict:
+    """Per forwarding exporter and signal: how far behind it is (issue 17). A detail, not a status: an
+    upstream that is down does not make otelite unhealthy, its data waits in the store."""
+    now = time.time_ns()
+    out: dict = {}
+    for q in queues:
+        out.setdefault(q.exporter, {})[q.signal] = {
+            "lag_s": round(max(0.0, (now - q.oldest_ns) / 1e9), 3) if q.oldest_ns is not None else 0.0,
+            "queue_size": q.queue_size,
+            "queue_capacity": q.capacity,
+            "sizer": q.sizer,
+            "failing": bool(q.last_error),  # the message is in the log: it names the upstream
+        }
+    return out
 
 
 class SelfMetricsResource:

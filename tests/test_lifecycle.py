@@ -57,7 +57,8 @@ CONFIG_ERRORS = {
     "bad_endpoint.yaml": "receivers.otlp.protocols.grpc.endpoint: expected HOST:PORT, got 'localhost'",
     "bad_pipeline_ref.yaml": "service.pipelines.traces.processors: references 'batch/fast', which is not "
                              "configured under processors",
-    "bad_component.yaml": "exporters.otlphttp: unknown component type 'otlphttp' (known: prometheus, sqlite)",
+    "bad_component.yaml": "exporters.kafka: unknown component type 'kafka' (known: otlp, otlphttp, prometheus, "
+                          "prometheusremotewrite, sqlite)",
     "bad_queue_size.yaml": "exporters.sqlite.sending_queue.queue_size: must be positive, got 0",
     "bad_no_protocols.yaml": "receivers.otlp.protocols: enable grpc, http or both",
     "bad_type.yaml": "receivers.otlp.protocols.grpc.max_recv_msg_size_mib: expected a number, got 'four'",

@@ -245,6 +245,50 @@ def _m0006_metric_groups(db: Database) -> None:
     db.execute("CREATE INDEX metric_groups_by_created ON metric_groups (project_id, created_ms)")
 
 
+@MIGRATIONS(name="0007_export_log")
+def _m0007_export_log(db: Database) -> None:
+    # Forwarding exporters (issue 17, export_log.py): the OTLP request of every committed batch of a
+    # forwarded signal, appended in the commit that stores its rows, and a durable cursor per exporter and
+    # signal over it. AUTOINCREMENT: a seq is never reused, even after the newest entries were trimmed, so a
+    # cursor can never point past an entry it has not seen. `end_items` / `end_bytes` are running totals per
+    # signal (a backlog is two subtractions, never a scan); `payload` is last so reading the other columns
+    # never touches its overflow pages.
+    for sql in (
+        """CREATE TABLE export_log (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            signal TEXT NOT NULL,              -- 'traces' or 'metrics'
+            project_id INTEGER NOT NULL,
+            committed_ns INTEGER NOT NULL,     -- when the commit that holds it started (lag, age bound)
+            items INTEGER NOT NULL,            -- spans or data points stored from it
+            end_items INTEGER NOT NULL,        -- running total of `items` of this signal, this entry included
+            end_bytes INTEGER NOT NULL,        -- likewise of payload bytes
+            payload BLOB NOT NULL)             -- the Export*ServiceRequest protobuf, as received""",
+        "CREATE INDEX export_log_by_signal ON export_log (signal, seq)",
+        """CREATE TABLE export_log_heads (
+            signal TEXT PRIMARY KEY,
+            end_items INTEGER NOT NULL,        -- the running totals of the newest entry ever appended
+            end_bytes INTEGER NOT NULL) WITHOUT ROWID""",
+        """CREATE TABLE export_cursors (
+            exporter TEXT NOT NULL,            -- component id, e.g. 'otlp/upstream'
+            signal TEXT NOT NULL,
+            seq INTEGER NOT NULL,              -- entries of `signal` up to here were delivered or dropped
+            end_items INTEGER NOT NULL,        -- the running totals at that point
+            end_bytes INTEGER NOT NULL,
+            in_flight_to INTEGER NOT NULL,     -- entries up to here may have reached the upstream
+            PRIMARY KEY (exporter, signal)) WITHOUT ROWID""",
+        # What a forwarder must remember beside its cursor, committed with it (prometheusremotewrite:
+        # running totals of delta series by series id, the newest timestamp sent by label-set key).
+        """CREATE TABLE export_state (
+            exporter TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            key INTEGER NOT NULL,
+            time_ms INTEGER,
+            state TEXT,                        -- JSON
+            PRIMARY KEY (exporter, kind, key)) WITHOUT ROWID""",
+    ):
+        db.execute(sql)
+
+
 def schema_version() -> int:
     """The schema version this build writes: the number of migrations it knows."""
     return len(MIGRATIONS._migrations)

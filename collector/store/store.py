@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 from otelite.collector.store import budget
 from otelite.collector.store.budget import QueriesBusy, QueryTimeout
 from otelite.collector.store.db import connect_reader, prepare_database
+from otelite.collector.store.export_log import ExportLog
 from otelite.collector.store.points import PointCache
 from otelite.collector.store.writer import StoreUnavailable, Writer
 
@@ -63,6 +64,8 @@ class Store:
         self.writer = Writer(self.path, config, batching, telemetry, retention=retention)
         # One point cache for every dialect that queries metrics (collector/query), bounded by config.
         self.point_cache = PointCache(max(config.query_cache_mib, 0) * 2**20)
+        # The forwarding exporters' durable queue: which signals the writer appends (export_log.py).
+        self.export_log = ExportLog()
         self._local = threading.local()
         # Reads run on their own bounded pool, never asyncio's default executor: however many slow
         # queries are in flight, health, OTLP acknowledgements and everything else that uses a thread

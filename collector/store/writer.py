@@ -23,6 +23,7 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
+from otelite.collector.store import export_log
 from otelite.collector.store.db import connect_writer, database_bytes
 from otelite.collector.store.events import delete_events_before
 from otelite.collector.store.records import (LABEL_COLUMNS, POINT_COLUMNS, RESOURCE_COLUMNS, SCOPE_COLUMNS,
@@ -78,6 +79,7 @@ class _Entry:
     batch: WriteBatch
     size: int
     future: concurrent.futures.Future
+    export: "export_log.ExportRecord | None" = None  # appended to the export log in the same commit
 
 
 @dataclass(slots=True)
@@ -140,8 +142,11 @@ class Writer:
             self._conn = None
 
     # -- admission ----------------------------------------------------------------------------------
-    def submit(self, batch: WriteBatch) -> concurrent.futures.Future:
-        """Queue `batch`; the future resolves after its commit. Raises StoreFull when it cannot fit."""
+    def submit(self, batch: WriteBatch, export: "export_log.ExportRecord | None" = None
+               ) -> concurrent.futures.Future:
+        """Queue `batch`; the future resolves after its commit. Raises StoreFull when it cannot fit.
+        `export`: the batch's OTLP request, appended to the export log (export_log.py) in the transaction
+        that stores the batch, so forwarders queue exactly what was acknowledged."""
         size = batch.items if self._config.sending_queue.sizer == "items" else 1
         fut: concurrent.futures.Future = concurrent.futures.Future()
         with self._cond:
@@ -153,7 +158,7 @@ class Writer:
             if self._queued and self._queued + size > self._config.sending_queue.queue_size:
                 raise StoreFull(self._retry_after())
             self._queued += size
-            self._pending.append(_Entry(batch, size, fut))
+            self._pending.append(_Entry(batch, size, fut, export))
             self._cond.notify()
         if self._telemetry:
             self._telemetry.queue_size.set(self._queued)
@@ -260,6 +265,7 @@ class Writer:
         conn = self._conn
         assert conn is not None
         merged = _merge([e.batch for e in entries]) if entries else None
+        exports = [e.export for e in entries if e.export is not None]
         attempt = 0
         while True:
             # A write whose caller gave up (cancelled) before it started is dropped, not run.
@@ -270,6 +276,8 @@ class Writer:
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 new_ids = self._write(conn, merged) if merged is not None else ([], [], [])
+                if exports:
+                    export_log.append(conn, exports, time.time_ns())
                 for w in writes:
                     self._run_write(conn, w)
                 conn.execute("COMMIT")

@@ -239,43 +239,10 @@ class StoreCollector:
 
     def _translate_one(self, name: str, otel_type: str, unit: str, description: str, monotonic: bool,
                        resource: dict, rid: int, scope: tuple[str, str], attributes: dict) -> _Series | None:
-        if otel_type == "sum":
-            # A Flux counter is a non-monotonic DELTA sum (decrements are negative deltas); prometheus.md
-            # still shows it as a counter of its running total (metrics.py, FLUX_SCOPE).
-            typ = COUNTER if monotonic or scope[0] == sm.FLUX_SCOPE else GAUGE
-        elif otel_type == sm.DISTRIBUTION:
-            typ = SUMMARY
-        elif otel_type == sm.SET:
-            typ = GAUGE
-        elif otel_type == "gauge":
-            typ = GAUGE
-        elif otel_type in ("histogram", "exponential_histogram"):
-            typ = HISTOGRAM
-        elif otel_type == "summary":
-            typ = SUMMARY
-        elif otel_type == "tally":
-            # prometheus.md: a Trifle key is one family, its dot paths the `path` label (point attribute).
-            # A gauge: the state is every track added and each assert replacing it, which can go down.
-            typ = GAUGE
-        else:
+        t = translate_series(name, otel_type, unit, description, monotonic, resource, scope, attributes)
+        if t is None:
             return None
-        is_gauge = otel_type == "gauge"  # `1` → `_ratio` for OpenTelemetry gauges only
-        if otel_type == "tally":
-            name, description = tr.tally_name(name), description or tr.tally_help(name)
-        full = tr.metric_name(name, unit, counter=typ == COUNTER, gauge=is_gauge)
-        family = full[:-len("_total")] if typ == COUNTER else full
-        pairs = tr.label_pairs(attributes, tr.reserved_labels(typ))
-        scope_name, scope_version = scope
-        if scope_name:
-            pairs.append((tr.SCOPE_NAME, scope_name))
-        if scope_version:
-            pairs.append((tr.SCOPE_VERSION, scope_version))
-        pairs += tr.job_instance(resource)
-        pairs.sort()
-        # Every family gets a HELP line (promtool's lint asks for one): the description, else the name the
-        # application gave the metric (issue 10).
-        return _Series(family, typ, description or name, tr.family_unit(family, unit, gauge=is_gauge),
-                       tr.render_labels(pairs), rid, _SHAPES[otel_type])
+        return _Series(t.family, t.type, t.help, t.unit, tr.render_labels(t.labels), rid, _SHAPES[otel_type])
 
     def _load(self, conn: sqlite3.Connection, table: str, ids: set[int]) -> None:
         if not ids:
@@ -389,6 +356,54 @@ class StoreCollector:
             self._warned |= new
             log.warning("left out of the Prometheus scrape, because two metrics need the same name with "
                         "different types: %s", ", ".join(sorted(new)))
+
+
+class SeriesTranslation(NamedTuple):
+    """What a series is called in Prometheus: its family (counters without `_total`), type, help, unit
+    and sorted label pairs (point attributes, scope, job, instance)."""
+    family: str
+    type: str
+    help: str
+    unit: str
+    labels: list[tuple[str, str]]
+
+
+def translate_series(name: str, otel_type: str, unit: str, description: str, monotonic: bool,
+                     resource: dict, scope: tuple[str, str], attributes: dict) -> SeriesTranslation | None:
+    """The one OTel → Prometheus mapping of a series, for the scrape and for remote-write alike
+    (prometheus.md, "Translation"); None for a type Prometheus has no family for."""
+    if otel_type == "sum":
+        # A Flux counter is a non-monotonic DELTA sum (decrements are negative deltas); prometheus.md
+        # still shows it as a counter of its running total (metrics.py, FLUX_SCOPE).
+        typ = COUNTER if monotonic or scope[0] == sm.FLUX_SCOPE else GAUGE
+    elif otel_type in ("gauge", sm.SET):
+        typ = GAUGE
+    elif otel_type in ("histogram", "exponential_histogram"):
+        typ = HISTOGRAM
+    elif otel_type in ("summary", sm.DISTRIBUTION):
+        typ = SUMMARY
+    elif otel_type == sm.TALLY:
+        # prometheus.md: a Trifle key is one family, its dot paths the `path` label (point attribute).
+        # A gauge: the state is every track added and each assert replacing it, which can go down.
+        typ = GAUGE
+    else:
+        return None
+    is_gauge = otel_type == "gauge"  # `1` → `_ratio` for OpenTelemetry gauges only
+    if otel_type == sm.TALLY:
+        name, description = tr.tally_name(name), description or tr.tally_help(name)
+    full = tr.metric_name(name, unit, counter=typ == COUNTER, gauge=is_gauge)
+    family = full[:-len("_total")] if typ == COUNTER else full
+    pairs = tr.label_pairs(attributes, tr.reserved_labels(typ))
+    scope_name, scope_version = scope
+    if scope_name:
+        pairs.append((tr.SCOPE_NAME, scope_name))
+    if scope_version:
+        pairs.append((tr.SCOPE_VERSION, scope_version))
+    pairs += tr.job_instance(resource)
+    pairs.sort()
+    # Every family gets a HELP line (promtool's lint asks for one): the description, else the name the
+    # application gave the metric (issue 10).
+    return SeriesTranslation(family, typ, description or name, tr.family_unit(family, unit, gauge=is_gauge), pairs)
 
 
 _NO_BUCKETS = {"offset": 0, "counts": []}
