@@ -178,7 +178,9 @@ def test_auth_mode_none_needs_loopback(make_server, tmp_path):
     assert _get(srv, HAS_METRICS.format(1)).json() == {"hasMetrics": False}
 
     config = tmp_path / "open.yaml"
-    config.write_text("auth: {mode: none}\nreceivers:\n  otlp:\n    protocols:\n      http:\n"
+    # The receiver opts in to an open OTLP port explicitly (else that refusal comes first); the REST API
+    # without keys is still refused beyond loopback.
+    config.write_text("auth: {mode: none}\nreceivers:\n  otlp:\n    auth: none\n    protocols:\n      http:\n"
                       "        endpoint: 0.0.0.0:4318\n")
     proc = subprocess.run([sys.executable, "-m", "otelite.collector.cli", "serve", "--config", str(config),
                            "--db", str(tmp_path / "x.db")], capture_output=True, text=True, timeout=30, cwd=ROOT)
