@@ -115,7 +115,7 @@ def test_names_and_has_metrics(conn):
 
 
 def _counted_from_series_labels(conn, series) -> list[tuple[str, int, int]]:
-    """label_key_counts' answer computed the long way: every label of every series, counted in Python."""
+    """series_label_key_counts' answer the long way: every label of every series, counted in Python."""
     seen: dict[str, list[str]] = {}
     for labels in sm.series_labels(conn, series.ids.tolist()).values():
         for key, value in labels.items():
@@ -141,7 +141,7 @@ def test_label_key_counts_match_the_labels_of_the_series(tmp_path):
         conn = s.reader()
         try:
             jobs = sm.select_series(conn, SeriesSelection(1, "jobs"))
-            counts = sm.label_key_counts(conn, jobs)
+            counts = sm.series_label_key_counts(conn, jobs)
             assert [tuple(c) for c in counts] == _counted_from_series_labels(conn, jobs)
             by_key = {c.key: c for c in counts}
             assert by_key["region"] == ("region", 3, 3)  # eu, us (point), ap (resource)
@@ -149,8 +149,9 @@ def test_label_key_counts_match_the_labels_of_the_series(tmp_path):
             assert by_key["queue"] == ("queue", 5, 4) and "extra" not in by_key
             # A subset (e.g. the series reporting in a window) counts only its own labels.
             subset = jobs.subset(np.array([q in ("a", "d") for q in sm.label_values(conn, jobs, "queue")]))
-            assert [tuple(c) for c in sm.label_key_counts(conn, subset)] == _counted_from_series_labels(conn, subset)
-            assert sm.label_key_counts(conn, jobs.subset(np.zeros(len(jobs), bool))) == []
+            counted = _counted_from_series_labels(conn, subset)
+            assert [tuple(c) for c in sm.series_label_key_counts(conn, subset)] == counted
+            assert sm.series_label_key_counts(conn, jobs.subset(np.zeros(len(jobs), bool))) == []
             # label_values of a subset: in the subset's order, nothing from other metrics or projects.
             assert sorted(sm.label_values(conn, subset, "queue")) == ["a", "a", "d"]
             assert sm.label_values(conn, jobs, "region", "resource").count("ap") == 3  # the two of worker, the one of cron

@@ -238,7 +238,7 @@ class LabelKeyCount(NamedTuple):
     values: int  # how many distinct values they have for it
 
 
-def label_key_counts(conn: sqlite3.Connection, series: SeriesSet) -> list[LabelKeyCount]:
+def series_label_key_counts(conn: sqlite3.Connection, series: SeriesSet) -> list[LabelKeyCount]:
     """Every label key the given series have, as `series_labels` reads them (auto scope: the point
     attribute, else the resource attribute; `service_name` from the resource's `service.name` when no
     label is literally called that), with how many series have it and how many distinct values, by key.

@@ -19,7 +19,7 @@ from otelite.api.posthog.metrics.intervals import approx_buckets, auto_interval,
 from otelite.api.posthog.metrics.query import check_aggregation, combine, groups_for, prepare
 from otelite.api.posthog.metrics.diagnosis import Group, Windows, diagnose
 from otelite.api.posthog.metrics.request import CharacterizeQuery, Clause
-from otelite.collector.store.metrics import SERVICE_NAME, SeriesSelection, label_key_counts, select_series
+from otelite.collector.store.metrics import SERVICE_NAME, SeriesSelection, select_series, series_label_key_counts
 from otelite.collector.store.points import PointCache
 from otelite.collector.times import iso, zone
 
@@ -109,7 +109,7 @@ def candidate_keys(conn: sqlite3.Connection, prepared, anomaly_from_ns: int) -> 
     reference, which would spend slots on e.g. telemetry.sdk.language)."""
     active = np.zeros(len(prepared.series), bool)
     active[prepared.point_sidx[prepared.point_times >= anomaly_from_ns]] = True
-    counts = label_key_counts(conn, prepared.series.subset(active))
+    counts = series_label_key_counts(conn, prepared.series.subset(active))
     keys = [SERVICE_NAME] if any(c.key == SERVICE_NAME for c in counts) else []
     others = sorted((c for c in counts if c.key not in (SERVICE_NAME, "service.name") and c.values > 1),
                     key=lambda c: (-c.series, c.key))
