@@ -131,7 +131,7 @@ def test_nothing_acknowledged_is_lost_when_the_upstream_stops_and_the_forwarder_
 
         def behind() -> bool:
             nonlocal health
-            health = httpx.get(f"{fw.http_url}/healthz", timeout=5).json()["exporters"]["otlp/up"]["traces"]
+            health = fw.health()["exporters"]["otlp/up"]["traces"]
             return health["failing"] and health["lag_s"] > 0
         wait_for(behind, "the forwarder to report its lag")
         assert health["queue_size"] > 0 and health["queue_capacity"] == 256 << 20
@@ -152,7 +152,7 @@ def test_nothing_acknowledged_is_lost_when_the_upstream_stops_and_the_forwarder_
         wait_for(lambda: counter(fw, "otelcol_exporter_sent_spans_total", "otlp/up") == 5 * 30 + 40,
                  "the counters to settle")
         assert counter(fw, "otelcol_exporter_send_failed_spans_total", "otlp/up") == 0
-        assert httpx.get(f"{fw.http_url}/healthz").json()["exporters"]["otlp/up"]["traces"]["lag_s"] == 0
+        assert fw.health()["exporters"]["otlp/up"]["traces"]["lag_s"] == 0
     finally:
         fw.kill()
         if upstream.alive():

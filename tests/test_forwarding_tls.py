@@ -93,7 +93,7 @@ def test_ca_file_trusts_a_self_signed_upstream_and_nothing_else_does(tmp_path, c
         assert counter(fw, "otelcol_exporter_sent_spans_total", "otlphttp/trusted") == 25
 
         def untrusted_is_behind() -> bool:
-            status = httpx.get(f"{fw.http_url}/healthz", timeout=5).json()["exporters"]["otlp/untrusted"]["traces"]
+            status = fw.health()["exporters"]["otlp/untrusted"]["traces"]
             return status["failing"] and status["lag_s"] > 0
         wait_for(untrusted_is_behind, "the untrusted exporter to report its lag")
         time.sleep(0.5)

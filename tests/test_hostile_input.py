@@ -257,7 +257,8 @@ def test_every_rest_operation_with_a_body_refuses_one_over_the_limit(srv):
         for method, op in ops.items():
             if method != "post" or "requestBody" not in op or path in ("/v1/traces", "/v1/metrics"):
                 continue
-            concrete = path.replace("{project_id}", "default").replace("{trace_id}", "0" * 32)
+            concrete = (path.replace("{project_id}", "default").replace("{projectKey}", "default")
+                        .replace("{trace_id}", "0" * 32))
             # The first bytes of the body: Falcon waits for the first body event before routing.
             status, body = _raw_post(srv, concrete, {**srv.headers, "Content-Type": "application/json",
                                                      "Content-Length": str(2**20 + 1)}, b'{"query": {')
