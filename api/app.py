@@ -13,14 +13,16 @@ from typing import TYPE_CHECKING
 import falcon
 import falcon.asgi
 
-from otelite.api import openapi, prometheus
+from otelite.api import flux, openapi, prometheus, trifle
 from otelite.api.auth import AuthMiddleware
+from otelite.api.body import BodyLimit
 from otelite.api.dialect import Services
 from otelite.api.errors import add_error_handlers
 from otelite.api.health import HealthResource, SelfMetricsResource
+from otelite.api.launchdarkly import DIALECT as LAUNCHDARKLY
 from otelite.api.posthog import tracing as posthog_tracing
 from otelite.api.posthog.metrics import resources as posthog_metrics
-from otelite.api.ratelimit import RateLimiter
+from otelite.api.ratelimit import RateLimiter, effective_limits
 from otelite.api.ui import routes as ui_routes
 from otelite.collector.receivers.otlp import http as otlp_http
 from otelite.collector.receivers.otlp.auth import OtlpProjectResolver
@@ -51,7 +53,8 @@ class RequestIdMiddleware:
 
 
 # Every REST dialect served on the HTTP listener, in one place (docs/architecture.md, "Adding a dialect").
-DIALECTS = (posthog_tracing.DIALECT, posthog_metrics.DIALECT, prometheus.DIALECT, ui_routes.DIALECT)
+DIALECTS = (posthog_tracing.DIALECT, posthog_metrics.DIALECT, prometheus.DIALECT, ui_routes.DIALECT, flux.DIALECT,
+            trifle.DIALECT, LAUNCHDARKLY)
 
 
 def create_app(config: "Config", store: "Store", ingest: "Ingest", telemetry: "Telemetry") -> falcon.asgi.App:
@@ -59,7 +62,9 @@ def create_app(config: "Config", store: "Store", ingest: "Ingest", telemetry: "T
     keys = KeyStore(store.reader())
     app = falcon.asgi.App(middleware=[
         RequestIdMiddleware(telemetry),
-        AuthMiddleware(config.auth, keys, RateLimiter(config.auth.rate_limits)),
+        AuthMiddleware(config.auth, keys,
+                       RateLimiter(effective_limits(config.auth.rate_limits, [d.rate_limits for d in DIALECTS]))),
+        BodyLimit(config.api.max_request_body_size),  # after auth: strangers get 401, errors the route's shape
     ])
     app.req_options.strip_url_path_trailing_slash = True  # PostHog paths: trailing slash optional
     add_error_handlers(app)
@@ -72,7 +77,7 @@ def create_app(config: "Config", store: "Store", ingest: "Ingest", telemetry: "T
     if http is not None:
         resolver = OtlpProjectResolver(config.otlp.auth, keys)
         otlp_http.add_routes(app, http, ingest, resolver.for_http)
-    app.add_route("/healthz", HealthResource(store, time.monotonic()))
+    app.add_route("/healthz", HealthResource(store, time.monotonic(), config.auth.mode, keys, telemetry))
     app.add_route("/metrics/self", SelfMetricsResource(store, telemetry))
     document = openapi.build_document([openapi.CORE_PATHS] + [d.openapi_paths for d in DIALECTS])
     app.add_route("/api/schema", openapi.SchemaResource(document))

@@ -15,9 +15,11 @@ import falcon
 
 from otelite.api.errors import GENERIC, ApiError, ErrorShape
 from otelite.api.ratelimit import RateLimiter
+from otelite.collector.component import is_loopback
 from otelite.collector.store.keys import SCOPES, Project, token_from_headers
 
 if TYPE_CHECKING:
+    from otelite.collector.store.keys import ApiKey
     from otelite.collector.config import AuthConfig
     from otelite.collector.store.keys import KeyStore
 
@@ -31,6 +33,8 @@ class RoutePolicy:
     rate_class: str | Mapping[str, str] | None = None  # class name, or per method
     project_param: str | None = None  # URL parameter holding the project id or key
     public: bool = False
+    # A query parameter that may carry the key when no header does (Flux's server reads `api_key`).
+    token_param: str | None = None
 
     def rate_class_for(self, method: str) -> str | None:
         if isinstance(self.rate_class, Mapping):
@@ -39,6 +43,8 @@ class RoutePolicy:
 
 
 PUBLIC = RoutePolicy(errors=GENERIC, public=True)
+# As a route's scope: any valid key, whatever its scopes (GET /api/whoami: a key may ask what it is).
+ANY_SCOPE = "*"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +52,17 @@ class Principal:
     key_id: int | None  # None when auth.mode is none
     project_id: int | None  # the only project this caller may see (None: any, auth.mode none)
     scopes: tuple[str, ...]
+    key: "ApiKey | None" = None  # the presented key (None when auth.mode is none)
+
+
+def project_header(req: falcon.asgi.Request) -> str | None:
+    """`X-Otelite-Project` of a request without a key (auth.mode none), honoured only from a loopback peer
+    (issue 10). auth.mode none is refused unless every listener is on loopback, so this holds by
+    construction; the check keeps it true behind any future listener."""
+    named = req.get_header("X-Otelite-Project")
+    if named is not None and not is_loopback(req.remote_addr or ""):
+        raise ApiError(falcon.HTTP_403, "forbidden", "X-Otelite-Project is honoured only from loopback")
+    return named
 
 
 class AuthMiddleware:
@@ -74,32 +91,34 @@ class AuthMiddleware:
         scope = policy.scopes.get(req.method)
         if scope is None:
             return  # a method the route does not serve: Falcon answers 405 without running anything
-        principal = self._authenticate(req, scope)
+        principal = self._authenticate(req, scope, policy.token_param)
         req.context.principal = principal
         req.context.project = self._project(req, policy, params, principal)
         rate_class = policy.rate_class_for(req.method)
         if self._limiter.limited(rate_class):
             self._rate_limit(req, resp, policy, principal, rate_class)
 
-    def _authenticate(self, req: falcon.asgi.Request, scope: str) -> Principal:
+    def _authenticate(self, req: falcon.asgi.Request, scope: str, token_param: str | None = None) -> Principal:
         if self._open:
             return Principal(None, None, SCOPES)
         token = token_from_headers(req.get_header("Authorization"), req.get_header("X-API-Key"))
+        if not token and token_param:
+            token = req.get_param(token_param) or None
         if not token:
             raise ApiError(falcon.HTTP_401, "unauthorized",
                            "authentication credentials were not provided: send Authorization: Bearer <key>")
         key = self._keys.authenticate(token)
         if key is None:
             raise ApiError(falcon.HTTP_401, "unauthorized", "the API key is invalid or has been revoked")
-        if scope not in key.scopes:
+        if scope != ANY_SCOPE and scope not in key.scopes:
             raise ApiError(falcon.HTTP_403, "forbidden", f"this API key lacks the {scope} scope")
-        return Principal(key.id, key.project_id, key.scopes)
+        return Principal(key.id, key.project_id, key.scopes, key)
 
     def _project(self, req: falcon.asgi.Request, policy: RoutePolicy, params: dict,
                  principal: Principal) -> Project:
         named = params.get(policy.project_param) if policy.project_param else None
-        if named is None:
-            named = req.get_header("X-Otelite-Project") if principal.project_id is None else None
+        if named is None and principal.project_id is None:
+            named = project_header(req)
         if named is None:
             named = principal.project_id or DEFAULT_PROJECT_ID
         project = self._keys.project(named)

@@ -19,7 +19,7 @@ from otelite.api.shared_v1 import SharedV1
 if TYPE_CHECKING:
     import falcon.asgi
 
-    from otelite.collector.config import Config
+    from otelite.collector.config import Config, RateLimitConfig
     from otelite.collector.pipeline.ingest import Ingest
     from otelite.collector.store.keys import KeyStore
     from otelite.collector.store.store import Store
@@ -44,3 +44,6 @@ class Dialect:
     name: str
     add_routes: Callable[["falcon.asgi.App", Services], None]
     openapi_paths: Mapping[str, Any] = field(default_factory=dict)
+    # Default limits of the dialect's rate classes (its documented limits); `auth.rate_limits` overrides
+    # or disables each (api/ratelimit.py).
+    rate_limits: Mapping[str, "RateLimitConfig"] = field(default_factory=dict)

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import falcon
 
+from otelite.collector.store.budget import QueryTimeout
+
 if TYPE_CHECKING:
     from otelite.api.ratelimit import Decision
 
@@ -111,6 +113,23 @@ async def handle_http_error(req, resp, ex: falcon.HTTPError, params) -> None:
     render(resp, ApiError(ex.status, code, message, headers=headers), _shape(req))
 
 
+# How long a client should wait before retrying a query the budget stopped (Retry-After, seconds).
+QUERY_RETRY_AFTER_S = 1
+
+
+async def handle_query_timeout(req, resp, ex: QueryTimeout, params) -> None:
+    """A read over api.query_timeout, or refused because the query workers are saturated (Store.read):
+    503 with Retry-After in the route's shape; ingest and health were never waiting on it."""
+    render(resp, ApiError(falcon.HTTP_503, "unavailable", str(ex),
+                          headers={"Retry-After": str(QUERY_RETRY_AFTER_S)}), _shape(req))
+
+
+async def handle_recursion(req, resp, ex: RecursionError, params) -> None:
+    """Input nested deeper than the interpreter's stack (JSON, filter groups, formulas): the client's
+    doing, so a 400, never a 500. Parsers bound their own nesting; this is the last line."""
+    render(resp, bad_request("the request is nested too deeply"), _shape(req))
+
+
 async def handle_unexpected(req, resp, ex: Exception, params) -> None:
     """No stack trace or SQL reaches a response; the log has them under the request id (auth.md)."""
     rid = req.context.get("request_id", "")
@@ -125,3 +144,5 @@ def add_error_handlers(app: falcon.asgi.App) -> None:
     app.add_error_handler(Exception, handle_unexpected)
     app.add_error_handler(falcon.HTTPError, handle_http_error)
     app.add_error_handler(ApiError, handle_api_error)
+    app.add_error_handler(QueryTimeout, handle_query_timeout)
+    app.add_error_handler(RecursionError, handle_recursion)

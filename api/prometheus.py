@@ -18,6 +18,7 @@ import falcon
 import falcon.asgi
 
 from otelite.api.auth import DEFAULT_PROJECT_ID, AuthMiddleware, RoutePolicy
+from otelite.api.body import BodyLimit
 from otelite.api.dialect import Dialect
 from otelite.api.errors import GENERIC, add_error_handlers
 from otelite.api.ratelimit import RateLimiter
@@ -112,7 +113,8 @@ def create_scrape_app(config: "Config", store: "Store", telemetry: "Telemetry") 
     """The app of the optional `exporters.prometheus.endpoint` listener: /metrics alone, with the same
     access rules as on the main listener (like the Collector's prometheus exporter, on its own port)."""
     app = falcon.asgi.App(middleware=[
-        AuthMiddleware(config.auth, KeyStore(store.reader()), RateLimiter(config.auth.rate_limits))])
+        AuthMiddleware(config.auth, KeyStore(store.reader()), RateLimiter(config.auth.rate_limits)),
+        BodyLimit(config.api.max_request_body_size)])
     add_error_handlers(app)
     app.add_route("/metrics", PrometheusResource(store, config.prometheus, telemetry))
     return app

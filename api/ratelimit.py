@@ -1,6 +1,8 @@
 """Token buckets per API key and route class (auth.md, "Rate limits").
 
-Memory is bounded by the number of keys × classes; a class with no configured limit is unlimited.
+Memory is bounded by the number of keys × classes; a class with no limit is unlimited. Limits come from
+`auth.rate_limits`, over the defaults dialects declare (`Dialect.rate_limits`, e.g. Flux's documented
+batch 10/min and query 60/min): a configured class replaces its default, `enabled: false` removes it.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
 if TYPE_CHECKING:
     from otelite.collector.config import RateLimitConfig
@@ -23,8 +25,19 @@ class Decision:
     reset: float  # epoch seconds when the bucket is full again
 
 
+def effective_limits(configured: Mapping[str, "RateLimitConfig"],
+                     defaults: Iterable[Mapping[str, "RateLimitConfig"]] = ()) -> dict[str, "RateLimitConfig"]:
+    """The limits in force: every dialect default, replaced by the configured class of the same name;
+    classes whose limit is disabled are left out (unlimited)."""
+    merged: dict[str, "RateLimitConfig"] = {}
+    for declared in defaults:
+        merged.update(declared)
+    merged.update(configured)
+    return {name: limit for name, limit in merged.items() if getattr(limit, "enabled", True)}
+
+
 class RateLimiter:
-    def __init__(self, limits: dict[str, "RateLimitConfig"], clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, limits: Mapping[str, "RateLimitConfig"], clock: Callable[[], float] = time.monotonic) -> None:
         self._limits = limits
         self._clock = clock
         self._buckets: dict[tuple[object, str], list[float]] = {}  # (key id, class) → [tokens, last refill]

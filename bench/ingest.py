@@ -642,8 +642,10 @@ def _machine_busy_seconds() -> float:
 class Server:
     """`otelite serve` on a fresh database and free loopback ports, with an RSS sampler."""
 
-    def __init__(self, workdir: Path, name: str, config: Path | None = None) -> None:
-        self.db = workdir / f"{name}.db"
+    def __init__(self, workdir: Path, name: str, config: Path | None = None, db: Path | None = None,
+                 server_root: Path | None = None) -> None:
+        self.db = db if db is not None else workdir / f"{name}.db"
+        self.server_root = server_root  # another checkout's otelite (--server-root), else this one
         self.log_path = workdir / f"{name}.log"
         self.config = config
         self.http_port, self.grpc_port = free_port(), free_port()
@@ -658,8 +660,12 @@ class Server:
                 "--http-endpoint", f"127.0.0.1:{self.http_port}"]
         if self.config is not None:
             args += ["--config", str(self.config)]
+        env = None
+        if self.server_root is not None:
+            env = {**os.environ, "PYTHONPATH": str(_importable_as_otelite(self.server_root, self.log_path.parent))}
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=self.server_root or ROOT,
+                                         env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -709,11 +715,29 @@ class Server:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def count(self, table: str) -> int:
+        """Rows of `table`; for metric_points also the points in chunks (issue 16's layout), if any."""
+        if not self.db.exists():
+            return 0
         conn = sqlite3.connect(self.db)
         try:
-            return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            n = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            if table == "metric_points" and conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE name = 'metric_chunks'").fetchone():
+                n += conn.execute("SELECT ifnull(sum(n), 0) FROM metric_chunks").fetchone()[0]
+            return n
         finally:
             conn.close()
+
+
+def _importable_as_otelite(root: Path, workdir: Path) -> Path:
+    """A directory holding an `otelite` link to the checkout `root`, for PYTHONPATH: a server of another
+    commit (--server-root) runs from its own source with this venv's packages."""
+    path = workdir / "server-root"
+    path.mkdir(exist_ok=True)
+    link = path / "otelite"
+    if not link.exists():
+        link.symlink_to(root.resolve())
+    return path
 
 
 # ===================================================================================================
@@ -765,11 +789,14 @@ class LoadGenerators:
 
 
 def run_scenario(sc: Scenario, load: LoadGenerators, workdir: Path, warmup: float, drain: float,
-                 retry_sleep: float, config: Path | None) -> dict:
+                 retry_sleep: float, config: Path | None, db: Path | None = None,
+                 server_root: Path | None = None) -> dict:
     if sc.queue_size:
         config = workdir / f"queue-{sc.queue_size}.yaml"
         config.write_text(f"exporters:\n  sqlite:\n    sending_queue:\n      queue_size: {sc.queue_size}\n")
-    server = Server(workdir, re.sub(r"[^\w.-]+", "-", sc.name), config)
+    server = Server(workdir, re.sub(r"[^\w.-]+", "-", sc.name), config, db, server_root)
+    table = "spans" if sc.signal == "traces" else "metric_points"
+    stored_before = server.count(table)  # a prefilled database (--prefill-db) already holds rows
     server.start()
     try:
         start_at = time.time() + 0.5  # time for the generators to connect
@@ -792,8 +819,7 @@ def run_scenario(sc: Scenario, load: LoadGenerators, workdir: Path, warmup: floa
         hwm = server.hwm_kib()
     finally:
         rc = server.stop()
-    table = "spans" if sc.signal == "traces" else "metric_points"
-    stored = server.count(table)
+    stored = server.count(table) - stored_before
     lat = sorted(x for r in results for x in r["latencies"])
     acked = sum(r["acked_items"] for r in results)
     window = done["t1"] - done["t0"]
@@ -880,6 +906,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     ap.add_argument("--keep", action="store_true", help="keep the databases and server logs")
     ap.add_argument("--quick", action="store_true", help="short run (under 40 s): 3 s per scenario, fewer scenarios")
+    ap.add_argument("--prefill-db", type=Path, default=None,
+                    help="run every server on this database, filled beforehand by bench/prefill.py (issue 16's "
+                         "scale benchmark); it grows by what the run sends")
+    ap.add_argument("--server-root", type=Path, default=None,
+                    help="run the servers from this otelite checkout (e.g. an older commit, for ratios measured "
+                         "back to back); the load generators and checks stay this checkout's")
     args = ap.parse_args(argv)
     drain = 3.0
     if args.quick:
@@ -941,7 +973,8 @@ def main(argv: list[str] | None = None) -> int:
         for sc in scenarios:
             print(f"running {sc.name}: {len(sc.protocols)} processes x {sc.concurrency} in flight "
                   f"({'+'.join(sorted(set(sc.protocols)))}), {sc.duration:g} s ...", flush=True)
-            r = run_scenario(sc, load, workdir, args.warmup, drain, args.retry_sleep, config)
+            r = run_scenario(sc, load, workdir, args.warmup, drain, args.retry_sleep, config, args.prefill_db,
+                             args.server_root)
             r["raw_rate"] = raw[sc.signal]["rate"]
             r["ratio"] = r["rate"] / r["raw_rate"] if r["raw_rate"] else 0.0
             results.append(r)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 from typing import Any, Callable
 
@@ -58,9 +59,20 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
 
 
+class MissingDatabase(Exception):
+    """A management command named a database that does not exist (and `--create` was not given)."""
+
+
 def _store(args: argparse.Namespace) -> tuple[Store, Config]:
-    """The database of `--db`, else of `--config`'s sqlite exporter, migrated like the server's."""
+    """The database of `--db`, else of `--config`'s sqlite exporter, migrated like the server's. A missing
+    file is refused unless `--create`: a typo in the path (or the wrong directory) would otherwise create
+    an empty database, and a key in it that the running server rejects (issue 10)."""
     config = apply_overrides(load_config(args.config), db=args.db)
+    path = config.sqlite.path
+    if not getattr(args, "create", False) and not os.path.exists(path):
+        raise MissingDatabase(
+            f"no database at {os.path.abspath(path)}; point --db (or --config) at the server's database, "
+            f"or add --create to start a new one")
     return Store(config.sqlite, config.batch, retention=False), config
 
 
@@ -136,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     store_args = argparse.ArgumentParser(add_help=False)
     store_args.add_argument("--db", help="SQLite database path (default: the config's, ./otelite.db)")
     store_args.add_argument("--config", help="read the database path from this config file")
+    store_args.add_argument("--create", action="store_true",
+                            help="create the database if it does not exist (otherwise a missing one is an error)")
 
     projects = sub.add_parser("projects", help="manage projects").add_subparsers(dest="action", required=True)
     p = projects.add_parser("create", parents=[store_args], help="create a project")
@@ -164,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (KeyStoreError, ConfigError, SchemaTooNewError) as e:
+    except (KeyStoreError, ConfigError, SchemaTooNewError, MissingDatabase) as e:
         print(f"otelite: {e}", file=sys.stderr)
         return 2
     except StoreLocked as e:

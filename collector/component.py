@@ -42,6 +42,11 @@ def duration(default: float) -> Any:
     return field(default=default, metadata={"duration": True})
 
 
+def byte_size(default: int) -> Any:
+    """Bytes, written as a number of bytes or with a unit (``1MiB``, ``512KiB``, ``20MB``)."""
+    return field(default=default, metadata={"byte_size": True})
+
+
 def optional_section(cls: type) -> Any:
     """A nested section that may be absent (None). As in the Collector, ``grpc:`` with nothing under it
     enables the section with its defaults."""
@@ -71,6 +76,30 @@ def parse_endpoint(text: str) -> tuple[str, int]:
     if not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
         raise ValueError(f"expected a port number 0-65535 in {text!r}")
     return host or "0.0.0.0", int(port_s)
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def parse_size(value: Any) -> int:
+    """A byte size: an integer, or a number with a unit B, KB, MB, GB (powers of 1000) or KiB, MiB, GiB
+    (powers of 1024), case-insensitive: ``1MiB`` = 1048576."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a size such as 1MiB or 1048576, got {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"a size must not be negative, got {value}")
+        return value
+    text = str(value).strip()
+    number = text.rstrip("KMGiBkmgib ")
+    unit = text[len(number):].strip().lower()
+    try:
+        amount = float(number)
+    except ValueError:
+        amount = -1.0
+    if unit not in _SIZE_UNITS or not amount >= 0 or amount * _SIZE_UNITS[unit] > 2**62:
+        raise ValueError(f"expected a size such as 1MiB or 1048576, got {value!r}")
+    return int(amount * _SIZE_UNITS[unit])
 
 
 def is_loopback(host: str) -> bool:

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from otelite.collector.component import (KINDS, SIGNALS, InvalidField, Registry, component_type, duration,
-                                         is_loopback, mapping_of, parse_endpoint)
+from otelite.collector.component import (KINDS, SIGNALS, InvalidField, Registry, byte_size, component_type,
+                                         duration, is_loopback, mapping_of, parse_endpoint, parse_size)
 from otelite.collector.components import BUILTIN, DEFAULT_COMPONENTS
 from otelite.collector.times import parse_duration
 
@@ -42,7 +42,7 @@ class ConfigError(ValueError):
     """An invalid configuration: the message names the key and the file."""
 
 
-# --- otelite's own sections: auth and service ------------------------------------------------------------
+# --- otelite's own sections: auth, api and service ------------------------------------------------------------
 # Each field's comment says what happens when it is omitted.
 
 @dataclass
@@ -50,6 +50,7 @@ class RateLimitConfig:
     requests: int = 60  # tokens refilled per `per`
     per: float = duration(60.0)
     burst: int = 0  # bucket size; 0: `requests`
+    enabled: bool = True  # false: the class is unlimited (turns off a default a dialect declares)
 
 
 @dataclass
@@ -57,8 +58,26 @@ class AuthConfig:
     # "required": every REST route needs an API key. "none": local development only, refused unless
     # every listener is on loopback (auth.md).
     mode: str = "required"
-    # Token buckets per API key and route class (e.g. `query`, `write`); a class not listed is unlimited.
+    # Token buckets per API key and route class (e.g. `read`, `flux_batch`). A class not listed is unlimited,
+    # unless a dialect declares a default for it (Flux: flux_batch 10/min, flux_query 60/min); a class
+    # listed here replaces that default whole, and `enabled: false` turns it off.
     rate_limits: dict[str, RateLimitConfig] = mapping_of(RateLimitConfig)
+
+
+@dataclass
+class ApiConfig:
+    """Limits every REST dialect gets from the shared machinery (api/body.py, Store.read), so a careless
+    or hostile client cannot exhaust memory or stall ingest and health (issue 10)."""
+
+    # Largest request body of any REST route, after decompression; 413 above it, refused from
+    # Content-Length before reading. OTLP/HTTP has its own (receivers.otlp.protocols.http).
+    max_request_body_size: int = byte_size(1 << 20)
+    # Time budget of one read (waiting for a query worker included); over it the statement is interrupted
+    # and the answer is 503 with Retry-After in the dialect's error shape.
+    query_timeout: float = duration(5.0)
+    # Reads that run at once, on their own threads (health and OTLP never wait for them); more wait,
+    # within query_timeout, and beyond 8 waiting per worker are refused at once with 503.
+    query_workers: int = 4
 
 
 @dataclass
@@ -87,6 +106,7 @@ class Config:
     exporters: dict[str, Any] = field(default_factory=lambda: _default_components("exporters"))
     service: ServiceConfig = field(default_factory=ServiceConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)  # otelite's own section (not a Collector one)
+    api: ApiConfig = field(default_factory=ApiConfig)  # otelite's own: REST body and query limits
     source: str = "<defaults>"  # the file the config came from, for messages
     registry: Registry = field(default=BUILTIN, repr=False, compare=False)  # component type → factory
 
@@ -145,8 +165,14 @@ class Config:
         if self.auth.mode not in ("none", "required"):
             self._fail("auth.mode", f"must be required or none, got {self.auth.mode!r}")
         for cls, limit in self.auth.rate_limits.items():
-            if limit.requests <= 0 or limit.per <= 0 or limit.burst < 0:
+            if limit.enabled and (limit.requests <= 0 or limit.per <= 0 or limit.burst < 0):
                 self._fail(f"auth.rate_limits.{cls}", "requests and per must be positive, burst not negative")
+        if self.api.max_request_body_size <= 0:
+            self._fail("api.max_request_body_size", "must be positive")
+        if self.api.query_timeout <= 0:
+            self._fail("api.query_timeout", "must be positive")
+        if not 1 <= self.api.query_workers <= 64:
+            self._fail("api.query_workers", f"must be 1 to 64, got {self.api.query_workers}")
         if self.auth.mode == "none":
             for key, endpoint in self.listeners():
                 if not is_loopback(parse_endpoint(endpoint)[0]):
@@ -200,7 +226,7 @@ class Config:
         raise ConfigError(f"{self.source}: {key}: {message}")
 
 
-_TOP_LEVEL = {"receivers", "processors", "exporters", "service", "extensions", "connectors", "auth"}
+_TOP_LEVEL = {"receivers", "processors", "exporters", "service", "extensions", "connectors", "auth", "api"}
 
 
 # --- overlaying YAML onto dataclasses --------------------------------------------------------------------
@@ -243,6 +269,8 @@ def _convert(current: Any, f: dataclasses.Field, value: Any, path: str, source: 
     try:
         if meta.get("duration"):
             return parse_duration(value)
+        if meta.get("byte_size"):
+            return parse_size(value)
         if isinstance(current, bool):
             if not isinstance(value, bool):
                 raise ValueError(f"expected true or false, got {value!r}")
@@ -328,6 +356,8 @@ def config_from_mapping(doc: Any, source: str = "<config>", registry: Registry =
         setattr(cfg, section, built)
     if "auth" in doc:
         cfg.auth = _overlay(AuthConfig(), doc["auth"], "auth", source)
+    if "api" in doc:
+        cfg.api = _overlay(ApiConfig(), doc["api"], "api", source)
     if "service" in doc:
         svc = doc["service"] or {}
         if not isinstance(svc, dict):

@@ -64,7 +64,8 @@ async def _first_run_key(config: "Config", store: Store) -> None:
 
 async def serve(config: "Config") -> int:
     telemetry = Telemetry()
-    store = Store(config.sqlite, config.batch, telemetry)
+    store = Store(config.sqlite, config.batch, telemetry, query_timeout=config.api.query_timeout,
+                  query_workers=config.api.query_workers)
     store.start()
     pipelines = None
     walker: Walker | None = None

@@ -35,11 +35,16 @@ import re
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import numpy as np
 from dateutil.relativedelta import relativedelta
 
 NS = 1_000_000_000
 UTC = dt.timezone.utc
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
+# Instants are stored as signed 64-bit nanoseconds since the epoch (SQLite INTEGER, numpy int64), which
+# reach from 1677-09-21 to 2262-04-11. A client's time outside that range is refused as a TimeError
+# (a 400 naming the field) here, once for every dialect, instead of overflowing later in SQL or numpy.
+MIN_NS, MAX_NS = -(2**63), 2**63 - 1
 
 
 class TimeError(ValueError):
@@ -106,6 +111,46 @@ def iso(ns: int, tz: dt.tzinfo = UTC) -> str:
     """ISO 8601 in zone `tz` with its offset (UTC written with `Z`), microseconds only when non-zero."""
     text = from_ns(ns, tz).isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+_SLOT_NS = 900 * NS  # zone offsets change on quarter hours (checked per slot below, not assumed)
+
+
+def iso_many(ns: "np.ndarray | list[int]", tz: dt.tzinfo = UTC) -> list[str]:
+    """`[iso(t, tz) for t in ns]`, the same texts, with the zone asked once per quarter hour instead of once
+    per instant and the wall clock formatted by numpy (a 1,441-bucket timeline: ~10x faster)."""
+    arr = np.asarray(ns, dtype=np.int64)
+    if arr.size == 0:
+        return []
+    slots, where = np.unique(arr // _SLOT_NS, return_inverse=True)
+    offsets = np.empty(len(slots), np.int64)
+    exact = np.zeros(len(slots), bool)  # the offset changes inside the slot: format its instants one by one
+    for i, slot in enumerate(slots.tolist()):
+        first, last = _offset_seconds(slot * _SLOT_NS, tz), _offset_seconds((slot + 1) * _SLOT_NS - 1, tz)
+        offsets[i] = first
+        exact[i] = first != last or first % 60 != 0
+    offset = offsets[where]
+    micro = (arr // 1000) % 1_000_000
+    wall = np.datetime_as_string(((arr // 1000 - micro) // 1_000_000 + offset).astype("datetime64[s]"), unit="s")
+    out = []
+    for i, (text, off, us, one_by_one) in enumerate(zip(wall.tolist(), offset.tolist(), micro.tolist(),
+                                                       exact[where].tolist())):
+        if one_by_one:
+            out.append(iso(int(arr[i]), tz))
+            continue
+        if us:
+            text += f".{us:06d}"
+        if off == 0:
+            out.append(text + "Z")
+        else:
+            sign, hm = ("-", -off) if off < 0 else ("+", off)
+            out.append(f"{text}{sign}{hm // 3600:02d}:{hm % 3600 // 60:02d}")
+    return out
+
+
+def _offset_seconds(ns: int, tz: dt.tzinfo) -> int:
+    off = from_ns(ns, tz).utcoffset()
+    return int(off.total_seconds()) if off else 0
 
 
 def iso_utc(ns: int, digits: int = 6) -> str:
@@ -201,10 +246,17 @@ def parse_relative(text: str, tz: dt.tzinfo, now_ns: int) -> int | None:
         raise TimeError(f"{text!r} is out of range") from e
 
 
+def check_range(ns: int, value: object) -> int:
+    """`ns` when otelite can store it (MIN_NS..MAX_NS, years 1677 to 2262), else TimeError."""
+    if not MIN_NS <= ns <= MAX_NS:
+        raise TimeError(f"{value!r} is outside the times otelite can store (1677-09-21 to 2262-04-11 UTC)")
+    return ns
+
+
 def parse_time(value: object, tz: dt.tzinfo, now_ns: int, *, naive_tz: dt.tzinfo | None = None) -> int:
     """`now`, a PostHog relative date or an ISO 8601 datetime → nanoseconds since the epoch. Relative
     dates are computed in `tz` (the project's zone); a datetime without an offset is read in `naive_tz`,
-    by default `tz` too."""
+    by default `tz` too. A time outside MIN_NS..MAX_NS is a TimeError, like an unreadable one."""
     if not isinstance(value, str):
         raise TimeError(f"expected an ISO datetime or a relative date such as -1h, got {value!r}")
     text = value.strip()
@@ -212,9 +264,9 @@ def parse_time(value: object, tz: dt.tzinfo, now_ns: int, *, naive_tz: dt.tzinfo
         return now_ns
     relative = parse_relative(text, tz, now_ns)
     if relative is not None:
-        return relative
+        return check_range(relative, value)
     ns = parse_iso(text, tz if naive_tz is None else naive_tz)
     if ns is None:
         raise TimeError(f"{value!r} is neither an ISO datetime nor a relative date (-30M minutes, -6h, -7d, "
                         f"-2w, -3m months, -1y, -1dStart)")
-    return ns
+    return check_range(ns, value)

@@ -74,6 +74,14 @@ class ServerProcess:
         assert found, f"no first-run key in the log:\n{self.log()}"
         return found[0]
 
+    def health(self, timeout: float = 5.0, client: httpx.Client | None = None) -> dict:
+        """GET /healthz with the admin key: the details (queue_items, ...) are shown only to a key."""
+        get = client.get if client is not None else httpx.get
+        r = get(f"{self.http_url}/healthz", headers={"Authorization": f"Bearer {self.admin_key()}"},
+                timeout=timeout)
+        assert r.status_code in (200, 503), (r.status_code, r.text)
+        return r.json()
+
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         """Run `otelite ARGS --db <this server's db>` (e.g. keys create) and return the finished process."""
         return subprocess.run([sys.executable, "-m", "otelite.collector.cli", *args, "--db", str(self.db)],

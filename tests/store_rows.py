@@ -28,7 +28,7 @@ def batch(project_id: int, name: str, metric_type: str, points: list[tuple], *, 
           monotonic: bool = False, unit: str = "", description: str = "",
           resource: dict | None = None) -> WriteBatch:
     """points: (time_ns, value, tags) or (time_ns, value, tags, start_ns); for histograms `value` is
-    (bounds, counts). One series per distinct tags, as the OTLP walk does."""
+    (bounds, counts) or (bounds, counts, sum of the observations; default the sum of the counts). One series per distinct tags, as the OTLP walk does."""
     resource = {"service.name": "rows"} if resource is None else resource
     b = WriteBatch()
     r_json = json.dumps(resource, sort_keys=True, separators=(",", ":"))
@@ -44,9 +44,10 @@ def batch(project_id: int, name: str, metric_type: str, points: list[tuple], *, 
                                    int(monotonic), rid, sid, a_json, t, t)
         b.series_last_seen[series_id] = max(t, b.series_last_seen.get(series_id, t))
         begin = start[0] if start else 0
-        if metric_type == "histogram":
-            bounds, counts = value
-            b.points.append((project_id, series_id, begin, t, None, sum(counts), float(sum(counts)), None, None, 0,
+        if metric_type == "histogram":  # (bounds, counts) or (bounds, counts, sum of the observations)
+            bounds, counts, *total = value
+            b.points.append((project_id, series_id, begin, t, None, sum(counts),
+                             float(total[0] if total else sum(counts)), None, None, 0,
                              json.dumps({"bounds": bounds, "counts": counts}), None))
         else:
             b.points.append((project_id, series_id, begin, t, value, None, None, None, None, 0, None, None))

@@ -144,7 +144,7 @@ def test_a_registered_component_is_validated_under_its_own_key():
     with pytest.raises(ConfigError) as info:
         config_from_mapping(_with_widget({}), "w.yaml")
     assert str(info.value).startswith("w.yaml: exporters.widget: unknown component type 'widget' "
-                                      "(known: prometheus, sqlite)")
+                                      "(known: otlp, otlphttp, prometheus, prometheusremotewrite, sqlite)")
     assert "widget" in _WIDGETS.types("exporters") and "widget" not in BUILTIN.types("exporters")
 
 

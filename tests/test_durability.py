@@ -214,9 +214,9 @@ def test_backpressure_refuses_with_retry_after_and_stores_every_ack(make_server)
                 assert done.acquire(timeout=10), f"only {len(results)} answers while the writer is stuck"
             time.sleep(0.3)
             assert len(results) == N_HTTP + N_GRPC - admitted  # the admitted ones are still waiting
-            health = httpx.get(f"{srv.http_url}/healthz", timeout=5)
-            assert health.status_code == 200  # stuck for < 10 s: not yet unhealthy
-            assert health.json()["queue_items"] == QUEUE_ITEMS  # memory bounded by the queue
+            health = srv.health()
+            assert health["status"] == "ok"  # stuck for < 10 s: not yet unhealthy
+            assert health["queue_items"] == QUEUE_ITEMS  # memory bounded by the queue
             locker.execute("ROLLBACK")  # the writer can commit again
             wait(futures, timeout=15)
     finally:
@@ -260,7 +260,7 @@ def test_backpressure_refuses_with_retry_after_and_stores_every_ack(make_server)
     r = httpx.post(f"{srv.http_url}/v1/traces", content=traces_for(999, 10).SerializeToString(),
                    headers={"Content-Type": PROTOBUF}, timeout=10)
     assert r.status_code == 200
-    assert httpx.get(f"{srv.http_url}/healthz", timeout=5).json()["queue_items"] == 0
+    assert srv.health()["queue_items"] == 0
     assert "database busy, retrying commit" in srv.log()
 
 
@@ -277,7 +277,7 @@ def test_backpressure_requests_sizer(make_server, sizer, queue_size):
                                    headers={"Content-Type": PROTOBUF})
             waiting = [pool.submit(post, n) for n in range(queue_size)]
             deadline = time.monotonic() + 10
-            while client.get("/healthz").json()["queue_items"] < queue_size and time.monotonic() < deadline:
+            while srv.health(client=client)["queue_items"] < queue_size and time.monotonic() < deadline:
                 time.sleep(0.02)
             extra = post(queue_size)
             assert extra.status_code == 503 and int(extra.headers["retry-after"]) >= 1

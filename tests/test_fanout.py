@@ -126,13 +126,13 @@ def test_every_consumer_of_the_pipeline_gets_the_same_batch_and_the_failing_one_
             assert (batch.signal, batch.project_id, batch.items, len(batch.rows.spans)) == ("traces", 1, 10, 10)
             assert batch.request() == request  # decoded from the payload bytes on first use
             for exporter, sent, failed in (("sqlite", 10, 0), ("recording", 10, 0), ("recording/broken", 0, 10)):
-                assert h.counter("otelite_exporter_sent_spans", exporter) == sent, exporter
-                assert h.counter("otelite_exporter_failed_spans", exporter) == failed, exporter
+                assert h.counter("otelcol_exporter_sent_spans", exporter) == sent, exporter
+                assert h.counter("otelcol_exporter_send_failed_spans", exporter) == failed, exporter
             # The metrics pipeline lists only sqlite: the recording exporters see no metrics.
             await h.ingest.export_metrics(_metrics_request(), 1, "test")
             await _settle()
             assert [b.signal for b in good.batches] == ["traces"]
-            assert h.counter("otelite_exporter_sent_metric_points", "sqlite") == 1
+            assert h.counter("otelcol_exporter_sent_metric_points", "sqlite") == 1
         assert good.stopped and broken.stopped
 
     asyncio.run(run())
@@ -151,7 +151,7 @@ def test_the_gating_consumer_decides_the_ack_and_refused_data_goes_nowhere_else(
             assert h.consumer("recording").batches == []  # not acknowledged, so not forwarded either
             assert h.stored_spans() == 0
             # A refusal is backpressure, not an exporter failure: the receiver counts it refused.
-            assert h.counter("otelite_exporter_failed_spans", "sqlite") == 0
+            assert h.counter("otelcol_exporter_send_failed_spans", "sqlite") == 0
             assert h.telemetry.registry.get_sample_value(
                 "otelite_receiver_refused_spans_total", {"receiver": "otlp", "transport": "test"}) == 5
             h.store.writer.refuse(None)
@@ -175,12 +175,12 @@ def test_a_hanging_consumer_neither_delays_acks_nor_grows_without_bound(tmp_path
                 await _settle()
             hanging = h.consumer("recording")
             assert len(hanging.batches) == 4  # the bound: the rest were dropped for it, and counted
-            assert h.counter("otelite_exporter_failed_spans", "recording") == 6 * 3
-            assert h.counter("otelite_exporter_sent_spans", "sqlite") == 10 * 3
+            assert h.counter("otelcol_exporter_send_failed_spans", "recording") == 6 * 3
+            assert h.counter("otelcol_exporter_sent_spans", "sqlite") == 10 * 3
             assert h.stored_spans() == 30
             # Shutdown waits a bounded time, then cancels what still hangs (counted failed too).
             await h.pipelines._fanouts["traces"].drain(grace=0.1)
-            assert h.counter("otelite_exporter_failed_spans", "recording") == 10 * 3
+            assert h.counter("otelcol_exporter_send_failed_spans", "recording") == 10 * 3
 
     asyncio.run(run())
 
@@ -232,6 +232,6 @@ def test_a_signal_without_a_pipeline_is_refused_and_exporter_metrics_are_served(
     assert server.query("SELECT count(*) FROM metric_points") == [(0,)]
     assert server.query("SELECT count(*) FROM spans") == [(3,)]
     metrics = httpx.get(f"{server.http_url}/metrics/self", timeout=10).text
-    assert 'otelite_exporter_sent_spans_total{exporter="sqlite"} 3.0' in metrics
-    assert 'otelite_exporter_failed_spans_total{exporter="sqlite"} 0.0' in metrics
-    assert "otelite_exporter_sent_metric_points_total" in metrics  # declared, with no sample yet
+    assert 'otelcol_exporter_sent_spans_total{exporter="sqlite"} 3.0' in metrics
+    assert 'otelcol_exporter_send_failed_spans_total{exporter="sqlite"} 0.0' in metrics
+    assert "otelcol_exporter_sent_metric_points_total" in metrics  # declared, with no sample yet

@@ -57,7 +57,8 @@ CONFIG_ERRORS = {
     "bad_endpoint.yaml": "receivers.otlp.protocols.grpc.endpoint: expected HOST:PORT, got 'localhost'",
     "bad_pipeline_ref.yaml": "service.pipelines.traces.processors: references 'batch/fast', which is not "
                              "configured under processors",
-    "bad_component.yaml": "exporters.otlphttp: unknown component type 'otlphttp' (known: prometheus, sqlite)",
+    "bad_component.yaml": "exporters.kafka: unknown component type 'kafka' (known: otlp, otlphttp, prometheus, "
+                          "prometheusremotewrite, sqlite)",
     "bad_queue_size.yaml": "exporters.sqlite.sending_queue.queue_size: must be positive, got 0",
     "bad_no_protocols.yaml": "receivers.otlp.protocols: enable grpc, http or both",
     "bad_type.yaml": "receivers.otlp.protocols.grpc.max_recv_msg_size_mib: expected a number, got 'four'",
@@ -185,7 +186,7 @@ def test_sigterm_waits_for_queued_requests_and_exits_0(make_server):
             futures = [pool.submit(send_http, n) for n in range(n_http)]
             futures += [pool.submit(send_grpc, n) for n in range(n_http, n_http + n_grpc)]
             deadline = time.monotonic() + 10
-            while httpx.get(f"{srv.http_url}/healthz", timeout=5).json()["queue_items"] < total:
+            while srv.health()["queue_items"] < total:
                 assert time.monotonic() < deadline, "the requests were not all queued"
                 time.sleep(0.02)
             srv.proc.send_signal(signal.SIGTERM)

@@ -133,8 +133,10 @@ def test_exponential_histogram_and_summary(api):
     api.send(exp_histogram("t.exp", [(B + 5 * S, 0, 1, [4], 0, {})]))
     resp = api.query(metricName="t.exp", aggregation="p50", **_window(1))
     assert resp["results"][0]["points"][0]["value"] == pytest.approx(2 * 2 ** 0.5)
-    # Summaries: avg is sum/count; p90 interpolates the stated quantiles 0.5 → 4 and 0.99 → 9.
-    api.send(summary("t.sum", [(B + 5 * S, 10, 50.0, [(0.5, 4.0), (0.99, 9.0)], {})]))
+    # Summaries: avg is the mean observation of the bucket (increase of sum / increase of count: the points
+    # are cumulative; README "Histogram semantics"); p90 interpolates the stated quantiles 0.5 → 4, 0.99 → 9.
+    api.send(summary("t.sum", [(B - MIN, 4, 18.0, [(0.5, 3.0)], {}),
+                               (B + 5 * S, 14, 68.0, [(0.5, 4.0), (0.99, 9.0)], {})]))
     assert api.query(metricName="t.sum", aggregation="avg", **_window(1))["results"][0]["points"][0]["value"] == 5.0
     resp = api.query(metricName="t.sum", aggregation="p90", **_window(1))
     assert resp["results"][0]["points"][0]["value"] == pytest.approx(4 + 5 * 0.4 / 0.49)

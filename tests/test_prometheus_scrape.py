@@ -331,6 +331,26 @@ def test_type_conflicts_drop_the_family_and_are_counted(make_server):
     assert _dropped_families(server) == 6  # counted per scrape
 
 
+def test_metrics_without_a_description_pass_promtool_with_exit_0(make_server):
+    """Issue 10, row 9: without a description there was no HELP line and `promtool check metrics` exited 3.
+    Every family now has HELP (the description, else the metric's own name); promtool exits 0."""
+    server = make_server(OPEN)
+    now = time.time_ns()
+    post_metrics(server, otlp({"service.name": "bare"}, [
+        gauge("queue.depth", 3.0, now, description=""), histogram("job.seconds", now, description=""),
+        gauge("described", 1.0, now, description="Has its own.")]))
+    for accept in (None, PROMETHEUS_ACCEPT):
+        text = scrape(server, accept).text
+        p = subprocess.run([_promtool(), "check", "metrics"], input=text.encode(), capture_output=True, timeout=30)
+        assert p.returncode == 0, (p.returncode, p.stdout, p.stderr, text)
+        assert "# HELP queue_depth queue.depth\n" in text
+        assert "# HELP job_seconds job.seconds\n" in text
+        assert "# HELP described Has its own.\n" in text
+        families = {ln.split()[2] for ln in text.splitlines() if ln.startswith("# TYPE")}
+        helped = {ln.split()[2] for ln in text.splitlines() if ln.startswith("# HELP")}
+        assert families == helped
+
+
 # --- access, projects, the separate listener ---------------------------------------------------------------
 
 def test_metrics_needs_a_key_picks_its_project_and_can_have_its_own_port(make_server):

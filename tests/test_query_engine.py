@@ -193,6 +193,28 @@ def test_a_short_lived_histogram_has_a_quantile(store):
     assert [s.labels for s in result.series] == [{"app": "short"}]  # the old app: no earlier reading read
 
 
+def test_observation_sum_count_and_mean_of_histograms(store):
+    """observations / observation_sum: what each bucket's observations add up to, from the points' count
+    and sum; a fall in count is a reset, a fall in sum alone is negative observations, not a reset."""
+    b = [0.0]
+    x = [(T0 - 30 * NS, (b, [1, 0], 5.0)), (T0 + 20 * NS, (b, [2, 1], 2.0)),  # 2 obs summing -3
+         (T0 + MIN + 5 * NS, (b, [1, 0], 4.0))]  # count fell: a reset, 1 obs of 4
+    y = [(T0 - 30 * NS, (b, [0, 0], 0.0)), (T0 + 40 * NS, (b, [0, 4], 40.0))]
+    write(store, batch(1, "obs", "histogram", [(t, v, {"h": "x"}) for t, v in x] +
+                       [(t, v, {"h": "y"}) for t, v in y], temporality=CUMULATIVE))
+    assert by_bucket(run(store, "obs", Aggregation("observations", across="sum"), end=T0 + 2 * MIN)) == \
+        {T0: 6.0, T0 + MIN: 1.0}
+    assert by_bucket(run(store, "obs", Aggregation("observation_sum", across="sum"), end=T0 + 2 * MIN)) == \
+        {T0: 37.0, T0 + MIN: 4.0}
+    mean = run(store, "obs", Aggregation("observation_mean"), end=T0 + 2 * MIN)
+    assert by_bucket(mean) == pytest.approx({T0: 37 / 6, T0 + MIN: 4.0})  # pooled, not a mean of means
+    per_host = run(store, "obs", Aggregation("observation_mean"), end=T0 + 2 * MIN, group_by=["h"])
+    assert by_bucket(per_host, {"h": "x"}) == pytest.approx({T0: -1.5, T0 + MIN: 4.0})
+    write(store, batch(1, "gg", "gauge", [(T0, 1.0, {})]))
+    with pytest.raises(UnsupportedAggregation):
+        run(store, "gg", Aggregation("observations", across="sum"))
+
+
 # --- grids, errors -----------------------------------------------------------------------------------------------
 
 def test_calendar_buckets_in_a_zone(store):

@@ -1,5 +1,6 @@
 """Migration of a store written before issue 16 (tests/testdata/legacy_v4.db, written by that release's own
-writer: tests/testdata/make_legacy_store.py) to chunks and trace runs: online, resumable, nothing lost.
+writer: tests/testdata/make_legacy_store.py; legacy_v7.db, written by main just before issue 16 merged, with
+Trifle tallies) to chunks and trace runs: online, resumable, nothing lost.
 
 - Step by step on a real file: after every background step (a head pass, a step of the trace-index copy)
   every read answers exactly what the old layout held.
@@ -17,31 +18,39 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import pytest
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 from otelite.collector.store import tracing as st
 from otelite.collector.store.compactor import Compactor, legacy_indexes
 from otelite.collector.store.db import connect_reader, connect_writer, prepare_database
-from otelite.collector.store.points import ReadTransaction, point_rows
+from otelite.collector.store.metrics import SeriesSelection, select_series
+from otelite.collector.store.points import PointCache, ReadTransaction, point_rows
 from otelite.collector.store.spans import RunBackfill, legacy_trace_index
 
 LEGACY = Path(__file__).parent / "testdata" / "legacy_v4.db"
+# (file, its schema version, metric points, spans)
+RELEASES = [(LEGACY, 4, 840, 240), (Path(__file__).parent / "testdata" / "legacy_v7.db", 7, 1000, 240)]
 POINT_SQL = ("SELECT project_id, series_id, start_ns, time_ns, value, count, sum, min, max, flags, buckets, exemplars "
              "FROM metric_points")
 SPAN_SQL = "SELECT * FROM spans ORDER BY id"
 
 
-def legacy_copy(tmp_path: Path, name: str = "legacy.db") -> Path:
+def legacy_copy(tmp_path: Path, name: str = "legacy.db", source: Path = LEGACY) -> Path:
     path = tmp_path / name
-    shutil.copy(LEGACY, path)
+    shutil.copy(source, path)
     return path
 
 
-def old_answers(path: Path) -> dict:
+TALLY_SQL = ("SELECT p.series_id, p.time_ns, p.id, p.flags & 2 != 0 FROM metric_points AS p JOIN metric_series AS s "
+             "ON s.id = p.series_id WHERE s.type = 'tally' ORDER BY p.series_id, p.time_ns, p.id")
+
+
+def old_answers(path: Path, version: int = 4) -> dict:
     """What the old layout holds, read with plain SQL before anything is migrated."""
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone() == (4,)
+    assert conn.execute("PRAGMA user_version").fetchone() == (version,)
     out = {
         "points": conn.execute(POINT_SQL + " ORDER BY series_id, time_ns, id").fetchall(),
         "spans": conn.execute(SPAN_SQL).fetchall(),
@@ -51,9 +60,21 @@ def old_answers(path: Path) -> dict:
             "SELECT trace_id, min(start_ns), max(end_ns) FROM spans GROUP BY trace_id")},
         "state": conn.execute("SELECT * FROM metric_series_state ORDER BY series_id").fetchall(),
         "series": [r[0] for r in conn.execute("SELECT id FROM metric_series")],
+        # A tally's write order is its row id, whether an assert its TALLY_SET flag (records.py).
+        "tally": [tuple(r) for r in conn.execute(TALLY_SQL)],
     }
     conn.close()
     return out
+
+
+def tally_order(conn) -> list[tuple]:
+    """(series, time, write order, sets) of every tally reading, as the engine's tally reads them."""
+    out = []
+    for (name,) in conn.execute("SELECT DISTINCT name FROM metric_series WHERE type = 'tally'").fetchall():
+        series = select_series(conn, SeriesSelection(1, name, "tally"))
+        p = PointCache(0).points(conn, series, 0, 1 << 62)
+        out += zip(p.series_id.tolist(), p.time.tolist(), p.seq.tolist(), p.sets.tolist())
+    return sorted(out)
 
 
 def new_answers(path: Path, series: list[int], traces: list[bytes]) -> dict:
@@ -66,16 +87,19 @@ def new_answers(path: Path, series: list[int], traces: list[bytes]) -> dict:
                                                        1000)[0]] for t in traces},
             "bounds": st.trace_bounds(conn, 1, traces),
             "state": conn.execute("SELECT * FROM metric_series_state ORDER BY series_id").fetchall(),
+            "tally": tally_order(conn),
         }
     conn.close()
     out["traces"] = {t: sorted(ids) for t, ids in out["traces"].items()}
     return out
 
 
-def test_migration_step_by_step_answers_like_the_old_layout(tmp_path):
-    path = legacy_copy(tmp_path)
-    before = old_answers(path)
-    assert len(before["points"]) == 840 and len(before["spans"]) == 240
+@pytest.mark.parametrize("source, version, n_points, n_spans", RELEASES, ids=["v4", "v7"])
+def test_migration_step_by_step_answers_like_the_old_layout(tmp_path, source, version, n_points, n_spans):
+    path = legacy_copy(tmp_path, source=source)
+    before = old_answers(path, version)
+    assert len(before["points"]) == n_points and len(before["spans"]) == n_spans
+    assert bool(before["tally"]) == (version >= 7)
     prepare_database(str(path))  # the schema migrations: quick, the data moves in background steps
     conn = connect_writer(str(path))
     assert set(legacy_indexes(conn)) == {"metric_points_by_series_time", "metric_points_by_time"}
@@ -84,7 +108,10 @@ def test_migration_step_by_step_answers_like_the_old_layout(tmp_path):
     compactor.start(conn)  # everything already in the head is old: it all moves
     backfill = RunBackfill(step_rows=50)
     backfill.start(conn)
-    expected = {k: before[k] for k in ("points", "spans", "traces", "bounds", "state")}
+    expected = {k: before[k] for k in ("points", "spans", "traces", "bounds", "state", "tally")}
+    # The schema migrations of releases in between may rewrite the series state on purpose (0005 backfills
+    # Flux distributions' running totals); the background steps must leave it as they found it.
+    expected["state"] = conn.execute("SELECT * FROM metric_series_state ORDER BY series_id").fetchall()
     steps = 0
     while True:
         did = backfill.step(conn) if backfill.active else compactor.step(conn, time.time_ns())
@@ -92,7 +119,7 @@ def test_migration_step_by_step_answers_like_the_old_layout(tmp_path):
             break
         steps += 1
         assert new_answers(path, before["series"], list(before["traces"])) == expected, f"after step {steps}"
-    assert steps >= 9 + 5  # 840 points in passes of 100, 240 index entries in steps of 50, then merges
+    assert steps >= n_points // 100 + 5  # points in passes of 100, 240 index entries in steps of 50, merges
     assert legacy_indexes(conn) == [] and not legacy_trace_index(conn)
     assert conn.execute("SELECT count(*) FROM metric_points").fetchone() == (0,)
     assert conn.execute("SELECT count(*) FROM background_migrations").fetchone() == (0,)

@@ -3,6 +3,7 @@ filters, label keys and values, the metric catalog, names, project isolation."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from otelite.collector.store import metrics as sm
@@ -111,3 +112,51 @@ def test_names_and_has_metrics(conn):
     assert sm.metric_names(conn, 1, "HTTP") == [("http.requests", "sum")]
     assert sm.metric_names(conn, 1, limit=1) == [("latency", "gauge")]
     assert sm.has_metrics(conn, 1) and sm.has_metrics(conn, 2) and not sm.has_metrics(conn, 3)
+
+
+def _counted_from_series_labels(conn, series) -> list[tuple[str, int, int]]:
+    """series_label_key_counts' answer the long way: every label of every series, counted in Python."""
+    seen: dict[str, list[str]] = {}
+    for labels in sm.series_labels(conn, series.ids.tolist()).values():
+        for key, value in labels.items():
+            seen.setdefault(key, []).append(value)
+    return sorted((key, len(values), len(set(values))) for key, values in seen.items())
+
+
+def test_label_key_counts_match_the_labels_of_the_series(tmp_path):
+    s = open_store(tmp_path)
+    try:
+        write(s,
+              # `region` both as a point attribute and a resource attribute: the point attribute wins.
+              batch(1, "jobs", "gauge", [(T, 1.0, {"region": "eu", "queue": "a"}), (T, 1.0, {"region": "us", "queue": "b"})],
+                    resource={"service.name": "worker", "region": "ap"}),
+              batch(1, "jobs", "gauge", [(T, 1.0, {"queue": "a"})], resource={"service.name": "cron", "region": "ap"}),
+              # A label literally called service_name wins over the resource's service.name.
+              batch(1, "jobs", "gauge", [(T, 1.0, {"queue": "c", "service_name": "own"})],
+                    resource={"service.name": "worker"}),
+              batch(1, "jobs", "gauge", [(T, 1.0, {"queue": "d"})], resource={}),  # no service at all
+              # Another metric and another project with the same keys must not be counted.
+              batch(1, "other", "gauge", [(T, 1.0, {"queue": "zzz", "extra": "1"})]),
+              batch(2, "jobs", "gauge", [(T, 1.0, {"queue": "secret"})]))
+        conn = s.reader()
+        try:
+            jobs = sm.select_series(conn, SeriesSelection(1, "jobs"))
+            counts = sm.series_label_key_counts(conn, jobs)
+            assert [tuple(c) for c in counts] == _counted_from_series_labels(conn, jobs)
+            by_key = {c.key: c for c in counts}
+            assert by_key["region"] == ("region", 3, 3)  # eu, us (point), ap (resource)
+            assert by_key["service_name"] == ("service_name", 4, 3)  # worker, cron, own
+            assert by_key["queue"] == ("queue", 5, 4) and "extra" not in by_key
+            # A subset (e.g. the series reporting in a window) counts only its own labels.
+            subset = jobs.subset(np.array([q in ("a", "d") for q in sm.label_values(conn, jobs, "queue")]))
+            counted = _counted_from_series_labels(conn, subset)
+            assert [tuple(c) for c in sm.series_label_key_counts(conn, subset)] == counted
+            assert sm.series_label_key_counts(conn, jobs.subset(np.zeros(len(jobs), bool))) == []
+            # label_values of a subset: in the subset's order, nothing from other metrics or projects.
+            assert sorted(sm.label_values(conn, subset, "queue")) == ["a", "a", "d"]
+            assert sm.label_values(conn, jobs, "region", "resource").count("ap") == 3  # the two of worker, the one of cron
+            assert sm.label_values(conn, jobs, "region", "resource").count(None) == 2
+        finally:
+            conn.close()
+    finally:
+        s.close()

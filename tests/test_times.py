@@ -93,3 +93,28 @@ def test_rejected(text):
 def test_out_of_range_is_an_error_not_a_crash():
     with pytest.raises(TimeError, match="out of range"):
         parse_time("-999999999y", UTC, at(2025, 1, 1))
+
+
+def test_iso_many_writes_what_iso_writes():
+    """The vectorized form (Trifle's bucket lists) against iso() itself: random instants, sub-second
+    digits, DST changes, half-hour and odd historical offsets (Monrovia's -00:44:30 before 1972)."""
+    import random
+
+    from otelite.collector.times import iso_many, zone
+    rng = random.Random(3)
+    around_dst = [1_774_746_000 * NS + k * 60 * NS for k in range(-200, 200)]  # Berlin, 29 March 2026
+    for name in ("UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe",
+                 "Europe/London", "Africa/Monrovia"):
+        tz = zone(name)
+        instants = [rng.randrange(-2 * 10**9, 4 * 10**9) * NS + rng.choice([0, rng.randrange(NS)])
+                    for _ in range(1000)] + around_dst
+        assert iso_many(instants, tz) == [iso(t, tz) for t in instants], name
+    assert iso_many([], UTC) == []
+
+
+@pytest.mark.parametrize("text", ["0338-01-01T02:02:00Z", "9999-12-31T00:00:00Z", "1677-01-01", "-500y"])
+def test_times_a_nanosecond_int64_cannot_hold_are_errors(text):
+    # The store keeps times as 64-bit nanoseconds (1677-09-21 to 2262-04-11); outside, SQLite overflowed.
+    with pytest.raises(TimeError, match="outside the times otelite can store"):
+        parse_time(text, UTC, at(2025, 1, 1))
+    assert parse_time("2262-01-01", UTC, at(2025, 1, 1)) > 0 and parse_time("1678-01-01", UTC, at(2025, 1, 1)) < 0

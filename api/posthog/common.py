@@ -30,3 +30,47 @@ def _render(e: ApiError) -> dict:
 
 
 ERRORS = ErrorShape("posthog", _render)
+
+
+# --- OpenAPI pieces the PostHog operations share (full JSON schemas) --------------------------------------
+
+ERROR_SCHEMA = {"type": "object", "required": ["type", "code", "detail", "attr"], "properties": {
+    "type": {"type": "string"}, "code": {"type": "string"}, "detail": {"type": "string"},
+    "attr": {"type": ["string", "null"], "description": "the field the error is about"}}}
+
+
+def error_responses(scope: str) -> dict:
+    """The error responses of a PostHog operation, in PostHog's (DRF's) shape."""
+    body = {"content": {"application/json": {"schema": ERROR_SCHEMA}}}
+    return {"400": {"description": "invalid input; `detail` and `attr` name the field", **body},
+            "401": {"description": "no or invalid key", **body},
+            "403": {"description": f"the key lacks {scope}", **body},
+            "404": {"description": "no such project", **body},
+            "413": {"description": "request body over the limit", **body},
+            "415": {"description": "a body that is neither JSON nor a form", **body},
+            "429": {"description": "rate limited", **body}}
+
+
+def request_body(schema: dict, required: bool = True) -> dict:
+    """A request body as PostHog's views read it: JSON, or form fields (`query=<json>`) as Django REST
+    framework parses them (request_body.py)."""
+    form = {"type": "object", "additionalProperties": False,
+            "properties": {"query": {"type": "string", "description": "the query as JSON"}}}
+    return {"required": required, "content": {"application/json": {"schema": schema},
+                                              "application/x-www-form-urlencoded": {"schema": form},
+                                              "multipart/form-data": {"schema": form}}}
+
+
+OPERATORS_SCHEMA = {"type": "string", "enum": [
+    "exact", "is_not", "in", "not_in", "icontains", "not_icontains", "icontains_multi", "not_icontains_multi",
+    "starts_with", "not_starts_with", "ends_with", "not_ends_with", "regex", "not_regex", "gt", "gte", "lt",
+    "lte", "min", "max", "between", "not_between", "semver_eq", "semver_neq", "semver_gt", "semver_gte",
+    "semver_lt", "semver_lte", "semver_tilde", "semver_caret", "semver_wildcard", "is_set", "is_not_set"],
+    "description": "PostHog's PropertyOperator values that apply to strings and numbers "
+                   "(docs/posthog-compatibility.md)"}
+FILTER_VALUE_SCHEMA = {"description": "a string, number or boolean, or a list of them ([low, high] for between)",
+                       "oneOf": [{"type": ["string", "number", "boolean", "null"]},
+                                 {"type": "array", "items": {"type": ["string", "number", "boolean"]}}]}
+DATE_SCHEMA = {"type": "string", "description": "an ISO datetime or a PostHog relative date (-1h, -30M minutes, "
+                                              "-3m months, -1dStart, now)",
+               "anyOf": [{"format": "date-time"}, {"pattern": "^(now|-?[0-9]{1,3}[smhdwqyM](Start|End)?)$"}]}

@@ -7,7 +7,6 @@ Thin resources: decode the request (api/posthog/tracing_query.py), read through 
 
 from __future__ import annotations
 
-import json
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -15,9 +14,10 @@ import falcon
 
 from otelite.api.auth import RoutePolicy
 from otelite.api.dialect import Dialect
-from otelite.api.errors import ApiError, bad_request
 from otelite.api.posthog import tracing_query as tq
-from otelite.api.posthog.common import ERRORS, PREFIXES
+from otelite.api.posthog.common import (DATE_SCHEMA, ERRORS, FILTER_VALUE_SCHEMA, OPERATORS_SCHEMA, PREFIXES, error_responses,
+                                         request_body)
+from otelite.api.posthog.request_body import read_posthog_body
 from otelite.collector.store import tracing as st
 
 if TYPE_CHECKING:
@@ -27,39 +27,24 @@ if TYPE_CHECKING:
 READ = RoutePolicy(errors=ERRORS, scopes={"GET": "tracing:read", "POST": "tracing:read"},
                    rate_class="read", project_param="project_id")
 BASE = "/tracing/spans"
-MAX_BODY = 1 << 20
-
-
-async def _json_body(req: falcon.asgi.Request) -> dict:
-    """The request body as a JSON object (an empty body is `{}`), whatever the Content-Type says."""
-    if req.content_length is not None and req.content_length > MAX_BODY:
-        raise ApiError(falcon.HTTP_413, "payload_too_large", f"request body over {MAX_BODY} bytes")
-    raw = await req.bounded_stream.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
-        raise ApiError(falcon.HTTP_413, "payload_too_large", f"request body over {MAX_BODY} bytes")
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise bad_request(f"request body is not valid JSON: {e}") from None
-    if not isinstance(body, dict):
-        raise bad_request("request body must be a JSON object")
-    return body
-
-
-def _spans_with_context(conn, project_id: int, rows: list[st.SpanRow]) -> tuple[dict, dict]:
-    return (st.resource_attributes(conn, project_id, (r.resource_id for r in rows)),
-            st.trace_bounds(conn, project_id, (r.trace_id for r in rows)))
 
 
 def _query(conn, q: tq.SpanListQuery) -> dict:
     rows, has_more = st.find_spans(conn, q.selection, q.order, q.limit, q.offset, q.after)
-    resources, bounds = _spans_with_context(conn, q.selection.project_id, rows)
     cursor = None
     if has_more and rows and q.order.by == "timestamp":
         cursor = tq.encode_cursor(rows[-1].start_ns, rows[-1].span_id)
-    return {"results": [tq.render_span(r, resources, bounds.get(r.trace_id)) for r in rows],
+    listed = [(r, True) for r in rows]  # every listed span matched the query
+    if q.prefetch is not None:
+        context = st.trace_context(conn, q.selection, (r.trace_id for r in rows), (r.id for r in rows),
+                                   q.prefetch)
+        listed = tq.with_prefetched(rows, context, q.prefetch)
+    spans = [r for r, _ in listed]
+    resources = {} if q.exclude_attributes else \
+        st.resource_attributes(conn, q.selection.project_id, (r.resource_id for r in spans))
+    bounds = st.trace_bounds(conn, q.selection.project_id, (r.trace_id for r in spans))
+    return {"results": [tq.render_span(r, resources, bounds.get(r.trace_id), matched=m,
+                                       exclude_attributes=q.exclude_attributes) for r, m in listed],
             "hasMore": has_more, "nextCursor": cursor}
 
 
@@ -78,7 +63,7 @@ class SpanQueryResource:
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str) -> None:
         project = req.context.project
-        q = tq.parse_span_query(await _json_body(req), project.id, project.timezone, time.time_ns())
+        q = tq.parse_span_query(await read_posthog_body(req), project.id, project.timezone, time.time_ns())
         resp.media = await self._store.read(_query, q)
 
 
@@ -91,7 +76,7 @@ class TraceResource:
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str,
                       trace_id: str) -> None:
         project = req.context.project
-        q = tq.parse_trace_request(trace_id, await _json_body(req), project.id, project.timezone, time.time_ns())
+        q = tq.parse_trace_request(trace_id, await read_posthog_body(req), project.id, project.timezone, time.time_ns())
         resp.media = await self._store.read(_trace, q)
 
 
@@ -103,9 +88,48 @@ class SparklineResource:
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str) -> None:
         project = req.context.project
-        q = tq.parse_sparkline(await _json_body(req), project.id, project.timezone, time.time_ns())
+        q = tq.parse_sparkline(await read_posthog_body(req), project.id, project.timezone, time.time_ns())
         counts = await self._store.read(st.span_counts, q.selection, q.bucket_ns, q.distinct_traces)
         resp.media = {"results": tq.sparkline_results(counts, q)}
+
+
+def _aggregate(conn, q: tq.AggregateQuery) -> dict:
+    rows, has_more = st.span_aggregates(conn, q.selection, q.limit, q.offset)
+    compare = st.span_aggregates(conn, q.compare, q.limit, q.offset)[0] if q.compare is not None else None
+    return {"results": [tq.render_aggregate(r) for r in rows],
+            "compare": [tq.render_aggregate(r) for r in compare] if compare is not None else None,
+            "has_more": has_more, "next_offset": q.offset + len(rows) if has_more else None}
+
+
+def _tree(conn, q: tq.TreeQuery) -> dict:
+    rows = st.span_tree(conn, q.selection, q.span_name, q.service_name, tq.AGGREGATE_MAX_ROWS)
+    compare = st.span_tree(conn, q.compare, q.span_name, q.service_name, tq.AGGREGATE_MAX_ROWS) \
+        if q.compare is not None else None
+    return {"results": tq.render_tree(rows), "compare": tq.render_tree(compare) if compare is not None else None}
+
+
+class AggregateResource:
+    auth_policy = READ
+
+    def __init__(self, store: "Store") -> None:
+        self._store = store
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str) -> None:
+        project = req.context.project
+        q = tq.parse_aggregate(await read_posthog_body(req), project.id, project.timezone, time.time_ns())
+        resp.media = await self._store.read(_aggregate, q)
+
+
+class TreeResource:
+    auth_policy = READ
+
+    def __init__(self, store: "Store") -> None:
+        self._store = store
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str) -> None:
+        project = req.context.project
+        q = tq.parse_tree(await read_posthog_body(req), project.id, project.timezone, time.time_ns())
+        resp.media = await self._store.read(_tree, q)
 
 
 class ServiceNamesResource:
@@ -178,8 +202,90 @@ _PROJECT = _param("project_id", "path", required=True)
 _QUERY_BODY = {"required": False, "content": {"application/json": {"schema": {
     "type": "object", "properties": {"query": {"type": "object", "description":
         "dateRange, serviceNames, statusCodes, traceId, rootSpans, filterGroup, orderBy, orderDirection, "
-        "limit (≤ 1000), offset, after"}}}}}}
+        "limit (≤ 1000), offset, after, prefetchSpans (1-100), flatSpans, excludeAttributes; spans carry "
+        "matched_filter"}}}}}}
+_DATE_RANGE = {"type": "object", "additionalProperties": False, "properties": {
+    "date_from": {"anyOf": [DATE_SCHEMA, {"type": "null"}, {"const": "all"}]},
+    "date_to": {"anyOf": [DATE_SCHEMA, {"type": "null"}]}}}
+_SPAN_FILTER = {"type": "object", "required": ["key", "type"], "additionalProperties": False, "properties": {
+    "key": {"type": "string", "minLength": 1}, "label": {"type": ["string", "null"]},
+    "type": {"type": "string", "enum": list(tq.FILTER_TYPES)}, "operator": OPERATORS_SCHEMA,
+    "value": FILTER_VALUE_SCHEMA}}
+_GROUP = {"type": "object", "required": ["values"], "additionalProperties": False, "properties": {
+    "type": {"type": "string", "enum": ["AND", "OR"]},
+    "values": {"type": "array", "items": {"oneOf": [_SPAN_FILTER, {"type": "object", "required": ["values"]}]}}}}
+_FILTER_GROUP = {"description": "a list of filters (AND) or {type: AND|OR, values: [filters or groups]}",
+                 "oneOf": [{"type": "array", "items": {"oneOf": [_SPAN_FILTER, _GROUP]}}, _GROUP]}
+_COMPARE = {"type": "object", "additionalProperties": False, "properties": {
+    "compare": {"type": ["boolean", "null"]},
+    "compare_to": {"type": ["string", "null"], "description": "a relative date (-1d, -7d); default: the previous "
+                                                              "period of equal length"}}}
+_SELECTION = {"dateRange": _DATE_RANGE, "serviceNames": {"type": "array", "items": {"type": "string"}},
+              "statusCodes": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 2}},
+              "traceId": {"type": "string", "pattern": "^[0-9a-fA-F]{32}$"}, "rootSpans": {"type": "boolean"},
+              "filterGroup": _FILTER_GROUP, "compareFilter": _COMPARE}
+_STATS = {"count": {"type": "integer"}, "total_duration_nano": {"type": "number"},
+          "avg_duration_nano": {"type": "number"}, "p50_duration_nano": {"type": "number"},
+          "p95_duration_nano": {"type": "number"}, "p99_duration_nano": {"type": "number"},
+          "p999_duration_nano": {"type": "number"}, "error_count": {"type": "integer"}}
+_AGGREGATE_ROW = {"type": "object", "required": ["service_name", "name", *_STATS], "properties": {
+    "service_name": {"type": "string"}, "name": {"type": "string"}, **_STATS}}
+_TREE_ROW = {"type": "object", "required": ["parent_service", "parent_name", "service_name", "name", *_STATS,
+                                            "avg_start_offset_nano", "calls_per_parent_invocation"],
+             "properties": {"parent_service": {"type": "string"},
+                            "parent_name": {"type": "string", "description": "<ROOT> for a trace's root spans"},
+                            "service_name": {"type": "string"}, "name": {"type": "string"}, **_STATS,
+                            "avg_start_offset_nano": {"type": "number"},
+                            "calls_per_parent_invocation": {"type": ["number", "null"]}}}
+
+
+def _nullable(schema: dict) -> dict:
+    """An optional field: PostHog's clients send null for one they leave unset, which means the default."""
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _query_schema(properties: dict, required: tuple[str, ...] = ()) -> dict:
+    query = {"type": "object", "additionalProperties": False, "properties": {
+        **{name: schema if name in required else _nullable(schema) for name, schema in properties.items()},
+        **{name: {"description": "schema bookkeeping PostHog's clients send; no effect"}
+           for name in tq.INERT_FIELDS}}}
+    body = {"type": "object", "additionalProperties": False, "properties": {
+        "query": query if required else _nullable(query), "client_query_id": {"description": "no effect"},
+        "refresh": {"description": "no effect"}}}
+    if required:
+        query["required"] = list(required)
+        body["required"] = ["query"]
+    return body
+
+
+def _json_response(schema: dict, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
 _OPERATIONS = {
+    "/aggregate": {"post": {
+        "summary": "Duration statistics per (service, span name) of the matching spans, by total duration",
+        "parameters": [_PROJECT],
+        "requestBody": request_body(_query_schema({
+            **_SELECTION, "limit": {"type": "integer", "minimum": 1, "maximum": tq.AGGREGATE_MAX_ROWS},
+            "offset": {"type": "integer", "minimum": 0}}), required=False),
+        "responses": {"200": _json_response({
+            "type": "object", "required": ["results", "compare", "has_more", "next_offset"], "properties": {
+                "results": {"type": "array", "items": _AGGREGATE_ROW},
+                "compare": {"type": ["array", "null"], "items": _AGGREGATE_ROW},
+                "has_more": {"type": "boolean"}, "next_offset": {"type": ["integer", "null"]}}},
+            "one page of rows; `compare` holds the compareFilter window's rows"), **error_responses("tracing:read")}}},
+    "/tree": {"post": {
+        "summary": "The call tree under a span name: duration statistics per (parent, child) edge",
+        "parameters": [_PROJECT],
+        "requestBody": request_body(_query_schema({
+            **_SELECTION, "spanName": {"type": "string", "minLength": 1}, "serviceName": {"type": "string"}},
+            required=("spanName",))),
+        "responses": {"200": _json_response({
+            "type": "object", "required": ["results", "compare"], "properties": {
+                "results": {"type": "array", "items": _TREE_ROW},
+                "compare": {"type": ["array", "null"], "items": _TREE_ROW}}},
+            "edges by total duration (at most 5000)"), **error_responses("tracing:read")}}},
     "/query": {"post": {"summary": "Query spans (keyset cursor for timestamp order, offset for duration)",
                         "parameters": [_PROJECT], "requestBody": _QUERY_BODY,
                         "responses": {"200": {"description": '{"results": [span], "hasMore", "nextCursor"}'},
@@ -215,7 +321,8 @@ def add_routes(app: falcon.asgi.App, services: "Services") -> None:
     store = services.store
     resources = {"/query": SpanQueryResource(store), "/trace/{trace_id}": TraceResource(store),
                  "/sparkline": SparklineResource(store), "/service-names": ServiceNamesResource(store),
-                 "/attributes": AttributesResource(store), "/values": ValuesResource(store)}
+                 "/attributes": AttributesResource(store), "/values": ValuesResource(store),
+                 "/aggregate": AggregateResource(store), "/tree": TreeResource(store)}
     for prefix in PREFIXES:
         for suffix, resource in resources.items():
             app.add_route(f"{prefix}{BASE}{suffix}", resource)

@@ -110,7 +110,7 @@ def _add_routes(app: falcon.asgi.App, services: "Services") -> None:
     app.add_route("/ui/{rest:path}", app_resource)
     app.add_route("/ui/assets/{name:path}", AssetResource(files))
     app.add_route("/", RootRedirectResource())
-    app.add_route(WHOAMI_PATH, WhoamiResource(services.config.auth.mode, services.keys))
+    app.add_route(WHOAMI_PATH, WhoamiResource())
 
 
 # Registered with the REST dialects in api/app.py (api/dialect.py): its routes and OpenAPI paths.

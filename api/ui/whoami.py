@@ -11,50 +11,27 @@ named by `X-Otelite-Project`, as for every route) with every scope.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 
 import falcon
 
-from otelite.api.auth import DEFAULT_PROJECT_ID, PUBLIC
-from otelite.api.errors import ApiError
-from otelite.collector.store.keys import SCOPES, token_from_headers
-
-if TYPE_CHECKING:
-    from otelite.collector.store.keys import KeyStore
+from otelite.api.auth import ANY_SCOPE, RoutePolicy
+from otelite.api.errors import GENERIC
 
 PATH = "/api/whoami"
 
 
 class WhoamiResource:
-    # Not the middleware's policy: that one requires a named scope per method, and this route needs a
-    # valid key of any scope. The key is checked here with the same KeyStore.authenticate.
-    auth_policy = PUBLIC
-
-    def __init__(self, auth_mode: str, keys: "KeyStore") -> None:
-        self._open = auth_mode == "none"
-        self._keys = keys
+    # Any valid key may ask what it is (ANY_SCOPE); the middleware authenticates it, resolves its project
+    # (auth mode none: `default` or X-Otelite-Project, as for every route) and rate-limits it as a read.
+    auth_policy = RoutePolicy(errors=GENERIC, scopes={"GET": ANY_SCOPE}, rate_class="read")
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         resp.cache_control = ["no-store"]
-        if self._open:
-            named = req.get_header("X-Otelite-Project") or DEFAULT_PROJECT_ID
-            project = self._keys.project(named)
-            if project is None:
-                raise ApiError(falcon.HTTP_404, "not_found", "project not found")
-            resp.media = {"auth": "none", "project": _project(project), "scopes": list(SCOPES), "key": None}
-            return
-        token = token_from_headers(req.get_header("Authorization"), req.get_header("X-API-Key"))
-        if not token:
-            raise ApiError(falcon.HTTP_401, "unauthorized",
-                           "authentication credentials were not provided: send Authorization: Bearer <key>")
-        key = self._keys.authenticate(token)
-        if key is None:
-            raise ApiError(falcon.HTTP_401, "unauthorized", "the API key is invalid or has been revoked")
-        project = self._keys.project(key.project_id)
-        if project is None:  # the key's project was deleted under it
-            raise ApiError(falcon.HTTP_401, "unauthorized", "the API key is invalid or has been revoked")
-        resp.media = {"auth": "required", "project": _project(project), "scopes": list(key.scopes),
-                      "key": {"id": key.id, "name": key.name, "display": key.display}}
+        principal, project = req.context.principal, req.context.project
+        key = principal.key
+        resp.media = {"auth": "none" if key is None else "required", "project": _project(project),
+                      "scopes": list(principal.scopes),
+                      "key": None if key is None else {"id": key.id, "name": key.name, "display": key.display}}
 
 
 def _project(project) -> dict:

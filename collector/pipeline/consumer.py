@@ -33,14 +33,28 @@ class TelemetryBatch:
         self.signal = signal
         self.project_id = project_id
         self.rows = rows
-        self._payload = payload  # protobuf bytes, or the decoded message (OTLP/JSON, gRPC in-process)
+        # protobuf bytes, or the decoded message (OTLP/JSON, gRPC in-process), or None for rows a REST
+        # dialect built (Flux metrics: no OTLP request exists; `request()` is None)
+        self._payload = payload
 
     @property
     def items(self) -> int:
         """Spans or data points: what the exporter self-metrics count."""
         return self.rows.items
 
-    def request(self) -> ExportTraceServiceRequest | ExportMetricsServiceRequest:
+    def encoded(self) -> bytes | None:
+        """The OTLP request as protobuf bytes (what the export log keeps for forwarders): the received
+        bytes themselves, or the decoded message serialized; None for a batch that has no OTLP request."""
+        payload = self._payload
+        if isinstance(payload, bytes):
+            return payload
+        if isinstance(payload, (bytearray, memoryview)):
+            return bytes(payload)
+        if payload is None:
+            return None
+        return payload.SerializeToString()
+
+    def request(self) -> ExportTraceServiceRequest | ExportMetricsServiceRequest | None:
         if isinstance(self._payload, (bytes, bytearray, memoryview)):
             request_type = ExportTraceServiceRequest if self.signal == "traces" else ExportMetricsServiceRequest
             # Already validated: the walker decoded these very bytes to produce `rows`.
@@ -63,12 +77,19 @@ class Consumer(ABC):
     """
 
     gates_ack: ClassVar[bool] = True
+    # False for a forwarder whose `consume` is only a wake-up: it counts what its upstream acknowledged
+    # itself (otelcol_exporter_sent_*), so the fan-out does not count the hand-off.
+    counts_delivery: ClassVar[bool] = True
 
     def __init__(self, component_id: str) -> None:
         self.component_id = component_id  # e.g. "sqlite" or "otlphttp/upstream": the self-metrics' label
 
     def check_admission(self) -> None:
         """Raise StoreFull if a batch could not be taken now (gating consumers; advisory)."""
+
+    def serve_signals(self, signals: frozenset[str]) -> None:
+        """Called once when the pipelines are built, before `start`: the signals whose pipelines list
+        this consumer (a forwarder queues only those)."""
 
     @abstractmethod
     async def consume(self, batch: TelemetryBatch) -> None:

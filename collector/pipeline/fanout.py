@@ -42,8 +42,9 @@ class FanOut:
         self._others = [c for c in consumers if not c.gates_ack]
         if not self._gating:
             raise ValueError(f"the {signal} pipelines have no exporter that acknowledges (sqlite)")
-        self._sent = {c: telemetry.exporter_sent[signal].labels(c.component_id) for c in consumers}
-        self._failed = {c: telemetry.exporter_failed[signal].labels(c.component_id) for c in consumers}
+        counted = [c for c in consumers if c.counts_delivery]
+        self._sent = {c: telemetry.exporter_sent[signal].labels(c.component_id) for c in counted}
+        self._failed = {c: telemetry.exporter_failed[signal].labels(c.component_id) for c in counted}
         self._in_flight: dict[Consumer, set[asyncio.Task]] = {c: set() for c in self._others}
         self._warned_at: dict[Consumer, float] = {}
 
@@ -83,7 +84,7 @@ class FanOut:
     def _offer(self, c: Consumer, batch: TelemetryBatch) -> None:
         tasks = self._in_flight[c]
         if len(tasks) >= MAX_IN_FLIGHT:
-            self._failed[c].inc(batch.items)
+            self._count(self._failed, c, batch.items)
             self._warn(c, "dropped a batch: %d deliveries already in flight", len(tasks))
             return
         task = asyncio.get_running_loop().create_task(self._deliver(c, batch))
@@ -94,13 +95,19 @@ class FanOut:
         try:
             await c.consume(batch)
         except asyncio.CancelledError:
-            self._failed[c].inc(batch.items)
+            self._count(self._failed, c, batch.items)
             raise
         except Exception as e:  # noqa: BLE001 - a forwarder's failure is counted, never propagated
-            self._failed[c].inc(batch.items)
+            self._count(self._failed, c, batch.items)
             self._warn(c, "failed: %s", e)
         else:
-            self._sent[c].inc(batch.items)
+            self._count(self._sent, c, batch.items)
+
+    @staticmethod
+    def _count(counters: dict, c: Consumer, items: int) -> None:
+        counter = counters.get(c)  # absent for a consumer that counts its deliveries itself
+        if counter is not None:
+            counter.inc(items)
 
     def _warn(self, c: Consumer, message: str, *args: object) -> None:
         """Log a non-gating consumer's trouble at most every _WARN_EVERY_S (the counters have every case)."""
@@ -177,4 +184,7 @@ def build_pipelines(config: "Config", host: Host) -> Pipelines:
                     members.append(consumer)
         if members:
             fanouts[signal] = FanOut(signal, members, host.telemetry)
+    for exporter_id, consumer in consumers.items():
+        if consumer is not None:
+            consumer.serve_signals(frozenset(s for s, f in fanouts.items() if consumer in f.consumers))
     return Pipelines(fanouts)

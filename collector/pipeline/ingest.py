@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from otelite.collector.pipeline.fanout import Pipelines
     from otelite.collector.receivers.admission import BodyBudget
+    from otelite.collector.store.records import WriteBatch
     from otelite.collector.telemetry import Telemetry
 
 __all__ = ["ExportResult", "Ingest", "StoreFull", "StoreUnavailable"]
@@ -63,15 +64,25 @@ class Ingest:
         return await self._consume(TelemetryBatch("metrics", project_id, payload, rows), len(rows.points),
                                    transport, t.accepted_points, t.refused_points)
 
+    async def export_metric_rows(self, rows: "WriteBatch", project_id: int, receiver: str,
+                                 transport: str = "http") -> ExportResult:
+        """Metric rows a REST dialect built itself (Flux, Trifle's track/assert): the same hand-off and the
+        same acknowledgement after commit as OTLP. The batch carries no OTLP request
+        (`TelemetryBatch.request()` is None; forwarders read the store). `receiver` names the dialect in the
+        self-metrics. Raises StoreFull, StoreUnavailable."""
+        t = self._telemetry
+        return await self._consume(TelemetryBatch("metrics", project_id, None, rows), len(rows.points),
+                                   transport, t.accepted_points, t.refused_points, receiver)
+
     def check_admission(self, signal: str) -> None:
         """Raise StoreFull at once when `signal`'s pipeline cannot take data now; receivers call it before
         reading a body, so an overloaded collector refuses cheaply instead of parsing what it will refuse."""
         self._next[signal].check_admission()
         self._walker.check_admission()
 
-    async def _consume(self, batch: TelemetryBatch, items: int, transport: str, accepted, refused
-                       ) -> ExportResult:
-        labels = (self._receiver, transport)
+    async def _consume(self, batch: TelemetryBatch, items: int, transport: str, accepted, refused,
+                       receiver: str | None = None) -> ExportResult:
+        labels = (receiver or self._receiver, transport)
         rows = batch.rows
         if rows.rejected:
             refused.labels(*labels).inc(rows.rejected)

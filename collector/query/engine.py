@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from otelite.collector.query.model import (DISTRIBUTION_TYPES, MIN_LOOKBACK_NS, GroupKey, Query, Result,
+from otelite.collector.query.model import (DISTRIBUTION_TYPES, MIN_LOOKBACK_NS, OBSERVATION_FUNCTIONS,
+                                           OBSERVED_TYPES, GroupKey, Query, Result,
                                            SeriesResult, TooManyBuckets, UnsupportedAggregation)
 from otelite.collector.query.reduce import Cells, bucket_of, combine, series_cells
+from otelite.collector.store import budget
 from otelite.collector.store.metrics import SeriesSet, label_values, select_series
-from otelite.collector.store.points import PointCache, ReadTransaction
+from otelite.collector.store.points import PointCache, Points, ReadTransaction
 
 
 @dataclass
@@ -46,6 +48,9 @@ def check_aggregation(fn: str, metric_type: str | None) -> None:
     """UnsupportedAggregation when `fn` has no meaning for the metric type (None: no such metric)."""
     if fn == "histogram_quantile" and metric_type is not None and metric_type not in DISTRIBUTION_TYPES:
         raise UnsupportedAggregation(f"histogram_quantile needs a histogram or exponential_histogram metric; "
+                                     f"this one is a {metric_type}")
+    if fn in OBSERVATION_FUNCTIONS and metric_type is not None and metric_type not in OBSERVED_TYPES:
+        raise UnsupportedAggregation(f"{fn} needs a histogram, exponential_histogram or summary metric; "
                                      f"this one is a {metric_type}")
 
 
@@ -79,10 +84,10 @@ def prepare(conn: sqlite3.Connection, cache: PointCache, query: Query, *, keep_p
         if len(series) == 0:
             return Prepared(query, series, edges, None)
         loaded_from = int(edges[0]) - _lookback(query, series.type)
+        budget.check()  # the read's deadline (collector/store/budget.py), between the engine's passes
         pts = cache.points(conn, series, loaded_from, query.end_ns)
-    if not series.complete:
-        pts = pts.take(np.isin(pts.series_id, series.ids))
-    sidx = np.searchsorted(series.ids, pts.series_id)
+    budget.check()
+    pts, sidx = _selected(pts, series)
     b = bucket_of(pts.time, edges)
     cells = series_cells(pts, sidx, b, query.aggregation, series.temporality, series.monotonic, edges, loaded_from)
     prepared = Prepared(query, series, edges, cells)
@@ -90,6 +95,26 @@ def prepare(conn: sqlite3.Connection, cache: PointCache, query: Query, *, keep_p
         inside = pts.valid & (b >= 0)
         prepared.point_times, prepared.point_sidx = pts.time[inside], sidx[inside]
     return prepared
+
+
+def _selected(pts: Points, series: SeriesSet) -> tuple[Points, np.ndarray]:
+    """The points of the selected series and each one's index in `series.ids`. A series' points are
+    adjacent (points.py sorts them by series and time), so both are worked out once per run of a series,
+    not per point."""
+    n = len(pts)
+    if n == 0:
+        return pts, np.zeros(0, np.int64)
+    starts = np.flatnonzero(np.concatenate(([True], pts.series_id[1:] != pts.series_id[:-1])))
+    lengths = np.diff(np.append(starts, n))
+    run_ids = pts.series_id[starts]
+    run_index = np.searchsorted(series.ids, run_ids)
+    if not series.complete:
+        found = run_index < len(series.ids)
+        found[found] = series.ids[run_index[found]] == run_ids[found]
+        if not found.all():
+            pts = pts.take(np.repeat(found, lengths))
+            run_index, lengths = run_index[found], lengths[found]
+    return pts, np.repeat(run_index, lengths)
 
 
 def group_index(conn: sqlite3.Connection, series: SeriesSet, keys: tuple[GroupKey, ...] | list,
@@ -124,6 +149,7 @@ def group(conn: sqlite3.Connection, prepared: Prepared, keys: tuple[GroupKey, ..
     keys = query.group_by if keys is None else keys
     limit = query.group_limit if limit is None else limit
     group_of, labels = group_index(conn, prepared.series, keys, limit)
+    budget.check()
     g, b, v = combine(prepared.cells, group_of, query.aggregation, prepared.nb)
     if g.size == 0:
         return result

@@ -27,11 +27,21 @@ from otelite.collector.store.metrics import SeriesSelection
 #   rate        increase per second of the bucket
 #   histogram_quantile  the quantile of the merged bucket counts (Prometheus' interpolation for explicit
 #               buckets, exponential interpolation for exponential ones); histogram series only
+#   tally       the readings applied in write order: a reading that sets (a `tally` series' assert,
+#               store/metrics.py) replaces the running value, the others add to it; readings of other
+#               types all add (= sum)
+#   observations        the number of observations recorded in the bucket (histograms, exponential
+#               histograms, summaries: increases of their `count`, cumulative or delta like `increase`)
+#   observation_sum     the sum of those observations (increases of their `sum`)
+#   observation_mean    their mean: the group's observation_sum / its observations, over every series
+#               of the group at once (a weighted mean, not a mean of per-series means); NaN without any
+OBSERVATION_FUNCTIONS = ("observations", "observation_sum", "observation_mean")
 FUNCTIONS = ("last", "sum", "avg", "min", "max", "count", "quantile", "distinct", "increase", "rate",
-             "histogram_quantile")
+             "histogram_quantile", "tally") + OBSERVATION_FUNCTIONS
 # How the per-series values of a group combine (`Aggregation.across`), when they are computed per series.
 ACROSS = ("sum", "avg", "min", "max", "count", "quantile", "distinct")
 DISTRIBUTION_TYPES = ("histogram", "exponential_histogram")
+OBSERVED_TYPES = ("histogram", "exponential_histogram", "summary")  # points that carry a count and a sum
 MIN_LOOKBACK_NS = 300 * 1_000_000_000
 
 
@@ -78,7 +88,7 @@ class Aggregation:
     @property
     def differences(self) -> bool:
         """Whether values come from differences between readings (and so need a look-back)."""
-        return self.fn in ("increase", "rate")
+        return self.fn in ("increase", "rate") + OBSERVATION_FUNCTIONS
 
 
 class GroupKey(NamedTuple):

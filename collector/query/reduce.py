@@ -4,8 +4,12 @@ Two stages. `series_cells` turns a query's points into "cells": with a cross-ser
 value per (series, bucket) (the last reading, the mean/min/max/sum/count/quantile/distinct count of the
 readings, or the sum of the readings' increases, or for histograms the bucket counts that fell into the
 bucket); pooled, every reading is its own cell. `combine` then reduces the cells of each (group, bucket).
-PostHog's characterize runs `series_cells` once and `combine` once per candidate key. Every step is a
-sort, a `reduceat` or a `bincount`; nothing loops per point.
+PostHog's characterize runs `series_cells` once and `combine` once per candidate key. Every step is
+numpy over whole columns (a `reduceat`, a `bincount`, a sort where values must be ordered); nothing
+loops per point. Sorting is what costs at scale (millions of cells, once per grouping), so it is
+avoided where the result does not need it: cells of one series come in (series, bucket) order already,
+and sums, means, counts, minima, maxima and last readings across series fold into a table indexed by
+(group, bucket) in one pass (`_reduce`).
 
 Increases (rate, increase, cumulative histograms) follow the OpenTelemetry metrics data model
 ("Sums", "Resets and Gaps"; "Cumulative streams: handling unknown start time"): a delta point is its own
@@ -24,11 +28,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from otelite.collector.query.model import Aggregation, BoundsMismatch
+from otelite.collector.query.model import OBSERVATION_FUNCTIONS, Aggregation, BoundsMismatch
 from otelite.collector.store.points import Points
 
 _SAME_AS_ACROSS = {"last": "last", "sum": "sum", "avg": "avg", "min": "min", "max": "max", "count": "count",
-                   "quantile": "quantile", "distinct": "distinct", "increase": "sum", "rate": "sum"}
+                   "quantile": "quantile", "distinct": "distinct", "increase": "sum", "rate": "sum",
+                   "tally": "tally", "observations": "sum", "observation_sum": "sum"}
 
 
 @dataclass
@@ -37,9 +42,12 @@ class Cells:
     b: np.ndarray  # bucket index per cell
     value: np.ndarray | None = None  # scalar per cell
     time: np.ndarray | None = None  # pooled cells (raw readings): their times, for `last`
+    seq: np.ndarray | None = None  # pooled `tally` cells: write order and whether the reading sets
+    sets: np.ndarray | None = None
     vec: np.ndarray | None = None  # explicit histogram: (cells, K) non-cumulative counts
     bounds: tuple | None = None
     exp: "ExpContrib | None" = None
+    weight: np.ndarray | None = None  # observation_mean: each cell's number of observations (value: their sum)
 
 
 @dataclass
@@ -54,7 +62,11 @@ class ExpContrib:
 # --- small helpers ----------------------------------------------------------------------------------------
 
 def bucket_of(time: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Bucket index of each time (-1 before the grid)."""
+    """Bucket index of each time (-1 before the grid, len(edges) - 1 from its end on)."""
+    step = edges[1] - edges[0] if len(edges) > 1 else 0
+    if step > 0 and len(edges) > 2 and (np.diff(edges) == step).all():
+        # Equal buckets (every fixed grid): integer arithmetic, the same answer as the search below.
+        return np.clip((time - edges[0]) // step, -1, len(edges) - 1)
     return np.searchsorted(edges, time, side="right") - 1
 
 
@@ -80,20 +92,124 @@ def _seg_quantile(vals: np.ndarray, starts: np.ndarray, counts: np.ndarray, q: f
     return out
 
 
+def _in_order(key: np.ndarray) -> bool:
+    """Whether `key` is nondecreasing (the cells of one query come out of the store sorted by series and
+    time, so per-series keys usually are). A strided sample answers most "no"s without a full pass."""
+    if key.size < 2:
+        return True
+    sample = key[::max(key.size // 1024, 1)]
+    if (sample[1:] < sample[:-1]).any():
+        return False
+    return bool((key[1:] >= key[:-1]).all())
+
+
+def _dense_size(key: np.ndarray, bound: int | None = None) -> int | None:
+    """The size of a table indexed by key (`bound`, when the caller knows the keys are below it, else
+    max(key) + 1), when it is small enough to use instead of sorting (no larger than a few times the
+    input), else None. Keys are non-negative (group × buckets + bucket)."""
+    size = bound if bound is not None else int(key.max()) + 1
+    return size if size <= 4 * key.size + 65536 else None
+
+
+def _unique_inverse(key: np.ndarray, bound: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """np.unique(key, return_inverse=True) for non-negative integer keys (below `bound` if given), without
+    sorting when their range is small (a presence table): the same unique keys, ascending, and the same
+    slot of each key."""
+    size = _dense_size(key, bound) if key.size else None
+    if size is None:
+        return np.unique(key, return_inverse=True)
+    present = np.zeros(size, bool)
+    present[key] = True
+    slot = np.cumsum(present) - 1
+    return np.flatnonzero(present), slot[key]
+
+
+def _ties_in_order(key: np.ndarray, then: np.ndarray) -> bool:
+    """For keys in order: whether `then` is nondecreasing within each run of equal keys (a NaN counts as
+    out of order, so such input is sorted, NaNs last)."""
+    with np.errstate(invalid="ignore"):
+        return not ((key[1:] == key[:-1]) & ~(then[1:] >= then[:-1])).any()
+
+
+def _order(key: np.ndarray, then: np.ndarray | None = None) -> np.ndarray | None:
+    """The stable permutation sorting by `key`, ties by `then` (np.lexsort((then, key))), or None when
+    the input is already in that order. Keys within 16 bits are ordered by numpy's radix sort (linear)."""
+    if _in_order(key) and (then is None or _ties_in_order(key, then)):
+        return None
+    if int(key.min()) >= 0 and int(key.max()) < 1 << 16:
+        first = np.argsort(then, kind="stable") if then is not None else None
+        k16 = (key if first is None else key[first]).astype(np.uint16)
+        second = np.argsort(k16, kind="stable")
+        return second if first is None else first[second]
+    return np.lexsort((then, key)) if then is not None else np.argsort(key, kind="stable")
+
+
+_SHORT_RUNS = 16  # the longest run of equal keys `_sorted_within_runs` sorts in place of a global sort
+
+
+def _sorted_within_runs(key: np.ndarray, vals: np.ndarray, starts: np.ndarray) -> np.ndarray | None:
+    """`vals` sorted within each run of equal keys (keys in order; the runs start at `starts`) as a stable
+    sort with NaNs last would order them (np.lexsort((vals, key))), when no run is longer than
+    _SHORT_RUNS (per-series cells hold a few readings): odd-even transposition sort, one vectorized
+    compare-exchange of neighbours per round, at most as many rounds as the longest run. Equal values
+    never swap, so the order is the stable one. None when a run is longer."""
+    longest = int(np.diff(np.append(starts, key.size)).max())
+    if longest > _SHORT_RUNS:
+        return None
+    vals = vals.copy()
+    left = np.flatnonzero(key[1:] == key[:-1])  # positions whose right neighbour is in the same run
+    phases = (left[left % 2 == 0], left[left % 2 == 1])
+    quiet = 0
+    for r in range(longest):
+        i = phases[r % 2]
+        a, b = vals[i], vals[i + 1]
+        with np.errstate(invalid="ignore"):
+            swap = (a > b) | (np.isnan(a) & ~np.isnan(b))
+        if swap.any():
+            quiet = 0
+            i = i[swap]
+            vals[i], vals[i + 1] = b[swap], a[swap]
+        else:
+            quiet += 1
+            if quiet == 2:  # neither phase moved anything: sorted
+                break
+    return vals
+
+
 def _reduce(key: np.ndarray, vals: np.ndarray, how: str, q: float | None,
-            time: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Reduce `vals` per distinct key: (unique keys, values). `how`: last | sum | avg | min | max | count |
-    quantile | distinct. Keys need not be sorted; `last` takes the latest `time`, or without times the
-    last value in the given order."""
+            time: np.ndarray | None = None, seq: np.ndarray | None = None, sets: np.ndarray | None = None,
+            bound: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Reduce `vals` per distinct key: (unique keys ascending, values). `how`: last | sum | avg | min | max |
+    count | quantile | distinct | tally. Keys need not be sorted; `last` takes the latest `time` (ties: the
+    later one in the given order), or without times the last value in the given order; `tally` applies the
+    values in `seq` order, a value with `sets` replacing the running value (without `seq` it is a sum).
+
+    No sort unless the values must be ordered (quantile, distinct, tally): keys already in order
+    (per-series cells) are reduced over their runs with `reduceat`; others through a table indexed by key
+    (bincount, ufunc.at), which adds the values of a key in the given order where `reduceat` over sorted
+    keys adds them pairwise: float sums may differ in the last bits, every other result is the same.
+    `bound`: the keys are below it (saves a pass to find their maximum)."""
     if key.size == 0:
         return key, vals
-    if how in ("quantile", "distinct"):
-        order = np.lexsort((vals, key))
-    elif how == "last" and time is not None:
-        order = np.lexsort((time, key))
-    else:
-        order = np.argsort(key, kind="stable")
-    key, vals = key[order], vals[order]
+    if how == "tally" and seq is None:
+        how = "sum"
+    if how == "tally":  # write order within each key
+        order = np.lexsort((seq, key))
+        key, vals, sets = key[order], vals[order], sets[order]
+        starts = _starts(key)
+        return key[starts], _tally(vals, sets, starts, np.diff(np.append(starts, key.size)))
+    in_order = _in_order(key)
+    if how in ("sum", "avg", "min", "max", "count", "last"):
+        if not in_order or (how == "last" and time is not None and not _ties_in_order(key, time)):
+            return _reduce_table(key, vals, how, time, bound)
+    else:  # quantile, distinct: the values sorted within each key
+        within = _sorted_within_runs(key, vals, _starts(key)) if in_order else None
+        if within is not None:
+            vals = within
+        else:
+            order = _order(key, vals)
+            if order is not None:
+                key, vals = key[order], vals[order]
     starts = _starts(key)
     counts = np.diff(np.append(starts, key.size))
     if how == "distinct":
@@ -119,6 +235,52 @@ def _reduce(key: np.ndarray, vals: np.ndarray, how: str, q: float | None,
     else:
         out = _seg_quantile(vals, starts, counts, q)
     return key[starts], out
+
+
+def _tally(vals: np.ndarray, sets: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Per segment of values in write order: the last value that sets, plus every value after it (all of
+    them when none sets)."""
+    pos = np.arange(vals.size)
+    last_set = np.maximum.reduceat(np.where(sets, pos, -1), starts)
+    first_kept = np.maximum(last_set, starts)
+    kept = pos >= np.repeat(first_kept, counts)
+    return np.add.reduceat(np.where(kept, vals, 0.0), starts)
+
+
+def _reduce_table(key: np.ndarray, vals: np.ndarray, how: str, time: np.ndarray | None, bound: int | None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """`_reduce` for sum | avg | min | max | count | last without sorting the values: each value is folded
+    into its key's slot of a table, in the given order. The slots are the keys themselves when their
+    range is small (no sort at all), else their ranks (np.unique)."""
+    m = _dense_size(key, bound)
+    if m is not None:  # a slot for every key in the range; the used ones are those with a count
+        slot = key
+        counts = np.bincount(slot, minlength=m)
+        uniq = used = np.flatnonzero(counts)
+    else:
+        uniq, slot = np.unique(key, return_inverse=True)
+        m = uniq.size
+        counts = np.bincount(slot, minlength=m)
+        used = slice(None)
+    if how in ("sum", "avg", "count"):
+        if how == "count":
+            return uniq, counts[used].astype(np.float64)
+        sums = np.bincount(slot, weights=vals, minlength=m)[used]
+        return uniq, sums if how == "sum" else sums / counts[used]
+    if how in ("min", "max"):
+        out = np.full(m, np.inf if how == "min" else -np.inf)
+        with np.errstate(invalid="ignore"):  # a NaN value makes its key's result NaN, as in reduceat
+            (np.minimum if how == "min" else np.maximum).at(out, slot, vals)
+        return uniq, out[used]
+    # last: the largest position among the key's values with its latest time
+    pos = np.arange(key.size)
+    if time is not None:
+        latest = np.full(m, np.iinfo(np.int64).min)
+        np.maximum.at(latest, slot, time)
+        pos = np.flatnonzero(time == latest[slot])
+    last = np.full(m, -1)
+    np.maximum.at(last, slot[pos], pos)
+    return uniq, vals[last[used]]
 
 
 # --- stage 1: one value per (series, bucket) ---------------------------------------------------------------
@@ -153,11 +315,15 @@ def _restarts(time: np.ndarray, start: np.ndarray | None, has_prev: np.ndarray, 
 
 def increases(sidx: np.ndarray, counter: np.ndarray, delta: np.ndarray, resets: np.ndarray,
               time: np.ndarray | None = None, start: np.ndarray | None = None,
-              loaded_from: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+              loaded_from: int | None = None, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per point: (increase, defined). Delta temporality: the value itself. Otherwise the difference to the
     previous reading of the series, or the whole value after a reset: a start time after the previous
     reading, or (where `resets` allows it: monotonic series) a drop. A first reading has an increase only
-    when its start time is known and at or after `loaded_from` (module docstring)."""
+    when its start time is known and at or after `loaded_from` (module docstring).
+
+    `values`: the increases of this column instead, with the resets still read from `counter` (the sum
+    of a histogram's observations restarts when its count does; the sum itself may fall: negative
+    observations)."""
     has_prev = _previous(sidx)
     prev = _shifted(counter, np.nan)
     with np.errstate(invalid="ignore"):
@@ -167,9 +333,42 @@ def increases(sidx: np.ndarray, counter: np.ndarray, delta: np.ndarray, resets: 
         restarted, from_start = _restarts(time, start, has_prev, loaded_from)
     else:
         restarted = from_start = np.zeros(counter.size, bool)
+    if values is not None:
+        counter = values
+        with np.errstate(invalid="ignore"):
+            d = values - _shifted(values, np.nan)
     d = np.where(reset | restarted | from_start, counter, d)
     d = np.where(delta, counter, d)
     return d, delta | has_prev | from_start
+
+
+def _observation_cells(pts: Points, sidx: np.ndarray, b: np.ndarray, fn: str, temporality: np.ndarray,
+                       nb: int, loaded_from: int | None) -> Cells:
+    """Per series and bucket, what the observations recorded in the bucket add up to: their number
+    (`observations`: increases of the points' `count`), their sum (`observation_sum`: increases of
+    `sum`), or both (`observation_mean`: the sum as the value and the number as its weight, so that
+    `combine` divides the group's total sum by its total number). Cumulative points contribute their
+    increase over the series' previous reading (a drop in count is a reset), delta points themselves."""
+    valid = pts.valid
+    s, count, total, time, start, bk = sidx, pts.counter, pts.total, pts.time, pts.start, b
+    if not valid.all():
+        keep = np.flatnonzero(valid)
+        s, count, total, time, bk = s[keep], count[keep], total[keep], time[keep], bk[keep]
+        start = start[keep] if start is not None else None
+    delta = temporality[s] == 1
+    resets = np.ones(s.size, bool)
+    d_count, defined = increases(s, count, delta, resets, time, start, loaded_from)
+    use = defined & (bk >= 0)
+    key = s[use] * nb + bk[use]
+    if fn == "observations":
+        ukey, vals = _reduce(key, d_count[use], "sum", None)
+        return Cells(ukey // nb, ukey % nb, value=vals)
+    d_total, _ = increases(s, count, delta, resets, time, start, loaded_from, values=total)
+    ukey, vals = _reduce(key, d_total[use], "sum", None)
+    if fn == "observation_sum":
+        return Cells(ukey // nb, ukey % nb, value=vals)
+    _, weight = _reduce(key, d_count[use], "sum", None)
+    return Cells(ukey // nb, ukey % nb, value=vals, weight=weight)
 
 
 def series_cells(pts: Points, sidx: np.ndarray, b: np.ndarray, agg: Aggregation, temporality: np.ndarray,
@@ -181,6 +380,8 @@ def series_cells(pts: Points, sidx: np.ndarray, b: np.ndarray, agg: Aggregation,
     kind = pts.kind
     valid = pts.valid
     fn = agg.fn
+    if fn in OBSERVATION_FUNCTIONS:
+        return _observation_cells(pts, sidx, b, fn, temporality, nb, loaded_from)
     if fn in ("rate", "increase"):
         s, counter, time, start, bk = sidx, pts.counter, pts.time, pts.start, b
         if not valid.all():  # (the store loads readings only; Points built by hand may have others)
@@ -192,9 +393,10 @@ def series_cells(pts: Points, sidx: np.ndarray, b: np.ndarray, agg: Aggregation,
         d, defined = increases(s, counter, delta, resets, time, start, loaded_from)
         use = defined & (bk >= 0)
         key, vals = _reduce(s[use] * nb + bk[use], d[use], "sum", None)
+        series, bucket = np.divmod(key, nb)
         if fn == "rate":  # per second of the bucket (a DST day has 23 or 25 hours, months differ)
-            vals = vals / (np.diff(edges) / 1e9)[key % nb]
-        return Cells(key // nb, key % nb, value=vals)
+            vals = vals / (np.diff(edges) / 1e9)[bucket]
+        return Cells(series, bucket, value=vals)
     quantile = fn in ("quantile", "histogram_quantile")
     if kind == "histogram" and quantile:
         return _hist_cells(pts, sidx, b, temporality, nb, loaded_from)
@@ -204,10 +406,12 @@ def series_cells(pts: Points, sidx: np.ndarray, b: np.ndarray, agg: Aggregation,
     values = pts.value
     if kind == "summary" and quantile:
         values = summary_quantile(pts.q_level, pts.q_value, agg.q)
+    tally = fn == "tally" and pts.seq is not None
+    seq, sets = (pts.seq[keep], pts.sets[keep]) if tally else (None, None)
     if agg.across is None:  # pooled: every reading is a cell of its own, reduced per group by `combine`
-        return Cells(sidx[keep], b[keep], value=values[keep], time=pts.time[keep])
-    key, vals = _reduce(sidx[keep] * nb + b[keep], values[keep], fn, agg.q)
-    return Cells(key // nb, key % nb, value=vals)
+        return Cells(sidx[keep], b[keep], value=values[keep], time=pts.time[keep], seq=seq, sets=sets)
+    key, vals = _reduce(sidx[keep] * nb + b[keep], values[keep], fn, agg.q, seq=seq, sets=sets)
+    return Cells(*np.divmod(key, nb), value=vals)
 
 
 def _telescoped(pts: Points, sidx: np.ndarray, b: np.ndarray, temporality: np.ndarray, nb: int,
@@ -257,7 +461,8 @@ def _telescoped(pts: Points, sidx: np.ndarray, b: np.ndarray, temporality: np.nd
 
 def _hist_cells(pts: Points, sidx: np.ndarray, b: np.ndarray, temporality: np.ndarray, nb: int,
                 loaded_from: int | None) -> Cells:
-    used = np.unique(pts.bounds_id[pts.valid])
+    ids = pts.bounds_id[pts.valid]
+    used = ids[:1] if ids.size and ids.min() == ids.max() else np.unique(ids)  # one set of bounds: no sort
     if used.size > 1:
         raise BoundsMismatch("the selected histogram series have different bucket bounds")
     bounds = pts.bounds[int(used[0])] if used.size else ()
@@ -266,13 +471,13 @@ def _hist_cells(pts: Points, sidx: np.ndarray, b: np.ndarray, temporality: np.nd
     flat = (cell[:, None] * width + np.arange(width)[None, :]).ravel()
     weights = (pts.counts[row][:, :width] * sign[:, None]).ravel()
     vec = np.bincount(flat, weights=weights, minlength=key.size * width).reshape(key.size, width)
-    return Cells(key // nb, key % nb, vec=vec, bounds=bounds)
+    return Cells(*np.divmod(key, nb), vec=vec, bounds=bounds)
 
 
 def _exp_cells(pts: Points, sidx: np.ndarray, b: np.ndarray, temporality: np.ndarray, nb: int,
                loaded_from: int | None) -> Cells:
     key, row, sign, cell = _telescoped(pts, sidx, b, temporality, nb, loaded_from)
-    return Cells(key // nb, key % nb, exp=ExpContrib(pts, row, sign, cell))
+    return Cells(*np.divmod(key, nb), exp=ExpContrib(pts, row, sign, cell))
 
 
 def summary_quantile(levels: np.ndarray, values: np.ndarray, q: float) -> np.ndarray:
@@ -301,25 +506,43 @@ def summary_quantile(levels: np.ndarray, values: np.ndarray, q: float) -> np.nda
 
 def combine(cells: Cells, group: np.ndarray, agg: Aggregation, nb: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Reduce cells over the series of each group → (group, bucket, value), by (group, bucket).
-    `group[sidx]` is the group of a series, -1 to leave it out."""
-    g = group[cells.sidx] if cells.sidx.size else np.zeros(0, np.int64)
-    inside = g >= 0
-    key = g[inside] * nb + cells.b[inside]
-    if cells.vec is not None:
-        order = np.argsort(key, kind="stable")
-        key, vec = key[order], cells.vec[inside][order]
-        starts = _starts(key)
-        summed = np.add.reduceat(vec, starts, axis=0) if key.size else vec
-        key = key[starts]
-        return key // nb, key % nb, prom_quantile(np.cumsum(summed, axis=1), cells.bounds, agg.q)
+    `group[sidx]` is the group of a series, -1 to leave it out. Without a sort except for quantiles
+    and distinct counts (`_reduce`)."""
+    if cells.sidx.size == 0 or int(group.min()) >= 0:  # every series has a group: no cell is left out
+        offset = group * nb  # per series, so the cells need one gather and one addition
+        key = offset[cells.sidx] + cells.b if offset.any() else cells.b
+        inside, vec, value, time = None, cells.vec, cells.value, cells.time
+    else:
+        g = group[cells.sidx]
+        inside = g >= 0
+        key = g[inside] * nb + cells.b[inside]
+        vec = cells.vec[inside] if cells.vec is not None else None
+        value = cells.value[inside] if cells.value is not None else None
+        time = cells.time[inside] if cells.time is not None else None
+    bound = (int(group.max()) + 1) * nb if group.size else 0  # keys are below it
+    if vec is not None:
+        # Bucket counts are whole numbers: their sums do not depend on the order of addition.
+        key, slot = _unique_inverse(key, bound) if key.size else (key, key)
+        width = vec.shape[1]
+        flat = (slot[:, None] * width + np.arange(width)).ravel()
+        summed = np.bincount(flat, weights=vec.ravel(), minlength=key.size * width).reshape(key.size, width)
+        return *np.divmod(key, nb), prom_quantile(np.cumsum(summed, axis=1), cells.bounds, agg.q)
     if cells.exp is not None:
-        key_all = np.where(inside, g * nb + cells.b, -1)
+        key_all = key if inside is None else np.where(inside, group[cells.sidx] * nb + cells.b, -1)
         uniq, vals = _exp_combine(cells.exp, key_all, agg.q)
-        return uniq // nb, uniq % nb, vals
+        return *np.divmod(uniq, nb), vals
+    if cells.weight is not None:  # a mean over every observation of the group: total sum / total number
+        weight = cells.weight if inside is None else cells.weight[inside]
+        ukey, total = _reduce(key, value, "sum", None, bound=bound)
+        _, number = _reduce(key, weight, "sum", None, bound=bound)
+        with np.errstate(all="ignore"):
+            mean = np.where(number > 0, total / number, np.nan)
+        return *np.divmod(ukey, nb), mean
     how = agg.across if agg.across is not None else _SAME_AS_ACROSS[agg.fn]
-    time = cells.time[inside] if cells.time is not None else None
-    ukey, vals = _reduce(key, cells.value[inside], how, agg.q, time)
-    return ukey // nb, ukey % nb, vals
+    seq = cells.seq if inside is None or cells.seq is None else cells.seq[inside]
+    sets = cells.sets if inside is None or cells.sets is None else cells.sets[inside]
+    ukey, vals = _reduce(key, value, how, agg.q, time, seq, sets, bound)
+    return *np.divmod(ukey, nb), vals
 
 
 def prom_quantile(cum: np.ndarray, bounds: tuple, q: float) -> np.ndarray:
@@ -363,9 +586,9 @@ def _exp_combine(contrib: ExpContrib, cell_key: np.ndarray, q: float) -> tuple[n
     key = cell_key[contrib.cell]
     ok = key >= 0
     row, sign, key = contrib.row[ok], contrib.sign[ok], key[ok]
-    uniq, target = np.unique(key, return_inverse=True)
-    if uniq.size == 0:
-        return uniq, np.zeros(0)
+    if key.size == 0:
+        return key, np.zeros(0)
+    uniq, target = _unique_inverse(key)
     p = contrib.points
     smin = int(p.scale[row].min())
     zero = np.bincount(target, weights=sign * p.zero_count[row], minlength=uniq.size)

@@ -8,8 +8,10 @@ bytes; it never allocates what it claims to hold.
 from __future__ import annotations
 
 import zlib
+from typing import Callable
 
 ENCODINGS = ("identity", "gzip", "x-gzip", "deflate")
+_CHUNK = 1 << 16
 
 
 class BodyTooLarge(Exception):
@@ -22,6 +24,23 @@ class BodyTooLarge(Exception):
 
 class BadCompression(Exception):
     """The bytes are not valid data of the declared Content-Encoding."""
+
+
+async def read_limited(stream, limit: int, on_read: Callable[[int], None] | None = None) -> bytes:
+    """All of an ASGI request stream (anything with `async read(n)`), raising BodyTooLarge as soon as it
+    holds more than `limit` bytes: a sender that lies about (or omits) Content-Length is cut off there.
+    `on_read(size)` is told the bytes held so far after each chunk (it may raise to stop reading)."""
+    chunks, size = [], 0
+    while True:
+        chunk = await stream.read(_CHUNK)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(limit)
+        if on_read is not None:
+            on_read(size)
+        chunks.append(chunk)
 
 
 def decompress(raw: bytes, content_encoding: str, limit: int) -> bytes:

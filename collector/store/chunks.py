@@ -35,6 +35,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from otelite.collector.store.points import Points, concat_all, empty, kind_of
+from otelite.collector.store.records import TALLY_SET
 
 BLOCK_NS = 3600 * 10**9  # a chunk's points lie in one hour [block_start, block_start + BLOCK_NS)
 MAGIC = b"OTC1"
@@ -44,6 +45,7 @@ _NO_RECORDED_VALUE = 1  # DataPointFlags.FLAG_NO_RECORDED_VALUE_MASK
 NULL, INTEGER, REAL, TEXT, BLOB = 0, 1, 2, 3, 4
 _TAG_OF_TYPE = {type(None): NULL, int: INTEGER, float: REAL, str: TEXT, bytes: BLOB, bool: INTEGER}
 EXACT_COLUMNS = ("value", "count", "sum", "min", "max", "buckets", "exemplars")
+_VALUE_KINDS = ("number", "set", "tally")  # a reading is a non-NULL `value` (points._READING)
 
 
 def block_of(time_ns: int) -> int:
@@ -185,14 +187,17 @@ def concat_blocks(blocks: list[PointBlock]) -> PointBlock:
                       {k: Exact.concat([b.exact[k] for b in blocks]) for k in EXACT_COLUMNS})
 
 
-def block_from_rows(metric_type: str, rows: list[tuple]) -> PointBlock:
+def block_from_rows(metric_type: str, rows: list[tuple], head_ids: list[int] | None = None) -> PointBlock:
     """A block from head rows in records.POINT_COLUMNS order (project_id first, ignored: one metric is one
-    project). Derives the read columns the way points.decode reads them from SQL."""
+    project). Derives the read columns the way points.decode reads them from SQL. `head_ids`: the rows'
+    head rowids, which a tally keeps as its points' write order (`Points.seq`)."""
     kind = kind_of(metric_type)
     n = len(rows)
     if not n:
         p = empty(kind)
         return PointBlock(p, np.zeros(0, np.int64), {k: Exact(np.zeros(0, np.uint8)) for k in EXACT_COLUMNS})
+    if kind == "tally" and (head_ids is None or len(head_ids) != n):
+        raise ValueError("a tally block needs the head rowid of every row (its write order)")
     cols = list(zip(*rows))
     sid = np.array(cols[1], np.int64)
     start = np.array(cols[2], np.int64)
@@ -200,16 +205,20 @@ def block_from_rows(metric_type: str, rows: list[tuple]) -> PointBlock:
     flags = np.array(cols[9], np.int64)
     exact = {name: Exact.from_values(cols[i]) for name, i in zip(EXACT_COLUMNS, (4, 5, 6, 7, 8, 10, 11))}
     value = exact["value"]
-    if kind in ("number", "set"):
+    if kind in _VALUE_KINDS:
         valid = value.tags != NULL
     else:
         valid = (flags & _NO_RECORDED_VALUE) == 0
-    return PointBlock(_derive(kind, sid, t, start, valid, exact, cols), flags, exact)
+    p = _derive(kind, sid, t, start, valid, exact, cols)
+    if kind == "tally":
+        p.seq = np.array(head_ids, np.int64)
+        p.sets = (flags & TALLY_SET) != 0
+    return PointBlock(p, flags, exact)
 
 
 def _derive(kind: str, sid, t, start, valid, exact: dict[str, Exact], cols: list) -> Points:
     n = len(sid)
-    if kind == "number":
+    if kind in ("number", "tally"):
         v = exact["value"].as_float()
         return Points(kind, sid, t, valid, v, v, start)
     if kind == "set":
@@ -221,7 +230,7 @@ def _derive(kind: str, sid, t, start, valid, exact: dict[str, Exact], cols: list
     count, total = exact["count"].as_float(), exact["sum"].as_float()
     with np.errstate(all="ignore"):
         mean = np.where(count > 0, total / count, np.nan)
-    p = Points(kind, sid, t, valid, mean, count, start)
+    p = Points(kind, sid, t, valid, mean, count, start, total=total)
     docs = json.loads("[" + ",".join(b if b is not None else "null" for b in cols[10]) + "]")
     if kind == "histogram":
         bounds_of: dict[tuple, int] = {}
@@ -356,7 +365,9 @@ def encode(block: PointBlock) -> bytes:
         if col.objs is not None:
             w.texts(f"{name}.objs", col.objs)
     # The read columns that are not plain functions of the exact ones.
-    if p.kind == "set":
+    if p.kind == "tally":
+        w.array("seq", p.seq)
+    elif p.kind == "set":
         w.array("codes", p.value.astype(np.int32), rle=True)
         w.header["extra"]["members"] = list(p.members)
     elif p.kind == "histogram":
@@ -418,21 +429,23 @@ def decode(payload: bytes, *, exact: bool = True) -> PointBlock:
     n = r.n
     sid, t, start, flags = r.array("series_id"), r.array("time"), r.array("start"), r.array("flags")
     columns: dict[str, Exact] = {}
-    wanted = EXACT_COLUMNS if exact else (("value",) if kind in ("number", "set") else ("count", "sum", "value"))
+    wanted = EXACT_COLUMNS if exact else (("value",) if kind in _VALUE_KINDS else ("count", "sum", "value"))
     for name in wanted:
         col = Exact(r.array(f"{name}.tags"))
         if r.has(f"{name}.ints"):
             col.ints = r.array(f"{name}.ints")
         if r.has(f"{name}.reals"):
             col.reals = r.array(f"{name}.reals")
-        if r.has(f"{name}.objs") and (exact or kind == "number"):
+        if r.has(f"{name}.objs") and (exact or kind in ("number", "tally")):
             col.objs = r.texts(f"{name}.objs")
         columns[name] = col
     value = columns["value"]
-    valid = value.tags != NULL if kind in ("number", "set") else (flags & _NO_RECORDED_VALUE) == 0
-    if kind == "number":
+    valid = value.tags != NULL if kind in _VALUE_KINDS else (flags & _NO_RECORDED_VALUE) == 0
+    if kind in ("number", "tally"):
         v = value.as_float()
         p = Points(kind, sid, t, valid, v, v, start)
+        if kind == "tally":
+            p.seq, p.sets = r.array("seq"), (flags & TALLY_SET) != 0
     elif kind == "set":
         codes = r.array("codes").astype(np.float64)
         p = Points(kind, sid, t, valid, codes, codes, start, members=tuple(r.header["extra"]["members"]))
@@ -440,7 +453,7 @@ def decode(payload: bytes, *, exact: bool = True) -> PointBlock:
         count, total = columns["count"].as_float(), columns["sum"].as_float()
         with np.errstate(all="ignore"):
             mean = np.where(count > 0, total / count, np.nan)
-        p = Points(kind, sid, t, valid, mean, count, start)
+        p = Points(kind, sid, t, valid, mean, count, start, total=total)
         if kind == "histogram":
             p.bounds_id = r.array("bounds_id")
             p.counts = r.array("counts")

@@ -53,6 +53,8 @@ _SQL_HEAD_ROWS = (
 _SQL_INSERT_CHUNK = (
     "INSERT INTO metric_chunks (project_id, name, type, block_start, level, seq, n, t_min, t_max, payload) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_SQL_MOVED_TO = ("INSERT INTO metric_head_marks (name, value) VALUES ('moved_to', ?1) "
+                 "ON CONFLICT (name) DO UPDATE SET value = max(value, ?1)")
 _SQL_TIER_CANDIDATE = (
     "SELECT project_id, name, type, block_start, level FROM metric_chunks WHERE n < ? AND level < ? "
     "GROUP BY project_id, name, type, block_start, level HAVING count(*) >= ? LIMIT 1")
@@ -66,6 +68,12 @@ def legacy_indexes(conn: sqlite3.Connection) -> list[str]:
     return [r[0] for r in conn.execute(
         f"SELECT name FROM sqlite_master WHERE type = 'index' AND name IN ({','.join('?' * len(LEGACY_INDEXES))})",
         LEGACY_INDEXES)]
+
+
+def last_head_id(conn: sqlite3.Connection) -> int:
+    """The largest head rowid ever used: the head's, or the largest the compactor moved out of it."""
+    row = conn.execute("SELECT value FROM metric_head_marks WHERE name = 'moved_to'").fetchone()
+    return max(head_edges(conn)[1], row[0] if row else 0)
 
 
 def head_edges(conn: sqlite3.Connection) -> tuple[int, int]:
@@ -174,12 +182,13 @@ class Compactor:
                 groups[key] = group = []
             group.append(r)
         for (project_id, name, metric_type, block_start), group in groups.items():
-            block = block_from_rows(metric_type or "gauge", [r[1:13] for r in group]).sorted()
+            block = block_from_rows(metric_type or "gauge", [r[1:13] for r in group], [r[0] for r in group]).sorted()
             times = block.points.time
             conn.execute(_SQL_INSERT_CHUNK, (project_id, name, metric_type, block_start, 0, group[0][0], len(block),
                                              int(times.min()), int(times.max()), encode(block)))
         last = rows[-1][0]
         conn.execute("DELETE FROM metric_points WHERE id <= ?", (last,))
+        conn.execute(_SQL_MOVED_TO, (last,))
         self.compacted_points += len(rows)
         self._merges_pending = True
         self._head = head_edges(conn)

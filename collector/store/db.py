@@ -2,23 +2,48 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 from pathlib import Path
 
 from sqlite_utils import Database
 
-from otelite.collector.store import functions
+from otelite.collector.store import budget, functions
 from otelite.collector.store.migrations import migrate
+
+log = logging.getLogger("otelite.store")
+
+
+# The database holds every project's telemetry and the API keys' hashes: readable by its owner only.
+# SQLite creates the -wal and -shm files with the database file's permissions, so creating the database
+# 0600 makes all three 0600 whatever the process umask.
+FILE_MODE = 0o600
+
+
+def create_private(path: str) -> bool:
+    """Create an empty database file at `path` readable and writable by its owner only (FILE_MODE).
+    False when it already existed (its permissions are then left as its owner set them)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        return False
+    try:
+        os.fchmod(fd, FILE_MODE)  # os.open's mode is filtered by the umask; this is not
+    finally:
+        os.close(fd)
+    return True
 
 
 def prepare_database(path: str) -> int:
-    """Create or migrate the file at `path` (WAL mode) and return its schema version.
+    """Create (0600) or migrate the file at `path` (WAL mode) and return its schema version.
 
     Raises migrations.SchemaTooNewError for a file written by a newer otelite.
     """
-    if path != ":memory:":
+    if path != ":memory:" and not path.startswith("file:"):
         Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        if create_private(path):  # the path SQLite opens, as given
+            log.info("created the database %s (mode 0600)", path)
     conn = sqlite3.connect(path)
     try:
         # WAL is a property of the file: set once here, every later connection inherits it (store.md).
@@ -48,6 +73,7 @@ def connect_reader(path: str, *, cache_mib: int = 32) -> sqlite3.Connection:
     conn.execute("PRAGMA query_only=ON")
     conn.execute(f"PRAGMA cache_size={-int(cache_mib) * 1024}")
     functions.register(conn)
+    budget.install(conn)  # a read's deadline (Store.read) interrupts its statements
     return conn
 
 

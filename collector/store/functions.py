@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import sqlite3
 
+from otelite.collector.store.comparisons import semver_compare, semver_key
 from otelite.collector.store.regex import compile_regex
 
 
@@ -33,6 +34,17 @@ def _number(value) -> float | None:
     return None
 
 
+def _semver_cmp(value, reference) -> int | None:
+    """otelite_semver_cmp(value, reference): -1, 0 or 1 comparing two versions part by part
+    (comparisons.semver_key), NULL when either is not a version."""
+    a = semver_key(value if isinstance(value, str) else None)
+    b = semver_key(reference if isinstance(reference, str) else None)
+    if a is None or b is None:
+        return None
+    return semver_compare(a, b)
+
+
 def register(conn: sqlite3.Connection) -> None:
     conn.create_function("otelite_regexp", 2, _regexp, deterministic=True)
     conn.create_function("otelite_num", 1, _number, deterministic=True)
+    conn.create_function("otelite_semver_cmp", 2, _semver_cmp, deterministic=True)

@@ -67,7 +67,9 @@ class KeyStore:
     def project(self, id_or_key: str | int) -> Project | None:
         """Path ids accept either the integer id or the key (auth.md)."""
         text = str(id_or_key)
-        if text.isdigit():
+        if text.isascii() and text.isdigit():  # not "²" or "١" (str.isdigit), which int() refuses
+            if len(text) > 18:
+                return None  # beyond SQLite's 64-bit integers: no such project
             row = self._conn.execute("SELECT id, key, name, timezone FROM projects WHERE id = ?",
                                      (int(text),)).fetchone()
         else:

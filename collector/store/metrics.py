@@ -10,7 +10,7 @@ How metrics are stored (migrations.py has the columns; store.md, "Series identit
 
 - `metric_series`: one row per series; its id is the fingerprint of (project, name, type, resource,
   scope, point attributes). `type` is an OTel type (`gauge`, `sum`, `histogram`,
-  `exponential_histogram`, `summary`) or one of the two types of dialects that keep raw observations:
+  `exponential_histogram`, `summary`) or one of the types of dialects that keep raw observations:
 
   - `distribution` (Flux distributions): every observed value is one `metric_points` row with the value
     in `value` (a number; count/sum/buckets NULL). Percentiles are computed exactly over these rows.
@@ -20,8 +20,22 @@ How metrics are stored (migrations.py has the columns; store.md, "Series identit
 
   For both, write `temporality` 0, `is_monotonic` 0, `start_ns` 0 and `flags` 0, and the tags as point
   attributes (records.label_text renders the values), exactly as an OTLP series is written, so labels,
-  filters, group-by and the catalog work unchanged. The Prometheus scrape shows neither type (it has no
-  family for them).
+  filters, group-by and the catalog work unchanged. The Prometheus scrape shows a distribution as a
+  summary (quantiles over the observations of its expiry window; `_sum`/`_count` from the running totals
+  series_state.py keeps) and a set as a gauge of the distinct members of that window (prometheus.md).
+- Flux gauges and counters are OTel types: a gauge is a `gauge`, a counter a DELTA `sum` (each request's
+  value is a delta) with `is_monotonic` 0, since Flux counters take negative values (the SDK's
+  `decrement`). Flux writes every series under the instrumentation scope `FLUX_SCOPE`; the scrape shows a
+  sum of that scope as a counter (`_total`) of the exact running total, as prometheus.md asks.
+- `tally` (Trifle keys, api/trifle/): one series per (key, dot path) with the path as the point attribute
+  `path`; every `track` or `assert` of a leaf is one `metric_points` row with the number in `value`.
+  A track adds (`flags` 0); an assert sets (`flags` has records.TALLY_SET). The value of any time bucket
+  is its rows applied in write order (the rowid): the last assert in the bucket, plus every track
+  written after it (the sum of the tracks when there is none). That is what Trifle stores per bucket
+  at every granularity (its assert overwrites the leaf in each granularity's bucket, its track
+  increments it), so raw rows answer any granularity asked later, exactly. `temporality` 1 (a track is
+  a delta), `is_monotonic` 0, `start_ns` 0; the engine's `tally` aggregation computes it
+  (collector/query/reduce.py), and the series state (series_state.py) folds the same way over all time.
 - `metric_series_labels`: one row per (series, key) for point attributes (`source` 'point') and resource
   attributes ('resource'), so filters and group-by never touch points.
 
@@ -44,15 +58,18 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from otelite.collector.store.points import point_counts
+from otelite.collector.store import budget, comparisons
+from otelite.collector.store.points import point_counts, point_rows
 from otelite.collector.store.regex import compile_regex
 from otelite.collector.store.series_state import LAST_SEEN_LAG_NS
 
 SCOPES = ("auto", "attribute", "resource")
-LABEL_OPS = ("eq", "neq", "regex", "not_regex")
+LABEL_OPS = ("eq", "neq") + tuple(op for op in comparisons.OPERATORS if op not in comparisons.EQUALITY)
 DISTRIBUTION = "distribution"
 SET = "set"
-METRIC_TYPES = ("gauge", "sum", "histogram", "exponential_histogram", "summary", DISTRIBUTION, SET)
+FLUX_SCOPE = "otelite.flux"  # the instrumentation scope of every series the Flux dialect writes
+TALLY = "tally"
+METRIC_TYPES = ("gauge", "sum", "histogram", "exponential_histogram", "summary", DISTRIBUTION, SET, TALLY)
 SERVICE_NAME = "service_name"
 _CHUNK = 500  # ids per IN (...) list
 
@@ -65,11 +82,17 @@ def _marks(n: int) -> str:
 
 @dataclass(frozen=True)
 class LabelFilter:
-    """One condition on a series' label `key` in `scope`. Build with `equals` or `matches`."""
+    """One condition on a series' label `key` in `scope`. Build with `equals`, `matches` or `compare`.
+
+    `op` is `eq`/`neq` (any / none of `values`), `regex`/`not_regex` (the one RE2 pattern), or any other
+    operator of comparisons.py (PostHog's property-filter operators) with `values` normalized as it says:
+    texts, numbers for the order and range operators, a version (or a range's [low, high) as version
+    texts) for the semver ones.
+    """
 
     key: str
-    op: str  # eq | neq | regex | not_regex
-    values: tuple[str, ...]  # eq/neq: any of these texts; regex ops: the one pattern
+    op: str
+    values: tuple = ()
     scope: str = "auto"
     pattern: Any = field(default=None, compare=False, repr=False)  # compiled RE2 for the regex ops
 
@@ -82,6 +105,35 @@ class LabelFilter:
     def matches(cls, key: str, pattern: str, scope: str = "auto", negate: bool = False) -> "LabelFilter":
         """Raises regex.RegexError for a pattern RE2 rejects."""
         return cls(key, "not_regex" if negate else "regex", (pattern,), scope, compile_regex(pattern))
+
+    @classmethod
+    def compare(cls, key: str, op: str, values: tuple | list, scope: str = "auto") -> "LabelFilter":
+        """Any operator of comparisons.OPERATORS (regexes: every value a pattern, any of them matching;
+        raises regex.RegexError)."""
+        if op not in comparisons.OPERATORS:
+            raise ValueError(f"unknown label operator {op!r}")
+        if op == "exact":
+            return cls.equals(key, values, scope)
+        if op == "is_not":
+            return cls.equals(key, values, scope, negate=True)
+        patterns = tuple(compile_regex(v) for v in values) if op in comparisons.PATTERN else None
+        return cls(key, op, tuple(values), scope, patterns)
+
+    def mask(self, labels: list[str | None]) -> np.ndarray:
+        """Which of the labels (None: the series lacks the key, read as "") satisfy the condition."""
+        op, n = self.op, len(labels)
+        if op in ("eq", "neq"):
+            wanted = set(self.values)
+            hit = np.fromiter(((v if v is not None else "") in wanted for v in labels), bool, n)
+            return hit if op == "eq" else ~hit
+        if op in comparisons.PRESENCE:
+            present = np.fromiter((v is not None for v in labels), bool, n)
+            return present if op == "is_set" else ~present
+        values = self.values
+        if op in comparisons.PATTERN:
+            values = self.pattern if isinstance(self.pattern, tuple) else (self.pattern,)
+        holds = comparisons.holds
+        return np.fromiter((holds(op, v if v is not None else "", values) for v in labels), bool, n)
 
 
 @dataclass(frozen=True)
@@ -124,25 +176,33 @@ _STATE_JOIN = "LEFT JOIN metric_series_state AS st ON st.series_id = s.id"
 
 
 def _metric_series(conn: sqlite3.Connection, project_id: int, name: str, metric_type: str | None) -> SeriesSet:
-    sql = "SELECT id, type, temporality, is_monotonic FROM metric_series WHERE project_id = ? AND name = ?"
-    args: tuple = (project_id, name)
-    if metric_type is not None:
-        sql += " AND type = ?"
-        args += (metric_type,)
-    rows = conn.execute(sql, args).fetchall()
+    if metric_type is None:  # mixing a gauge with a histogram has no meaning: the latest type wins
+        metric_type = _latest_type(conn, project_id, name)
+    rows = [] if metric_type is None else conn.execute(
+        "SELECT id, temporality, is_monotonic FROM metric_series WHERE project_id = ? AND name = ? AND type = ? "
+        "ORDER BY id", (project_id, name, metric_type)).fetchall()
     if not rows:
         return SeriesSet(project_id, name, metric_type, np.zeros(0, np.int64), np.zeros(0, np.int8),
                          np.zeros(0, bool))
-    if metric_type is None:  # mixing a gauge with a histogram has no meaning: the latest type wins
-        types = {r[1] for r in rows}
-        metric_type = types.pop() if len(types) == 1 else conn.execute(
-            f"SELECT s.type FROM metric_series AS s {_STATE_JOIN} WHERE s.project_id = ? AND s.name = ? "
-            f"ORDER BY {LAST_SEEN_SQL} DESC, s.type DESC LIMIT 1", (project_id, name)).fetchone()[0]
-        rows = [r for r in rows if r[1] == metric_type]
-    rows.sort()
-    n = len(rows)
-    return SeriesSet(project_id, name, metric_type, np.fromiter((r[0] for r in rows), np.int64, n),
-                     np.fromiter((r[2] for r in rows), np.int8, n), np.fromiter((bool(r[3]) for r in rows), bool, n))
+    columns = np.array(rows, dtype=np.int64)  # (n, 3), without a Python loop per series
+    return SeriesSet(project_id, name, metric_type, columns[:, 0].copy(), columns[:, 1].astype(np.int8),
+                     columns[:, 2] != 0)
+
+
+def _latest_type(conn: sqlite3.Connection, project_id: int, name: str) -> str | None:
+    types = [r[0] for r in conn.execute("SELECT DISTINCT type FROM metric_series WHERE project_id = ? AND name = ?",
+                                        (project_id, name))]
+    if len(types) <= 1:  # the usual case: no need to find the newest series
+        return types[0] if types else None
+    return conn.execute(
+        f"SELECT s.type FROM metric_series AS s {_STATE_JOIN} WHERE s.project_id = ? AND s.name = ? "
+        f"ORDER BY {LAST_SEEN_SQL} DESC, s.type DESC LIMIT 1", (project_id, name)).fetchone()[0]
+
+
+def metric_type(conn: sqlite3.Connection, project_id: int, name: str) -> str | None:
+    """The type a metric name was seen with most recently (the one `select_series` picks when the
+    selection names none), or None when the project has no such metric."""
+    return _latest_type(conn, project_id, name)
 
 
 def select_series(conn: sqlite3.Connection, selection: SeriesSelection) -> SeriesSet:
@@ -154,28 +214,69 @@ def select_series(conn: sqlite3.Connection, selection: SeriesSelection) -> Serie
     return series
 
 
+def _ids_json(series: SeriesSet) -> str:
+    """The series' ids as one JSON array: a single parameter that `json_each` turns into rows, so one
+    statement reads the labels of exactly these series, however many there are."""
+    return json.dumps(series.ids.tolist())
+
+
+# The labels of the given series only: `CROSS JOIN` makes SQLite walk the ids and look each one up in
+# metric_series_labels_by_series (a covering index: the table is WITHOUT ROWID), so the cost follows the
+# series asked about, never the project's other metrics that share a key.
+_SELECTED_LABELS = ("FROM json_each(?) AS ids CROSS JOIN metric_series_labels AS l ON l.series_id = ids.value "
+                    "WHERE l.project_id = ?")
+
+
 def label_values(conn: sqlite3.Connection, series: SeriesSet, key: str, scope: str = "auto") -> list[str | None]:
     """Each series' label for `key` under `scope`, in `series.ids` order (None when it has none)."""
+    if not len(series):
+        return []
     point: dict[int, str] = {}
     resource: dict[int, str] = {}
-    keys = [key] + (["service.name"] if key == SERVICE_NAME else [])
-    for k in keys:
+    ids = _ids_json(series)
+    for k in [key] + (["service.name"] if key == SERVICE_NAME else []):
+        budget.check()  # a read's deadline (collector/store/budget.py), between passes over every series
         for sid, value, source in conn.execute(
-                "SELECT series_id, value, source FROM metric_series_labels WHERE project_id = ? AND key = ?",
-                (series.project_id, k)):
+                f"SELECT l.series_id, l.value, l.source {_SELECTED_LABELS} AND l.key = ?", (ids, series.project_id, k)):
             target = point if source == "point" else resource
             if k == key or sid not in target:
                 target[sid] = value
-    out: list[str | None] = []
-    for sid in series.ids.tolist():
-        if scope == "attribute":
-            out.append(point.get(sid))
-        elif scope == "resource":
-            out.append(resource.get(sid))
-        else:
-            value = point.get(sid)
-            out.append(value if value is not None else resource.get(sid))
-    return out
+    if scope == "attribute":
+        return [point.get(sid) for sid in series.ids.tolist()]
+    if scope == "resource":
+        return [resource.get(sid) for sid in series.ids.tolist()]
+    return [point[sid] if sid in point else resource.get(sid) for sid in series.ids.tolist()]
+
+
+class LabelKeyCount(NamedTuple):
+    key: str
+    series: int  # how many of the series have the key
+    values: int  # how many distinct values they have for it
+
+
+def series_label_key_counts(conn: sqlite3.Connection, series: SeriesSet) -> list[LabelKeyCount]:
+    """Every label key the given series have, as `series_labels` reads them (auto scope: the point
+    attribute, else the resource attribute; `service_name` from the resource's `service.name` when no
+    label is literally called that), with how many series have it and how many distinct values, by key.
+    Counted in SQLite: only one row per key comes back, however many series there are."""
+    if not len(series):
+        return []
+    # The point attributes; the resource attributes of keys the series has no point attribute for; the
+    # service_name alias where the series has no label of that name (each an index look-up per series,
+    # the NOT EXISTS too), then one count per key.
+    has_label = ("SELECT 1 FROM metric_series_labels AS p WHERE p.series_id = l.series_id "
+                 "AND p.project_id = l.project_id")
+    ids, pid = _ids_json(series), series.project_id
+    rows = conn.execute(
+        "SELECT key, count(*), count(DISTINCT value) FROM ("
+        f"SELECT l.key AS key, l.value AS value {_SELECTED_LABELS} AND l.source = 'point' "
+        f"UNION ALL SELECT l.key, l.value {_SELECTED_LABELS} AND l.source = 'resource' "
+        f"AND NOT EXISTS ({has_label} AND p.key = l.key AND p.source = 'point') "
+        f"UNION ALL SELECT ?, l.value {_SELECTED_LABELS} AND l.key = 'service.name' AND l.source = 'resource' "
+        f"AND NOT EXISTS ({has_label} AND p.key = ?)"
+        ") GROUP BY key ORDER BY key",
+        (ids, pid, ids, pid, SERVICE_NAME, ids, pid, SERVICE_NAME)).fetchall()
+    return [LabelKeyCount(*r) for r in rows]
 
 
 def filter_mask(conn: sqlite3.Connection, series: SeriesSet, filters: tuple[LabelFilter, ...] | list[LabelFilter]
@@ -183,17 +284,10 @@ def filter_mask(conn: sqlite3.Connection, series: SeriesSet, filters: tuple[Labe
     """AND of the filters over the series (a series without the key has the label "")."""
     mask = np.ones(len(series), dtype=bool)
     for f in filters:
+        budget.check()
         if not mask.any():
             break
-        values = label_values(conn, series, f.key, f.scope)
-        if f.op in ("eq", "neq"):
-            wanted = set(f.values)
-            hit = np.fromiter(((v if v is not None else "") in wanted for v in values), bool, len(values))
-            mask &= hit if f.op == "eq" else ~hit
-        else:
-            search = f.pattern.search
-            hit = np.fromiter((search(v if v is not None else "") is not None for v in values), bool, len(values))
-            mask &= hit if f.op == "regex" else ~hit
+        mask &= f.mask(label_values(conn, series, f.key, f.scope))
     return mask
 
 
@@ -206,6 +300,7 @@ def series_labels(conn: sqlite3.Connection, series_ids: list[int]) -> dict[int, 
     resource: dict[int, dict[str, str]] = {sid: {} for sid in series_ids}
     ids = list(series_ids)
     for i in range(0, len(ids), _CHUNK):
+        budget.check()
         chunk = ids[i:i + _CHUNK]
         for sid, key, value, source in conn.execute(
                 f"SELECT series_id, key, value, source FROM metric_series_labels WHERE series_id IN "
@@ -234,34 +329,66 @@ def _metric_clause(name: str | None, metric_type: str | None) -> tuple[str, list
     return sql, params
 
 
-def label_keys(conn: sqlite3.Connection, project_id: int, name: str | None = None, metric_type: str | None = None,
-               scope: str = "auto", search: str | None = None, limit: int = 1000) -> list[str]:
-    """Label keys (of one metric, or of every metric), by how many series carry them, then by key.
-    `scope`: `attribute`/`resource` keys only, or both (`auto`). `search`: case-insensitive substring."""
+def _seen_clause(seen_from_ns: int | None, seen_to_ns: int | None) -> tuple[str, list]:
+    """SQL keeping series `s` that reported between the two times (first seen before the end, last seen
+    at or after the start)."""
+    sql, params = "", []
+    if seen_from_ns is not None:
+        # last_seen_ns lags by up to LAST_SEEN_LAG_NS (LAST_SEEN_SQL): its index narrows, the state decides.
+        sql += (f" AND s.last_seen_ns >= ? - {LAST_SEEN_LAG_NS} AND max(s.last_seen_ns, ifnull((SELECT st.time_ns "
+                "FROM metric_series_state AS st WHERE st.series_id = s.id), 0)) >= ?")
+        params += [seen_from_ns, seen_from_ns]
+    if seen_to_ns is not None:
+        sql += " AND s.first_seen_ns < ?"
+        params.append(seen_to_ns)
+    return sql, params
+
+
+def label_key_counts(conn: sqlite3.Connection, project_id: int, name: str | None = None,
+                     metric_type: str | None = None, scope: str = "auto", search: str | None = None,
+                     limit: int = 1000, *, keys: tuple[str, ...] | None = None, seen_from_ns: int | None = None,
+                     seen_to_ns: int | None = None) -> list[tuple[str, int]]:
+    """(key, number of series carrying it) for label keys (of one metric, or of every metric), by that
+    number, then by key. `scope`: `attribute`/`resource` keys only, or both (`auto`). `search`:
+    case-insensitive substring. `keys`: only these. `seen_*`: series that reported in that window."""
     metric_sql, params = _metric_clause(name, metric_type)
+    seen_sql, seen_params = _seen_clause(seen_from_ns, seen_to_ns)
     sql = ("SELECT l.key, count(DISTINCT l.series_id) AS n FROM metric_series_labels AS l "
-           "JOIN metric_series AS s ON s.id = l.series_id WHERE l.project_id = ? AND s.project_id = ?" + metric_sql)
-    params = [project_id, project_id, *params]
+           "JOIN metric_series AS s ON s.id = l.series_id WHERE l.project_id = ? AND s.project_id = ?"
+           + metric_sql + seen_sql)
+    params = [project_id, project_id, *params, *seen_params]
     if scope != "auto":
         sql += " AND l.source = ?"
         params.append("point" if scope == "attribute" else "resource")
     if search:
         sql += " AND instr(lower(l.key), ?) > 0"
         params.append(search.lower())
+    if keys is not None:
+        sql += f" AND l.key IN ({_marks(len(keys))})"
+        params += keys
     sql += " GROUP BY l.key ORDER BY n DESC, l.key LIMIT ?"
-    return [r[0] for r in conn.execute(sql, [*params, limit])]
+    return [(r[0], r[1]) for r in conn.execute(sql, [*params, limit])]
 
 
-def label_key_values(conn: sqlite3.Connection, project_id: int, key: str, name: str | None = None,
-                     metric_type: str | None = None, scope: str = "auto", search: str | None = None,
-                     limit: int = 1000) -> list[str]:
-    """Distinct values of label `key` (of one metric, or of every metric), by how many series carry them,
-    then by value. `search`: case-insensitive substring."""
+def label_keys(conn: sqlite3.Connection, project_id: int, name: str | None = None, metric_type: str | None = None,
+               scope: str = "auto", search: str | None = None, limit: int = 1000) -> list[str]:
+    """Label keys (of one metric, or of every metric), by how many series carry them, then by key.
+    `scope`: `attribute`/`resource` keys only, or both (`auto`). `search`: case-insensitive substring."""
+    return [k for k, _ in label_key_counts(conn, project_id, name, metric_type, scope, search, limit)]
+
+
+def label_value_counts(conn: sqlite3.Connection, project_id: int, keys: tuple[str, ...], name: str | None = None,
+                       metric_type: str | None = None, scope: str = "auto", search: str | None = None,
+                       limit: int = 1000, *, seen_from_ns: int | None = None, seen_to_ns: int | None = None
+                       ) -> list[tuple[str, int]]:
+    """(value, number of series carrying it under any of `keys`) for the distinct values of those label
+    keys, by that number, then by value. `search`: case-insensitive substring."""
     metric_sql, params = _metric_clause(name, metric_type)
+    seen_sql, seen_params = _seen_clause(seen_from_ns, seen_to_ns)
     sql = ("SELECT l.value, count(DISTINCT l.series_id) AS n FROM metric_series_labels AS l "
-           "JOIN metric_series AS s ON s.id = l.series_id WHERE l.project_id = ? AND l.key = ? "
-           "AND s.project_id = ?" + metric_sql)
-    params = [project_id, key, project_id, *params]
+           f"JOIN metric_series AS s ON s.id = l.series_id WHERE l.project_id = ? AND l.key IN ({_marks(len(keys))}) "
+           "AND s.project_id = ?" + metric_sql + seen_sql)
+    params = [project_id, *keys, project_id, *params, *seen_params]
     if scope != "auto":
         sql += " AND l.source = ?"
         params.append("point" if scope == "attribute" else "resource")
@@ -269,7 +396,15 @@ def label_key_values(conn: sqlite3.Connection, project_id: int, key: str, name: 
         sql += " AND instr(lower(l.value), ?) > 0"
         params.append(search.lower())
     sql += " GROUP BY l.value ORDER BY n DESC, l.value LIMIT ?"
-    return [r[0] for r in conn.execute(sql, [*params, limit])]
+    return [(r[0], r[1]) for r in conn.execute(sql, [*params, limit])]
+
+
+def label_key_values(conn: sqlite3.Connection, project_id: int, key: str, name: str | None = None,
+                     metric_type: str | None = None, scope: str = "auto", search: str | None = None,
+                     limit: int = 1000) -> list[str]:
+    """Distinct values of label `key` (of one metric, or of every metric), by how many series carry them,
+    then by value. `search`: case-insensitive substring."""
+    return [v for v, _ in label_value_counts(conn, project_id, (key,), name, metric_type, scope, search, limit)]
 
 
 @dataclass(frozen=True)
@@ -361,6 +496,17 @@ def live_series_states(conn: sqlite3.Connection, project_id: int, seen_since_ns:
     LAST_SEEN_LAG_NS, so the range starts that much earlier and the exact newest time decides): the cost
     depends on the number of live series, never on history."""
     return conn.execute(LIVE_STATES_SQL, (project_id, seen_since_ns)).fetchall()
+
+
+def recent_observations(conn: sqlite3.Connection, series_ids: list[int], since_ns: int) -> dict[int, list]:
+    """series id → the `value` of each of its points at or after `since_ns` (numbers, or a set's member
+    texts): what the scrape summarizes for Flux distributions and sets over their expiry window."""
+    out: dict[int, list] = {sid: [] for sid in series_ids}
+    # Chunks and head alike (issue 16): the exact stored values, a set's member texts included.
+    for row in point_rows(conn, series_ids, since_ns):
+        if row[4] is not None:
+            out[row[1]].append(row[4])
+    return out
 
 
 class SeriesDefinition(NamedTuple):

@@ -22,6 +22,7 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from otelite.collector.store.series_state import backfill as _backfill_series_state
+from otelite.collector.store.series_state import backfill_distributions as _backfill_distributions
 from otelite.collector.store.spans import start_backfill as _start_run_backfill
 
 MIGRATIONS = Migrations("otelite")
@@ -195,8 +196,100 @@ def _m0004_tracing_indexes(db: Database) -> None:
                "WHERE parent_span_id IS NULL")
 
 
-@MIGRATIONS(name="0005_metric_chunks")
-def _m0005_metric_chunks(db: Database) -> None:
+@MIGRATIONS(name="0005_flux_events")
+def _m0005_flux_events(db: Database) -> None:
+    # flux.md: Flux events (`POST /api/v1/flux/batch`) are stored with every field the SDK sends and listed
+    # newest first by name (exact or prefix), user and time (collector/store/events.py).
+    db.execute("""CREATE TABLE flux_events (
+        id INTEGER PRIMARY KEY,
+        project_id INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        time_ns INTEGER NOT NULL,
+        value REAL,                            -- NULL: the event carried no value
+        properties TEXT,                       -- JSON object, or NULL
+        tags TEXT,                             -- JSON object of strings, or NULL
+        user_id TEXT,
+        session_id TEXT,
+        environment TEXT,
+        service TEXT)""")
+    db.execute("CREATE INDEX flux_events_by_time ON flux_events (project_id, time_ns)")
+    db.execute("CREATE INDEX flux_events_by_name ON flux_events (project_id, name, time_ns)")
+    db.execute("CREATE INDEX flux_events_by_user ON flux_events (project_id, user_id, time_ns) "
+               "WHERE user_id IS NOT NULL")
+    # The scrape's summary of a Flux distribution reads running totals the writer now keeps (series_state.py).
+    _backfill_distributions(db.conn)
+
+
+@MIGRATIONS(name="0006_metric_groups")
+def _m0006_metric_groups(db: Database) -> None:
+    # metric-groups.md (LaunchDarkly metric groups): one row per group, written only through Store.write
+    # (collector/store/metric_groups.py). `version` is the compare-and-set token of PATCH. `metrics` is the
+    # ordered JSON list [{key, nameInGroup, snapshot}], where `snapshot` is the metric's last-known catalog
+    # entry, so a group still renders a metric that retention has since deleted from metric_series.
+    # `search_text` is the case-folded "key\nname" the list's fuzzy `query` filter searches.
+    db.execute("""CREATE TABLE metric_groups (
+        id INTEGER PRIMARY KEY,
+        project_id INTEGER NOT NULL REFERENCES projects (id),
+        key TEXT NOT NULL,
+        uuid TEXT NOT NULL UNIQUE,             -- the representation's _id
+        name TEXT NOT NULL,
+        kind TEXT NOT NULL,                    -- funnel | standard
+        description TEXT,
+        maintainer_id TEXT NOT NULL,
+        tags TEXT NOT NULL,                    -- JSON list of strings
+        metrics TEXT NOT NULL,                 -- JSON list, see above
+        version INTEGER NOT NULL,
+        created_ms INTEGER NOT NULL,
+        modified_ms INTEGER NOT NULL,
+        search_text TEXT NOT NULL,
+        UNIQUE (project_id, key))""")
+    db.execute("CREATE INDEX metric_groups_by_created ON metric_groups (project_id, created_ms)")
+
+
+@MIGRATIONS(name="0007_export_log")
+def _m0007_export_log(db: Database) -> None:
+    # Forwarding exporters (issue 17, export_log.py): the OTLP request of every committed batch of a
+    # forwarded signal, appended in the commit that stores its rows, and a durable cursor per exporter and
+    # signal over it. AUTOINCREMENT: a seq is never reused, even after the newest entries were trimmed, so a
+    # cursor can never point past an entry it has not seen. `end_items` / `end_bytes` are running totals per
+    # signal (a backlog is two subtractions, never a scan); `payload` is last so reading the other columns
+    # never touches its overflow pages.
+    for sql in (
+        """CREATE TABLE export_log (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            signal TEXT NOT NULL,              -- 'traces' or 'metrics'
+            project_id INTEGER NOT NULL,
+            committed_ns INTEGER NOT NULL,     -- when the commit that holds it started (lag, age bound)
+            items INTEGER NOT NULL,            -- spans or data points stored from it
+            end_items INTEGER NOT NULL,        -- running total of `items` of this signal, this entry included
+            end_bytes INTEGER NOT NULL,        -- likewise of payload bytes
+            payload BLOB NOT NULL)             -- the Export*ServiceRequest protobuf, as received""",
+        "CREATE INDEX export_log_by_signal ON export_log (signal, seq)",
+        """CREATE TABLE export_log_heads (
+            signal TEXT PRIMARY KEY,
+            end_items INTEGER NOT NULL,        -- the running totals of the newest entry ever appended
+            end_bytes INTEGER NOT NULL) WITHOUT ROWID""",
+        """CREATE TABLE export_cursors (
+            exporter TEXT NOT NULL,            -- component id, e.g. 'otlp/upstream'
+            signal TEXT NOT NULL,
+            seq INTEGER NOT NULL,              -- entries of `signal` up to here were delivered or dropped
+            end_items INTEGER NOT NULL,        -- the running totals at that point
+            end_bytes INTEGER NOT NULL,
+            in_flight_to INTEGER NOT NULL,     -- entries up to here may have reached the upstream
+            PRIMARY KEY (exporter, signal)) WITHOUT ROWID""",
+        # What a forwarder must remember beside its cursor, committed with it (prometheusremotewrite:
+        # running totals of delta series by series id, the newest timestamp sent by label-set key).
+        """CREATE TABLE export_state (
+            exporter TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            key INTEGER NOT NULL,
+            time_ms INTEGER,
+            state TEXT,                        -- JSON
+            PRIMARY KEY (exporter, kind, key)) WITHOUT ROWID""",
+    ):
+        db.execute(sql)
+@MIGRATIONS(name="0008_metric_chunks")
+def _m0008_metric_chunks(db: Database) -> None:
     # Issue 16: `metric_points` becomes the head (no secondary index; chunks.py, compactor.py) and the
     # points' long-term home is `metric_chunks`: one row per metric (project, name, type), hour and
     # compaction, the points packed as numpy columns. `seq` is the smallest head rowid a chunk holds, so
@@ -224,6 +317,12 @@ def _m0005_metric_chunks(db: Database) -> None:
     db.execute("""CREATE TABLE background_migrations (
         name TEXT PRIMARY KEY,
         state TEXT NOT NULL)                   -- JSON""")
+    # The largest head rowid the compactor has moved: head rowids must keep growing once it has emptied the
+    # head (SQLite would start again at 1), since they order the points of equal times and are a tally's
+    # write order (compactor.py, writer.py).
+    db.execute("""CREATE TABLE metric_head_marks (
+        name TEXT PRIMARY KEY,
+        value INTEGER NOT NULL) WITHOUT ROWID""")
     if db.execute("SELECT 1 FROM metric_points LIMIT 1").fetchone() is None:
         # A new store: nothing to drain, so the head is index-free from the start. A store with points
         # keeps the indexes until the compactor has moved its backlog (compactor.py, "Migration").
@@ -231,8 +330,8 @@ def _m0005_metric_chunks(db: Database) -> None:
         db.execute("DROP INDEX metric_points_by_time")
 
 
-@MIGRATIONS(name="0006_span_trace_runs")
-def _m0006_span_trace_runs(db: Database) -> None:
+@MIGRATIONS(name="0009_span_trace_runs")
+def _m0009_span_trace_runs(db: Database) -> None:
     # Issue 16: a trace's spans are found through runs (spans.py): one row per trace and commit instead of
     # one index entry per span at a random place. `hi` is indexed for retention (runs whose spans are gone)
     # and for the next rowid; it grows with time, so that index is appended to, not written at random.

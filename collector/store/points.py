@@ -19,7 +19,8 @@ queries are fast without it.
 
 Columns: `value` is the scalar reading (a number point's value; for histograms and summaries the mean
 observation sum/count; for a `set` the member's code, see below), `counter` what increase/rate
-difference (the value; the observation count of histograms and summaries), `start` the point's OTel
+difference (the value; the observation count of histograms and summaries), `total` the sum of the
+observations of histograms and summaries (None for other kinds), `start` the point's OTel
 start time (0 when the producer sent none), which tells increases where a cumulative series (re)started.
 Points with no recorded value are not readings and are not returned. Distribution payloads (explicit
 buckets, exponential buckets, summary quantiles) are decoded by SQLite's json_extract and one json.loads
@@ -28,6 +29,10 @@ per column for head rows, and were decoded once at compaction for chunk rows.
 A `set` series (metrics.py) stores each member as text in `value`; here each distinct member gets an
 integer code (`members[code]` is the text), in order of first appearance, so a distinct count per bucket
 is numpy over integers. Codes are per `Points`: `concat_all` renumbers the members of the later parts.
+
+A `tally` series (metrics.py) also reads each row's head rowid as `seq` (its write order; chunks keep it per
+point) and whether it sets the value (`sets`, records.TALLY_SET) rather than adding to it: the engine's
+`tally` applies them in that order.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from otelite.collector.store.records import TALLY_SET
+
 if TYPE_CHECKING:
     from otelite.collector.store.metrics import SeriesSet
 
@@ -50,7 +57,7 @@ CACHE_MAX_BYTES = 64 * 2**20  # the default of exporters.sqlite.query_cache_mib
 
 @dataclass
 class Points:
-    kind: str  # number | set | histogram | exponential_histogram | summary
+    kind: str  # number | set | tally | histogram | exponential_histogram | summary
     series_id: np.ndarray  # int64
     time: np.ndarray  # int64 ns
     valid: np.ndarray  # bool
@@ -59,6 +66,9 @@ class Points:
     start: np.ndarray | None = None  # int64 ns, the OTel start time (0: none); None only in hand-built Points
     # sets: members[int(value)] is the member's text
     members: tuple = ()
+    # tallies: the row id (write order) and whether the reading sets the value instead of adding to it
+    seq: np.ndarray | None = None  # int64
+    sets: np.ndarray | None = None  # bool
     # explicit histograms
     bounds_id: np.ndarray | None = None  # int32 index into `bounds`
     bounds: tuple | None = None  # tuple of tuples
@@ -77,8 +87,11 @@ class Points:
     # summaries: quantile levels and values, NaN padded
     q_level: np.ndarray | None = None
     q_value: np.ndarray | None = None
+    # histograms, exponential histograms and summaries: the sum of the observations (the point's `sum`)
+    total: np.ndarray | None = None
 
-    _ROW_FIELDS = ("series_id", "time", "valid", "value", "counter", "start", "bounds_id", "counts", "scale",
+    _ROW_FIELDS = ("series_id", "time", "valid", "value", "counter", "start", "seq", "sets", "total", "bounds_id",
+                   "counts", "scale",
                    "zero_count", "pos_offset", "pos_start", "pos_len", "neg_offset", "neg_start", "neg_len",
                    "q_level", "q_value")
 
@@ -86,13 +99,21 @@ class Points:
         return len(self.time)
 
     def nbytes(self) -> int:
-        arrays = sum(getattr(self, f.name).nbytes for f in fields(self)
-                     if isinstance(getattr(self, f.name), np.ndarray))
+        distinct = {id(a): a for a in (getattr(self, f.name) for f in fields(self)) if isinstance(a, np.ndarray)}
+        arrays = sum(a.nbytes for a in distinct.values())  # a column shared by two fields counts once
         return arrays + sum(len(m) + 56 for m in self.members)  # str object overhead
 
     def take(self, idx: np.ndarray) -> "Points":
-        """The points at `idx` (an index array or boolean mask); flat bucket arrays are shared."""
-        changes = {name: getattr(self, name)[idx] for name in self._ROW_FIELDS if getattr(self, name) is not None}
+        """The points at `idx` (an index array or boolean mask); flat bucket arrays are shared, and so are
+        columns that are one array (a number's `value` is its `counter`): each is copied once."""
+        taken: dict[int, np.ndarray] = {}
+        changes = {}
+        for name in self._ROW_FIELDS:
+            column = getattr(self, name)
+            if column is not None:
+                if id(column) not in taken:
+                    taken[id(column)] = column[idx]
+                changes[name] = taken[id(column)]
         return replace(self, **changes)
 
     def sorted(self) -> "Points":
@@ -102,7 +123,11 @@ class Points:
 def empty(kind: str) -> Points:
     z64, zf = np.zeros(0, np.int64), np.zeros(0, np.float64)
     p = Points(kind, z64, z64, np.zeros(0, bool), zf, zf, z64)
-    if kind == "histogram":
+    if kind in ("histogram", "exponential_histogram", "summary"):
+        p.total = zf
+    if kind == "tally":
+        p.seq, p.sets = z64, np.zeros(0, bool)
+    elif kind == "histogram":
         p.bounds_id, p.bounds, p.counts = np.zeros(0, np.int32), (), np.zeros((0, 0))
     elif kind == "exponential_histogram":
         p.scale, p.zero_count = np.zeros(0, np.int32), zf
@@ -115,7 +140,8 @@ def empty(kind: str) -> Points:
 
 def kind_of(metric_type: str) -> str:
     """How a metric type's points are held: `number` for gauge, sum and distribution (one value per
-    point), `set` for sets (one member per point), else the type itself."""
+    point), `set` for sets (one member per point), else the type itself (`tally`: a value, its write
+    order and whether it sets)."""
     return "number" if metric_type in ("gauge", "sum", "distribution") else metric_type
 
 
@@ -126,6 +152,7 @@ def kind_of(metric_type: str) -> str:
 _COLUMNS = {
     "number": "value",
     "set": "value",
+    "tally": "value, id, flags",
     "histogram": "count, sum, json_extract(buckets, '$.bounds'), ifnull(json_extract(buckets, '$.counts'), '[]')",
     "exponential_histogram": "count, sum, json_extract(buckets, '$.scale'), "
                              "json_extract(buckets, '$.zero_count'), json_extract(buckets, '$.positive.offset'), "
@@ -134,7 +161,8 @@ _COLUMNS = {
                              "ifnull(json_extract(buckets, '$.negative.counts'), '[]')",
     "summary": "count, sum, ifnull(json_extract(buckets, '$.quantiles'), '[]')",
 }
-_READING = {"number": "value IS NOT NULL", "set": "value IS NOT NULL"}  # others: (flags & 1) = 0
+# Readings: others are `(flags & 1) = 0`.
+_READING = {"number": "value IS NOT NULL", "set": "value IS NOT NULL", "tally": "value IS NOT NULL"}
 _SERIES = "SELECT id FROM metric_series WHERE project_id = ? AND name = ? AND type = ?"
 
 
@@ -192,6 +220,12 @@ def decode(kind: str, rows: list[tuple]) -> Points:
         # point with no recorded value: not a reading.
         value = _floats(cols[1])
         return Points(kind, sid, t, valid, value, value, start)
+    if kind == "tally":
+        value = _floats(cols[1])
+        p = Points(kind, sid, t, valid, value, value, start)
+        p.seq = np.array(cols[2], dtype=np.int64)
+        p.sets = (np.array(cols[3], dtype=np.int64) & TALLY_SET) != 0
+        return p
     if kind == "set":
         table: dict[str, int] = {}
         codes = _member_codes(cols[1], table)
@@ -199,7 +233,7 @@ def decode(kind: str, rows: list[tuple]) -> Points:
     count, total = _floats(cols[1]), _floats(cols[2])
     with np.errstate(all="ignore"):
         mean = np.where(count > 0, total / count, np.nan)
-    p = Points(kind, sid, t, valid, mean, count, start)
+    p = Points(kind, sid, t, valid, mean, count, start, total=total)
     if kind == "histogram":
         # Bounds rarely change: intern the distinct texts (dict.fromkeys and map run in C).
         uniq = list(dict.fromkeys(cols[3]))
@@ -238,15 +272,20 @@ def concat_all(parts: list[Points], kind: str | None = None) -> Points:
         return nonempty[0]
     a = nonempty[0]
     out: dict = {}
+    joined: dict[tuple, np.ndarray] = {}  # columns that are one array in every part stay one (take())
     for f in fields(Points):
         if f.name in ("kind", "bounds", "pos_flat", "neg_flat", "members") or getattr(a, f.name) is None:
             continue
         arrays = [getattr(p, f.name) for p in nonempty]
+        same = tuple(map(id, arrays))
+        if same in joined:
+            out[f.name] = joined[same]
+            continue
         if arrays[0].ndim == 2:
             width = max(x.shape[1] for x in arrays)
             fill = 0.0 if f.name == "counts" else np.nan
             arrays = [np.pad(x, ((0, 0), (0, width - x.shape[1])), constant_values=fill) for x in arrays]
-        out[f.name] = np.concatenate(arrays)
+        out[f.name] = joined[same] = np.concatenate(arrays)
     merged = replace(a, **out)
     if a.kind == "set":  # one member table; every part's codes renumbered into it (-1: no member)
         table: dict[str, int] = {}
@@ -406,27 +445,33 @@ def point_rows(conn: sqlite3.Connection, series_ids: list[int], t_from: int | No
     lo = t_from if t_from is not None else -(1 << 63)
     c_lo = max(lo, retention_cutoff(conn))  # expired chunk points are hidden (PointCache.points)
     hi = t_to if t_to is not None else (1 << 63) - 1
+    from otelite.collector.store.chunks import block_of
     ids = sorted(set(series_ids))
-    marks = ",".join("?" * len(ids))
-    metrics = conn.execute(f"SELECT DISTINCT project_id, name, type FROM metric_series WHERE id IN ({marks})",
-                           ids).fetchall()
+    metrics: set[tuple] = set()
+    for i in range(0, len(ids), 500):
+        part = ids[i:i + 500]
+        metrics.update(conn.execute(
+            f"SELECT DISTINCT project_id, name, type FROM metric_series WHERE id IN ({','.join('?' * len(part))})",
+            part).fetchall())
     out: list[tuple] = []
     wanted = np.array(ids, np.int64)
-    for project_id, name, metric_type in metrics:
+    for project_id, name, metric_type in sorted(metrics):
         payloads = [r[0] for r in conn.execute(
-            "SELECT payload FROM metric_chunks WHERE project_id = ? AND name = ? AND type = ? AND t_max >= ? "
-            "AND t_min < ? ORDER BY seq, id", (project_id, name, metric_type, c_lo, hi))]
+            "SELECT payload FROM metric_chunks WHERE project_id = ? AND name = ? AND type = ? AND block_start >= ? "
+            "AND t_max >= ? AND t_min < ? ORDER BY seq, id",
+            (project_id, name, metric_type, block_of(max(c_lo, 0)) if c_lo > 0 else -(1 << 63), c_lo, hi))]
         if not payloads:
             continue
         block = concat_blocks([decode(p) for p in payloads])
         p = block.points
         keep = np.isin(p.series_id, wanted) & (p.time >= c_lo) & (p.time < hi)
         out += block.take(keep).rows(project_id)
-    head = conn.execute(
-        f"SELECT project_id, series_id, start_ns, time_ns, value, count, sum, min, max, flags, buckets, exemplars "
-        f"FROM metric_points WHERE series_id IN ({marks}) AND time_ns >= ? AND time_ns < ? ORDER BY id",
-        [*ids, lo, hi]).fetchall()
-    out += head
+    for i in range(0, len(ids), 500):
+        part = ids[i:i + 500]
+        out += conn.execute(
+            f"SELECT project_id, series_id, start_ns, time_ns, value, count, sum, min, max, flags, buckets, exemplars "
+            f"FROM metric_points WHERE series_id IN ({','.join('?' * len(part))}) AND time_ns >= ? AND time_ns < ? "
+            "ORDER BY id", [*part, lo, hi]).fetchall()
     # Chunks hold earlier arrivals than the head; a stable sort keeps that order among equal times.
     out.sort(key=lambda r: (r[1], r[3]))
     return out

@@ -23,6 +23,9 @@ SERIES_COLUMNS = ("id", "project_id", "name", "type", "unit", "description", "te
 LABEL_COLUMNS = ("project_id", "key", "value", "source", "series_id")
 POINT_COLUMNS = ("project_id", "series_id", "start_ns", "time_ns", "value", "count", "sum", "min", "max",
                  "flags", "buckets", "exemplars")
+# `flags` bit of a `tally` point (collector/store/metrics.py) that sets the value instead of adding to it
+# (Trifle's `assert`). Bit 0 is OTel's FLAG_NO_RECORDED_VALUE; OTel defines no other bit.
+TALLY_SET = 2
 
 
 _dumps_sorted = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode

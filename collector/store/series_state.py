@@ -8,7 +8,12 @@ inside the transaction that inserts the points, so the state always matches the 
   tie), replaced only when a newer one arrives;
 - DELTA sums and DELTA (exponential) histograms: the exact running total of every delta the store was
   given, whatever their order (sums commute), so they read as cumulative series. prometheus.md asks to do
-  better than the Collector's accumulation, which keeps only deltas that line up in time.
+  better than the Collector's accumulation, which keeps only deltas that line up in time. Flux counters
+  are DELTA sums (metrics.py), so their state is their exact running total.
+- Flux distributions (one point per observation, metrics.py): `count`, `sum`, `min` and `max` of every
+  observation ever stored (the summary's `_count` and `_sum` on the scrape), `value` the newest one.
+- tallies (Trifle keys, metrics.py): every point applied in write order, a track adding to the total and
+  an assert (records.TALLY_SET) replacing it, the same fold the engine's `tally` does per bucket.
 
 Rows are tuples in `STATE_COLUMNS` order (the same values as `records.POINT_COLUMNS`, series id first).
 """
@@ -21,11 +26,14 @@ import math
 import sqlite3
 from typing import Any, Iterable
 
+from otelite.collector.store.records import TALLY_SET
+
 log = logging.getLogger("otelite.store")
 
+DISTRIBUTION = "distribution"  # metrics.DISTRIBUTION (not imported: metrics.py reads this table)
 STATE_COLUMNS = ("series_id", "project_id", "time_ns", "start_ns", "value", "count", "sum", "min", "max",
                  "flags", "buckets", "exemplars")
-_ACCUMULATED_TYPES = frozenset(("sum", "histogram", "exponential_histogram"))
+_ACCUMULATED_TYPES = frozenset(("sum", "histogram", "exponential_histogram", "tally"))
 DELTA = 1  # AggregationTemporality.DELTA
 _NO_RECORDED_VALUE = 1  # DataPointFlags.FLAG_NO_RECORDED_VALUE_MASK
 _INT64_MAX = (1 << 63) - 1
@@ -83,8 +91,9 @@ class SeriesStateUpdater:
             self._load_kinds(conn, missing)
         newest: dict[int, tuple] = {}
         deltas: dict[int, list[tuple]] = {}
+        observations: dict[int, list[tuple]] = {}
         seen: dict[int, int] = {}  # newest time of every series in the batch
-        seen_delta: dict[int, int] = {}  # newest time of a delta series' points without a value
+        seen_aside: dict[int, int] = {}  # newest time of points the state does not take (no value)
         for p in points:
             sid = p[1]
             kind, temporality = kinds.get(sid, ("", 0))
@@ -93,8 +102,15 @@ class SeriesStateUpdater:
                     deltas.setdefault(sid, []).append(p)
                     if p[3] > seen.get(sid, -1):
                         seen[sid] = p[3]
-                elif p[3] > seen_delta.get(sid, -1):
-                    seen_delta[sid] = p[3]
+                elif p[3] > seen_aside.get(sid, -1):
+                    seen_aside[sid] = p[3]
+            elif kind == DISTRIBUTION:
+                if p[4] is not None:
+                    observations.setdefault(sid, []).append(p)
+                    if p[3] > seen.get(sid, -1):
+                        seen[sid] = p[3]
+                elif p[3] > seen_aside.get(sid, -1):
+                    seen_aside[sid] = p[3]
             else:
                 cur = newest.get(sid)
                 if cur is None:
@@ -121,7 +137,11 @@ class SeriesStateUpdater:
                     seen[sid] = max(seen[sid], old[2])
                     behind.add(sid)
             conn.executemany(SQL_REPLACE, rows)
-        for sid, t in seen_delta.items():
+        if observations:
+            current = _current_states(conn, list(observations))
+            conn.executemany(SQL_REPLACE, [count_observations(current.get(sid), pts)
+                                           for sid, pts in observations.items()])
+        for sid, t in seen_aside.items():
             if t > seen.get(sid, -1):
                 seen[sid] = t
                 behind.add(sid)
@@ -163,6 +183,8 @@ def accumulate(kind: str, state: tuple | None, points: list[tuple]) -> tuple:
         try:
             if kind == "sum":
                 acc[4] = _add_values(acc[4], p[4])
+            elif kind == "tally":
+                acc[4] = p[4] if p[9] & TALLY_SET else _add_values(acc[4], p[4])
             else:
                 pb = _parse(p[10])
                 if parsed is None:
@@ -187,10 +209,29 @@ def accumulate(kind: str, state: tuple | None, points: list[tuple]) -> tuple:
         acc[9] = p[9]
         if p[11] is not None:
             acc[11] = p[11]
-    if kind != "sum" and parsed is not None:
+    if kind not in ("sum", "tally") and parsed is not None:
         acc[10] = _dumps(parsed)
     if isinstance(acc[5], int) and abs(acc[5]) > _INT64_MAX:
         acc[5] = float(acc[5])
+    return tuple(acc)
+
+
+def count_observations(state: tuple | None, points: list[tuple]) -> tuple:
+    """Fold a Flux distribution's observation `points` into its `state` (module docstring): running count,
+    sum, min and max; the newest observation as `value` and its time as `time_ns`."""
+    acc = list(state) if state is not None else None
+    for p in points:
+        v = p[4]
+        if acc is None:
+            acc = list(state_row(p))
+            acc[5], acc[6], acc[7], acc[8] = 1, v, v, v
+            continue
+        acc[5] = (acc[5] or 0) + 1
+        acc[6] = _add_values(acc[6], v)
+        acc[7] = _combine(min, acc[7], v)
+        acc[8] = _combine(max, acc[8], v)
+        if p[3] >= acc[2]:
+            acc[2], acc[4] = p[3], v
     return tuple(acc)
 
 
@@ -267,6 +308,9 @@ def _merge_exponential(a: dict | None, b: dict | None) -> dict | None:
 
 # --- backfill (migration of a store written before the state table existed) -----------------------------
 
+_ACCUMULATED_SQL = ", ".join(f"'{t}'" for t in sorted(_ACCUMULATED_TYPES))
+
+
 def backfill(conn: sqlite3.Connection) -> None:
     """Build `metric_series_state` from the points already stored (run once by the migration)."""
     # Newest point per series: SQLite takes bare columns from the row that holds the MAX().
@@ -274,19 +318,32 @@ def backfill(conn: sqlite3.Connection) -> None:
         f"INSERT OR REPLACE INTO metric_series_state ({_COLS}) "
         "SELECT p.series_id, p.project_id, MAX(p.time_ns), p.start_ns, p.value, p.count, p.sum, p.min, p.max, "
         "p.flags, p.buckets, p.exemplars FROM metric_points AS p JOIN metric_series AS s ON s.id = p.series_id "
-        f"WHERE NOT (s.temporality = {DELTA} AND s.type IN ('sum', 'histogram', 'exponential_histogram')) "
+        f"WHERE NOT (s.temporality = {DELTA} AND s.type IN ({_ACCUMULATED_SQL})) "
         "GROUP BY p.series_id")
     conn.execute(  # as the writer does: the newest point without exemplars keeps the last ones seen
         "UPDATE metric_series_state SET exemplars = (SELECT p.exemplars FROM metric_points AS p WHERE "
         "p.series_id = metric_series_state.series_id AND p.exemplars IS NOT NULL ORDER BY p.time_ns DESC "
         "LIMIT 1) WHERE exemplars IS NULL")
+    backfill_distributions(conn)
     delta_series = conn.execute(
         f"SELECT id, type FROM metric_series WHERE temporality = {DELTA} "
-        "AND type IN ('sum', 'histogram', 'exponential_histogram')").fetchall()
+        f"AND type IN ({_ACCUMULATED_SQL})").fetchall()
     for sid, kind in delta_series:
         points = [p for p in conn.execute(
             "SELECT project_id, series_id, start_ns, time_ns, value, count, sum, min, max, flags, buckets, "
-            "exemplars FROM metric_points WHERE series_id = ? ORDER BY time_ns, id", (sid,))
+            "exemplars FROM metric_points WHERE series_id = ? ORDER BY "
+            + ("id" if kind == "tally" else "time_ns, id"), (sid,))  # a tally folds in write order
             if not p[9] & _NO_RECORDED_VALUE]
         if points:
             conn.execute(SQL_REPLACE, accumulate(kind, None, points))
+
+
+def backfill_distributions(conn: sqlite3.Connection) -> None:
+    """The running count, sum, min and max of every Flux distribution's observations (a store written
+    before the writer kept them)."""
+    conn.execute(
+        "UPDATE metric_series_state SET count = agg.n, sum = agg.total, min = agg.lo, max = agg.hi FROM "
+        "(SELECT p.series_id AS sid, count(*) AS n, sum(p.value) AS total, min(p.value) AS lo, max(p.value) AS hi "
+        "FROM metric_points AS p JOIN metric_series AS s ON s.id = p.series_id "
+        f"WHERE s.type = '{DISTRIBUTION}' AND p.value IS NOT NULL GROUP BY p.series_id) AS agg "
+        "WHERE metric_series_state.series_id = agg.sid")

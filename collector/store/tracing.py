@@ -24,30 +24,41 @@ Planning notes (measured on 1M spans, see bench/query_tracing.py):
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from dataclasses import dataclass, field
 from typing import Iterable, Union
 
+from otelite.collector.store import budget, comparisons
 from otelite.collector.store.spans import legacy_trace_index
 
-OPERATORS = ("exact", "is_not", "icontains", "not_icontains", "regex", "not_regex", "gt", "lt", "is_set",
-             "is_not_set")
+OPERATORS = comparisons.OPERATORS
 # Span keys a filter may name, with the operators each accepts (ids and names are text, the rest numbers).
-_TEXT_OPERATORS = ("exact", "is_not", "icontains", "not_icontains", "regex", "not_regex", "is_set",
-                   "is_not_set")
-_NUMBER_OPERATORS = ("exact", "is_not", "gt", "lt", "is_set", "is_not_set")
+_TEXT_OPERATORS = (comparisons.EQUALITY + comparisons.TEXT + comparisons.PATTERN + comparisons.SEMVER
+                   + comparisons.PRESENCE)
+_NUMBER_OPERATORS = comparisons.EQUALITY + comparisons.NUMERIC + comparisons.PRESENCE
+_FLAG_OPERATORS = comparisons.EQUALITY + comparisons.PRESENCE
 SPAN_KEYS: dict[str, tuple[str, ...]] = {
     "trace_id": _TEXT_OPERATORS,
     "span_id": _TEXT_OPERATORS,
+    "parent_span_id": _TEXT_OPERATORS,
     "name": _TEXT_OPERATORS,
+    "service_name": _TEXT_OPERATORS,
     "duration": _NUMBER_OPERATORS,
     "kind": _NUMBER_OPERATORS,
     "status_code": _NUMBER_OPERATORS,
+    "is_root_span": _FLAG_OPERATORS,
 }
 # For exact/is_not the id keys compare the stored BLOB; the text operators read the lower-case hex.
-_SPAN_VALUE_SQL = {"trace_id": "s.trace_id", "span_id": "s.span_id", "name": "s.name",
-                   "duration": "(s.end_ns - s.start_ns)", "kind": "s.kind", "status_code": "s.status_code"}
-_SPAN_TEXT_SQL = {"trace_id": "lower(hex(s.trace_id))", "span_id": "lower(hex(s.span_id))", "name": "s.name"}
+_SPAN_VALUE_SQL = {"trace_id": "s.trace_id", "span_id": "s.span_id", "parent_span_id": "s.parent_span_id",
+                   "name": "s.name", "service_name": "s.service_name", "duration": "(s.end_ns - s.start_ns)",
+                   "kind": "s.kind", "status_code": "s.status_code",
+                   "is_root_span": "(s.parent_span_id IS NULL)"}
+_SPAN_TEXT_SQL = {"trace_id": "lower(hex(s.trace_id))", "span_id": "lower(hex(s.span_id))",
+                  "parent_span_id": "lower(hex(s.parent_span_id))", "name": "s.name",
+                  "service_name": "s.service_name"}
+# A span key that can be absent (a root span has no parent): the negative operators match it then.
+_SPAN_PRESENT_SQL = {"parent_span_id": "s.parent_span_id"}
 
 SPAN_SELECT = ("s.id, s.trace_id, s.span_id, s.parent_span_id, s.name, s.kind, s.start_ns, s.end_ns, "
                "s.status_code, s.status_message, s.attributes, s.events, s.links, s.resource_id, "
@@ -129,14 +140,19 @@ def _placeholders(n: int) -> str:
     return ", ".join("?" * n)
 
 
+_PLAIN_KEY = re.compile(r'[^"\\\x00-\x1f]*')
+
+
 def _attribute_sql(column: str, key: str) -> tuple[Sql, Sql]:
     """(text, json type) expressions of attribute `key` in JSON column `column`.
 
     The text reads as the API renders attribute values: strings as-is, booleans true/false, numbers and
     nested values as JSON. A key is addressed as a quoted JSON path label (`$."http.method"`, so dots are
-    literal); SQLite cannot escape a double quote inside a label, so such keys go through json_each.
+    literal). A label is compared with the key as JSON text escapes it and cannot hold a double quote or
+    a NUL (a path error), so keys with characters JSON escapes (`"`, `\\`, control characters) go through
+    json_each, which compares decoded keys.
     """
-    if '"' not in key:
+    if _PLAIN_KEY.fullmatch(key):
         path = f'$."{key}"'
         text = Sql(f"CASE json_type({column}, ?) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' "
                    f"ELSE CAST(json_extract({column}, ?) AS TEXT) END", [path, path])
@@ -146,15 +162,20 @@ def _attribute_sql(column: str, key: str) -> tuple[Sql, Sql]:
     return text, Sql(f"(SELECT je.type FROM json_each({column}) AS je WHERE je.key = ?)", [key])
 
 
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def _compare(value: Sql, f: Filter, *, nullable: bool, number: Sql | None = None,
              present: Sql | None = None) -> Sql:
-    """`value` compared by f.operator. Negative operators also match an absent (NULL) value."""
+    """`value` compared by f.operator (comparisons.py). Negative operators also match an absent (NULL)
+    value; order, range and semver operators never do."""
     op, vals = f.operator, list(f.values)
     if op == "is_set":
         return Sql(f"{present.text} IS NOT NULL", list(present.params)) if present else Sql("1")
     if op == "is_not_set":
         return Sql(f"{present.text} IS NULL", list(present.params)) if present else Sql("0")
-    if op in ("exact", "is_not"):
+    if op in comparisons.EQUALITY:
         if len(vals) == 1:
             inner = Sql(f"{value.text} = ?", [*value.params, vals[0]])
         else:
@@ -162,20 +183,37 @@ def _compare(value: Sql, f: Filter, *, nullable: bool, number: Sql | None = None
         if op == "exact":
             return inner
         return _negate(inner, value, nullable)
-    if op in ("gt", "lt"):
-        subject = number or value
-        return Sql(f"{subject.text} {'>' if op == 'gt' else '<'} ?", [*subject.params, vals[0]])
-    # icontains: instr, not LIKE, so that % and _ in the needle are literal. Several values: any of them.
+    subject = number or value
+    if op in comparisons.ORDER:
+        return Sql(f"{subject.text} {comparisons.ORDER_SQL[op]} ?", [*subject.params, vals[0]])
+    if op == "between":
+        return Sql(f"{subject.text} BETWEEN ? AND ?", [*subject.params, vals[0], vals[1]])
+    if op == "not_between":  # NULL (not a number) matches neither side
+        return Sql(f"({subject.text} < ? OR {subject.text} > ?)",
+                   [*subject.params, vals[0], *subject.params, vals[1]])
+    if op in comparisons.SEMVER_POINT:
+        return Sql(f"otelite_semver_cmp({value.text}, ?) {comparisons.SEMVER_SQL[op]} 0", [*value.params, vals[0]])
+    if op in comparisons.SEMVER_RANGE:  # vals: the range's [low, high) as version texts
+        return Sql(f"(otelite_semver_cmp({value.text}, ?) >= 0 AND otelite_semver_cmp({value.text}, ?) < 0)",
+                   [*value.params, vals[0], *value.params, vals[1]])
+    # Text and pattern operators; several values: any of them. icontains is instr, not LIKE, so % and _
+    # in the needle are literal; starts/ends_with are LIKE with the needle escaped. Case folding is
+    # SQLite's lower() and LIKE (ASCII letters), the same for every text operator.
     parts, params = [], []
+    positive = op.removeprefix("not_")
     for v in vals:
-        if op in ("icontains", "not_icontains"):
+        if positive == "icontains":
             parts.append(f"instr(lower({value.text}), lower(?)) > 0")
             params += [*value.params, v]
+        elif positive in ("starts_with", "ends_with"):
+            pattern = _like_escape(v) + "%" if positive == "starts_with" else "%" + _like_escape(v)
+            parts.append(f"lower({value.text}) LIKE lower(?) ESCAPE '\\'")
+            params += [*value.params, pattern]
         else:
             parts.append(f"otelite_regexp(?, {value.text})")
             params += [v, *value.params]
     inner = Sql("(" + " OR ".join(parts) + ")", params)
-    if op in ("icontains", "regex"):
+    if op == positive:
         return inner
     return _negate(inner, value, nullable)
 
@@ -188,9 +226,11 @@ def _negate(inner: Sql, value: Sql, nullable: bool) -> Sql:
 
 def compile_filter(f: Filter, project_id: int) -> Sql:
     if f.source == "span":
-        text_ops = f.operator in ("icontains", "not_icontains", "regex", "not_regex")
+        text_ops = f.operator in comparisons.TEXT + comparisons.PATTERN + comparisons.SEMVER
         column = _SPAN_TEXT_SQL[f.key] if text_ops else _SPAN_VALUE_SQL[f.key]
-        return _compare(Sql(column), f, nullable=False)
+        present = _SPAN_PRESENT_SQL.get(f.key)
+        return _compare(Sql(column), f, nullable=present is not None,
+                        present=Sql(present) if present else None)
     column = "s.attributes" if f.source == "attribute" else "r.attributes"
     text, json_type = _attribute_sql(column, f.key)
     number = Sql(f"otelite_num({text.text})", text.params)
@@ -212,11 +252,13 @@ def compile_condition(c: Condition, project_id: int) -> Sql:
     return Sql("(" + joiner.join(p.text for p in parts) + ")", [x for p in parts for x in p.params])
 
 
-def trace_span_ids(n: int) -> str:
-    """SELECT of the rowids of every span of `n` traces (parameters: the trace ids), from their runs.
-    A run may outlive its spans (retention deletes spans first): callers also check `trace_id`."""
-    return ("WITH RECURSIVE ids(id, hi) AS (SELECT lo, hi FROM span_trace_runs WHERE trace_id IN "
-            f"({_placeholders(n)}) UNION ALL SELECT id + 1, hi FROM ids WHERE id < hi) SELECT id FROM ids")
+def trace_span_ids(n: int, source: str | None = None) -> str:
+    """SELECT of the rowids of every span of `n` traces (parameters: the trace ids), or of the traces that
+    the SELECT `source` lists, from their runs. A run may outlive its spans (retention deletes spans
+    first): callers also check `trace_id`."""
+    traces = source if source is not None else _placeholders(n)
+    return (f"WITH RECURSIVE ids(id, hi) AS (SELECT lo, hi FROM span_trace_runs WHERE trace_id IN ({traces}) "
+            "UNION ALL SELECT id + 1, hi FROM ids WHERE id < hi) SELECT id FROM ids")
 
 
 def compile_where(sel: Selection, *, with_time: bool = True, legacy_trace_index: bool = False) -> Sql:
@@ -285,6 +327,37 @@ def find_spans(conn: sqlite3.Connection, sel: Selection, order: SpanOrder, limit
     return rows[:limit], len(rows) > limit
 
 
+def trace_context(conn: sqlite3.Connection, sel: Selection, trace_ids: Iterable[bytes], skip_ids: Iterable[int],
+                  per_trace: int) -> list[tuple[SpanRow, bool]]:
+    """Other spans of the given traces in sel's window (row ids in `skip_ids` left out): up to `per_trace`
+    of each trace, its root first, then the spans that match `sel` (ignoring roots_only), then by start
+    time. Each with whether it matches. The span query's prefetchSpans (PostHog ranks a trace's spans
+    the same way: is_root_span, matched_filter, timestamp)."""
+    ids = list(dict.fromkeys(trace_ids))
+    if not ids or per_trace <= 0:
+        return []
+    skip = list(dict.fromkeys(skip_ids))
+    match = compile_where(Selection(sel.project_id, sel.start_ns, sel.end_ns, sel.services, sel.status_codes,
+                                    None, False, sel.where))
+    window, params = "", []
+    if sel.start_ns is not None:
+        window += " AND +s.start_ns >= ?"
+        params.append(sel.start_ns)
+    if sel.end_ns is not None:
+        window += " AND +s.start_ns <= ?"
+        params.append(sel.end_ns)
+    skip_sql = f" AND s.id NOT IN ({_placeholders(len(skip))})" if skip else ""
+    runs = "" if legacy_trace_index(conn) else f"s.id IN ({trace_span_ids(len(ids))}) AND "
+    sql = (f"SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY trace_id ORDER BY parent_span_id IS NULL DESC, "
+           f"matched DESC, start_ns, span_id, id) AS rn FROM (SELECT {SPAN_SELECT}, "
+           f"CASE WHEN {match.text} THEN 1 ELSE 0 END AS matched FROM spans AS s "
+           f"WHERE {runs}s.trace_id IN ({_placeholders(len(ids))}) AND +s.project_id = ?{window}{skip_sql})) "
+           f"WHERE rn <= ? ORDER BY trace_id, rn")
+    rows = conn.execute(sql, [*match.params, *(ids if runs else []), *ids, sel.project_id, *params, *skip,
+                              per_trace])
+    return [(SpanRow(*r[:17]), bool(r[17])) for r in rows]
+
+
 def trace_page(conn: sqlite3.Connection, sel: Selection, offset: int, page: int
                ) -> tuple[list[SpanRow], bool, dict[bytes, int], tuple[int, int] | None]:
     """One page of a trace's spans (start order) matching `sel` (which names the trace), whether more
@@ -307,11 +380,13 @@ def self_times(spans: Iterable[tuple[bytes, bytes | None, int, int]]) -> dict[by
     parent (async work) only counts while the parent runs, so a self time is never negative.
     """
     spans = list(spans)
+    budget.check()  # a trace can hold millions of spans: the read's deadline (collector/store/budget.py)
     children: dict[bytes, list[tuple[int, int]]] = {}
     for span_id, parent, start, end in spans:
         if parent is not None:
             children.setdefault(parent, []).append((start, end))
     out: dict[bytes, int] = {}
+    budget.check()
     for span_id, _parent, start, end in spans:
         covered = 0
         cursor = start
@@ -425,3 +500,108 @@ def attribute_values(conn: sqlite3.Connection, project_id: int, attribute_type: 
     return [r[0] for r in conn.execute(
         f"WITH totals AS MATERIALIZED ({totals}) SELECT value FROM totals {search_sql}"
         f"ORDER BY n DESC, value LIMIT ? OFFSET ?", [*params, limit, offset])]
+
+
+# --- aggregates of span durations (PostHog's tracing/spans/aggregate and tracing/spans/tree) -------------
+
+DURATION_QUANTILES = (0.5, 0.95, 0.99, 0.999)
+
+
+@dataclass(frozen=True, slots=True)
+class DurationStats:
+    """Durations (ns) of the spans of one group: how many, their total, mean and quantiles (exact, linear
+    between order statistics as numpy's default), how many ended in error (status 2), and the mean of
+    `offset` (the tree's start offset from the parent; 0 when not asked)."""
+    group: tuple
+    count: int
+    total: int
+    mean: float
+    quantiles: tuple[float, ...]  # DURATION_QUANTILES
+    errors: int
+    mean_offset: float = 0.0
+
+
+def _grouped_durations(conn: sqlite3.Connection, source: Sql, group_cols: tuple[str, ...], with_offset: bool,
+                       limit: int, offset: int) -> tuple[list[DurationStats], bool]:
+    """Run the stats over `source` (a SELECT of the group columns, `d` the duration, `status`, and
+    `off` when `with_offset`), groups ordered by total duration (then by the group columns), one page
+    of them (`limit` + 1 rows are read to know whether more follow)."""
+    cols = ", ".join(group_cols)
+    picks = []
+    for q in DURATION_QUANTILES:  # the order statistics at floor(q·(n−1)) and the one after it (1-based rn)
+        picks.append(f"max(CASE WHEN rn = CAST({q!r} * (n - 1) AS INTEGER) + 1 THEN d END)")
+        picks.append(f"max(CASE WHEN rn = CAST({q!r} * (n - 1) AS INTEGER) + 2 THEN d END)")
+    off = "avg(off)" if with_offset else "0.0"
+    sql = (f"WITH src AS ({source.text}), "
+           f"ranked AS (SELECT *, row_number() OVER (PARTITION BY {cols} ORDER BY d) AS rn, "
+           f"count(*) OVER (PARTITION BY {cols}) AS n FROM src) "
+           f"SELECT {cols}, max(n), sum(d), sum(status = 2), {off}, {', '.join(picks)} FROM ranked "
+           f"GROUP BY {cols} ORDER BY sum(d) DESC, {cols} LIMIT ? OFFSET ?")
+    width = len(group_cols)
+    out = []
+    for row in conn.execute(sql, source.params + [limit + 1, offset]):
+        n, total, errors, mean_offset = row[width], row[width + 1], row[width + 2], row[width + 3]
+        picks_row = row[width + 4:]
+        quantiles = []
+        for i, q in enumerate(DURATION_QUANTILES):
+            pos = q * (n - 1)
+            lo, hi = picks_row[2 * i], picks_row[2 * i + 1]
+            frac = pos - int(pos)
+            quantiles.append(float(lo) if hi is None or frac == 0 else lo + (hi - lo) * frac)
+        out.append(DurationStats(tuple(row[:width]), n, total, total / n, tuple(quantiles), errors,
+                                 float(mean_offset or 0.0)))
+    return out[:limit], len(out) > limit
+
+
+def span_aggregates(conn: sqlite3.Connection, sel: Selection, limit: int, offset: int = 0
+                    ) -> tuple[list[DurationStats], bool]:
+    """Per (service, span name) of the spans `sel` selects: DurationStats, by total duration, one page."""
+    where = compile_where(sel, legacy_trace_index=sel.trace_id is not None and legacy_trace_index(conn))
+    source = Sql("SELECT s.service_name AS service_name, s.name AS name, (s.end_ns - s.start_ns) AS d, "
+                 f"s.status_code AS status FROM spans AS s WHERE {where.text}", list(where.params))
+    return _grouped_durations(conn, source, ("service_name", "name"), False, limit, offset)
+
+
+_MATCHED = "SELECT trace_id FROM matched"
+
+
+def span_tree(conn: sqlite3.Connection, sel: Selection, span_name: str, service_name: str | None, limit: int
+              ) -> list[DurationStats]:
+    """The call tree under a span name: the traces in which a span `sel` selects has that name (and
+    service), then every span of those traces in sel's window (of that service only, when given) joined
+    to its parent, as DurationStats per (parent service, parent name, service, name) edge. A span without
+    a parent, or whose parent is not among those spans, hangs under ('', '<ROOT>'); `mean_offset` is its
+    start minus its parent's (0 under the root)."""
+    legacy = legacy_trace_index(conn)
+    where = compile_where(sel, legacy_trace_index=legacy)
+    matched = Sql(f"SELECT DISTINCT s.trace_id FROM spans AS s WHERE {where.text} AND s.name = ?",
+                  [*where.params, span_name])
+    scope, scope_params = "", []
+    if service_name is not None:
+        matched.text += " AND s.service_name = ?"
+        matched.params.append(service_name)
+        scope, scope_params = " AND s.service_name = ?", [service_name]
+    window, window_params = "", []
+    if sel.start_ns is not None:
+        window += " AND +s.start_ns >= ?"
+        window_params.append(sel.start_ns)
+    if sel.end_ns is not None:
+        window += " AND +s.start_ns <= ?"
+        window_params.append(sel.end_ns)
+    source = Sql(
+        f"WITH matched AS ({matched.text}), "
+        "sp AS (SELECT s.trace_id, s.span_id, s.parent_span_id, s.service_name, s.name, s.start_ns, "
+        "(s.end_ns - s.start_ns) AS d, s.status_code AS status FROM spans AS s "
+        f"WHERE {'' if legacy else f's.id IN ({trace_span_ids(0, _MATCHED)}) AND '}"
+        f"s.trace_id IN ({_MATCHED}) AND +s.project_id = ?{window}{scope}) "
+        "SELECT coalesce(p.service_name, '') AS parent_service, "
+        "CASE WHEN c.parent_span_id IS NULL THEN '<ROOT>' ELSE coalesce(p.name, '<ROOT>') END AS parent_name, "
+        "c.service_name AS service_name, c.name AS name, c.d AS d, c.status AS status, "
+        "CASE WHEN c.parent_span_id IS NULL OR p.start_ns IS NULL THEN 0 ELSE c.start_ns - p.start_ns END AS off "
+        "FROM sp AS c LEFT JOIN sp AS p ON p.trace_id = c.trace_id AND p.span_id = c.parent_span_id",
+        [*matched.params, sel.project_id, *window_params, *scope_params])
+    # `WITH` cannot nest inside the stats' own CTE in every SQLite build: wrap it as a subquery.
+    source = Sql(f"SELECT * FROM ({source.text})", source.params)
+    rows, _ = _grouped_durations(conn, source, ("parent_service", "parent_name", "service_name", "name"), True,
+                                 limit, 0)
+    return rows

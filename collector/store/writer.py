@@ -27,8 +27,10 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from otelite.collector.store.compactor import Compactor, expire_metrics
+from otelite.collector.store import export_log
+from otelite.collector.store.compactor import Compactor, expire_metrics, last_head_id
 from otelite.collector.store.db import connect_writer, database_bytes
+from otelite.collector.store.events import delete_events_before
 from otelite.collector.store.records import (LABEL_COLUMNS, POINT_COLUMNS, RESOURCE_COLUMNS, SCOPE_COLUMNS,
                                      SERIES_COLUMNS, WriteBatch, series_labels)
 from otelite.collector.store.series_state import LAST_SEEN_LAG_NS, SeriesStateUpdater
@@ -70,6 +72,7 @@ _SQL_SCOPE = _insert("scopes", SCOPE_COLUMNS, "INSERT OR IGNORE")
 _SQL_SERIES = _insert("metric_series", SERIES_COLUMNS, "INSERT OR IGNORE")
 _SQL_LABEL = _insert("metric_series_labels", LABEL_COLUMNS, "INSERT OR IGNORE")
 _SQL_POINT = _insert("metric_points", POINT_COLUMNS)
+_SQL_POINT_AT = _insert("metric_points", ("id",) + POINT_COLUMNS)
 _SQL_SERIES_SEEN = "UPDATE metric_series SET last_seen_ns = ?1 WHERE id = ?2 AND last_seen_ns < ?1"
 _SQL_ATTR_KEY = ("INSERT INTO span_attribute_keys (project_id, attribute_type, key, hour, count) "
                  "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET count = count + excluded.count")
@@ -82,6 +85,7 @@ class _Entry:
     batch: WriteBatch
     size: int
     future: concurrent.futures.Future
+    export: "export_log.ExportRecord | None" = None  # appended to the export log in the same commit
 
 
 @dataclass(slots=True)
@@ -138,6 +142,7 @@ class Writer:
         self._conn = connect_writer(self.path, synchronous=c.synchronous, cache_mib=c.cache_mib,
                                     busy_timeout=c.busy_timeout)
         self.compactor.start(self._conn)
+        self._head_hi = last_head_id(self._conn)
         self._run_backfill.start(self._conn)
         self._thread = threading.Thread(target=self._run, name="otelite-writer", daemon=True)
         self._thread.start()
@@ -154,8 +159,11 @@ class Writer:
             self._conn = None
 
     # -- admission ----------------------------------------------------------------------------------
-    def submit(self, batch: WriteBatch) -> concurrent.futures.Future:
-        """Queue `batch`; the future resolves after its commit. Raises StoreFull when it cannot fit."""
+    def submit(self, batch: WriteBatch, export: "export_log.ExportRecord | None" = None
+               ) -> concurrent.futures.Future:
+        """Queue `batch`; the future resolves after its commit. Raises StoreFull when it cannot fit.
+        `export`: the batch's OTLP request, appended to the export log (export_log.py) in the transaction
+        that stores the batch, so forwarders queue exactly what was acknowledged."""
         size = batch.items if self._config.sending_queue.sizer == "items" else 1
         fut: concurrent.futures.Future = concurrent.futures.Future()
         with self._cond:
@@ -167,7 +175,7 @@ class Writer:
             if self._queued and self._queued + size > self._config.sending_queue.queue_size:
                 raise StoreFull(self._retry_after())
             self._queued += size
-            self._pending.append(_Entry(batch, size, fut))
+            self._pending.append(_Entry(batch, size, fut, export))
             self._cond.notify()
         if self._telemetry:
             self._telemetry.queue_size.set(self._queued)
@@ -289,6 +297,7 @@ class Writer:
         conn = self._conn
         assert conn is not None
         merged = _merge([e.batch for e in entries]) if entries else None
+        exports = [e.export for e in entries if e.export is not None]
         attempt = 0
         while True:
             # A write whose caller gave up (cancelled) before it started is dropped, not run.
@@ -299,6 +308,8 @@ class Writer:
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 new_ids = self._write(conn, merged) if merged is not None else ([], [], [])
+                if exports:
+                    export_log.append(conn, exports, time.time_ns())
                 for w in writes:
                     self._run_write(conn, w)
                 conn.execute("COMMIT")
@@ -392,7 +403,11 @@ class Writer:
             stored_seen = {**stored_seen, **dict(self._pending_seen)}
         if b.points:
             # The head: no secondary index, one executemany (compactor.py moves the rows into chunks).
-            conn.executemany(_SQL_POINT, b.points)
+            # The first row's rowid is given: past every head rowid ever used, also when the compactor
+            # has emptied the head (rowids order equal times and are a tally's write order); the rest
+            # follow it.
+            conn.execute(_SQL_POINT_AT, (self._head_hi + 1,) + tuple(b.points[0]))
+            conn.executemany(_SQL_POINT, b.points[1:])
             self._head_hi = conn.execute("SELECT max(id) FROM metric_points").fetchone()[0] or 0
             newest, behind = self._update_state(conn, b)
             # metric_series.last_seen_ns: the newest point time is exactly max(last_seen_ns, state time_ns),
@@ -451,7 +466,11 @@ class Writer:
                     conn.execute(f"DELETE FROM {table} WHERE hour < ?", (hour,))
                 more_runs = expire_runs(conn, r.chunk_rows)  # trace-index runs of deleted spans
             if r.metrics > 0:
-                more_points = expire_metrics(conn, now_ns - int(r.metrics * 1e9), r.chunk_rows)
+                cutoff = now_ns - int(r.metrics * 1e9)
+                more_points = expire_metrics(conn, cutoff, r.chunk_rows)
+                # Flux events live as long as the metrics sent beside them (flux.md; events.py).
+                for (project_id,) in conn.execute("SELECT id FROM projects").fetchall():
+                    deleted += delete_events_before(conn, project_id, cutoff, r.chunk_rows)
             conn.execute("COMMIT")
         except sqlite3.Error as e:
             self._rollback(conn)

@@ -2,8 +2,9 @@
 
 One scrape is one read of the latest state of the live series (`collector.store.metrics.live_series_states`:
 one row per series seen within `metric_expiration`, kept current by the writer): its cost depends on the
-number of live series, never on history. This module only translates and renders; every read goes through
-the store's metrics reader.
+number of live series, never on history (Flux distributions and sets add a read of their observations
+within the expiry window: their summary quantiles and distinct members). This module only translates and
+renders; every read goes through the store's metrics reader.
 Everything about a series that cannot change (its Prometheus name, type and rendered labels) is
 translated once and cached by series id; a fingerprinted series, resource or scope never changes.
 
@@ -24,6 +25,9 @@ from itertools import accumulate
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import numpy as np
+
+from otelite.collector.store import budget
 from otelite.collector.store import metrics as sm
 from otelite.exporters.prometheus import translation as tr
 from otelite.exporters.prometheus.exposition import (COUNTER, GAUGE, HISTOGRAM, INFO, SUMMARY, Family, float_label,
@@ -56,9 +60,13 @@ class _Series(NamedTuple):
     shape: int  # how the state's value columns read: _NUMBER, _EXPLICIT, _EXPONENTIAL, _SUMMARY
 
 
-_NUMBER, _EXPLICIT, _EXPONENTIAL, _SUMMARY = range(4)
+_NUMBER, _EXPLICIT, _EXPONENTIAL, _SUMMARY, _OBSERVATIONS, _MEMBERS = range(6)
 _SHAPES = {"gauge": _NUMBER, "sum": _NUMBER, "histogram": _EXPLICIT, "exponential_histogram": _EXPONENTIAL,
-           "summary": _SUMMARY}
+           "summary": _SUMMARY, sm.DISTRIBUTION: _OBSERVATIONS, sm.SET: _MEMBERS,
+           sm.TALLY: _NUMBER}
+# prometheus.md: a Flux distribution is a summary with these quantiles over its expiry window's observations.
+DISTRIBUTION_QUANTILES = (0.5, 0.9, 0.95, 0.99)
+_WINDOW_WHEN_NEVER_EXPIRING_NS = 300 * 10**9  # the window of distributions and sets when series never expire
 
 
 
@@ -93,6 +101,7 @@ class StoreCollector:
         """`collect` and render in one go, reusing the text of samples that did not change."""
         with self._lock:
             families = self._collect(conn, project_id, openmetrics, time.time_ns() if now_ns is None else now_ns)
+            budget.check()  # the read's deadline (collector/store/budget.py), before rendering
             memo = self._memos[openmetrics]
             body = generate_latest(families, openmetrics, memo)
             if len(memo) > 2 * len(self._built) + 1000:  # forget the text of samples no longer current
@@ -105,13 +114,19 @@ class StoreCollector:
         rows = sm.live_series_states(conn, project_id, cutoff)  # sm.LIVE_STATE_COLUMNS
         cache = self._series
         unknown = [r[0] for r in rows if r[0] not in cache]
+        budget.check()
         if unknown:
             self._translate(conn, unknown)
+            budget.check()
         # family name → [type, help, unit, samples]
         families: dict[str, list] = {}
         conflicts: set[str] = set()
         resources: set[int] = set()
         shared = self._shared
+        # Flux distributions and sets are summarized over the window's observations (read once per scrape).
+        windowed = [r[0] for r in rows if (t := cache.get(r[0])) is not None and t.shape >= _OBSERVATIONS]
+        window = sm.recent_observations(conn, windowed, now_ns - (self.expiration_ns or _WINDOW_WHEN_NEVER_EXPIRING_NS)
+                                        ) if windowed else {}
         newest: dict[tuple[str, str], tuple[int, tuple]] = {}  # (family, labels) → (time_ns, sample)
         built = self._built
         get_series, get_family, get_built, add_resource = cache.get, families.get, built.get, resources.add
@@ -129,7 +144,9 @@ class StoreCollector:
                 continue
             # A series whose state has not changed since the last scrape reuses its sample as built then.
             prev = get_built(sid)
-            if prev is not None and prev[0] == row and prev[1] is openmetrics:
+            if s.shape >= _OBSERVATIONS:  # its window moves with time: built every scrape
+                sample = _observed(s, row, window.get(sid, ()))
+            elif prev is not None and prev[0] == row and prev[1] is openmetrics:
                 sample = prev[2]
             else:
                 value = row[2]
@@ -222,29 +239,10 @@ class StoreCollector:
 
     def _translate_one(self, name: str, otel_type: str, unit: str, description: str, monotonic: bool,
                        resource: dict, rid: int, scope: tuple[str, str], attributes: dict) -> _Series | None:
-        if otel_type == "sum":
-            typ = COUNTER if monotonic else GAUGE
-        elif otel_type == "gauge":
-            typ = GAUGE
-        elif otel_type in ("histogram", "exponential_histogram"):
-            typ = HISTOGRAM
-        elif otel_type == "summary":
-            typ = SUMMARY
-        else:
+        t = translate_series(name, otel_type, unit, description, monotonic, resource, scope, attributes)
+        if t is None:
             return None
-        is_gauge = otel_type == "gauge"  # `1` → `_ratio` for OpenTelemetry gauges only
-        full = tr.metric_name(name, unit, counter=typ == COUNTER, gauge=is_gauge)
-        family = full[:-len("_total")] if typ == COUNTER else full
-        pairs = tr.label_pairs(attributes, tr.reserved_labels(typ))
-        scope_name, scope_version = scope
-        if scope_name:
-            pairs.append((tr.SCOPE_NAME, scope_name))
-        if scope_version:
-            pairs.append((tr.SCOPE_VERSION, scope_version))
-        pairs += tr.job_instance(resource)
-        pairs.sort()
-        return _Series(family, typ, description, tr.family_unit(family, unit, gauge=is_gauge),
-                       tr.render_labels(pairs), rid, _SHAPES[otel_type])
+        return _Series(t.family, t.type, t.help, t.unit, tr.render_labels(t.labels), rid, _SHAPES[otel_type])
 
     def _load(self, conn: sqlite3.Connection, table: str, ids: set[int]) -> None:
         if not ids:
@@ -360,6 +358,54 @@ class StoreCollector:
                         "different types: %s", ", ".join(sorted(new)))
 
 
+class SeriesTranslation(NamedTuple):
+    """What a series is called in Prometheus: its family (counters without `_total`), type, help, unit
+    and sorted label pairs (point attributes, scope, job, instance)."""
+    family: str
+    type: str
+    help: str
+    unit: str
+    labels: list[tuple[str, str]]
+
+
+def translate_series(name: str, otel_type: str, unit: str, description: str, monotonic: bool,
+                     resource: dict, scope: tuple[str, str], attributes: dict) -> SeriesTranslation | None:
+    """The one OTel → Prometheus mapping of a series, for the scrape and for remote-write alike
+    (prometheus.md, "Translation"); None for a type Prometheus has no family for."""
+    if otel_type == "sum":
+        # A Flux counter is a non-monotonic DELTA sum (decrements are negative deltas); prometheus.md
+        # still shows it as a counter of its running total (metrics.py, FLUX_SCOPE).
+        typ = COUNTER if monotonic or scope[0] == sm.FLUX_SCOPE else GAUGE
+    elif otel_type in ("gauge", sm.SET):
+        typ = GAUGE
+    elif otel_type in ("histogram", "exponential_histogram"):
+        typ = HISTOGRAM
+    elif otel_type in ("summary", sm.DISTRIBUTION):
+        typ = SUMMARY
+    elif otel_type == sm.TALLY:
+        # prometheus.md: a Trifle key is one family, its dot paths the `path` label (point attribute).
+        # A gauge: the state is every track added and each assert replacing it, which can go down.
+        typ = GAUGE
+    else:
+        return None
+    is_gauge = otel_type == "gauge"  # `1` → `_ratio` for OpenTelemetry gauges only
+    if otel_type == sm.TALLY:
+        name, description = tr.tally_name(name), description or tr.tally_help(name)
+    full = tr.metric_name(name, unit, counter=typ == COUNTER, gauge=is_gauge)
+    family = full[:-len("_total")] if typ == COUNTER else full
+    pairs = tr.label_pairs(attributes, tr.reserved_labels(typ))
+    scope_name, scope_version = scope
+    if scope_name:
+        pairs.append((tr.SCOPE_NAME, scope_name))
+    if scope_version:
+        pairs.append((tr.SCOPE_VERSION, scope_version))
+    pairs += tr.job_instance(resource)
+    pairs.sort()
+    # Every family gets a HELP line (promtool's lint asks for one): the description, else the name the
+    # application gave the metric (issue 10).
+    return SeriesTranslation(family, typ, description or name, tr.family_unit(family, unit, gauge=is_gauge), pairs)
+
+
 _NO_BUCKETS = {"offset": 0, "counts": []}
 
 
@@ -371,6 +417,22 @@ def _summary(labels: str, count: int | None, total: float | None, buckets: str |
         return None
     quantiles = json.loads(buckets).get("quantiles", []) if buckets else []
     return (labels, [(float_label(q), float(v)) for q, v in quantiles], count, total)
+
+
+def _observed(s: _Series, row: tuple, values) -> tuple | None:
+    """A Flux distribution as a summary (quantiles of the window's observations, `_count`/`_sum` of every
+    observation: the running totals in its state) or a set as a gauge of the window's distinct members."""
+    if s.shape == _MEMBERS:
+        return (s.labels, len({v if v.__class__ is str else str(v) for v in values}), None)
+    if row[3] is None:
+        return None
+    if values:
+        observed = np.asarray(values, dtype=np.float64)
+        quantiles = np.percentile(observed, [q * 100 for q in DISTRIBUTION_QUANTILES]).tolist()
+    else:
+        quantiles = [math.nan] * len(DISTRIBUTION_QUANTILES)
+    total = float(row[4]) if row[4] is not None else None
+    return (s.labels, [(float_label(q), v) for q, v in zip(DISTRIBUTION_QUANTILES, quantiles)], row[3], total)
 
 
 def _clashes(families: dict[str, list]) -> set[str]:

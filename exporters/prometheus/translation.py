@@ -101,6 +101,17 @@ def metric_name(name: str, unit: str = "", *, counter: bool = False, gauge: bool
     return "_" + base if base[0].isdigit() else base
 
 
+def tally_name(key: str) -> str:
+    """A Trifle key's family name (prometheus.md: one family per key, the dot path as the `path` label).
+    Colons go too: Trifle keys use them as separators (`event::signup` → `event_signup`), while in
+    Prometheus they are reserved for recording rules (promtool rejects them in exposed names)."""
+    return sanitize_name(key.replace(":", "_"))
+
+
+def tally_help(key: str) -> str:
+    return f"Trifle key {key}: per path, every track added and each assert replacing the total"
+
+
 def family_unit(name: str, unit: str, *, gauge: bool = False) -> str:
     """The OpenMetrics `# UNIT` of a family named `name` (without `_total`), or '' when the name does not
     end with it (OpenMetrics requires the family name to end with `_<unit>`)."""

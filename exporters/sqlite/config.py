@@ -11,7 +11,7 @@ from otelite.collector.component import InvalidField, duration
 @dataclass
 class RetentionConfig:
     traces: float = duration(7 * 86400.0)  # spans older than this are deleted; 0 keeps forever
-    metrics: float = duration(30 * 86400.0)  # metric points older than this are deleted; 0 keeps forever
+    metrics: float = duration(30 * 86400.0)  # metric points and Flux events older than this are deleted; 0 keeps forever
     check_interval: float = duration(60.0)  # how often expired rows are looked for
     chunk_rows: int = 5000  # rows deleted per transaction, so deletion never stalls ingest
 

@@ -1,6 +1,9 @@
 """Writes tests/testdata/legacy_v4.db: a store written by the otelite release before issue 16 (schema
 version 4: every metric point a row of `metric_points` with its two indexes, the per-span `spans_by_trace`
-index), for tests/test_storage_migration.py.
+index), for tests/test_storage_migration.py. legacy_v7.db is the same data written by main just before
+issue 16 merged it (commit a160454, schema version 7), plus Trifle tally rows (tracks and asserts, whose
+write order is their rowid): that release has the tally type. Run from such a checkout the same way, or with
+PYTHONPATH pointing at a directory whose `otelite` links to it.
 
 Run it with that release's code, from a checkout of commit 2607e1c (the commit issue 16 branched from):
 
@@ -167,6 +170,13 @@ def flux_batch(step: int) -> WriteBatch:
     return b
 
 
+def tally_batch(step: int, write_cls, write_rows) -> WriteBatch:
+    """Trifle track/assert rows (a release with the tally type): an assert every ninth step."""
+    values = {"hits": step % 7 + 1, "depth": step}
+    operation = "assert" if step % 9 == 4 else "track"
+    return write_rows(1, write_cls("legacy.tally", T0 + step * 15 * S + 3, values, operation, False))
+
+
 def main(path: str) -> None:
     Path(path).unlink(missing_ok=True)
     cfg = SqliteExporterConfig(path=path)
@@ -176,9 +186,16 @@ def main(path: str) -> None:
     futures = []
     for req in trace_requests(rng):
         futures.append(store.writer.submit(traces_to_batch(req, 1)))
+    try:
+        from otelite.api.trifle.request import Write
+        from otelite.api.trifle.rows import write_rows
+    except ImportError:  # the release before issue 16's branch point had no tally type
+        Write = write_rows = None
     for step in range(40):
         futures.append(store.writer.submit(metrics_to_batch(metric_request(step, rng), 1)))
         futures.append(store.writer.submit(flux_batch(step)))
+        if write_rows is not None:
+            futures.append(store.writer.submit(tally_batch(step, Write, write_rows)))
     for f in futures:
         f.result(timeout=30)
     store.close()

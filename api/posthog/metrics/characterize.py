@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from collections import Counter
 
 import numpy as np
 
@@ -20,7 +19,7 @@ from otelite.api.posthog.metrics.intervals import approx_buckets, auto_interval,
 from otelite.api.posthog.metrics.query import check_aggregation, combine, groups_for, prepare
 from otelite.api.posthog.metrics.diagnosis import Group, Windows, diagnose
 from otelite.api.posthog.metrics.request import CharacterizeQuery, Clause
-from otelite.collector.store.metrics import SERVICE_NAME, SeriesSelection, select_series, series_labels
+from otelite.collector.store.metrics import SERVICE_NAME, SeriesSelection, select_series, series_label_key_counts
 from otelite.collector.store.points import PointCache
 from otelite.collector.times import iso, zone
 
@@ -60,7 +59,7 @@ def characterize(conn: sqlite3.Connection, project_id: int, timezone: str, cq: C
 
     if prepared.cells is not None:
         whole = np.zeros(len(prepared.series), np.int64)
-        _, b, v = combine(prepared.cells, whole, aggregation, clause.q, prepared.nb)
+        _, b, v = combine(prepared.cells, whole, aggregation, clause.q, prepared.nb, prepared.series.type)
         groups = _groups(conn, project_id, prepared, cq, starts, in_baseline, in_anomaly, aggregation, clause.q)
     else:
         b, v, groups = np.zeros(0, np.int64), np.zeros(0), []
@@ -108,19 +107,13 @@ def candidate_keys(conn: sqlite3.Connection, prepared, anomaly_from_ns: int) -> 
     """service_name first, then the most common label keys of the series reporting in the anomaly window.
     Keys with a single value there are skipped (they cannot tell values apart: a deviation from the
     reference, which would spend slots on e.g. telemetry.sdk.language)."""
-    active = np.unique(prepared.point_sidx[prepared.point_times >= anomaly_from_ns])
-    ids = prepared.series.ids[active].tolist()
-    labels = series_labels(conn, ids)
-    counts: Counter = Counter()
-    values: dict[str, set] = {}
-    for lab in labels.values():
-        for k, v in lab.items():
-            counts[k] += 1
-            values.setdefault(k, set()).add(v)
-    keys = [SERVICE_NAME] if SERVICE_NAME in counts else []
-    others = sorted((k for k in counts if k not in (SERVICE_NAME, "service.name") and len(values[k]) > 1),
-                    key=lambda k: (-counts[k], k))
-    return (keys + others)[:MAX_KEYS]
+    active = np.zeros(len(prepared.series), bool)
+    active[prepared.point_sidx[prepared.point_times >= anomaly_from_ns]] = True
+    counts = series_label_key_counts(conn, prepared.series.subset(active))
+    keys = [SERVICE_NAME] if any(c.key == SERVICE_NAME for c in counts) else []
+    others = sorted((c for c in counts if c.key not in (SERVICE_NAME, "service.name") and c.values > 1),
+                    key=lambda c: (-c.series, c.key))
+    return (keys + [c.key for c in others])[:MAX_KEYS]
 
 
 def _groups(conn, project_id, prepared, cq: CharacterizeQuery, starts: np.ndarray, in_baseline: np.ndarray,
@@ -134,7 +127,7 @@ def _groups(conn, project_id, prepared, cq: CharacterizeQuery, starts: np.ndarra
         group, labels = groups_for(conn, project_id, prepared.series, [(key, "auto")], limit=MAX_VALUES)
         if all(lab[key] == "" for lab in labels):
             continue  # no series has the key: its one group would only repeat the whole metric
-        g, b, v = combine(prepared.cells, group, aggregation, q, prepared.nb)
+        g, b, v = combine(prepared.cells, group, aggregation, q, prepared.nb, prepared.series.type)
         order = np.lexsort((b, g))
         g, b, v = g[order], b[order], v[order]
         bounds = np.searchsorted(g, np.arange(len(labels) + 1))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -25,10 +25,10 @@ from otelite.api.posthog.metrics.intervals import INTERVALS, approx_buckets, aut
 from otelite.api.posthog.metrics.request import PERCENTILES, Clause, MetricsQuery
 from otelite.collector.query import engine, reduce
 from otelite.collector.query.engine import Prepared
-from otelite.collector.query.model import (MIN_LOOKBACK_NS, Aggregation, BoundsMismatch, GroupKey, Query,
+from otelite.collector.query.model import (MIN_LOOKBACK_NS, OBSERVED_TYPES, Aggregation, BoundsMismatch, GroupKey, Query,
                                            TooManyBuckets, UnsupportedAggregation)
 from otelite.collector.query.reduce import Cells
-from otelite.collector.store.metrics import SeriesSelection, SeriesSet
+from otelite.collector.store.metrics import SeriesSelection, SeriesSet, metric_type
 from otelite.collector.store.points import PointCache
 from otelite.collector.times import NS, iso, zone
 
@@ -36,8 +36,21 @@ MAX_ROWS = 10_000  # (bucket, group) rows per clause
 MAX_SERIES = 100  # per clause in the response
 
 
-def aggregation_of(name: str, q: float | None) -> Aggregation:
-    """A PostHog aggregation (and its quantile) as the engine's two-stage Aggregation."""
+# On metrics whose points carry a count and a sum of observations (histograms, exponential histograms,
+# summaries) sum, count and avg describe the observations recorded in each bucket: their sum, their
+# number and their mean (sum / number over every series of the group), with cumulative points read as
+# increases over the previous reading (README, "Histogram semantics"). min and max have no per-bucket
+# meaning there and are refused.
+OBSERVATION_AGGREGATIONS = {"sum": Aggregation("observation_sum", across="sum"),
+                            "count": Aggregation("observations", across="sum"),
+                            "avg": Aggregation("observation_mean")}
+
+
+def aggregation_of(name: str, q: float | None, metric_type: str | None = None) -> Aggregation:
+    """A PostHog aggregation (and its quantile) as the engine's two-stage Aggregation, for a metric of
+    `metric_type`."""
+    if metric_type in OBSERVED_TYPES and name in OBSERVATION_AGGREGATIONS:
+        return OBSERVATION_AGGREGATIONS[name]
     if name in ("sum", "count"):
         return Aggregation("last", across=name)
     if name in ("avg", "min", "max"):
@@ -50,10 +63,22 @@ def aggregation_of(name: str, q: float | None) -> Aggregation:
 
 
 def check_aggregation(clause: Clause, metric_type: str | None) -> None:
+    if clause.aggregation in ("min", "max") and metric_type in OBSERVED_TYPES:
+        raise bad_request(f"{clause.metric_name!r} is a {metric_type}: {clause.aggregation} of its observations "
+                          f"in a bucket is not recorded (a point's min/max covers its whole collection "
+                          f"period); use p50..p99 or histogram_quantile", attr="aggregation")
     try:
         engine.check_aggregation(clause.aggregation, metric_type)
     except UnsupportedAggregation as e:
         raise bad_request(f"{clause.metric_name!r}: {e}", attr="aggregation") from None
+
+
+def resolve_type(conn: sqlite3.Connection, project_id: int, clause: Clause) -> Clause:
+    """The clause with its metric type pinned (the latest type of the name when it gives none), since
+    what sum, count and avg mean depends on it."""
+    if clause.metric_type is not None:
+        return clause
+    return replace(clause, metric_type=metric_type(conn, project_id, clause.metric_name))
 
 
 def engine_query(project_id: int, clause: Clause, start_ns: int, end_ns: int, interval: str,
@@ -63,7 +88,7 @@ def engine_query(project_id: int, clause: Clause, start_ns: int, end_ns: int, in
     return Query(
         selection=SeriesSelection(project_id, clause.metric_name, clause.metric_type, tuple(clause.filters)),
         start_ns=start_ns, end_ns=end_ns, grid=grid_for(interval, tz),
-        aggregation=aggregation_of(clause.aggregation, clause.q),
+        aggregation=aggregation_of(clause.aggregation, clause.q, clause.metric_type),
         group_by=tuple(GroupKey(k.key, k.scope) for k in clause.group_by),
         lookback_ns=max(INTERVALS[interval] * NS, MIN_LOOKBACK_NS), max_buckets=MAX_ROWS)
 
@@ -71,6 +96,8 @@ def engine_query(project_id: int, clause: Clause, start_ns: int, end_ns: int, in
 def prepare(conn: sqlite3.Connection, cache: PointCache, project_id: int, clause: Clause, start_ns: int,
             end_ns: int, interval: str, tz: dt.tzinfo, keep_points: bool = False) -> Prepared:
     """The clause's series and per-series cells (engine.prepare), with PostHog's 400s."""
+    clause = resolve_type(conn, project_id, clause)
+    check_aggregation(clause, clause.metric_type)
     try:
         return engine.prepare(conn, cache, engine_query(project_id, clause, start_ns, end_ns, interval, tz),
                               keep_points=keep_points)
@@ -87,10 +114,10 @@ def groups_for(conn: sqlite3.Connection, project_id: int, series: SeriesSet, key
     return engine.group_index(conn, series, keys, limit)
 
 
-def combine(cells: Cells, group: np.ndarray, aggregation: str, q: float | None, nb: int
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def combine(cells: Cells, group: np.ndarray, aggregation: str, q: float | None, nb: int,
+            metric_type: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cells reduced per (group, bucket) for a PostHog aggregation name → (group, bucket, value)."""
-    return reduce.combine(cells, group, aggregation_of(aggregation, q), nb)
+    return reduce.combine(cells, group, aggregation_of(aggregation, q, metric_type), nb)
 
 
 @dataclass

@@ -9,27 +9,38 @@ become the store's `LabelFilter`s (regexes compiled by RE2).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from otelite.api.errors import bad_request
+from otelite.api.posthog import filters
 from otelite.api.posthog.metrics import formula as formula_mod
 from otelite.api.posthog.metrics.intervals import INTERVALS
 from otelite.collector.query.model import GroupKey
 from otelite.collector.store.metrics import LabelFilter
-from otelite.collector.store.records import label_text
 from otelite.collector.store.regex import RegexError
-from otelite.collector.times import NS, TimeError, parse_time
+from otelite.collector.times import MAX_NS, MIN_NS, NS, TimeError, parse_time
 
 AGGREGATIONS = ("sum", "avg", "min", "max", "count", "p50", "p90", "p95", "p99", "rate", "increase",
                 "histogram_quantile")
 PERCENTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
 METRIC_TYPES = ("gauge", "sum", "histogram", "exponential_histogram", "summary")
-FILTER_OPS = ("eq", "neq", "regex", "not_regex")
 SCOPES = ("resource", "attribute", "auto")
+# A filter's `type` in PostHog's property-filter shape names the scope: the attribute and resource
+# attribute types of PostHog's span and log filters (posthog/schema.py PropertyFilterType).
+FILTER_TYPES = {**{s: s for s in SCOPES}, "span_attribute": "attribute", "log_attribute": "attribute",
+                "span_resource_attribute": "resource", "log_resource_attribute": "resource"}
+LEGACY_OPS = {"eq": "exact", "neq": "is_not"}  # this API's own `op` names (PostHog's _MetricFilterSerializer)
+FILTER_FIELDS = ("key", "value", "op", "operator", "scope", "type", "label")  # label: the UI's display name
+GROUP_BY_FIELDS = ("key", "scope")
+CLAUSE_FIELDS = ("name", "metricName", "aggregation", "quantile", "metricType", "filters", "groupBy")
+QUERY_FIELDS = CLAUSE_FIELDS[1:] + ("interval", "clauses", "formula", "dateFrom", "dateTo")
+CHARACTERIZE_FIELDS = ("metricName", "metricType", "anomalyFrom", "anomalyTo", "baselineFrom", "baselineTo",
+                       "aggregation", "quantile", "filters", "candidateKeys")
+BODY_FIELDS = ("query", "client_query_id", "refresh")  # the last two only steer PostHog's query cache
+INERT_FIELDS = ("kind", "version", "tags", "modifiers", "response")  # schema bookkeeping the views ignore
 MAX_CLAUSES = 10
 MAX_FORMULA = 512
 MAX_RANGE_NS = 31 * 86400 * NS
@@ -81,17 +92,18 @@ class CharacterizeQuery:
     baseline_to_ns: int
 
 
-def _obj(body: Any) -> dict:
+def _obj(body: Any, fields: tuple[str, ...]) -> dict:
+    """The `query` object of a body read by api/posthog/request_body.py (which already decoded a form
+    field or string holding it), every field of it understood."""
     if not isinstance(body, dict):
         raise bad_request("the request body must be a JSON object with a `query` object", attr="query")
-    query = body.get("query", body if ("metricName" in body or "clauses" in body) else None)
-    if isinstance(query, str):  # a form field holding JSON (`-d query=...` in PostHog's curl examples)
-        try:
-            query = json.loads(query)
-        except ValueError:
-            pass
+    top_level = "query" not in body and ("metricName" in body or "clauses" in body)
+    query = body if top_level else body.get("query")
     if not isinstance(query, dict):
         raise bad_request("`query` must be an object", attr="query")
+    if not top_level:
+        filters.check_fields(body, BODY_FIELDS, "body", "query")
+    filters.check_fields(query, fields + INERT_FIELDS + (BODY_FIELDS[1:] if top_level else ()), "query", "query")
     return query
 
 
@@ -99,7 +111,8 @@ def _time(value: Any, attr: str, tz: dt.tzinfo, now_ns: int, naive_tz: dt.tzinfo
     """An ISO or relative date (collector/times.py; relative dates in `tz`, ISO without an offset in
     `naive_tz`, default `tz`), or epoch seconds as a JSON number."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if not math.isfinite(value) or abs(value) > 1e11:
+        # Within the storable range (collector/times.py: years 1677 to 2262), or the bucket grid overflows.
+        if not math.isfinite(value) or not MIN_NS <= value * NS <= MAX_NS:
             raise bad_request(f"{attr}: {value!r} is not a time in epoch seconds", attr=attr)
         return int(round(value * NS))
     try:
@@ -138,41 +151,51 @@ def _metric_name(value: Any, attr: str) -> str:
     return value
 
 
-def _scope(value: Any, attr: str) -> str:
+def _scope(value: Any, path: str, attr: str | None = None) -> str:
+    """A label scope: resource, attribute or auto, or the property-filter `type` naming one."""
     if value is None:
         return "auto"
-    if value not in SCOPES:
-        raise bad_request(f"unknown scope {value!r}; expected resource, attribute or auto", attr=attr)
-    return value
+    scope = FILTER_TYPES.get(value) if isinstance(value, str) else None
+    if scope is None:
+        raise bad_request(f"{path}: unknown scope {value!r}; expected resource, attribute or auto (or a "
+                          f"property-filter type: {', '.join(t for t in FILTER_TYPES if t not in SCOPES)})",
+                          attr=attr or path)
+    return scope
 
 
 def _filters(value: Any, attr: str) -> list[LabelFilter]:
+    """`filters`: each `{key, op, value, scope}` (this API's shape) or `{key, operator, value, type}`
+    (PostHog's property-filter shape, as tracing reads it); both spell the same condition, with any
+    PropertyOperator that applies to strings and numbers (api/posthog/filters.py). A field that is not
+    understood, or `op`/`operator` (`scope`/`type`) that disagree → 400."""
     if value is None:
         return []
     if not isinstance(value, list):
-        raise bad_request("filters must be a list of {key, op, value, scope}", attr=attr)
+        raise bad_request("filters must be a list of {key, op, value, scope} or {key, operator, value, type}",
+                          attr=attr)
     out = []
-    for f in value:
+    for i, f in enumerate(value):
+        path = f"{attr}[{i}]"
         if not isinstance(f, dict) or not isinstance(f.get("key"), str) or not f["key"]:
-            raise bad_request("each filter needs a non-empty string `key`", attr=attr)
-        op = f.get("op") or "eq"
-        if op not in FILTER_OPS:
-            raise bad_request(f"unknown filter op {op!r}; expected eq, neq, regex or not_regex", attr=attr)
-        raw = f.get("value")
-        if op in ("regex", "not_regex"):
-            if not isinstance(raw, str):
-                raise bad_request("a regex filter's value must be a string", attr=attr)
-            try:
-                out.append(LabelFilter.matches(f["key"], raw, _scope(f.get("scope"), attr), op == "not_regex"))
-            except RegexError as e:
-                raise bad_request(f"bad regex: {e}", attr=attr) from None
-            continue
-        items = raw if isinstance(raw, list) else [raw]
-        if any(v is None or isinstance(v, (dict, list)) for v in items) or not items:
-            raise bad_request("an eq/neq filter's value must be a string, number, boolean or a list of them",
-                              attr=attr)
-        out.append(LabelFilter.equals(f["key"], [label_text(v) for v in items], _scope(f.get("scope"), attr),
-                                      op == "neq"))
+            raise bad_request(f"{path}: each filter needs a non-empty string `key`", attr=attr)
+        filters.check_fields(f, FILTER_FIELDS, path, attr)
+        ops = {filters.operator(f[name], f"{path}.{name}", attr, LEGACY_OPS) for name in ("op", "operator")
+               if f.get(name) is not None}
+        if len(ops) > 1:
+            raise bad_request(f"{path}: op {f['op']!r} and operator {f['operator']!r} disagree", attr=attr)
+        op = ops.pop() if ops else "exact"
+        scopes = {_scope(f[name], f"{path}.{name}", attr) for name in ("scope", "type") if f.get(name) is not None}
+        if len(scopes) > 1:
+            raise bad_request(f"{path}: scope {f['scope']!r} and type {f['type']!r} disagree", attr=attr)
+        scope = scopes.pop() if scopes else "auto"
+        values = filters.comparison_values(op, f.get("value"), f"{path}.value", attr)
+        if values is None:
+            raise bad_request(f"{path}.value: a {op} filter needs a value (a string, number, boolean or a list "
+                              f"of them)", attr=attr)
+        try:
+            out.append(LabelFilter.compare(f["key"], op, values, scope))
+        except RegexError as e:  # (comparison_values compiled them already)
+            raise bad_request(f"{path}.value: {e}", attr=attr) from None
     return out
 
 
@@ -187,6 +210,7 @@ def _group_by(value: Any, attr: str) -> list[GroupKey]:
             g = {"key": g}
         if not isinstance(g, dict) or not isinstance(g.get("key"), str) or not g["key"]:
             raise bad_request("each groupBy entry needs a non-empty string `key`", attr=attr)
+        filters.check_fields(g, GROUP_BY_FIELDS, attr, attr)
         key = GroupKey(g["key"], _scope(g.get("scope"), attr))
         if any(k.key == key.key for k in out):
             raise bad_request(f"groupBy names {key.key!r} twice", attr=attr)
@@ -211,7 +235,7 @@ def _clause(c: Any, name: str, attr: str) -> Clause:
 
 def parse_query(body: Any, tz: dt.tzinfo, now_ns: int) -> MetricsQuery:
     """`{"query": {...}}` of POST metrics/query → MetricsQuery, or a 400."""
-    q = _obj(body)
+    q = _obj(body, QUERY_FIELDS)
     has_name, has_clauses = q.get("metricName") is not None, q.get("clauses") is not None
     if has_name == has_clauses:
         raise bad_request("give exactly one of metricName or clauses", attr="metricName")
@@ -220,6 +244,10 @@ def parse_query(body: Any, tz: dt.tzinfo, now_ns: int) -> MetricsQuery:
         if q.get("formula") is not None:
             raise bad_request("formula requires clauses", attr="formula")
     else:
+        for name in CLAUSE_FIELDS[2:]:  # PostHog: "'metricType' applies to the single-clause shorthand"
+            if q.get(name) is not None:
+                raise bad_request(f"{name} applies to the single-clause shorthand (metricName); with clauses "
+                                  f"set it per clause", attr=name)
         raw = q["clauses"]
         if not isinstance(raw, list) or not raw:
             raise bad_request("clauses must be a non-empty list", attr="clauses")
@@ -235,6 +263,8 @@ def parse_query(body: Any, tz: dt.tzinfo, now_ns: int) -> MetricsQuery:
                                   attr=f"clauses[{i}].name")
             if any(x.name == name for x in clauses):
                 raise bad_request(f"clause name {name!r} is used twice", attr=f"clauses[{i}].name")
+            if isinstance(c, dict):
+                filters.check_fields(c, CLAUSE_FIELDS, f"clauses[{i}]", f"clauses[{i}]")
             clauses.append(_clause(c, name, f"clauses[{i}]"))
 
     formula_text = q.get("formula")
@@ -266,7 +296,7 @@ def parse_query(body: Any, tz: dt.tzinfo, now_ns: int) -> MetricsQuery:
 def parse_characterize(body: Any, tz: dt.tzinfo, now_ns: int) -> CharacterizeQuery:
     """`{"query": {...}}` of POST metrics/characterize. ISO times without an offset are UTC (spec); relative
     dates are computed in the project's zone `tz` (`-1dStart`: its midnight), as in metrics/query."""
-    q = _obj(body)
+    q = _obj(body, CHARACTERIZE_FIELDS)
 
     def time(field: str) -> int:
         return _time(q[field], field, tz, now_ns, naive_tz=dt.timezone.utc)

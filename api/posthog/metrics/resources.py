@@ -18,7 +18,9 @@ import falcon
 from otelite.api.auth import RoutePolicy
 from otelite.api.dialect import Dialect
 from otelite.api.errors import bad_request
-from otelite.api.posthog.common import ERRORS, PREFIXES
+from otelite.api.posthog.common import DATE_SCHEMA, ERRORS, PREFIXES, error_responses
+from otelite.api.posthog.request_body import read_posthog_body
+from otelite.api.posthog.metrics import attributes
 from otelite.api.posthog.metrics.characterize import characterize
 from otelite.api.posthog.metrics.query import run_query
 from otelite.api.posthog.metrics.request import parse_characterize, parse_query
@@ -38,8 +40,6 @@ def _values(conn: sqlite3.Connection, project_id: int, search: str, limit: int) 
     return [{"name": m.name, "metric_type": m.type} for m in sm.metric_names(conn, project_id, search, limit)]
 
 
-async def _body(req: falcon.asgi.Request) -> object:
-    return await req.get_media(default_when_empty=None)
 
 
 class HasMetricsResource:
@@ -62,11 +62,27 @@ class ValuesResource:
         raw = req.get_param("limit")
         limit = VALUES_LIMIT_DEFAULT
         if raw is not None:
-            if not raw.strip().isdigit() or not 1 <= int(raw) <= VALUES_LIMIT_MAX:
+            if not (raw.strip().isascii() and raw.strip().isdigit()) or not 1 <= int(raw) <= VALUES_LIMIT_MAX:
                 raise bad_request(f"limit must be an integer from 1 to {VALUES_LIMIT_MAX}, got {raw!r}", attr="limit")
             limit = int(raw)
         search = req.get_param("value") or ""
         resp.media = {"results": await self._store.read(_values, req.context.project.id, search, limit)}
+
+
+class AttributesResource:
+    """GET metrics/attributes (`values=False`) and metrics/attribute_values (attributes.py)."""
+
+    auth_policy = READ
+
+    def __init__(self, store: "Store", values: bool) -> None:
+        self._store, self._values = store, values
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str) -> None:
+        project = req.context.project
+        params = {name: req.get_param(name) for name in req.params}
+        q = attributes.parse(params, project.id, zone(project.timezone), time.time_ns(), values=self._values)
+        run = attributes.attribute_values if self._values else attributes.attribute_keys
+        resp.media = await self._store.read(run, q)
 
 
 class QueryResource:
@@ -77,7 +93,7 @@ class QueryResource:
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str) -> None:
         project = req.context.project
-        query = parse_query(await _body(req), zone(project.timezone), time.time_ns())
+        query = parse_query(await read_posthog_body(req), zone(project.timezone), time.time_ns())
         resp.media = await self._store.read(run_query, self._store.point_cache, project.id, project.timezone,
                                             query)
 
@@ -90,7 +106,7 @@ class CharacterizeResource:
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str) -> None:
         project = req.context.project
-        query = parse_characterize(await _body(req), zone(project.timezone), time.time_ns())
+        query = parse_characterize(await read_posthog_body(req), zone(project.timezone), time.time_ns())
         resp.media = await self._store.read(characterize, project.id, project.timezone, query,
                                             self._store.point_cache)
 
@@ -118,8 +134,40 @@ _CHARACTERIZE_BODY = {"required": True, "content": {"application/json": {"schema
         "quantile": {"type": "number"}, "filters": {"type": "array", "items": {"type": "object"}},
         "candidateKeys": {"type": "array", "items": {"type": "string"}, "maxItems": 4}}}}}}}}
 
+_WINDOW_PARAMS = [
+    {"name": "dateFrom", "in": "query", "schema": {"anyOf": [DATE_SCHEMA, {"const": ""}]},
+     "description": "default (or empty): 7 days before dateTo"},
+    {"name": "dateTo", "in": "query", "schema": {"anyOf": [DATE_SCHEMA, {"const": ""}]},
+     "description": "default (or empty): now"},
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
+    {"name": "metricName", "in": "query", "schema": {"type": "string"}, "description": "only this metric's labels"}]
+_ATTRIBUTES_RESPONSE = {"type": "object", "required": ["results", "count"], "properties": {
+    "results": {"type": "array", "items": {"type": "object", "required": ["name", "attribute_count"], "properties": {
+        "name": {"type": "string"},
+        "attribute_count": {"type": ["integer", "null"], "description": "series carrying the key in the window"}}}},
+    "count": {"type": "integer", "description": "number of keys returned"}}}
+_ATTRIBUTE_VALUES_RESPONSE = {"type": "object", "required": ["results"], "properties": {
+    "results": {"type": "array", "items": {"type": "object", "required": ["id", "name", "count"], "properties": {
+        "id": {"type": "string"}, "name": {"type": "string"},
+        "count": {"type": "integer", "description": "series carrying the value in the window"}}}}}}
+
 OPENAPI_PATHS: dict = {}
 for _prefix in PREFIXES:
+    OPENAPI_PATHS[f"{_prefix}/metrics/attributes"] = {"get": {
+        "summary": "Label keys (point and resource attributes merged) by how many series carry them; "
+                   "service_name first",
+        "parameters": _PATH_PARAM + [{"name": "search", "in": "query", "schema": {"type": "string"},
+                                      "description": "case-insensitive substring of the key"}] + _WINDOW_PARAMS,
+        "responses": {"200": {"description": "keys", "content": {"application/json": {
+            "schema": _ATTRIBUTES_RESPONSE}}}, **error_responses("metrics:read")}}}
+    OPENAPI_PATHS[f"{_prefix}/metrics/attribute_values"] = {"get": {
+        "summary": "Values of one label key, a value equal to the search first, then by how many series carry them",
+        "parameters": _PATH_PARAM + [{"name": "key", "in": "query", "required": True,
+                                      "schema": {"type": "string", "minLength": 1}},
+                                     {"name": "value", "in": "query", "schema": {"type": "string"},
+                                      "description": "case-insensitive substring of the value"}] + _WINDOW_PARAMS,
+        "responses": {"200": {"description": "values", "content": {"application/json": {
+            "schema": _ATTRIBUTE_VALUES_RESPONSE}}}, **error_responses("metrics:read")}}}
     OPENAPI_PATHS[f"{_prefix}/metrics/has_metrics"] = {"get": {
         "summary": "Whether the project has any metric", "parameters": _PATH_PARAM,
         "responses": {"200": {"description": '{"hasMetrics": bool}'}, **_ERRORS}}}
@@ -146,7 +194,9 @@ for _prefix in PREFIXES:
 def add_routes(app: falcon.asgi.App, services: "Services") -> None:
     store = services.store
     resources = {"has_metrics": HasMetricsResource(store), "values": ValuesResource(store),
-                 "query": QueryResource(store), "characterize": CharacterizeResource(store)}
+                 "query": QueryResource(store), "characterize": CharacterizeResource(store),
+                 "attributes": AttributesResource(store, values=False),
+                 "attribute_values": AttributesResource(store, values=True)}
     for prefix in PREFIXES:
         for name, resource in resources.items():
             app.add_route(f"{prefix}/metrics/{name}", resource)

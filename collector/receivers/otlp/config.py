@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
-from otelite.collector.component import InvalidField, check_endpoint, optional_section, section
+from otelite.collector.component import (InvalidField, check_endpoint, is_loopback, optional_section,
+                                         parse_endpoint, section)
 
 
 @dataclass
@@ -39,9 +40,11 @@ def _none_enabled() -> OtlpProtocols:
 class OtlpReceiverConfig:
     # As in the Collector, a file that lists protocols enables exactly those.
     protocols: OtlpProtocols = section(OtlpProtocols, when_given=_none_enabled)
-    # "none": open, as sidecars expect (data goes to the default project or the one named by the
-    # X-Otelite-Project header); "required": a key with the `ingest` scope picks the project (auth.md).
-    auth: str = "none"
+    # Unset: open on loopback, as sidecars expect (data goes to the default project or the one named by
+    # the X-Otelite-Project header, honoured only from loopback or with a key), and a start-up error on a
+    # non-loopback endpoint. "none": open even there, deliberately. "required": a key with the `ingest`
+    # scope picks the project (auth.md).
+    auth: str | None = None
     # Processes that decode and normalize protobuf payloads, so ingest uses more than the one core the
     # event loop and the writer share (collector/pipeline/walker.py); 0 does it all in the event loop.
     decode_workers: int = 1
@@ -66,8 +69,23 @@ class OtlpReceiverConfig:
             raise InvalidField("max_inflight_bytes", f"must be positive, got {self.max_inflight_bytes}")
         if not 0 <= self.decode_workers <= 64:
             raise InvalidField("decode_workers", f"must be 0 to 64, got {self.decode_workers}")
-        if self.auth not in ("none", "required"):
+        if self.auth not in (None, "none", "required"):
             raise InvalidField("auth", f"must be none or required, got {self.auth!r}")
+        if self.auth is None:
+            for key, endpoint in self.otlp_listeners():
+                if not is_loopback(parse_endpoint(endpoint)[0]):
+                    raise InvalidField("auth", (
+                        f"OTLP listens beyond loopback ({key}: {endpoint}) without receivers.otlp.auth, so "
+                        f"any host that reaches it could write data into any project. Set auth: required "
+                        f"(senders present an API key with the ingest scope), or auth: none to accept "
+                        f"unauthenticated data from the network deliberately"))
+
+    def otlp_listeners(self) -> Iterator[tuple[str, str]]:
+        """(key, HOST:PORT) of the sockets that accept OTLP (enabled protocols only)."""
+        if self.protocols.grpc is not None:
+            yield "protocols.grpc.endpoint", self.protocols.grpc.endpoint
+        if self.protocols.http is not None:
+            yield "protocols.http.endpoint", self.protocols.http.endpoint
 
     def listeners(self) -> Iterator[tuple[str, str]]:
         """(key, HOST:PORT) of the sockets this receiver listens on. The REST API shares the HTTP listener,

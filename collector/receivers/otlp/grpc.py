@@ -16,7 +16,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 
 from otelite.collector.normalize.otlp import OtlpDataError
 from otelite.collector.receivers.admission import GRPC_RESERVE
-from otelite.collector.receivers.otlp.auth import OtlpAuthError
+from otelite.collector.receivers.otlp.auth import FORBIDDEN, NOT_FOUND, UNAUTHENTICATED, OtlpAuthError
 from otelite.collector.pipeline.ingest import ExportResult, StoreFull, StoreUnavailable
 from otelite.collector.pipeline.walker import OtlpDecodeError
 
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from otelite.collector.receivers.otlp.config import GrpcServerConfig
 
 ProjectResolver = Callable[[grpc.aio.ServicerContext], int]
+_AUTH_CODES = {UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED, FORBIDDEN: grpc.StatusCode.PERMISSION_DENIED,
+               NOT_FOUND: grpc.StatusCode.NOT_FOUND}
 
 
 async def _export(context: grpc.aio.ServicerContext, export: Callable, request, project_for: ProjectResolver
@@ -38,8 +40,7 @@ async def _export(context: grpc.aio.ServicerContext, export: Callable, request, 
     except OtlpDataError as e:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
     except OtlpAuthError as e:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED if e.unauthenticated else grpc.StatusCode.NOT_FOUND,
-                            str(e))
+        await context.abort(_AUTH_CODES[e.kind], str(e))
     except StoreFull as e:
         await _abort_unavailable(context, str(e), e.retry_after)
     except StoreUnavailable as e:

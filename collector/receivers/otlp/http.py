@@ -18,8 +18,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (ExportTrac
                                                                       ExportTraceServiceResponse)
 
 from otelite.collector.normalize.otlp import OtlpDataError
-from otelite.collector.receivers.compression import ENCODINGS, BadCompression, BodyTooLarge, decompress
-from otelite.collector.receivers.otlp.auth import OtlpAuthError
+from otelite.collector.receivers.compression import (ENCODINGS, BadCompression, BodyTooLarge, decompress,
+                                                      read_limited)
+from otelite.collector.receivers.otlp.auth import FORBIDDEN, NOT_FOUND, UNAUTHENTICATED, OtlpAuthError
 from otelite.collector.normalize.otlp_json import (OtlpJsonError, export_response_to_json, metrics_request_from_json,
                                            status_to_json, traces_request_from_json)
 from otelite.collector.pipeline.ingest import ExportResult, StoreFull, StoreUnavailable
@@ -32,11 +33,12 @@ if TYPE_CHECKING:
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
-_READ_CHUNK = 1 << 16
 
 # gRPC code numbers for the Status body (google.rpc.Code).
-_INVALID_ARGUMENT, _NOT_FOUND, _RESOURCE_EXHAUSTED, _UNIMPLEMENTED, _UNAVAILABLE, _UNAUTHENTICATED = \
-    3, 5, 8, 12, 14, 16
+_INVALID_ARGUMENT, _NOT_FOUND, _PERMISSION_DENIED, _RESOURCE_EXHAUSTED, _UNIMPLEMENTED, _UNAVAILABLE, \
+    _UNAUTHENTICATED = 3, 5, 7, 8, 12, 14, 16
+_AUTH_STATUS = {UNAUTHENTICATED: (falcon.HTTP_401, _UNAUTHENTICATED), FORBIDDEN: (falcon.HTTP_403, _PERMISSION_DENIED),
+                NOT_FOUND: (falcon.HTTP_404, _NOT_FOUND)}
 
 
 class _Refusal(Exception):
@@ -58,8 +60,10 @@ class _Signal:
 class OtlpHttpResource:
     """One OTLP signal endpoint. `project_for(req)` picks the project the data belongs to."""
 
-    # receivers.otlp.auth is enforced by `project_for`, with OTLP's own status codes and bodies.
+    # receivers.otlp.auth is enforced by `project_for`, with OTLP's own status codes and bodies; so is the
+    # body limit (protocols.http.max_request_body_size), not the REST one (api/body.py).
     handles_own_auth = True
+    handles_own_body = True
 
     def __init__(self, signal: _Signal, config: "HttpServerConfig",
                  project_for: Callable[[falcon.asgi.Request], int], budget: "BodyBudget | None" = None) -> None:
@@ -88,9 +92,8 @@ class OtlpHttpResource:
         except OtlpDataError as e:
             return _fail(resp, _Refusal(falcon.HTTP_400, _INVALID_ARGUMENT, str(e)), encoding)
         except OtlpAuthError as e:
-            refusal = _Refusal(falcon.HTTP_401, _UNAUTHENTICATED, str(e)) if e.unauthenticated \
-                else _Refusal(falcon.HTTP_404, _NOT_FOUND, str(e))
-            return _fail(resp, refusal, encoding)
+            http_status, code = _AUTH_STATUS[e.kind]
+            return _fail(resp, _Refusal(http_status, code, str(e)), encoding)
         except StoreFull as e:
             # otlp.md: 503 + Retry-After is retryable, so the client keeps the data and sends it again.
             return _fail(resp, _Refusal(falcon.HTTP_503, _UNAVAILABLE, str(e), e.retry_after), encoding)
@@ -130,21 +133,16 @@ class OtlpHttpResource:
         if content_encoding not in ENCODINGS:
             raise _Refusal(falcon.HTTP_400, _INVALID_ARGUMENT,
                            f"unsupported Content-Encoding {content_encoding!r}; use gzip, deflate or none")
-        if held is not None and declared is not None:
-            held.resize(declared)  # StoreFull: 503 before a byte of the body is read
-        chunks, size = [], 0
-        while True:
-            chunk = await req.stream.read(_READ_CHUNK)
-            if not chunk:
-                break
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(limit)
-            if held is not None and size > held.size:
-                held.resize(size)  # a chunked body, or one longer than declared
-            chunks.append(chunk)
+        on_read = None
+        if held is not None:
+            if declared is not None:
+                held.resize(declared)  # StoreFull: 503 before a byte of the body is read
+
+            def on_read(size: int) -> None:
+                if size > held.size:
+                    held.resize(size)  # a chunked body, or one longer than declared
         try:
-            body = decompress(b"".join(chunks), content_encoding, limit)
+            body = decompress(await read_limited(req.stream, limit, on_read), content_encoding, limit)
         except BodyTooLarge:
             raise _too_large(limit) from None
         except BadCompression as e:
@@ -198,6 +196,7 @@ class OtlpNotServedResource:
     service.pipelines takes. Said clearly, in OTLP's error shape, instead of a bare 404."""
 
     handles_own_auth = True
+    handles_own_body = True  # never reads it
 
     def __init__(self, message: str) -> None:
         self._message = message

@@ -1,0 +1,321 @@
+"""Export-log entries of metrics → remote-write time series, with the scrape's translation.
+
+Each entry's OTLP request is normalized again (the same walk that stored it, so the same series ids), and
+every point becomes the samples the scrape would show for its series at that moment:
+
+- names, labels and types from `exporters.prometheus.collect.translate_series` (the one OTel →
+  Prometheus mapping), bucket bounds as `le` texts by `exposition.float_label`, exponential histograms
+  as explicit buckets by `collect.exponential_buckets`;
+- delta sums and histograms as running totals, folded by `collector.store.series_state.accumulate` (the
+  function the writer uses for the scrape's state) in commit order, starting from the totals the store had
+  where this exporter's cursor began (export_log.reconcile). The totals are committed with the cursor, so
+  after a restart the same entries fold into the same values: a request sent again carries identical
+  samples, which a Prometheus receiver stores once;
+- remote-write 1.0 "Ordering": a sample not newer than the last one sent for its label set is left out
+  (counted `out_of_order`); a delta it carried stays in the running total the next sample shows;
+- a point flagged "no recorded value" becomes a stale marker (1.0 "Stale Markers").
+
+    converter = Converter(config)
+    need = converter.walk(entries)                       # normalize; say which state must be loaded
+    converter.load(totals_rows, last_sent_rows)          # from export_log.load_state
+    build = converter.build(need)                        # WriteRequests and the state after them
+    converter.commit(build.state)                        # once the cursor moved (delivered or dropped)
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from itertools import accumulate as running
+from typing import TYPE_CHECKING, Any
+
+from otelite.collector.normalize.otlp import fingerprint
+from otelite.collector.pipeline.walker import walk_metrics
+from otelite.collector.store.export_log import LAST_SENT, TOTALS
+from otelite.collector.store.records import WriteBatch
+from otelite.collector.store.series_state import accumulate, is_accumulated, state_row
+from otelite.exporters.prometheus import translation as tr
+from otelite.exporters.prometheus.collect import exponential_buckets, translate_series
+from otelite.exporters.prometheus.exposition import COUNTER, GAUGE, HISTOGRAM, SUMMARY, float_label
+from otelite.exporters.prometheusremotewrite.proto import TimeSeries, WriteRequest
+
+if TYPE_CHECKING:
+    from otelite.collector.store.export_log import Entry
+    from otelite.exporters.prometheusremotewrite.config import PrometheusRemoteWriteExporterConfig
+
+STALE_NAN = struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0]  # 1.0 "Stale Markers"
+_NO_RECORDED_VALUE = 1
+_MEMORY_MAX = 1_000_000  # state entries kept in memory; beyond it they are read again from the store
+_NAN = float("nan")
+
+
+@dataclass
+class _Series:
+    """A series translated once: its Prometheus type and names, its labels, the key of its label set."""
+
+    type: str
+    name: str  # family name with the namespace (counters without `_total`)
+    labels: list[tuple[str, str]]  # without __name__, sorted, empty values left out
+    key: int  # fingerprint of name and labels: remote-write ordering is per label set
+
+
+@dataclass
+class Need:
+    """What `walk` found: the normalized entries, and the state keys not yet in memory."""
+
+    batches: list[WriteBatch]
+    totals: list[int]
+    last_sent: list[int]
+
+
+@dataclass
+class Build:
+    requests: list[bytes] = field(default_factory=list)  # serialized WriteRequests, each ≤ max size
+    state: dict[str, dict[int, tuple]] = field(default_factory=lambda: {TOTALS: {}, LAST_SENT: {}})
+    items: int = 0  # OTLP data points the entries carry
+    out_of_order: int = 0  # points whose sample was left out
+    samples: int = 0
+
+
+class Converter:
+    def __init__(self, config: "PrometheusRemoteWriteExporterConfig") -> None:
+        self._config = config
+        self._external = sorted(config.external_labels.items())
+        self._series: dict[int, _Series | None] = {}
+        self._targets: dict[int, tuple[list[tuple[str, str]], int] | None] = {}
+        # The committed state (what the store has beside the cursor), loaded on demand.
+        self._totals: dict[int, tuple | None] = {}
+        self._last_sent: dict[int, int | None] = {}
+
+    # -- state ---------------------------------------------------------------------------------------
+    def walk(self, entries: list["Entry"]) -> Need:
+        batches = [walk_metrics(e.payload, e.project_id) for e in entries]
+        totals, keys = set(), set()
+        for b in batches:
+            for sid, row in b.series.items():
+                if is_accumulated(row[3], row[6]) and sid not in self._totals:
+                    totals.add(sid)
+                s = self._translate(b, sid)
+                if s is not None and s.key not in self._last_sent:
+                    keys.add(s.key)
+            if self._config.target_info.enabled:
+                for rid in b.resources:
+                    target = self._target(b, rid)
+                    if target is not None and target[1] not in self._last_sent:
+                        keys.add(target[1])
+        return Need(batches, sorted(totals), sorted(keys))
+
+    def load(self, totals: dict[int, tuple], last_sent: dict[int, tuple], need: Need) -> None:
+        if len(self._totals) + len(need.totals) > _MEMORY_MAX:
+            self._totals.clear()
+        if len(self._last_sent) + len(need.last_sent) > _MEMORY_MAX:
+            self._last_sent.clear()
+        for sid in need.totals:
+            found = totals.get(sid)
+            self._totals[sid] = found[1] if found else None
+        for key in need.last_sent:
+            found = last_sent.get(key)
+            self._last_sent[key] = found[0] if found else None
+
+    def commit(self, state: dict[str, dict[int, tuple]] | None) -> None:
+        """The cursor moved with `state`: it is what the store now has."""
+        if not state:
+            return
+        for sid, (_, total) in state.get(TOTALS, {}).items():
+            self._totals[sid] = total
+        for key, (time_ms, _) in state.get(LAST_SENT, {}).items():
+            self._last_sent[key] = time_ms
+
+    # -- conversion -------------------------------------------------------------------------------------
+    def fold(self, need: Need) -> Build:
+        """Running totals only (entries dropped unsent): later samples stay exact."""
+        out = Build()
+        totals = out.state[TOTALS]
+        for b in need.batches:
+            out.items += len(b.points)
+            for p in b.points:
+                sid = p[1]
+                kind, temporality = b.series[sid][3], b.series[sid][6]
+                if is_accumulated(kind, temporality) and not p[9] & _NO_RECORDED_VALUE:
+                    prev = totals[sid][1] if sid in totals else self._totals.get(sid)
+                    totals[sid] = (None, _without_exemplars(accumulate(kind, prev, [p])))
+        return out
+
+    def build(self, need: Need) -> Build:
+        out = Build()
+        totals, sent = out.state[TOTALS], out.state[LAST_SENT]
+        by_labels: dict[tuple, list[tuple[int, float]]] = {}
+        for b in need.batches:
+            out.items += len(b.points)
+            newest: dict[int, int] = {}  # resource id → newest point time (ms), for target_info
+            for p in b.points:
+                sid = p[1]
+                series_row = b.series[sid]
+                kind, temporality = series_row[3], series_row[6]
+                flags = p[9]
+                if is_accumulated(kind, temporality) and not flags & _NO_RECORDED_VALUE:
+                    prev = totals[sid][1] if sid in totals else self._totals.get(sid)
+                    row = _without_exemplars(accumulate(kind, prev, [p]))
+                    totals[sid] = (None, row)
+                else:
+                    row = state_row(p)
+                s = self._translate(b, sid)
+                if s is None:
+                    continue
+                ts = p[3] // 1_000_000
+                last = sent[s.key][0] if s.key in sent else self._last_sent.get(s.key)
+                if last is not None and ts <= last:
+                    out.out_of_order += 1
+                    continue
+                sent[s.key] = (ts, None)
+                rid = series_row[8]
+                if ts > newest.get(rid, -1):
+                    newest[rid] = ts
+                for name, extra, value in _samples(s, row, flags & _NO_RECORDED_VALUE):
+                    labels = _with_name(name, s.labels, extra)
+                    by_labels.setdefault(labels, []).append((ts, value))
+            if self._config.target_info.enabled:
+                for rid, ts in newest.items():
+                    target = self._target(b, rid)
+                    if target is None:
+                        continue
+                    labels, key = target
+                    last = sent[key][0] if key in sent else self._last_sent.get(key)
+                    if last is None or ts > last:
+                        sent[key] = (ts, None)
+                        by_labels.setdefault(labels, []).append((ts, 1.0))
+        out.requests = self._requests(by_labels)
+        out.samples = sum(len(v) for v in by_labels.values())
+        return out
+
+    def _requests(self, by_labels: dict[tuple, list[tuple[int, float]]]) -> list[bytes]:
+        """WriteRequests of at most max_batch_size_bytes; each series whole, in one request."""
+        limit = self._config.max_batch_size_bytes
+        requests: list[bytes] = []
+        current = WriteRequest()
+        size = 0
+        for labels, samples in by_labels.items():
+            ts = TimeSeries()
+            for name, value in labels:
+                label = ts.labels.add()
+                label.name, label.value = name, value
+            for t, v in sorted(samples, key=_first):
+                sample = ts.samples.add()
+                sample.timestamp, sample.value = t, v
+            n = ts.ByteSize() + 6
+            if size and size + n > limit:
+                requests.append(current.SerializeToString())
+                current, size = WriteRequest(), 0
+            current.timeseries.append(ts)
+            size += n
+        if size:
+            requests.append(current.SerializeToString())
+        return requests
+
+    # -- translation, cached per series -----------------------------------------------------------------
+    def _translate(self, b: WriteBatch, sid: int) -> _Series | None:
+        if sid in self._series:
+            return self._series[sid]
+        if len(self._series) > _MEMORY_MAX:
+            self._series.clear()
+        row = b.series[sid]
+        # SERIES_COLUMNS: name 2, type 3, unit 4, description 5, monotonic 7, resource 8, scope 9, attrs 10
+        resource = json.loads(b.resources[row[8]][2])
+        scope = b.scopes[row[9]]
+        attributes = json.loads(row[10])
+        if self._config.resource_to_telemetry_conversion.enabled:
+            attributes = {**resource, **attributes}  # the point's own attribute wins, as in the Collector
+        t = translate_series(row[2], row[3], row[4], row[5], bool(row[7]), resource, (scope[2], scope[3]),
+                             attributes)
+        if t is None:
+            s = None
+        else:
+            name = f"{self._config.namespace}_{t.family}" if self._config.namespace else t.family
+            labels = self._labels(t.labels)
+            s = _Series(t.type, name, labels, fingerprint(name, tr.render_labels(labels)))
+        self._series[sid] = s
+        return s
+
+    def _target(self, b: WriteBatch, rid: int) -> tuple[tuple, int] | None:
+        """target_info's labels (with __name__) and key for a resource with non-identifying attributes."""
+        if rid in self._targets:
+            return self._targets[rid]
+        resource = json.loads(b.resources[rid][2])
+        target = None
+        if any(k not in tr.IDENTIFYING_RESOURCE_ATTRIBUTES for k in resource):
+            name = f"{self._config.namespace}_target_info" if self._config.namespace else "target_info"
+            labels = self._labels(tr.target_info_labels(resource))
+            target = (_with_name(name, labels, ()), fingerprint(name, tr.render_labels(labels)))
+        self._targets[rid] = target
+        return target
+
+    def _labels(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """1.0 "Labels": no empty values; external labels where the series has no label of that name."""
+        out = {k: v for k, v in pairs if v != ""}
+        for k, v in self._external:
+            out.setdefault(k, v)
+        return sorted(out.items())
+
+
+def _with_name(name: str, labels: list[tuple[str, str]], extra: tuple) -> tuple:
+    """The full, sorted label set (label names sorted as 1.0 requires, `__name__` among them)."""
+    return tuple(sorted([("__name__", name), *labels, *extra]))
+
+
+def _first(x: tuple) -> Any:
+    return x[0]
+
+
+def _without_exemplars(row: tuple) -> tuple:
+    return row[:-1] + (None,)
+
+
+def _number(v: Any) -> float:
+    return _NAN if v == "NaN" else float(v)
+
+
+def _samples(s: _Series, row: tuple, stale: int) -> list[tuple[str, tuple, float]]:
+    """(sample name, extra labels, value) of a STATE_COLUMNS row, as the scrape would show them."""
+    _, _, _, _, value, count, total, _, _, _, buckets, _ = row
+    name = s.name
+    if s.type in (COUNTER, GAUGE):
+        sample = f"{name}_total" if s.type == COUNTER else name
+        if stale:
+            return [(sample, (), STALE_NAN)]
+        return [] if value is None else [(sample, (), _number(value))]
+    parsed = json.loads(buckets) if buckets else None
+    if s.type == HISTOGRAM:
+        if parsed is None:
+            bounds, counts = [], []
+        elif "bounds" in parsed:
+            bounds, counts = parsed["bounds"], parsed["counts"]
+        else:
+            pairs = exponential_buckets(parsed)
+            bounds, counts = [b for b, _ in pairs], [c for _, c in pairs]
+        if stale or count is None:
+            bucket_values = [STALE_NAN] * len(bounds)
+            out = [(f"{name}_count", (), STALE_NAN), (f"{name}_sum", (), STALE_NAN)]
+            inf = STALE_NAN
+        else:
+            bucket_values = list(running(counts[:len(bounds)])) if counts else []
+            out = [(f"{name}_count", (), float(count))]
+            if total is not None:
+                out.append((f"{name}_sum", (), _number(total)))
+            inf = float(count)
+        for bound, c in zip(bounds, bucket_values):
+            out.append((f"{name}_bucket", (("le", float_label(bound)),), float(c)))
+        out.append((f"{name}_bucket", (("le", "+Inf"),), inf))
+        return out
+    if s.type == SUMMARY:
+        quantiles = parsed.get("quantiles", []) if parsed else []
+        if stale or count is None:
+            return [(f"{name}_count", (), STALE_NAN), (f"{name}_sum", (), STALE_NAN)] + [
+                (name, (("quantile", float_label(q)),), STALE_NAN) for q, _ in quantiles]
+        out = [(f"{name}_count", (), float(count))]
+        if total is not None:
+            out.append((f"{name}_sum", (), _number(total)))
+        out += [(name, (("quantile", float_label(q)),), _number(v)) for q, v in quantiles]
+        return out
+    return []
+

@@ -1,0 +1,181 @@
+"""prometheusremotewrite against a real Prometheus (Debian's package, started with
+--web.enable-remote-write-receiver): what applications send to otelite reaches Prometheus with the values
+otelite's own scrape shows (counters, gauges, histograms, exponential histograms, summaries, delta
+counters as running totals), across a `kill -9` of otelite; a sample Prometheus refuses (HTTP 400) is
+dropped and counted while the rest of the queue goes on."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+
+import cramjam
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import free_port, start_server
+from metrics_otlp import CUMULATIVE, DELTA, counter, exp_histogram, gauge, histogram, summary
+from otelite.exporters.prometheusremotewrite.proto import WriteRequest
+
+WAIT_S = 20.0
+SEC = 10**9
+
+
+@pytest.fixture
+def prometheus(tmp_path):
+    """A Prometheus that only receives remote-write (no scrape targets); yields its base URL."""
+    binary = shutil.which("prometheus")
+    assert binary, "prometheus is missing: install Debian's `prometheus` package (.ci/run does)"
+    (tmp_path / "prometheus.yml").write_text("global: {evaluation_interval: 1m}\n")
+    port = free_port()
+    log = open(tmp_path / "prometheus.log", "wb")
+    proc = subprocess.Popen(
+        [binary, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}", "--web.enable-remote-write-receiver", "--log.level=warn"],
+        stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()
+        try:
+            if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    else:
+        raise AssertionError("Prometheus did not become ready")
+    yield url
+    proc.kill()
+    proc.wait(10)
+
+
+def query(url: str, promql: str) -> dict[tuple, float]:
+    r = httpx.get(f"{url}/api/v1/query", params={"query": promql}, timeout=5)
+    assert r.status_code == 200, r.text
+    return {tuple(sorted(s["metric"].items())): float(s["value"][1]) for s in r.json()["data"]["result"]}
+
+
+def scraped(server, key: str) -> dict[tuple, float]:
+    """otelite's own scrape as {(labels with __name__)...: value}."""
+    r = httpx.get(f"{server.http_url}/metrics", headers={"Authorization": f"Bearer {key}"}, timeout=5)
+    assert r.status_code == 200, r.text
+    out = {}
+    for family in text_string_to_metric_families(r.text):
+        for s in family.samples:
+            out[tuple(sorted({**s.labels, "__name__": s.name}.items()))] = float(s.value)
+    return out
+
+
+def remote_written(url: str, names: set[str]) -> dict[tuple, float]:
+    out = {}
+    for name in names:
+        for labels, value in query(url, f'{{__name__="{name}"}}').items():
+            assert ("cluster", "ci") in labels, labels  # external_labels on every series
+            out[tuple(p for p in labels if p[0] != "cluster")] = value
+    return out
+
+
+def send(server, request) -> None:
+    r = httpx.post(f"{server.http_url}/v1/metrics", content=request.SerializeToString(),
+                   headers={"Content-Type": "application/x-protobuf"}, timeout=10)
+    assert r.status_code == 200, r.text
+
+
+def self_metric(server, name: str, labels: dict) -> float:
+    text = httpx.get(f"{server.http_url}/metrics/self", timeout=5).text
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return 0.0
+
+
+def wait_until_equal(prom: str, server, key: str) -> dict:
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        expected = scraped(server, key)
+        got = remote_written(prom, {dict(k)["__name__"] for k in expected})
+        if got == expected or time.monotonic() > deadline:
+            assert got == expected
+            return got
+        time.sleep(0.3)
+
+
+def test_prometheus_receives_what_the_scrape_shows_across_a_kill(tmp_path, prometheus):
+    config = {
+        "receivers": {"otlp": {"decode_workers": 0}},
+        "exporters": {"sqlite": {}, "prometheusremotewrite/prom": {
+            "endpoint": f"{prometheus}/api/v1/write", "external_labels": {"cluster": "ci"},
+            "retry_on_failure": {"initial_interval": "100ms", "max_interval": "1s"}}},
+        "service": {"pipelines": {"metrics": {"receivers": ["otlp"], "exporters": ["sqlite", "prometheusremotewrite/prom"]}}},
+    }
+    server = start_server(tmp_path, config, "forwarder")
+    key = server.admin_key()
+    shop = {"service.name": "shop", "service.instance.id": "pod-1", "deployment.environment": "ci"}
+    worker = {"service.name": "worker", "service.instance.id": "w-1"}
+    t0 = time.time_ns() - 30 * SEC
+    try:
+        send(server, counter("orders", [(t0, 7, {"region": "eu"}), (t0 + SEC, 9, {"region": "eu"})],
+                             CUMULATIVE, resource=shop))
+        send(server, gauge("cart.size", [(t0, 3, {}), (t0 + SEC, 2.5, {})], resource=shop))
+        send(server, histogram("checkout.duration", [(t0, [0.1, 1.0], [1, 2, 1], {})], resource=shop))
+        send(server, exp_histogram("payload.size", [(t0, 0, 1, [1, 2, 3], 1, {})], DELTA, resource=shop))
+        send(server, summary("gc.pause", [(t0, 4, 2.0, [(0.5, 0.4), (0.99, 0.9)], {})], resource=shop))
+        send(server, counter("jobs", [(t0, 4, {})], DELTA, resource=worker))
+        send(server, counter("jobs", [(t0 + SEC, 6, {})], DELTA, resource=worker))
+        got = wait_until_equal(prometheus, server, key)
+        jobs = (("__name__", "jobs_total"), ("instance", "w-1"), ("job", "worker"))
+        assert got[jobs] == 10.0  # delta counters arrive as the running total, as the scrape shows them
+        assert any(dict(k)["__name__"] == "target_info" for k in got)
+        assert {dict(k).get("le") for k in got if dict(k)["__name__"] == "checkout_duration_bucket"} == \
+            {"0.1", "1.0", "+Inf"}
+
+        # kill -9, restart: the running totals carry on exactly (committed with the cursor).
+        server.kill()
+        server.start()
+        send(server, counter("jobs", [(t0 + 2 * SEC, 5, {})], DELTA, resource=worker))
+        send(server, exp_histogram("payload.size", [(t0 + 2 * SEC, 0, 1, [0, 1, 0], 0, {})], DELTA, resource=shop))
+        got = wait_until_equal(prometheus, server, key)
+        assert got[jobs] == 15.0
+        resets = query(prometheus, "resets(jobs_total[10m])")
+        assert list(resets.values()) == [0.0], resets  # Prometheus never saw the total go back
+
+        # A sample Prometheus refuses: the same series and timestamp as one it holds, another value
+        # (HTTP 400, "duplicate sample for timestamp"). Its request is dropped and counted; the entry sent
+        # with it in one request is delivered after the split.
+        ts_ms = (t0 + 3 * SEC) // 1_000_000
+        write = WriteRequest()
+        ts = write.timeseries.add()
+        for name, value in sorted({"__name__": "poison", "job": "shop", "instance": "pod-1",
+                                   "cluster": "ci", "otel_scope_name": ""}.items()):
+            if value:
+                label = ts.labels.add()
+                label.name, label.value = name, value
+        sample = ts.samples.add()
+        sample.value, sample.timestamp = 1.0, ts_ms
+        r = httpx.post(f"{prometheus}/api/v1/write", content=bytes(cramjam.snappy.compress_raw(write.SerializeToString())),
+                       headers={"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
+                                "X-Prometheus-Remote-Write-Version": "0.1.0"})
+        assert r.status_code == 204, r.text
+        failed_before = self_metric(server, "otelcol_exporter_send_failed_metric_points_total",
+                                    {"exporter": "prometheusremotewrite/prom"})
+        send(server, gauge("poison", [(ts_ms * 1_000_000, 2.0, {})], resource={"service.name": "shop",
+                                                                                "service.instance.id": "pod-1"}))
+        send(server, gauge("cart.size", [(t0 + 4 * SEC, 1, {})], resource=shop))
+        deadline = time.monotonic() + WAIT_S
+        while time.monotonic() < deadline:
+            if query(prometheus, "cart_size") and list(query(prometheus, "cart_size").values()) == [1.0]:
+                break
+            time.sleep(0.2)
+        assert list(query(prometheus, "cart_size").values()) == [1.0]  # the queue moved on
+        assert list(query(prometheus, "poison").values()) == [1.0]  # Prometheus kept its own sample
+        assert self_metric(server, "otelcol_exporter_send_failed_metric_points_total",
+                           {"exporter": "prometheusremotewrite/prom"}) == failed_before + 1
+        assert self_metric(server, "otelite_exporter_dropped_metric_points_total",
+                           {"exporter": "prometheusremotewrite/prom", "reason": "permanent"}) == 1
+        assert "HTTP 400" in server.log()
+    finally:
+        server.kill()

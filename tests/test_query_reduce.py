@@ -1,0 +1,157 @@
+"""The engine's sort-free reductions (collector/query/reduce.py) against plain per-key references computed
+here in Python: every result that does not depend on the order of additions must come out identical,
+bit for bit (minimum, maximum, count, last, distinct, quantile, including NaNs and signed zeros); float
+sums and means to rounding."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from otelite.collector.query.reduce import _order, _reduce, _sorted_within_runs, _unique_inverse, bucket_of
+
+
+def _nan_last(x: float) -> tuple:
+    return (math.isnan(x), 0.0 if math.isnan(x) else x)
+
+
+def _reference(key: np.ndarray, vals: np.ndarray, how: str, q: float | None, time: np.ndarray | None):
+    """Per distinct key, ascending: the reduction of its values in their given order."""
+    positions: dict[int, list[int]] = {}
+    for i, k in enumerate(key.tolist()):
+        positions.setdefault(k, []).append(i)
+    keys = sorted(positions)
+    values = vals.tolist()
+    out = []
+    for k in keys:
+        pos = positions[k]
+        v = [values[i] for i in pos]
+        has_nan = any(math.isnan(x) for x in v)
+        if how == "count":
+            out.append(float(len(v)))
+        elif how in ("sum", "avg"):
+            total = math.fsum(v) if not has_nan else math.nan
+            out.append(total if how == "sum" else total / len(v))
+        elif how in ("min", "max"):
+            out.append(math.nan if has_nan else (min(v) if how == "min" else max(v)))
+        elif how == "last":
+            last = max(pos, key=lambda i: (int(time[i]), i)) if time is not None else pos[-1]
+            out.append(float(vals[last]))
+        elif how == "distinct":
+            out.append(float(len({x for x in v if not math.isnan(x)}) + has_nan))
+        elif has_nan:
+            out.append(math.nan)
+        else:  # quantile: linear between order statistics (numpy's default method)
+            v.sort()
+            h = q * (len(v) - 1)
+            lo = math.floor(h)
+            out.append(v[lo] if h == lo else v[lo] + (v[lo + 1] - v[lo]) * (h - lo))
+    return np.array(keys, dtype=np.int64), np.array(out)
+
+
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+def _cases(seed: int):
+    rng = np.random.default_rng(seed)
+    for _ in range(100):
+        n = int(rng.integers(1, 1500))
+        key_range = int(rng.choice([1, 7, 300, 70_000, 10**9]))  # dense tables and the np.unique fallback
+        key = rng.integers(0, key_range, n)
+        if rng.random() < 0.4:
+            key = np.sort(key)  # per-series cells come in key order: the no-sort paths
+        vals = rng.standard_normal(n).round(int(rng.integers(0, 3)))  # rounding makes ties
+        vals[rng.random(n) < 0.03] = np.nan
+        zeros = vals == 0
+        vals[zeros] = np.where(rng.random(int(zeros.sum())) < 0.5, -0.0, 0.0)
+        time = rng.integers(0, 30, n)
+        yield key, vals, time
+
+
+@pytest.mark.parametrize("how", ["min", "max", "count", "last", "distinct", "quantile"])
+def test_order_independent_reductions_are_exact(how):
+    for key, vals, time in _cases(21):
+        q = 0.9 if how == "quantile" else None
+        t = time if how == "last" else None
+        got_key, got = _reduce(key, vals, how, q, t)
+        want_key, want = _reference(key, vals, how, q, t)
+        assert _same_bits(got_key, want_key)
+        if how in ("min", "max"):  # the minimum of 0.0 and -0.0 may be either
+            assert np.array_equal(got, want, equal_nan=True)
+        else:
+            assert _same_bits(got, want), how
+
+
+@pytest.mark.parametrize("how", ["sum", "avg"])
+def test_sums_and_means_to_rounding(how):
+    for key, vals, time in _cases(22):
+        got_key, got = _reduce(key, vals, how, None)
+        want_key, want = _reference(key, vals, how, None, None)
+        assert _same_bits(got_key, want_key)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_last_without_times_is_the_last_in_the_given_order():
+    key = np.array([3, 1, 3, 1, 2])
+    vals = np.array([10.0, 20.0, 30.0, 40.0, 50.0])
+    assert _reduce(key, vals, "last", None)[1].tolist() == [40.0, 50.0, 30.0]
+    # With times: the latest, and among equal times the later one in the given order.
+    time = np.array([5, 9, 5, 1, 0])
+    assert _reduce(key, vals, "last", None, time)[1].tolist() == [20.0, 50.0, 30.0]
+
+
+def test_sorted_within_runs_is_a_stable_sort_with_nans_last():
+    rng = np.random.default_rng(23)
+    for _ in range(200):
+        n = int(rng.integers(1, 400))
+        key = np.sort(rng.integers(0, int(rng.integers(1, 300)), n))
+        vals = rng.integers(-2, 3, n).astype(float)
+        vals[rng.random(n) < 0.15] = np.nan
+        zeros = vals == 0
+        vals[zeros] = np.where(rng.random(int(zeros.sum())) < 0.5, -0.0, 0.0)
+        starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
+        got = _sorted_within_runs(key, vals, starts)
+        runs = np.diff(np.append(starts, n))
+        if runs.max() > 16:
+            assert got is None  # left to a full sort
+            continue
+        want = np.concatenate([np.array(sorted(vals[s:s + r].tolist(), key=_nan_last))
+                               for s, r in zip(starts.tolist(), runs.tolist())])
+        assert got.tobytes() == want.tobytes()  # the same values, signed zeros in their stable order
+
+
+def test_order_is_lexsort():
+    rng = np.random.default_rng(24)
+    for key_range in (1, 50, 65_535, 65_536, 10**9):  # radix (16 bits) and the general sort
+        key = rng.integers(0, key_range, 5000)
+        then = rng.integers(-3, 3, 5000).astype(float)
+        then[rng.random(5000) < 0.1] = np.nan
+        identity = np.arange(key.size)
+        by_both, by_key = _order(key, then), _order(key)  # None: already in order
+        assert np.array_equal(identity if by_both is None else by_both, np.lexsort((then, key)))
+        assert np.array_equal(identity if by_key is None else by_key, np.argsort(key, kind="stable"))
+    ordered = np.array([1, 1, 2, 5])
+    assert _order(ordered) is None and _order(ordered, np.array([0.0, 1.0, 0.0, 0.0])) is None
+    assert np.array_equal(_order(ordered, np.array([1.0, 0.0, 0.0, 0.0])), [1, 0, 2, 3])
+
+
+def test_unique_inverse_is_np_unique():
+    rng = np.random.default_rng(25)
+    for key_range in (1, 100, 10**12):
+        key = rng.integers(0, key_range, 3000)
+        want_uniq, want_inverse = np.unique(key, return_inverse=True)
+        uniq, inverse = _unique_inverse(key)
+        assert np.array_equal(uniq, want_uniq) and np.array_equal(inverse, want_inverse)
+
+
+def test_bucket_of_equal_and_unequal_buckets():
+    rng = np.random.default_rng(26)
+    equal = 1_700_000_000 * 10**9 + 300 * 10**9 * np.arange(289, dtype=np.int64)
+    unequal = np.cumsum(np.r_[1_700_000_000 * 10**9, rng.integers(1, 10**12, 50)])  # e.g. calendar months
+    for edges in (equal, unequal, equal[:2]):
+        t = rng.integers(int(edges[0]) - 10**12, int(edges[-1]) + 10**12, 20_000)
+        t = np.concatenate([t, edges, edges - 1, edges + 1])
+        assert np.array_equal(bucket_of(t, edges), np.searchsorted(edges, t, side="right") - 1)
