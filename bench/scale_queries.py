@@ -1,0 +1,138 @@
+"""Query latency on a large database (issue 16's scale benchmark): the tracing and metrics benchmarks' main
+cases against a store filled by bench/prefill.py, through HTTP on a live `otelite serve`.
+
+    python bench/prefill.py --db big.db --spans 10000000 --points 50000000
+    python bench/scale_queries.py --db big.db [--server-root ../otelite-old] [--repeat 30] [--json out.json]
+
+What it does, in order:
+1. Creates a read key with the CLI (`otelite keys create`) of the checkout that serves.
+2. Starts `otelite serve` on the database (from `--server-root` when given: an older commit, for ratios).
+3. Metrics, first: each case's first call after start is the cold figure (nothing of the metric is in
+   the server's memory), then `--repeat` warm calls (median, p95): a 24 h `histogram_quantile` and a 24 h
+   `rate` over bench/ingest.py's 8,000 series (PostHog's metrics API).
+4. Tracing: trace by id (random traces of the prefill: 10 spans each), the span query of the last hour
+   with an attribute filter, and root spans of one service (PostHog's tracing API).
+5. The Prometheus scrape (every live series), `--repeat` times.
+
+Not a test: pytest collects only tests/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.ingest import Server, _importable_as_otelite, machine_info  # noqa: E402
+
+TARGETS_MS = {"trace": 20, "span query": 50, "metrics": 250}
+
+
+def create_key(db: Path, server_root: Path | None, workdir: Path) -> str:
+    env = dict(os.environ)
+    if server_root is not None:
+        env["PYTHONPATH"] = str(_importable_as_otelite(server_root, workdir))
+    out = subprocess.run([sys.executable, "-m", "otelite.collector.cli", "keys", "create", "--db", str(db),
+                          "--project", "1", "--scope", "tracing:read", "--scope", "metrics:read", "--name", "bench"],
+                         capture_output=True, text=True, env=env, cwd=server_root or ROOT, check=True)
+    return re.findall(r"(otl_[A-Za-z0-9_-]+)", out.stdout + out.stderr)[0]
+
+
+def sample_trace_ids(db: Path, n: int) -> list[str]:
+    conn = sqlite3.connect(db)
+    try:
+        hi = conn.execute("SELECT max(id) FROM spans").fetchone()[0] or 0
+        rng = random.Random(16)
+        ids = []
+        while len(ids) < n and hi:
+            row = conn.execute("SELECT hex(trace_id) FROM spans WHERE id >= ? LIMIT 1", (rng.randrange(hi),)).fetchone()
+            if row:
+                ids.append(row[0].lower())
+        return ids
+    finally:
+        conn.close()
+
+
+def timed(client: httpx.Client, calls: list[tuple[str, str, dict]]) -> dict:
+    """The first call alone (cold), then the rest: median and p95 in ms."""
+    samples = []
+    for method, url, kw in calls:
+        t0 = time.perf_counter()
+        r = client.request(method, url, **kw)
+        samples.append((time.perf_counter() - t0) * 1000)
+        if r.status_code != 200:
+            raise RuntimeError(f"{method} {url}: {r.status_code} {r.text[:300]}")
+    warm = sorted(samples[1:]) or samples
+    return {"cold_ms": round(samples[0], 1), "p50_ms": round(warm[len(warm) // 2], 1),
+            "p95_ms": round(warm[min(len(warm) - 1, round(0.95 * (len(warm) - 1)))], 1), "calls": len(samples)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--db", type=Path, required=True)
+    ap.add_argument("--server-root", type=Path, default=None)
+    ap.add_argument("--repeat", type=int, default=30)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    info = machine_info()
+    print(f"machine: {info['nproc']} CPUs, load average {info['load_avg_1m']:.2f}; database "
+          f"{args.db.stat().st_size / 2**20:,.0f} MiB", flush=True)
+    workdir = Path(tempfile.mkdtemp(prefix="otelite-scaleq-"))
+    key = create_key(args.db, args.server_root, workdir)
+    trace_ids = sample_trace_ids(args.db, args.repeat + 1)
+    server = Server(workdir, "scale", None, args.db, args.server_root)
+    server.start(timeout=120)
+    results: dict[str, dict] = {}
+    try:
+        url = f"http://127.0.0.1:{server.http_port}"
+        metrics, tracing = f"{url}/api/projects/1/metrics", f"{url}/api/projects/1/tracing/spans"
+        hour = {"date_from": "-1h", "date_to": None}
+        attr = {"key": "http.method", "type": "span_attribute", "operator": "exact", "value": ["POST"]}
+        cases = {
+            "metrics: histogram_quantile 0.95, 24 h": ("metrics", "POST", f"{metrics}/query", {"json": {"query": {
+                "metricName": "http.server.request.duration", "aggregation": "histogram_quantile",
+                "quantile": 0.95, "dateFrom": "-24h"}}}),
+            "metrics: rate, 24 h": ("metrics", "POST", f"{metrics}/query", {"json": {"query": {
+                "metricName": "http.server.request.count", "aggregation": "rate", "dateFrom": "-24h"}}}),
+            "span query: 100 latest root spans, 1 attribute filter, 1 h": ("span query", "POST", f"{tracing}/query", {
+                "json": {"query": {"dateRange": hour, "filterGroup": {"type": "AND", "values": [attr]},
+                                   "limit": 100}}}),
+            "span query: root spans of one service, 1 h": ("span query", "POST", f"{tracing}/query", {
+                "json": {"query": {"dateRange": hour, "serviceNames": ["checkout"]}}}),
+        }
+        with httpx.Client(timeout=120, headers={"Authorization": f"Bearer {key}"}) as client:
+            for label, (target, method, u, kw) in cases.items():
+                results[label] = timed(client, [(method, u, kw)] * (args.repeat + 1)) | {"target": target}
+            results["trace by id (10 spans)"] = timed(
+                client, [("POST", f"{tracing}/trace/{t}", {"json": {}}) for t in trace_ids]) | {"target": "trace"}
+            results["Prometheus scrape (every live series)"] = timed(
+                client, [("GET", f"{url}/metrics", {})] * (args.repeat + 1)) | {"target": None}
+    finally:
+        server.stop()
+    print(f"\n{'case':62} {'cold':>9} {'p50':>9} {'p95':>9}  target p95")
+    for label, r in results.items():
+        target = TARGETS_MS.get(r["target"])
+        verdict = "" if target is None else f"< {target} ms {'ok' if r['p95_ms'] < target else 'MISSED'}"
+        print(f"{label:62} {r['cold_ms']:8.1f}ms {r['p50_ms']:8.1f}ms {r['p95_ms']:8.1f}ms  {verdict}")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": info, "db_bytes": args.db.stat().st_size, "results": results},
+                                        indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
