@@ -13,6 +13,10 @@ A chunk keeps two things about each point:
   `min`, `max`, `buckets` and `exemplars` (NULL, a 64-bit integer, a double, a text, a blob), and the
   integers `series_id`, `start_ns`, `time_ns`, `flags`. `rows()` gives back the very tuples the head
   held, so nothing is lost in the move (tests compare them).
+- **Its head rowid** (`hid`): the order points arrived in. Points of one series with one timestamp keep
+  that order; a tally applies its points in it (`Points.seq`); and the query cache (points.py) tells
+  from it which points of a chunk written after its last look it already holds (those it read from
+  the head before they moved).
 - **The columns a query reads** (`points.Points`): values as float64, histogram buckets as a matrix with
   their bounds, exponential buckets as ragged arrays, summary quantiles, set members as integer codes.
   They are derived once, when the points are compacted, so no query parses bucket JSON again.
@@ -163,13 +167,16 @@ class PointBlock:
     def __len__(self) -> int:
         return len(self.points)
 
+    hid: np.ndarray  # int64 head rowid of each point (0: unknown, e.g. a bulk-loaded history)
+
     def take(self, idx: np.ndarray) -> "PointBlock":
-        return PointBlock(self.points.take(idx), self.flags[idx], {k: c.take(idx) for k, c in self.exact.items()})
+        return PointBlock(self.points.take(idx), self.flags[idx], {k: c.take(idx) for k, c in self.exact.items()},
+                          self.hid[idx])
 
     def sorted(self) -> "PointBlock":
-        """By (series, time); points of equal series and time keep their order (the order they arrived)."""
+        """By (series, time, arrival): points of equal series and time in the order they arrived."""
         p = self.points
-        return self.take(np.lexsort((p.time, p.series_id)))
+        return self.take(np.lexsort((self.hid, p.time, p.series_id)))
 
     def rows(self, project_id: int) -> list[tuple]:
         """records.POINT_COLUMNS tuples, as the head held them."""
@@ -184,20 +191,25 @@ def concat_blocks(blocks: list[PointBlock]) -> PointBlock:
     if len(blocks) == 1:
         return blocks[0]
     return PointBlock(concat_all([b.points for b in blocks]), np.concatenate([b.flags for b in blocks]),
-                      {k: Exact.concat([b.exact[k] for b in blocks]) for k in EXACT_COLUMNS})
+                      {k: Exact.concat([b.exact[k] for b in blocks]) for k in EXACT_COLUMNS},
+                      np.concatenate([b.hid for b in blocks]))
 
 
 def block_from_rows(metric_type: str, rows: list[tuple], head_ids: list[int] | None = None) -> PointBlock:
     """A block from head rows in records.POINT_COLUMNS order (project_id first, ignored: one metric is one
     project). Derives the read columns the way points.decode reads them from SQL. `head_ids`: the rows'
-    head rowids, which a tally keeps as its points' write order (`Points.seq`)."""
+    head rowids (their arrival order; a tally's write order, `Points.seq`); without them, 0."""
     kind = kind_of(metric_type)
     n = len(rows)
     if not n:
         p = empty(kind)
-        return PointBlock(p, np.zeros(0, np.int64), {k: Exact(np.zeros(0, np.uint8)) for k in EXACT_COLUMNS})
+        z = np.zeros(0, np.int64)
+        return PointBlock(p, z, {k: Exact(np.zeros(0, np.uint8)) for k in EXACT_COLUMNS}, z)
     if kind == "tally" and (head_ids is None or len(head_ids) != n):
         raise ValueError("a tally block needs the head rowid of every row (its write order)")
+    if head_ids is not None and len(head_ids) != n:
+        raise ValueError("one head rowid per row")
+    hid = np.array(head_ids, np.int64) if head_ids is not None else np.zeros(n, np.int64)
     cols = list(zip(*rows))
     sid = np.array(cols[1], np.int64)
     start = np.array(cols[2], np.int64)
@@ -211,9 +223,9 @@ def block_from_rows(metric_type: str, rows: list[tuple], head_ids: list[int] | N
         valid = (flags & _NO_RECORDED_VALUE) == 0
     p = _derive(kind, sid, t, start, valid, exact, cols)
     if kind == "tally":
-        p.seq = np.array(head_ids, np.int64)
+        p.seq = hid
         p.sets = (flags & TALLY_SET) != 0
-    return PointBlock(p, flags, exact)
+    return PointBlock(p, flags, exact, hid)
 
 
 def _derive(kind: str, sid, t, start, valid, exact: dict[str, Exact], cols: list) -> Points:
@@ -337,6 +349,20 @@ class _Writer:
         spec["codec"] = "raw"
         self._bytes(name, a.tobytes(), spec)
 
+    def offsets(self, name: str, a: np.ndarray) -> None:
+        """Integers close together (head rowids) as their distance from the smallest, in the narrowest
+        unsigned type that holds it."""
+        if not a.size or (a == a[0]).all():
+            self.array(name, a)  # `const` (e.g. a bulk-loaded history's 0s)
+            return
+        base = int(a.min())
+        d = a - base
+        top = int(d.max())
+        dtype = np.uint16 if top < 1 << 16 else np.uint32 if top < 1 << 32 else np.uint64
+        spec: dict[str, Any] = {"dtype": np.dtype(np.int64).str, "shape": [a.size], "codec": "offset",
+                                "base": base, "stored": np.dtype(dtype).str}
+        self._bytes(name, d.astype(dtype).tobytes(), spec)
+
     def texts(self, name: str, objs: np.ndarray) -> None:
         values = [v if v is None or isinstance(v, str) else {"b": v.hex()} for v in objs.tolist()]
         self._bytes(name, zlib.compress(json.dumps(values, ensure_ascii=False).encode(), 6), {"codec": "zlib"})
@@ -356,6 +382,7 @@ def encode(block: PointBlock) -> bytes:
     w.array("time", p.time)
     w.array("start", p.start, rle=True)
     w.array("flags", block.flags, rle=True)
+    w.offsets("hid", block.hid)
     for name, col in block.exact.items():
         w.array(f"{name}.tags", col.tags, rle=True)
         if col.ints is not None:
@@ -365,9 +392,7 @@ def encode(block: PointBlock) -> bytes:
         if col.objs is not None:
             w.texts(f"{name}.objs", col.objs)
     # The read columns that are not plain functions of the exact ones.
-    if p.kind == "tally":
-        w.array("seq", p.seq)
-    elif p.kind == "set":
+    if p.kind == "set":
         w.array("codes", p.value.astype(np.int32), rle=True)
         w.header["extra"]["members"] = list(p.members)
     elif p.kind == "histogram":
@@ -405,6 +430,8 @@ class _Reader:
         if codec == "const":
             return np.full(shape, spec["value"], dtype)
         raw = self.data[spec["offset"]:spec["offset"] + spec["size"]]
+        if codec == "offset":
+            return np.frombuffer(raw, np.dtype(spec["stored"])).astype(np.int64) + spec["base"]
         if codec == "rle":
             runs = spec["runs"]
             values = np.frombuffer(raw, dtype, runs)
@@ -428,6 +455,7 @@ def decode(payload: bytes, *, exact: bool = True) -> PointBlock:
     kind = r.header["kind"]
     n = r.n
     sid, t, start, flags = r.array("series_id"), r.array("time"), r.array("start"), r.array("flags")
+    hid = r.array("hid")
     columns: dict[str, Exact] = {}
     wanted = EXACT_COLUMNS if exact else (("value",) if kind in _VALUE_KINDS else ("count", "sum", "value"))
     for name in wanted:
@@ -445,7 +473,7 @@ def decode(payload: bytes, *, exact: bool = True) -> PointBlock:
         v = value.as_float()
         p = Points(kind, sid, t, valid, v, v, start)
         if kind == "tally":
-            p.seq, p.sets = r.array("seq"), (flags & TALLY_SET) != 0
+            p.seq, p.sets = hid, (flags & TALLY_SET) != 0
     elif kind == "set":
         codes = r.array("codes").astype(np.float64)
         p = Points(kind, sid, t, valid, codes, codes, start, members=tuple(r.header["extra"]["members"]))
@@ -472,7 +500,7 @@ def decode(payload: bytes, *, exact: bool = True) -> PointBlock:
             p.q_level, p.q_value = r.array("q_level"), r.array("q_value")
     if not exact:
         columns = {k: columns.get(k, Exact(np.zeros(n, np.uint8))) for k in EXACT_COLUMNS}
-    return PointBlock(p, flags, columns)
+    return PointBlock(p, flags, columns, hid)
 
 
 def payload_times(payload: bytes) -> np.ndarray:
@@ -481,7 +509,7 @@ def payload_times(payload: bytes) -> np.ndarray:
 
 
 def merge(payloads: Iterable[bytes]) -> PointBlock:
-    """Blocks of one metric and time block into one, sorted; equal (series, time) keep payload order."""
+    """Blocks of one metric and time block into one, sorted by (series, time, arrival)."""
     return concat_blocks([decode(p) for p in payloads]).sorted()
 
 

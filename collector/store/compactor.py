@@ -21,8 +21,9 @@ may stall ingest), like Prometheus' head compaction:
    while the server runs (reads use the old indexes meanwhile), and the pass that finds the backlog gone
    drops the indexes. Each step commits on its own, so a restart resumes where it stopped.
 
-Ties: points of one series with one timestamp keep the order they arrived in (a chunk's `seq` is the
-smallest head rowid it holds; reads concatenate chunks by seq and sort stably).
+Ties: points of one series with one timestamp keep the order they arrived in: every chunk keeps each
+point's head rowid (chunks.py), and sorts by it after series and time (a chunk's `seq` is the smallest
+head rowid it holds).
 """
 
 from __future__ import annotations

@@ -294,9 +294,11 @@ def _m0008_metric_chunks(db: Database) -> None:
     # points' long-term home is `metric_chunks`: one row per metric (project, name, type), hour and
     # compaction, the points packed as numpy columns. `seq` is the smallest head rowid a chunk holds, so
     # reads keep the arrival order of points with equal times; `level` drives the merges. The payload is
-    # the last column so scans of the other columns never read its overflow pages.
+    # the last column so scans of the other columns never read its overflow pages. AUTOINCREMENT: a chunk
+    # written later always has a larger id, even after a merge deleted the largest (the query cache reads
+    # only the chunks past the last id it saw; points.py).
     db.execute("""CREATE TABLE metric_chunks (
-        id INTEGER PRIMARY KEY,
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
         project_id INTEGER NOT NULL,
         name TEXT NOT NULL,
         type TEXT NOT NULL,

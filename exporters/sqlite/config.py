@@ -41,10 +41,10 @@ class SqliteExporterConfig:
     synchronous: str = "NORMAL"  # NORMAL survives a process crash (WAL); FULL survives power loss
     cache_mib: int = 128  # page cache of the writer; store.md: the random trace-id index needs it
     busy_timeout: float = duration(5.0)  # a write waits this long for a lock before retrying the batch
-    # Decoded metric chunks the engine keeps between queries (collector/store/points.py), one cache shared
-    # by every dialect; least recently used chunks are dropped beyond this. 0: nothing is kept (queries
-    # are fast without it; it saves the decoding of repeated ones).
-    query_cache_mib: int = 64
+    # Metric points the engine keeps between queries, decoded and sorted (collector/store/points.py), one
+    # cache shared by every dialect; least recently used metrics are dropped beyond this. 0: nothing is
+    # kept (every query decodes the chunks of its range again).
+    query_cache_mib: int = 256
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     sending_queue: SendingQueueConfig = field(default_factory=SendingQueueConfig)
     compaction: CompactionConfig = field(default_factory=CompactionConfig)
