@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ServerProcess, free_port, trace_request
+from conftest import start_server, trace_request
 from metrics_otlp import HOUR, MIN, counter, gauge, histogram
 
 SEED = 20261
@@ -87,10 +87,7 @@ def _feed(srv) -> list[str]:
 
 @pytest.fixture(scope="module")
 def fuzzed(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("schemathesis")
-    # A longer start-up wait than start_server's 20 s: on the shared 2-core machine, under load, the
-    # server's imports alone took that long.
-    srv = ServerProcess(db=directory / "otelite.db", grpc_port=free_port(), http_port=free_port()).start(timeout=90)
+    srv = start_server(tmp_path_factory.mktemp("schemathesis"))
     srv.trace_ids = _feed(srv)
     yield srv
     srv.kill()
