@@ -113,9 +113,9 @@ def apply(document: dict, ops: list[dict]) -> Any:
     """The patched copy of `document`. The library applies the operations one at a time to one copy, only
     so that an error can name the operation that failed; nothing is kept unless all of them apply. What the
     operations add is bounded (MAX_ADDED_VALUES), so the work a patch costs the writer is bounded too."""
-    # Copies of both: operations apply in place, so a later one may change a value an earlier one added,
-    # and the caller's operations must stay as sent (a write function may run again: Writer.submit_write).
-    document, ops = copy.deepcopy(document), copy.deepcopy(ops)
+    # One copy, patched in place. The library copies each value it inserts (add, replace, copy), so the
+    # operations stay as sent and a write function that runs again (Writer.submit_write) applies the same.
+    document = copy.deepcopy(document)
     budget = MAX_ADDED_VALUES
     for i, op in enumerate(ops):
         try:
