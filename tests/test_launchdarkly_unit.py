@@ -20,7 +20,7 @@ from otelite.collector.store import metric_groups as mg
 from otelite.collector.store.keys import create_project
 from otelite.collector.store.metric_groups import (GroupMetric, GroupOrder, GroupSelection, MetricGroup,
                                                    MetricSnapshot)
-from otelite.collector.store.metrics import METRIC_TYPES
+from otelite.collector.store.metrics import METRIC_TYPES, metric_catalog
 from store_rows import batch, open_store, write
 
 VALID_FILTERS = [
@@ -230,6 +230,10 @@ def test_store_functions_on_a_real_file(tmp_path):
         conn = store.reader()
         snaps = mg.metric_snapshots(conn, 1, ["cpu", "other", "cpu"])
         assert list(snaps) == ["cpu"] and snaps["cpu"].type == "sum" and snaps["cpu"].first_seen_ns == 100
+        # What the catalog says of the metric, read more cheaply (no labels).
+        latest = max(metric_catalog(conn, 1, "cpu"), key=lambda e: e.last_seen_ns)
+        assert snaps["cpu"] == MetricSnapshot("cpu", latest.type, latest.unit, latest.description, latest.temporality,
+                                              latest.monotonic, 100, latest.last_seen_ns)
 
         def group(key: str, name: str, kind: str, created: int, maintainer: str = "m") -> MetricGroup:
             return _group(uuid=f"u-{name}", key=key, name=name, kind=kind, maintainer_id=maintainer, version=1,
