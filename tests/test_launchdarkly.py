@@ -537,6 +537,8 @@ def test_auth_scopes_and_project_isolation(env):
     path = BASE.format("default")
     # LaunchDarkly's raw token, Bearer, and any LD-API-Version (or none).
     assert env.api(bearer=True).get_metric_group("default", "private").key == "private"
+    # The project by id as well as by key (README); links name it by key.
+    assert env.api().get_metric_group("1", "private").links["self"].href == path + "/private"
     for version in ("beta", "20240415", "20160426", "anything", None):
         headers = {"LD-API-Version": version} if version else {}
         r = env.http("GET", path + "/private", headers=headers)
@@ -607,6 +609,24 @@ def test_openapi_document_has_full_schemas(env):
         ["name", "kind", "maintainerId", "tags", "metrics"]
     assert "oneOf" in item["patch"]["requestBody"]["content"]["application/json"]["schema"]
     assert {p["name"] for p in collection["get"]["parameters"]} >= {"filter", "sort", "expand", "limit", "offset"}
+    # The statuses each operation can answer (reads: a query budget's 503; any route: the body limit's 413).
+    assert "503" in collection["get"]["responses"] and "503" in item["get"]["responses"]
+    assert all("413" in op["responses"] for op in (*collection.values(), *item.values()))
+
+    # Live answers carry what the document says they must (the client's models check the types).
+    def schema(op: dict, status: str) -> dict:
+        return op["responses"][status]["content"]["application/json"]["schema"]
+
+    env.api().create_metric_group("default", _post("documented", "Documented"))
+    listed = env.http("GET", BASE.format("default"), params={"expand": "experiments,experimentCount"}).json()
+    got = env.http("GET", BASE.format("default") + "/documented").json()
+    missing = env.http("GET", BASE.format("default") + "/undocumented").json()
+    assert set(schema(collection["get"], "200")["required"]) <= set(listed)
+    for group_doc in (got, *listed["items"]):
+        assert set(schema(item["get"], "200")["required"]) <= set(group_doc)
+        for metric in group_doc["metrics"]:
+            assert set(schema(item["get"], "200")["properties"]["metrics"]["items"]["required"]) <= set(metric)
+    assert set(schema(item["get"], "404")["required"]) == set(missing)
 
 
 def test_rate_limit_headers_and_429(tmp_path):
