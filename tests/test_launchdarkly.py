@@ -282,6 +282,32 @@ def test_list_errors_reach_the_client_models(env):
     assert isinstance(e.value.data, InvalidRequestErrorRep) and "limit" in e.value.data.message
 
 
+@pytest.fixture(scope="module")
+def one_group(env) -> str:
+    env.api().create_metric_group("default", _post("get-one", "Get one"))
+    return "get-one"
+
+
+@pytest.mark.parametrize("params", [
+    {"expand": "members"}, {"expand": "experiments,"}, {"expand": ["experiments", "experimentCount"]},  # twice
+])
+def test_get_one_rejects_what_it_cannot_answer(env, one_group, params):
+    path = BASE.format("default") + f"/{one_group}"
+    assert "expand" in _error(env.http("GET", path, params=params), 400, "invalid_request")
+    with pytest.raises(BadRequestException) as e:
+        env.api().get_metric_group("default", one_group, expand="experiments,members")
+    assert isinstance(e.value.data, InvalidRequestErrorRep) and "members" in e.value.data.message
+
+
+@pytest.mark.parametrize("key", ["a" * 3000, "no such group", "..", "%2e%2e", "%00", "é", "-"])
+def test_every_operation_on_a_group_that_cannot_exist_is_404(env, key):
+    """Keys no group can have (too long, spaces, dots, NUL, ...) are simply not found, on every operation."""
+    path = BASE.format("default") + "/" + key
+    for method, body in (("GET", None), ("PATCH", []), ("DELETE", None)):
+        _error(env.http(method, path, json=body), 404, "not_found")
+    assert env.server.alive()
+
+
 # --- create --------------------------------------------------------------------------------------------------
 
 def _group_count(env) -> int:
