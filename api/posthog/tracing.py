@@ -14,6 +14,7 @@ import falcon
 
 from otelite.api.auth import RoutePolicy
 from otelite.api.dialect import Dialect
+from otelite.api.errors import bad_request
 from otelite.api.posthog import tracing_query as tq
 from otelite.api.posthog.common import (DATE_SCHEMA, ERRORS, FILTER_VALUE_SCHEMA, OPERATORS_SCHEMA, PREFIXES, error_responses,
                                          request_body)
@@ -140,6 +141,7 @@ class ServiceNamesResource:
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str) -> None:
         project = req.context.project
+        tq.check_params(req.params, tq.SERVICE_NAMES_PARAMS)
         start, end = tq.parse_date_range(req.get_param("dateRange"), now_ns=time.time_ns(),
                                          timezone=project.timezone, default_from="-1h")
         names = await self._store.read(st.service_names, project.id, start or 0, end, req.get_param("search"),
@@ -147,10 +149,14 @@ class ServiceNamesResource:
         resp.media = {"results": [{"name": n} for n in names]}
 
 
-def _page(req: falcon.asgi.Request) -> tuple[int, int]:
-    return (tq.parse_int(req.get_param("limit"), field="limit", default=tq.DEFAULT_LIMIT, minimum=1,
-                         maximum=tq.MAX_LIMIT),
-            tq.parse_int(req.get_param("offset"), field="offset", default=0))
+def _params(req: falcon.asgi.Request) -> dict[str, str]:
+    """The query string, one text per name (a repeated name → 400: which one would count?)."""
+    out = {}
+    for name, value in req.params.items():
+        if isinstance(value, list):
+            raise bad_request(f"{name}: given more than once", attr=name)
+        out[name] = value
+    return out
 
 
 class AttributesResource:
@@ -160,11 +166,11 @@ class AttributesResource:
         self._store = store
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str) -> None:
-        kind = tq.parse_attribute_type(req.get_param("attribute_type"))
-        limit, offset = _page(req)
-        keys, total = await self._store.read(st.attribute_keys, req.context.project.id, kind,
-                                             req.get_param("search"), limit, offset)
-        filter_type = tq.PROPERTY_FILTER_TYPE[kind]
+        project = req.context.project
+        q = tq.parse_picker(_params(req), values=False, now_ns=time.time_ns(), timezone=project.timezone)
+        keys, total = await self._store.read(st.attribute_keys, project.id, q.kind, q.search, q.limit, q.offset,
+                                             window=q.window, exclude=q.exclude, only=q.only)
+        filter_type = tq.PROPERTY_FILTER_TYPE[q.kind]
         resp.media = {"results": [{"name": k, "propertyFilterType": filter_type, "matchedOn": "key"} for k in keys],
                       "count": total}
 
@@ -176,16 +182,15 @@ class ValuesResource:
         self._store = store
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str) -> None:
-        key = req.get_param("key")
-        if not key:
+        if not req.get_param("key"):
             # posthog-tracing.md: exactly this body, as PostHog's view returns it (not the DRF error shape).
             resp.status = falcon.HTTP_400
             resp.media = {"error": "key is required"}
             return
-        kind = tq.parse_attribute_type(req.get_param("attribute_type"))
-        limit, offset = _page(req)
-        values = await self._store.read(st.attribute_values, req.context.project.id, kind, key,
-                                        req.get_param("value"), limit, offset)
+        project = req.context.project
+        q = tq.parse_picker(_params(req), values=True, now_ns=time.time_ns(), timezone=project.timezone)
+        values = await self._store.read(st.attribute_values, project.id, q.kind, q.key, q.search, q.limit, q.offset,
+                                        window=q.window)
         resp.media = {"results": [{"id": v, "name": v} for v in values]}
 
 
@@ -304,14 +309,16 @@ _OPERATIONS = {
                                "responses": {"200": {"description": '{"results": [{"name"}]}'}, **_ERRORS}}},
     "/attributes": {"get": {"summary": "Attribute keys by frequency",
                             "parameters": [_PROJECT, _param("attribute_type", enum=["span", "resource"]),
-                                           _param("search"), _param("limit", kind="integer"),
-                                           _param("offset", kind="integer")],
+                                               _param("search"), _param("limit", kind="integer"),
+                                           _param("offset", kind="integer"), _param("dateRange"),
+                                           _param("excluded_properties"), _param("properties")],
                             "responses": {"200": {"description": '{"results": [{"name", "propertyFilterType", '
                                                                  '"matchedOn"}], "count"}'}, **_ERRORS}}},
     "/values": {"get": {"summary": "Values of an attribute by frequency",
                         "parameters": [_PROJECT, _param("key", required=True),
                                        _param("attribute_type", enum=["span", "resource"]), _param("value"),
-                                       _param("limit", kind="integer"), _param("offset", kind="integer")],
+                                       _param("limit", kind="integer"), _param("offset", kind="integer"),
+                                       _param("dateRange")],
                         "responses": {"200": {"description": '{"results": [{"id", "name"}]}'}, **_ERRORS}}},
 }
 OPENAPI_PATHS = {f"{prefix}{BASE}{suffix}": ops for prefix in PREFIXES for suffix, ops in _OPERATIONS.items()}

@@ -140,7 +140,13 @@ _WINDOW_PARAMS = [
     {"name": "dateTo", "in": "query", "schema": {"anyOf": [DATE_SCHEMA, {"const": ""}]},
      "description": "default (or empty): now"},
     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
+    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}},
     {"name": "metricName", "in": "query", "schema": {"type": "string"}, "description": "only this metric's labels"}]
+_KEY_SELECTION_PARAMS = [
+    {"name": "excluded_properties", "in": "query", "schema": {"type": "string"},
+     "description": "a JSON list of keys to leave out (PostHog's taxonomic filter sends it)"},
+    {"name": "properties", "in": "query", "schema": {"type": "string"},
+     "description": "keys separated by commas: only these"}]
 _ATTRIBUTES_RESPONSE = {"type": "object", "required": ["results", "count"], "properties": {
     "results": {"type": "array", "items": {"type": "object", "required": ["name", "attribute_count"], "properties": {
         "name": {"type": "string"},
@@ -157,7 +163,8 @@ for _prefix in PREFIXES:
         "summary": "Label keys (point and resource attributes merged) by how many series carry them; "
                    "service_name first",
         "parameters": _PATH_PARAM + [{"name": "search", "in": "query", "schema": {"type": "string"},
-                                      "description": "case-insensitive substring of the key"}] + _WINDOW_PARAMS,
+                                      "description": "case-insensitive substring of the key"}] + _WINDOW_PARAMS
+        + _KEY_SELECTION_PARAMS,
         "responses": {"200": {"description": "keys", "content": {"application/json": {
             "schema": _ATTRIBUTES_RESPONSE}}}, **error_responses("metrics:read")}}}
     OPENAPI_PATHS[f"{_prefix}/metrics/attribute_values"] = {"get": {
