@@ -7,6 +7,7 @@ Thin resources: decode the request (api/posthog/tracing_query.py), read through 
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -168,8 +169,8 @@ class AttributesResource:
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str) -> None:
         project = req.context.project
         q = tq.parse_picker(_params(req), values=False, now_ns=time.time_ns(), timezone=project.timezone)
-        keys, total = await self._store.read(st.attribute_keys, project.id, q.kind, q.search, q.limit, q.offset,
-                                             window=q.window, exclude=q.exclude, only=q.only)
+        read = functools.partial(st.attribute_keys, window=q.window, exclude=q.exclude, only=q.only)
+        keys, total = await self._store.read(read, project.id, q.kind, q.search, q.limit, q.offset)
         filter_type = tq.PROPERTY_FILTER_TYPE[q.kind]
         resp.media = {"results": [{"name": k, "propertyFilterType": filter_type, "matchedOn": "key"} for k in keys],
                       "count": total}
@@ -189,8 +190,8 @@ class ValuesResource:
             return
         project = req.context.project
         q = tq.parse_picker(_params(req), values=True, now_ns=time.time_ns(), timezone=project.timezone)
-        values = await self._store.read(st.attribute_values, project.id, q.kind, q.key, q.search, q.limit, q.offset,
-                                        window=q.window)
+        read = functools.partial(st.attribute_values, window=q.window)
+        values = await self._store.read(read, project.id, q.kind, q.key, q.search, q.limit, q.offset)
         resp.media = {"results": [{"id": v, "name": v} for v in values]}
 
 
