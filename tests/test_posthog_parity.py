@@ -11,6 +11,7 @@ statistics), independently of the server's code. One server serves the module.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 
@@ -766,6 +767,22 @@ def test_relative_dates_in_new_endpoints(live, api):
     assert users_count("-1dStart") == 2 or time.gmtime(NOW / S).tm_hour == 0  # start of yesterday
     r = _post(live, TRACING + "/tree", {"query": {"spanName": "GET /api/users", "dateRange": {"date_from": "-35M"}}})
     assert {x["count"] for x in r.json()["results"] if x["name"] == "GET /api/users"} == {1}
+    # the sparkline, the trace view and characterize read them the same way
+    def spark_total(date_from: str) -> int:
+        r = _post(live, TRACING + "/sparkline", {"query": {"dateRange": {"date_from": date_from}}})
+        assert r.status_code == 200, r.text
+        return sum(x["count"] for x in r.json()["results"])
+
+    recent = sum(1 for x in SPANS if x["trace_id"] != f"{5:032x}")
+    assert spark_total("-35M") == recent and spark_total("-1h") == recent + 1
+    trace5 = lambda date_from: _post(live, TRACING + f"/trace/{5:032x}", {"dateRange": {"date_from": date_from}}  # noqa
+                                     ).json()["results"]
+    assert trace5("-35M") == [] and [x["name"] for x in trace5("-1m")] == ["GET /api/users"]
+    before = time.time_ns()
+    report = api.characterize(metricName="par.g", anomalyFrom="-35M")
+    after = time.time_ns()
+    anomaly_from = dt.datetime.fromisoformat(report["anomaly_from"]).timestamp() * S
+    assert before - 35 * MIN - S <= anomaly_from <= after - 35 * MIN + S
     api.send(gauge("par.old", [(NOW - 50 * MIN, 1.0, {"only_old": "x"})]))
     assert api.get("attributes", search="only_old", dateFrom="-30M").json()["results"] == []
     assert [x["name"] for x in api.get("attributes", search="only_old", dateFrom="-1h").json()["results"]] == \
