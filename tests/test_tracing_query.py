@@ -163,6 +163,10 @@ def test_filter_value_normalization():
     assert one(_f("k", "exact", [True, 200, 1.5, "x"], "span_attribute")).values == ("true", "200", "1.5", "x")
     assert one(_f("k", "gt", "10", "span_resource_attribute")) == st.Filter("resource", "k", "gt", (10,))
     assert one(_f("k", "is_set", None, "span_attribute")) == st.Filter("attribute", "k", "is_set")
+    # Beyond SQLite's 64-bit integers: compared as a float (it overflowed the query before: a 500).
+    assert one(_f("duration", "gt", 10**30)).values == (1e36,)
+    assert one(_f("k", "lt", str(-10**20), "span_attribute")).values == (-1e20,)
+    assert one(_f("status_code", "exact", 2**63)).values == (float(2**63),)
 
 
 @pytest.mark.parametrize("f,message", [
