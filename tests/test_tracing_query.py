@@ -120,7 +120,9 @@ def test_span_query_defaults_and_order():
     assert order(orderDirection="latest") == st.SpanOrder("timestamp", True)
     assert order(orderBy="latest", orderDirection="ASC") == st.SpanOrder("timestamp", False)
     cursor = tq.encode_cursor(NOW, b"\x01" * 8)
-    assert tq.parse_span_query({"query": {"orderBy": "duration", "after": cursor}}, 1, "UTC", NOW).after is None
+    # A cursor is a position in timestamp order: with duration order it would be ignored, so it is refused.
+    assert _bad(tq.parse_span_query, {"query": {"orderBy": "duration", "after": cursor}}, 1, "UTC", NOW).attr == "after"
+    assert tq.parse_span_query({"query": {"orderBy": "duration", "after": None, "offset": 5}}, 1, "UTC", NOW).offset == 5
     s = tq.parse_sparkline({"query": {"dateRange": {"date_from": "-24h"}}}, 1, "UTC", NOW)
     assert (s.bucket_ns, s.distinct_traces, s.selection.roots_only) == (1800 * S, False, False)
     assert tq.parse_sparkline({"query": {"rootSpans": True}}, 1, "UTC", NOW).distinct_traces is True

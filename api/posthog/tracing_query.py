@@ -451,7 +451,10 @@ def parse_span_query(body: dict, project_id: int, timezone: str, now_ns: int) ->
     order = parse_order(q)
     limit = parse_int(q.get("limit"), field="limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
     offset = parse_int(q.get("offset"), field="offset", default=0)
-    after = decode_cursor(q.get("after")) if order.by == "timestamp" else None
+    after = decode_cursor(q.get("after"))
+    if after is not None and order.by != "timestamp":
+        # A cursor is a (timestamp, span_id) position; duration order pages with offset (nextCursor is null).
+        raise bad_request("after: a cursor pages timestamp order; duration order pages with offset", attr="after")
     exclude = _bool(q.get("excludeAttributes"), field="excludeAttributes", default=False)
     return SpanListQuery(selection, order, limit, offset, after, prefetch, exclude)
 
