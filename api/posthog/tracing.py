@@ -212,7 +212,8 @@ _QUERY_BODY = {"required": False, "content": {"application/json": {"schema": {
         "matched_filter"}}}}}}
 _DATE_RANGE = {"type": "object", "additionalProperties": False, "properties": {
     "date_from": {"anyOf": [DATE_SCHEMA, {"type": "null"}, {"const": "all"}]},
-    "date_to": {"anyOf": [DATE_SCHEMA, {"type": "null"}]}}}
+    "date_to": {"anyOf": [DATE_SCHEMA, {"type": "null"}]},
+    "explicitDate": {"type": ["boolean", "null"], "description": "accepted; otelite never rounds the dates"}}}
 _SPAN_FILTER = {"type": "object", "required": ["key", "type"], "additionalProperties": False, "properties": {
     "key": {"type": "string", "minLength": 1}, "label": {"type": ["string", "null"]},
     "type": {"type": "string", "enum": list(tq.FILTER_TYPES)}, "operator": OPERATORS_SCHEMA,
