@@ -753,6 +753,27 @@ def test_pickers_answer_the_requests_posthogs_filter_bar_sends(live, api, hosts)
     assert [x["name"] for x in page.json()["results"]] == ranked_hosts[2:4]  # each host: one series (ties by value)
 
 
+def test_metric_names_narrowed_to_services_as_posthogs_picker_asks(live, api):
+    """GET metrics/values?service=a,b (PostHog's _MetricValuesParamsSerializer): names of series whose
+    service is one of them, verbatim; `service=` (empty) the series without a service name; absent, all."""
+    api.send(gauge("par.svc.billing", [(T0 + 5 * S, 1.0, {})], resource={"service.name": "billing"}))
+    api.send(gauge("par.svc.padded", [(T0 + 5 * S, 1.0, {})], resource={"service.name": " search "}))
+    api.send(gauge("par.svc.none", [(T0 + 5 * S, 1.0, {})], resource={"host.name": "h1"}))
+
+    def names(**params) -> set[str]:
+        r = api.get("values", value="par.svc.", **params)
+        assert r.status_code == 200, r.text
+        return {x["name"] for x in r.json()["results"]}
+
+    assert names() == {"par.svc.billing", "par.svc.padded", "par.svc.none"}
+    assert names(service="billing") == {"par.svc.billing"}
+    assert names(service="billing, search ,") == {"par.svc.billing", "par.svc.padded"}  # verbatim, "" dropped
+    assert names(service="search") == set()  # not trimmed: the name is " search "
+    assert names(service="") == {"par.svc.none"}
+    assert names(service="nobody") == set()
+    _posthog_error(api.get("values", services="billing"), 400, "services")
+
+
 # --- item 8: PostHog's relative dates in the new endpoints ---------------------------------------------------
 
 def test_relative_dates_in_new_endpoints(live, api):

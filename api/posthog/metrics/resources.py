@@ -36,8 +36,23 @@ READ = RoutePolicy(errors=ERRORS, scopes={"GET": "metrics:read", "POST": "metric
 VALUES_LIMIT_DEFAULT, VALUES_LIMIT_MAX = 100, 1000
 
 
-def _values(conn: sqlite3.Connection, project_id: int, search: str, limit: int) -> list[dict]:
-    return [{"name": m.name, "metric_type": m.type} for m in sm.metric_names(conn, project_id, search, limit)]
+VALUES_PARAMS = ("value", "limit", "service")
+
+
+def _services(raw: str | None) -> tuple[str, ...] | None:
+    """PostHog's `service`: names separated by commas, used verbatim (not trimmed), empty entries dropped;
+    sent empty, and only empty, it means the series without a service name; absent: every series."""
+    if raw is None:
+        return None
+    if raw == "":
+        return ("",)
+    return tuple(dict.fromkeys(x for x in raw.split(",") if x))
+
+
+def _values(conn: sqlite3.Connection, project_id: int, search: str, limit: int,
+            services: tuple[str, ...] | None) -> list[dict]:
+    return [{"name": m.name, "metric_type": m.type}
+            for m in sm.metric_names(conn, project_id, search, limit, services)]
 
 
 
@@ -59,6 +74,10 @@ class ValuesResource:
         self._store = store
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str) -> None:
+        for name in req.params:
+            if name not in VALUES_PARAMS:
+                raise bad_request(f"unknown query parameter {name!r} (expected {', '.join(VALUES_PARAMS)})",
+                                  attr=name)
         raw = req.get_param("limit")
         limit = VALUES_LIMIT_DEFAULT
         if raw is not None:
@@ -66,7 +85,8 @@ class ValuesResource:
                 raise bad_request(f"limit must be an integer from 1 to {VALUES_LIMIT_MAX}, got {raw!r}", attr="limit")
             limit = int(raw)
         search = req.get_param("value") or ""
-        resp.media = {"results": await self._store.read(_values, req.context.project.id, search, limit)}
+        resp.media = {"results": await self._store.read(_values, req.context.project.id, search, limit,
+                                                        _services(req.get_param("service")))}
 
 
 class AttributesResource:
@@ -183,7 +203,9 @@ for _prefix in PREFIXES:
             {"name": "value", "in": "query", "schema": {"type": "string"},
              "description": "case-insensitive substring of the name"},
             {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000,
-                                                         "default": 100}}],
+                                                         "default": 100}},
+            {"name": "service", "in": "query", "schema": {"type": "string"},
+             "description": "services separated by commas (verbatim); empty: series without a service name"}],
         "responses": {"200": {"description": '{"results": [{"name", "metric_type"}]}'}, **_ERRORS}}}
     OPENAPI_PATHS[f"{_prefix}/metrics/query"] = {"post": {
         "summary": "Time series of one or more metric clauses, optionally combined by a formula",
