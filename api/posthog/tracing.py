@@ -7,6 +7,7 @@ Thin resources: decode the request (api/posthog/tracing_query.py), read through 
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,7 @@ import falcon
 
 from otelite.api.auth import RoutePolicy
 from otelite.api.dialect import Dialect
+from otelite.api.errors import bad_request
 from otelite.api.posthog import tracing_query as tq
 from otelite.api.posthog.common import (DATE_SCHEMA, ERROR_SCHEMA, ERRORS, FILTER_VALUE_SCHEMA, OPERATORS_SCHEMA,
                                          PREFIXES, error_responses, request_body)
@@ -140,6 +142,7 @@ class ServiceNamesResource:
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str) -> None:
         project = req.context.project
+        tq.check_params(req.params, tq.SERVICE_NAMES_PARAMS)
         start, end = tq.parse_date_range(req.get_param("dateRange"), now_ns=time.time_ns(),
                                          timezone=project.timezone, default_from="-1h")
         names = await self._store.read(st.service_names, project.id, start or 0, end, req.get_param("search"),
@@ -147,10 +150,14 @@ class ServiceNamesResource:
         resp.media = {"results": [{"name": n} for n in names]}
 
 
-def _page(req: falcon.asgi.Request) -> tuple[int, int]:
-    return (tq.parse_int(req.get_param("limit"), field="limit", default=tq.DEFAULT_LIMIT, minimum=1,
-                         maximum=tq.MAX_LIMIT),
-            tq.parse_int(req.get_param("offset"), field="offset", default=0))
+def _params(req: falcon.asgi.Request) -> dict[str, str]:
+    """The query string, one text per name (a repeated name → 400: which one would count?)."""
+    out = {}
+    for name, value in req.params.items():
+        if isinstance(value, list):
+            raise bad_request(f"{name}: given more than once", attr=name)
+        out[name] = value
+    return out
 
 
 class AttributesResource:
@@ -160,11 +167,11 @@ class AttributesResource:
         self._store = store
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str) -> None:
-        kind = tq.parse_attribute_type(req.get_param("attribute_type"))
-        limit, offset = _page(req)
-        keys, total = await self._store.read(st.attribute_keys, req.context.project.id, kind,
-                                             req.get_param("search"), limit, offset)
-        filter_type = tq.PROPERTY_FILTER_TYPE[kind]
+        project = req.context.project
+        q = tq.parse_picker(_params(req), values=False, now_ns=time.time_ns(), timezone=project.timezone)
+        read = functools.partial(st.attribute_keys, window=q.window, exclude=q.exclude, only=q.only)
+        keys, total = await self._store.read(read, project.id, q.kind, q.search, q.limit, q.offset)
+        filter_type = tq.PROPERTY_FILTER_TYPE[q.kind]
         resp.media = {"results": [{"name": k, "propertyFilterType": filter_type, "matchedOn": "key"} for k in keys],
                       "count": total}
 
@@ -176,16 +183,15 @@ class ValuesResource:
         self._store = store
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str) -> None:
-        key = req.get_param("key")
-        if not key:
+        if not req.get_param("key"):
             # posthog-tracing.md: exactly this body, as PostHog's view returns it (not the DRF error shape).
             resp.status = falcon.HTTP_400
             resp.media = {"error": "key is required"}
             return
-        kind = tq.parse_attribute_type(req.get_param("attribute_type"))
-        limit, offset = _page(req)
-        values = await self._store.read(st.attribute_values, req.context.project.id, kind, key,
-                                        req.get_param("value"), limit, offset)
+        project = req.context.project
+        q = tq.parse_picker(_params(req), values=True, now_ns=time.time_ns(), timezone=project.timezone)
+        read = functools.partial(st.attribute_values, window=q.window)
+        values = await self._store.read(read, project.id, q.kind, q.key, q.search, q.limit, q.offset)
         resp.media = {"results": [{"id": v, "name": v} for v in values]}
 
 
@@ -198,7 +204,8 @@ def _param(name: str, where: str = "query", kind: str = "string", required: bool
 _PROJECT = {**_param("project_id", "path", required=True), "description": "project id or key"}
 _DATE_RANGE = {"type": "object", "additionalProperties": False, "properties": {
     "date_from": {"anyOf": [DATE_SCHEMA, {"type": "null"}, {"const": "all"}]},
-    "date_to": {"anyOf": [DATE_SCHEMA, {"type": "null"}]}}}
+    "date_to": {"anyOf": [DATE_SCHEMA, {"type": "null"}]},
+    "explicitDate": {"type": ["boolean", "null"], "description": "accepted; otelite never rounds the dates"}}}
 _SPAN_FILTER = {"type": "object", "required": ["key", "type"], "additionalProperties": False, "properties": {
     "key": {"type": "string", "minLength": 1}, "label": {"type": ["string", "null"]},
     "type": {"type": "string", "enum": list(tq.FILTER_TYPES)}, "operator": OPERATORS_SCHEMA,
@@ -365,11 +372,13 @@ _OPERATIONS = {
         "responses": {"200": _json_response(_NAMES, "names"), **error_responses("tracing:read")}}},
     "/attributes": {"get": {
         "summary": "Attribute keys by frequency",
-        "parameters": [_PROJECT, _ATTRIBUTE_TYPE, _param("search"), *_PAGE],
+        "parameters": [_PROJECT, _ATTRIBUTE_TYPE, _param("search"), *_PAGE, _param("dateRange"),
+                       _param("excluded_properties"), _param("properties")],
         "responses": {"200": _json_response(_ATTRIBUTE_KEYS, "keys"), **error_responses("tracing:read")}}},
     "/values": {"get": {
         "summary": "Values of an attribute by frequency",
-        "parameters": [_PROJECT, _param("key", required=True), _ATTRIBUTE_TYPE, _param("value"), *_PAGE],
+        "parameters": [_PROJECT, _param("key", required=True), _ATTRIBUTE_TYPE, _param("value"), *_PAGE,
+                       _param("dateRange")],
         "responses": {"200": _json_response(_ATTRIBUTE_VALUES, "values"), **error_responses("tracing:read"),
                       # posthog-tracing.md: without `key`, PostHog's view answers {"error": "key is required"}
                       "400": _json_response({"anyOf": [ERROR_SCHEMA, _KEY_REQUIRED]},

@@ -439,6 +439,9 @@ def _telescoped(pts: Points, sidx: np.ndarray, b: np.ndarray, temporality: np.nd
     with np.errstate(invalid="ignore"):
         reset = has_prev & ~delta & ((total < prev_total) | restarted)
     idx = np.flatnonzero((delta | has_prev | from_start) & (bk >= 0))
+    if idx.size == 0:  # no reading with an increase (e.g. a histogram's first export): no cell
+        none = np.zeros(0, np.int64)
+        return none, none, np.zeros(0), none
     key = s[idx] * nb + bk[idx]
     starts = _starts(key)
     marks = np.zeros(idx.size, np.int64)

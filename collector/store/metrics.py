@@ -453,13 +453,26 @@ def has_metrics(conn: sqlite3.Connection, project_id: int) -> bool:
         is not None
 
 
-def metric_names(conn: sqlite3.Connection, project_id: int, search: str = "", limit: int = 100) -> list[MetricName]:
+def metric_names(conn: sqlite3.Connection, project_id: int, search: str = "", limit: int = 100,
+                 services: tuple[str, ...] | None = None) -> list[MetricName]:
     """Distinct metric names, most recently active first (then by name); `search` is a case-insensitive
-    substring. A name used with several types shows the type it was last seen with."""
+    substring. A name used with several types shows the type it was last seen with. `services`: only
+    series whose service name (`service.name` or `service_name`) is one of them ("": series without one)."""
+    service_sql, service_params = "", []
+    if services is not None:
+        named = [x for x in services if x]
+        # The service name as the attribute pickers list it: `service.name` or `service_name`, either scope.
+        has_name = ("SELECT 1 FROM metric_series_labels AS l WHERE l.series_id = metric_series.id "
+                    "AND l.project_id = metric_series.project_id AND l.key IN ('service.name', 'service_name')")
+        terms = [f"EXISTS ({has_name} AND l.value IN ({_marks(len(named))}))"] if named else []
+        if "" in services:
+            terms.append(f"NOT EXISTS ({has_name})")
+        service_sql = f" AND ({' OR '.join(terms)})" if terms else " AND 0"
+        service_params = named
     rows = conn.execute(
         "SELECT name, type, max(last_seen_ns) AS seen FROM metric_series WHERE project_id = ? "
-        "AND (? = '' OR instr(lower(name), ?) > 0) GROUP BY name ORDER BY seen DESC, name LIMIT ?",
-        (project_id, search, search.lower(), limit)).fetchall()
+        f"AND (? = '' OR instr(lower(name), ?) > 0){service_sql} GROUP BY name ORDER BY seen DESC, name LIMIT ?",
+        (project_id, search, search.lower(), *service_params, limit)).fetchall()
     return [MetricName(n, t) for n, t, _ in rows]
 
 

@@ -37,8 +37,23 @@ READ = RoutePolicy(errors=ERRORS, scopes={"GET": "metrics:read", "POST": "metric
 VALUES_LIMIT_DEFAULT, VALUES_LIMIT_MAX = 100, 1000
 
 
-def _values(conn: sqlite3.Connection, project_id: int, search: str, limit: int) -> list[dict]:
-    return [{"name": m.name, "metric_type": m.type} for m in sm.metric_names(conn, project_id, search, limit)]
+VALUES_PARAMS = ("value", "limit", "service")
+
+
+def _services(raw: str | None) -> tuple[str, ...] | None:
+    """PostHog's `service`: names separated by commas, used verbatim (not trimmed), empty entries dropped;
+    sent empty, and only empty, it means the series without a service name; absent: every series."""
+    if raw is None:
+        return None
+    if raw == "":
+        return ("",)
+    return tuple(dict.fromkeys(x for x in raw.split(",") if x))
+
+
+def _values(conn: sqlite3.Connection, project_id: int, search: str, limit: int,
+            services: tuple[str, ...] | None) -> list[dict]:
+    return [{"name": m.name, "metric_type": m.type}
+            for m in sm.metric_names(conn, project_id, search, limit, services)]
 
 
 
@@ -60,6 +75,10 @@ class ValuesResource:
         self._store = store
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str) -> None:
+        for name in req.params:
+            if name not in VALUES_PARAMS:
+                raise bad_request(f"unknown query parameter {name!r} (expected {', '.join(VALUES_PARAMS)})",
+                                  attr=name)
         raw = req.get_param("limit")
         limit = VALUES_LIMIT_DEFAULT
         if raw is not None:
@@ -67,7 +86,8 @@ class ValuesResource:
                 raise bad_request(f"limit must be an integer from 1 to {VALUES_LIMIT_MAX}, got {raw!r}", attr="limit")
             limit = int(raw)
         search = req.get_param("value") or ""
-        resp.media = {"results": await self._store.read(_values, req.context.project.id, search, limit)}
+        resp.media = {"results": await self._store.read(_values, req.context.project.id, search, limit,
+                                                        _services(req.get_param("service")))}
 
 
 class AttributesResource:
@@ -208,7 +228,13 @@ _WINDOW_PARAMS = [
     {"name": "dateTo", "in": "query", "schema": {"anyOf": [DATE_SCHEMA, {"const": ""}]},
      "description": "default (or empty): now"},
     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
+    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}},
     {"name": "metricName", "in": "query", "schema": {"type": "string"}, "description": "only this metric's labels"}]
+_KEY_SELECTION_PARAMS = [
+    {"name": "excluded_properties", "in": "query", "schema": {"type": "string"},
+     "description": "a JSON list of keys to leave out (PostHog's taxonomic filter sends it)"},
+    {"name": "properties", "in": "query", "schema": {"type": "string"},
+     "description": "keys separated by commas: only these"}]
 _ATTRIBUTES_RESPONSE = {"type": "object", "required": ["results", "count"], "properties": {
     "results": {"type": "array", "items": {"type": "object", "required": ["name", "attribute_count"], "properties": {
         "name": {"type": "string"},
@@ -225,7 +251,8 @@ for _prefix in PREFIXES:
         "summary": "Label keys (point and resource attributes merged) by how many series carry them; "
                    "service_name first",
         "parameters": _PATH_PARAM + [{"name": "search", "in": "query", "schema": {"type": "string"},
-                                      "description": "case-insensitive substring of the key"}] + _WINDOW_PARAMS,
+                                      "description": "case-insensitive substring of the key"}] + _WINDOW_PARAMS
+        + _KEY_SELECTION_PARAMS,
         "responses": {"200": {"description": "keys", "content": {"application/json": {
             "schema": _ATTRIBUTES_RESPONSE}}}, **error_responses("metrics:read")}}}
     OPENAPI_PATHS[f"{_prefix}/metrics/attribute_values"] = {"get": {
@@ -244,7 +271,9 @@ for _prefix in PREFIXES:
             {"name": "value", "in": "query", "schema": {"type": "string"},
              "description": "case-insensitive substring of the name"},
             {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": VALUES_LIMIT_MAX,
-                                                         "default": VALUES_LIMIT_DEFAULT}}],
+                                                         "default": VALUES_LIMIT_DEFAULT}},
+            {"name": "service", "in": "query", "schema": {"type": "string"},
+             "description": "services separated by commas (verbatim); empty: series without a service name"}],
         "responses": {"200": _json(_METRIC_NAMES, "names"), **error_responses("metrics:read")}}}
     OPENAPI_PATHS[f"{_prefix}/metrics/query"] = {"post": {
         "summary": "Time series of one or more metric clauses, optionally combined by a formula",
