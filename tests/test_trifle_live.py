@@ -728,3 +728,18 @@ def test_503_with_retry_after_when_the_store_is_full(make_server):
     stored = srv.query("SELECT s.attributes FROM metric_points p JOIN metric_series s ON s.id = p.series_id "
                        "WHERE s.name = 'full'")
     assert stored == [('{"path":"a"}',)]
+
+
+def test_a_read_over_the_query_budget_is_503_in_trifles_shape(make_server):
+    """api.query_timeout (collector/store/budget.py) stops a Trifle read like any other: 503 with
+    Retry-After, in Trifle's error shape; the server answers the next request."""
+    srv = make_server({"api": {"query_timeout": "1ms"}, "exporters": {"sqlite": {"retention": {"metrics": 0}}}})
+    client = Client(srv.http_url, srv.admin_key())
+    client.track("budget", "2025-11-02T10:00:00Z", {"n": 1})
+    day = {"from": "2025-11-02T00:00:00Z", "to": "2025-11-03T00:00:00Z", "granularity": "1s"}  # 86,401 buckets
+    r = client.get({"key": "budget", **day})
+    assert r.status_code == 503 and int(r.headers["Retry-After"]) >= 1, r.text
+    assert list(r.json()["errors"]) == ["detail"] and "api.query_timeout" in r.json()["errors"]["detail"]
+    r = client.query({"key": "budget", **day, "mode": "timeline", "value_path": "n"})
+    assert r.status_code == 503 and list(r.json()["errors"]) == ["detail"], r.text
+    assert httpx.get(srv.http_url + "/healthz", timeout=10).status_code == 200
