@@ -102,7 +102,11 @@ def test_every_seed_request_answers_in_the_seeds_shape(api):
         assert (r.status_code, r.json()) == (201, {"data": {"created": "ok"}})
 
     # GET, Basic: every hour from 00:00 to 00:00 the next day, both included; nested values; {} when empty.
+    # Sent as the seed's curl writes it (colons not escaped), and as its clients' parameter encoders do.
+    raw = httpx.get(api.base + "/api/v1/metrics?key=event::signup&from=2026-01-24T00:00:00Z&to=2026-01-25T00:00:00Z"
+                    "&granularity=1h", headers=api.headers(), timeout=30)
     data = api.series("event::signup", SEED_DAY["from"], SEED_DAY["to"], "1h")
+    assert raw.status_code == 200 and raw.json() == {"data": data}
     assert data["at"] == [f"2026-01-24T{h:02d}:00:00Z" for h in range(24)] + ["2026-01-25T00:00:00Z"]
     assert data["values"][10] == {"count": 2, "failed": 0, "duration": 0.84, "country": {"US": 1},
                                   "channel": {"organic": 1}}
@@ -730,10 +734,13 @@ def test_503_with_retry_after_when_the_store_is_full(make_server):
     assert stored == [('{"path":"a"}',)]
 
 
-def test_a_read_over_the_query_budget_is_503_in_trifles_shape(make_server):
+def test_budget_and_rate_limit_answers_are_in_trifles_shape(make_server):
     """api.query_timeout (collector/store/budget.py) stops a Trifle read like any other: 503 with
-    Retry-After, in Trifle's error shape; the server answers the next request."""
-    srv = make_server({"api": {"query_timeout": "1ms"}, "exporters": {"sqlite": {"retention": {"metrics": 0}}}})
+    Retry-After; a write over its rate class (auth.rate_limits.write) is a 429 with Retry-After, which
+    Trifle::Stats' API driver raises with. Both in Trifle's error shape, and nothing of the refused write
+    is stored."""
+    srv = make_server({"api": {"query_timeout": "1ms"}, "exporters": {"sqlite": {"retention": {"metrics": 0}}},
+                       "auth": {"rate_limits": {"write": {"requests": 2, "per": "1h", "burst": 2}}}})
     client = Client(srv.http_url, srv.admin_key())
     client.track("budget", "2025-11-02T10:00:00Z", {"n": 1})
     day = {"from": "2025-11-02T00:00:00Z", "to": "2025-11-03T00:00:00Z", "granularity": "1s"}  # 86,401 buckets
@@ -743,3 +750,11 @@ def test_a_read_over_the_query_budget_is_503_in_trifles_shape(make_server):
     r = client.query({"key": "budget", **day, "mode": "timeline", "value_path": "n"})
     assert r.status_code == 503 and list(r.json()["errors"]) == ["detail"], r.text
     assert httpx.get(srv.http_url + "/healthz", timeout=10).status_code == 200
+
+    client.track("budget", "2025-11-02T10:00:00Z", {"n": 1})
+    r = client.post("/metrics", {"key": "budget", "at": "2025-11-02T10:00:00Z", "values": {"n": 100}})
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1, r.text
+    assert list(r.json()["errors"]) == ["detail"], r.text
+    stored = srv.query("SELECT p.value FROM metric_points p JOIN metric_series s ON s.id = p.series_id "
+                       "WHERE s.name = 'budget'")
+    assert sorted(v for (v,) in stored) == [1, 1]
