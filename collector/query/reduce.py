@@ -382,6 +382,16 @@ def series_cells(pts: Points, sidx: np.ndarray, b: np.ndarray, agg: Aggregation,
     fn = agg.fn
     if fn in OBSERVATION_FUNCTIONS:
         return _observation_cells(pts, sidx, b, fn, temporality, nb, loaded_from)
+    if fn in ("rate", "increase") and kind == "tally" and pts.seq is not None:
+        # A tally (a Trifle key) holds what a bucket counted: its tracks, an assert replacing them
+        # (store/metrics.py). That is its increase there; no reading before the bucket matters.
+        keep = valid & (b >= 0)
+        key, vals = _reduce(sidx[keep] * nb + b[keep], pts.value[keep], "tally", None, seq=pts.seq[keep],
+                            sets=pts.sets[keep])
+        series, bucket = np.divmod(key, nb)
+        if fn == "rate":
+            vals = vals / (np.diff(edges) / 1e9)[bucket]
+        return Cells(series, bucket, value=vals)
     if fn in ("rate", "increase"):
         s, counter, time, start, bk = sidx, pts.counter, pts.time, pts.start, b
         if not valid.all():  # (the store loads readings only; Points built by hand may have others)
