@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
+import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -156,6 +159,71 @@ def test_every_seed_request_answers_in_the_seeds_shape(live, flux):
     # The seed's four untagged requests (two per mount, single and batch) read as the group "".
     assert {g: sum(row["value"] for row in rows) for g, rows in groups.items()} == {"/users": 12, "/orders": 2,
                                                                                     "": 4}
+
+
+def readme_curls(base_url: str, key: str) -> list[list[str]]:
+    """The curl commands of README's Flux section, as argument lists, with its $U and $K filled in."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = text.split("## BrainzLab Flux API", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    first, body = block.split("\n", 1)  # K="Authorization: Bearer $OTELITE_KEY"; U=http://127.0.0.1:4318/...
+    values = {"$OTELITE_KEY": key, "http://127.0.0.1:4318": base_url}
+    for assignment in shlex.split(first):
+        name, _, value = assignment.rstrip(";").partition("=")
+        for old, new in values.items():
+            value = value.replace(old, new)
+        values["$" + name] = value
+    for old in sorted(values, key=len, reverse=True):
+        body = body.replace(old, values[old])
+    tokens = shlex.split(body, comments=True)
+    commands, current = [], None
+    for token in tokens:
+        if token == "curl":
+            current = []
+            commands.append(current)
+        else:
+            current.append(token)
+    return commands
+
+
+def run_curl(args: list[str]) -> httpx.Response:
+    """What curl does with README's options: -H headers, -d a POST body (form-encoded Content-Type, as
+    curl sends it), -g a URL taken literally."""
+    headers, data, url = {}, None, None
+    it = iter(args)
+    for arg in it:
+        if arg == "-H":
+            name, _, value = next(it).partition(":")
+            headers[name.strip()] = value.strip()
+        elif arg == "-d":
+            data = next(it).encode()
+        elif arg == "-g":
+            continue
+        else:
+            assert arg.startswith("http"), f"README uses a curl option this test does not know: {arg}"
+            url = arg
+    if data is None:
+        return httpx.get(url, headers=headers, timeout=20)
+    headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
+    return httpx.post(url, content=data, headers=headers, timeout=20)
+
+
+def test_readmes_curl_examples_work(live):
+    """Each curl line of README's Flux section, run as written (its own project, so its names are its own):
+    the writes are stored and every read finds them."""
+    live.cli("projects", "create", "readme")
+    out = live.cli("keys", "create", "--project", "readme", "--scope", "metrics:read", "--scope", "metrics:write")
+    key = re.search(r"^(otl_[A-Za-z0-9_-]+)$", out.stdout, re.M).group(1)
+    commands = readme_curls(live.http_url, key)
+    assert len(commands) >= 8  # every endpoint: track, batch, flux/batch, list, get, query (2), events
+    answers = [run_curl(args) for args in commands]
+    for args, r in zip(commands, answers):
+        assert r.status_code in (200, 201), (args, r.text)
+        assert r.json()["data"], (args, r.text)  # something was found: the writes above it were stored
+    paths = {httpx.URL(next(a for a in args if a.startswith("http"))).path for args in commands}
+    assert {"/flux/api/v1/metrics", "/flux/api/v1/metrics/batch", "/flux/api/v1/flux/batch", "/flux/api/v1/events",
+            "/flux/api/v1/metrics/api.response_time", "/flux/api/v1/metrics/api.response_time/query",
+            "/flux/api/v1/metrics/api.requests/query"} <= paths
 
 
 # --- exact aggregations ------------------------------------------------------------------------------------------
