@@ -47,7 +47,7 @@ class ServerProcess:
     def grpc_endpoint(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 
-    def start(self, timeout: float = 20.0) -> "ServerProcess":
+    def start(self, timeout: float = 60.0) -> "ServerProcess":
         args = [sys.executable, "-m", "otelite.collector.cli", "serve", "--db", str(self.db),
                 "--grpc-endpoint", self.grpc_endpoint, "--http-endpoint", f"127.0.0.1:{self.http_port}"]
         if self.config_path is not None:
