@@ -471,8 +471,9 @@ def test_flux_and_trifle_share_api_v1(live, flux):
     base = B
     r = flux.post("/metrics", {"name": "t.shared.flux", "type": "gauge", "value": 7, "timestamp": iso(base)})
     assert r.status_code == 201 and r.json()["data"]["value"] == 7, r.text
+    # minutes after base; the assert of `count` at 25 must not undo the track of `country.US` at 22
     writes = [(5, {"count": 2, "country": {"US": 1}}, "track"), (15, {"count": 3}, "track"),
-              (25, {"count": 10}, "assert"), (35, {"count": 1}, "track")]  # minutes after base
+              (22, {"country": {"US": 4}}, "track"), (25, {"count": 10}, "assert"), (35, {"count": 1}, "track")]
     for minute, values, operation in writes:
         r = flux.post("/metrics", {"key": "t.shared.orders", "at": iso(base + minute * MIN), "values": values,
                                    "operation": operation})
@@ -483,16 +484,16 @@ def test_flux_and_trifle_share_api_v1(live, flux):
     assert (listed["t.shared.orders"]["type"], listed["t.shared.orders"]["tags"]) == ("counter", ["path"])
     trifle = flux.get("/metrics", {"key": "t.shared.orders", "from": iso(base), "to": iso(base),
                                    "granularity": "1h"}).json()["data"]
-    assert trifle["values"] == [{"count": 11, "country": {"US": 1}}]  # the assert replaced 2 + 3
+    assert trifle["values"] == [{"count": 11, "country": {"US": 5}}]  # the assert replaced 2 + 3
     # Flux reads the key as Trifle does: per path, an assert replacing only its own bucket's earlier tracks.
     hour = {"from": iso(base), "to": iso(base + HOUR - S)}
     groups = flux.query("t.shared.orders", aggregation="sum,rate", interval="1h", group_by="tags.path",
                         **hour)["groups"]
     assert {path: [(row["sum"], row["rate"]) for row in rows] for path, rows in groups.items()} == {
-        "count": [(11, pytest.approx(11 / 3600))], "country.US": [(1, pytest.approx(1 / 3600))]}
+        "count": [(11, pytest.approx(11 / 3600))], "country.US": [(5, pytest.approx(5 / 3600))]}
     rows = flux.query("t.shared.orders", aggregation="sum", interval="10m", **hour)["series"]
     assert [(row["timestamp"], row["value"]) for row in rows] == [
-        (iso(base), 3), (iso(base + 10 * MIN), 3), (iso(base + 20 * MIN), 10), (iso(base + 30 * MIN), 1)]
+        (iso(base), 3), (iso(base + 10 * MIN), 3), (iso(base + 20 * MIN), 14), (iso(base + 30 * MIN), 1)]
     r = flux.get("/metrics/t.shared.orders/query", params={"aggregation": "last", **hour})
     assert r.status_code == 400 and flux_error(r)["code"] == "invalid_aggregation"
 
