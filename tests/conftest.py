@@ -67,6 +67,8 @@ class ServerProcess:
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
+        self.proc.kill()  # not left running behind the failed test
+        self.proc.wait(10)
         raise RuntimeError(f"otelite did not become healthy:\n{self.log()}")
 
     def admin_key(self) -> str:
