@@ -179,3 +179,76 @@ def test_prometheus_receives_what_the_scrape_shows_across_a_kill(tmp_path, prome
         assert "HTTP 400" in server.log()
     finally:
         server.kill()
+
+
+def test_flux_and_trifle_metrics_reach_prometheus_as_the_scrape_shows_them(tmp_path, prometheus):
+    """The REST dialects' metrics have no OTLP request: their rows go through the export log in the commit
+    that stores them, and remote-write sends what the scrape shows (Flux gauge, counter as its running
+    total with decrements, distribution as a summary, set as distinct members; Trifle tallies with their
+    asserts), across a `kill -9`."""
+    config = {
+        "auth": {"rate_limits": {"flux_batch": {"enabled": False}}},
+        "exporters": {"sqlite": {}, "prometheusremotewrite/prom": {
+            "endpoint": f"{prometheus}/api/v1/write", "external_labels": {"cluster": "ci"},
+            "retry_on_failure": {"initial_interval": "100ms", "max_interval": "1s"}}},
+        "service": {"pipelines": {"metrics": {"receivers": ["otlp"], "exporters": ["sqlite", "prometheusremotewrite/prom"]}}},
+    }
+    server = start_server(tmp_path, config, "forwarder")
+    key = server.admin_key()
+    auth = {"Authorization": f"Bearer {key}"}
+
+    def flux(*metrics: dict) -> None:
+        r = httpx.post(f"{server.http_url}/flux/api/v1/metrics/batch", json={"metrics": list(metrics)},
+                       headers=auth, timeout=10)
+        assert r.status_code == 200 and r.json()["data"]["rejected"] == 0, r.text
+
+    def trifle(values: dict, operation: str = "track") -> None:
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        r = httpx.post(f"{server.http_url}/trifle/api/v1/metrics", headers=auth, timeout=10,
+                       json={"key": "orders", "at": at, "values": values, "operation": operation})
+        assert r.status_code == 201, r.text
+
+    try:
+        flux({"name": "queue.depth", "type": "gauge", "value": 5, "tags": {"queue": "mail"}},
+             {"name": "signups", "type": "counter", "value": 4},
+             {"name": "api.latency", "type": "distribution", "value": 10, "tags": {"route": "/pay"}},
+             {"name": "api.latency", "type": "distribution", "value": 20, "tags": {"route": "/pay"}},
+             {"name": "visitors", "type": "set", "value": "ann"},
+             {"name": "visitors", "type": "set", "value": "bob"})
+        flux({"name": "queue.depth", "type": "gauge", "value": 3, "tags": {"queue": "mail"}},
+             {"name": "signups", "type": "counter", "value": 3},
+             {"name": "signups", "type": "counter", "value": -1},  # the SDK's decrement
+             {"name": "api.latency", "type": "distribution", "value": 100, "tags": {"route": "/pay"}},
+             {"name": "visitors", "type": "set", "value": "ann"})
+        trifle({"count": 5, "country": {"US": 2}})
+        trifle({"count": 1})
+        got = wait_until_equal(prometheus, server, key)
+        values = {dict(k)["__name__"] + (f"{{{dict(k)['quantile']}}}" if "quantile" in dict(k) else "")
+                  + (f"[{dict(k)['path']}]" if "path" in dict(k) else ""): v for k, v in got.items()}
+        assert values["queue_depth"] == 3
+        assert values["signups_total"] == 6  # 4 + 3 - 1: the running total
+        assert values["api_latency_count"] == 3 and values["api_latency_sum"] == 130
+        assert values["api_latency{0.5}"] == 20
+        assert values["visitors"] == 2  # ann, bob
+        assert values["orders[count]"] == 6 and values["orders[country.US]"] == 2
+
+        # kill -9, restart: the running totals (counter, distribution count/sum, tally) carry on exactly.
+        server.kill()
+        server.start()
+        flux({"name": "signups", "type": "counter", "value": 2},
+             {"name": "api.latency", "type": "distribution", "value": 30, "tags": {"route": "/pay"}},
+             {"name": "visitors", "type": "set", "value": "cy"})
+        trifle({"count": 10}, "assert")  # replaces the total of `count` only
+        trifle({"count": 1, "country": {"US": 1}})
+        got = wait_until_equal(prometheus, server, key)
+        values = {dict(k)["__name__"] + (f"[{dict(k)['path']}]" if "path" in dict(k) else ""): v
+                  for k, v in got.items() if "quantile" not in dict(k)}
+        assert values["signups_total"] == 8
+        assert values["api_latency_count"] == 4 and values["api_latency_sum"] == 160
+        assert values["visitors"] == 3
+        assert values["orders[count]"] == 11 and values["orders[country.US]"] == 3
+        assert list(query(prometheus, "resets(signups_total[10m])").values()) == [0.0]
+        assert self_metric(server, "otelcol_exporter_send_failed_metric_points_total",
+                           {"exporter": "prometheusremotewrite/prom"}) == 0
+    finally:
+        server.kill()
