@@ -312,3 +312,24 @@ def test_remote_write_running_totals_are_never_left_behind_by_ordering():
     # gauge point is left out.
     got, left_out = send(counter("jobs", [(t - 5_000_000, 4, {})], DELTA), gauge("temp", [(t, 22.0, {})]))
     assert got == {"jobs_total": [(ms + 1, 9.0)]} and left_out == 1
+
+
+def test_dialect_rows_round_trip_through_the_export_log_encoding():
+    """A Flux batch's rows survive encode_rows/decode_rows unchanged (any text, 64-bit ids, floats), and
+    the prefix that marks them can never start an OTLP request (protobuf has no field number 0)."""
+    from otelite.api.flux.ingest import FluxMetric, metric_rows
+    from otelite.collector.store import export_log as xl
+    from metrics_otlp import gauge
+
+    metrics = [FluxMetric("céline.\ud800", "gauge", 1.5, 1_700_000_000_000_000_001, {"k": "v\u2028"}),
+               FluxMetric("big", "counter", (1 << 62) + 1, 1_700_000_000_000_000_002, {}),
+               FluxMetric("members", "set", "ann", 1_700_000_000_000_000_003, {"x": "1"})]
+    batch = metric_rows(1, metrics)
+    payload = xl.encode_rows(batch)
+    entry = xl.Entry(1, 1, 0, len(batch.points), len(batch.points), len(payload), payload)
+    assert entry.holds_rows()
+    back = xl.decode_rows(payload)
+    assert (back.resources, back.scopes, back.series, back.points) == \
+        (batch.resources, batch.scopes, batch.series, batch.points)
+    otlp = gauge("temp", [(1, 2.0, {})]).SerializeToString()
+    assert not xl.Entry(2, 1, 0, 1, 1, len(otlp), otlp).holds_rows() and otlp[0] != 0
