@@ -66,6 +66,8 @@ class ServerProcess:
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
+        self.proc.kill()  # not left running (and loading the machine) after a test gave up on it
+        self.proc.wait(10)
         raise RuntimeError(f"otelite did not become healthy:\n{self.log()}")
 
     def admin_key(self) -> str:
