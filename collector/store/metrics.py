@@ -210,8 +210,7 @@ def _ids_json(series: SeriesSet) -> str:
 
 # The labels of the given series only: `CROSS JOIN` makes SQLite walk the ids and look each one up in
 # metric_series_labels_by_series (a covering index: the table is WITHOUT ROWID), so the cost follows the
-# series asked about, never the project's other metrics that share a key. `ids.key` is the series'
-# position in `series.ids`.
+# series asked about, never the project's other metrics that share a key.
 _SELECTED_LABELS = ("FROM json_each(?) AS ids CROSS JOIN metric_series_labels AS l ON l.series_id = ids.value "
                     "WHERE l.project_id = ?")
 
@@ -283,20 +282,31 @@ class SeriesLabels:
 
 
 def read_series_labels(conn: sqlite3.Connection, series: SeriesSet, keys: list[str] | None = None) -> SeriesLabels:
-    """The labels of `series` (of `keys` only, with `service.name` when `service_name` is asked for)."""
+    """The labels of `series` (of `keys` only, with `service.name` when `service_name` is asked for),
+    grouped by (key, value, source) in SQLite. Two plans give the same rows: when the series are most of
+    the project's, its label rows are read in primary-key order (already grouped: no sort) keeping those
+    of the series; otherwise each series' rows are looked up (`_SELECTED_LABELS`) and sorted, so the cost
+    follows the series asked about, never the project's other metrics."""
     if not len(series) or keys == []:
         return SeriesLabels([], len(series))
     budget.check()  # a read's deadline (collector/store/budget.py), before a pass over every series
-    sql, args = f"SELECT l.key, l.source, l.value, json_group_array(ids.key) {_SELECTED_LABELS}", \
-        [_ids_json(series), series.project_id]
+    key_sql, key_args = "", []
     if keys is not None:
         wanted = sorted(set(keys) | ({"service.name"} if SERVICE_NAME in keys else set()))
-        sql += f" AND l.key IN ({_marks(len(wanted))})"
-        args += wanted
-    rows = conn.execute(sql + " GROUP BY l.key, l.source, l.value", args).fetchall()
-    positions = json.loads("[" + ",".join(r[3] for r in rows) + "]")  # one decode for every row
-    return SeriesLabels([LabelRow(k, source, value, np.array(p, np.int64))
-                         for (k, source, value, _), p in zip(rows, positions)], len(series))
+        key_sql, key_args = f" AND l.key IN ({_marks(len(wanted))})", wanted
+    ids, pid = _ids_json(series), series.project_id
+    in_project = conn.execute("SELECT count(*) FROM metric_series WHERE project_id = ?", (pid,)).fetchone()[0]
+    if 2 * len(series) >= in_project:
+        sql = ("SELECT l.key, l.source, l.value, group_concat(l.series_id) FROM metric_series_labels AS l "
+               f"WHERE l.project_id = ?{key_sql} AND l.series_id IN (SELECT value FROM json_each(?))")
+        args = [pid, *key_args, ids]
+    else:
+        sql = f"SELECT l.key, l.source, l.value, group_concat(l.series_id) {_SELECTED_LABELS}{key_sql}"
+        args = [ids, pid, *key_args]
+    rows = conn.execute(sql + " GROUP BY l.key, l.value, l.source", args).fetchall()
+    members = json.loads("[[" + "],[".join(r[3] for r in rows) + "]]") if rows else []  # one decode for all
+    return SeriesLabels([LabelRow(k, source, value, np.searchsorted(series.ids, np.array(m, np.int64)))
+                         for (k, source, value, _), m in zip(rows, members)], len(series))
 
 
 def label_values(conn: sqlite3.Connection, series: SeriesSet, key: str, scope: str = "auto") -> list[str | None]:
