@@ -93,7 +93,10 @@ def prepare(conn: sqlite3.Connection, cache: PointCache, query: Query, *, keep_p
     prepared = Prepared(query, series, edges, cells)
     if keep_points:
         inside = pts.valid & (b >= 0)
-        prepared.point_times, prepared.point_sidx = pts.time[inside], sidx[inside]
+        if inside.all():
+            prepared.point_times, prepared.point_sidx = pts.time, sidx
+        else:
+            prepared.point_times, prepared.point_sidx = pts.time[inside], sidx[inside]
     return prepared
 
 
