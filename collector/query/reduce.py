@@ -48,6 +48,15 @@ class Cells:
     bounds: tuple | None = None
     exp: "ExpContrib | None" = None
     weight: np.ndarray | None = None  # observation_mean: each cell's number of observations (value: their sum)
+    _buckets: np.ndarray | None = None  # used_buckets(), once
+
+    def used_buckets(self, nb: int) -> np.ndarray:
+        """The buckets that hold at least one cell, ascending (worked out once: each grouping asks)."""
+        if self._buckets is None:
+            present = np.zeros(nb, bool)
+            present[self.b] = True
+            self._buckets = np.flatnonzero(present)
+        return self._buckets
 
 
 @dataclass
@@ -542,24 +551,26 @@ def combine(cells: Cells, group: np.ndarray, agg: Aggregation, nb: int) -> tuple
             mean = np.where(number > 0, total / number, np.nan)
         return *np.divmod(ukey, nb), mean
     how = agg.across if agg.across is not None else _SAME_AS_ACROSS[agg.fn]
-    if how in ("sum", "avg", "count") and time is None and cells.seq is None and cells.b.size == group.size * nb:
-        return _combine_full(key, value, group, how, nb)
+    if how in ("sum", "avg", "count") and time is None and cells.seq is None \
+            and cells.b.size == group.size * cells.used_buckets(nb).size:
+        return _combine_full(key, value, group, how, nb, cells.used_buckets(nb))
     seq = cells.seq if inside is None or cells.seq is None else cells.seq[inside]
     sets = cells.sets if inside is None or cells.sets is None else cells.sets[inside]
     ukey, vals = _reduce(key, value, how, agg.q, time, seq, sets, bound)
     return *np.divmod(ukey, nb), vals
 
 
-def _combine_full(key: np.ndarray, value: np.ndarray, group: np.ndarray, how: str, nb: int
+def _combine_full(key: np.ndarray, value: np.ndarray, group: np.ndarray, how: str, nb: int, buckets: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`combine` for sum | avg | count when every series has one cell in every bucket (per-series cells,
-    a scrape or export interval shorter than the bucket: the usual case). A group then has as many cells
-    in each bucket as it has series, so only the sums take a pass over the cells (in the given order,
-    as `_reduce_table` adds them). `key`/`value`: the cells of the series with a group."""
+    """`combine` for sum | avg | count when every series has one cell in every bucket that holds any
+    (`buckets`): per-series cells of series reporting more often than the bucket length, the usual case.
+    A group then has as many cells in each of those buckets as it has series, so only the sums take a
+    pass over the cells (in the given order, as `_reduce_table` adds them). `key`/`value`: the cells of
+    the series with a group."""
     sizes = np.bincount(group[group >= 0]) if group.size else np.zeros(0, np.int64)
-    present = np.flatnonzero(sizes)  # groups with series, ascending: every bucket of each has a value
-    g, b = np.repeat(present, nb), np.tile(np.arange(nb), present.size)
-    counts = np.repeat(sizes[present], nb)
+    present = np.flatnonzero(sizes)  # groups with series, ascending: each has a value in every used bucket
+    g, b = np.repeat(present, buckets.size), np.tile(buckets, present.size)
+    counts = np.repeat(sizes[present], buckets.size)
     if how == "count":
         return g, b, counts.astype(np.float64)
     sums = np.bincount(key, weights=value, minlength=sizes.size * nb)[g * nb + b]
