@@ -552,7 +552,8 @@ def combine(cells: Cells, group: np.ndarray, agg: Aggregation, nb: int) -> tuple
         return *np.divmod(ukey, nb), mean
     how = agg.across if agg.across is not None else _SAME_AS_ACROSS[agg.fn]
     if how in ("sum", "avg", "count") and time is None and cells.seq is None \
-            and cells.b.size == group.size * cells.used_buckets(nb).size:
+            and cells.b.size == group.size * cells.used_buckets(nb).size and not _in_order(key):
+        # (keys in order are reduced over their runs by `_reduce`, whose float sums add pairwise)
         return _combine_full(key, value, group, how, nb, cells.used_buckets(nb))
     seq = cells.seq if inside is None or cells.seq is None else cells.seq[inside]
     sets = cells.sets if inside is None or cells.sets is None else cells.sets[inside]
