@@ -111,8 +111,12 @@ def build_requests(series: int, points: int, end_ns: int, gauge_only: bool = Fal
 
 
 class Server:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, query_timeout_s: float | None = None) -> None:
         self.db = workdir / "bench.db"
+        self.config: Path | None = None
+        if query_timeout_s is not None:  # api.query_timeout (default 5 s); the rest of the config as default
+            self.config = workdir / "bench.yaml"
+            self.config.write_text(f"api:\n  query_timeout: {query_timeout_s:g}s\n")
         self.http_port, self.grpc_port = free_port(), free_port()
         self.log_path = workdir / "server.log"
         self.proc: subprocess.Popen | None = None
@@ -125,7 +129,8 @@ class Server:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "otelite.collector.cli", "serve", "--db", str(self.db), "--grpc-endpoint",
-             f"127.0.0.1:{self.grpc_port}", "--http-endpoint", f"127.0.0.1:{self.http_port}"],
+             f"127.0.0.1:{self.grpc_port}", "--http-endpoint", f"127.0.0.1:{self.http_port}"]
+            + (["--config", str(self.config)] if self.config else []),
             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -184,11 +189,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="100 series, 100 points, 5 runs")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--only", choices=["characterize"], help="send only the gauge and time only characterize")
+    ap.add_argument("--query-timeout", type=float, default=600,
+                    help="the server's api.query_timeout in seconds: the cold run loads every point of the metric "
+                         "(3.3 million at 10,000 series), longer than the default 5 s budget on a busy machine")
     args = ap.parse_args(argv)
     if args.quick:
         args.series, args.points, args.runs = 100, 100, 5
     workdir = Path(tempfile.mkdtemp(prefix="otelite-qbench-"))
-    server = Server(workdir)
+    server = Server(workdir, args.query_timeout)
     try:
         end_ns = time.time_ns() - 60 * 10**9
         t0 = time.perf_counter()
