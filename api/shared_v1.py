@@ -65,6 +65,11 @@ class ShapeDispatch:
         self._path = path
         self._claims = claims
         self._choose = RULES.get(path)
+        # The query parameter a claimant accepts a key in (Flux's `api_key`), for api/auth.py's check of a
+        # request whose body chose no dialect.
+        params = {res.auth_policy.token_param for res in claims.values()
+                  if getattr(res, "auth_policy", None) is not None and res.auth_policy.token_param}
+        self.token_param = params.pop() if len(params) == 1 else None
 
     async def delegate_for(self, req: "falcon.asgi.Request") -> Any:
         responder = f"on_{req.method.lower()}"
