@@ -778,15 +778,21 @@ def test_metric_names_narrowed_to_services_as_posthogs_picker_asks(live, api):
 
 def test_relative_dates_in_new_endpoints(live, api):
     """`-35M` is thirty-five minutes and `-1m` one month (PostHog's relative_date_parse); trace 5 started
-    forty minutes ago."""
+    forty minutes ago. The module's data is placed around NOW (its import); a long suite runs this test
+    minutes later, so the minute windows are widened by the whole minutes since then (`ago`)."""
+    elapsed = (time.time_ns() - NOW) // MIN
+
+    def ago(minutes: int) -> str:  # the minute `minutes` before NOW, as a relative date
+        return f"-{minutes + elapsed}M"
+
     def users_count(date_from: str) -> int:
         r = _post(live, TRACING + "/aggregate", {"query": {"dateRange": {"date_from": date_from}}})
         assert r.status_code == 200, r.text
         return sum(x["count"] for x in r.json()["results"] if x["name"] == "GET /api/users")
 
-    assert users_count("-35M") == 1 and users_count("-1m") == 2 and users_count("-1h") == 2
+    assert users_count(ago(35)) == 1 and users_count("-1m") == 2 and users_count(ago(60)) == 2
     assert users_count("-1dStart") == 2 or time.gmtime(NOW / S).tm_hour == 0  # start of yesterday
-    r = _post(live, TRACING + "/tree", {"query": {"spanName": "GET /api/users", "dateRange": {"date_from": "-35M"}}})
+    r = _post(live, TRACING + "/tree", {"query": {"spanName": "GET /api/users", "dateRange": {"date_from": ago(35)}}})
     assert {x["count"] for x in r.json()["results"] if x["name"] == "GET /api/users"} == {1}
     # the sparkline, the trace view and characterize read them the same way
     def spark_total(date_from: str) -> int:
@@ -795,10 +801,10 @@ def test_relative_dates_in_new_endpoints(live, api):
         return sum(x["count"] for x in r.json()["results"])
 
     recent = sum(1 for x in SPANS if x["trace_id"] != f"{5:032x}")
-    assert spark_total("-35M") == recent and spark_total("-1h") == recent + 1
+    assert spark_total(ago(35)) == recent and spark_total(ago(60)) == recent + 1
     trace5 = lambda date_from: _post(live, TRACING + f"/trace/{5:032x}", {"dateRange": {"date_from": date_from}}  # noqa
                                      ).json()["results"]
-    assert trace5("-35M") == [] and [x["name"] for x in trace5("-1m")] == ["GET /api/users"]
+    assert trace5(ago(35)) == [] and [x["name"] for x in trace5("-1m")] == ["GET /api/users"]
     before = time.time_ns()
     report = api.characterize(metricName="par.g", anomalyFrom="-35M")
     after = time.time_ns()
@@ -806,5 +812,5 @@ def test_relative_dates_in_new_endpoints(live, api):
     assert before - 35 * MIN - S <= anomaly_from <= after - 35 * MIN + S
     api.send(gauge("par.old", [(NOW - 50 * MIN, 1.0, {"only_old": "x"})]))
     assert api.get("attributes", search="only_old", dateFrom="-30M").json()["results"] == []
-    assert [x["name"] for x in api.get("attributes", search="only_old", dateFrom="-1h").json()["results"]] == \
+    assert [x["name"] for x in api.get("attributes", search="only_old", dateFrom=ago(60)).json()["results"]] == \
         ["only_old"]
