@@ -32,7 +32,6 @@ import os
 import platform
 import shutil
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import admin_key, free_port  # noqa: E402
+from bench.common import BenchServer, admin_key  # noqa: E402
 
 from otelite.api.trifle.request import parse_write  # noqa: E402
 from otelite.api.trifle.rows import write_rows  # noqa: E402
@@ -86,40 +85,6 @@ def build_bodies(writes: int, leaves: int, end_ns: int) -> list[bytes]:
             values[f"extra{j}"] = j
         out.append(json.dumps({"key": KEY, "at": _iso(start + i * step), "values": values}).encode())
     return out
-
-
-class Server:
-    def __init__(self, workdir: Path) -> None:
-        self.db = workdir / "bench.db"
-        self.http_port, self.grpc_port = free_port(), free_port()
-        self.log_path = workdir / "server.log"
-        self.config = workdir / "otelite.yaml"
-        self.config.write_text("exporters:\n  sqlite:\n    retention:\n      metrics: 0\n")
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    def start(self) -> None:
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "otelite.collector.cli", "serve", "--config", str(self.config), "--db",
-             str(self.db), "--grpc-endpoint", f"127.0.0.1:{self.grpc_port}", "--http-endpoint",
-             f"127.0.0.1:{self.http_port}"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError("server did not start:\n" + self.log_path.read_text())
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(60)
 
 
 async def _send_all(url: str, token: str, bodies: list[bytes], concurrency: int) -> tuple[float, int, int]:
@@ -226,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         args.writes, args.runs = 3000, 5
     load_at_start = os.getloadavg()
     workdir = Path(tempfile.mkdtemp(prefix="otelite-trifle-bench-"))
-    server = Server(workdir)
+    server = BenchServer(workdir, config_yaml="exporters:\n  sqlite:\n    retention:\n      metrics: 0\n")
     try:
         end_ns = time.time_ns() // (60 * NS) * 60 * NS
         bodies = build_bodies(args.writes, args.leaves, end_ns)
