@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -17,6 +18,12 @@ import httpx
 import pytest
 import yaml
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from otelite.collector.component import Host
+from otelite.collector.pipeline.fanout import build_pipelines
+from otelite.collector.pipeline.ingest import Ingest
+from otelite.collector.store.store import Store
+from otelite.collector.telemetry import Telemetry
 
 TESTDATA = Path(__file__).parent / "testdata"
 
@@ -189,3 +196,24 @@ def _no_proxy():
         os.environ.pop("NO_PROXY", None)
     else:
         os.environ["NO_PROXY"] = previous_no_proxy
+
+
+class PipelineHarness:
+    """A real store and the pipelines of `config`, in process (no HTTP): `async with` starts the store,
+    builds and starts the pipelines and an `Ingest`; leaving shuts them down and closes the store."""
+
+    def __init__(self, config) -> None:
+        self.config = config
+        self.telemetry = Telemetry()
+        self.store = Store(config.sqlite, config.batch, self.telemetry)
+
+    async def __aenter__(self):
+        self.store.start()
+        self.pipelines = build_pipelines(self.config, Host(self.store, self.telemetry))
+        await self.pipelines.start()
+        self.ingest = Ingest(self.pipelines, self.telemetry)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.pipelines.shutdown()
+        await asyncio.to_thread(self.store.close)

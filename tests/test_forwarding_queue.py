@@ -15,41 +15,23 @@ from pathlib import Path
 import grpc
 import pytest
 
-from otelite.collector.component import Host
 from otelite.collector.config import ConfigError, config_from_mapping, load_config
-from otelite.collector.pipeline.fanout import build_pipelines
-from otelite.collector.pipeline.ingest import Ingest
-from otelite.collector.store.store import Store
-from otelite.collector.telemetry import Telemetry
 from otelite.exporters.forwarding.config import RetryConfig
 from otelite.exporters.forwarding.outcome import Backoff, Permanent, Retryable, retry_after_seconds
 from otelite.exporters.otlp.consumer import classify
-from conftest import TESTDATA, free_port, trace_request
+from conftest import TESTDATA, PipelineHarness, free_port, trace_request
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class Harness:
+class Harness(PipelineHarness):
     """A real store and pipelines with the given forwarders; the upstream is a port nobody listens on."""
 
     def __init__(self, path: Path, exporters: dict, signal: str = "traces") -> None:
         doc = {"receivers": {"otlp": {"decode_workers": 0}},
                "exporters": {"sqlite": {"path": str(path)}, **exporters},
                "service": {"pipelines": {signal: {"receivers": ["otlp"], "exporters": ["sqlite", *exporters]}}}}
-        self.config = config_from_mapping(doc, "queue.yaml")
-        self.telemetry = Telemetry()
-        self.store = Store(self.config.sqlite, self.config.batch, self.telemetry)
-
-    async def __aenter__(self) -> "Harness":
-        self.store.start()
-        self.pipelines = build_pipelines(self.config, Host(self.store, self.telemetry))
-        await self.pipelines.start()
-        self.ingest = Ingest(self.pipelines, self.telemetry)
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.pipelines.shutdown()
-        await asyncio.to_thread(self.store.close)
+        super().__init__(config_from_mapping(doc, "queue.yaml"))
 
     def sample(self, name: str, **labels: str) -> float:
         return self.telemetry.registry.get_sample_value(name, labels) or 0.0
