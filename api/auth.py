@@ -79,7 +79,14 @@ class AuthMiddleware:
             return  # the OTLP receiver: receivers.otlp.auth, enforced there with OTLP status codes
         if hasattr(resource, "delegate_for"):
             # A URL two dialects share (api/shared_v1.py): the chosen dialect's resource and policy apply.
-            resource = req.context.delegate = await resource.delegate_for(req)
+            try:
+                chosen = await resource.delegate_for(req)
+            except ApiError:
+                # The body chose no dialect (unreadable, neither shape): a caller without a valid key is
+                # told only that (401, in every candidate's shape), never what is wrong with its body.
+                self._authenticate(req, ANY_SCOPE, resource.token_param)
+                raise
+            resource = req.context.delegate = chosen
             if resource is None:
                 return  # no dialect serves this method: 405
         policy: RoutePolicy | None = getattr(resource, "auth_policy", None)

@@ -20,6 +20,7 @@ import falcon.asgi
 from otelite.api.auth import DEFAULT_PROJECT_ID, AuthMiddleware, RoutePolicy
 from otelite.api.body import BodyLimit
 from otelite.api.dialect import Dialect
+from otelite.api.openapi import generic_errors
 from otelite.api.errors import GENERIC, add_error_handlers
 from otelite.api.ratelimit import RateLimiter
 from otelite.collector.store.keys import KeyStore
@@ -38,8 +39,11 @@ SCRAPE = RoutePolicy(errors=GENERIC, scopes={"GET": "metrics:read"}, rate_class=
 OPENAPI_PATHS = {"/metrics": {"get": {
     "summary": "Every live stored metric for a Prometheus scrape (text 0.0.4, or OpenMetrics 1.0.0 on Accept)",
     "responses": {"200": {"description": "text/plain; version=0.0.4 or application/openmetrics-text; "
-                                         "version=1.0.0"},
-                  "401": {"description": "no key"}, "403": {"description": "scope missing"}}}}}
+                                         "version=1.0.0", "content": {"text/plain": {"schema": {"type": "string"}},
+                                                                      "application/openmetrics-text": {
+                                                                          "schema": {"type": "string"}}}},
+                  **generic_errors({"401": "no key", "403": "scope metrics:read missing",
+                                    "429": "rate limited", "503": "over api.query_timeout; retry later"})}}}}
 _GZIP_LEVEL = 1  # a scrape is re-read every few seconds; level 1 already shrinks the text about 10x
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 import falcon
 
 from otelite.api.body import parse_json, read_body
-from otelite.api.errors import bad_request
+from otelite.api.errors import ApiError, ErrorShape, bad_request
 
 if TYPE_CHECKING:
     import falcon.asgi
@@ -45,6 +45,19 @@ async def _metrics_shape(req: "falcon.asgi.Request") -> str:
 RULES: dict[str, Callable[["falcon.asgi.Request"], Awaitable[str]]] = {f"{PREFIX}/metrics": _metrics_shape}
 
 
+def _either_shape(resources) -> ErrorShape:
+    """One error body holding each dialect's own (Flux's `error`, Trifle's `errors`: distinct keys)."""
+    shapes = [res.auth_policy.errors for res in resources if getattr(res, "auth_policy", None) is not None]
+
+    def render(error: ApiError) -> dict:
+        body: dict = {}
+        for shape in shapes:
+            body.update(shape.render(error))
+        return body
+
+    return ErrorShape("+".join(shape.name for shape in shapes), render)
+
+
 class ShapeDispatch:
     """One URL served by two dialects; `delegate_for(req)` names the resource that answers this request."""
 
@@ -52,12 +65,20 @@ class ShapeDispatch:
         self._path = path
         self._claims = claims
         self._choose = RULES.get(path)
+        # The query parameter a claimant accepts a key in (Flux's `api_key`), for api/auth.py's check of a
+        # request whose body chose no dialect.
+        params = {res.auth_policy.token_param for res in claims.values()
+                  if getattr(res, "auth_policy", None) is not None and res.auth_policy.token_param}
+        self.token_param = params.pop() if len(params) == 1 else None
 
     async def delegate_for(self, req: "falcon.asgi.Request") -> Any:
         responder = f"on_{req.method.lower()}"
         serving = [name for name, res in self._claims.items() if hasattr(res, responder)]
         if len(serving) == 1:
             return self._claims[serving[0]]
+        # Until a dialect is chosen (a 405, or a body the rules cannot read: bad JSON, too large, neither
+        # shape), the error is written in every candidate's shape at once, so each client finds its own.
+        req.context.error_shape = _either_shape([self._claims[n] for n in serving] or self._claims.values())
         if not serving:
             return None  # Falcon answers 405
         if self._choose is None:

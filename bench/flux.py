@@ -1,7 +1,7 @@
 """Flux benchmark: batch ingest (items/s acknowledged after commit) next to OTLP/HTTP on the same server,
 and query latency over 1M distribution values next to numpy's floor. Results: docs/benchmarks.md.
 
-    python bench/flux.py [--duration 10] [--concurrency 8] [--values 1000000] [--queries 30]
+    python bench/flux.py [--duration 10] [--concurrency 8] [--values 1000000] [--queries 30] [--query-timeout 120]
 
 1. Ingest: a fresh `otelite serve` (temp database, Flux's rate limits configured off). For `--duration`
    seconds, `--concurrency` clients each keep one request in flight: Flux `POST /flux/api/v1/metrics/batch`
@@ -13,7 +13,10 @@ and query latency over 1M distribution values next to numpy's floor. Results: do
    through its writer (the rows Flux ingest builds), then a server on that file answers
    `GET .../query?aggregation=p95&interval=1h` (all values, 24 buckets) and the same with
    `tags[route]=...` and `group_by=tags.route`, `--queries` times each after one warm-up. Printed: p50/p95
-   latency, and the floor: numpy's percentile of the same values per hour, in this process.
+   latency, and the floor: numpy's percentile of the same values per hour, in this process, with each
+   warm p95's ratio to it. The first (cold) query reads every value from SQLite into the point cache; the
+   server runs with `api.query_timeout` = `--query-timeout` (default 120 s, so that cold read is measured
+   rather than stopped; printed beside it: whether it fits the default budget of 5 s).
 
 Not a test: pytest collects only tests/.
 """
@@ -43,17 +46,19 @@ from bench.common import admin_key, free_port, kv  # noqa: E402
 
 HOUR = 3600 * 10**9
 BATCH = 500
+DEFAULT_QUERY_TIMEOUT_S = 5.0  # api.query_timeout's default (collector/config.py)
 
 
 class Server:
-    def __init__(self, directory: Path, db: Path | None = None) -> None:
+    def __init__(self, directory: Path, db: Path | None = None, query_timeout_s: float = 5.0) -> None:
         self.dir = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.db = db or directory / "flux.db"
         self.port = free_port()
         config = directory / "flux.yaml"
         config.write_text(yaml.safe_dump({"auth": {"rate_limits": {"flux_batch": {"enabled": False},
-                                                                   "flux_query": {"enabled": False}}}}))
+                                                                   "flux_query": {"enabled": False}}},
+                                          "api": {"query_timeout": f"{query_timeout_s:g}s"}}))
         self.log = directory / "server.log"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "otelite.collector.cli", "serve", "--db", str(self.db), "--config", str(config),
@@ -173,8 +178,9 @@ def query(args, tmp: Path) -> None:
     t0 = time.perf_counter()
     floor = [np.percentile(values[hour == h], 95) for h in range(24)]
     floor_s = time.perf_counter() - t0
+    print(f"query   floor (numpy percentile per hour, in process, no I/O): {floor_s * 1e3:.1f} ms")
 
-    srv = Server(directory, db)
+    srv = Server(directory, db, args.query_timeout)
     try:
         headers = {"Authorization": f"Bearer {srv.key}"}
         window = {"from": _iso(start), "to": _iso(end - 1), "interval": "1h"}
@@ -198,11 +204,12 @@ def query(args, tmp: Path) -> None:
                     samples.append(time.perf_counter() - t0)
                 samples.sort()
                 p95 = samples[min(len(samples) - 1, int(round(0.95 * (len(samples) - 1))))]
-                print(f"query   {name:22s}: cold {cold * 1e3:7.1f} ms, warm p50 {statistics.median(samples) * 1e3:7.1f} ms, "
-                      f"p95 {p95 * 1e3:7.1f} ms")
+                fits = "within" if cold <= DEFAULT_QUERY_TIMEOUT_S else "OVER"
+                print(f"query   {name:22s}: cold {cold * 1e3:7.1f} ms ({fits} the default 5 s budget), "
+                      f"warm p50 {statistics.median(samples) * 1e3:7.1f} ms, p95 {p95 * 1e3:7.1f} ms "
+                      f"({p95 / floor_s:.1f}x the floor)")
     finally:
         srv.stop()
-    print(f"query   floor (numpy percentile per hour, in process, no I/O): {floor_s * 1e3:.1f} ms")
 
 
 def _iso(ns: int) -> str:
@@ -215,6 +222,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--values", type=int, default=1_000_000)
     ap.add_argument("--queries", type=int, default=30)
+    ap.add_argument("--query-timeout", type=float, default=120.0, help="the query server's api.query_timeout, s")
     args = ap.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}, "
           f"load average {os.getloadavg()[0]:.1f}")

@@ -31,7 +31,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import free_port, admin_key  # noqa: E402
+from bench.common import BenchServer  # noqa: E402
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest  # noqa: E402
 from opentelemetry.proto.common.v1 import common_pb2  # noqa: E402
@@ -110,42 +109,7 @@ def build_requests(series: int, points: int, end_ns: int, gauge_only: bool = Fal
     return out
 
 
-class Server:
-    def __init__(self, workdir: Path) -> None:
-        self.db = workdir / "bench.db"
-        self.http_port, self.grpc_port = free_port(), free_port()
-        self.log_path = workdir / "server.log"
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    def start(self) -> None:
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "otelite.collector.cli", "serve", "--db", str(self.db), "--grpc-endpoint",
-             f"127.0.0.1:{self.grpc_port}", "--http-endpoint", f"127.0.0.1:{self.http_port}"],
-            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError("server did not start:\n" + self.log_path.read_text())
-
-    def admin_key(self) -> str:
-        return admin_key(self.log_path)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(60)
-
-
-def ingest(server: Server, requests: list[bytes], concurrency: int = 4) -> float:
+def ingest(server: BenchServer, requests: list[bytes], concurrency: int = 4) -> float:
     t0 = time.perf_counter()
     with httpx.Client(timeout=60) as client:
         def send(body: bytes) -> None:
@@ -184,11 +148,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="100 series, 100 points, 5 runs")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--only", choices=["characterize"], help="send only the gauge and time only characterize")
+    ap.add_argument("--query-timeout", type=float, default=600,
+                    help="the server's api.query_timeout in seconds: the cold run loads every point of the metric "
+                         "(3.3 million at 10,000 series), longer than the default 5 s budget on a busy machine")
     args = ap.parse_args(argv)
     if args.quick:
         args.series, args.points, args.runs = 100, 100, 5
     workdir = Path(tempfile.mkdtemp(prefix="otelite-qbench-"))
-    server = Server(workdir)
+    server = BenchServer(workdir, config_yaml=None if args.query_timeout is None
+                         else f"api:\n  query_timeout: {args.query_timeout:g}s\n")
     try:
         end_ns = time.time_ns() - 60 * 10**9
         t0 = time.perf_counter()

@@ -26,7 +26,6 @@ import platform
 import random
 import shutil
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
@@ -39,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import free_port, kv, admin_key  # noqa: E402
+from bench.common import BenchServer, kv  # noqa: E402
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest  # noqa: E402
 
@@ -131,38 +130,6 @@ def build_requests(total_spans: int, now_ns: int, seed: int = 7) -> tuple[list[b
 
 
 # --- the server -------------------------------------------------------------------------------------------
-
-
-class Server:
-    def __init__(self, workdir: Path) -> None:
-        self.db = workdir / "tracing.db"
-        self.log_path = workdir / "server.log"
-        self.http_port = free_port()
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        args = [sys.executable, "-m", "otelite.collector.cli", "serve", "--db", str(self.db), "--grpc-endpoint",
-                f"127.0.0.1:{free_port()}", "--http-endpoint", f"127.0.0.1:{self.http_port}"]
-        self.proc = subprocess.Popen(args, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT, cwd=ROOT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"otelite exited:\n{self.log_path.read_text()}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.http_port}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("otelite did not become healthy")
-
-    def admin_key(self) -> str:
-        return admin_key(self.log_path)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(60)
 
 
 def load(port: int, requests: list[bytes]) -> float:
@@ -306,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="otelite-bench-tracing-"))
-    server = Server(workdir)
+    server = BenchServer(workdir, "tracing.db")
     try:
         now = time.time_ns()
         t0 = time.perf_counter()

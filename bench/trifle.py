@@ -32,7 +32,6 @@ import os
 import platform
 import shutil
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import admin_key, free_port  # noqa: E402
+from bench.common import BenchServer, admin_key  # noqa: E402
 
 from otelite.api.trifle.request import parse_write  # noqa: E402
 from otelite.api.trifle.rows import write_rows  # noqa: E402
@@ -88,52 +87,25 @@ def build_bodies(writes: int, leaves: int, end_ns: int) -> list[bytes]:
     return out
 
 
-class Server:
-    def __init__(self, workdir: Path) -> None:
-        self.db = workdir / "bench.db"
-        self.http_port, self.grpc_port = free_port(), free_port()
-        self.log_path = workdir / "server.log"
-        self.config = workdir / "otelite.yaml"
-        self.config.write_text("exporters:\n  sqlite:\n    retention:\n      metrics: 0\n")
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    def start(self) -> None:
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "otelite.collector.cli", "serve", "--config", str(self.config), "--db",
-             str(self.db), "--grpc-endpoint", f"127.0.0.1:{self.grpc_port}", "--http-endpoint",
-             f"127.0.0.1:{self.http_port}"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError("server did not start:\n" + self.log_path.read_text())
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(60)
-
-
-async def _send_all(url: str, token: str, bodies: list[bytes], concurrency: int) -> tuple[float, int]:
-    """Send every body; a 503 is retried after its Retry-After. Returns (seconds, 503s seen)."""
+async def _send_all(url: str, token: str, bodies: list[bytes], concurrency: int) -> tuple[float, int, int]:
+    """Send every body; a 503 is retried after its Retry-After, a write whose keep-alive connection was
+    closed under it (the server's idle timeout racing a busy client) is sent again on a new one. Returns
+    (seconds, 503s seen, resends). A resend of a write that had been committed would show as more values
+    stored than acknowledged, which main() checks."""
     queue = list(reversed(bodies))
-    retried = 0
+    retried = resent = 0
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
 
     async def worker(client: httpx.AsyncClient) -> None:
-        nonlocal retried
+        nonlocal retried, resent
         while queue:
             body = queue.pop()
             while True:
-                r = await client.post(url, content=body, headers=headers)
+                try:
+                    r = await client.post(url, content=body, headers=headers)
+                except (httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError):
+                    resent += 1
+                    continue
                 if r.status_code == 201:
                     break
                 if r.status_code != 503:
@@ -145,7 +117,7 @@ async def _send_all(url: str, token: str, bodies: list[bytes], concurrency: int)
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-        return time.perf_counter() - t0, retried
+        return time.perf_counter() - t0, retried, resent
 
 
 def raw_ceiling(bodies: list[bytes], workdir: Path) -> float:
@@ -217,14 +189,16 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.quick:
         args.writes, args.runs = 3000, 5
+    load_at_start = os.getloadavg()
     workdir = Path(tempfile.mkdtemp(prefix="otelite-trifle-bench-"))
-    server = Server(workdir)
+    server = BenchServer(workdir, config_yaml="exporters:\n  sqlite:\n    retention:\n      metrics: 0\n")
     try:
         end_ns = time.time_ns() // (60 * NS) * 60 * NS
         bodies = build_bodies(args.writes, args.leaves, end_ns)
         server.start()
         token = admin_key(server.log_path)
-        seconds, retried = asyncio.run(_send_all(server.url + "/api/v1/metrics", token, bodies, args.concurrency))
+        seconds, retried, resent = asyncio.run(_send_all(server.url + "/api/v1/metrics", token, bodies,
+                                                         args.concurrency))
         values = args.writes * args.leaves
         raw_s = raw_ceiling(bodies, workdir)
         stored = sqlite3.connect(server.db).execute(
@@ -233,10 +207,10 @@ def main(argv: list[str] | None = None) -> int:
         ingest = {"writes": args.writes, "values": values, "seconds": round(seconds, 2),
                   "writes_per_s": round(args.writes / seconds), "values_per_s": round(values / seconds),
                   "raw_values_per_s": round(values / raw_s), "ratio_to_raw": round(raw_s / seconds, 3),
-                  "retried_503": retried, "stored_values": stored}
+                  "retried_503": retried, "resent_after_connection_reset": resent, "stored_values": stored}
         print(f"ingest: {args.writes:,} writes × {args.leaves} values in {seconds:.1f} s: "
               f"{values / seconds:,.0f} values/s acknowledged after commit ({args.writes / seconds:,.0f} writes/s, "
-              f"{retried} 503s retried); raw executemany {values / raw_s:,.0f} values/s; ratio "
+              f"{retried} 503s retried, {resent} resent on a new connection); raw executemany {values / raw_s:,.0f} values/s; ratio "
               f"{raw_s / seconds:.3f}; stored {stored:,} of {values:,}")
         if stored != values:
             print("MISMATCH: stored values differ from acknowledged ones")
@@ -271,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{label:26} {h['cold_ms']:8.1f}ms {h['p50_ms']:8.1f}ms {h['p95_ms']:8.1f}ms {h['max_ms']:8.1f}ms"
                   f"   {loc['p95_ms']:10.1f}ms   {r['ratio_p95']:5.2f}  {r['buckets']}")
         info = {"machine": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                "sqlite": sqlite3.sqlite_version, "load_average": os.getloadavg(), "ingest": ingest,
+                "sqlite": sqlite3.sqlite_version, "load_average_at_start": load_at_start,
+                "load_average_at_end": os.getloadavg(), "ingest": ingest,
                 "queries": results}
         if args.json:
             args.json.write_text(json.dumps(info, indent=2))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -17,6 +18,12 @@ import httpx
 import pytest
 import yaml
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from otelite.collector.component import Host
+from otelite.collector.pipeline.fanout import build_pipelines
+from otelite.collector.pipeline.ingest import Ingest
+from otelite.collector.store.store import Store
+from otelite.collector.telemetry import Telemetry
 
 TESTDATA = Path(__file__).parent / "testdata"
 
@@ -47,7 +54,8 @@ class ServerProcess:
     def grpc_endpoint(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 
-    def start(self, timeout: float = 20.0) -> "ServerProcess":
+    # 60 s: on the shared 2-core machine under load (average 20+), imports alone took 20 s.
+    def start(self, timeout: float = 60.0) -> "ServerProcess":
         args = [sys.executable, "-m", "otelite.collector.cli", "serve", "--db", str(self.db),
                 "--grpc-endpoint", self.grpc_endpoint, "--http-endpoint", f"127.0.0.1:{self.http_port}"]
         if self.config_path is not None:
@@ -66,6 +74,8 @@ class ServerProcess:
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
+        self.proc.kill()  # not left running behind the failed test
+        self.proc.wait(10)
         raise RuntimeError(f"otelite did not become healthy:\n{self.log()}")
 
     def admin_key(self) -> str:
@@ -204,3 +214,24 @@ def _no_proxy():
         os.environ.pop("NO_PROXY", None)
     else:
         os.environ["NO_PROXY"] = previous_no_proxy
+
+
+class PipelineHarness:
+    """A real store and the pipelines of `config`, in process (no HTTP): `async with` starts the store,
+    builds and starts the pipelines and an `Ingest`; leaving shuts them down and closes the store."""
+
+    def __init__(self, config) -> None:
+        self.config = config
+        self.telemetry = Telemetry()
+        self.store = Store(config.sqlite, config.batch, self.telemetry)
+
+    async def __aenter__(self):
+        self.store.start()
+        self.pipelines = build_pipelines(self.config, Host(self.store, self.telemetry))
+        await self.pipelines.start()
+        self.ingest = Ingest(self.pipelines, self.telemetry)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.pipelines.shutdown()
+        await asyncio.to_thread(self.store.close)

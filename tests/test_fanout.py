@@ -19,11 +19,8 @@ from otelite.collector.components import BUILTIN
 from otelite.collector.config import config_from_mapping
 from otelite.collector.pipeline import fanout
 from otelite.collector.pipeline.consumer import Consumer, TelemetryBatch
-from otelite.collector.pipeline.fanout import build_pipelines
-from otelite.collector.pipeline.ingest import Ingest, StoreFull
-from otelite.collector.store.store import Store
-from otelite.collector.telemetry import Telemetry
-from conftest import trace_request
+from otelite.collector.pipeline.ingest import StoreFull
+from conftest import PipelineHarness, trace_request
 
 
 # --- test components: real consumers, registered by type like any exporter -------------------------------
@@ -68,24 +65,11 @@ REGISTRY = BUILTIN.with_factories(Factory(kind="exporters", type="recording", co
                                           create_consumer=_create_recording))
 
 
-class Harness:
+class Harness(PipelineHarness):
     def __init__(self, tmp_path, exporters: dict, pipelines: dict) -> None:
         doc = {"exporters": {"sqlite": {"path": str(tmp_path / "f.db")}, **exporters},
                "service": {"pipelines": pipelines}}
-        self.config = config_from_mapping(doc, "fanout.yaml", REGISTRY)
-        self.telemetry = Telemetry()
-        self.store = Store(self.config.sqlite, self.config.batch, self.telemetry)
-
-    async def __aenter__(self) -> "Harness":
-        self.store.start()
-        self.pipelines = build_pipelines(self.config, Host(self.store, self.telemetry))
-        await self.pipelines.start()
-        self.ingest = Ingest(self.pipelines, self.telemetry)
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.pipelines.shutdown()
-        await asyncio.to_thread(self.store.close)
+        super().__init__(config_from_mapping(doc, "fanout.yaml", REGISTRY))
 
     def consumer(self, component_id: str) -> RecordingExporter:
         return next(c for c in self.pipelines.consumers if c.component_id == component_id)

@@ -15,6 +15,7 @@ from otelite.api.flux.ingest import (ItemError, flux_time, metric_rows, parse_ev
 from otelite.api.flux.query import auto_interval, engine_aggregation, flux_type, parse_query
 from otelite.api.ratelimit import RateLimiter, effective_limits
 from otelite.collector.config import RateLimitConfig
+from otelite.collector.query.model import Aggregation
 from otelite.collector.store.db import prepare_database
 from otelite.collector.store.events import (EventRow, EventSelection, delete_events_before, insert_events,
                                             list_events)
@@ -102,16 +103,23 @@ def test_query_defaults_and_interval_choice():
         parse_iso("2024-01-15T00:00:30Z"), 60 * S, ("p50", "p95"), "route")
     assert q.filters[0].values == ("x", "y")
     for params in ({"interval": ""}, {"interval": "1w"}, {"from": "2024-01-16T00:00:00Z", "to": "2024-01-15T00:00:00Z"},
-                   {"aggregation": "p42"}, {"group_by": "route"}, {"tags[": "x"}, {"to": ["a", "b"]}):
+                   {"aggregation": "p42"}, {"group_by": "route"}, {"tags[": "x"}, {"to": ["a", "b"]},
+                   {"interval": "999999d"}, {"interval": "999999h", "to": "2262-01-01T00:00:00Z"}):
         with pytest.raises(ApiError):
             parse_query("m", params, NOW)
+    # The longest interval whose last bucket still ends inside the store's time (2262-04-11).
+    q = parse_query("m", {"interval": "999999h", "to": "2140-01-01T00:00:00Z"}, NOW)
+    assert q.end_ns + q.step_ns < 1 << 63
 
 
 def test_types_and_aggregations_map_onto_the_engine():
     assert [flux_type(t, mono, temp) for t, mono, temp in (
         ("gauge", False, 0), ("sum", True, 2), ("sum", False, 1), ("sum", False, 2), ("histogram", False, 2),
-        ("summary", False, 0), ("distribution", False, 0), ("set", False, 0))] == \
-        ["gauge", "counter", "counter", "gauge", "distribution", "distribution", "distribution", "set"]
+        ("summary", False, 0), ("distribution", False, 0), ("set", False, 0), ("tally", False, 1))] == \
+        ["gauge", "counter", "counter", "gauge", "distribution", "distribution", "distribution", "set", "counter"]
+    # A Trifle key: its bucket value per path (asserts replace), summed over the paths.
+    assert engine_aggregation("sum", "counter", "tally") == engine_aggregation("rate", "counter", "tally") == \
+        Aggregation("tally", across="sum")
     assert engine_aggregation("sum", "counter", "sum").fn == "increase"
     assert engine_aggregation("p95", "distribution", "distribution").q == 0.95
     assert engine_aggregation("p99", "distribution", "histogram").fn == "histogram_quantile"

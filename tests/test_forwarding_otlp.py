@@ -194,3 +194,41 @@ def test_permanent_refusals_are_dropped_and_counted_and_the_queue_moves_on(tmp_p
     finally:
         fw.kill()
         upstream.kill()
+
+
+def test_flux_gauges_and_counters_reach_an_otlp_upstream_and_otelite_types_are_counted(tmp_path):
+    """Metrics the Flux and Trifle dialects wrote have no OTLP request: their rows are queued in the same
+    commit, and otlphttp sends the points of OpenTelemetry types as they are stored (a Flux gauge, a Flux
+    counter as DELTA sum points with negative decrements), so the upstream stores identical series and
+    points; otelite's own types (distribution, set, tally) are left out and counted `no_otlp_type`."""
+    upstream = start_server(tmp_path, IN_LOOP, "up")
+    fw = start_server(tmp_path, {**forwarding({"otlphttp/up": {"endpoint": upstream.http_url, "compression": "gzip",
+                                                                "retry_on_failure": FAST_RETRY}}, signals=("metrics",)),
+                                 "auth": {"rate_limits": {"flux_batch": {"enabled": False}}}}, "forwarder")
+    try:
+        auth = {"Authorization": f"Bearer {fw.admin_key()}"}
+        r = httpx.post(f"{fw.http_url}/flux/api/v1/metrics/batch", headers=auth, timeout=10, json={"metrics": [
+            {"name": "queue.depth", "type": "gauge", "value": 5.5, "tags": {"queue": "mail", "tier": 1}},
+            {"name": "signups", "type": "counter", "value": 4},
+            {"name": "signups", "type": "counter", "value": -1},
+            {"name": "api.latency", "type": "distribution", "value": 12.5},
+            {"name": "visitors", "type": "set", "value": "ann"}]})
+        assert r.status_code == 200 and r.json()["data"]["rejected"] == 0, r.text
+        r = httpx.post(f"{fw.http_url}/trifle/api/v1/metrics", headers=auth, timeout=10,
+                       json={"key": "orders", "at": "2026-01-24T10:00:00Z", "values": {"count": 1}})
+        assert r.status_code == 201, r.text  # 3 tally points: orders.count and the system key's two
+        forwarded = "SELECT id FROM metric_series WHERE type IN ('gauge', 'sum')"
+        ids = {i for (i,) in fw.query(forwarded)}
+        assert len(ids) == 2
+        wait_for(lambda: counter(fw, "otelcol_exporter_sent_metric_points_total", "otlphttp/up") == 3
+                 and counter(fw, "otelite_exporter_dropped_metric_points_total", "otlphttp/up",
+                             reason="no_otlp_type") == 5, "the points to be sent and counted")
+        wait_for(lambda: len(rows(upstream, "metric_points")) == 3, "the upstream to store them")
+        assert rows(upstream, "metric_points", POINT_COLUMNS) == \
+            [r for r in rows(fw, "metric_points", POINT_COLUMNS) if r[0] in ids]
+        assert rows(upstream, "metric_series") == [r for r in rows(fw, "metric_series") if r[0] in ids]
+        assert sorted(v for (v,) in upstream.query("SELECT value FROM metric_points WHERE value < 5")) == [-1, 4]
+        assert counter(fw, "otelcol_exporter_send_failed_metric_points_total", "otlphttp/up") == 5
+    finally:
+        fw.kill()
+        upstream.kill()

@@ -23,33 +23,56 @@ WAIT_S = 20.0
 SEC = 10**9
 
 
-@pytest.fixture
-def prometheus(tmp_path):
-    """A Prometheus that only receives remote-write (no scrape targets); yields its base URL."""
-    binary = shutil.which("prometheus")
-    assert binary, "prometheus is missing: install Debian's `prometheus` package (.ci/run does)"
-    (tmp_path / "prometheus.yml").write_text("global: {evaluation_interval: 1m}\n")
-    port = free_port()
-    log = open(tmp_path / "prometheus.log", "wb")
-    proc = subprocess.Popen(
-        [binary, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--web.enable-remote-write-receiver", "--log.level=warn"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()
-        try:
-            if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    else:
+class PrometheusProcess:
+    """Debian's Prometheus receiving remote-write only (no scrape targets), restartable on its port and
+    data directory (an upstream that is down for a while)."""
+
+    def __init__(self, directory) -> None:
+        self.binary = shutil.which("prometheus")
+        assert self.binary, "prometheus is missing: install Debian's `prometheus` package (.ci/run does)"
+        self.directory = directory
+        (directory / "prometheus.yml").write_text("global: {evaluation_interval: 1m}\n")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = None
+
+    def start(self) -> "PrometheusProcess":
+        d = self.directory
+        log = open(d / "prometheus.log", "ab")
+        self.proc = subprocess.Popen(
+            [self.binary, f"--config.file={d / 'prometheus.yml'}", f"--storage.tsdb.path={d / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-remote-write-receiver",
+             "--log.level=warn"], stdout=log, stderr=subprocess.STDOUT, cwd=d)
+        deadline = time.monotonic() + WAIT_S
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, (d / "prometheus.log").read_text()
+            try:
+                if httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
         raise AssertionError("Prometheus did not become ready")
-    yield url
-    proc.kill()
-    proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(20)
+
+
+@pytest.fixture
+def prometheus_process(tmp_path):
+    prom = PrometheusProcess(tmp_path).start()
+    yield prom
+    if prom.proc.poll() is None:
+        prom.proc.kill()
+        prom.proc.wait(10)
+
+
+@pytest.fixture
+def prometheus(prometheus_process):
+    """The base URL of a Prometheus that only receives remote-write."""
+    return prometheus_process.url
 
 
 def query(url: str, promql: str) -> dict[tuple, float]:
@@ -177,5 +200,131 @@ def test_prometheus_receives_what_the_scrape_shows_across_a_kill(tmp_path, prome
         assert self_metric(server, "otelite_exporter_dropped_metric_points_total",
                            {"exporter": "prometheusremotewrite/prom", "reason": "permanent"}) == 1
         assert "HTTP 400" in server.log()
+    finally:
+        server.kill()
+
+
+def test_flux_and_trifle_metrics_reach_prometheus_as_the_scrape_shows_them(tmp_path, prometheus):
+    """The REST dialects' metrics have no OTLP request: their rows go through the export log in the commit
+    that stores them, and remote-write sends what the scrape shows (Flux gauge, counter as its running
+    total with decrements, distribution as a summary, set as distinct members; Trifle tallies with their
+    asserts), across a `kill -9`."""
+    config = {
+        "receivers": {"otlp": {"decode_workers": 0}},
+        "auth": {"rate_limits": {"flux_batch": {"enabled": False}}},
+        "exporters": {"sqlite": {}, "prometheusremotewrite/prom": {
+            "endpoint": f"{prometheus}/api/v1/write", "external_labels": {"cluster": "ci"},
+            "retry_on_failure": {"initial_interval": "100ms", "max_interval": "1s"}}},
+        "service": {"pipelines": {"metrics": {"receivers": ["otlp"], "exporters": ["sqlite", "prometheusremotewrite/prom"]}}},
+    }
+    server = start_server(tmp_path, config, "forwarder")
+    key = server.admin_key()
+    auth = {"Authorization": f"Bearer {key}"}
+
+    def flux(*metrics: dict) -> None:
+        r = httpx.post(f"{server.http_url}/flux/api/v1/metrics/batch", json={"metrics": list(metrics)},
+                       headers=auth, timeout=10)
+        assert r.status_code == 200 and r.json()["data"]["rejected"] == 0, r.text
+
+    def trifle(values: dict, operation: str = "track") -> None:
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        r = httpx.post(f"{server.http_url}/trifle/api/v1/metrics", headers=auth, timeout=10,
+                       json={"key": "orders", "at": at, "values": values, "operation": operation})
+        assert r.status_code == 201, r.text
+
+    try:
+        flux({"name": "queue.depth", "type": "gauge", "value": 5, "tags": {"queue": "mail"}},
+             {"name": "signups", "type": "counter", "value": 4},
+             {"name": "api.latency", "type": "distribution", "value": 10, "tags": {"route": "/pay"}},
+             {"name": "api.latency", "type": "distribution", "value": 20, "tags": {"route": "/pay"}},
+             {"name": "visitors", "type": "set", "value": "ann"},
+             {"name": "visitors", "type": "set", "value": "bob"})
+        flux({"name": "queue.depth", "type": "gauge", "value": 3, "tags": {"queue": "mail"}},
+             {"name": "signups", "type": "counter", "value": 3},
+             {"name": "signups", "type": "counter", "value": -1},  # the SDK's decrement
+             {"name": "api.latency", "type": "distribution", "value": 100, "tags": {"route": "/pay"}},
+             {"name": "visitors", "type": "set", "value": "ann"})
+        trifle({"count": 5, "country": {"US": 2}})
+        trifle({"count": 1})
+        got = wait_until_equal(prometheus, server, key)
+        values = {dict(k)["__name__"] + (f"{{{dict(k)['quantile']}}}" if "quantile" in dict(k) else "")
+                  + (f"[{dict(k)['path']}]" if "path" in dict(k) else ""): v for k, v in got.items()}
+        assert values["queue_depth"] == 3
+        assert values["signups_total"] == 6  # 4 + 3 - 1: the running total
+        assert values["api_latency_count"] == 3 and values["api_latency_sum"] == 130
+        assert values["api_latency{0.5}"] == 20
+        assert values["visitors"] == 2  # ann, bob
+        assert values["orders[count]"] == 6 and values["orders[country.US]"] == 2
+
+        # kill -9, restart: the running totals (counter, distribution count/sum, tally) carry on exactly.
+        server.kill()
+        server.start()
+        flux({"name": "signups", "type": "counter", "value": 2},
+             {"name": "api.latency", "type": "distribution", "value": 30, "tags": {"route": "/pay"}},
+             {"name": "visitors", "type": "set", "value": "cy"})
+        trifle({"count": 10}, "assert")  # replaces the total of `count` only
+        trifle({"count": 1, "country": {"US": 1}})
+        got = wait_until_equal(prometheus, server, key)
+        values = {dict(k)["__name__"] + (f"[{dict(k)['path']}]" if "path" in dict(k) else ""): v
+                  for k, v in got.items() if "quantile" not in dict(k)}
+        assert values["signups_total"] == 8
+        assert values["api_latency_count"] == 4 and values["api_latency_sum"] == 160
+        assert values["visitors"] == 3
+        assert values["orders[count]"] == 11 and values["orders[country.US]"] == 3
+        assert list(query(prometheus, "resets(signups_total[10m])").values()) == [0.0]
+        assert self_metric(server, "otelcol_exporter_send_failed_metric_points_total",
+                           {"exporter": "prometheusremotewrite/prom"}) == 0
+    finally:
+        server.kill()
+
+
+def test_prometheus_down_and_otelite_killed_in_between_every_acknowledged_point_arrives(tmp_path, prometheus_process):
+    """Upstream down for a while, otelite `kill -9`ed and restarted meanwhile: every point acknowledged
+    to the app reaches Prometheus. Requests that may have reached it before the kill are sent again with
+    identical samples (the running totals are committed with the cursor), which Prometheus stores once:
+    at least once on the wire, counted in otelite_exporter_resent_metric_points_total, and no duplicate in
+    Prometheus."""
+    prom = prometheus_process.url
+    config = {
+        "receivers": {"otlp": {"decode_workers": 0}},
+        "exporters": {"sqlite": {}, "prometheusremotewrite/prom": {
+            "endpoint": f"{prom}/api/v1/write", "external_labels": {"cluster": "ci"},
+            "retry_on_failure": {"initial_interval": "100ms", "max_interval": "500ms"}}},
+        "service": {"pipelines": {"metrics": {"receivers": ["otlp"], "exporters": ["sqlite", "prometheusremotewrite/prom"]}}},
+    }
+    server = start_server(tmp_path, config, "forwarder")
+    key = server.admin_key()
+    worker = {"service.name": "worker", "service.instance.id": "w-1"}
+    t0 = time.time_ns() - 60 * SEC
+    try:
+        send(server, counter("jobs", [(t0, 1, {})], DELTA, resource=worker))
+        wait_until_equal(prom, server, key)
+        prometheus_process.stop()  # down for a while
+        for i in range(1, 11):
+            send(server, counter("jobs", [(t0 + i * SEC, i, {})], DELTA, resource=worker))
+            send(server, gauge("temp", [(t0 + i * SEC, 20 + i, {})], resource=worker))
+        deadline = time.monotonic() + WAIT_S
+        while not server.health()["exporters"]["prometheusremotewrite/prom"]["metrics"]["failing"]:
+            assert time.monotonic() < deadline, "the forwarder never noticed the upstream was down"
+            time.sleep(0.2)
+        server.kill()  # kill -9 while the backlog is being retried
+        server.start()
+        send(server, counter("jobs", [(t0 + 11 * SEC, 100, {})], DELTA, resource=worker))
+        prometheus_process.start()
+        got = wait_until_equal(prom, server, key)
+        assert got[(("__name__", "jobs_total"), ("instance", "w-1"), ("job", "worker"))] == 1 + 55 + 100
+        # Every sample Prometheus holds, once: one per point sent (the first counter point, 10 of each
+        # while it was down, one after), none twice.
+        r = httpx.get(f"{prom}/api/v1/query", params={"query": "count_over_time(jobs_total[10m])",
+                                                      "time": time.time()}, timeout=5)
+        assert [float(x["value"][1]) for x in r.json()["data"]["result"]] == [12.0]
+        r = httpx.get(f"{prom}/api/v1/query", params={"query": "count_over_time(temp[10m])"}, timeout=5)
+        assert [float(x["value"][1]) for x in r.json()["data"]["result"]] == [10.0]
+        assert list(query(prom, "resets(jobs_total[10m])").values()) == [0.0]
+        assert self_metric(server, "otelcol_exporter_send_failed_metric_points_total",
+                           {"exporter": "prometheusremotewrite/prom"}) == 0
+        # The restarted forwarder sent again what may have been in flight at the kill, and said so.
+        assert self_metric(server, "otelite_exporter_resent_metric_points_total",
+                           {"exporter": "prometheusremotewrite/prom"}) > 0
     finally:
         server.kill()

@@ -15,41 +15,23 @@ from pathlib import Path
 import grpc
 import pytest
 
-from otelite.collector.component import Host
 from otelite.collector.config import ConfigError, config_from_mapping, load_config
-from otelite.collector.pipeline.fanout import build_pipelines
-from otelite.collector.pipeline.ingest import Ingest
-from otelite.collector.store.store import Store
-from otelite.collector.telemetry import Telemetry
 from otelite.exporters.forwarding.config import RetryConfig
 from otelite.exporters.forwarding.outcome import Backoff, Permanent, Retryable, retry_after_seconds
 from otelite.exporters.otlp.consumer import classify
-from conftest import TESTDATA, free_port, trace_request
+from conftest import TESTDATA, PipelineHarness, free_port, trace_request
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class Harness:
+class Harness(PipelineHarness):
     """A real store and pipelines with the given forwarders; the upstream is a port nobody listens on."""
 
     def __init__(self, path: Path, exporters: dict, signal: str = "traces") -> None:
         doc = {"receivers": {"otlp": {"decode_workers": 0}},
                "exporters": {"sqlite": {"path": str(path)}, **exporters},
                "service": {"pipelines": {signal: {"receivers": ["otlp"], "exporters": ["sqlite", *exporters]}}}}
-        self.config = config_from_mapping(doc, "queue.yaml")
-        self.telemetry = Telemetry()
-        self.store = Store(self.config.sqlite, self.config.batch, self.telemetry)
-
-    async def __aenter__(self) -> "Harness":
-        self.store.start()
-        self.pipelines = build_pipelines(self.config, Host(self.store, self.telemetry))
-        await self.pipelines.start()
-        self.ingest = Ingest(self.pipelines, self.telemetry)
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.pipelines.shutdown()
-        await asyncio.to_thread(self.store.close)
+        super().__init__(config_from_mapping(doc, "queue.yaml"))
 
     def sample(self, name: str, **labels: str) -> float:
         return self.telemetry.registry.get_sample_value(name, labels) or 0.0
@@ -273,3 +255,63 @@ def test_remote_write_conversion_orders_marks_stale_and_labels_as_the_spec_says(
     stale = series.samples[1]
     assert stale.timestamp == (t + 3_000_000) // 1_000_000
     assert struct.pack("<d", stale.value) == struct.pack("<Q", 0x7FF0000000000002)
+
+
+def test_remote_write_running_totals_are_never_left_behind_by_ordering():
+    """Points within one millisecond, or a late delta: a running total replaces the request's sample at
+    that time or follows the last sent one by 1 ms, so Prometheus ends with the scrape's total; a gauge
+    point at a time already sent is left out and counted (remote-write 1.0 "Ordering")."""
+    from metrics_otlp import DELTA, counter, gauge
+    from otelite.collector.store.export_log import Entry
+    from otelite.exporters.prometheusremotewrite.config import PrometheusRemoteWriteExporterConfig
+    from otelite.exporters.prometheusremotewrite.convert import Converter
+    from otelite.exporters.prometheusremotewrite.proto import WriteRequest
+
+    config = PrometheusRemoteWriteExporterConfig(endpoint="http://p/api/v1/write")
+    config.validate()
+    converter = Converter(config)
+    t = 1_700_000_000_000_000_000
+    ms = t // 1_000_000
+
+    def send(*requests) -> tuple[dict, int]:
+        entries = [Entry(i + 1, 1, 0, 1, i + 1, 0, r.SerializeToString()) for i, r in enumerate(requests)]
+        need = converter.walk(entries)
+        converter.load({}, {}, need)
+        build = converter.build(need)
+        converter.commit(build.state)
+        samples = {}
+        for body in build.requests:
+            for series in WriteRequest.FromString(body).timeseries:
+                name = dict((label.name, label.value) for label in series.labels)["__name__"]
+                samples[name] = [(s.timestamp, s.value) for s in series.samples]
+        return samples, build.out_of_order
+
+    # Two deltas in one millisecond, one request: one sample, the total after both.
+    got, left_out = send(counter("jobs", [(t, 2, {})], DELTA), counter("jobs", [(t + 10, 3, {})], DELTA),
+                         gauge("temp", [(t, 20.0, {})]), gauge("temp", [(t + 10, 21.0, {})]))
+    assert got == {"jobs_total": [(ms, 5.0)], "temp": [(ms, 21.0)]} and left_out == 0
+    # Later requests with points at that millisecond (or before it): the total follows by 1 ms; the
+    # gauge point is left out.
+    got, left_out = send(counter("jobs", [(t - 5_000_000, 4, {})], DELTA), gauge("temp", [(t, 22.0, {})]))
+    assert got == {"jobs_total": [(ms + 1, 9.0)]} and left_out == 1
+
+
+def test_dialect_rows_round_trip_through_the_export_log_encoding():
+    """A Flux batch's rows survive encode_rows/decode_rows unchanged (any text, 64-bit ids, floats), and
+    the prefix that marks them can never start an OTLP request (protobuf has no field number 0)."""
+    from otelite.api.flux.ingest import FluxMetric, metric_rows
+    from otelite.collector.store import export_log as xl
+    from metrics_otlp import gauge
+
+    metrics = [FluxMetric("céline.\ud800", "gauge", 1.5, 1_700_000_000_000_000_001, {"k": "v\u2028"}),
+               FluxMetric("big", "counter", (1 << 62) + 1, 1_700_000_000_000_000_002, {}),
+               FluxMetric("members", "set", "ann", 1_700_000_000_000_000_003, {"x": "1"})]
+    batch = metric_rows(1, metrics)
+    payload = xl.encode_rows(batch)
+    entry = xl.Entry(1, 1, 0, len(batch.points), len(batch.points), len(payload), payload)
+    assert entry.holds_rows()
+    back = xl.decode_rows(payload)
+    assert (back.resources, back.scopes, back.series, back.points) == \
+        (batch.resources, batch.scopes, batch.series, batch.points)
+    otlp = gauge("temp", [(1, 2.0, {})]).SerializeToString()
+    assert not xl.Entry(2, 1, 0, 1, 1, len(otlp), otlp).holds_rows() and otlp[0] != 0

@@ -43,18 +43,33 @@ def _timings(port: int, path: str, headers: dict | None = None) -> list[float]:
     return out
 
 
+def _best_round(port: int, path: str, headers: dict | None = None, rounds: int = 5) -> list[float]:
+    """Of up to `rounds` rounds of ten requests (each on its own keep-alive connection), the first whose
+    requests after the first all took < 20 ms, else the one whose slowest was fastest. Without
+    TCP_NODELAY every request of every round took ≥ 40 ms; on the shared 2-core machine under load
+    (average 20+) CPU contention delays single requests at random, so one round alone was flaky."""
+    best: list[float] | None = None
+    for _ in range(rounds):
+        timings = _timings(port, path, headers)
+        if best is None or max(timings[1:]) < max(best[1:]):
+            best = timings
+        if max(best[1:]) < 0.020:
+            break
+    return best
+
+
 def test_ten_keepalive_requests_each_under_20ms(srv) -> None:
-    timings = _timings(srv.http_port, "/healthz")
+    timings = _best_round(srv.http_port, "/healthz")
     assert max(timings[1:]) < 0.020, [round(t * 1000, 1) for t in timings]
 
 
 def test_keepalive_on_an_authenticated_route(srv) -> None:
     key = srv.admin_key()
-    timings = _timings(srv.http_port, "/api/projects/default/metrics/has_metrics",
-                       {"Authorization": f"Bearer {key}"})
+    timings = _best_round(srv.http_port, "/api/projects/default/metrics/has_metrics",
+                          {"Authorization": f"Bearer {key}"})
     assert max(timings[1:]) < 0.020, [round(t * 1000, 1) for t in timings]
 
 
 def test_keepalive_on_the_prometheus_listener(srv) -> None:
-    timings = _timings(SCRAPE_PORT, "/metrics", {"Authorization": f"Bearer {srv.admin_key()}"})
+    timings = _best_round(SCRAPE_PORT, "/metrics", {"Authorization": f"Bearer {srv.admin_key()}"})
     assert max(timings[1:]) < 0.020, [round(t * 1000, 1) for t in timings]

@@ -11,6 +11,7 @@ import re
 import sqlite3
 import threading
 import time
+from urllib.parse import quote
 
 import httpx
 import launchdarkly_api
@@ -24,19 +25,19 @@ from launchdarkly_api.models import (InvalidRequestErrorRep, MetricGroupCollecti
 
 import metrics_otlp as mo
 from conftest import start_server
-from store_rows import batch, write
-from otelite.collector.pipeline.batch import BatchProcessorConfig
-from otelite.collector.store.store import Store
-from otelite.exporters.sqlite.config import SqliteExporterConfig
 
 BASE = "/api/v2/projects/{}/metric-groups"
-# Every metric type the catalog can hold, and the LaunchDarkly fields it maps to (representation.py).
+# Metrics of every kind otelite stores, each sent through its own API (the `env` fixture), and the
+# LaunchDarkly fields each maps to (representation.py).
 EXPECTED_METRIC_FIELDS = {
-    "cpu.usage": (True, "average"),  # gauge
-    "http.requests": (True, "sum"),  # monotonic cumulative sum
-    "latency": (True, "average"),  # histogram
+    "cpu.usage": (True, "average"),  # OTLP gauge
+    "http.requests": (True, "sum"),  # OTLP monotonic cumulative sum
+    "latency": (True, "average"),  # OTLP histogram
     "checkout.amount": (True, "average"),  # Flux distribution
     "visitors": (False, "sum"),  # Flux set
+    "orders.placed": (True, "sum"),  # Flux counter
+    "users.online": (True, "average"),  # Flux gauge
+    "event::signup": (True, "sum"),  # Trifle key (tally)
 }
 
 
@@ -51,14 +52,19 @@ def _send(server, req) -> None:
     assert r.status_code == 200, r.text
 
 
-def _write_rows(server, *batches) -> None:
-    """Flux-style rows (distributions, sets) through a second writer on the server's file, as the CLI does."""
-    store = Store(SqliteExporterConfig(path=str(server.db)), BatchProcessorConfig(), retention=False)
-    store.start()
-    try:
-        write(store, *batches)
-    finally:
-        store.close()
+def _send_flux(server, metrics: list[dict]) -> None:
+    """Through Flux's batch endpoint (flux.md), as BrainzLab's SDK sends them."""
+    r = httpx.post(server.http_url + "/api/v1/metrics/batch", json={"metrics": metrics},
+                   headers={"Authorization": f"Bearer {server.admin_key()}"}, timeout=10)
+    assert r.status_code == 200 and r.json()["data"]["rejected"] == 0, r.text
+
+
+def _send_trifle(server, key: str, values: dict) -> None:
+    """A Trifle::Stats track (trifle.md)."""
+    r = httpx.post(server.http_url + "/api/v1/metrics", json={"key": key, "at": mo.iso(mo.base_ns(1)),
+                                                              "values": values},
+                   headers={"Authorization": f"Bearer {server.admin_key()}"}, timeout=10)
+    assert r.status_code == 201, r.text
 
 
 class Env:
@@ -95,8 +101,11 @@ def env(tmp_path_factory) -> Env:
         _send(server, mo.histogram("latency", [(t, [1.0, 5.0], [1, 2, 3], {})]))
         _send(server, mo.gauge("queue.depth", [(t, 3, {})]))
         _send(server, mo.gauge("ephemeral", [(t, 1, {})]))
-        _write_rows(server, batch(1, "checkout.amount", "distribution", [(t, 12.5, {})]),
-                    batch(1, "visitors", "set", [(t, "alice", {})]))
+        _send_flux(server, [{"name": "checkout.amount", "type": "distribution", "value": 12.5},
+                            {"name": "visitors", "type": "set", "value": "alice"},
+                            {"name": "orders.placed", "type": "counter", "value": 1},
+                            {"name": "users.online", "type": "gauge", "value": 234}])
+        _send_trifle(server, "event::signup", {"count": 1, "country": {"US": 1}})
         yield Env(server)
     finally:
         server.stop()
@@ -156,8 +165,8 @@ def test_create_get_patch_delete_with_launchdarkly_client(env):
     for m in created.metrics:
         assert (m.is_numeric, m.unit_aggregation_type) == EXPECTED_METRIC_FIELDS[m.key], m
         assert m.name == m.key and m.kind == "custom"
-        assert m.links["self"].href == f"/api/v2/metrics/default/{m.key}"
-    assert [m.name_in_group for m in created.metrics] == [f"step {i}" for i in range(1, 6)]
+        assert m.links["self"].href == f"/api/v2/metrics/default/{quote(m.key, safe='')}"
+    assert [m.name_in_group for m in created.metrics] == [f"step {i}" for i in range(1, len(created.metrics) + 1)]
 
     got = api.get_metric_group("default", "funnel-a", expand="experiments,experimentCount")
     assert got.experiments == [] and got.experiment_count == 0
@@ -186,8 +195,8 @@ def test_create_get_patch_delete_with_launchdarkly_client(env):
     ])
     assert isinstance(patched, MetricGroupRep) and patched.version == 3
     assert patched.tags == ["checkout", "revenue", "checkout"] and patched.description == "Checkout funnel v2"
-    assert [m.key for m in patched.metrics] == ["http.requests", "cpu.usage", "checkout.amount", "visitors",
-                                                "queue.depth"]
+    keys = list(EXPECTED_METRIC_FIELDS)
+    assert [m.key for m in patched.metrics] == [keys[1], keys[0], *keys[3:], "queue.depth"]
     assert api.get_metric_group("default", "funnel-a") == patched  # stored as answered
 
     # LaunchDarkly's {comment, patch} wrapper.
@@ -271,6 +280,32 @@ def test_list_errors_reach_the_client_models(env):
     with pytest.raises(BadRequestException) as e:
         env.api().get_metric_groups("default", limit=51)
     assert isinstance(e.value.data, InvalidRequestErrorRep) and "limit" in e.value.data.message
+
+
+@pytest.fixture(scope="module")
+def one_group(env) -> str:
+    env.api().create_metric_group("default", _post("get-one", "Get one"))
+    return "get-one"
+
+
+@pytest.mark.parametrize("params", [
+    {"expand": "members"}, {"expand": "experiments,"}, {"expand": ["experiments", "experimentCount"]},  # twice
+])
+def test_get_one_rejects_what_it_cannot_answer(env, one_group, params):
+    path = BASE.format("default") + f"/{one_group}"
+    assert "expand" in _error(env.http("GET", path, params=params), 400, "invalid_request")
+    with pytest.raises(BadRequestException) as e:
+        env.api().get_metric_group("default", one_group, expand="experiments,members")
+    assert isinstance(e.value.data, InvalidRequestErrorRep) and "members" in e.value.data.message
+
+
+@pytest.mark.parametrize("key", ["a" * 3000, "no such group", "..", "%2e%2e", "%00", "é", "-"])
+def test_every_operation_on_a_group_that_cannot_exist_is_404(env, key):
+    """Keys no group can have (too long, spaces, dots, NUL, ...) are simply not found, on every operation."""
+    path = BASE.format("default") + "/" + key
+    for method, body in (("GET", None), ("PATCH", []), ("DELETE", None)):
+        _error(env.http(method, path, json=body), 404, "not_found")
+    assert env.server.alive()
 
 
 # --- create --------------------------------------------------------------------------------------------------
@@ -444,11 +479,59 @@ def test_concurrent_patches_one_wins_nothing_lost(env, group):
     assert sorted(final.tags) == sorted(["checkout"] + [f"t{i}" for i in range(8)])
 
 
+def test_a_patch_that_doubles_the_group_is_refused(env, group):
+    """30 copies of an array into itself would build 2**30 values on the writer's thread: refused at the
+    operation that crosses the bound (patch.MAX_ADDED_VALUES), nothing changes, and ingest goes on."""
+    path = BASE.format("default") + f"/{group}"
+    before = env.http("GET", path).json()
+    message = _error(env.http("PATCH", path, json=[{"op": "copy", "from": "/tags", "path": "/tags/-"}] * 30), 400,
+                     "invalid_request")
+    assert "patch[13] (copy" in message and "more than 20000 values" in message
+    assert env.http("GET", path).json() == before
+    _send(env.server, mo.gauge("after.doubling", [(mo.base_ns(1), 1.0, {})]))
+    assert env.api().create_metric_group("default", _post(f"{group}-after", "After",
+                                                          metrics=("after.doubling",))).version == 1
+
+
 # --- retention ------------------------------------------------------------------------------------------------
 
-def test_a_metric_deleted_by_retention_still_renders(env):
-    """issue 13 item 6: the group keeps each metric's last-known catalog entry; once the metric's series are
-    gone from the store (as retention deletes them), the group renders it from that snapshot."""
+def _point_count(server, name: str) -> int:
+    """How many points the store holds for `name`, as Flux's metric detail reports them (flux.md)."""
+    r = httpx.get(f"{server.http_url}/api/v1/metrics/{name}", headers={"Authorization": f"Bearer {server.admin_key()}"},
+                  timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()["data"]["data_points"]
+
+
+def test_retention_of_a_member_metric(tmp_path):
+    """issue 13 item 6, with the server's own retention: it deletes a metric's expired points, not the metric
+    (its series stay in the catalog), so a group that holds the metric shows it exactly as before, and the
+    metric can still be put in a new group."""
+    server = start_server(tmp_path, {"exporters": {"sqlite": {"retention": {"metrics": "1d",
+                                                                            "check_interval": "1s"}}}})
+    try:
+        _send(server, mo.gauge("expiring", [(mo.base_ns(72), 1.0, {"host": "a"})]))  # 3 days old
+        _send(server, mo.gauge("kept", [(mo.base_ns(1), 2.0, {})]))
+        config = launchdarkly_api.Configuration(host=server.http_url)
+        config.api_key["ApiKey"] = server.admin_key()
+        api = MetricsBetaApi(launchdarkly_api.ApiClient(config))
+        created = api.create_metric_group("default", _post("with-expiring", "Expiring", metrics=("expiring", "kept")))
+        assert created.metrics[0].key == "expiring" and created.metrics[0].unit_aggregation_type == "average"
+        deadline = time.monotonic() + 60
+        while _point_count(server, "expiring") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _point_count(server, "expiring") == 0 and _point_count(server, "kept") == 1
+        assert api.get_metric_group("default", "with-expiring") == created
+        assert api.get_metric_groups("default").items[0].metrics == created.metrics
+        again = api.create_metric_group("default", _post("expiring-again", "Again", metrics=("expiring",)))
+        assert again.metrics[0] == created.metrics[0]
+    finally:
+        server.stop()
+
+
+def test_a_metric_whose_series_are_gone_still_renders(env):
+    """Should a metric's series ever be deleted (by hand here; retention deletes only points), the group
+    keeps each metric's last-known catalog entry and renders the metric from it."""
     api = env.api()
     created = api.create_metric_group("default", _post("keeps-ephemeral", "Keeps", metrics=("ephemeral", "latency")))
     conn = sqlite3.connect(env.server.db, timeout=10)
@@ -480,6 +563,8 @@ def test_auth_scopes_and_project_isolation(env):
     path = BASE.format("default")
     # LaunchDarkly's raw token, Bearer, and any LD-API-Version (or none).
     assert env.api(bearer=True).get_metric_group("default", "private").key == "private"
+    # The project by id as well as by key (README); links name it by key.
+    assert env.api().get_metric_group("1", "private").links["self"].href == path + "/private"
     for version in ("beta", "20240415", "20160426", "anything", None):
         headers = {"LD-API-Version": version} if version else {}
         r = env.http("GET", path + "/private", headers=headers)
@@ -550,6 +635,24 @@ def test_openapi_document_has_full_schemas(env):
         ["name", "kind", "maintainerId", "tags", "metrics"]
     assert "oneOf" in item["patch"]["requestBody"]["content"]["application/json"]["schema"]
     assert {p["name"] for p in collection["get"]["parameters"]} >= {"filter", "sort", "expand", "limit", "offset"}
+    # The statuses each operation can answer (reads: a query budget's 503; any route: the body limit's 413).
+    assert "503" in collection["get"]["responses"] and "503" in item["get"]["responses"]
+    assert all("413" in op["responses"] for op in (*collection.values(), *item.values()))
+
+    # Live answers carry what the document says they must (the client's models check the types).
+    def schema(op: dict, status: str) -> dict:
+        return op["responses"][status]["content"]["application/json"]["schema"]
+
+    env.api().create_metric_group("default", _post("documented", "Documented"))
+    listed = env.http("GET", BASE.format("default"), params={"expand": "experiments,experimentCount"}).json()
+    got = env.http("GET", BASE.format("default") + "/documented").json()
+    missing = env.http("GET", BASE.format("default") + "/undocumented").json()
+    assert set(schema(collection["get"], "200")["required"]) <= set(listed)
+    for group_doc in (got, *listed["items"]):
+        assert set(schema(item["get"], "200")["required"]) <= set(group_doc)
+        for metric in group_doc["metrics"]:
+            assert set(schema(item["get"], "200")["properties"]["metrics"]["items"]["required"]) <= set(metric)
+    assert set(schema(item["get"], "404")["required"]) == set(missing)
 
 
 def test_rate_limit_headers_and_429(tmp_path):

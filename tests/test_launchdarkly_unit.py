@@ -20,6 +20,7 @@ from otelite.collector.store import metric_groups as mg
 from otelite.collector.store.keys import create_project
 from otelite.collector.store.metric_groups import (GroupMetric, GroupOrder, GroupSelection, MetricGroup,
                                                    MetricSnapshot)
+from otelite.collector.store.metrics import METRIC_TYPES, metric_catalog
 from store_rows import batch, open_store, write
 
 VALID_FILTERS = [
@@ -127,11 +128,19 @@ def _snapshot(name: str, metric_type: str) -> MetricSnapshot:
     return MetricSnapshot(name, metric_type, "ms", "", 2, metric_type == "sum", 1, 2)
 
 
-@pytest.mark.parametrize("metric_type, numeric, aggregation", [
+FIELDS_BY_TYPE = [
     ("gauge", True, "average"), ("sum", True, "sum"), ("histogram", True, "average"),
     ("exponential_histogram", True, "average"), ("summary", True, "average"), ("distribution", True, "average"),
-    ("set", False, "sum"),
-])
+    ("set", False, "sum"), ("tally", True, "sum"),
+]
+
+
+def test_every_stored_type_has_its_fields_decided():
+    """A type added to the store (OTLP, Flux, Trifle, ...) must be mapped here too, not fall to a default."""
+    assert sorted(t for t, _, _ in FIELDS_BY_TYPE) == sorted(METRIC_TYPES)
+
+
+@pytest.mark.parametrize("metric_type, numeric, aggregation", FIELDS_BY_TYPE)
 def test_metric_fields_by_type(metric_type, numeric, aggregation):
     fields = metric_fields("m/1", _snapshot("m/1", metric_type), "proj")
     assert fields == {"key": "m/1", "name": "m/1", "kind": "custom", "isNumeric": numeric,
@@ -174,6 +183,32 @@ def test_version_tests_and_immutable_fields():
     assert changed.maintainer_id == "z"
 
 
+def test_what_a_patch_adds_is_bounded():
+    """`copy` of an array into itself doubles the document; 100 of them would need 2**100 values. The bound
+    stops it at the operation that crosses MAX_ADDED_VALUES, having done at most that much work."""
+    before = {**render_group(_group(), {}, "p"), "maintainerId": "m"}
+    doubling = [{"op": "copy", "from": "/tags", "path": "/tags/-"}] * 100
+    with pytest.raises(ApiError) as e:
+        jp.apply(before, doubling)
+    crossing = next(i for i in range(100) if 2 ** (i + 2) - 2 > jp.MAX_ADDED_VALUES)  # op i copies 2**(i+1) values
+    assert e.value.code == "invalid_request" and f"patch[{crossing}] (copy" in e.value.message
+    assert before["tags"] == ["t"]  # the stored document is untouched
+    # Just under the bound applies, whichever operation adds the values.
+    many = [f"t{i}" for i in range(jp.MAX_ADDED_VALUES - 1)]  # the list counts as one value
+    assert len(jp.apply(before, [{"op": "replace", "path": "/tags", "value": many}])["tags"]) == len(many)
+    with pytest.raises(ApiError):
+        jp.apply(before, [{"op": "replace", "path": "/tags", "value": [*many, "one more"]}])
+
+
+def test_a_patch_applies_the_same_twice():
+    """A write function may run again (Writer.submit_write): applying must not change the operations."""
+    before = {**render_group(_group(), {}, "p"), "maintainerId": "m"}
+    ops = [{"op": "add", "path": "/metrics/-", "value": {"key": "mem", "nameInGroup": "Memory"}},
+           {"op": "remove", "path": "/metrics/1/nameInGroup"}]
+    first = jp.apply(before, ops)
+    assert first["metrics"][1] == {"key": "mem"} and jp.apply(before, ops) == first
+
+
 @pytest.mark.parametrize("body, names", [
     ({"op": "add"}, "patch"), ({"patch": "x"}, "patch"), ({"merge": {}}, "merge"), ({"instructions": []}, "semantic"),
     ([1], "patch[0]"), ([{"op": "move", "path": "/a"}], "from"), ({"comment": 5, "patch": []}, "comment"),
@@ -195,6 +230,10 @@ def test_store_functions_on_a_real_file(tmp_path):
         conn = store.reader()
         snaps = mg.metric_snapshots(conn, 1, ["cpu", "other", "cpu"])
         assert list(snaps) == ["cpu"] and snaps["cpu"].type == "sum" and snaps["cpu"].first_seen_ns == 100
+        # What the catalog says of the metric, read more cheaply (no labels).
+        latest = max(metric_catalog(conn, 1, "cpu"), key=lambda e: e.last_seen_ns)
+        assert snaps["cpu"] == MetricSnapshot("cpu", latest.type, latest.unit, latest.description, latest.temporality,
+                                              latest.monotonic, 100, latest.last_seen_ns)
 
         def group(key: str, name: str, kind: str, created: int, maintainer: str = "m") -> MetricGroup:
             return _group(uuid=f"u-{name}", key=key, name=name, kind=kind, maintainer_id=maintainer, version=1,

@@ -165,3 +165,30 @@ def test_point_cache_reads_new_rows_and_drops_deleted_ones(tmp_path):
     writer.commit()
     _insert(writer, 7, [(300, 3.0)])
     assert load() == [(7, 300, 3.0)]
+
+
+def test_observation_mean_across_series_is_total_sum_over_total_count():
+    """`avg` on histograms (issue 14 item 5): per (group, bucket) the sum of every observation over their
+    number, whatever the order of the cells and with series left out of every group (group -1, as
+    characterize's breakdowns do) — the weight branch of reduce.combine, merged by hand with the engine's
+    sort-free reductions."""
+    from otelite.collector.query.model import Aggregation
+    from otelite.collector.query.reduce import Cells, combine
+
+    # cells: (series, bucket, sum of observations, number of observations), deliberately out of order
+    cells = [(2, 1, 30.0, 3.0), (0, 0, 10.0, 2.0), (1, 0, 5.0, 1.0), (0, 1, 0.0, 0.0), (3, 0, 99.0, 1.0),
+             (1, 1, 8.0, 2.0)]
+    sidx, b, total, number = (np.array(c) for c in zip(*cells))
+    c = Cells(sidx.astype(np.int64), b.astype(np.int64), value=total, weight=number)
+    group = np.array([0, 0, 1, -1])  # series 3 belongs to no group
+    g, bucket, value = combine(c, group, Aggregation("observation_mean"), nb=2)
+    got = {(int(x), int(y)): v for x, y, v in zip(g, bucket, value)}
+    assert got[(0, 0)] == pytest.approx(15.0 / 3) and got[(0, 1)] == pytest.approx(8.0 / 2)
+    assert got[(1, 1)] == pytest.approx(10.0) and (1, 0) not in got
+    # every series in one group: the same totals, series 3 included
+    g, bucket, value = combine(c, np.zeros(4, np.int64), Aggregation("observation_mean"), nb=2)
+    got = {(int(x), int(y)): v for x, y, v in zip(g, bucket, value)}
+    assert got == {(0, 0): pytest.approx(114.0 / 4), (0, 1): pytest.approx(38.0 / 5)}
+    # a bucket whose cells recorded no observation has no mean
+    lone = Cells(np.array([0]), np.array([0]), value=np.array([0.0]), weight=np.array([0.0]))
+    assert np.isnan(combine(lone, np.zeros(1, np.int64), Aggregation("observation_mean"), nb=1)[2][0])

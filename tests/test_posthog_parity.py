@@ -11,6 +11,7 @@ statistics), independently of the server's code. One server serves the module.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 
@@ -493,6 +494,19 @@ def test_histogram_sum_count_avg_are_the_buckets_observations(api):
     assert api.query(metricName="par.c", aggregation="count", **window)["results"][0]["points"][0]["value"] == 2.0
 
 
+def test_a_histograms_first_export_answers_every_aggregation(api):
+    """One cumulative histogram point with no start time (an SDK's first export): it only sets the baseline,
+    so no bucket has observations; every aggregation answers (the quantile path raised IndexError: 500)."""
+    api.send(histogram("par.first", [(T0 + 10 * S, [10.0, 100.0], [3, 1, 0], {"host": "a"})]))
+    window = {"dateFrom": iso(T0), "dateTo": iso(T0 + 2 * MIN), "interval": "minute"}
+    for agg in ("histogram_quantile", "p95", "sum", "count", "avg", "rate", "increase"):
+        r = api.post("query", {"metricName": "par.first", "aggregation": agg, **window})
+        assert r.status_code == 200, (agg, r.text)
+        assert all(p["value"] in (0.0, None) for s in r.json()["results"] for p in s["points"]), (agg, r.json())
+    r = api.post("characterize", {"metricName": "par.first", "anomalyFrom": iso(T0 + MIN), "anomalyTo": iso(T0 + 2 * MIN)})
+    assert r.status_code == 200 and r.json()["direction"] == "flat", r.text
+
+
 # --- item 7: tracing/spans/aggregate and tracing/spans/tree -------------------------------------------------
 
 def _stats(durations_ns: list[int]) -> dict:
@@ -593,6 +607,56 @@ def test_new_tracing_endpoints_refuse_bad_input(live, path, query, attr):
     assert live.alive()
 
 
+HUGE = 10**30  # beyond SQLite's 64-bit integers
+_DURATION_HUGE = [{"key": "duration", "type": "span", "operator": "gt", "value": HUGE}]
+HOSTILE = [  # (method, path under /api/projects/1, request, expected status, attr of the 400)
+    ("POST", "/tracing/spans/query", {"json": {"query": {"filterGroup": _DURATION_HUGE}}}, 200, None),
+    ("POST", "/tracing/spans/query", {"json": {"query": {"rootSpans": False, "filterGroup": [
+        {"key": "status_code", "type": "span", "operator": "exact", "value": -HUGE}]}}}, 200, None),
+    ("POST", "/tracing/spans/query", {"json": {"query": {"filterGroup": [
+        {"key": "http.status_code", "type": "span_attribute", "operator": "between", "value": [-HUGE, HUGE]}]}}},
+     200, None),
+    ("POST", "/tracing/spans/query", {"json": {"query": {"dateRange": {"date_from": "-1h", "dateTo": None}}}},
+     400, "dateRange"),
+    ("POST", "/tracing/spans/query", {"json": {"query": {"filterGroup": [
+        {"key": "name", "type": "span", "operator": "exact", "value": {"a": 1}}]}}}, 400, "filterGroup"),
+    ("POST", "/tracing/spans/sparkline", {"json": {"query": {"filterGroup": [
+        {"key": "kind", "type": "span", "operator": "lt", "value": HUGE}]}}}, 200, None),
+    ("POST", f"/tracing/spans/trace/{1:032x}", {"json": {"filterGroup": _DURATION_HUGE}}, 200, None),
+    ("POST", "/tracing/spans/aggregate", {"json": {"query": {"filterGroup": _DURATION_HUGE}}}, 200, None),
+    ("POST", "/tracing/spans/tree", {"json": {"query": {"spanName": "db.query", "filterGroup": _DURATION_HUGE}}},
+     200, None),
+    ("GET", "/tracing/spans/attributes", {"params": {"offset": str(10**17)}}, 200, None),
+    ("GET", "/tracing/spans/values", {"params": {"key": "http.route", "limit": str(HUGE)}}, 400, "limit"),
+    ("GET", "/tracing/spans/service-names", {"params": {"dateRange": "[1]"}}, 400, "dateRange"),
+    ("POST", "/metrics/query", {"json": {"query": {"metricName": "par.g", "dateFrom": "-1h", "interval": ["minute"]}}},
+     400, "interval"),
+    ("POST", "/metrics/query", {"json": {"query": {"metricName": "par.g", "dateFrom": "-1h", "interval": {"a": 1}}}},
+     400, "interval"),
+    ("POST", "/metrics/query", {"json": {"query": {"metricName": "par.g", "dateFrom": "-1h", "filters": [
+        {"key": "host", "operator": "gt", "value": HUGE}]}}}, 200, None),
+    ("POST", "/metrics/characterize", {"json": {"query": {"metricName": "par.g", "anomalyFrom": "-30M",
+                                                          "aggregation": ["avg"]}}}, 400, "aggregation"),
+    ("GET", "/metrics/attributes", {"params": {"limit": "\u00b2"}}, 400, "limit"),  # "²".isdigit(), not int()
+    ("GET", "/metrics/attribute_values", {"params": {"key": "host", "offset": "x"}}, 400, "offset"),
+    ("GET", "/metrics/values", {"params": {"limit": "\u00b2"}}, 400, "limit"),
+]
+
+
+@pytest.mark.parametrize("method,path,request_,status,attr", HOSTILE, ids=[f"{m} {p} {i}" for i, (m, p, *_)
+                                                                            in enumerate(HOSTILE)])
+def test_hostile_values_are_answered_or_refused_never_a_5xx(live, hosts, method, path, request_, status, attr):
+    """Values found by fuzzing every PostHog endpoint (numbers beyond 64 bits, lists and objects where a
+    name belongs, digits that are not ASCII): each is a 200 or a 400 in PostHog's shape naming the field."""
+    r = httpx.request(method, live.http_url + "/api/projects/1" + path, timeout=30,
+                      headers={"Authorization": f"Bearer {live.admin_key()}"}, **request_)
+    if status == 200:
+        assert r.status_code == 200, r.text
+    else:
+        _posthog_error(r, status, attr)
+    assert live.alive()
+
+
 # --- item 7: metrics/attributes and metrics/attribute_values ------------------------------------------------
 
 def test_metric_attribute_keys_and_values(live, api, hosts):
@@ -627,21 +691,126 @@ def test_metric_attribute_keys_and_values(live, api, hosts):
     _posthog_error(api.get("attribute_values", key="region", limit="abc"), 400, "limit")
 
 
+def _get(live, path: str, params: dict) -> httpx.Response:
+    return httpx.get(live.http_url + path, params=params, headers={"Authorization": f"Bearer {live.admin_key()}"},
+                     timeout=30)
+
+
+def test_pickers_answer_the_requests_posthogs_filter_bar_sends(live, api, hosts):
+    """PostHog's filter bar (TaxonomicFilter) loads keys with `search`, `limit`, `offset`,
+    `excluded_properties` (JSON) plus the page's endpointFilters: tracing adds `dateRange`, `filterGroup`,
+    `serviceNames` (JSON) and `search_values`; metrics `metricName`, `dateFrom`. Values add `value`."""
+    front_end = {"attribute_type": "span_attribute", "search_values": "true", "search": "",
+                 "filterGroup": json.dumps({"type": "AND", "values": [{"type": "AND", "values": []}]}),
+                 "serviceNames": json.dumps(["web"]), "limit": "50", "offset": "0", "excluded_properties": "[]",
+                 "dateRange": json.dumps({"date_from": iso(T0 - 20 * MIN), "date_to": iso(T0 + 10 * MIN)})}
+    span_keys: dict[str, int] = {}
+    for rec in SPANS:
+        for k in rec["attributes"]:
+            span_keys[k] = span_keys.get(k, 0) + 1
+    ranked = sorted(span_keys, key=lambda k: (-span_keys[k], k))
+    r = _get(live, TRACING + "/attributes", front_end)
+    assert r.status_code == 200, r.text
+    assert [x["name"] for x in r.json()["results"]] == ranked and r.json()["count"] == len(ranked)
+    # the next page, keys the bar already shows left out, an allowlist
+    page = _get(live, TRACING + "/attributes", {**front_end, "limit": "2", "offset": "2"}).json()
+    assert [x["name"] for x in page["results"]] == ranked[2:4]
+    left_out = _get(live, TRACING + "/attributes", {**front_end, "excluded_properties": json.dumps(ranked[:2])})
+    assert [x["name"] for x in left_out.json()["results"]] == ranked[2:]
+    only = _get(live, TRACING + "/attributes", {**front_end, "properties": "retry,nope"}).json()
+    assert [x["name"] for x in only["results"]] == ["retry"] and only["count"] == 1
+    # a window with no span (whole hours: the rollup is hourly) lists nothing
+    empty = {"date_from": iso(T0 - 30 * 86400 * S), "date_to": iso(T0 - 29 * 86400 * S)}
+    assert _get(live, TRACING + "/attributes", {**front_end, "dateRange": json.dumps(empty)}).json() == \
+        {"results": [], "count": 0}
+    values = {k: v for k, v in front_end.items() if k not in ("search", "search_values", "excluded_properties")}
+    r = _get(live, TRACING + "/values", {**values, "key": "http.route", "value": "USERS"})
+    assert r.status_code == 200 and r.json() == {"results": [{"id": "/api/users", "name": "/api/users"}]}
+    assert _get(live, TRACING + "/values", {**values, "key": "http.route", "dateRange": json.dumps(empty)}).json() \
+        == {"results": []}
+    # anything else is refused, naming it
+    _posthog_error(_get(live, TRACING + "/attributes", {**front_end, "serach": "x"}), 400, "serach")
+    _posthog_error(_get(live, TRACING + "/attributes", {**front_end, "excluded_properties": "a,b"}), 400,
+                   "excluded_properties")
+    _posthog_error(_get(live, TRACING + "/service-names", {"dateRange": json.dumps({"date_from": "-1h"}),
+                                                          "limit": "5"}), 400, "limit")
+
+    # metrics: par.g's hosts carry `host` and `version`; PostHog's bar pages with offset
+    metrics = {"search": "", "limit": "1", "offset": "0", "excluded_properties": "[]", "metricName": "par.g",
+               "dateFrom": iso(T0 - MIN)}
+    first = api.get("attributes", **metrics)
+    assert first.status_code == 200, first.text
+    names = [x["name"] for x in first.json()["results"]]
+    assert names == ["service_name"]
+    rest = [x["name"] for x in api.get("attributes", **{**metrics, "limit": "10", "offset": "1"}).json()["results"]]
+    assert rest == ["host", "version"]
+    kept = api.get("attributes", **{**metrics, "limit": "10", "excluded_properties": json.dumps(["host", "service_name"])})
+    assert [x["name"] for x in kept.json()["results"]] == ["version"]
+    assert [x["name"] for x in api.get("attributes", **{**metrics, "limit": "10", "properties": "version"}).json()[
+        "results"]] == ["version"]
+    ranked_hosts = sorted(hosts)
+    page = api.get("attribute_values", key="host", metricName="par.g", dateFrom=iso(T0 - MIN), limit="2", offset="2")
+    assert [x["name"] for x in page.json()["results"]] == ranked_hosts[2:4]  # each host: one series (ties by value)
+
+
+def test_metric_names_narrowed_to_services_as_posthogs_picker_asks(live, api):
+    """GET metrics/values?service=a,b (PostHog's _MetricValuesParamsSerializer): names of series whose
+    service is one of them, verbatim; `service=` (empty) the series without a service name; absent, all."""
+    api.send(gauge("par.svc.billing", [(T0 + 5 * S, 1.0, {})], resource={"service.name": "billing"}))
+    api.send(gauge("par.svc.padded", [(T0 + 5 * S, 1.0, {})], resource={"service.name": " search "}))
+    api.send(gauge("par.svc.none", [(T0 + 5 * S, 1.0, {})], resource={"host.name": "h1"}))
+
+    def names(**params) -> set[str]:
+        r = api.get("values", value="par.svc.", **params)
+        assert r.status_code == 200, r.text
+        return {x["name"] for x in r.json()["results"]}
+
+    assert names() == {"par.svc.billing", "par.svc.padded", "par.svc.none"}
+    assert names(service="billing") == {"par.svc.billing"}
+    assert names(service="billing, search ,") == {"par.svc.billing", "par.svc.padded"}  # verbatim, "" dropped
+    assert names(service="search") == set()  # not trimmed: the name is " search "
+    assert names(service="") == {"par.svc.none"}
+    assert names(service="nobody") == set()
+    _posthog_error(api.get("values", services="billing"), 400, "services")
+
+
 # --- item 8: PostHog's relative dates in the new endpoints ---------------------------------------------------
 
 def test_relative_dates_in_new_endpoints(live, api):
     """`-35M` is thirty-five minutes and `-1m` one month (PostHog's relative_date_parse); trace 5 started
-    forty minutes ago."""
+    forty minutes ago. The module's data is placed around NOW (its import); a long suite runs this test
+    minutes later, so the minute windows are widened by the whole minutes since then (`ago`)."""
+    elapsed = (time.time_ns() - NOW) // MIN
+
+    def ago(minutes: int) -> str:  # the minute `minutes` before NOW, as a relative date
+        return f"-{minutes + elapsed}M"
+
     def users_count(date_from: str) -> int:
         r = _post(live, TRACING + "/aggregate", {"query": {"dateRange": {"date_from": date_from}}})
         assert r.status_code == 200, r.text
         return sum(x["count"] for x in r.json()["results"] if x["name"] == "GET /api/users")
 
-    assert users_count("-35M") == 1 and users_count("-1m") == 2 and users_count("-1h") == 2
+    assert users_count(ago(35)) == 1 and users_count("-1m") == 2 and users_count(ago(60)) == 2
     assert users_count("-1dStart") == 2 or time.gmtime(NOW / S).tm_hour == 0  # start of yesterday
-    r = _post(live, TRACING + "/tree", {"query": {"spanName": "GET /api/users", "dateRange": {"date_from": "-35M"}}})
+    r = _post(live, TRACING + "/tree", {"query": {"spanName": "GET /api/users", "dateRange": {"date_from": ago(35)}}})
     assert {x["count"] for x in r.json()["results"] if x["name"] == "GET /api/users"} == {1}
+    # the sparkline, the trace view and characterize read them the same way
+    def spark_total(date_from: str) -> int:
+        r = _post(live, TRACING + "/sparkline", {"query": {"dateRange": {"date_from": date_from}}})
+        assert r.status_code == 200, r.text
+        return sum(x["count"] for x in r.json()["results"])
+
+    recent = sum(1 for x in SPANS if x["trace_id"] != f"{5:032x}")
+    assert spark_total(ago(35)) == recent and spark_total(ago(60)) == recent + 1
+    trace5 = lambda date_from: _post(live, TRACING + f"/trace/{5:032x}", {"dateRange": {"date_from": date_from}}  # noqa
+                                     ).json()["results"]
+    assert trace5(ago(35)) == [] and [x["name"] for x in trace5("-1m")] == ["GET /api/users"]
+    before = time.time_ns()
+    report = api.characterize(metricName="par.g", anomalyFrom="-35M")
+    after = time.time_ns()
+    anomaly_from = dt.datetime.fromisoformat(report["anomaly_from"]).timestamp() * S
+    assert before - 35 * MIN - S <= anomaly_from <= after - 35 * MIN + S
     api.send(gauge("par.old", [(NOW - 50 * MIN, 1.0, {"only_old": "x"})]))
     assert api.get("attributes", search="only_old", dateFrom="-30M").json()["results"] == []
-    assert [x["name"] for x in api.get("attributes", search="only_old", dateFrom="-1h").json()["results"]] == \
+    assert [x["name"] for x in api.get("attributes", search="only_old", dateFrom=ago(60)).json()["results"]] == \
         ["only_old"]

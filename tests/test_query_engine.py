@@ -259,3 +259,48 @@ def test_prepare_once_group_many_ways(store):
         conn.close()
     assert {s.labels["shard"]: s.values.tolist() for s in by_shard.series} == {"0": [3.0], "1": [5.0], "2": [7.0]}
     assert [s.labels for s in by_zone.series] == [{"zone": "0"}]  # the group with the most series (tie: by label)
+
+
+def test_combine_codes_groups_like_label_tuples():
+    """combine_codes (label codes per key → groups) against grouping the label texts as tuples in Python,
+    numbered by first appearance; a missing label and a literal "" are the same label."""
+    from otelite.collector.query.engine import combine_codes
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        n, keys = int(rng.integers(0, 40)), int(rng.integers(1, 4))
+        coded = []
+        for _k in range(keys):
+            values = [f"v{i}" for i in range(int(rng.integers(1, 5)))] + ([""] if rng.random() < 0.3 else [])
+            rng.shuffle(values)
+            coded.append((rng.integers(-1, len(values), n), values))
+        names = [f"k{i}" for i in range(keys)]
+        group, labels = combine_codes(coded, names)
+        texts = [tuple(vals[c] if c >= 0 else "" for c, vals in ((int(codes[i]), vals) for codes, vals in coded))
+                 for i in range(n)]
+        index: dict[tuple, int] = {}
+        want = [index.setdefault(t, len(index)) for t in texts]
+        assert group.tolist() == want
+        assert labels == [dict(zip(names, t)) for t in index]
+
+
+def test_series_labels_codes_and_key_counts():
+    """SeriesLabels (pure): the auto scope takes the point attribute, else the resource's; service_name
+    falls back to service.name where the series has no label of that name; counts over a mask."""
+    from otelite.collector.store.metrics import LabelRow, SeriesLabels
+    p = lambda *xs: np.array(xs, np.int64)  # noqa: E731
+    labels = SeriesLabels([
+        LabelRow("region", "point", "eu", p(0)), LabelRow("region", "point", "us", p(1)),
+        LabelRow("region", "resource", "ap", p(0, 1, 2)),
+        LabelRow("service.name", "resource", "worker", p(0, 1, 3)), LabelRow("service.name", "resource", "cron", p(2)),
+        LabelRow("service_name", "point", "own", p(3)),
+    ], 5)
+    codes, values = labels.codes("region")
+    assert [values[c] if c >= 0 else None for c in codes] == ["eu", "us", "ap", None, None]
+    codes, values = labels.codes("region", "resource")
+    assert [values[c] if c >= 0 else None for c in codes] == ["ap", "ap", "ap", None, None]
+    codes, values = labels.codes("service_name")
+    assert [values[c] if c >= 0 else None for c in codes] == ["worker", "worker", "cron", "own", None]
+    assert labels.key_counts() == [("region", 3, 3), ("service.name", 4, 2), ("service_name", 4, 3)]
+    assert labels.key_counts(np.array([True, True, False, False, False])) == [
+        ("region", 2, 2), ("service.name", 2, 1), ("service_name", 2, 1)]
+    assert SeriesLabels([], 3).key_counts() == [] and SeriesLabels([], 3).codes("x")[0].tolist() == [-1, -1, -1]

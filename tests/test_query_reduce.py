@@ -155,3 +155,58 @@ def test_bucket_of_equal_and_unequal_buckets():
         t = rng.integers(int(edges[0]) - 10**12, int(edges[-1]) + 10**12, 20_000)
         t = np.concatenate([t, edges, edges - 1, edges + 1])
         assert np.array_equal(bucket_of(t, edges), np.searchsorted(edges, t, side="right") - 1)
+
+
+def _grid_cells(rng, series: int, nb: int, empty_buckets: int):
+    """Per-series cells with a value in every bucket but the last `empty_buckets` (say, the current bucket
+    that no series has reported into yet); some values NaN."""
+    from otelite.collector.query.reduce import Cells
+    used = nb - empty_buckets
+    sidx = np.repeat(np.arange(series), used)
+    b = np.tile(np.arange(used), series)
+    value = rng.standard_normal(sidx.size) * 10.0 ** rng.integers(-3, 6, sidx.size)
+    value[rng.random(sidx.size) < 0.01] = np.nan
+    return Cells(sidx, b, value=value)
+
+
+@pytest.mark.parametrize("how", ["sum", "avg", "count"])
+def test_full_grid_combine_is_the_general_reduction_bit_for_bit(how):
+    """combine's shortcut when every series has a cell in every used bucket (counts from group sizes)
+    gives exactly what the general table reduction gives, groups left out (-1) included."""
+    from otelite.collector.query.model import Aggregation
+    from otelite.collector.query.reduce import Cells, combine
+    rng = np.random.default_rng(5)
+    for _ in range(40):
+        series, nb = int(rng.integers(1, 60)), int(rng.integers(1, 30))
+        cells = _grid_cells(rng, series, nb, int(rng.integers(0, min(nb, 3))))
+        group = rng.integers(-1 if rng.random() < 0.3 else 0, int(rng.integers(1, 8)), series)
+        if rng.random() < 0.2:
+            group[:] = 0  # the aggregate
+        agg = Aggregation("avg", across=how)
+        got = combine(cells, group, agg, nb)
+        # The same cells with one dropped (no longer a full grid): the general path, then the dropped
+        # cell's (group, bucket) compared apart.
+        general = combine(Cells(np.append(cells.sidx, 0), np.append(cells.b, 0), value=np.append(cells.value, 0.0)),
+                          group, agg, nb)
+        if group[0] >= 0:  # the extra cell (series 0, bucket 0, value 0.0) changes only its own count
+            at = np.flatnonzero((general[0] == group[0]) & (general[1] == 0))
+            if how != "sum":
+                general = tuple(np.delete(x, at) for x in general)
+                got = tuple(np.delete(x, np.flatnonzero((got[0] == group[0]) & (got[1] == 0))) for x in got)
+        for a, b in zip(got, general):
+            assert _same_bits(a, b), how
+
+
+def test_full_grid_matches_a_per_group_reference():
+    from otelite.collector.query.model import Aggregation
+    from otelite.collector.query.reduce import combine
+    rng = np.random.default_rng(6)
+    cells = _grid_cells(rng, 12, 5, 1)
+    cells.value = np.nan_to_num(cells.value)
+    group = np.array([0, 1, 0, 2, -1, 1, 0, 2, 2, -1, 0, 1])
+    g, b, v = combine(cells, group, Aggregation("avg", across="avg"), 5)
+    assert g.tolist() == [k for k in (0, 1, 2) for _ in range(4)] and b.tolist() == [0, 1, 2, 3] * 3
+    matrix = cells.value.reshape(12, 4)
+    for gi, bi, vi in zip(g, b, v):
+        members = [s for s in range(12) if group[s] == gi]
+        assert vi == pytest.approx(sum(matrix[s, bi] for s in members) / len(members), rel=1e-12)

@@ -116,12 +116,15 @@ def test_the_chosen_dialects_policy_and_error_shape_apply(client) -> None:
 def test_a_body_of_neither_shape_is_a_400_naming_both(client, body) -> None:
     r = client.simulate_post("/api/v1/metrics", json=body, headers=client.writer)
     assert r.status_code == 400
-    assert "{key, at, values}" in r.json["detail"] and "{name, type, value}" in r.json["detail"]
+    # No dialect is chosen yet: the body holds both dialects' error shapes, each naming both body shapes.
+    assert set(r.json) == {"error", "errors"} and r.json["error"]["code"] == "invalid_request"
+    for message in (r.json["error"]["message"], r.json["errors"]["detail"]):
+        assert "{key, at, values}" in message and "{name, type, value}" in message
 
 
 def test_bad_bodies_are_400_or_413_never_500(client) -> None:
     r = client.simulate_post("/api/v1/metrics", body=b"{not json", headers=client.writer)
-    assert r.status_code == 400 and "not valid JSON" in r.json["detail"]
+    assert r.status_code == 400 and "not valid JSON" in r.json["error"]["message"] == r.json["errors"]["detail"]
     r = client.simulate_post("/api/v1/metrics", body=b"[" * 100_000 + b"]" * 100_000, headers=client.writer)
     assert r.status_code == 400
     bomb = gzip.compress(b"{" + b" " * (4 << 20) + b"}")
@@ -140,4 +143,19 @@ def test_one_claimant_is_routed_directly_and_methods_it_lacks_are_405(client) ->
     r = client.simulate_post("/api/v1/metrics/query", json={"key": "k"}, headers=client.reader)
     assert r.json["dialect"] == "trifle"
     assert client.simulate_get("/api/v1/metrics/query", headers=client.reader).status_code == 405
-    assert client.simulate_delete("/api/v1/metrics", headers=client.writer).status_code == 405
+    r = client.simulate_delete("/api/v1/metrics", headers=client.writer)
+    assert r.status_code == 405 and set(r.json) == {"error", "errors"}
+
+
+def test_a_caller_without_a_valid_key_never_learns_what_is_wrong_with_its_body(client) -> None:
+    # A body that chooses no dialect is a 400 only for a valid key; a stranger gets a 401 (in both shapes).
+    for headers in ({}, {"Authorization": "Bearer otl_not_a_key"}):
+        for body in (b"{not json", b'{"foo": 1}', b"[" * 100_000 + b"]" * 100_000):
+            r = client.simulate_post("/api/v1/metrics", body=body, headers=headers)
+            assert r.status_code == 401, (headers, body[:20], r.text)
+            assert set(r.json) == {"error", "errors"} and r.json["error"]["code"] == "unauthorized"
+        # A body of one dialect's shape: that dialect's 401, in its own shape.
+        r = client.simulate_post("/api/v1/metrics", json={"key": "k", "values": {"a": 1}}, headers=headers)
+        assert r.status_code == 401 and set(r.json) == {"errors"}
+    r = client.simulate_post("/api/v1/metrics", body=b"{not json", headers=client.writer)
+    assert r.status_code == 400  # with a key, the body's fault is named

@@ -121,7 +121,9 @@ def test_span_query_defaults_and_order():
     assert order(orderDirection="latest") == st.SpanOrder("timestamp", True)
     assert order(orderBy="latest", orderDirection="ASC") == st.SpanOrder("timestamp", False)
     cursor = tq.encode_cursor(NOW, b"\x01" * 8)
-    assert tq.parse_span_query({"query": {"orderBy": "duration", "after": cursor}}, 1, "UTC", NOW).after is None
+    # A cursor is a position in timestamp order: with duration order it would be ignored, so it is refused.
+    assert _bad(tq.parse_span_query, {"query": {"orderBy": "duration", "after": cursor}}, 1, "UTC", NOW).attr == "after"
+    assert tq.parse_span_query({"query": {"orderBy": "duration", "after": None, "offset": 5}}, 1, "UTC", NOW).offset == 5
     s = tq.parse_sparkline({"query": {"dateRange": {"date_from": "-24h"}}}, 1, "UTC", NOW)
     assert (s.bucket_ns, s.distinct_traces, s.selection.roots_only) == (1800 * S, False, False)
     assert tq.parse_sparkline({"query": {"rootSpans": True}}, 1, "UTC", NOW).distinct_traces is True
@@ -164,6 +166,10 @@ def test_filter_value_normalization():
     assert one(_f("k", "exact", [True, 200, 1.5, "x"], "span_attribute")).values == ("true", "200", "1.5", "x")
     assert one(_f("k", "gt", "10", "span_resource_attribute")) == st.Filter("resource", "k", "gt", (10,))
     assert one(_f("k", "is_set", None, "span_attribute")) == st.Filter("attribute", "k", "is_set")
+    # Beyond SQLite's 64-bit integers: compared as a float (it overflowed the query before: a 500).
+    assert one(_f("duration", "gt", 10**30)).values == (1e36,)
+    assert one(_f("k", "lt", str(-10**20), "span_attribute")).values == (-1e20,)
+    assert one(_f("status_code", "exact", 2**63)).values == (float(2**63),)
 
 
 @pytest.mark.parametrize("f,message", [
@@ -370,6 +376,50 @@ def test_pickers_on_sqlite(store):
     assert st.attribute_values(store, 1, "span", "http.status_code", None, 10, 0) == ["200", "404"]
     assert st.attribute_values(store, 1, "resource", "service.name", "A", 10, 0) == ["api"]
     assert st.attribute_values(store, 2, "resource", "service.name", None, 10, 0) == ["api"]
+
+
+def test_pickers_narrow_to_the_hours_of_a_window_and_leave_keys_out(store):
+    """dateRange / excluded_properties / properties of PostHog's filter bar, on the hourly rollups: span 3
+    ("ratio": "7.5") started an hour after the others."""
+    first_hour, next_hour = (NOW, NOW + 100 * MS), (NOW + 3600 * S, NOW + 3600 * S)
+    assert st.attribute_keys(store, 1, "span", None, 100, 0, window=next_hour) == (["ratio"], 1)
+    keys, total = st.attribute_keys(store, 1, "span", None, 100, 0, window=first_hour)
+    assert keys[:3] == ["http.status_code", "note", "ok"] and keys[3:] == ["ratio", 'we"ird'] and total == 5
+    assert st.attribute_values(store, 1, "span", "ratio", None, 10, 0, window=first_hour) == ["0.5"]
+    assert st.attribute_values(store, 1, "span", "ratio", None, 10, 0, window=next_hour) == ["7.5"]
+    assert st.attribute_values(store, 1, "span", "ratio", None, 10, 0, window=(0, NOW - 3600 * S)) == []
+    assert st.attribute_keys(store, 1, "span", None, 100, 0, exclude=("note", "ok")) == \
+        (["http.status_code", "ratio", 'we"ird'], 3)
+    assert st.attribute_keys(store, 1, "span", None, 100, 0, only=("ok", "nope")) == (["ok"], 1)
+    assert st.attribute_keys(store, 1, "span", None, 100, 0, only=()) == ([], 0)
+
+
+def test_picker_parameters_as_posthogs_filter_bar_sends_them():
+    window = json.dumps({"date_from": "2023-11-14T22:00:00Z", "date_to": "2023-11-14T23:00:00Z"})
+    sent = {"attribute_type": "span_attribute", "search_values": "true", "dateRange": window,
+            "filterGroup": json.dumps({"type": "AND", "values": []}), "serviceNames": "[]", "search": "ht",
+            "limit": "50", "offset": "50", "excluded_properties": json.dumps(["a", "b"]), "properties": "x, y"}
+    q = tq.parse_picker(sent, values=False, now_ns=NOW, timezone="UTC")
+    assert (q.kind, q.search, q.limit, q.offset) == ("span", "ht", 50, 50)
+    assert q.window == (1_699_999_200 * S, 1_700_002_800 * S) and q.exclude == ("a", "b") and q.only == ("x", "y")
+    q = tq.parse_picker({"key": "k", "attribute_type": "resource"}, values=True, now_ns=NOW, timezone="UTC")
+    assert (q.kind, q.key, q.window, q.exclude, q.only) == ("resource", "k", None, (), None)
+    assert tq.parse_picker({"dateRange": '{"date_from": "all"}'}, values=False, now_ns=NOW,
+                           timezone="UTC").window[1] == NOW
+    for params, attr in (({"serach": "x"}, "serach"), ({"excluded_properties": "a,b"}, "excluded_properties"),
+                         ({"excluded_properties": "[1]"}, "excluded_properties"),
+                         ({"dateRange": '{"from": "-1h"}'}, "dateRange"), ({"dateRange": "-1h"}, "dateRange"),
+                         ({"offset": "-1"}, "offset"), ({"limit": "0"}, "limit")):
+        assert _bad(tq.parse_picker, params, values=False, now_ns=NOW, timezone="UTC").attr == attr, params
+    # PostHog's DateRange: explicitDate (dates verbatim, as otelite always reads them); no other field.
+    plain = tq.parse_date_range({"date_from": "-1h"}, now_ns=NOW, timezone="UTC", default_from=None)
+    assert tq.parse_date_range({"date_from": "-1h", "explicitDate": True}, now_ns=NOW, timezone="UTC",
+                               default_from=None) == plain
+    assert _bad(tq.parse_date_range, {"date_from": "-1h", "explicitDate": "yes"}, now_ns=NOW, timezone="UTC",
+                default_from=None).attr.startswith("dateRange")
+    # properties and excluded_properties belong to the key list, not to a key's values
+    assert _bad(tq.parse_picker, {"key": "k", "properties": "a"}, values=True, now_ns=NOW,
+                timezone="UTC").attr == "properties"
 
 
 def test_self_times():

@@ -102,7 +102,11 @@ def test_every_seed_request_answers_in_the_seeds_shape(api):
         assert (r.status_code, r.json()) == (201, {"data": {"created": "ok"}})
 
     # GET, Basic: every hour from 00:00 to 00:00 the next day, both included; nested values; {} when empty.
+    # Sent as the seed's curl writes it (colons not escaped), and as its clients' parameter encoders do.
+    raw = httpx.get(api.base + "/api/v1/metrics?key=event::signup&from=2026-01-24T00:00:00Z&to=2026-01-25T00:00:00Z"
+                    "&granularity=1h", headers=api.headers(), timeout=30)
     data = api.series("event::signup", SEED_DAY["from"], SEED_DAY["to"], "1h")
+    assert raw.status_code == 200 and raw.json() == {"data": data}
     assert data["at"] == [f"2026-01-24T{h:02d}:00:00Z" for h in range(24)] + ["2026-01-25T00:00:00Z"]
     assert data["values"][10] == {"count": 2, "failed": 0, "duration": 0.84, "country": {"US": 1},
                                   "channel": {"organic": 1}}
@@ -218,17 +222,40 @@ def test_the_system_key_counts_keys_and_untracked_writes(api):
 
 
 def test_trifle_stats_api_driver_request(api, live):
-    """Trifle::Stats' Driver::Api#direct_write: JSON gzipped, these headers, `at.iso8601(6)`."""
-    payload = {"operation": "track", "key": "driver::api", "at": "2025-06-02T12:34:56.123456+02:00",
-               "values": {"count": 1, "latency": {"p50": 12.5}}, "untracked": False}
-    for source in ("1", "default"):
-        r = httpx.post(live.http_url + "/api/v1/metrics", content=gzip.compress(json.dumps(payload).encode()),
-                       headers={"Authorization": f"Bearer {live.keys['admin']}", "X-Trifle-Source-Id": source,
-                                "Content-Type": "application/json", "Accept": "application/json",
-                                "Content-Encoding": "gzip", "User-Agent": "trifle-stats-ruby/2.0.0"})
-        assert (r.status_code, r.json()) == (201, {"data": {"created": "ok"}})
-    data = api.series("driver::api", "2025-06-02T10:00:00Z", "2025-06-02T10:00:00Z", "1h")
-    assert data == {"at": ["2025-06-02T10:00:00Z"], "values": [{"count": 2, "latency": {"p50": 25}}]}
+    """Trifle::Stats' Driver::Api#direct_write (trifle-stats 2.6.0, lib/trifle/stats/driver/api.rb), as
+    Net::HTTP sends it: `JSON.generate({operation, key, at: at.iso8601(6), values, untracked})` gzipped, its
+    headers (Host is its fixed endpoint's, app.trifle.io: a transport that sends it to otelite keeps the
+    request as built). `track` sends operation "track", `assert` "assert" (its own spec's pair: an untracked
+    track and an assert at 12:00:00.000000Z), and a time in another zone keeps its offset."""
+    def driver(payload: dict, source: str) -> httpx.Response:
+        body = gzip.compress(json.dumps(payload, separators=(",", ":")).encode())
+        return httpx.post(live.http_url + "/api/v1/metrics", content=body, headers={
+            "Host": "app.trifle.io", "Authorization": f"Bearer {live.keys['admin']}", "X-Trifle-Source-Id": source,
+            "Content-Type": "application/json", "Accept": "application/json", "Content-Encoding": "gzip",
+            "User-Agent": "trifle-stats-ruby/2.6.0", "Accept-Encoding": "gzip;q=1.0,deflate;q=0.6,identity;q=0.3"})
+
+    sent = [
+        ({"operation": "track", "key": "driver::api", "at": "2025-06-02T12:34:56.123456+02:00",
+          "values": {"count": 1, "latency": {"p50": 12.5}}, "untracked": False}, "1"),
+        ({"operation": "track", "key": "driver::api", "at": "2025-06-02T10:40:00.000000Z",
+          "values": {"count": 1, "latency": {"p50": 12.5}}, "untracked": True}, "default"),
+        ({"operation": "assert", "key": "driver::state", "at": "2025-06-02T10:00:00.000000Z",
+          "values": {"pending": 4}, "untracked": False}, "default"),
+        ({"operation": "assert", "key": "driver::state", "at": "2025-06-02T10:59:59.999999Z",
+          "values": {"pending": 2}, "untracked": False}, "1"),
+    ]
+    for payload, source in sent:
+        r = driver(payload, source)
+        assert (r.status_code, r.json()) == (201, {"data": {"created": "ok"}}), r.text
+    hour = ("2025-06-02T10:00:00Z", "2025-06-02T10:00:00Z", "1h")
+    assert api.series("driver::api", *hour) == {"at": ["2025-06-02T10:00:00Z"],
+                                                "values": [{"count": 2, "latency": {"p50": 25}}]}
+    assert api.series("driver::state", *hour)["values"] == [{"pending": 2}]
+    assert api.series(None, *hour)["values"] == [
+        {"count": 4, "keys": {"driver::api": 1, "__untracked__": 1, "driver::state": 2}}]
+    # What the driver raises on: a non-2xx with its Retry-After (a 429 when rate limited, a 503 when full).
+    r = driver({**sent[0][0], "values": {"count": "1"}}, "1")
+    assert r.status_code == 400 and r.json()["errors"]["detail"] == "values.count must be a number, got a string"
 
 
 def test_source_id_must_be_the_tokens_project(api, live):
@@ -427,15 +454,37 @@ def test_trifle_keys_on_the_prometheus_scrape_promtool_clean(api, live):
 
 
 def test_trifle_keys_in_the_posthog_metrics_api(api, live):
-    api.track("posthog.visible", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), {"n": 3, "m": {"x": 4}})
+    """A Trifle key read through PostHog's metrics query has Trifle's values: per series (path) and bucket
+    the tally (tracks added, an assert replacing them), then PostHog's reduction across the paths."""
+    now = time.gmtime()
+    at, hour = time.strftime("%Y-%m-%dT%H:%M:%SZ", now), time.strftime("%Y-%m-%dT%H:00:00Z", now)
+    api.track("posthog.visible", at, {"n": 1, "m": {"x": 4}})
+    api.track("posthog.visible", at, {"n": 1})
+    api.track("posthog.visible", at, {"n": 10}, "assert")
+    api.track("posthog.visible", at, {"n": 2, "m": {"x": 1}})
+    trifle = api.series("posthog.visible", hour, hour, "1h")["values"]
+    assert trifle == [{"n": 12, "m": {"x": 5}}]
     auth = {"Authorization": f"Bearer {live.keys['admin']}"}
     r = httpx.get(live.http_url + "/api/projects/1/metrics/values", params={"value": "posthog.visible"}, headers=auth)
     assert r.json()["results"] == [{"name": "posthog.visible", "metric_type": "tally"}]
-    r = httpx.post(live.http_url + "/api/projects/1/metrics/query", headers=auth, json={"query": {
-        "metricName": "posthog.visible", "aggregation": "max", "dateFrom": "-1h", "groupBy": [{"key": "path"}]}})
-    assert r.status_code == 200, r.text
-    peaks = {s["labels"]["path"]: max(p["value"] for p in s["points"]) for s in r.json()["results"]}
-    assert peaks == {"n": 3.0, "m.x": 4.0}
+
+    def posthog(aggregation: str, group_by: list | None = None) -> dict:
+        r = httpx.post(live.http_url + "/api/projects/1/metrics/query", headers=auth, json={"query": {
+            "metricName": "posthog.visible", "aggregation": aggregation, "dateFrom": "-2h", "interval": "hour",
+            "groupBy": group_by or []}})
+        assert r.status_code == 200, r.text
+        return {s["labels"].get("path", ""): {p["time"][:13]: p["value"] for p in s["points"] if p["value"]}
+                for s in r.json()["results"]}
+
+    bucket = hour[:13]
+    for aggregation in ("sum", "max", "min", "avg", "p50", "increase"):
+        assert posthog(aggregation, [{"key": "path"}]) == {"n": {bucket: 12.0}, "m.x": {bucket: 5.0}}, aggregation
+    assert posthog("sum") == {"": {bucket: 17.0}}
+    assert posthog("avg") == {"": {bucket: 8.5}}
+    assert posthog("max") == {"": {bucket: 12.0}}
+    assert posthog("count") == {"": {bucket: 2.0}}  # series (paths) reporting
+    assert posthog("increase") == {"": {bucket: 17.0}}
+    assert posthog("rate")[""][bucket] == pytest.approx(17 / 3600)
 
 
 # --- errors -------------------------------------------------------------------------------------------------------
@@ -473,8 +522,12 @@ def test_get_errors(api):
         assert attr in r.json()["errors"]["detail"], (attr, r.text)
     r = api.get({**good, "from": "2000-01-01T00:00:00Z", "to": "2025-01-01T00:00:00Z", "granularity": "1s"})
     assert r.status_code == 400 and "coarser granularity" in r.json()["errors"]["detail"]
+    # A bucket that would end beyond the years a time can hold (2000 + 1000 years): a 400 naming granularity;
+    # a time outside them: a 400 naming the field.
+    r = api.get({**good, "from": "2262-01-01T00:00:00Z", "to": "2262-04-01T00:00:00Z", "granularity": "1000y"})
+    assert r.status_code == 400 and "granularity" in r.json()["errors"]["detail"], r.text
     r = api.get({**good, "from": "9000-01-01T00:00:00Z", "to": "9999-06-01T00:00:00Z", "granularity": "1000y"})
-    assert r.status_code == 400 and "granularity" in r.json()["errors"]["detail"]
+    assert r.status_code == 400 and r.json()["errors"]["detail"].startswith("from: '9000-01-01T00:00:00Z' is outside")
 
 
 def test_bad_writes_are_400_and_store_nothing(api, live):
@@ -512,6 +565,85 @@ def test_bad_writes_are_400_and_store_nothing(api, live):
     assert live.query("SELECT count(*) FROM metric_points")[0][0] == before
     assert live.query("SELECT count(*) FROM metric_series WHERE name = 'bad'")[0][0] == 0
     assert live.alive()
+
+
+_ABSENT = object()  # the field is left out
+_BAD_INSTANTS = [_ABSENT, None, True, 0, 1.5, [], {}, "", " ", "x", "2026-01-24T00:00:00", "2026-13-01T00:00:00Z",
+                 "2026-01-24T00:00:00+99:00", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "1h", "a" * 5000]
+_NOT_STRINGS = [True, 0, -1, 1.5, [], ["x"], {}, {"a": 1}]
+BAD_WRITES = {  # field → values that must be a 400 (Trifle's {"errors": {"detail"}}), nothing stored
+    "key": [_ABSENT, None, "", *_NOT_STRINGS],
+    "at": _BAD_INSTANTS,
+    "values": [_ABSENT, None, True, 0, "x", [], [1], {"a": None}, {"a": "1"}, {"a": True}, {"a": [1]},
+               {"a": {"b": "x"}}, {"a": {"b": {"c": None}}}, {"ok": 1, "bad": False}],
+    "operation": ["", "set", "increment", "TRACK", " track", *_NOT_STRINGS],
+    "untracked": [0, 1, "true", "", [], {}],
+}
+BAD_QUERIES = {  # field → (values, status); each is checked in aggregate, timeline and category mode
+    "key": ([_ABSENT, None, "", " ", *_NOT_STRINGS], 400),
+    "from": (_BAD_INSTANTS, 400),
+    "to": (_BAD_INSTANTS, 400),
+    "granularity": ([_ABSENT, None, "", "0m", "1x", "m", "-1h", "1.5h", "1 h", "١h", *_NOT_STRINGS], 400),
+    "value_path": ([_ABSENT, None, "", " ", *_NOT_STRINGS], 400),
+    "slices": ([0, -1, 1.5, "x", "1.0", "", True, [], {}, 10**30 * -1], 422),
+}
+BAD_SERIES_PARAMS = {
+    "key": [""], "from": [_ABSENT, "", "x", "2026-01-24T00:00:00", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"],
+    "to": [_ABSENT, "", "x", "0001-01-01T00:00:00Z"], "granularity": [_ABSENT, "", "0m", "1x", "-1h", "1 h"],
+}
+
+
+def _with(base: dict, field: str, value) -> dict:
+    return {k: v for k, v in {**base, field: value}.items() if v is not _ABSENT}
+
+
+def test_bad_input_on_every_endpoint_is_a_4xx_in_trifles_shape_and_stores_nothing(api, live):
+    """Every field of every Trifle endpoint, on both mounts, given values of every wrong kind: a 400 with
+    `{"errors": {"detail"}}` (a 422 with `{"errors": {"status", "error"}}` where Trifle answers 422), never
+    a 5xx, no point stored, and the server still up. Times otelite cannot store (before 1677 or after
+    2262) are 400s naming the field, not a failed commit."""
+    points = "SELECT count(*) FROM metric_points"
+    before = live.query(points)[0][0]
+    write = {"key": "hostile", "at": "2025-12-01T00:00:00Z", "values": {"n": 1}}
+    query = {"key": "hostile", "from": "2025-12-01T00:00:00Z", "to": "2025-12-02T00:00:00Z", "granularity": "1h",
+             "value_path": "n", "aggregator": "sum"}
+    series = {"key": "hostile", "from": "2025-12-01T00:00:00Z", "to": "2025-12-02T00:00:00Z", "granularity": "1h"}
+    answers = []
+    with httpx.Client(timeout=30, headers=api.headers({"Content-Type": "application/json"})) as client:
+        for prefix in ("/trifle/api/v1", "/api/v1"):
+            for field, values in BAD_WRITES.items():
+                for value in values:
+                    body = _with(write, field, value)
+                    if prefix == "/api/v1" and not {"key", "values"} <= set(body):
+                        continue  # not Trifle's shape there: the dispatch's 400 (test_shared_v1.py)
+                    r = client.post(api.base + prefix + "/metrics", content=json.dumps(body).encode())
+                    answers.append((("write", prefix, field, value), r, 400))
+            for field, (values, status) in BAD_QUERIES.items():
+                for value in values:
+                    for mode in ("aggregate", "timeline", "category"):
+                        r = client.post(api.base + prefix + "/metrics/query",
+                                        content=json.dumps(_with({**query, "mode": mode}, field, value)).encode())
+                        answers.append((("query", prefix, mode, field, value), r, status))
+            for field, values in BAD_SERIES_PARAMS.items():
+                for value in values:
+                    r = client.get(api.base + prefix + "/metrics", params=_with(series, field, value))
+                    answers.append((("series", prefix, field, value), r, 400))
+    assert len(answers) > 300
+    for case, r, status in answers:
+        assert r.status_code == status, (case, r.status_code, r.text)
+        errors = r.json()["errors"]
+        if status == 400:
+            assert list(errors) == ["detail"] and errors["detail"], (case, r.text)
+        else:
+            assert errors["status"] == "error" and errors["error"], (case, r.text)
+    # The message names the field (times out of range included).
+    for case, r, status in answers:
+        field = case[-2]
+        if status == 400 and case[0] != "series" and case[-1] is not _ABSENT and field in ("at", "from", "to"):
+            assert field in r.json()["errors"]["detail"], (case, r.text)
+    assert live.query(points)[0][0] == before
+    assert live.query("SELECT count(*) FROM metric_series WHERE name = 'hostile'")[0][0] == 0
+    assert live.alive() and httpx.get(live.http_url + "/healthz", timeout=10).status_code == 200
 
 
 def test_query_errors_in_trifles_order_with_its_messages(api):
@@ -604,3 +736,29 @@ def test_503_with_retry_after_when_the_store_is_full(make_server):
     stored = srv.query("SELECT s.attributes FROM metric_points p JOIN metric_series s ON s.id = p.series_id "
                        "WHERE s.name = 'full'")
     assert stored == [('{"path":"a"}',)]
+
+
+def test_budget_and_rate_limit_answers_are_in_trifles_shape(make_server):
+    """api.query_timeout (collector/store/budget.py) stops a Trifle read like any other: 503 with
+    Retry-After; a write over its rate class (auth.rate_limits.write) is a 429 with Retry-After, which
+    Trifle::Stats' API driver raises with. Both in Trifle's error shape, and nothing of the refused write
+    is stored."""
+    srv = make_server({"api": {"query_timeout": "1ms"}, "exporters": {"sqlite": {"retention": {"metrics": 0}}},
+                       "auth": {"rate_limits": {"write": {"requests": 2, "per": "1h", "burst": 2}}}})
+    client = Client(srv.http_url, srv.admin_key())
+    client.track("budget", "2025-11-02T10:00:00Z", {"n": 1})
+    day = {"from": "2025-11-02T00:00:00Z", "to": "2025-11-03T00:00:00Z", "granularity": "1s"}  # 86,401 buckets
+    r = client.get({"key": "budget", **day})
+    assert r.status_code == 503 and int(r.headers["Retry-After"]) >= 1, r.text
+    assert list(r.json()["errors"]) == ["detail"] and "api.query_timeout" in r.json()["errors"]["detail"]
+    r = client.query({"key": "budget", **day, "mode": "timeline", "value_path": "n"})
+    assert r.status_code == 503 and list(r.json()["errors"]) == ["detail"], r.text
+    assert httpx.get(srv.http_url + "/healthz", timeout=10).status_code == 200
+
+    client.track("budget", "2025-11-02T10:00:00Z", {"n": 1})
+    r = client.post("/metrics", {"key": "budget", "at": "2025-11-02T10:00:00Z", "values": {"n": 100}})
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1, r.text
+    assert list(r.json()["errors"]) == ["detail"], r.text
+    stored = srv.query("SELECT p.value FROM metric_points p JOIN metric_series s ON s.id = p.series_id "
+                       "WHERE s.name = 'budget'")
+    assert sorted(v for (v,) in stored) == [1, 1]

@@ -80,6 +80,11 @@ def test_instants_need_an_offset_and_keep_it():
     for bad in ("2026-02-24T20:30:00", "2026-02-24", "yesterday", "", 5, None):
         e = _error(parse_instant, bad, "from")
         assert e.status.startswith("400") and e.attr == "from"
+    # The store keeps 64-bit nanoseconds: 1677-09-21 to 2262-04-11 (a time beyond failed the commit: 503).
+    assert parse_instant("1677-09-21T00:12:44Z", "at") < 0 and parse_instant("2262-04-11T23:47:16Z", "at") > 0
+    for bad in ("0001-01-01T00:00:00Z", "1677-09-21T00:12:42Z", "2262-04-11T23:47:17Z", "9999-12-31T23:59:59Z"):
+        e = _error(parse_instant, bad, "at")
+        assert e.status.startswith("400") and e.attr == "at" and "1677-09-21 to 2262-04-11" in e.message, bad
 
 
 @pytest.mark.parametrize("text, count, unit", [("1s", 1, "s"), ("33m", 33, "m"), (" 6h ", 6, "h"), ("1d", 1, "d"),

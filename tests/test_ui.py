@@ -194,5 +194,8 @@ def test_whoami_with_auth_off(open_srv):
 def test_whoami_is_in_the_openapi_document(srv):
     doc = httpx.get(f"{srv.http_url}/api/schema/").json()
     op = doc["paths"]["/api/whoami"]["get"]
-    assert set(op["responses"]) == {"200", "401", "404"}
+    # 403: X-Otelite-Project from a remote peer (api/auth.py); 429: rate limits apply to every key.
+    assert set(op["responses"]) == {"200", "401", "403", "404", "429"}
+    assert op["responses"]["200"]["content"]["application/json"]["schema"]["required"] == [
+        "auth", "project", "scopes", "key"]
     assert "/ui/" in doc["paths"]

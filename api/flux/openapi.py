@@ -13,8 +13,9 @@ _NULLABLE_STR = {"type": ["string", "null"]}
 _ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
     "type": "object", "required": ["code", "message"],
     "properties": {"code": _STR, "message": _STR}}}}
-# POST /api/v1/metrics with a body of neither Flux's nor Trifle's shape is refused before a dialect is
-# chosen (api/shared_v1.py), in the generic error shape.
+# The router's own 404 (a path no route matches) is in the generic error shape. (POST /api/v1/metrics with a
+# body of neither Flux's nor Trifle's shape is refused before a dialect is chosen, api/shared_v1.py, with
+# Flux's `error` and Trifle's `errors` in one body: it matches _ERROR.)
 _GENERIC_ERROR = {"type": "object", "required": ["code", "detail"],
                   "properties": {"type": _STR, "code": _STR, "detail": _STR}}
 _TAG_VALUE = {"type": ["string", "number", "boolean", "null"]}
@@ -104,8 +105,7 @@ _BATCH_EVENT = {"description": "an event {name, timestamp?, value?, properties?,
                               "environment?, service?}; each is validated alone"}
 
 
-def _operations(shared_metrics: bool) -> dict[str, dict[str, Any]]:
-    track_400 = {"anyOf": [_ERROR, _GENERIC_ERROR]} if shared_metrics else _ERROR
+def _operations() -> dict[str, dict[str, Any]]:
     return {
         "/metrics": {
             "get": {"summary": "Flux: every metric (OTLP ones included, typed as Flux types)",
@@ -117,7 +117,7 @@ def _operations(shared_metrics: bool) -> dict[str, dict[str, Any]]:
                                                        "properties": {"name": _STR, "type": _FLUX_TYPE,
                                                                       "value": {"type": ["number", "string"]},
                                                                       "timestamp": _STR}}), "stored"),
-                                   **_errors(*_WRITE_ERRORS, bad_request=track_400)}},
+                                   **_errors(*_WRITE_ERRORS)}},
         },
         "/metrics/batch": {
             "post": {"summary": f"Flux: track up to {MAX_BATCH} metrics, each validated alone",
@@ -188,7 +188,7 @@ def _operations(shared_metrics: bool) -> dict[str, dict[str, Any]]:
 
 def openapi_paths() -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for prefix, shared in (("/flux/api/v1", False), ("/api/v1", True)):
-        for path, ops in _operations(shared).items():
+    for prefix in ("/flux/api/v1", "/api/v1"):
+        for path, ops in _operations().items():
             out[prefix + path] = ops
     return out

@@ -7,13 +7,15 @@ Parsing is pure (`parse_query`: every error names the parameter); `run_query` ru
 Types. Every metric of the store is one of Flux's four types (flux.md): an OTel gauge (and a cumulative
 sum that is not monotonic: a level, as Prometheus reads it) is a gauge; any other sum (monotonic, or a
 DELTA sum such as a Flux counter) is a counter; histograms, exponential histograms, summaries and Flux
-distributions are distributions; a set is a set.
+distributions are distributions; a set is a set; a Trifle key (`tally`, one series per dot path, the path
+as the tag `path`) is a counter, since Trifle sums what is tracked into each bucket.
 
 Aggregations (seed 003's table), all pooled over every reading of the selected series in a bucket:
   gauge         last, avg, min, max                        (last: the latest reading)
   counter       sum (the increase: a delta's value, a cumulative reading's difference to the one before it,
-                so a cumulative OTel counter's sum is what it counted, not a sum of its running totals),
-                rate (that increase per second of the bucket)
+                so a cumulative OTel counter's sum is what it counted, not a sum of its running totals;
+                of a Trifle key, its bucket value as Trifle reads it: the tracks added, an assert
+                replacing what came before it), rate (that sum per second of the bucket)
   distribution  avg, sum, min, max, count, p50, p90, p95, p99: exact over a Flux distribution's observations
                 (numpy's linear interpolation); over an OTel histogram the percentiles are
                 histogram_quantile and count is the increase of its observation count (its buckets hold no
@@ -57,7 +59,8 @@ _AUTO_INTERVALS = ((3600, "1m"), (6 * 3600, "5m"), (86400, "15m"), (7 * 86400, "
 _DEFAULT_RANGE_NS = 86400 * NS
 MAX_BUCKETS = 50_000  # a range over more buckets of the interval is refused (the answer would be huge)
 _TAG_PARAM = re.compile(r"^tags\[(.+)\]$")
-_TIME_MAX_NS = (1 << 63) - 2
+_INT64_MAX = (1 << 63) - 1
+_TIME_MAX_NS = _INT64_MAX - 1
 
 
 def tag_filter_key(param: str) -> str | None:
@@ -80,6 +83,8 @@ def flux_type(stored_type: str, monotonic: bool, temporality: int) -> str:
         return "distribution"
     if stored_type == sm.SET:
         return "set"
+    if stored_type == sm.TALLY:
+        return "counter"
     return "gauge"
 
 
@@ -181,6 +186,9 @@ def parse_query(name: str, params: dict, now_ns: int) -> FluxQuery:
     step = parse_interval(interval)
     if defaulted:
         start -= start % step
+    if end + 1 + step > _INT64_MAX:
+        # The last bucket must end at a time the store can hold (signed 64-bit nanoseconds, 2262).
+        raise _bad("interval", f"{interval} from this range reaches past 2262; use a shorter interval")
     if (end + 1 - start) // step > MAX_BUCKETS:
         raise _bad("interval", f"{interval} over this range makes more than {MAX_BUCKETS} buckets; "
                                "use a longer interval or a shorter range")
@@ -216,6 +224,10 @@ def engine_aggregation(aggregation: str, ftype: str, stored_type: str) -> Aggreg
     if aggregation not in AGGREGATIONS[ftype]:
         raise invalid(INVALID_AGGREGATION, f"aggregation: {aggregation} is not valid for a {ftype}; use "
                                            f"{', '.join(AGGREGATIONS[ftype])}")
+    if stored_type == sm.TALLY:
+        # Each path's bucket value (an assert replaces only its own path), then summed over the paths
+        # selected; `rate` divides it by the bucket's seconds (run_query).
+        return Aggregation("tally", across="sum")
     if ftype == "counter":
         return Aggregation("increase" if aggregation == "sum" else "rate")
     if ftype == "set":
@@ -263,11 +275,12 @@ def run_query(conn: sqlite3.Connection, cache: PointCache, project_id: int, q: F
         except QueryError as e:
             raise invalid(INVALID_AGGREGATION, f"aggregation: {e}") from None
         starts = result.bucket_starts
+        per_second = NS / q.step_ns if info.type == sm.TALLY and name == "rate" else 1
         for series in result.series:
             group = series.labels.get(q.group_by, "") if q.group_by is not None else ""
             table = rows.setdefault(group, {})
             for b, v in zip(series.buckets.tolist(), series.values.tolist()):
-                table.setdefault(int(starts[b]), {})[name] = _number(v)
+                table.setdefault(int(starts[b]), {})[name] = _number(v * per_second)
     one = len(aggregations) == 1
 
     def render(table: dict[int, dict[str, Any]]) -> list[dict]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from otelite.api.launchdarkly.patch import MAX_COMMENT, MAX_OPERATIONS
+from otelite.api.launchdarkly.patch import MAX_ADDED_VALUES, MAX_COMMENT, MAX_OPERATIONS
 from otelite.api.launchdarkly.request import (EXPAND_PATTERN, EXPERIMENT_STATUSES, FILTER_PATTERN, KEY_PATTERN,
                                               MAX_DESCRIPTION, MAX_FILTER, MAX_LIMIT, MAX_METRIC_KEY, MAX_METRICS,
                                               MAX_NAME, MAX_OFFSET, MAX_TAG, MAX_TAGS, SORT_PATTERN)
@@ -52,10 +52,14 @@ _COMMON_ERRORS = {
     "403": _error("The key lacks the scope (metrics:read to read, metric_groups:write to write)"),
     "404": _error("Unknown project, a project the key may not see, or no such metric group"),
     "405": _error("Method not allowed"),
+    "413": _error("Request body over the limit (api.max_request_body_size), refused from Content-Length"),
     "429": _error("Rate limited (Retry-After, X-Ratelimit-Reset)"),
 }
+_READ_ERRORS = {
+    "503": _error("The read ran past its time budget (api.query_timeout) or the server is busy; retry after "
+                  "Retry-After"),
+}
 _WRITE_ERRORS = {
-    "413": _error("Request body over the limit"),
     "415": _error("Unsupported Content-Encoding"),
     "503": _error("The store cannot take writes right now; retry after Retry-After"),
 }
@@ -162,7 +166,8 @@ OPENAPI_PATHS: dict[str, Any] = {
         "get": {"summary": "List metric groups (LaunchDarkly)", "operationId": "getMetricGroups",
                 "description": "Needs metrics:read." + _AUTH_NOTE, "security": _SECURITY,
                 "parameters": [_PROJECT, _VERSION, *_LIST_PARAMS],
-                "responses": {"200": _ok("A page of metric groups", METRIC_GROUP_COLLECTION_REP), **_COMMON_ERRORS}},
+                "responses": {"200": _ok("A page of metric groups", METRIC_GROUP_COLLECTION_REP), **_COMMON_ERRORS,
+                              **_READ_ERRORS}},
         "post": {"summary": "Create a metric group (LaunchDarkly)", "operationId": "createMetricGroup",
                  "description": "Needs metric_groups:write. Every metric key must name a metric stored in the "
                                 "project." + _AUTH_NOTE, "security": _SECURITY,
@@ -176,11 +181,12 @@ OPENAPI_PATHS: dict[str, Any] = {
         "get": {"summary": "Get a metric group (LaunchDarkly)", "operationId": "getMetricGroup",
                 "description": "Needs metrics:read." + _AUTH_NOTE, "security": _SECURITY,
                 "parameters": [_PROJECT, _GROUP, _VERSION, _EXPAND],
-                "responses": {"200": _ok("The metric group", METRIC_GROUP_REP), **_COMMON_ERRORS}},
+                "responses": {"200": _ok("The metric group", METRIC_GROUP_REP), **_COMMON_ERRORS, **_READ_ERRORS}},
         "patch": {"summary": "Patch a metric group with JSON Patch (LaunchDarkly)", "operationId": "patchMetricGroup",
                   "description": "Needs metric_groups:write. RFC 6902 on the representation (plus "
                                  "maintainerId); all or nothing; fields starting with _ and key are read-only; "
-                                 "a failed test of /_version is a 409." + _AUTH_NOTE, "security": _SECURITY,
+                                 "a failed test of /_version is a 409; the operations may add at most "
+                                 f"{MAX_ADDED_VALUES} values (copies included)." + _AUTH_NOTE, "security": _SECURITY,
                   "parameters": [_PROJECT, _GROUP, _VERSION],
                   "requestBody": {"required": True, "content": {"application/json": {"schema": PATCH_BODY}}},
                   "responses": {"200": _ok("The patched metric group", METRIC_GROUP_REP), **_COMMON_ERRORS,

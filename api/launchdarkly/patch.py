@@ -14,6 +14,7 @@ works on a copy, and nothing is stored unless every operation applied and the re
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Mapping
 
 import falcon
@@ -26,6 +27,10 @@ from otelite.api.launchdarkly.request import GroupFields, group_fields
 OPERATIONS = ("add", "remove", "replace", "move", "copy", "test")
 MAX_OPERATIONS = 100
 MAX_COMMENT = 4096
+# Values (objects, arrays and scalars, counted one each) a patch may add to a group, `copy` included. A
+# group at its limits (request.py) is about 1,500; without a bound, a patch of 30 `copy` operations that
+# each copy an array into itself would double the document 30 times on the writer's thread.
+MAX_ADDED_VALUES = 20_000
 _EDITABLE = ("name", "kind", "description", "tags", "metrics", "maintainer", "maintainerId")
 _MISSING = object()
 
@@ -82,12 +87,43 @@ def check_version_tests(ops: list[dict], version: int) -> None:
             return  # what follows tests a changed document; the immutability check answers that
 
 
+def _count_values(value: Any, limit: int) -> int:
+    """How many values `value` holds (itself included), counting no further than limit + 1."""
+    count, stack = 0, [value]
+    while stack and count <= limit:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
+
+
+def _added(document: Any, op: dict, limit: int) -> int:
+    """Values the operation will put into the document: its value, or for `copy` what it copies."""
+    if op["op"] in ("add", "replace"):
+        return _count_values(op["value"], limit)
+    if op["op"] == "copy":
+        return _count_values(jsonpointer.resolve_pointer(document, op["from"]), limit)
+    return 0  # test, remove and move add nothing
+
+
 def apply(document: dict, ops: list[dict]) -> Any:
-    """The patched copy of `document`. The library applies the operations one at a time (each on a copy),
-    only so that an error can name the operation that failed; nothing is kept unless all of them apply."""
+    """The patched copy of `document`. The library applies the operations one at a time to one copy, only
+    so that an error can name the operation that failed; nothing is kept unless all of them apply. What the
+    operations add is bounded (MAX_ADDED_VALUES), so the work a patch costs the writer is bounded too."""
+    # One copy, patched in place. The library copies each value it inserts (add, replace, copy), so the
+    # operations stay as sent and a write function that runs again (Writer.submit_write) applies the same.
+    document = copy.deepcopy(document)
+    budget = MAX_ADDED_VALUES
     for i, op in enumerate(ops):
         try:
-            document = jsonpatch.JsonPatch([op]).apply(document)
+            budget -= _added(document, op, budget)
+            if budget < 0:
+                raise bad_request(f"patch[{i}] ({op['op']} {op['path']!r}): the patch adds more than "
+                                  f"{MAX_ADDED_VALUES} values to the metric group", attr="patch")
+            document = jsonpatch.JsonPatch([op]).apply(document, in_place=True)
         except jsonpatch.JsonPatchTestFailed:
             raise bad_request(f"patch[{i}]: test failed: the value at {op['path']!r} is not the one given",
                               attr="patch") from None

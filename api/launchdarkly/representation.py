@@ -9,8 +9,9 @@ LaunchDarkly's metric fields from the catalog:
 - `kind`: always `custom` (a metric an application reports, not a page view or click).
 - `isNumeric`: true for every type whose readings are numbers; false for a Flux set, whose readings are
   members (LaunchDarkly: a non-numeric custom metric counts conversions, not values).
-- `unitAggregationType`: `sum` for sums (counters) and sets, whose per-unit figure is a total; `average`
-  for gauges, histograms, summaries and distributions, whose readings are averaged.
+- `unitAggregationType`: `sum` for sums (OTLP and Flux counters), Flux sets and Trifle tallies (a key's
+  tracked values add up per bucket), whose per-unit figure is a total; `average` for gauges, histograms,
+  summaries and distributions, whose readings are averaged.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from typing import Iterable, Mapping
 from urllib.parse import quote
 
 from otelite.collector.store.metric_groups import GroupMetric, MetricGroup, MetricSnapshot
-from otelite.collector.store.metrics import SET
+from otelite.collector.store.metrics import SET, TALLY
 
 JSON = "application/json"
-_SUMMED_TYPES = ("sum", SET)
+_SUMMED_TYPES = ("sum", SET, TALLY)
 
 
 def link(href: str) -> dict:

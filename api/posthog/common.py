@@ -48,7 +48,9 @@ def error_responses(scope: str) -> dict:
             "404": {"description": "no such project", **body},
             "413": {"description": "request body over the limit", **body},
             "415": {"description": "a body that is neither JSON nor a form", **body},
-            "429": {"description": "rate limited", **body}}
+            "429": {"description": "rate limited", **body},
+            "503": {"description": "over api.query_timeout, or every query worker busy; retry after Retry-After "
+                                   "seconds", **body}}
 
 
 def request_body(schema: dict, required: bool = True) -> dict:

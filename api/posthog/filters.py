@@ -83,7 +83,13 @@ def number(v: Any, path: str, op: str, attr: str) -> float | int:
             pass
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         raise bad_request(f"{path}: {op} needs a number, got {v!r}", attr=attr)
-    return v
+    return as_sql_number(v)
+
+
+def as_sql_number(v: int | float) -> int | float:
+    """An integer beyond 64 bits as a float: SQLite takes no larger integer, and compares a float with the
+    stored integers all the same (10**30 is above every duration either way)."""
+    return float(v) if isinstance(v, int) and not -2**63 <= v < 2**63 else v
 
 
 def numbers(op: str, values: list, path: str, attr: str, convert=None) -> tuple:
@@ -144,3 +150,25 @@ def check_fields(obj: dict, allowed: tuple[str, ...], path: str, attr: str) -> N
     for name in obj:
         if name not in allowed:
             raise bad_request(f"{path}: unknown field {name!r} (expected {', '.join(allowed)})", attr=attr)
+
+
+MAX_PICKER_KEYS = 1000  # keys one excluded_properties / properties parameter may name
+
+
+def key_list(value: str | None, field: str, *, json_list: bool) -> tuple[str, ...] | None:
+    """The keys a picker request names: `excluded_properties` (a JSON list, as PostHog's taxonomic filter
+    sends it with every page) or `properties` (keys separated by commas); None when not given."""
+    if value is None or value.strip() in ("", "null", "undefined"):
+        return None
+    if json_list:
+        try:
+            keys = json.loads(value)
+        except ValueError:
+            keys = None
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise bad_request(f"{field}: expected a JSON list of attribute keys, got {value[:100]!r}", attr=field)
+    else:
+        keys = [k.strip() for k in value.split(",") if k.strip()]
+    if len(keys) > MAX_PICKER_KEYS:
+        raise bad_request(f"{field}: at most {MAX_PICKER_KEYS} keys", attr=field)
+    return tuple(dict.fromkeys(keys))

@@ -7,6 +7,7 @@ Thin resources: decode the request (api/posthog/tracing_query.py), read through 
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -14,9 +15,10 @@ import falcon
 
 from otelite.api.auth import RoutePolicy
 from otelite.api.dialect import Dialect
+from otelite.api.errors import bad_request
 from otelite.api.posthog import tracing_query as tq
-from otelite.api.posthog.common import (DATE_SCHEMA, ERRORS, FILTER_VALUE_SCHEMA, OPERATORS_SCHEMA, PREFIXES, error_responses,
-                                         request_body)
+from otelite.api.posthog.common import (DATE_SCHEMA, ERROR_SCHEMA, ERRORS, FILTER_VALUE_SCHEMA, OPERATORS_SCHEMA,
+                                         PREFIXES, error_responses, request_body)
 from otelite.api.posthog.request_body import read_posthog_body
 from otelite.collector.store import tracing as st
 
@@ -140,6 +142,7 @@ class ServiceNamesResource:
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str) -> None:
         project = req.context.project
+        tq.check_params(req.params, tq.SERVICE_NAMES_PARAMS)
         start, end = tq.parse_date_range(req.get_param("dateRange"), now_ns=time.time_ns(),
                                          timezone=project.timezone, default_from="-1h")
         names = await self._store.read(st.service_names, project.id, start or 0, end, req.get_param("search"),
@@ -147,10 +150,14 @@ class ServiceNamesResource:
         resp.media = {"results": [{"name": n} for n in names]}
 
 
-def _page(req: falcon.asgi.Request) -> tuple[int, int]:
-    return (tq.parse_int(req.get_param("limit"), field="limit", default=tq.DEFAULT_LIMIT, minimum=1,
-                         maximum=tq.MAX_LIMIT),
-            tq.parse_int(req.get_param("offset"), field="offset", default=0))
+def _params(req: falcon.asgi.Request) -> dict[str, str]:
+    """The query string, one text per name (a repeated name → 400: which one would count?)."""
+    out = {}
+    for name, value in req.params.items():
+        if isinstance(value, list):
+            raise bad_request(f"{name}: given more than once", attr=name)
+        out[name] = value
+    return out
 
 
 class AttributesResource:
@@ -160,11 +167,11 @@ class AttributesResource:
         self._store = store
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str) -> None:
-        kind = tq.parse_attribute_type(req.get_param("attribute_type"))
-        limit, offset = _page(req)
-        keys, total = await self._store.read(st.attribute_keys, req.context.project.id, kind,
-                                             req.get_param("search"), limit, offset)
-        filter_type = tq.PROPERTY_FILTER_TYPE[kind]
+        project = req.context.project
+        q = tq.parse_picker(_params(req), values=False, now_ns=time.time_ns(), timezone=project.timezone)
+        read = functools.partial(st.attribute_keys, window=q.window, exclude=q.exclude, only=q.only)
+        keys, total = await self._store.read(read, project.id, q.kind, q.search, q.limit, q.offset)
+        filter_type = tq.PROPERTY_FILTER_TYPE[q.kind]
         resp.media = {"results": [{"name": k, "propertyFilterType": filter_type, "matchedOn": "key"} for k in keys],
                       "count": total}
 
@@ -176,16 +183,15 @@ class ValuesResource:
         self._store = store
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str) -> None:
-        key = req.get_param("key")
-        if not key:
+        if not req.get_param("key"):
             # posthog-tracing.md: exactly this body, as PostHog's view returns it (not the DRF error shape).
             resp.status = falcon.HTTP_400
             resp.media = {"error": "key is required"}
             return
-        kind = tq.parse_attribute_type(req.get_param("attribute_type"))
-        limit, offset = _page(req)
-        values = await self._store.read(st.attribute_values, req.context.project.id, kind, key,
-                                        req.get_param("value"), limit, offset)
+        project = req.context.project
+        q = tq.parse_picker(_params(req), values=True, now_ns=time.time_ns(), timezone=project.timezone)
+        read = functools.partial(st.attribute_values, window=q.window)
+        values = await self._store.read(read, project.id, q.kind, q.key, q.search, q.limit, q.offset)
         resp.media = {"results": [{"id": v, "name": v} for v in values]}
 
 
@@ -195,18 +201,11 @@ def _param(name: str, where: str = "query", kind: str = "string", required: bool
     return {"name": name, "in": where, "required": required, "schema": {"type": kind, **extra}}
 
 
-_ERRORS = {"400": {"description": "invalid input; `detail` names the field"},
-           "401": {"description": "no or invalid key"}, "403": {"description": "the key lacks tracing:read"},
-           "404": {"description": "no such project"}, "429": {"description": "rate limited"}}
-_PROJECT = _param("project_id", "path", required=True)
-_QUERY_BODY = {"required": False, "content": {"application/json": {"schema": {
-    "type": "object", "properties": {"query": {"type": "object", "description":
-        "dateRange, serviceNames, statusCodes, traceId, rootSpans, filterGroup, orderBy, orderDirection, "
-        "limit (≤ 1000), offset, after, prefetchSpans (1-100), flatSpans, excludeAttributes; spans carry "
-        "matched_filter"}}}}}}
+_PROJECT = {**_param("project_id", "path", required=True), "description": "project id or key"}
 _DATE_RANGE = {"type": "object", "additionalProperties": False, "properties": {
     "date_from": {"anyOf": [DATE_SCHEMA, {"type": "null"}, {"const": "all"}]},
-    "date_to": {"anyOf": [DATE_SCHEMA, {"type": "null"}]}}}
+    "date_to": {"anyOf": [DATE_SCHEMA, {"type": "null"}]},
+    "explicitDate": {"type": ["boolean", "null"], "description": "accepted; otelite never rounds the dates"}}}
 _SPAN_FILTER = {"type": "object", "required": ["key", "type"], "additionalProperties": False, "properties": {
     "key": {"type": "string", "minLength": 1}, "label": {"type": ["string", "null"]},
     "type": {"type": "string", "enum": list(tq.FILTER_TYPES)}, "operator": OPERATORS_SCHEMA,
@@ -262,6 +261,68 @@ def _json_response(schema: dict, description: str) -> dict:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+# Every field the span list (and the sparkline, which checks and ignores the list-only ones) reads:
+# tracing_query.QUERY_FIELDS.
+_SPAN_LIST = {**{k: v for k, v in _SELECTION.items() if k != "compareFilter"},
+              "limit": {"type": "integer", "minimum": 1, "maximum": tq.MAX_LIMIT},
+              "offset": {"type": "integer", "minimum": 0},
+              "after": {"type": "string", "description": "nextCursor of the previous page (timestamp order)"},
+              "orderBy": {"type": "string", "enum": ["timestamp", "duration", "latest", "earliest"]},
+              "orderDirection": {"type": "string", "enum": ["DESC", "ASC", "desc", "asc"]},
+              "prefetchSpans": {"type": "integer", "minimum": 1, "description": "spans per listed trace (≤ 100)"},
+              "flatSpans": {"type": "boolean"}, "excludeAttributes": {"type": "boolean"}}
+# The trace view's body has its fields at the top level (tracing_query.TRACE_FIELDS).
+_TRACE_BODY = {"type": "object", "additionalProperties": False, "properties": {
+    **{k: _nullable(_SELECTION[k]) for k in tq.TRACE_FIELDS if k != "offset"},
+    "offset": _nullable({"type": "integer", "minimum": 0}),
+    **{name: {"description": "schema bookkeeping PostHog's clients send; no effect"} for name in tq.INERT_FIELDS}}}
+_STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+_SPAN = {"type": "object", "required": [
+    "uuid", "trace_id", "span_id", "parent_span_id", "name", "kind", "service_name", "status_code",
+    "status_message", "timestamp", "end_time", "duration_nano", "is_root_span", "attributes",
+    "resource_attributes", "events", "links"], "properties": {
+    "uuid": {"type": "string", "format": "uuid"}, "trace_id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+    "span_id": {"type": "string", "pattern": "^[0-9a-f]{16}$"}, "parent_span_id": {"type": "string"},
+    "name": {"type": "string"}, "kind": {"type": "integer"}, "service_name": {"type": "string"},
+    "status_code": {"type": "integer"}, "status_message": {"type": "string"},
+    "timestamp": {"type": "string", "description": "ISO 8601 UTC, microseconds"}, "end_time": {"type": "string"},
+    "duration_nano": {"type": "integer"}, "is_root_span": {"type": "boolean"}, "trace_start": {"type": "string"},
+    "trace_duration": {"type": "integer", "description": "nanoseconds"},
+    "matched_filter": {"type": "integer", "enum": [0, 1], "description": "span query only"},
+    "self_time_nano": {"type": "integer", "description": "trace view only"},
+    "attributes": _STRING_MAP, "resource_attributes": _STRING_MAP,
+    "events": {"type": "array", "items": {"type": "object", "required": ["name", "timestamp", "attributes"],
+                                          "properties": {"name": {"type": "string"}, "timestamp": {"type": "string"},
+                                                         "attributes": _STRING_MAP}}},
+    "links": {"type": "array", "items": {"type": "object", "required": [
+        "trace_id", "span_id", "trace_state", "flags", "attributes"], "properties": {
+        "trace_id": {"type": "string"}, "span_id": {"type": "string"}, "trace_state": {"type": "string"},
+        "flags": {"type": "integer"}, "attributes": _STRING_MAP}}}}}
+_SPAN_PAGE = {"type": "object", "required": ["results", "hasMore", "nextCursor"], "properties": {
+    "results": {"type": "array", "items": _SPAN}, "hasMore": {"type": "boolean"},
+    "nextCursor": {"type": ["string", "null"]}}}
+_TRACE_PAGE = {"type": "object", "required": ["results", "hasMore", "nextOffset"], "properties": {
+    "results": {"type": "array", "items": _SPAN}, "hasMore": {"type": "boolean"},
+    "nextOffset": {"type": ["integer", "null"]}}}
+_SPARKLINE = {"type": "object", "required": ["results"], "properties": {"results": {"type": "array", "items": {
+    "type": "object", "required": ["time", "service", "count"], "properties": {
+        "time": {"type": "string"}, "service": {"type": "string"}, "count": {"type": "integer"}}}}}}
+_NAMES = {"type": "object", "required": ["results"], "properties": {"results": {"type": "array", "items": {
+    "type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}}}}
+_ATTRIBUTE_KEYS = {"type": "object", "required": ["results", "count"], "properties": {
+    "results": {"type": "array", "items": {"type": "object", "required": ["name", "propertyFilterType", "matchedOn"],
+                                           "properties": {"name": {"type": "string"}, "propertyFilterType": {
+                                               "enum": sorted(tq.PROPERTY_FILTER_TYPE.values())},
+                                               "matchedOn": {"const": "key"}}}},
+    "count": {"type": "integer"}}}
+_ATTRIBUTE_VALUES = {"type": "object", "required": ["results"], "properties": {"results": {"type": "array", "items": {
+    "type": "object", "required": ["id", "name"], "properties": {"id": {"type": "string"},
+                                                               "name": {"type": "string"}}}}}}
+_KEY_REQUIRED = {"type": "object", "required": ["error"], "properties": {"error": {"const": "key is required"}}}
+_ATTRIBUTE_TYPE = _param("attribute_type", enum=sorted(tq.ATTRIBUTE_TYPES))
+_PAGE = [_param("limit", kind="integer", minimum=1, maximum=tq.MAX_LIMIT),
+         _param("offset", kind="integer", minimum=0)]
+
 _OPERATIONS = {
     "/aggregate": {"post": {
         "summary": "Duration statistics per (service, span name) of the matching spans, by total duration",
@@ -286,33 +347,42 @@ _OPERATIONS = {
                 "results": {"type": "array", "items": _TREE_ROW},
                 "compare": {"type": ["array", "null"], "items": _TREE_ROW}}},
             "edges by total duration (at most 5000)"), **error_responses("tracing:read")}}},
-    "/query": {"post": {"summary": "Query spans (keyset cursor for timestamp order, offset for duration)",
-                        "parameters": [_PROJECT], "requestBody": _QUERY_BODY,
-                        "responses": {"200": {"description": '{"results": [span], "hasMore", "nextCursor"}'},
-                                      **_ERRORS}}},
+    "/query": {"post": {
+        "summary": "Query spans (keyset cursor for timestamp order, offset for duration)",
+        "parameters": [_PROJECT], "requestBody": request_body(_query_schema(_SPAN_LIST), required=False),
+        "responses": {"200": _json_response(_SPAN_PAGE, "a page of spans; with prefetchSpans, spans of their "
+                                                        "traces too (matched_filter 0)"),
+                      **error_responses("tracing:read")}}},
     "/trace/{trace_id}": {"post": {
         "summary": "All spans of a trace in start order, with self_time_nano, pages of 2000",
         "parameters": [_PROJECT, _param("trace_id", "path", required=True, pattern="^[0-9a-fA-F]{32}$")],
-        "requestBody": {"required": False, "content": {"application/json": {"schema": {"type": "object"}}}},
-        "responses": {"200": {"description": '{"results": [span], "hasMore", "nextOffset"}'}, **_ERRORS}}},
-    "/sparkline": {"post": {"summary": "Span counts per time bucket and service (zero-filled)",
-                            "parameters": [_PROJECT], "requestBody": _QUERY_BODY,
-                            "responses": {"200": {"description": '{"results": [{"time", "service", "count"}]}'},
-                                          **_ERRORS}}},
-    "/service-names": {"get": {"summary": "Service names seen in the date range",
-                               "parameters": [_PROJECT, _param("dateRange"), _param("search")],
-                               "responses": {"200": {"description": '{"results": [{"name"}]}'}, **_ERRORS}}},
-    "/attributes": {"get": {"summary": "Attribute keys by frequency",
-                            "parameters": [_PROJECT, _param("attribute_type", enum=["span", "resource"]),
-                                           _param("search"), _param("limit", kind="integer"),
-                                           _param("offset", kind="integer")],
-                            "responses": {"200": {"description": '{"results": [{"name", "propertyFilterType", '
-                                                                 '"matchedOn"}], "count"}'}, **_ERRORS}}},
-    "/values": {"get": {"summary": "Values of an attribute by frequency",
-                        "parameters": [_PROJECT, _param("key", required=True),
-                                       _param("attribute_type", enum=["span", "resource"]), _param("value"),
-                                       _param("limit", kind="integer"), _param("offset", kind="integer")],
-                        "responses": {"200": {"description": '{"results": [{"id", "name"}]}'}, **_ERRORS}}},
+        "requestBody": request_body(_TRACE_BODY, required=False),
+        "responses": {"200": _json_response(_TRACE_PAGE, "a page of the trace's spans"),
+                      **error_responses("tracing:read")}}},
+    "/sparkline": {"post": {
+        "summary": "Span counts per time bucket and service (zero-filled)", "parameters": [_PROJECT],
+        "requestBody": request_body(_query_schema(_SPAN_LIST), required=False),
+        "responses": {"200": _json_response(_SPARKLINE, "every bucket of the window, the top 10 services of each"),
+                      **error_responses("tracing:read")}}},
+    "/service-names": {"get": {
+        "summary": "Service names seen in the date range",
+        "parameters": [_PROJECT, {**_param("dateRange"), "description": 'the dateRange object as JSON text, e.g. '
+                                                                         '{"date_from": "-1h"} (default: the last hour)'},
+                       _param("search")],
+        "responses": {"200": _json_response(_NAMES, "names"), **error_responses("tracing:read")}}},
+    "/attributes": {"get": {
+        "summary": "Attribute keys by frequency",
+        "parameters": [_PROJECT, _ATTRIBUTE_TYPE, _param("search"), *_PAGE, _param("dateRange"),
+                       _param("excluded_properties"), _param("properties")],
+        "responses": {"200": _json_response(_ATTRIBUTE_KEYS, "keys"), **error_responses("tracing:read")}}},
+    "/values": {"get": {
+        "summary": "Values of an attribute by frequency",
+        "parameters": [_PROJECT, _param("key", required=True), _ATTRIBUTE_TYPE, _param("value"), *_PAGE,
+                       _param("dateRange")],
+        "responses": {"200": _json_response(_ATTRIBUTE_VALUES, "values"), **error_responses("tracing:read"),
+                      # posthog-tracing.md: without `key`, PostHog's view answers {"error": "key is required"}
+                      "400": _json_response({"anyOf": [ERROR_SCHEMA, _KEY_REQUIRED]},
+                                            "invalid input, or no `key`")}}},
 }
 OPENAPI_PATHS = {f"{prefix}{BASE}{suffix}": ops for prefix in PREFIXES for suffix, ops in _OPERATIONS.items()}
 

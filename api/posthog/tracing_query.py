@@ -59,6 +59,7 @@ STATUS_NAMES = {"unset": (0,), "ok": (0, 1), "error": (2,)}  # "OK" means not an
 FILTER_TYPES = {"span": "span", "span_attribute": "attribute", "span_resource_attribute": "resource"}
 FILTER_FIELDS = ("key", "type", "operator", "value", "label")  # `label` is the UI's display name
 GROUP_FIELDS = ("type", "values")
+DATE_RANGE_FIELDS = ("date_from", "date_to", "explicitDate")
 ATTRIBUTE_TYPES = {"span": "span", "span_attribute": "span", "resource": "resource",
                    "span_resource_attribute": "resource"}
 PROPERTY_FILTER_TYPE = {"span": "span_attribute", "resource": "span_resource_attribute"}
@@ -119,6 +120,10 @@ def parse_date_range(value: Any, *, now_ns: int, timezone: str, default_from: st
     if not isinstance(value, dict):
         raise bad_request(f"{field}: expected an object like {{\"date_from\": \"-1h\", \"date_to\": null}}",
                           attr=field)
+    # PostHog's DateRange (extra fields forbidden). explicitDate asks for the dates verbatim, without
+    # rounding to an interval: what otelite always does, so either value gives the same answer.
+    filters.check_fields(value, DATE_RANGE_FIELDS, field, field)
+    _bool(value.get("explicitDate"), field=f"{field}.explicitDate", default=False)
     raw_from, raw_to = value.get("date_from"), value.get("date_to")
     raw_from = default_from if raw_from in (None, "") else raw_from
     if raw_from is None and raw_to in (None, ""):
@@ -195,6 +200,54 @@ def parse_attribute_type(value: Any, *, field: str = "attribute_type") -> str:
     if kind is None:
         raise bad_request(f"{field}: expected span or resource, got {value!r}", attr=field)
     return kind
+
+
+# --- the pickers: GET service-names, attributes, values ------------------------------------------------------
+
+# Query parameters each picker reads (posthog-tracing.md; PostHog's SpansViewSet), and those PostHog's own
+# filter bar sends along with every picker request that PostHog's views read none of: `search_values`,
+# `filterGroup`, `serviceNames` (its TracingFilterBar's endpointFilters). Anything else → 400 naming it.
+SERVICE_NAMES_PARAMS = ("dateRange", "search")
+ATTRIBUTES_PARAMS = ("attribute_type", "search", "limit", "offset", "dateRange", "excluded_properties",
+                     "properties")
+VALUES_PARAMS = ("key", "attribute_type", "value", "limit", "offset", "dateRange")
+PICKER_INERT_PARAMS = ("search_values", "filterGroup", "serviceNames")
+
+
+@dataclass(frozen=True, slots=True)
+class PickerQuery:
+    kind: str  # span | resource
+    search: str | None
+    limit: int
+    offset: int
+    window: tuple[int, int] | None  # [start_ns, end_ns], None: every retained span
+    exclude: tuple[str, ...] = ()
+    only: tuple[str, ...] | None = None
+    key: str | None = None  # values only
+
+
+def check_params(names, allowed: tuple[str, ...]) -> None:
+    """400 naming the first query parameter that is neither read nor one of PostHog's inert ones."""
+    for name in names:
+        if name not in allowed and name not in PICKER_INERT_PARAMS:
+            raise bad_request(f"unknown query parameter {name!r} (expected {', '.join(allowed)})", attr=name)
+
+
+def parse_picker(params: dict[str, str], *, values: bool, now_ns: int, timezone: str) -> PickerQuery:
+    """GET attributes (`values=False`) or values: query parameters → PickerQuery. `dateRange` (JSON, as
+    PostHog's front end sends it) narrows to the hours it overlaps (the rollup is hourly); without it
+    every retained span (posthog-tracing.md)."""
+    check_params(params, VALUES_PARAMS if values else ATTRIBUTES_PARAMS)
+    kind = parse_attribute_type(params.get("attribute_type"))
+    limit = parse_int(params.get("limit"), field="limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
+    offset = parse_int(params.get("offset"), field="offset", default=0)
+    start, end = parse_date_range(params.get("dateRange"), now_ns=now_ns, timezone=timezone, default_from=None)
+    window = None if start is None and end is None else (times.MIN_NS if start is None else start, end)
+    if values:
+        return PickerQuery(kind, params.get("value") or None, limit, offset, window, key=params.get("key"))
+    exclude = filters.key_list(params.get("excluded_properties"), "excluded_properties", json_list=True) or ()
+    only = filters.key_list(params.get("properties"), "properties", json_list=False)
+    return PickerQuery(kind, params.get("search") or None, limit, offset, window, exclude, only)
 
 
 # --- filters ----------------------------------------------------------------------------------------------
@@ -295,7 +348,7 @@ def _span_values(key: str, op: str, raw: Any, path: str) -> tuple | None:
 
 def _duration_ns(v: Any, path: str, op: str, attr: str) -> int | float:
     ns = filters.number(v, path, op, attr) * 1_000_000
-    return int(ns) if float(ns).is_integer() else ns
+    return filters.as_sql_number(int(ns)) if float(ns).is_integer() else ns
 
 
 def _kind(v: Any, path: str, op: str, attr: str) -> int | float:
@@ -398,7 +451,10 @@ def parse_span_query(body: dict, project_id: int, timezone: str, now_ns: int) ->
     order = parse_order(q)
     limit = parse_int(q.get("limit"), field="limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_LIMIT)
     offset = parse_int(q.get("offset"), field="offset", default=0)
-    after = decode_cursor(q.get("after")) if order.by == "timestamp" else None
+    after = decode_cursor(q.get("after"))
+    if after is not None and order.by != "timestamp":
+        # A cursor is a (timestamp, span_id) position; duration order pages with offset (nextCursor is null).
+        raise bad_request("after: a cursor pages timestamp order; duration order pages with offset", attr="after")
     exclude = _bool(q.get("excludeAttributes"), field="excludeAttributes", default=False)
     return SpanListQuery(selection, order, limit, offset, after, prefetch, exclude)
 

@@ -40,6 +40,10 @@ _COMMON_ERRORS = {
     "403": _error('`{"errors": {"detail": "Forbidden"}}`: the key lacks the scope'),
     "429": _error("Rate limited", retry=True),
 }
+# Reads run under the query budget (collector/store/budget.py): past api.query_timeout, or with every
+# query worker busy, the answer is a 503 with Retry-After.
+_READ_BUDGET = {"503": _error("The read took longer than api.query_timeout, or the query workers are busy: "
+                              "retry after Retry-After seconds", retry=True)}
 _BODY_ERRORS = {
     "413": _error("The body is over the limit (after decompression)"),
     "415": _error("Unsupported Content-Encoding"),
@@ -150,7 +154,7 @@ _METRICS = {
                 "schema": {"type": "object", "required": ["data"], "properties": {"data": {
                     "type": "object", "required": ["at", "values"],
                     "properties": {"at": _STRINGS, "values": {"type": "array", "items": {"type": "object"}}}}}}}}},
-            **_COMMON_ERRORS},
+            **_COMMON_ERRORS, **_READ_BUDGET},
     },
     "post": {
         "summary": "Trifle: track (add) or assert (set) a key's values at a time",
@@ -178,7 +182,7 @@ _QUERY = {
             "200": {"description": "The query's result", "content": {"application/json": {"schema": _QUERY_RESULT}}},
             **_COMMON_ERRORS, **_BODY_ERRORS,
             "422": _error("Trifle's checks: aggregator, slices, wildcard, unknown path, no data",
-                          _UNPROCESSABLE)},
+                          _UNPROCESSABLE), **_READ_BUDGET},
     },
 }
 

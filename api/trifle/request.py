@@ -19,7 +19,7 @@ from otelite.api.errors import bad_request
 from otelite.api.trifle.errors import unprocessable
 from otelite.api.trifle.values import ValuesError, check_text, flatten
 from otelite.collector.query.grid import CalendarGrid
-from otelite.collector.times import UTC, parse_iso
+from otelite.collector.times import UTC, TimeError, check_range, parse_iso
 
 SYSTEM_KEY = "__system__key__"  # Trifle's system key: every write counted per key (trifle.md)
 UNTRACKED = "__untracked__"  # what the system key counts an `untracked` write as
@@ -123,7 +123,10 @@ def parse_instant(value: Any, field: str) -> int:
         raise bad_request(f"{field} is not an ISO 8601 time: {text!r}", attr=field)
     if parse_iso(text, _OTHER_ZONE) != ns:  # the zone it is read in changed it: no offset was given
         raise bad_request(f"{field} needs an offset (Z or ±hh:mm): {text!r}", attr=field)
-    return ns
+    try:
+        return check_range(ns, text)  # a point's time is a 64-bit nanosecond count in the store
+    except TimeError as e:
+        raise bad_request(f"{field}: {e}", attr=field) from None
 
 
 def parse_granularity(value: Any) -> Granularity:

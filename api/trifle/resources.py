@@ -72,19 +72,26 @@ def _too_many(granularity: str) -> ApiError:
                        f"granularity or a shorter range", attr="granularity")
 
 
-async def _fetch(store: "Store", project: Project, request: SeriesRequest) -> tuple[BucketTable, list[str]]:
-    """The request's buckets in the project's zone, and their starts as text in that zone."""
+def _buckets(conn, cache, project: Project, request: SeriesRequest) -> tuple[BucketTable, list[str]]:
+    """The request's buckets in the project's zone, and their starts as text in that zone. Runs in a read
+    (store.read): with up to MAX_BUCKETS buckets, the texts and the rendering below take seconds, which on
+    the event loop would stall /healthz and OTLP acknowledgements (issue 10)."""
     tz = zone(project.timezone)
-    grid = request.granularity.grid(tz)
     try:
-        table = await store.read(fetch, store.point_cache, project.id, request.key, request.from_ns,
-                                 request.to_ns, grid)
+        table = fetch(conn, cache, project.id, request.key, request.from_ns, request.to_ns,
+                      request.granularity.grid(tz))
     except TooManyBuckets:
         raise _too_many(request.granularity.text) from None
     except GridRangeError:
         raise bad_request(f"granularity {request.granularity.text} reaches beyond the years a date can hold",
                           attr="granularity") from None
     return table, iso_many(table.starts, tz)
+
+
+def _series(conn, cache, project: Project, request: SeriesRequest) -> dict:
+    table, ats = _buckets(conn, cache, project, request)
+    return {"data": {"at": ats, "values": [unflatten({p: _json_number(v) for p, v in m.items()})
+                                           for m in table.bucket_maps()]}}
 
 
 class MetricsResource:
@@ -98,10 +105,7 @@ class MetricsResource:
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         project = source_project(req, self._keys)
         request = parse_series_params(req.params)
-        table, ats = await _fetch(self._store, project, request)
-        maps = table.bucket_maps()
-        resp.media = {"data": {"at": ats,
-                               "values": [unflatten({p: _json_number(v) for p, v in m.items()}) for m in maps]}}
+        resp.media = await self._store.read(_series, self._store.point_cache, project, request)
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         project = source_project(req, self._keys)
@@ -134,16 +138,21 @@ class QueryResource:
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         project = source_project(req, self._keys)
         request = parse_query(await read_json(req, empty={}))
-        table, ats = await _fetch(self._store, project, request)
-        available = table.available_paths()
-        payload: dict[str, Any] = {
-            "status": "ok", "metric_key": request.key, "value_path": request.value_path, "slices": request.slices,
-            "timeframe": {"from": iso(request.from_ns, UTC), "to": iso(request.to_ns, UTC), "label": "custom",
-                          "granularity": request.granularity.text},
-            "available_paths": available}
-        mode = {"aggregate": _aggregate, "timeline": _timeline, "category": _category}[request.mode]
-        payload.update(mode(request, table, available, ats))
-        resp.media = {"data": payload}
+        resp.media = await self._store.read(_query, self._store.point_cache, project, request)
+
+
+def _query(conn, cache, project: Project, request: QueryRequest) -> dict:
+    """The query's answer, formatted in the read too (_buckets)."""
+    table, ats = _buckets(conn, cache, project, request)
+    available = table.available_paths()
+    payload: dict[str, Any] = {
+        "status": "ok", "metric_key": request.key, "value_path": request.value_path, "slices": request.slices,
+        "timeframe": {"from": iso(request.from_ns, UTC), "to": iso(request.to_ns, UTC), "label": "custom",
+                      "granularity": request.granularity.text},
+        "available_paths": available}
+    mode = {"aggregate": _aggregate, "timeline": _timeline, "category": _category}[request.mode]
+    payload.update(mode(request, table, available, ats))
+    return {"data": payload}
 
 
 def _unknown_path(path: str, available: list[str]) -> ApiError:

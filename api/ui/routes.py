@@ -99,7 +99,8 @@ class RootRedirectResource:
 OPENAPI_PATHS = {
     **WHOAMI_PATHS,
     "/ui/": {"get": {"summary": "The web UI (any /ui/... path serves it; /ui/traces/{trace_id} opens a trace)",
-                     "security": [], "responses": {"200": {"description": "text/html"}}}},
+                     "security": [], "responses": {"200": {"description": "the app's page", "content": {
+                         "text/html": {"schema": {"type": "string"}}}}}}},
 }
 
 

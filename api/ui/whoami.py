@@ -16,6 +16,7 @@ import falcon
 
 from otelite.api.auth import ANY_SCOPE, RoutePolicy
 from otelite.api.errors import GENERIC
+from otelite.api.openapi import generic_errors
 
 PATH = "/api/whoami"
 
@@ -38,13 +39,22 @@ def _project(project) -> dict:
     return {"id": project.id, "key": project.key, "name": project.name, "timezone": project.timezone}
 
 
+_WHOAMI = {"type": "object", "required": ["auth", "project", "scopes", "key"], "properties": {
+    "auth": {"enum": ["required", "none"]},
+    "project": {"type": "object", "required": ["id", "key", "name", "timezone"], "properties": {
+        "id": {"type": "integer"}, "key": {"type": "string"}, "name": {"type": "string"},
+        "timezone": {"type": "string"}}},
+    "scopes": {"type": "array", "items": {"type": "string"}},
+    "key": {"anyOf": [{"type": "null"}, {"type": "object", "required": ["id", "name", "display"], "properties": {
+        "id": {"type": "integer"}, "name": {"type": "string"}, "display": {"type": "string"}}}]}}}
 OPENAPI_PATHS = {PATH: {"get": {
     "summary": "The caller's project and scopes, and whether auth is on (auth: required | none)",
     "description": "Needs a valid key of any scope (none with auth mode none). The web UI calls it to "
                    "learn whether to ask for a key and which project to query.",
     "responses": {
-        "200": {"description": '{"auth": "required"|"none", "project": {"id", "key", "name", "timezone"}, '
-                               '"scopes": [str], "key": {"id", "name", "display"} | null}'},
-        "401": {"description": "no key, or an invalid or revoked one"},
-        "404": {"description": "auth mode none: the project named by X-Otelite-Project does not exist"}},
+        "200": {"description": "the caller", "content": {"application/json": {"schema": _WHOAMI}}},
+        **generic_errors({"401": "no key, or an invalid or revoked one",
+                          "403": "auth mode none: X-Otelite-Project from a peer that is not loopback",
+                          "404": "auth mode none: the project named by X-Otelite-Project does not exist",
+                          "429": "rate limited"})},
 }}}

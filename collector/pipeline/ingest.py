@@ -68,8 +68,9 @@ class Ingest:
                                  transport: str = "http") -> ExportResult:
         """Metric rows a REST dialect built itself (Flux, Trifle's track/assert): the same hand-off and the
         same acknowledgement after commit as OTLP. The batch carries no OTLP request
-        (`TelemetryBatch.request()` is None; forwarders read the store). `receiver` names the dialect in the
-        self-metrics. Raises StoreFull, StoreUnavailable."""
+        (`TelemetryBatch.request()` is None): the sqlite exporter queues its rows for the forwarders in
+        the same commit (export_log.encode_rows). `receiver` names the dialect in the self-metrics.
+        Raises StoreFull, StoreUnavailable."""
         t = self._telemetry
         return await self._consume(TelemetryBatch("metrics", project_id, None, rows), len(rows.points),
                                    transport, t.accepted_points, t.refused_points, receiver)

@@ -23,7 +23,7 @@ from otelite.collector.query.model import (DISTRIBUTION_TYPES, MIN_LOOKBACK_NS, 
                                            SeriesResult, TooManyBuckets, UnsupportedAggregation)
 from otelite.collector.query.reduce import Cells, bucket_of, combine, series_cells
 from otelite.collector.store import budget
-from otelite.collector.store.metrics import SeriesSet, label_values, select_series
+from otelite.collector.store.metrics import SeriesLabels, SeriesSet, read_series_labels, select_series
 from otelite.collector.store.points import PointCache, Points, ReadTransaction
 
 
@@ -93,7 +93,10 @@ def prepare(conn: sqlite3.Connection, cache: PointCache, query: Query, *, keep_p
     prepared = Prepared(query, series, edges, cells)
     if keep_points:
         inside = pts.valid & (b >= 0)
-        prepared.point_times, prepared.point_sidx = pts.time[inside], sidx[inside]
+        if inside.all():
+            prepared.point_times, prepared.point_sidx = pts.time, sidx
+        else:
+            prepared.point_times, prepared.point_sidx = pts.time[inside], sidx[inside]
     return prepared
 
 
@@ -118,17 +121,17 @@ def _selected(pts: Points, series: SeriesSet) -> tuple[Points, np.ndarray]:
 
 
 def group_index(conn: sqlite3.Connection, series: SeriesSet, keys: tuple[GroupKey, ...] | list,
-                limit: int | None = None) -> tuple[np.ndarray, list[dict[str, str]]]:
+                limit: int | None = None, labels_read: SeriesLabels | None = None
+                ) -> tuple[np.ndarray, list[dict[str, str]]]:
     """The group of each series for group-by keys and each group's labels (a series without a key has
-    the label ""). `limit` keeps the groups with the most series (ties by labels); the others get -1."""
+    the label ""). `limit` keeps the groups with the most series (ties by labels); the others get -1.
+    `labels_read`: the series' labels when the caller has read them already (holding these keys)."""
     if not keys:
         return np.zeros(len(series), np.int64), [{}]
     keys = [GroupKey(*k) for k in keys]
-    columns = [[v if v is not None else "" for v in label_values(conn, series, k.key, k.scope)] for k in keys]
-    combos = list(zip(*columns))
-    index: dict[tuple, int] = {}
-    group = np.fromiter((index.setdefault(c, len(index)) for c in combos), np.int64, len(combos))
-    labels = [dict(zip((k.key for k in keys), c)) for c in index]
+    if labels_read is None:
+        labels_read = read_series_labels(conn, series, [k.key for k in keys])
+    group, labels = combine_codes([labels_read.codes(k.key, k.scope) for k in keys], [k.key for k in keys])
     if limit is not None and len(labels) > limit:
         sizes = np.bincount(group, minlength=len(labels))
         order = sorted(range(len(labels)), key=lambda i: (-sizes[i], tuple(labels[i].values())))[:limit]
@@ -137,6 +140,32 @@ def group_index(conn: sqlite3.Connection, series: SeriesSet, keys: tuple[GroupKe
         group = remap[group]
         labels = [labels[i] for i in order]
     return group, labels
+
+
+def combine_codes(coded: list[tuple[np.ndarray, list[str]]], names: list[str]
+                  ) -> tuple[np.ndarray, list[dict[str, str]]]:
+    """Series grouped by their labels of several keys (`names`), each key given as codes into its
+    values (-1: the series lacks the key, which reads as "", like a literal ""): the group of each
+    series, numbered in order of first appearance, and each group's labels."""
+    n = coded[0][0].size
+    columns, texts = [], []
+    combo = np.zeros(n, np.int64)
+    for codes, values in coded:
+        values = list(values)
+        if "" not in values:
+            values.append("")
+        codes = np.where(codes >= 0, codes, values.index(""))
+        columns.append(codes)
+        texts.append(values)
+        # Renumbered after each key, so the combined code stays below the number of series.
+        combo = np.unique(combo * len(values) + codes, return_inverse=True)[1].reshape(-1)
+    _, first, inverse = np.unique(combo, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")  # groups numbered by their first series
+    rank = np.empty(order.size, np.int64)
+    rank[order] = np.arange(order.size)
+    labels = [{name: values[int(codes[i])] for name, codes, values in zip(names, columns, texts)}
+              for i in first[order].tolist()]
+    return rank[inverse.reshape(-1)], labels
 
 
 def group(conn: sqlite3.Connection, prepared: Prepared, keys: tuple[GroupKey, ...] | None = None,

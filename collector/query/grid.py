@@ -27,6 +27,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from otelite.collector.store import budget
 from otelite.collector.times import NS, UTC, from_ns, to_ns
 
 _DAY_S = 86400
@@ -248,8 +249,20 @@ class CalendarGrid(Grid):
         pattern = self._day_pattern()
         first_day = from_ns(start_ns, self.zone).date() - dt.timedelta(days=1)
         last_day = from_ns(end_ns, self.zone).date() + dt.timedelta(days=1)
-        days = [first_day + dt.timedelta(days=i) for i in range((last_day - first_day).days + 1)]
-        starts = np.concatenate([self._day_starts(d, pattern) for d in days])
+        n_days = (last_day - first_day).days + 1
+        fixed = self.zone.utcoffset(None)  # set for UTC and fixed offsets: every day alike, no DST
+        if fixed is not None:
+            # Vectorized: walking day by day costs ~150 µs a day, 15 s for a 100,000-day range (issue 10).
+            first = (first_day - _EPOCH_DATE).days
+            wall = (first + np.arange(n_days, dtype=np.int64))[:, None] * _DAY_S + pattern[None, :]
+            starts = (wall.ravel() - int(fixed.total_seconds())) * NS
+        else:
+            chunks = []
+            for i in range(n_days):
+                if i % 1024 == 0:
+                    budget.check()  # the read's deadline (collector/store/budget.py): a long range of days
+                chunks.append(self._day_starts(first_day + dt.timedelta(days=i), pattern))
+            starts = np.concatenate(chunks)
         i0 = max(int(np.searchsorted(starts, start_ns, side="right")) - 1, 0)
         i1 = int(np.searchsorted(starts, end_ns, side="left"))
         return starts[i0:max(i1, i0 + 1) + 1]

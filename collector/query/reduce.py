@@ -48,6 +48,15 @@ class Cells:
     bounds: tuple | None = None
     exp: "ExpContrib | None" = None
     weight: np.ndarray | None = None  # observation_mean: each cell's number of observations (value: their sum)
+    _buckets: np.ndarray | None = None  # used_buckets(), once
+
+    def used_buckets(self, nb: int) -> np.ndarray:
+        """The buckets that hold at least one cell, ascending (worked out once: each grouping asks)."""
+        if self._buckets is None:
+            present = np.zeros(nb, bool)
+            present[self.b] = True
+            self._buckets = np.flatnonzero(present)
+        return self._buckets
 
 
 @dataclass
@@ -382,6 +391,16 @@ def series_cells(pts: Points, sidx: np.ndarray, b: np.ndarray, agg: Aggregation,
     fn = agg.fn
     if fn in OBSERVATION_FUNCTIONS:
         return _observation_cells(pts, sidx, b, fn, temporality, nb, loaded_from)
+    if fn in ("rate", "increase") and kind == "tally" and pts.seq is not None:
+        # A tally (a Trifle key) holds what a bucket counted: its tracks, an assert replacing them
+        # (store/metrics.py). That is its increase there; no reading before the bucket matters.
+        keep = valid & (b >= 0)
+        key, vals = _reduce(sidx[keep] * nb + b[keep], pts.value[keep], "tally", None, seq=pts.seq[keep],
+                            sets=pts.sets[keep])
+        series, bucket = np.divmod(key, nb)
+        if fn == "rate":
+            vals = vals / (np.diff(edges) / 1e9)[bucket]
+        return Cells(series, bucket, value=vals)
     if fn in ("rate", "increase"):
         s, counter, time, start, bk = sidx, pts.counter, pts.time, pts.start, b
         if not valid.all():  # (the store loads readings only; Points built by hand may have others)
@@ -410,7 +429,10 @@ def series_cells(pts: Points, sidx: np.ndarray, b: np.ndarray, agg: Aggregation,
     seq, sets = (pts.seq[keep], pts.sets[keep]) if tally else (None, None)
     if agg.across is None:  # pooled: every reading is a cell of its own, reduced per group by `combine`
         return Cells(sidx[keep], b[keep], value=values[keep], time=pts.time[keep], seq=seq, sets=sets)
-    key, vals = _reduce(sidx[keep] * nb + b[keep], values[keep], fn, agg.q, seq=seq, sets=sets)
+    if keep.all():  # (the usual case: no copies of the columns)
+        key, vals = _reduce(sidx * nb + b, values, fn, agg.q, seq=seq, sets=sets)
+    else:
+        key, vals = _reduce(sidx[keep] * nb + b[keep], values[keep], fn, agg.q, seq=seq, sets=sets)
     return Cells(*np.divmod(key, nb), value=vals)
 
 
@@ -439,6 +461,9 @@ def _telescoped(pts: Points, sidx: np.ndarray, b: np.ndarray, temporality: np.nd
     with np.errstate(invalid="ignore"):
         reset = has_prev & ~delta & ((total < prev_total) | restarted)
     idx = np.flatnonzero((delta | has_prev | from_start) & (bk >= 0))
+    if idx.size == 0:  # no reading with an increase (e.g. a histogram's first export): no cell
+        none = np.zeros(0, np.int64)
+        return none, none, np.zeros(0), none
     key = s[idx] * nb + bk[idx]
     starts = _starts(key)
     marks = np.zeros(idx.size, np.int64)
@@ -539,10 +564,31 @@ def combine(cells: Cells, group: np.ndarray, agg: Aggregation, nb: int) -> tuple
             mean = np.where(number > 0, total / number, np.nan)
         return *np.divmod(ukey, nb), mean
     how = agg.across if agg.across is not None else _SAME_AS_ACROSS[agg.fn]
+    if how in ("sum", "avg", "count") and time is None and cells.seq is None \
+            and cells.b.size == group.size * cells.used_buckets(nb).size and not _in_order(key):
+        # (keys in order are reduced over their runs by `_reduce`, whose float sums add pairwise)
+        return _combine_full(key, value, group, how, nb, cells.used_buckets(nb))
     seq = cells.seq if inside is None or cells.seq is None else cells.seq[inside]
     sets = cells.sets if inside is None or cells.sets is None else cells.sets[inside]
     ukey, vals = _reduce(key, value, how, agg.q, time, seq, sets, bound)
     return *np.divmod(ukey, nb), vals
+
+
+def _combine_full(key: np.ndarray, value: np.ndarray, group: np.ndarray, how: str, nb: int, buckets: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`combine` for sum | avg | count when every series has one cell in every bucket that holds any
+    (`buckets`): per-series cells of series reporting more often than the bucket length, the usual case.
+    A group then has as many cells in each of those buckets as it has series, so only the sums take a
+    pass over the cells (in the given order, as `_reduce_table` adds them). `key`/`value`: the cells of
+    the series with a group."""
+    sizes = np.bincount(group[group >= 0]) if group.size else np.zeros(0, np.int64)
+    present = np.flatnonzero(sizes)  # groups with series, ascending: each has a value in every used bucket
+    g, b = np.repeat(present, buckets.size), np.tile(buckets, present.size)
+    counts = np.repeat(sizes[present], buckets.size)
+    if how == "count":
+        return g, b, counts.astype(np.float64)
+    sums = np.bincount(key, weights=value, minlength=sizes.size * nb)[g * nb + b]
+    return g, b, sums if how == "sum" else sums / counts
 
 
 def prom_quantile(cum: np.ndarray, bounds: tuple, q: float) -> np.ndarray:

@@ -18,6 +18,11 @@ appending a few hundred bytes per request costs far less than the rows themselve
     entries = await store.read(read_entries, "traces", cursor.seq, cursor.end_bytes + 4 << 20, 1000)
     await store.write(lambda c: advance(c, "otlp/up", "traces", entries[-1].position()))
 
+Metrics a REST dialect built itself (Flux, Trifle: `Ingest.export_metric_rows`) have no OTLP request: their
+rows are appended instead, encoded by `encode_rows` behind ROWS_PREFIX (a zero byte, which never starts an
+OTLP request: protobuf has no field number 0), in the same commit and the same order as everything else.
+`Entry.holds_rows()` tells the two apart and `decode_rows` gives the WriteBatch back.
+
 Positions carry the running totals (`end_items`, `end_bytes`) of the signal up to an entry, so a backlog
 in items or bytes is a subtraction and never a scan.
 """
@@ -30,15 +35,33 @@ import threading
 from dataclasses import dataclass
 from typing import Iterable, NamedTuple
 
-from otelite.collector.store.series_state import DELTA, STATE_COLUMNS
+from otelite.collector.store.records import WriteBatch
+from otelite.collector.store.series_state import DELTA, DISTRIBUTION, STATE_COLUMNS
 
 _TRIM_CHUNK = 5000  # entries deleted per write, so trimming after a long outage never stalls the writer
 _STATE_CHUNK = 500
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_dumps_ascii = json.JSONEncoder(separators=(",", ":")).encode  # any text, lone surrogates too, round-trips
 
 # export_state kinds
 TOTALS = "totals"  # series id → the running total (STATE_COLUMNS) of a delta series
 LAST_SENT = "last_sent"  # label-set key → the newest sample timestamp sent (ms)
+
+
+# Starts a payload of dialect rows; an OTLP request never starts with a zero byte (field number 0 is invalid).
+ROWS_PREFIX = b"\x00otelite-rows/1\n"
+
+
+def encode_rows(batch: WriteBatch) -> bytes:
+    """The rows the forwarders need of a dialect's metrics batch: resources, scopes, series, points."""
+    return ROWS_PREFIX + _dumps_ascii([list(batch.resources.values()), list(batch.scopes.values()),
+                                 list(batch.series.values()), batch.points]).encode()
+
+
+def decode_rows(payload: bytes) -> WriteBatch:
+    resources, scopes, series, points = json.loads(payload[len(ROWS_PREFIX):])
+    return WriteBatch(resources={r[0]: tuple(r) for r in resources}, scopes={s[0]: tuple(s) for s in scopes},
+                      series={s[0]: tuple(s) for s in series}, points=[tuple(p) for p in points])
 
 
 class Position(NamedTuple):
@@ -65,6 +88,10 @@ class Entry(NamedTuple):
 
     def position(self) -> Position:
         return Position(self.seq, self.end_items, self.end_bytes)
+
+    def holds_rows(self) -> bool:
+        """True for rows a REST dialect built (decode_rows), False for an OTLP request."""
+        return self.payload.startswith(ROWS_PREFIX)
 
     def before(self) -> Position:
         """The position just before this entry."""
@@ -225,6 +252,17 @@ def first_kept(conn: sqlite3.Connection, signal: str, after: Position, *, min_en
     return Position(seq - 1, end_items - items, end_bytes - size)
 
 
+def window_values(conn: sqlite3.Connection, windows: dict[int, tuple[int, int]]) -> dict[int, list]:
+    """series id → the values of its points with `since <= time_ns <= until` (windows: id → (since, until)):
+    the observations a Flux distribution's quantiles and a set's distinct members are computed over."""
+    out = {}
+    for sid, (since, until) in windows.items():
+        out[sid] = [v for (v,) in conn.execute(
+            "SELECT value FROM metric_points WHERE series_id = ? AND time_ns >= ? AND time_ns <= ? "
+            "AND value IS NOT NULL", (sid, since, until))]
+    return out
+
+
 def load_state(conn: sqlite3.Connection, exporter: str, kind: str, keys: list[int]) -> dict[int, tuple]:
     """(time_ms, state) of `keys`, decoded (state: a tuple, or None)."""
     out = {}
@@ -277,6 +315,9 @@ def _snapshot_totals(conn: sqlite3.Connection, exporter: str) -> None:
     cols = ", ".join(f"st.{c}" for c in STATE_COLUMNS)
     rows = conn.execute(
         f"SELECT {cols} FROM metric_series_state AS st JOIN metric_series AS s ON s.id = st.series_id "
-        f"WHERE s.temporality = {DELTA} AND s.type IN ('sum', 'histogram', 'exponential_histogram')").fetchall()
+        # the series whose remote-write samples are running totals: delta sums, histograms and tallies
+        # (series_state.is_accumulated) and Flux distributions (their `_count` and `_sum`)
+        f"WHERE (s.temporality = {DELTA} AND s.type IN ('sum', 'histogram', 'exponential_histogram', 'tally')) "
+        f"OR s.type = '{DISTRIBUTION}'").fetchall()
     conn.executemany("INSERT INTO export_state (exporter, kind, key, time_ms, state) VALUES (?, ?, ?, NULL, ?)",
                      [(exporter, TOTALS, r[0], _dumps(list(r[:-1]) + [None])) for r in rows])

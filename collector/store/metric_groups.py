@@ -19,8 +19,6 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Iterable
 
-from otelite.collector.store.metrics import metric_catalog
-
 KINDS = ("funnel", "standard")
 # List orders a caller may ask for (LaunchDarkly's `sort` fields map onto these).
 SORT_FIELDS = ("name", "created", "connections")
@@ -170,15 +168,22 @@ def list_groups(conn: sqlite3.Connection, selection: GroupSelection, order: tupl
 
 def metric_snapshots(conn: sqlite3.Connection, project_id: int, names: Iterable[str]) -> dict[str, MetricSnapshot]:
     """The catalog entry of each name the project's store knows now (names it does not know are absent).
-    A name stored with several types reads as the type it was most recently seen with."""
+    A name stored with several types reads as the type it was most recently seen with, with that series'
+    unit, description, temporality and monotonicity (as metrics.metric_catalog tells them), and first seen
+    when its first series was. Only metric_series is read, through its (project_id, name) index, never the
+    labels: patches run this on the writer's thread, for up to request.MAX_METRICS names."""
     out: dict[str, MetricSnapshot] = {}
     for name in dict.fromkeys(names):
-        entries = metric_catalog(conn, project_id, name)
-        if not entries:
+        # SQLite takes the bare columns of a query with one max() from the row holding it (the latest series).
+        row = conn.execute(
+            "SELECT type, unit, description, temporality, is_monotonic, max(last_seen_ns), "
+            "(SELECT min(first_seen_ns) FROM metric_series WHERE project_id = ? AND name = ?) "
+            "FROM metric_series WHERE project_id = ? AND name = ?", (project_id, name, project_id, name)).fetchone()
+        if row[0] is None:  # no series: an aggregate over no rows is one row of NULLs
             continue
-        latest = max(entries, key=lambda e: e.last_seen_ns)
-        out[name] = MetricSnapshot(latest.name, latest.type, latest.unit, latest.description, latest.temporality,
-                                   latest.monotonic, min(e.first_seen_ns for e in entries), latest.last_seen_ns)
+        metric_type, unit, description, temporality, monotonic, last_seen, first_seen = row
+        out[name] = MetricSnapshot(name, metric_type, unit, description, temporality, bool(monotonic), first_seen,
+                                   last_seen)
     return out
 
 

@@ -158,6 +158,7 @@ class SeriesSet:
     temporality: np.ndarray  # int8: 1 delta, 2 cumulative, 0 unspecified (gauges, distributions, sets)
     monotonic: np.ndarray  # bool
     complete: bool = True  # every series of the metric (no filter left any out)
+    _ids_json: str | None = field(default=None, repr=False, compare=False)  # _ids_json(), once
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -216,8 +217,11 @@ def select_series(conn: sqlite3.Connection, selection: SeriesSelection) -> Serie
 
 def _ids_json(series: SeriesSet) -> str:
     """The series' ids as one JSON array: a single parameter that `json_each` turns into rows, so one
-    statement reads the labels of exactly these series, however many there are."""
-    return json.dumps(series.ids.tolist())
+    statement reads the labels of exactly these series, however many there are (kept on the set: a
+    query reads several keys of the same series)."""
+    if series._ids_json is None:
+        series._ids_json = "[" + ",".join(map(str, series.ids.tolist())) + "]"
+    return series._ids_json
 
 
 # The labels of the given series only: `CROSS JOIN` makes SQLite walk the ids and look each one up in
@@ -227,25 +231,14 @@ _SELECTED_LABELS = ("FROM json_each(?) AS ids CROSS JOIN metric_series_labels AS
                     "WHERE l.project_id = ?")
 
 
-def label_values(conn: sqlite3.Connection, series: SeriesSet, key: str, scope: str = "auto") -> list[str | None]:
-    """Each series' label for `key` under `scope`, in `series.ids` order (None when it has none)."""
-    if not len(series):
-        return []
-    point: dict[int, str] = {}
-    resource: dict[int, str] = {}
-    ids = _ids_json(series)
-    for k in [key] + (["service.name"] if key == SERVICE_NAME else []):
-        budget.check()  # a read's deadline (collector/store/budget.py), between passes over every series
-        for sid, value, source in conn.execute(
-                f"SELECT l.series_id, l.value, l.source {_SELECTED_LABELS} AND l.key = ?", (ids, series.project_id, k)):
-            target = point if source == "point" else resource
-            if k == key or sid not in target:
-                target[sid] = value
-    if scope == "attribute":
-        return [point.get(sid) for sid in series.ids.tolist()]
-    if scope == "resource":
-        return [resource.get(sid) for sid in series.ids.tolist()]
-    return [point[sid] if sid in point else resource.get(sid) for sid in series.ids.tolist()]
+class LabelRow(NamedTuple):
+    """One distinct (key, source, value) among some series' labels and the positions (in `series.ids`)
+    of the series that have it."""
+
+    key: str
+    source: str  # 'point' | 'resource'
+    value: str
+    positions: np.ndarray  # int64
 
 
 class LabelKeyCount(NamedTuple):
@@ -254,29 +247,95 @@ class LabelKeyCount(NamedTuple):
     values: int  # how many distinct values they have for it
 
 
-def series_label_key_counts(conn: sqlite3.Connection, series: SeriesSet) -> list[LabelKeyCount]:
-    """Every label key the given series have, as `series_labels` reads them (auto scope: the point
-    attribute, else the resource attribute; `service_name` from the resource's `service.name` when no
-    label is literally called that), with how many series have it and how many distinct values, by key.
-    Counted in SQLite: only one row per key comes back, however many series there are."""
-    if not len(series):
-        return []
-    # The point attributes; the resource attributes of keys the series has no point attribute for; the
-    # service_name alias where the series has no label of that name (each an index look-up per series,
-    # the NOT EXISTS too), then one count per key.
-    has_label = ("SELECT 1 FROM metric_series_labels AS p WHERE p.series_id = l.series_id "
-                 "AND p.project_id = l.project_id")
+class SeriesLabels:
+    """The labels of `n` series (all their keys, or some), grouped by (key, source, value): a query
+    that groups the same series by several keys reads them once, and only one row per distinct label
+    crossed into Python, not one per series. Pure: `read_series_labels` loads one."""
+
+    def __init__(self, rows: list[LabelRow], n: int) -> None:
+        self.n = n
+        self.by_key: dict[str, list[LabelRow]] = {}
+        for r in rows:
+            self.by_key.setdefault(r.key, []).append(r)
+
+    def codes(self, key: str, scope: str = "auto", *, alias_sources: tuple[str, ...] = ("point", "resource")
+              ) -> tuple[np.ndarray, list[str]]:
+        """Each series' label for `key` under `scope` (module docstring: `auto` is the point attribute,
+        else the resource attribute; `service_name` falls back to `service.name`, read from
+        `alias_sources`) as a code into the returned distinct values, -1 where the series has none."""
+        values: dict[str, int] = {}
+        point, resource = np.full(self.n, -1, np.int64), np.full(self.n, -1, np.int64)
+        for k in [key] + (["service.name"] if key == SERVICE_NAME else []):
+            for row in self.by_key.get(k, ()):
+                target = point if row.source == "point" else resource
+                if k == key:
+                    pos = row.positions
+                elif row.source in alias_sources:
+                    pos = row.positions[target[row.positions] < 0]  # the alias: only where the label is missing
+                else:
+                    continue
+                target[pos] = values.setdefault(row.value, len(values))
+        if scope == "attribute":
+            codes = point
+        elif scope == "resource":
+            codes = resource
+        else:
+            codes = np.where(point >= 0, point, resource)
+        return codes, list(values)
+
+    def key_counts(self, mask: np.ndarray | None = None) -> list[LabelKeyCount]:
+        """Every label key of the series (those in `mask`, when given) as `series_labels` reads them
+        (auto scope; `service_name` from the resource's `service.name` where the series has no label of
+        that name), with how many series have it and how many distinct values, by key."""
+        alias = any(r.source == "resource" for r in self.by_key.get("service.name", ()))
+        out = []
+        for key in sorted(set(self.by_key) | ({SERVICE_NAME} if alias else set())):
+            codes, _ = self.codes(key, alias_sources=("resource",))
+            present = codes[(codes >= 0) & mask] if mask is not None else codes[codes >= 0]
+            if present.size:
+                out.append(LabelKeyCount(key, int(present.size), int(np.unique(present).size)))
+        return out
+
+
+def read_series_labels(conn: sqlite3.Connection, series: SeriesSet, keys: list[str] | None = None) -> SeriesLabels:
+    """The labels of `series` (of `keys` only, with `service.name` when `service_name` is asked for),
+    grouped by (key, value, source) in SQLite. Two plans give the same rows: when the series are most of
+    the project's, its label rows are read in primary-key order (already grouped: no sort) keeping those
+    of the series; otherwise each series' rows are looked up (`_SELECTED_LABELS`) and sorted, so the cost
+    follows the series asked about, never the project's other metrics."""
+    if not len(series) or keys == []:
+        return SeriesLabels([], len(series))
+    budget.check()  # a read's deadline (collector/store/budget.py), before a pass over every series
+    key_sql, key_args = "", []
+    if keys is not None:
+        wanted = sorted(set(keys) | ({"service.name"} if SERVICE_NAME in keys else set()))
+        key_sql, key_args = f" AND l.key IN ({_marks(len(wanted))})", wanted
     ids, pid = _ids_json(series), series.project_id
-    rows = conn.execute(
-        "SELECT key, count(*), count(DISTINCT value) FROM ("
-        f"SELECT l.key AS key, l.value AS value {_SELECTED_LABELS} AND l.source = 'point' "
-        f"UNION ALL SELECT l.key, l.value {_SELECTED_LABELS} AND l.source = 'resource' "
-        f"AND NOT EXISTS ({has_label} AND p.key = l.key AND p.source = 'point') "
-        f"UNION ALL SELECT ?, l.value {_SELECTED_LABELS} AND l.key = 'service.name' AND l.source = 'resource' "
-        f"AND NOT EXISTS ({has_label} AND p.key = ?)"
-        ") GROUP BY key ORDER BY key",
-        (ids, pid, ids, pid, SERVICE_NAME, ids, pid, SERVICE_NAME)).fetchall()
-    return [LabelKeyCount(*r) for r in rows]
+    in_project = conn.execute("SELECT count(*) FROM metric_series WHERE project_id = ?", (pid,)).fetchone()[0]
+    if 2 * len(series) >= in_project:
+        sql = ("SELECT l.key, l.source, l.value, group_concat(l.series_id) FROM metric_series_labels AS l "
+               f"WHERE l.project_id = ?{key_sql} AND l.series_id IN (SELECT value FROM json_each(?))")
+        args = [pid, *key_args, ids]
+    else:
+        sql = f"SELECT l.key, l.source, l.value, group_concat(l.series_id) {_SELECTED_LABELS}{key_sql}"
+        args = [ids, pid, *key_args]
+    rows = conn.execute(sql + " GROUP BY l.key, l.value, l.source", args).fetchall()
+    members = json.loads("[[" + "],[".join(r[3] for r in rows) + "]]") if rows else []  # one decode for all
+    return SeriesLabels([LabelRow(k, source, value, np.searchsorted(series.ids, np.array(m, np.int64)))
+                         for (k, source, value, _), m in zip(rows, members)], len(series))
+
+
+def label_values(conn: sqlite3.Connection, series: SeriesSet, key: str, scope: str = "auto") -> list[str | None]:
+    """Each series' label for `key` under `scope`, in `series.ids` order (None when it has none)."""
+    codes, values = read_series_labels(conn, series, [key]).codes(key, scope)
+    texts = values + [None]  # code -1 reads the last one
+    return [texts[c] for c in codes.tolist()]
+
+
+def series_label_key_counts(conn: sqlite3.Connection, series: SeriesSet) -> list[LabelKeyCount]:
+    """Every label key the given series have, with how many series have it and how many distinct values,
+    by key (SeriesLabels.key_counts)."""
+    return read_series_labels(conn, series).key_counts()
 
 
 def filter_mask(conn: sqlite3.Connection, series: SeriesSet, filters: tuple[LabelFilter, ...] | list[LabelFilter]
@@ -468,13 +527,26 @@ def has_metrics(conn: sqlite3.Connection, project_id: int) -> bool:
         is not None
 
 
-def metric_names(conn: sqlite3.Connection, project_id: int, search: str = "", limit: int = 100) -> list[MetricName]:
+def metric_names(conn: sqlite3.Connection, project_id: int, search: str = "", limit: int = 100,
+                 services: tuple[str, ...] | None = None) -> list[MetricName]:
     """Distinct metric names, most recently active first (then by name); `search` is a case-insensitive
-    substring. A name used with several types shows the type it was last seen with."""
+    substring. A name used with several types shows the type it was last seen with. `services`: only
+    series whose service name (`service.name` or `service_name`) is one of them ("": series without one)."""
+    service_sql, service_params = "", []
+    if services is not None:
+        named = [x for x in services if x]
+        # The service name as the attribute pickers list it: `service.name` or `service_name`, either scope.
+        has_name = ("SELECT 1 FROM metric_series_labels AS l WHERE l.series_id = s.id "
+                    "AND l.project_id = s.project_id AND l.key IN ('service.name', 'service_name')")
+        terms = [f"EXISTS ({has_name} AND l.value IN ({_marks(len(named))}))"] if named else []
+        if "" in services:
+            terms.append(f"NOT EXISTS ({has_name})")
+        service_sql = f" AND ({' OR '.join(terms)})" if terms else " AND 0"
+        service_params = named
     rows = conn.execute(
         f"SELECT s.name, s.type, max({LAST_SEEN_SQL}) AS seen FROM metric_series AS s {_STATE_JOIN} "
-        "WHERE s.project_id = ? AND (? = '' OR instr(lower(s.name), ?) > 0) GROUP BY s.name "
-        "ORDER BY seen DESC, s.name LIMIT ?", (project_id, search, search.lower(), limit)).fetchall()
+        f"WHERE s.project_id = ? AND (? = '' OR instr(lower(s.name), ?) > 0){service_sql} GROUP BY s.name "
+        "ORDER BY seen DESC, s.name LIMIT ?", (project_id, search, search.lower(), *service_params, limit)).fetchall()
     return [MetricName(n, t) for n, t, _ in rows]
 
 

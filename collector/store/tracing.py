@@ -468,14 +468,40 @@ def service_names(conn: sqlite3.Connection, project_id: int, start_ns: int, end_
     return [r[0] for r in conn.execute(sql, params)]
 
 
+_HOUR_NS = 3_600_000_000_000
+
+
+def _rollup_terms(hours: tuple[int, int] | None, exclude: tuple[str, ...] = (), only: tuple[str, ...] | None = None,
+                  column: str = "key") -> tuple[str, list]:
+    """SQL terms over an hourly rollup: the hours overlapping [start_ns, end_ns] (`hours`, in ns; None:
+    every hour), keys left out (`exclude`) or the only keys wanted (`only`)."""
+    sql, params = "", []
+    if hours is not None:
+        sql += " AND hour BETWEEN ? AND ?"
+        params += [hours[0] // _HOUR_NS, hours[1] // _HOUR_NS]
+    if exclude:
+        sql += f" AND {column} NOT IN ({_placeholders(len(exclude))})"
+        params += list(exclude)
+    if only is not None:
+        sql += f" AND {column} IN ({_placeholders(len(only))})" if only else " AND 0"
+        params += list(only)
+    return sql, params
+
+
 def attribute_keys(conn: sqlite3.Connection, project_id: int, attribute_type: str, search: str | None,
-                   limit: int, offset: int) -> tuple[list[str], int]:
-    """Keys by how many spans carry them (then by name), and how many keys match in all."""
+                   limit: int, offset: int, *, window: tuple[int, int] | None = None,
+                   exclude: tuple[str, ...] = (), only: tuple[str, ...] | None = None) -> tuple[list[str], int]:
+    """Keys by how many spans carry them (then by name), and how many keys match in all. `window`: only
+    spans of the hours overlapping [start_ns, end_ns] (the rollup is hourly); `exclude`: keys left out;
+    `only`: the keys wanted (an allowlist)."""
     where = "project_id = ? AND attribute_type = ?"
     params: list = [project_id, attribute_type]
     if search:
         where += " AND instr(lower(key), lower(?)) > 0"
         params.append(search)
+    terms, more = _rollup_terms(window, exclude, only)
+    where += terms
+    params += more
     keys = [r[0] for r in conn.execute(
         f"SELECT key, sum(count) AS n FROM span_attribute_keys WHERE {where} GROUP BY key "
         f"ORDER BY n DESC, key LIMIT ? OFFSET ?", [*params, limit, offset])]
@@ -484,15 +510,17 @@ def attribute_keys(conn: sqlite3.Connection, project_id: int, attribute_type: st
 
 
 def attribute_values(conn: sqlite3.Connection, project_id: int, attribute_type: str, key: str,
-                     search: str | None, limit: int, offset: int) -> list[str]:
-    """Values of `key` by how many spans carry them (then by value).
+                     search: str | None, limit: int, offset: int, *, window: tuple[int, int] | None = None
+                     ) -> list[str]:
+    """Values of `key` by how many spans carry them (then by value); `window` as in attribute_keys.
 
     The rollup holds one row per value and hour, so the search runs on the summed values (one test per
     value, not per hour) in a materialized CTE that SQLite cannot flatten back into the scan.
     """
+    terms, more = _rollup_terms(window)
     totals = ("SELECT value, sum(count) AS n FROM span_attribute_values WHERE project_id = ? "
-              "AND attribute_type = ? AND key = ? GROUP BY value")
-    params: list = [project_id, attribute_type, key]
+              f"AND attribute_type = ? AND key = ?{terms} GROUP BY value")
+    params: list = [project_id, attribute_type, key, *more]
     search_sql = ""
     if search:
         search_sql = "WHERE instr(lower(value), lower(?)) > 0 "

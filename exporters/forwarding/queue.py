@@ -20,7 +20,8 @@ retried entry by entry first, so one bad entry does not take its neighbours with
 
 Subclasses implement `open`/`close` (their client), `send(signal, prepared)`, and may override
 `prepare` (the request from entries; the default concatenates the OTLP requests: protobuf merges repeated
-fields of concatenated messages, so N requests become one) and `fold_dropped` (state to keep over
+fields of concatenated messages, so N requests become one; entries holding a dialect's rows become OTLP
+by rows.py) and `fold_dropped` (state to keep over
 entries that are dropped without being sent).
 """
 
@@ -36,6 +37,7 @@ from otelite.collector.pipeline.consumer import Consumer, TelemetryBatch
 from otelite.collector.store import export_log as xl
 from otelite.collector.store.writer import StoreFull, StoreUnavailable
 from otelite.exporters.forwarding.outcome import Backoff, Outcome, Permanent, Retryable
+from otelite.exporters.forwarding.rows import NO_OTLP_TYPE, rows_request
 
 if TYPE_CHECKING:
     from otelite.collector.component import Host
@@ -160,7 +162,18 @@ class Forwarder(Consumer):
         """Close the client."""
 
     async def prepare(self, signal: str, entries: list[xl.Entry]) -> Prepared:
-        return Prepared(b"".join(e.payload for e in entries), entries, None, sum(e.items for e in entries))
+        items = sum(e.items for e in entries)
+        if not any(e.holds_rows() for e in entries):
+            return Prepared(b"".join(e.payload for e in entries), entries, None, items)
+        parts, left_out = [], 0
+        for e in entries:
+            if e.holds_rows():  # metrics a REST dialect wrote: rows.py
+                body, n = rows_request(xl.decode_rows(e.payload))
+                parts.append(body)
+                left_out += n
+            else:
+                parts.append(e.payload)
+        return Prepared(b"".join(parts), entries, None, items, {NO_OTLP_TYPE: left_out} if left_out else {})
 
     async def send(self, signal: str, prepared: Prepared) -> Outcome:
         raise NotImplementedError

@@ -419,20 +419,30 @@ def _summary(labels: str, count: int | None, total: float | None, buckets: str |
     return (labels, [(float_label(q), float(v)) for q, v in quantiles], count, total)
 
 
-def _observed(s: _Series, row: tuple, values) -> tuple | None:
-    """A Flux distribution as a summary (quantiles of the window's observations, `_count`/`_sum` of every
-    observation: the running totals in its state) or a set as a gauge of the window's distinct members."""
-    if s.shape == _MEMBERS:
-        return (s.labels, len({v if v.__class__ is str else str(v) for v in values}), None)
-    if row[3] is None:
-        return None
+def distinct_members(values) -> int:
+    """A Flux set's value: its distinct members among `values` (the window's points)."""
+    return len({v if v.__class__ is str else str(v) for v in values})
+
+
+def distribution_quantiles(values) -> list[tuple[str, float]]:
+    """A Flux distribution's (quantile label, value) pairs over `values` (the window's observations)."""
     if values:
         observed = np.asarray(values, dtype=np.float64)
         quantiles = np.percentile(observed, [q * 100 for q in DISTRIBUTION_QUANTILES]).tolist()
     else:
         quantiles = [math.nan] * len(DISTRIBUTION_QUANTILES)
+    return [(float_label(q), v) for q, v in zip(DISTRIBUTION_QUANTILES, quantiles)]
+
+
+def _observed(s: _Series, row: tuple, values) -> tuple | None:
+    """A Flux distribution as a summary (quantiles of the window's observations, `_count`/`_sum` of every
+    observation: the running totals in its state) or a set as a gauge of the window's distinct members."""
+    if s.shape == _MEMBERS:
+        return (s.labels, distinct_members(values), None)
+    if row[3] is None:
+        return None
     total = float(row[4]) if row[4] is not None else None
-    return (s.labels, [(float_label(q), v) for q, v in zip(DISTRIBUTION_QUANTILES, quantiles)], row[3], total)
+    return (s.labels, distribution_quantiles(values), row[3], total)
 
 
 def _clashes(families: dict[str, list]) -> set[str]:

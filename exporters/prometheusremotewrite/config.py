@@ -1,7 +1,7 @@
 """`exporters.prometheusremotewrite`: the Collector's prometheusremotewrite exporter settings that change
 what is sent (endpoint, headers, timeout, tls, external_labels, namespace, resource_to_telemetry_conversion,
-target_info, max_batch_size_bytes, retry_on_failure), with otelite's durable sending_queue in place of
-the Collector's in-memory remote_write_queue / wal. Each field's comment says what happens when omitted."""
+target_info, max_batch_size_bytes, retry_on_failure) and otelite's flux_window, with otelite's durable
+sending_queue in place of the Collector's in-memory remote_write_queue / wal. Each field's comment says what happens when omitted."""
 
 from __future__ import annotations
 
@@ -44,6 +44,9 @@ class PrometheusRemoteWriteExporterConfig:
     resource_to_telemetry_conversion: EnabledConfig = section(EnabledConfig)
     target_info: TargetInfoConfig = section(TargetInfoConfig)
     max_batch_size_bytes: int = 3_000_000  # a WriteRequest larger than this (uncompressed) is split
+    # Flux distributions' quantiles and sets' distinct members are computed over the observations of this
+    # window before each sample, as the scrape does over its metric_expiration (keep the two equal).
+    flux_window: float = duration(300.0)
     retry_on_failure: RetryConfig = section(RetryConfig)
     sending_queue: QueueConfig = section(QueueConfig)
 
@@ -65,6 +68,8 @@ class PrometheusRemoteWriteExporterConfig:
         self.external_labels = labels
         if self.namespace and not re.fullmatch(r"[a-zA-Z_:][a-zA-Z0-9_:]*", self.namespace):
             raise InvalidField("namespace", f"must be a valid metric name prefix, got {self.namespace!r}")
+        if self.flux_window <= 0:
+            raise InvalidField("flux_window", "must be positive")
         if self.max_batch_size_bytes <= 0:
             raise InvalidField("max_batch_size_bytes", "must be positive")
         self.tls.check()

@@ -56,7 +56,8 @@ class RemoteWriteExporter(Forwarder):
             if need.totals else {}
         last_sent = await self._store.read(xl.load_state, self.component_id, xl.LAST_SENT, need.last_sent) \
             if need.last_sent else {}
-        self._converter.load(totals, last_sent, need)
+        values = await self._store.read(xl.window_values, need.windows) if need.windows else {}
+        self._converter.load(totals, last_sent, need, values)
         return need
 
     async def prepare(self, signal: str, entries: list[xl.Entry]) -> Prepared:

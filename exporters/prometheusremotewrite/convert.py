@@ -11,13 +11,20 @@ every point becomes the samples the scrape would show for its series at that mom
   where this exporter's cursor began (export_log.reconcile). The totals are committed with the cursor, so
   after a restart the same entries fold into the same values: a request sent again carries identical
   samples, which a Prometheus receiver stores once;
-- remote-write 1.0 "Ordering": a sample not newer than the last one sent for its label set is left out
-  (counted `out_of_order`); a delta it carried stays in the running total the next sample shows;
-- a point flagged "no recorded value" becomes a stale marker (1.0 "Stale Markers").
+- remote-write 1.0 "Ordering": samples of a label set go in time order (Converter._place): a point not
+  newer than the last sample sent for its label set is left out (counted `out_of_order`), except that a
+  running total is never left behind (it replaces or follows that sample);
+- a point flagged "no recorded value" becomes a stale marker (1.0 "Stale Markers");
+- metrics the REST dialects wrote (entries holding rows, export_log.decode_rows) go the same way: Flux
+  gauges as gauges, Flux counters and Trifle tallies as their running totals (a tally's assert replaces
+  it), and, once per request at the newest point of the series, a Flux distribution as a summary (`_count`
+  and `_sum` running over every observation, quantiles over the observations of the `flux_window` before
+  that point, read from the store) and a set as a gauge of its distinct members in that window: what the
+  scrape shows at that moment when its `metric_expiration` equals `flux_window`.
 
     converter = Converter(config)
     need = converter.walk(entries)                       # normalize; say which state must be loaded
-    converter.load(totals_rows, last_sent_rows)          # from export_log.load_state
+    converter.load(totals_rows, last_sent_rows, need, window_values)  # export_log.load_state, .window_values
     build = converter.build(need)                        # WriteRequests and the state after them
     converter.commit(build.state)                        # once the cursor moved (delivered or dropped)
 """
@@ -32,11 +39,13 @@ from typing import TYPE_CHECKING, Any
 
 from otelite.collector.normalize.otlp import fingerprint
 from otelite.collector.pipeline.walker import walk_metrics
-from otelite.collector.store.export_log import LAST_SENT, TOTALS
+from otelite.collector.store.export_log import LAST_SENT, TOTALS, decode_rows
+from otelite.collector.store.metrics import DISTRIBUTION, SET
 from otelite.collector.store.records import WriteBatch
-from otelite.collector.store.series_state import accumulate, is_accumulated, state_row
+from otelite.collector.store.series_state import accumulate, count_observations, is_accumulated, state_row
 from otelite.exporters.prometheus import translation as tr
-from otelite.exporters.prometheus.collect import exponential_buckets, translate_series
+from otelite.exporters.prometheus.collect import (distinct_members, distribution_quantiles, exponential_buckets,
+                                                  translate_series)
 from otelite.exporters.prometheus.exposition import COUNTER, GAUGE, HISTOGRAM, SUMMARY, float_label
 from otelite.exporters.prometheusremotewrite.proto import TimeSeries, WriteRequest
 
@@ -67,6 +76,9 @@ class Need:
     batches: list[WriteBatch]
     totals: list[int]
     last_sent: list[int]
+    # Flux distributions and sets: series id → (since, until) ns, the window before its newest point
+    windows: dict[int, tuple[int, int]] = field(default_factory=dict)
+    window_values: dict[int, list] = field(default_factory=dict)  # what load() was given for `windows`
 
 
 @dataclass
@@ -87,26 +99,36 @@ class Converter:
         # The committed state (what the store has beside the cursor), loaded on demand.
         self._totals: dict[int, tuple | None] = {}
         self._last_sent: dict[int, int | None] = {}
+        self._window_ns = int(config.flux_window * 1e9)
 
     # -- state ---------------------------------------------------------------------------------------
     def walk(self, entries: list["Entry"]) -> Need:
-        batches = [walk_metrics(e.payload, e.project_id) for e in entries]
+        batches = [decode_rows(e.payload) if e.holds_rows() else walk_metrics(e.payload, e.project_id)
+                   for e in entries]
         totals, keys = set(), set()
+        newest: dict[int, int] = {}
         for b in batches:
             for sid, row in b.series.items():
-                if is_accumulated(row[3], row[6]) and sid not in self._totals:
+                if _keeps_total(row[3], row[6]) and sid not in self._totals:
                     totals.add(sid)
                 s = self._translate(b, sid)
                 if s is not None and s.key not in self._last_sent:
                     keys.add(s.key)
+            for p in b.points:
+                sid = p[1]
+                if b.series[sid][3] in _WINDOWED and p[3] > newest.get(sid, -1 << 63):
+                    newest[sid] = p[3]
             if self._config.target_info.enabled:
                 for rid in b.resources:
                     target = self._target(b, rid)
                     if target is not None and target[1] not in self._last_sent:
                         keys.add(target[1])
-        return Need(batches, sorted(totals), sorted(keys))
+        windows = {sid: (t - self._window_ns, t) for sid, t in newest.items()}
+        return Need(batches, sorted(totals), sorted(keys), windows)
 
-    def load(self, totals: dict[int, tuple], last_sent: dict[int, tuple], need: Need) -> None:
+    def load(self, totals: dict[int, tuple], last_sent: dict[int, tuple], need: Need,
+             window_values: dict[int, list] | None = None) -> None:
+        need.window_values = window_values or {}
         if len(self._totals) + len(need.totals) > _MEMORY_MAX:
             self._totals.clear()
         if len(self._last_sent) + len(need.last_sent) > _MEMORY_MAX:
@@ -137,15 +159,16 @@ class Converter:
             for p in b.points:
                 sid = p[1]
                 kind, temporality = b.series[sid][3], b.series[sid][6]
-                if is_accumulated(kind, temporality) and not p[9] & _NO_RECORDED_VALUE:
+                if _keeps_total(kind, temporality) and _counts(kind, p):
                     prev = totals[sid][1] if sid in totals else self._totals.get(sid)
-                    totals[sid] = (None, _without_exemplars(accumulate(kind, prev, [p])))
+                    totals[sid] = (None, _fold(kind, prev, p))
         return out
 
     def build(self, need: Need) -> Build:
         out = Build()
         totals, sent = out.state[TOTALS], out.state[LAST_SENT]
         by_labels: dict[tuple, list[tuple[int, float]]] = {}
+        windowed: dict[int, tuple[WriteBatch, list[int]]] = {}  # series id → (a batch with it, point times ms)
         for b in need.batches:
             out.items += len(b.points)
             newest: dict[int, int] = {}  # resource id → newest point time (ms), for target_info
@@ -154,27 +177,32 @@ class Converter:
                 series_row = b.series[sid]
                 kind, temporality = series_row[3], series_row[6]
                 flags = p[9]
-                if is_accumulated(kind, temporality) and not flags & _NO_RECORDED_VALUE:
+                if kind in _WINDOWED:  # one sample per request, after the loop
+                    if kind == DISTRIBUTION and _counts(kind, p):
+                        prev = totals[sid][1] if sid in totals else self._totals.get(sid)
+                        totals[sid] = (None, _fold(kind, prev, p))
+                    windowed.setdefault(sid, (b, []))[1].append(p[3] // 1_000_000)
+                    continue
+                running_total = _keeps_total(kind, temporality) and _counts(kind, p)
+                if running_total:
                     prev = totals[sid][1] if sid in totals else self._totals.get(sid)
-                    row = _without_exemplars(accumulate(kind, prev, [p]))
+                    row = _fold(kind, prev, p)
                     totals[sid] = (None, row)
                 else:
                     row = state_row(p)
                 s = self._translate(b, sid)
                 if s is None:
                     continue
-                ts = p[3] // 1_000_000
-                last = sent[s.key][0] if s.key in sent else self._last_sent.get(s.key)
-                if last is not None and ts <= last:
+                place = self._place(p[3] // 1_000_000, s.key, sent, running_total)
+                if place is None:
                     out.out_of_order += 1
                     continue
+                ts, replace = place
                 sent[s.key] = (ts, None)
                 rid = series_row[8]
                 if ts > newest.get(rid, -1):
                     newest[rid] = ts
-                for name, extra, value in _samples(s, row, flags & _NO_RECORDED_VALUE):
-                    labels = _with_name(name, s.labels, extra)
-                    by_labels.setdefault(labels, []).append((ts, value))
+                _emit(by_labels, s, _samples(s, row, flags & _NO_RECORDED_VALUE), ts, replace)
             if self._config.target_info.enabled:
                 for rid, ts in newest.items():
                     target = self._target(b, rid)
@@ -185,9 +213,50 @@ class Converter:
                     if last is None or ts > last:
                         sent[key] = (ts, None)
                         by_labels.setdefault(labels, []).append((ts, 1.0))
+        for sid, (b, times) in windowed.items():
+            s = self._translate(b, sid)
+            if s is None:
+                continue
+            kind = b.series[sid][3]
+            place = self._place(max(times), s.key, sent, kind == DISTRIBUTION)
+            if place is None:
+                out.out_of_order += len(times)
+                continue
+            ts, replace = place
+            sent[s.key] = (ts, None)
+            values = need.window_values.get(sid, ())
+            if kind == SET:
+                samples = [(s.name, (), float(distinct_members(values)))]
+            else:
+                total = totals[sid][1] if sid in totals else self._totals.get(sid)
+                samples = [(s.name, (("quantile", q),), v) for q, v in distribution_quantiles(values)]
+                if total is not None:
+                    samples += [(f"{s.name}_count", (), float(total[5])), (f"{s.name}_sum", (), _number(total[6]))]
+            _emit(by_labels, s, samples, ts, replace)
         out.requests = self._requests(by_labels)
         out.samples = sum(len(v) for v in by_labels.values())
         return out
+
+    def _place(self, ts: int, key: int, sent: dict, running_total: bool) -> tuple[int, bool] | None:
+        """When a sample of label set `key` for a point at `ts` (ms) is sent, and whether it replaces the
+        sample this request already has at that time; None: it is left out (remote-write 1.0 "Ordering":
+        samples of a series in order, none at a time already sent).
+
+        A point at the time of the last sample this request holds for the series replaces it (of two
+        points at one time the later commit wins, as on the scrape). A running total (a delta, a tally, a
+        distribution's observation) is never left out: what it adds is in the total from the time of its
+        point on, so when that time is already sent (points within one millisecond, Trifle's whole-second
+        `at`, a late delta) the new total replaces this request's last sample or, already sent, follows it
+        by 1 ms, and Prometheus shows the total the scrape shows. Other points are left out."""
+        here = key in sent
+        last = sent[key][0] if here else self._last_sent.get(key)
+        if last is None or ts > last:
+            return ts, False
+        if here and (running_total or ts == last):
+            return last, True
+        if running_total:
+            return last + 1, False
+        return None
 
     def _requests(self, by_labels: dict[tuple, list[tuple[int, float]]]) -> list[bytes]:
         """WriteRequests of at most max_batch_size_bytes; each series whole, in one request."""
@@ -256,6 +325,36 @@ class Converter:
         for k, v in self._external:
             out.setdefault(k, v)
         return sorted(out.items())
+
+
+_WINDOWED = (DISTRIBUTION, SET)
+
+
+def _emit(by_labels: dict[tuple, list[tuple[int, float]]], s: _Series, samples: list, ts: int,
+          replace: bool) -> None:
+    for name, extra, value in samples:
+        values = by_labels.setdefault(_with_name(name, s.labels, extra), [])
+        if replace and values and values[-1][0] == ts:
+            values[-1] = (ts, value)
+        else:
+            values.append((ts, value))
+
+
+def _keeps_total(kind: str, temporality: int) -> bool:
+    """Series whose samples are running totals: delta sums, histograms and tallies, Flux distributions."""
+    return kind == DISTRIBUTION or is_accumulated(kind, temporality)
+
+
+def _counts(kind: str, p: tuple) -> bool:
+    """Whether point `p` changes its series' running total (a delta without a value, an observation
+    without one, adds nothing), as series_state does."""
+    return p[4] is not None if kind == DISTRIBUTION else not p[9] & _NO_RECORDED_VALUE
+
+
+def _fold(kind: str, prev: tuple | None, p: tuple) -> tuple:
+    if kind == DISTRIBUTION:
+        return _without_exemplars(count_observations(prev, [p]))
+    return _without_exemplars(accumulate(kind, prev, [p]))
 
 
 def _with_name(name: str, labels: list[tuple[str, str]], extra: tuple) -> tuple:

@@ -7,7 +7,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from otelite.collector.pipeline.consumer import Consumer, TelemetryBatch
-from otelite.collector.store.export_log import ExportRecord
+from otelite.collector.store.export_log import ExportRecord, encode_rows
 
 if TYPE_CHECKING:
     from otelite.collector.store.store import Store
@@ -37,8 +37,9 @@ class SqliteExporter(Consumer):
         if self._export_log.forwards(batch.signal):
             # The forwarders' durable queue: the request is appended in the commit that stores its rows.
             payload = batch.encoded()
-            if payload is not None:
-                export = ExportRecord(batch.signal, batch.project_id, batch.items, payload)
+            if payload is None:  # metrics a REST dialect built (Flux, Trifle): their rows are forwarded
+                payload = encode_rows(batch.rows)
+            export = ExportRecord(batch.signal, batch.project_id, batch.items, payload)
         future = self._writer.submit(batch.rows, export)
         # shield: a client that disconnects must not cancel the writer's future; the data is committed
         # anyway, only the acknowledgement is lost (the client will retry).

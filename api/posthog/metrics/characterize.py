@@ -16,10 +16,11 @@ import sqlite3
 import numpy as np
 
 from otelite.api.posthog.metrics.intervals import approx_buckets, auto_interval, coarser
-from otelite.api.posthog.metrics.query import check_aggregation, combine, groups_for, prepare
+from otelite.api.posthog.metrics.query import check_aggregation, combine, prepare
 from otelite.api.posthog.metrics.diagnosis import Group, Windows, diagnose
 from otelite.api.posthog.metrics.request import CharacterizeQuery, Clause
-from otelite.collector.store.metrics import SERVICE_NAME, SeriesSelection, select_series, series_label_key_counts
+from otelite.collector.query.engine import group_index
+from otelite.collector.store.metrics import SERVICE_NAME, SeriesLabels, metric_type, read_series_labels
 from otelite.collector.store.points import PointCache
 from otelite.collector.times import iso, zone
 
@@ -34,12 +35,13 @@ MAX_MOVERS = 8
 def characterize(conn: sqlite3.Connection, project_id: int, timezone: str, cq: CharacterizeQuery,
                  cache: PointCache) -> dict:
     tz = zone(timezone)
-    metric = select_series(conn, SeriesSelection(project_id, cq.metric_name, cq.metric_type))
+    # The type only (prepare selects the series): the one asked for, else the latest of the name.
+    mtype = cq.metric_type if cq.metric_type is not None else metric_type(conn, project_id, cq.metric_name)
     # Step 1: the aggregation by metric type (unknown metric → avg).
-    aggregation = cq.aggregation or DEFAULT_AGGREGATION.get(metric.type or "", "avg")
+    aggregation = cq.aggregation or DEFAULT_AGGREGATION.get(mtype or "", "avg")
     quantile = cq.quantile if cq.quantile is not None else (0.95 if aggregation == "histogram_quantile" else None)
-    clause = Clause("anomaly", cq.metric_name, aggregation, quantile, metric.type, cq.filters, [])
-    check_aggregation(clause, metric.type)
+    clause = Clause("anomaly", cq.metric_name, aggregation, quantile, mtype, cq.filters, [])
+    check_aggregation(clause, mtype)
     # Step 2: about 60 buckets over the anomaly window, coarser while the whole span exceeds 2,000.
     interval = auto_interval(cq.anomaly_to_ns - cq.anomaly_from_ns)
     while approx_buckets(cq.baseline_from_ns, cq.anomaly_to_ns, interval) - 1 > MAX_BUCKETS and coarser(interval):
@@ -103,13 +105,13 @@ def _windows(b: np.ndarray, v: np.ndarray, starts: np.ndarray, in_baseline: np.n
     return Windows(v[base], v[anom], starts[b[anom]])
 
 
-def candidate_keys(conn: sqlite3.Connection, prepared, anomaly_from_ns: int) -> list[str]:
+def candidate_keys(labels: SeriesLabels, prepared, anomaly_from_ns: int) -> list[str]:
     """service_name first, then the most common label keys of the series reporting in the anomaly window.
     Keys with a single value there are skipped (they cannot tell values apart: a deviation from the
     reference, which would spend slots on e.g. telemetry.sdk.language)."""
     active = np.zeros(len(prepared.series), bool)
     active[prepared.point_sidx[prepared.point_times >= anomaly_from_ns]] = True
-    counts = series_label_key_counts(conn, prepared.series.subset(active))
+    counts = labels.key_counts(active)
     keys = [SERVICE_NAME] if any(c.key == SERVICE_NAME for c in counts) else []
     others = sorted((c for c in counts if c.key not in (SERVICE_NAME, "service.name") and c.values > 1),
                     key=lambda c: (-c.series, c.key))
@@ -121,10 +123,13 @@ def _groups(conn, project_id, prepared, cq: CharacterizeQuery, starts: np.ndarra
     """Step 7's breakdown: for each key of `candidateKeys` (at most 4) or the automatic ones, the series
     grouped by the key's value (the 50 values held by the most series), each group aggregated like the
     whole metric."""
-    keys = cq.candidate_keys if cq.candidate_keys is not None else candidate_keys(conn, prepared, cq.anomaly_from_ns)
+    # One read of the series' labels serves the choice of keys and every key's groups.
+    given = cq.candidate_keys[:MAX_KEYS] if cq.candidate_keys is not None else None
+    labels_read = read_series_labels(conn, prepared.series, given)
+    keys = given if given is not None else candidate_keys(labels_read, prepared, cq.anomaly_from_ns)
     out = []
     for key in keys[:MAX_KEYS]:
-        group, labels = groups_for(conn, project_id, prepared.series, [(key, "auto")], limit=MAX_VALUES)
+        group, labels = group_index(conn, prepared.series, [(key, "auto")], MAX_VALUES, labels_read)
         if all(lab[key] == "" for lab in labels):
             continue  # no series has the key: its one group would only repeat the whole metric
         g, b, v = combine(prepared.cells, group, aggregation, q, prepared.nb, prepared.series.type)

@@ -28,7 +28,7 @@ from otelite.collector.query.engine import Prepared
 from otelite.collector.query.model import (MIN_LOOKBACK_NS, OBSERVED_TYPES, Aggregation, BoundsMismatch, GroupKey, Query,
                                            TooManyBuckets, UnsupportedAggregation)
 from otelite.collector.query.reduce import Cells
-from otelite.collector.store.metrics import SeriesSelection, SeriesSet, metric_type
+from otelite.collector.store.metrics import TALLY, SeriesSelection, SeriesSet, metric_type
 from otelite.collector.store.points import PointCache
 from otelite.collector.times import NS, iso, zone
 
@@ -46,11 +46,19 @@ OBSERVATION_AGGREGATIONS = {"sum": Aggregation("observation_sum", across="sum"),
                             "avg": Aggregation("observation_mean")}
 
 
+TALLY_ACROSS = {"sum": "sum", "count": "count", "avg": "avg", "min": "min", "max": "max",
+                **{p: "quantile" for p in PERCENTILES}}
+
+
 def aggregation_of(name: str, q: float | None, metric_type: str | None = None) -> Aggregation:
     """A PostHog aggregation (and its quantile) as the engine's two-stage Aggregation, for a metric of
     `metric_type`."""
     if metric_type in OBSERVED_TYPES and name in OBSERVATION_AGGREGATIONS:
         return OBSERVATION_AGGREGATIONS[name]
+    if metric_type == TALLY and name in TALLY_ACROSS:
+        # A Trifle key's series (api/trifle/) holds a bucket's value as its tracks with an assert replacing
+        # them: its reading in a bucket is that tally (what Trifle and /metrics show), not its last raw point.
+        return Aggregation("tally", q=PERCENTILES.get(name), across=TALLY_ACROSS[name])
     if name in ("sum", "count"):
         return Aggregation("last", across=name)
     if name in ("avg", "min", "max"):

@@ -280,7 +280,7 @@ def parse_query(body: Any, tz: dt.tzinfo, now_ns: int) -> MetricsQuery:
             raise bad_request(f"formula: {e}", attr="formula") from None
 
     interval = q.get("interval")
-    if interval is not None and interval not in INTERVALS:
+    if interval is not None and (not isinstance(interval, str) or interval not in INTERVALS):
         raise bad_request(f"unknown interval {interval!r}; expected one of {', '.join(INTERVALS)}", attr="interval")
     if q.get("dateFrom") is None:
         raise bad_request("dateFrom is required", attr="dateFrom")
