@@ -15,6 +15,7 @@ import pytest
 from otelite.api.posthog.metrics import formula
 from otelite.api.posthog.metrics.intervals import auto_interval, grid_for
 from otelite.collector.query.reduce import prom_quantile, summary_quantile
+from otelite.collector.store.compactor import expire_metrics
 from otelite.collector.store.db import connect_reader, prepare_database
 from otelite.collector.store.metrics import SeriesSelection, select_series
 from otelite.collector.store.points import PointCache, ReadTransaction
@@ -158,8 +159,9 @@ def test_point_cache_reads_new_rows_and_drops_deleted_ones(tmp_path):
     _insert(writer, 8, [(120, 9.0)])  # a new series
     assert load() == [(7, 100, 1.0), (7, 150, 1.5), (7, 200, 2.0), (8, 120, 9.0)]
     assert load(t_from=140, t_to=200) == [(7, 150, 1.5)]
-    writer.execute("DELETE FROM metric_points WHERE id = (SELECT min(id) FROM metric_points)")  # retention
+    expire_metrics(writer, 110, 1000)  # retention's step: its cutoff hides (7, 100), which it deletes
     writer.commit()
+    assert writer.execute("SELECT count(*) FROM metric_points").fetchone() == (3,)
     assert load() == [(7, 150, 1.5), (7, 200, 2.0), (8, 120, 9.0)]
     writer.execute("DELETE FROM metric_points")  # everything gone, then rowids start over
     writer.commit()

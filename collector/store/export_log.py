@@ -35,6 +35,7 @@ import threading
 from dataclasses import dataclass
 from typing import Iterable, NamedTuple
 
+from otelite.collector.store.points import point_rows
 from otelite.collector.store.records import WriteBatch
 from otelite.collector.store.series_state import DELTA, DISTRIBUTION, STATE_COLUMNS
 
@@ -255,11 +256,16 @@ def first_kept(conn: sqlite3.Connection, signal: str, after: Position, *, min_en
 def window_values(conn: sqlite3.Connection, windows: dict[int, tuple[int, int]]) -> dict[int, list]:
     """series id → the values of its points with `since <= time_ns <= until` (windows: id → (since, until)):
     the observations a Flux distribution's quantiles and a set's distinct members are computed over."""
-    out = {}
-    for sid, (since, until) in windows.items():
-        out[sid] = [v for (v,) in conn.execute(
-            "SELECT value FROM metric_points WHERE series_id = ? AND time_ns >= ? AND time_ns <= ? "
-            "AND value IS NOT NULL", (sid, since, until))]
+    out: dict[int, list] = {sid: [] for sid in windows}
+    if not windows:
+        return out
+    # Chunks and head alike (issue 16: points.point_rows), in (series, time, arrival) order.
+    lo = min(w[0] for w in windows.values())
+    hi = max(w[1] for w in windows.values())
+    for row in point_rows(conn, list(windows), lo, hi + 1):
+        since, until = windows[row[1]]
+        if row[4] is not None and since <= row[3] <= until:
+            out[row[1]].append(row[4])
     return out
 
 
