@@ -286,7 +286,8 @@ def concat_all(parts: list[Points], kind: str | None = None) -> Points:
         if arrays[0].ndim == 2:
             width = max(x.shape[1] for x in arrays)
             fill = 0.0 if f.name == "counts" else np.nan
-            arrays = [np.pad(x, ((0, 0), (0, width - x.shape[1])), constant_values=fill) for x in arrays]
+            arrays = [x if x.shape[1] == width else np.pad(x, ((0, 0), (0, width - x.shape[1])), constant_values=fill)
+                      for x in arrays]  # a copy only where the width differs
         out[f.name] = joined[same] = np.concatenate(arrays)
     merged = replace(a, **out)
     if a.kind == "set":  # one member table; every part's codes renumbered into it (-1: no member)
