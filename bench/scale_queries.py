@@ -88,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--query-timeout", type=float, default=120.0, help="the servers' api.query_timeout (s)")
+    ap.add_argument("--metric-expiration", default="7d",
+                    help="the scrape's exporters.prometheus.metric_expiration (default 7d: every prefilled series)")
     args = ap.parse_args(argv)
     info = machine_info()
     print(f"machine: {info['nproc']} CPUs, load average {info['load_avg_1m']:.2f}; database "
@@ -97,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     trace_ids = sample_trace_ids(args.db, args.repeat + 1)
     # The latency is what is measured: the query budget (api.query_timeout, 5 s) would answer 503 instead.
     config = workdir / "budget.yaml"
-    config.write_text(f"api:\n  query_timeout: {args.query_timeout}s\n")
+    # The prefill's newest points are minutes old by now: without a longer metric_expiration the scrape
+    # would expose no series at all.
+    config.write_text(f"api:\n  query_timeout: {args.query_timeout}s\n"
+                      f"exporters:\n  prometheus:\n    metric_expiration: {args.metric_expiration}\n")
     server = Server(workdir, "scale", config, args.db, args.server_root)
     server.start(timeout=120)
     results: dict[str, dict] = {}
