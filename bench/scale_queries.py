@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     # The prefill's newest points are minutes old by now: without a longer metric_expiration the scrape
     # would expose no series at all.
     config.write_text(f"api:\n  query_timeout: {args.query_timeout}s\n"
-                      f"exporters:\n  prometheus:\n    metric_expiration: {args.metric_expiration}\n")
+                      f"exporters:\n  sqlite: {{}}\n  prometheus:\n    metric_expiration: {args.metric_expiration}\n")
     server = Server(workdir, "scale", config, args.db, args.server_root)
     server.start(timeout=120)
     results: dict[str, dict] = {}
