@@ -1027,7 +1027,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"total wall time {time.monotonic() - wall0:.0f} s")
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": info, "raw": raw, "results": results,
-                                               "args": vars(args)}, indent=2))
+                                               "args": vars(args)}, indent=2, default=str))
     return 1 if bad else 0
 
 
