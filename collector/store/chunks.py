@@ -38,7 +38,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from otelite.collector.store.points import Points, concat_all, empty, kind_of
+from otelite.collector.store.points import Points, concat_all, empty, kind_of, padded, ragged
 from otelite.collector.store.records import TALLY_SET
 
 BLOCK_NS = 3600 * 10**9  # a chunk's points lie in one hour [block_start, block_start + BLOCK_NS)
@@ -255,8 +255,8 @@ def _derive(kind: str, sid, t, start, valid, exact: dict[str, Exact], cols: list
             c = d.get("counts")
             lists.append(c if isinstance(c, list) else [])
         p.bounds, p.bounds_id = tuple(bounds_of), ids
-        flat, starts, lens = _ragged(lists)
-        p.counts = _padded(flat, starts, lens, 0.0)
+        flat, starts, lens = ragged(lists)
+        p.counts = padded(flat, starts, lens, 0.0)
     elif kind == "exponential_histogram":
         scale, zero, pos_off, neg_off, pos, neg = [], [], [], [], [], []
         for d in docs:
@@ -271,8 +271,8 @@ def _derive(kind: str, sid, t, start, valid, exact: dict[str, Exact], cols: list
         p.scale = np.array(scale, np.int32)
         p.zero_count = np.array([np.nan if z is None else z for z in zero], np.float64)
         p.pos_offset, p.neg_offset = np.array(pos_off, np.int64), np.array(neg_off, np.int64)
-        p.pos_flat, p.pos_start, p.pos_len = _ragged(pos)
-        p.neg_flat, p.neg_start, p.neg_len = _ragged(neg)
+        p.pos_flat, p.pos_start, p.pos_len = ragged(pos)
+        p.neg_flat, p.neg_start, p.neg_len = ragged(neg)
     elif kind == "summary":
         pairs = []
         for d in docs:
@@ -283,28 +283,9 @@ def _derive(kind: str, sid, t, start, valid, exact: dict[str, Exact], cols: list
         starts = np.zeros(n, np.int64)
         if n:
             np.cumsum(lens[:-1], out=starts[1:])
-        p.q_level = _padded(flat[:, 0].copy(), starts, lens, np.nan)
-        p.q_value = _padded(flat[:, 1].copy(), starts, lens, np.nan)
+        p.q_level = padded(flat[:, 0].copy(), starts, lens, np.nan)
+        p.q_value = padded(flat[:, 1].copy(), starts, lens, np.nan)
     return p
-
-
-def _ragged(lists: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    lens = np.fromiter(map(len, lists), np.int64, len(lists))
-    flat = np.array([x for c in lists for x in c], dtype=np.float64) if lens.sum() else np.zeros(0)
-    starts = np.zeros(len(lists), np.int64)
-    if len(lists):
-        np.cumsum(lens[:-1], out=starts[1:])
-    return flat, starts, lens
-
-
-def _padded(flat: np.ndarray, starts: np.ndarray, lens: np.ndarray, fill: float) -> np.ndarray:
-    n = len(lens)
-    width = int(lens.max()) if n else 0
-    out = np.full((n, width), fill, dtype=np.float64)
-    if flat.size:
-        rows = np.repeat(np.arange(n), lens)
-        out[rows, np.arange(flat.size) - np.repeat(starts, lens)] = flat
-    return out
 
 
 def _compact_ragged(flat: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:

@@ -178,7 +178,7 @@ def _json_lists(texts) -> list:
     return json.loads("[" + ",".join(texts) + "]")
 
 
-def _ragged(lists: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def ragged(lists: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ragged lists of numbers → (flat float64, start, length) without a Python loop per element."""
     lens = np.fromiter(map(len, lists), np.int64, len(lists))
     flat = np.array(list(itertools.chain.from_iterable(lists)), dtype=np.float64) if lens.sum() else np.zeros(0)
@@ -188,7 +188,7 @@ def _ragged(lists: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return flat, starts, lens
 
 
-def _padded(flat: np.ndarray, starts: np.ndarray, lens: np.ndarray, fill: float) -> np.ndarray:
+def padded(flat: np.ndarray, starts: np.ndarray, lens: np.ndarray, fill: float) -> np.ndarray:
     n = len(lens)
     width = int(lens.max()) if n else 0
     out = np.full((n, width), fill, dtype=np.float64)
@@ -244,15 +244,15 @@ def decode(kind: str, rows: list[tuple]) -> Points:
             p.bounds_id = np.zeros(n, np.int32)
         else:
             p.bounds_id = np.fromiter(map({b: i for i, b in enumerate(uniq)}.__getitem__, cols[3]), np.int32, n)
-        flat, starts, lens = _ragged(_json_lists(cols[4]))
-        p.counts = _padded(flat, starts, lens, 0.0)
+        flat, starts, lens = ragged(_json_lists(cols[4]))
+        p.counts = padded(flat, starts, lens, 0.0)
     elif kind == "exponential_histogram":
         p.scale = np.array(cols[3], dtype=np.int32)
         p.zero_count = _floats(cols[4])
         p.pos_offset = np.array(cols[5], dtype=np.int64)
-        p.pos_flat, p.pos_start, p.pos_len = _ragged(_json_lists(cols[6]))
+        p.pos_flat, p.pos_start, p.pos_len = ragged(_json_lists(cols[6]))
         p.neg_offset = np.array(cols[7], dtype=np.int64)
-        p.neg_flat, p.neg_start, p.neg_len = _ragged(_json_lists(cols[8]))
+        p.neg_flat, p.neg_start, p.neg_len = ragged(_json_lists(cols[8]))
     elif kind == "summary":
         pairs = _json_lists(cols[3])
         lens = np.fromiter(map(len, pairs), np.int64, n)
@@ -260,8 +260,8 @@ def decode(kind: str, rows: list[tuple]) -> Points:
         levels, values = flat[:, 0].copy(), flat[:, 1].copy()
         starts = np.zeros(n, np.int64)
         np.cumsum(lens[:-1], out=starts[1:])
-        p.q_level = _padded(levels, starts, lens, np.nan)
-        p.q_value = _padded(values, starts, lens, np.nan)
+        p.q_level = padded(levels, starts, lens, np.nan)
+        p.q_value = padded(values, starts, lens, np.nan)
     return p
 
 
