@@ -194,8 +194,8 @@ def _history_rows(w, base: list, per_series: int, step: int) -> None:
         if j % 20 == 0:
             conn.execute("COMMIT")
             conn.execute("BEGIN")
-            done = (per_series - j) * 8000
-            if done and (per_series - j) % 200 == 0:
+            if j % 400 == 0:  # about every 3M points
+                done = (per_series - j + 1) * sum(len(b.points) for b in base)
                 print(f"  points: {done:,} in {time.monotonic() - t0:.0f} s ({done / (time.monotonic() - t0):,.0f}/s)",
                       flush=True)
     conn.execute("COMMIT")
