@@ -7,6 +7,7 @@ import asyncio
 import sqlite3
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -207,6 +208,29 @@ def test_a_fn_that_ends_the_transaction_fails_the_whole_group(store):
 
 
 # --- the CLI beside a running server ----------------------------------------------------------------------
+
+def test_wal_checkpoints_run_beside_the_writer_not_in_its_commits(store):
+    """checkpoint.py: the writer's own commits checkpoint only past SAFETY_PAGES (64 MiB of WAL); a thread
+    of its own moves committed pages into the database file meanwhile, so the file grows while the WAL
+    holds far less than that, and every committed span is readable from the file alone afterwards."""
+    from otelite.collector.store.checkpoint import SAFETY_PAGES
+    assert store.writer._conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (SAFETY_PAGES,)
+    before = Path(store.path).stat().st_size
+    futures = [store.writer.submit(traces_to_batch(trace_request(n_spans=200, seed=i), 1)) for i in range(20)]
+    for f in futures:
+        f.result(timeout=30)
+    wal = Path(store.path + "-wal").stat().st_size
+    assert wal < SAFETY_PAGES * 4096  # the writer's safety checkpoint was never due
+    deadline = time.monotonic() + 10
+    while Path(store.path).stat().st_size <= before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert Path(store.path).stat().st_size > before, "no checkpoint moved the committed pages into the file"
+    assert store.writer._checkpointer.checkpoints > 0
+    store.close()
+    # Closed cleanly, the WAL is empty or gone: the file alone holds every span.
+    assert not Path(store.path + "-wal").exists() or Path(store.path + "-wal").stat().st_size == 0
+    assert _count(store.path, "SELECT count(*) FROM spans") == 20 * 200
+
 
 def test_cli_writes_while_the_server_ingests(server):
     admin = server.admin_key()

@@ -54,8 +54,10 @@ def prepare_database(path: str) -> int:
 
 
 def connect_writer(path: str, *, synchronous: str = "NORMAL", cache_mib: int = 128,
-                   busy_timeout: float = 5.0) -> sqlite3.Connection:
-    """The single writer's connection; transactions are managed explicitly (BEGIN IMMEDIATE/COMMIT)."""
+                   busy_timeout: float = 5.0, autocheckpoint_pages: int | None = None) -> sqlite3.Connection:
+    """The single writer's connection; transactions are managed explicitly (BEGIN IMMEDIATE/COMMIT).
+    `autocheckpoint_pages`: the WAL size at which a commit checkpoints itself (SQLite's default 1000; the
+    server's writer leaves checkpoints to checkpoint.py and keeps this only as a safety net)."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout)
     conn.execute("PRAGMA journal_mode=WAL")
     # NORMAL in WAL mode survives a process crash (kill -9); FULL also survives power loss.
@@ -63,6 +65,8 @@ def connect_writer(path: str, *, synchronous: str = "NORMAL", cache_mib: int = 1
     # Negative cache_size is KiB. store.md: a large cache keeps the random trace-id index in memory.
     conn.execute(f"PRAGMA cache_size={-int(cache_mib) * 1024}")
     conn.execute("PRAGMA temp_store=MEMORY")
+    if autocheckpoint_pages is not None:
+        conn.execute(f"PRAGMA wal_autocheckpoint={int(autocheckpoint_pages)}")
     return conn
 
 
