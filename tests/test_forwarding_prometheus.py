@@ -127,14 +127,21 @@ def wait_until_equal(prom: str, server, key: str) -> dict:
         time.sleep(0.3)
 
 
-def test_prometheus_receives_what_the_scrape_shows_across_a_kill(tmp_path, prometheus):
-    config = {
+def forwarder_config(prom: str, max_interval: str = "1s", **extra) -> dict:
+    """otelite with the sqlite exporter and a remote-write forwarder to `prom` (external label cluster=ci),
+    retrying fast; `extra` top-level sections are added as given."""
+    return {
         "receivers": {"otlp": {"decode_workers": 0}},
         "exporters": {"sqlite": {}, "prometheusremotewrite/prom": {
-            "endpoint": f"{prometheus}/api/v1/write", "external_labels": {"cluster": "ci"},
-            "retry_on_failure": {"initial_interval": "100ms", "max_interval": "1s"}}},
+            "endpoint": f"{prom}/api/v1/write", "external_labels": {"cluster": "ci"},
+            "retry_on_failure": {"initial_interval": "100ms", "max_interval": max_interval}}},
         "service": {"pipelines": {"metrics": {"receivers": ["otlp"], "exporters": ["sqlite", "prometheusremotewrite/prom"]}}},
+        **extra,
     }
+
+
+def test_prometheus_receives_what_the_scrape_shows_across_a_kill(tmp_path, prometheus):
+    config = forwarder_config(prometheus)
     server = start_server(tmp_path, config, "forwarder")
     key = server.admin_key()
     shop = {"service.name": "shop", "service.instance.id": "pod-1", "deployment.environment": "ci"}
@@ -209,14 +216,7 @@ def test_flux_and_trifle_metrics_reach_prometheus_as_the_scrape_shows_them(tmp_p
     that stores them, and remote-write sends what the scrape shows (Flux gauge, counter as its running
     total with decrements, distribution as a summary, set as distinct members; Trifle tallies with their
     asserts), across a `kill -9`."""
-    config = {
-        "receivers": {"otlp": {"decode_workers": 0}},
-        "auth": {"rate_limits": {"flux_batch": {"enabled": False}}},
-        "exporters": {"sqlite": {}, "prometheusremotewrite/prom": {
-            "endpoint": f"{prometheus}/api/v1/write", "external_labels": {"cluster": "ci"},
-            "retry_on_failure": {"initial_interval": "100ms", "max_interval": "1s"}}},
-        "service": {"pipelines": {"metrics": {"receivers": ["otlp"], "exporters": ["sqlite", "prometheusremotewrite/prom"]}}},
-    }
+    config = forwarder_config(prometheus, auth={"rate_limits": {"flux_batch": {"enabled": False}}})
     server = start_server(tmp_path, config, "forwarder")
     key = server.admin_key()
     auth = {"Authorization": f"Bearer {key}"}
@@ -285,13 +285,7 @@ def test_prometheus_down_and_otelite_killed_in_between_every_acknowledged_point_
     at least once on the wire, counted in otelite_exporter_resent_metric_points_total, and no duplicate in
     Prometheus."""
     prom = prometheus_process.url
-    config = {
-        "receivers": {"otlp": {"decode_workers": 0}},
-        "exporters": {"sqlite": {}, "prometheusremotewrite/prom": {
-            "endpoint": f"{prom}/api/v1/write", "external_labels": {"cluster": "ci"},
-            "retry_on_failure": {"initial_interval": "100ms", "max_interval": "500ms"}}},
-        "service": {"pipelines": {"metrics": {"receivers": ["otlp"], "exporters": ["sqlite", "prometheusremotewrite/prom"]}}},
-    }
+    config = forwarder_config(prom, max_interval="500ms")
     server = start_server(tmp_path, config, "forwarder")
     key = server.admin_key()
     worker = {"service.name": "worker", "service.instance.id": "w-1"}
