@@ -16,7 +16,10 @@ CUMULATIVE, DELTA = 2, 1
 
 
 def open_store(tmp_path, name: str = "engine.db", **overrides) -> Store:
+    """A store with metric retention off: the tests' fixed timestamps lie months back, and points older
+    than the retention are expired (never read) from the moment they arrive."""
     cfg = SqliteExporterConfig(path=str(tmp_path / name))
+    cfg.retention.metrics = 0
     for k, v in overrides.items():
         setattr(cfg, k, v)
     store = Store(cfg, BatchProcessorConfig())

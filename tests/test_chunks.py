@@ -42,7 +42,12 @@ POINT_SQL = ("SELECT project_id, series_id, start_ns, time_ns, value, count, sum
              "FROM metric_points")
 
 
+HEAD_ONLY = {"direct_min_points": 10**9}  # every point goes to the head first (the compactor's input)
+
+
 def open_store(path: Path, **compaction) -> Store:
+    """A store whose points go to the head unless `direct_min_points` says otherwise (appender.py)."""
+    compaction = {**HEAD_ONLY, **compaction}
     cfg = SqliteExporterConfig(path=str(path))
     cfg.retention.traces = cfg.retention.metrics = 0  # the fixture's timestamps are fixed
     for k, v in compaction.items():
@@ -52,7 +57,8 @@ def open_store(path: Path, **compaction) -> Store:
     return store
 
 
-def write_fixture_data(store: Store, steps: range = range(40), shift_ns: int = 0) -> None:
+def write_fixture_data(store: Store, steps: range = range(40), shift_ns: int = 0, wait_each: bool = False) -> None:
+    """The fixture's requests; `wait_each`: one commit per request (else the writer groups them)."""
     futures = []
     for step in steps:
         b = metrics_to_batch(legacy.metric_request(step, legacy.random.Random(step)), 1)
@@ -61,6 +67,8 @@ def write_fixture_data(store: Store, steps: range = range(40), shift_ns: int = 0
             if shift_ns:
                 batch.points = [p[:3] + (p[3] + shift_ns,) + p[4:] for p in batch.points]
             futures.append(store.writer.submit(batch))
+            if wait_each:
+                futures[-1].result(timeout=30)
     for f in futures:
         f.result(timeout=30)
 
@@ -154,6 +162,28 @@ def test_reads_are_the_same_before_and_after_compaction(written):
     assert snapshot(written) == before
 
 
+@pytest.mark.parametrize("direct_min", [1, 3])
+def test_points_packed_at_commit_read_as_those_moved_from_the_head(tmp_path, written, direct_min):
+    # appender.py: a commit's points of one metric and hour (at least direct_min) go straight into a chunk;
+    # every read must be the same as for the same data written to the head and compacted. The fixture has
+    # what SQLite stores differently from the Python value (NaN doubles become NULL) and every metric type.
+    path = tmp_path / "direct.db"
+    store = open_store(path, direct_min_points=direct_min)
+    write_fixture_data(store, wait_each=True)  # small commits: with 3, some groups are smaller, some not
+    store.close()
+    conn = sqlite3.connect(path)
+    in_head = conn.execute("SELECT count(*) FROM metric_points").fetchone()[0]
+    in_chunks = conn.execute("SELECT coalesce(sum(n), 0) FROM metric_chunks").fetchone()[0]
+    conn.close()
+    assert in_head + in_chunks == 840
+    assert in_chunks > 0 and (in_head == 0) == (direct_min == 1)
+    compact_everything(written, legacy.T0 + 10 * HOUR)
+    expected = snapshot(written)
+    assert snapshot(path) == expected
+    compact_everything(path, legacy.T0 + 10 * HOUR)  # merged into one chunk per metric: still the same
+    assert snapshot(path) == expected
+
+
 def test_the_engine_answers_the_same_from_chunks(written):
     def answers():
         conn = connect_reader(str(written))
@@ -213,18 +243,21 @@ def _read_all(conn, cache: PointCache) -> dict:
     return out
 
 
-def test_a_warm_cache_reads_what_arrived_and_moved_since(tmp_path):
+@pytest.mark.parametrize("direct_min", [10**9, 3])
+def test_a_warm_cache_reads_what_arrived_and_moved_since(tmp_path, direct_min):
     # points.py: a cached metric is brought up to date from head rows past its mark and from the points of
     # newer chunks that came from such rows; here some of the new rows have moved (a partial head pass,
-    # then merges) and some are still in the head when the warm cache looks again.
+    # then merges) and some are still in the head when the warm cache looks again. With direct_min 3, some
+    # points go straight into chunks at their commit (appender.py), others to the head.
     hour = time.time_ns() // HOUR * HOUR
     shift = hour - legacy.T0
     path = tmp_path / "w.db"
     reader = None
     warm = PointCache()
+    in_head = []
     for k in range(6):
-        store = open_store(path)
-        write_fixture_data(store, range(6 * k, 6 * k + 6), shift_ns=shift)
+        store = open_store(path, direct_min_points=direct_min)
+        write_fixture_data(store, range(6 * k, 6 * k + 6), shift_ns=shift, wait_each=direct_min < 10**9)
         store.close()
         conn = connect_writer(str(path))
         comp = Compactor(head_max_age=0, head_max_points=100_000, pass_rows=90)
@@ -234,8 +267,11 @@ def test_a_warm_cache_reads_what_arrived_and_moved_since(tmp_path):
         conn.close()
         reader = reader or connect_reader(str(path))
         assert _read_all(reader, warm) == _read_all(reader, PointCache(0)), k
+        conn = sqlite3.connect(path)
+        in_head.append(conn.execute("SELECT count(*) FROM metric_points").fetchone()[0])
+        conn.close()
+    assert any(in_head)  # some points were still in the head when the warm cache looked
     conn = sqlite3.connect(path)
-    assert conn.execute("SELECT count(*) FROM metric_points").fetchone()[0] > 0  # some still in the head
     assert conn.execute("SELECT count(*) FROM metric_chunks WHERE level > 0").fetchone()[0] > 0  # and merged
     conn.close()
     compact_everything(path, hour + 3 * HOUR)  # every point moved: the warm cache reads nothing new twice
@@ -366,7 +402,8 @@ def test_set_members_stay_text_and_distributions_keep_their_totals_through_compa
     assert state == (len(values), sum(values), min(values), max(values))
 
 
-def test_tally_write_order_and_asserts_survive_compaction_and_an_emptied_head(tmp_path):
+@pytest.mark.parametrize("direct_min", [10**9, 1])
+def test_tally_write_order_and_asserts_survive_compaction_and_an_emptied_head(tmp_path, direct_min):
     """Trifle's tally: every track/assert is a row, applied in write order (the head rowid). The compactor
     empties the head between the writes below, so rowids must keep growing past the moved ones."""
     from otelite.api.trifle.request import Write
@@ -378,7 +415,7 @@ def test_tally_write_order_and_asserts_survive_compaction_and_an_emptied_head(tm
     rng = np.random.default_rng(16)
     ops = []
     for round_ in range(4):
-        store = open_store(path)
+        store = open_store(path, direct_min_points=direct_min)  # 1: every write its own chunk
         for _ in range(60):
             t = t0 + int(rng.integers(0, 3 * 3600)) * 10**9
             op = "assert" if rng.random() < 0.2 else "track"
@@ -421,3 +458,26 @@ def test_tally_write_order_and_asserts_survive_compaction_and_an_emptied_head(tm
     for _, op, v in ops:
         total = v if op == "assert" else total + v
     assert mixed[1] == total  # the scrape's running total folds every write in order
+
+
+@pytest.mark.parametrize("texts", [
+    ['{"bounds":[1.0,2.5],"counts":[1,2,3]}', '{"bounds":[1.00,2.5],"counts":[0,0,7]}',  # the fast parse's
+     '{"bounds":[5],"counts":[4,1]}', '{"bounds":[1.0,2.5],"counts":[2,2,2]}'],
+    ['{"bounds":[1.0],"counts":[1,2]}', None],  # a point without buckets
+    ['{"bounds":[1.0],"counts":[1,2],"x":1}', '{"bounds":[1.0],"counts":[1,2]}'],  # another key after counts
+    ['{"counts":[1,2],"bounds":[1.0]}'],  # another order
+    ['{"bounds":[1.0],"counts":[1,2]}', '{"bounds":[2.0],"x":[3],"counts":[4,5]}'],
+    ['{"bounds":[],"counts":[9]}', '[1,2]'],
+])
+def test_the_fast_bucket_parse_equals_the_general_one(monkeypatch, texts):
+    # chunks._histogram_buckets parses the normalizers' bucket JSON without json.loads per point; whatever
+    # the text, the derived columns must be the general parse's.
+    rows = [(1, 7, 0, 1000 + i, None, 3, 1.5, None, None, 0, t, None) for i, t in enumerate(texts)]
+    assert (chunks._histogram_buckets(tuple(texts)) is not None) == (len(texts) == 4)
+    fast = chunks.block_from_rows("histogram", rows, list(range(1, len(rows) + 1)))
+    monkeypatch.setattr(chunks, "_histogram_buckets", lambda texts: None)
+    general = chunks.block_from_rows("histogram", rows, list(range(1, len(rows) + 1)))
+    assert fast.points.bounds == general.points.bounds
+    assert fast.points.bounds_id.tolist() == general.points.bounds_id.tolist()
+    assert fast.points.bounds_id.dtype == general.points.bounds_id.dtype
+    assert _plain(fast.points.counts) == _plain(general.points.counts)

@@ -1,7 +1,8 @@
 """The compactor: moves metric points from the head into chunks, merges chunks, expires old points.
 
 It runs on the writer's thread, between ingest commits, one small transaction per step (store.md: nothing
-may stall ingest), like Prometheus' head compaction:
+may stall ingest), like Prometheus' head compaction. Most points skip the head: the writer packs a
+commit's points of a metric into a level-0 chunk at once (appender.py), and only merges are left to do.
 
 1. **Head pass.** Points whose commit is older than `head_max_age`, or the oldest ones while the head holds
    more than `head_max_points`, are read in rowid order (at most PASS_ROWS per step), grouped by metric and
@@ -51,10 +52,10 @@ _SQL_HEAD_ROWS = (
     "SELECT p.id, p.project_id, p.series_id, p.start_ns, p.time_ns, p.value, p.count, p.sum, p.min, p.max, "
     "p.flags, p.buckets, p.exemplars, s.project_id, s.name, s.type FROM metric_points AS p "
     "LEFT JOIN metric_series AS s ON s.id = p.series_id WHERE p.id <= ? ORDER BY p.id LIMIT ?")
-_SQL_INSERT_CHUNK = (
+SQL_INSERT_CHUNK = (
     "INSERT INTO metric_chunks (project_id, name, type, block_start, level, seq, n, t_min, t_max, payload) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-_SQL_MOVED_TO = ("INSERT INTO metric_head_marks (name, value) VALUES ('moved_to', ?1) "
+SQL_MOVED_TO = ("INSERT INTO metric_head_marks (name, value) VALUES ('moved_to', ?1) "
                  "ON CONFLICT (name) DO UPDATE SET value = max(value, ?1)")
 _SQL_TIER_CANDIDATE = (
     "SELECT project_id, name, type, block_start, level FROM metric_chunks WHERE n < ? AND level < ? "
@@ -100,6 +101,8 @@ class Compactor:
         self._next_merge_look = 0.0
         self._legacy = False
         self.steps = 0  # work done, for tests and telemetry
+        self.moved_to = 0  # every head row with id <= this has been moved (committed head passes)
+        self._moving = 0
         self.compacted_points = 0
 
     def start(self, conn: sqlite3.Connection) -> None:
@@ -109,7 +112,11 @@ class Compactor:
         self._legacy = bool(legacy_indexes(conn))
 
     def note_commit(self, conn: sqlite3.Connection, head_hi: int) -> None:
-        """The head's largest rowid after a commit that inserted points."""
+        """After a commit that stored points: `head_hi`, the largest head rowid it inserted (0 when its
+        points all went straight into chunks, appender.py, which only need merging)."""
+        self._merges_pending = True
+        if not head_hi:
+            return
         self._commits.append((self._clock(), head_hi))
         lo = self._head[0] or conn.execute("SELECT min(id) FROM metric_points").fetchone()[0] or head_hi
         self._head = (lo, head_hi)
@@ -152,6 +159,7 @@ class Compactor:
                     self._merges_pending = False
                     self._next_merge_look = self._clock() + 30.0
             conn.execute("COMMIT")
+            self.moved_to = max(self.moved_to, self._moving)
         except sqlite3.Error as e:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -185,11 +193,12 @@ class Compactor:
         for (project_id, name, metric_type, block_start), group in groups.items():
             block = block_from_rows(metric_type or "gauge", [r[1:13] for r in group], [r[0] for r in group]).sorted()
             times = block.points.time
-            conn.execute(_SQL_INSERT_CHUNK, (project_id, name, metric_type, block_start, 0, group[0][0], len(block),
+            conn.execute(SQL_INSERT_CHUNK, (project_id, name, metric_type, block_start, 0, group[0][0], len(block),
                                              int(times.min()), int(times.max()), encode(block)))
         last = rows[-1][0]
+        self._moving = last
         conn.execute("DELETE FROM metric_points WHERE id <= ?", (last,))
-        conn.execute(_SQL_MOVED_TO, (last,))
+        conn.execute(SQL_MOVED_TO, (last,))
         self.compacted_points += len(rows)
         self._merges_pending = True
         self._head = head_edges(conn)
@@ -252,7 +261,7 @@ class Compactor:
         if not len(block):
             return 0
         project_id, name, metric_type, block_start, seq, _ = rows[0]
-        cur = conn.execute(_SQL_INSERT_CHUNK, (project_id, name, metric_type, block_start, level, seq, len(block),
+        cur = conn.execute(SQL_INSERT_CHUNK, (project_id, name, metric_type, block_start, level, seq, len(block),
                                                int(times.min()), int(times.max()), encode(block)))
         return cur.lastrowid
 

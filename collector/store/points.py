@@ -1,8 +1,9 @@
 """Metric points as numpy columns, read from the store's two point layouts (issue 16).
 
-Where points live (chunks.py, compactor.py): new points are rows of the head, `metric_points`, which has no
-secondary index so that ingest appends cheaply; the writer's compactor moves them, a few seconds to a
-minute later, into `metric_chunks`, one row per metric and hour holding the points as numpy columns.
+Where points live (chunks.py, appender.py, compactor.py): in `metric_chunks`, rows of one metric and hour
+holding the points as numpy columns, written at commit for a metric with many points in it, later merged;
+and in the head, `metric_points`, which has no secondary index so that the few points of the other
+metrics append cheaply, until the writer's compactor moves them, within a minute, into chunks.
 `PointCache.points` reads both in one snapshot: the chunks of the metric whose hour overlaps the range
 (a handful of large rows, decoded with `frombuffer`) and the head rows of the metric's series (a scan of
 the small head). Points older than the metric retention's cutoff (`retention_cutoffs`) are never
@@ -15,8 +16,8 @@ chunk row carries tens of thousands of points for the cost of one.
 There is one `PointCache` per store (`Store.point_cache`), shared by every dialect and bounded by
 `exporters.sqlite.query_cache_mib`: per metric, every point since the earliest time asked for, decoded
 and sorted by (series, time), least recently used metric first out. A later query reads only what is
-new: head rows past the largest head rowid it saw, and the points of chunks written since that came
-from those rows (a point keeps its head rowid in its chunk). Warm queries so pay for the new points, not
+new: head rows past the largest arrival number (head rowid) it saw, and the points of chunks written
+since that arrived later (a point keeps its arrival number in its chunk). Warm queries so pay for the new points, not
 for the day; cold ones decode the metric's chunks, which are already sorted, hour after hour.
 
 Columns: `value` is the scalar reading (a number point's value; for histograms and summaries the mean
@@ -458,7 +459,7 @@ class PointCache:
                 since = t_from - max(t_to - t_from, 0) // 4
                 since -= since % _HOUR_NS
                 parts = _chunk_parts(conn, series, max(since, cutoff))
-                parts.append(_load(conn, series.project_id, series, "time_ns >= ?", (since,)).sorted())
+                parts.append(_load(conn, series.project_id, series, "time_ns >= ?", (max(since, cutoff),)).sorted())
                 entry = _Entry(_sorted_parts(parts, kind), since, head_mark, chunk_mark, cutoff)
             else:
                 if head_mark > entry.head_mark:
@@ -469,7 +470,7 @@ class PointCache:
                         if moved:
                             new.append(_sorted_parts(moved, kind))
                     new.append(_load(conn, series.project_id, series, "id > ? AND time_ns >= ?",
-                                     (entry.head_mark, entry.since)))
+                                     (entry.head_mark, max(entry.since, cutoff))))
                     new = [p for p in new if len(p)]
                     if new:
                         both = concat_all(new, kind)  # moved points arrived before those still in the head
@@ -482,8 +483,8 @@ class PointCache:
             pts = entry.points
             with self._lock:
                 self._store(key, entry)
-        # Expired chunk points were left out above; expired head rows are deleted by the retention pass
-        # that recorded the cutoff (compactor.expire_metrics), as ever.
+        # Expired points were left out above, in chunks and head alike: a point older than the cutoff is
+        # never read, whether it is in a chunk, in the head, or arrived after the cutoff passed it.
         mask = (pts.time >= t_from) & (pts.time < t_to)
         return pts if mask.all() else pts.take(mask)
 
@@ -509,7 +510,7 @@ def point_rows(conn: sqlite3.Connection, series_ids: list[int], t_from: int | No
     if not series_ids:
         return []
     lo = t_from if t_from is not None else -(1 << 63)
-    c_lo = max(lo, retention_cutoff(conn))  # expired chunk points are hidden (PointCache.points)
+    c_lo = max(lo, retention_cutoff(conn))  # expired points are hidden (PointCache.points)
     hi = t_to if t_to is not None else (1 << 63) - 1
     from otelite.collector.store.chunks import block_of
     ids = sorted(set(series_ids))
@@ -537,7 +538,7 @@ def point_rows(conn: sqlite3.Connection, series_ids: list[int], t_from: int | No
         out += conn.execute(
             f"SELECT project_id, series_id, start_ns, time_ns, value, count, sum, min, max, flags, buckets, exemplars "
             f"FROM metric_points WHERE series_id IN ({','.join('?' * len(part))}) AND time_ns >= ? AND time_ns < ? "
-            "ORDER BY id", [*part, lo, hi]).fetchall()
+            "ORDER BY id", [*part, c_lo, hi]).fetchall()
     # Chunks hold earlier arrivals than the head; a stable sort keeps that order among equal times.
     out.sort(key=lambda r: (r[1], r[3]))
     return out
@@ -547,7 +548,7 @@ def point_counts(conn: sqlite3.Connection, project_id: int, name: str | None = N
                  metric_type: str | None = None) -> dict[tuple[str, str], int]:
     """(name, type) → number of stored points (readings or not) of the project's metrics, exactly as reads
     see them: chunk sizes, minus the expired points of a chunk the retention cutoff cuts through, plus the
-    head (whose expired rows the retention pass deletes)."""
+    head's points that have not expired."""
     from otelite.collector.store.chunks import payload_times
     cutoff = retention_cutoff(conn)
 
@@ -572,7 +573,7 @@ def point_counts(conn: sqlite3.Connection, project_id: int, name: str | None = N
     s_where, _ = metric_where("s.")
     for n, t, total in conn.execute(
             f"SELECT s.name, s.type, count(*) FROM metric_points AS p JOIN metric_series AS s ON s.id = p.series_id "
-            f"WHERE {s_where} GROUP BY s.name, s.type", params):
+            f"WHERE {s_where} AND p.time_ns >= ? GROUP BY s.name, s.type", [*params, cutoff]):
         counts[(n, t)] = counts.get((n, t), 0) + total
     return counts
 

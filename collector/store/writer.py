@@ -12,7 +12,8 @@ same group commit as the ingest batches, so the process opens no second writing 
 sqlite3 releases the GIL while SQLite steps, so parsing in the event loop overlaps with commits here.
 
 Between commits the same thread does the store's background work, one short transaction at a time
-(issue 16): the compactor moves metric points from the head into chunks (compactor.py), a migrated
+(issue 16): the compactor merges metric chunks and moves points from the head into chunks (compactor.py;
+the commit itself packs most points into chunks, appender.py), a migrated
 database's trace index is copied into runs (spans.py), and retention deletes expired rows.
 """
 
@@ -28,11 +29,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from otelite.collector.store import export_log
+from otelite.collector.store.appender import PointAppender
 from otelite.collector.store.checkpoint import SAFETY_PAGES, Checkpointer
 from otelite.collector.store.compactor import Compactor, expire_metrics, last_head_id
 from otelite.collector.store.db import connect_writer, database_bytes
 from otelite.collector.store.events import delete_events_before
-from otelite.collector.store.records import (LABEL_COLUMNS, POINT_COLUMNS, RESOURCE_COLUMNS, SCOPE_COLUMNS,
+from otelite.collector.store.records import (LABEL_COLUMNS, RESOURCE_COLUMNS, SCOPE_COLUMNS,
                                      SERIES_COLUMNS, WriteBatch, series_labels)
 from otelite.collector.store.series_state import LAST_SEEN_LAG_NS, SeriesStateUpdater
 from otelite.collector.store.spans import RunBackfill, expire_runs, insert_spans
@@ -72,8 +74,6 @@ _SQL_RESOURCE = _insert("resources", RESOURCE_COLUMNS, "INSERT OR IGNORE")
 _SQL_SCOPE = _insert("scopes", SCOPE_COLUMNS, "INSERT OR IGNORE")
 _SQL_SERIES = _insert("metric_series", SERIES_COLUMNS, "INSERT OR IGNORE")
 _SQL_LABEL = _insert("metric_series_labels", LABEL_COLUMNS, "INSERT OR IGNORE")
-_SQL_POINT = _insert("metric_points", POINT_COLUMNS)
-_SQL_POINT_AT = _insert("metric_points", ("id",) + POINT_COLUMNS)
 _SQL_SERIES_SEEN = "UPDATE metric_series SET last_seen_ns = ?1 WHERE id = ?2 AND last_seen_ns < ?1"
 _SQL_ATTR_KEY = ("INSERT INTO span_attribute_keys (project_id, attribute_type, key, hour, count) "
                  "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET count = count + excluded.count")
@@ -127,7 +127,9 @@ class Writer:
         # LAST_SEEN_LAG_NS; metric_series_state.time_ns has the exact newest time).
         self._stored_seen: dict[int, int] = {}
         self._pending_seen: list[tuple[int, int]] = []
-        self._head_hi = 0  # the head's largest rowid after the last commit that stored points
+        self._head_hi = 0  # the largest arrival number (head rowid) given to a point (appender.py)
+        self._commit_head_hi = 0  # the largest head rowid the commit being written inserted (0: none)
+        self._appender = PointAppender(config.compaction.direct_min_points)
         self._checkpointer: Checkpointer | None = None  # WAL checkpoints off the commit path (checkpoint.py)
         c = config.compaction
         self.compactor = Compactor(c.head_max_age, c.head_max_points, c.step_rows)
@@ -146,6 +148,7 @@ class Writer:
         self._checkpointer = Checkpointer(self.path, c.synchronous)
         self._checkpointer.start()
         self.compactor.start(self._conn)
+        self._appender.start(self._conn)
         self._head_hi = last_head_id(self._conn)
         self._run_backfill.start(self._conn)
         self._thread = threading.Thread(target=self._run, name="otelite-writer", daemon=True)
@@ -283,6 +286,7 @@ class Writer:
             self._run_backfill.step(conn)
         elif self.compactor.due():
             self.compactor.step(conn)
+            self._appender.moved(self.compactor.moved_to)
 
     def _wait_for_more(self) -> None:
         """processors.batch: wait up to `timeout` for send_batch_size items (the cond's lock is held)."""
@@ -339,7 +343,7 @@ class Writer:
         elapsed = time.perf_counter() - started
         if merged is not None:
             if merged.points:
-                self.compactor.note_commit(conn, self._head_hi)
+                self.compactor.note_commit(conn, self._commit_head_hi)
             if len(self._stored_seen) > _KNOWN_IDS_MAX:
                 self._stored_seen.clear()
             self._stored_seen.update(self._pending_seen)
@@ -409,13 +413,11 @@ class Writer:
             self._pending_seen += [(r[0], r[12]) for r in rows]
             stored_seen = {**stored_seen, **dict(self._pending_seen)}
         if b.points:
-            # The head: no secondary index, one executemany (compactor.py moves the rows into chunks).
-            # The first row's rowid is given: past every head rowid ever used, also when the compactor
-            # has emptied the head (rowids order equal times and are a tally's write order); the rest
-            # follow it.
-            conn.execute(_SQL_POINT_AT, (self._head_hi + 1,) + tuple(b.points[0]))
-            conn.executemany(_SQL_POINT, b.points[1:])
-            self._head_hi = conn.execute("SELECT max(id) FROM metric_points").fetchone()[0] or 0
+            # Straight into chunks or into the head (appender.py). Arrival numbers continue past every one
+            # ever used, also when the compactor has emptied the head (they order equal times and are a
+            # tally's write order); a commit that rolls back leaves a gap, which is harmless.
+            first = self._head_hi + 1
+            self._head_hi, self._commit_head_hi = self._appender.append(conn, b.points, b.series, first)
             newest, behind = self._update_state(conn, b)
             # metric_series.last_seen_ns: the newest point time is exactly max(last_seen_ns, state time_ns),
             # and the state row already moved in this commit; so last_seen_ns is written only where the

@@ -25,11 +25,13 @@ class SendingQueueConfig:
 
 @dataclass
 class CompactionConfig:
-    # New metric points go to the head table and are packed into per-metric chunks by the writer between
-    # commits (collector/store/compactor.py). A point moves once its commit is this old ...
+    # A commit's points of one metric and hour go straight into a chunk when there are at least this many
+    # (collector/store/appender.py); fewer go to the head table, which the writer packs into per-metric
+    # chunks between commits (collector/store/compactor.py). A head point moves once its commit is this old ...
     head_max_age: float = duration(60.0)
     # ... or earlier when the head holds more points than this (queries scan the head: keep it small).
     head_max_points: int = 100_000
+    direct_min_points: int = 64  # see above
     # Rows one background step (a head pass, a step of a migration) takes, in its own transaction:
     # larger steps finish background work sooner, smaller ones hold ingest up for less time.
     step_rows: int = 20_000
@@ -60,6 +62,7 @@ class SqliteExporterConfig:
                            ("cache_mib", self.cache_mib),
                            ("retention.chunk_rows", self.retention.chunk_rows),
                            ("compaction.head_max_points", self.compaction.head_max_points),
+                           ("compaction.direct_min_points", self.compaction.direct_min_points),
                            ("compaction.step_rows", self.compaction.step_rows)):
             if value <= 0:
                 raise InvalidField(key, f"must be positive, got {value}")

@@ -1,0 +1,109 @@
+"""Where a commit's metric points go: straight into chunks, or the head (issue 16).
+
+Writing a point to the head and moving it later costs an index-free insert, the compactor reading it back
+and a delete (py-spy on the writer thread: 40% of its time on points). So the writer packs the points it
+already holds: each (metric, hour) group of a commit with at least DIRECT_MIN points becomes one level-0
+chunk (chunks.py) in the transaction that acknowledges them, and the compactor's merges (compactor.py)
+grow those into the hour's large chunks, as Prometheus' head appends and compacts in memory. Small groups
+(a metric with a handful of series) go to the head as before: a chunk per commit for each of them would
+cost more than the rows and leave the store full of tiny chunks, which the head pass packs in bulk.
+
+Every point gets an arrival number (`hid`, the head rowid it has or would have had) from one counter that
+only grows, persisted with the commit (`metric_head_marks.moved_to`); the query cache (points.py) and the
+order of points with one series and timestamp (a tally's write order) rest on it. The order of ties also
+needs every chunk point of a metric to have arrived before its head points (points.py reads chunks, then
+the head), so a metric with points in the head keeps going to the head until the compactor has moved them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from otelite.collector.store.chunks import BLOCK_NS, block_from_rows, encode, stored_rows
+from otelite.collector.store.compactor import SQL_INSERT_CHUNK, SQL_MOVED_TO
+
+DIRECT_MIN = 64  # points of one metric and hour in one commit that are packed into a chunk at once
+_META_MAX = 1_000_000  # cap on the series → metric cache
+
+_SQL_HEAD_ROW = ("INSERT INTO metric_points (id, project_id, series_id, start_ns, time_ns, value, count, sum, min, "
+                 "max, flags, buckets, exemplars) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+
+
+class PointAppender:
+    """Owned by the writer. `append` inside the commit's transaction; `moved(hi)` after the compactor has
+    committed a head pass that moved every head row with id <= hi."""
+
+    def __init__(self, direct_min: int = DIRECT_MIN) -> None:
+        self.direct_min = max(int(direct_min), 1)
+        self._metric_of: dict[int, tuple[int, str, str]] = {}  # series id → (project, name, type)
+        # Metrics with points in the head: (project, name, type) → the largest hid written there. An entry
+        # left by a commit that rolled back only sends that metric to the head a little longer.
+        self._in_head: dict[tuple, int] = {}
+        self._backlog_hi = 0  # head rows present at start (metrics unknown): all points go to the head
+
+    def start(self, conn: sqlite3.Connection) -> None:
+        self._backlog_hi = conn.execute("SELECT max(id) FROM metric_points").fetchone()[0] or 0
+
+    def moved(self, hi: int) -> None:
+        if hi >= self._backlog_hi:
+            self._backlog_hi = 0
+        self._in_head = {k: v for k, v in self._in_head.items() if v > hi}
+
+    def append(self, conn: sqlite3.Connection, points: list[tuple], series: dict[int, tuple],
+               first_hid: int) -> tuple[int, int]:
+        """Store `points` (records.POINT_COLUMNS rows, in arrival order) with hids first_hid, first_hid + 1,
+        ...; `series`: the batch's series rows (SERIES_COLUMNS) by id. Returns (the largest hid used, the
+        largest head rowid written or 0)."""
+        metric_of = self._metric_of_all(conn, points, series)
+        groups: dict[tuple, list[int]] = {}
+        for i, p in enumerate(points):
+            m = metric_of.get(p[1])
+            # A point whose series row is missing (never written by the writer) keeps its project, as the
+            # compactor's head pass does.
+            key = (m if m is not None else (p[0], "", "")) + (p[3] - p[3] % BLOCK_NS,)
+            group = groups.get(key)
+            if group is None:
+                groups[key] = group = []
+            group.append(i)
+        head: list[int] = []
+        for key, idx in groups.items():
+            metric = key[:3]
+            if len(idx) < self.direct_min or self._backlog_hi or metric in self._in_head:
+                head += idx
+                continue
+            project_id, name, metric_type, block_start = key
+            rows = stored_rows([points[i] for i in idx])
+            hids = [first_hid + i for i in idx]
+            block = block_from_rows(metric_type or "gauge", rows, hids).sorted()
+            times = block.points.time
+            conn.execute(SQL_INSERT_CHUNK, (project_id, name, metric_type, block_start, 0, hids[0], len(block),
+                                            int(times.min()), int(times.max()), encode(block)))
+        last = first_hid + len(points) - 1
+        head_hi = 0
+        if head:
+            head.sort()  # arrival order
+            conn.executemany(_SQL_HEAD_ROW, [(first_hid + i,) + tuple(points[i]) for i in head])
+            head_hi = first_hid + head[-1]
+            for i in head:
+                p = points[i]
+                m = metric_of.get(p[1])
+                self._in_head[m if m is not None else (p[0], "", "")] = head_hi
+        conn.execute(SQL_MOVED_TO, (last,))
+        return last, head_hi
+
+    def _metric_of_all(self, conn: sqlite3.Connection, points: list[tuple], series: dict[int, tuple]
+                       ) -> dict[int, tuple[int, str, str]]:
+        cache = self._metric_of
+        if len(cache) > _META_MAX:
+            cache.clear()
+        for sid, row in series.items():  # SERIES_COLUMNS: project_id 1, name 2, type 3
+            cache[sid] = (row[1], row[2], row[3])
+        missing = {p[1] for p in points} - cache.keys()
+        missing_list = list(missing)
+        for i in range(0, len(missing_list), 500):
+            part = missing_list[i:i + 500]
+            for sid, project_id, name, metric_type in conn.execute(
+                    f"SELECT id, project_id, name, type FROM metric_series WHERE id IN ({','.join('?' * len(part))})",
+                    part):
+                cache[sid] = (project_id, name, metric_type)
+        return cache
