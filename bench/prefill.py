@@ -67,6 +67,8 @@ def _writer(path: str, bulk: bool = True):
         from otelite.collector.store.compactor import last_head_id
         w.compactor.start(w._conn)
         w._head_hi = last_head_id(w._conn)
+    if hasattr(w, "_appender"):  # points straight into chunks (appender.py)
+        w._appender.start(w._conn)
     return w
 
 
@@ -83,7 +85,7 @@ def _commit(w, batches: list) -> None:
     if hasattr(w, "_stored_seen"):
         w._stored_seen.update(w._pending_seen)
     if hasattr(w, "compactor") and merged.points:
-        w.compactor.note_commit(conn, w._head_hi)
+        w.compactor.note_commit(conn, getattr(w, "_commit_head_hi", w._head_hi))
 
 
 def measure(path: str, requests: int, per_commit: int) -> dict:
