@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from otelite.collector.cli import apply_overrides
+from otelite.collector.commands import apply_overrides
 from otelite.collector.component import Factory, InvalidField, duration, parse_endpoint
 from otelite.collector.components import BUILTIN
 from otelite.collector.config import ConfigError, config_from_mapping, load_config

@@ -3,6 +3,8 @@
 import asyncio
 import os
 import pickle
+import subprocess
+import sys
 import time
 
 import grpc
@@ -12,7 +14,8 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
 from conftest import trace_request
 from otelite.collector.normalize.otlp import OtlpDataError, traces_to_batch
-from otelite.collector.pipeline.walker import OtlpDecodeError, Walker, walk_traces
+from otelite.collector.pipeline.decode import OtlpDecodeError, walk_traces
+from otelite.collector.pipeline.walker import Walker
 
 
 def test_worker_walk_equals_in_process_walk():
@@ -67,3 +70,15 @@ def test_workers_do_not_outlive_a_killed_collector(server):
     alive = [w for w in workers if os.path.exists(f"/proc/{w}")
              and open(f"/proc/{w}/stat").read().split(") ")[1][0] != "Z"]
     assert alive == []
+
+
+def test_a_decode_worker_imports_only_what_it_runs():
+    # A spawned worker imports the parent's main module (otelite.collector.cli under `otelite serve`) and
+    # the module of the function it runs (decode.py); neither may pull in the store, numpy or the config
+    # machinery (~25 MB of RSS per worker, counted in the overload budget of issue 16).
+    code = ("import sys, otelite.collector.cli, otelite.collector.pipeline.decode; "
+            "print(sorted(m for m in ('numpy', 'otelite.collector.store.writer', 'otelite.collector.config', "
+            "'grpc', 'falcon', 'sqlite3') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

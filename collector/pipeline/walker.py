@@ -13,81 +13,19 @@ mapped by hand in the event loop); a message is walked in-process.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import multiprocessing
 import os
-import signal
-import threading
-import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable
 
-from google.protobuf.message import DecodeError
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-from otelite.collector.normalize.otlp import OtlpDataError, metrics_to_batch, traces_to_batch
+# What runs in the worker lives in decode.py, which imports little: a worker imports it, not this module.
+from otelite.collector.pipeline.decode import walk_metrics, walk_traces, worker_init
 from otelite.collector.store.records import WriteBatch
 from otelite.collector.store.writer import StoreFull, StoreUnavailable
 
 log = logging.getLogger("otelite.walker")
-
-
-class OtlpDecodeError(OtlpDataError):
-    """The bytes are not the expected protobuf message (HTTP 400 / INVALID_ARGUMENT)."""
-
-    def __init__(self, type_name: str) -> None:
-        super().__init__(f"not a valid protobuf {type_name}")
-        self.type_name = type_name
-
-    def __reduce__(self):  # raised in a worker process and pickled back: rebuild from the type name
-        return (OtlpDecodeError, (self.type_name,))
-
-
-def _walk(request_type: type, to_batch: Callable[[Any, int], WriteBatch], payload: Any, project_id: int
-          ) -> WriteBatch:
-    if isinstance(payload, (bytes, bytearray, memoryview)):
-        try:
-            payload = request_type.FromString(bytes(payload))
-        except DecodeError:
-            raise OtlpDecodeError(request_type.__name__) from None
-    return to_batch(payload, project_id)
-
-
-def walk_traces(payload: Any, project_id: int) -> WriteBatch:
-    return _walk(ExportTraceServiceRequest, traces_to_batch, payload, project_id)
-
-
-def walk_metrics(payload: Any, project_id: int) -> WriteBatch:
-    return _walk(ExportMetricsServiceRequest, metrics_to_batch, payload, project_id)
-
-
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-def _worker_init(parent_pid: int) -> None:
-    # A Ctrl-C reaches the whole process group: the workers must keep serving the main process while it
-    # drains, and stop only when it shuts the pool down.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    # ...but they must not outlive it: a worker holds both ends of its task pipe, so after a `kill -9` of
-    # the collector it would wait forever. Linux kills it with its parent; the check closes the race of a
-    # parent that died before prctl ran.
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
-    if os.getppid() != parent_pid:
-        os._exit(0)
-
-
-def _exit_with_parent(parent_pid: int) -> None:
-    """Where prctl is not available: poll for the parent's death."""
-    while os.getppid() == parent_pid:
-        time.sleep(1.0)
-    os._exit(0)
 
 
 # Payloads waiting for or inside a worker, per worker. The executor's own queue is unbounded, so this is
@@ -107,7 +45,7 @@ class Walker:
     def _new_pool(self) -> ProcessPoolExecutor:
         # spawn, not fork: the parent runs grpc and threads, which must not be forked.
         return ProcessPoolExecutor(self._workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_worker_init, initargs=(os.getpid(),))
+                                   initializer=worker_init, initargs=(os.getpid(),))
 
     def warm_up(self) -> None:
         """Start the workers now (spawning imports otelite: about a second), not on the first request.

@@ -365,6 +365,6 @@ def migrate(db: Database) -> int:
         MIGRATIONS.apply(db)
     if file_version != schema_version():
         # Only when it changes: opening an up-to-date file writes nothing, so the CLI can open a file whose
-        # write lock a server holds and leave the waiting to its writer (collector/cli.py).
+        # write lock a server holds and leave the waiting to its writer (collector/commands.py).
         db.execute(f"PRAGMA user_version = {schema_version()}")
     return schema_version()

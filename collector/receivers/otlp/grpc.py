@@ -18,7 +18,7 @@ from otelite.collector.normalize.otlp import OtlpDataError
 from otelite.collector.receivers.admission import GRPC_RESERVE
 from otelite.collector.receivers.otlp.auth import FORBIDDEN, NOT_FOUND, UNAUTHENTICATED, OtlpAuthError
 from otelite.collector.pipeline.ingest import ExportResult, StoreFull, StoreUnavailable
-from otelite.collector.pipeline.walker import OtlpDecodeError
+from otelite.collector.pipeline.decode import OtlpDecodeError
 
 if TYPE_CHECKING:
     from otelite.collector.pipeline.ingest import Ingest

@@ -24,7 +24,7 @@ from otelite.collector.receivers.otlp.auth import FORBIDDEN, NOT_FOUND, UNAUTHEN
 from otelite.collector.normalize.otlp_json import (OtlpJsonError, export_response_to_json, metrics_request_from_json,
                                            status_to_json, traces_request_from_json)
 from otelite.collector.pipeline.ingest import ExportResult, StoreFull, StoreUnavailable
-from otelite.collector.pipeline.walker import OtlpDecodeError
+from otelite.collector.pipeline.decode import OtlpDecodeError
 
 if TYPE_CHECKING:
     from otelite.collector.pipeline.ingest import Ingest
