@@ -481,3 +481,27 @@ def test_the_fast_bucket_parse_equals_the_general_one(monkeypatch, texts):
     assert fast.points.bounds_id.tolist() == general.points.bounds_id.tolist()
     assert fast.points.bounds_id.dtype == general.points.bounds_id.dtype
     assert _plain(fast.points.counts) == _plain(general.points.counts)
+
+
+@pytest.mark.parametrize("span_ns", [10**9, 1 << 61])  # the one-key sort, and lexsort when it cannot fit
+def test_parts_sorted_by_series_then_time_keep_arrival_order_among_equal_points(span_ns):
+    # points._sorted_parts: parts (chunks, the head) each sorted by (series, time), overlapping in time for
+    # some series (points that arrived out of order); the result is sorted by (series, time) and points of
+    # one series and time keep the order of their parts, as np.lexsort over the concatenation gives.
+    from otelite.collector.store.points import Points, _sorted_parts
+    rng = np.random.default_rng(5)
+    parts = []
+    for k in range(6):
+        n = int(rng.integers(50, 400))
+        sid = rng.integers(0, 12, n).astype(np.int64) * 1000 + 7
+        t = rng.integers(0, 40, n).astype(np.int64) * (span_ns // 40) + k % 2  # many equal times
+        order = np.lexsort((t, sid))
+        sid, t = sid[order], t[order]
+        tag = np.arange(n, dtype=np.float64) + 1000 * k  # tells every point apart
+        parts.append(Points("number", sid, t, np.ones(n, bool), tag, tag, np.zeros(n, np.int64)))
+    got = _sorted_parts(parts, "number")
+    sid = np.concatenate([p.series_id for p in parts])
+    t = np.concatenate([p.time for p in parts])
+    tag = np.concatenate([p.value for p in parts])
+    expected = np.lexsort((t, sid))
+    assert got.value.tolist() == tag[expected].tolist()
