@@ -18,12 +18,15 @@ the head), so a metric with points in the head keeps going to the head until the
 from __future__ import annotations
 
 import sqlite3
+from typing import TYPE_CHECKING
 
 from otelite.collector.store.chunks import BLOCK_NS, block_from_rows, encode, stored_rows
 from otelite.collector.store.compactor import SQL_INSERT_CHUNK, SQL_MOVED_TO
 
+if TYPE_CHECKING:
+    from otelite.collector.store.series_cache import SeriesInfo
+
 DIRECT_MIN = 64  # points of one metric and hour in one commit that are packed into a chunk at once
-_META_MAX = 1_000_000  # cap on the series → metric cache
 
 _SQL_HEAD_ROW = ("INSERT INTO metric_points (id, project_id, series_id, start_ns, time_ns, value, count, sum, min, "
                  "max, flags, buckets, exemplars) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
@@ -35,7 +38,6 @@ class PointAppender:
 
     def __init__(self, direct_min: int = DIRECT_MIN) -> None:
         self.direct_min = max(int(direct_min), 1)
-        self._metric_of: dict[int, tuple[int, str, str]] = {}  # series id → (project, name, type)
         # Metrics with points in the head: (project, name, type) → the largest hid written there. An entry
         # left by a commit that rolled back only sends that metric to the head a little longer.
         self._in_head: dict[tuple, int] = {}
@@ -49,18 +51,14 @@ class PointAppender:
             self._backlog_hi = 0
         self._in_head = {k: v for k, v in self._in_head.items() if v > hi}
 
-    def append(self, conn: sqlite3.Connection, points: list[tuple], series: dict[int, tuple],
+    def append(self, conn: sqlite3.Connection, points: list[tuple], series: "dict[int, SeriesInfo]",
                first_hid: int) -> tuple[int, int]:
         """Store `points` (records.POINT_COLUMNS rows, in arrival order) with hids first_hid, first_hid + 1,
-        ...; `series`: the batch's series rows (SERIES_COLUMNS) by id. Returns (the largest hid used, the
+        ...; `series`: what is known of their series (series_cache.py). Returns (the largest hid used, the
         largest head rowid written or 0)."""
-        metric_of = self._metric_of_all(conn, points, series)
         groups: dict[tuple, list[int]] = {}
         for i, p in enumerate(points):
-            m = metric_of.get(p[1])
-            # A point whose series row is missing (never written by the writer) keeps its project, as the
-            # compactor's head pass does.
-            key = (m if m is not None else (p[0], "", "")) + (p[3] - p[3] % BLOCK_NS,)
+            key = _metric(series, p) + (p[3] - p[3] % BLOCK_NS,)
             group = groups.get(key)
             if group is None:
                 groups[key] = group = []
@@ -85,25 +83,13 @@ class PointAppender:
             conn.executemany(_SQL_HEAD_ROW, [(first_hid + i,) + tuple(points[i]) for i in head])
             head_hi = first_hid + head[-1]
             for i in head:
-                p = points[i]
-                m = metric_of.get(p[1])
-                self._in_head[m if m is not None else (p[0], "", "")] = head_hi
+                self._in_head[_metric(series, points[i])] = head_hi
         conn.execute(SQL_MOVED_TO, (last,))
         return last, head_hi
 
-    def _metric_of_all(self, conn: sqlite3.Connection, points: list[tuple], series: dict[int, tuple]
-                       ) -> dict[int, tuple[int, str, str]]:
-        cache = self._metric_of
-        if len(cache) > _META_MAX:
-            cache.clear()
-        for sid, row in series.items():  # SERIES_COLUMNS: project_id 1, name 2, type 3
-            cache[sid] = (row[1], row[2], row[3])
-        missing = {p[1] for p in points} - cache.keys()
-        missing_list = list(missing)
-        for i in range(0, len(missing_list), 500):
-            part = missing_list[i:i + 500]
-            for sid, project_id, name, metric_type in conn.execute(
-                    f"SELECT id, project_id, name, type FROM metric_series WHERE id IN ({','.join('?' * len(part))})",
-                    part):
-                cache[sid] = (project_id, name, metric_type)
-        return cache
+
+def _metric(series: "dict[int, SeriesInfo]", point: tuple) -> tuple:
+    """(project, name, type) of a point's metric. A point whose series row is missing (never written by
+    the writer) keeps its project, as the compactor's head pass does."""
+    info = series.get(point[1])
+    return info[:3] if info is not None else (point[0], "", "")

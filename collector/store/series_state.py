@@ -24,9 +24,12 @@ import json
 import logging
 import math
 import sqlite3
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from otelite.collector.store.records import TALLY_SET
+
+if TYPE_CHECKING:
+    from otelite.collector.store.series_cache import SeriesInfo
 
 log = logging.getLogger("otelite.store")
 
@@ -38,7 +41,6 @@ DELTA = 1  # AggregationTemporality.DELTA
 _NO_RECORDED_VALUE = 1  # DataPointFlags.FLAG_NO_RECORDED_VALUE_MASK
 _INT64_MAX = (1 << 63) - 1
 _EXP_MAX_BUCKETS = 160  # per sign, the SDK's default max_size: merged deltas are downscaled to fit
-_KINDS_MAX = 1_000_000  # cap on the cache of series kinds
 # How far behind the newest point `metric_series.last_seen_ns` may be (the writer, issue 16): the exact
 # newest time is max(metric_series.last_seen_ns, metric_series_state.time_ns) (metrics.py reads it so).
 LAST_SEEN_LAG_NS = 60 * 10**9
@@ -70,25 +72,14 @@ def state_row(point: tuple) -> tuple:
 class SeriesStateUpdater:
     """Owned by the writer; `update(conn, batch)` runs inside the batch's transaction."""
 
-    def __init__(self) -> None:
-        # series id → (type, temporality). The type is part of the series' fingerprint and the temporality
-        # is refreshed from every batch that carries the series, so the cache needs no undo when a commit
-        # rolls back.
-        self._kinds: dict[int, tuple[str, int]] = {}
-
-    def update(self, conn: sqlite3.Connection, batch: Any) -> tuple[dict[int, int], set[int]]:
-        """Returns each series' newest point time in the batch, and the series whose state row does not
-        carry that time (a delta series whose newest points had no recorded value)."""
+    def update(self, conn: sqlite3.Connection, batch: Any, series: "dict[int, SeriesInfo]"
+               ) -> tuple[dict[int, int], set[int]]:
+        """`series`: what is known of the batch's series (series_cache.py). Returns each series' newest
+        point time in the batch, and the series whose state row does not carry that time (a delta series
+        whose newest points had no recorded value)."""
         points = batch.points
         if not points:
             return {}, set()
-        kinds = self._kinds
-        for sid, row in batch.series.items():
-            # SERIES_COLUMNS: type at 3, temporality at 6
-            kinds[sid] = (row[3], row[6])
-        missing = {p[1] for p in points if p[1] not in kinds}
-        if missing:
-            self._load_kinds(conn, missing)
         newest: dict[int, tuple] = {}
         deltas: dict[int, list[tuple]] = {}
         observations: dict[int, list[tuple]] = {}
@@ -96,7 +87,8 @@ class SeriesStateUpdater:
         seen_aside: dict[int, int] = {}  # newest time of points the state does not take (no value)
         for p in points:
             sid = p[1]
-            kind, temporality = kinds.get(sid, ("", 0))
+            info = series.get(sid)
+            kind, temporality = (info.type, info.temporality) if info is not None else ("", 0)
             if temporality == DELTA and kind in _ACCUMULATED_TYPES:
                 if not p[9] & _NO_RECORDED_VALUE:  # a delta without a value adds nothing
                     deltas.setdefault(sid, []).append(p)
@@ -129,7 +121,7 @@ class SeriesStateUpdater:
             rows = []
             for sid, pts in deltas.items():
                 old = current.get(sid)
-                row = accumulate(kinds[sid][0], old, pts)
+                row = accumulate(series[sid].type, old, pts)
                 rows.append(row)
                 if old is not None and row[2] < old[2]:
                     # A restarted total (changed bucket layout) older than the state it replaced: the
@@ -145,18 +137,7 @@ class SeriesStateUpdater:
             if t > seen.get(sid, -1):
                 seen[sid] = t
                 behind.add(sid)
-        if len(kinds) > _KINDS_MAX:
-            kinds.clear()
         return seen, behind
-
-    def _load_kinds(self, conn: sqlite3.Connection, ids: Iterable[int]) -> None:
-        ids = list(ids)
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            for sid, kind, temporality in conn.execute(
-                    f"SELECT id, type, temporality FROM metric_series WHERE id IN ({','.join('?' * len(chunk))})",
-                    chunk):
-                self._kinds[sid] = (kind, temporality)
 
 
 def _current_states(conn: sqlite3.Connection, ids: list[int]) -> dict[int, tuple]:

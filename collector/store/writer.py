@@ -36,6 +36,7 @@ from otelite.collector.store.db import connect_writer, database_bytes
 from otelite.collector.store.events import delete_events_before
 from otelite.collector.store.records import (LABEL_COLUMNS, RESOURCE_COLUMNS, SCOPE_COLUMNS,
                                      SERIES_COLUMNS, WriteBatch, series_labels)
+from otelite.collector.store.series_cache import SeriesCache
 from otelite.collector.store.series_state import LAST_SEEN_LAG_NS, SeriesStateUpdater
 from otelite.collector.store.spans import RunBackfill, expire_runs, insert_spans
 
@@ -130,6 +131,7 @@ class Writer:
         self._head_hi = 0  # the largest arrival number (head rowid) given to a point (appender.py)
         self._commit_head_hi = 0  # the largest head rowid the commit being written inserted (0: none)
         self._appender = PointAppender(config.compaction.direct_min_points)
+        self._series_info = SeriesCache(_KNOWN_IDS_MAX)  # what the points' series are (series_cache.py)
         self._checkpointer: Checkpointer | None = None  # WAL checkpoints off the commit path (checkpoint.py)
         c = config.compaction
         self.compactor = Compactor(c.head_max_age, c.head_max_points, c.step_rows)
@@ -416,9 +418,10 @@ class Writer:
             # Straight into chunks or into the head (appender.py). Arrival numbers continue past every one
             # ever used, also when the compactor has emptied the head (they order equal times and are a
             # tally's write order); a commit that rolls back leaves a gap, which is harmless.
+            series = self._series_info.update(conn, b.series, (p[1] for p in b.points))
             first = self._head_hi + 1
-            self._head_hi, self._commit_head_hi = self._appender.append(conn, b.points, b.series, first)
-            newest, behind = self._update_state(conn, b)
+            self._head_hi, self._commit_head_hi = self._appender.append(conn, b.points, series, first)
+            newest, behind = self._update_state(conn, b, series)
             # metric_series.last_seen_ns: the newest point time is exactly max(last_seen_ns, state time_ns),
             # and the state row already moved in this commit; so last_seen_ns is written only where the
             # state does not carry the newest time (`behind`: a delta series whose newest point had no
@@ -431,11 +434,12 @@ class Writer:
                 self._pending_seen += [(sid, t) for t, sid in seen]
         return new_resources, new_scopes, new_series
 
-    def _update_state(self, conn: sqlite3.Connection, b: WriteBatch) -> tuple[dict[int, int], set[int]]:
+    def _update_state(self, conn: sqlite3.Connection, b: WriteBatch, series: dict
+                      ) -> tuple[dict[int, int], set[int]]:
         """prometheus.md: keep each series' latest state (delta sums and histograms as exact running totals)
         current in the same transaction as its points, so a scrape reads one row per live series.
         Returns each series' newest point time in the batch and the series whose state time is older."""
-        return self._series_state.update(conn, b)
+        return self._series_state.update(conn, b, series)
 
     def _fail(self, entries: list[_Entry], writes: list[_WriteFn], error: Exception) -> None:
         log.error("commit failed, %d requests and %d writes not stored: %s", len(entries), len(writes), error)

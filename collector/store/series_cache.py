@@ -1,0 +1,45 @@
+"""What the writer needs to know of each series a commit's points name, kept between commits.
+
+Points carry only their series id; putting them in chunks needs the series' metric (appender.py) and
+keeping its state needs its type and temporality (series_state.py). A batch carries the rows of the series
+it uses (records.WriteBatch.series); series written by earlier commits are looked up once.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Iterable, NamedTuple
+
+
+class SeriesInfo(NamedTuple):
+    project_id: int
+    name: str
+    type: str
+    temporality: int
+
+
+class SeriesCache:
+    """series id → SeriesInfo. Never stale: what it holds is part of the series' fingerprint, except the
+    temporality, which every batch carrying the series refreshes."""
+
+    def __init__(self, max_ids: int = 1_000_000) -> None:
+        self.max_ids = max_ids
+        self._info: dict[int, SeriesInfo] = {}
+
+    def update(self, conn: sqlite3.Connection, series: dict[int, tuple], ids: Iterable[int]
+               ) -> dict[int, SeriesInfo]:
+        """The cache, holding `series` (SERIES_COLUMNS rows by id) and every one of `ids` that the database
+        has (a point whose series row is missing stays missing: the caller decides)."""
+        info = self._info
+        if len(info) > self.max_ids:
+            info.clear()
+        for sid, row in series.items():  # SERIES_COLUMNS: project_id 1, name 2, type 3, temporality 6
+            info[sid] = SeriesInfo(row[1], row[2], row[3], row[6])
+        missing = list(set(ids).difference(info))
+        for i in range(0, len(missing), 500):
+            part = missing[i:i + 500]
+            for sid, *rest in conn.execute(
+                    f"SELECT id, project_id, name, type, temporality FROM metric_series "
+                    f"WHERE id IN ({','.join('?' * len(part))})", part):
+                info[sid] = SeriesInfo(*rest)
+        return info
