@@ -11,8 +11,9 @@ cost more than the rows and leave the store full of tiny chunks, which the head 
 Every point gets an arrival number (`hid`, the head rowid it has or would have had) from one counter that
 only grows, persisted with the commit (`metric_head_marks.moved_to`); the query cache (points.py) and the
 order of points with one series and timestamp (a tally's write order) rest on it. The order of ties also
-needs every chunk point of a metric to have arrived before its head points (points.py reads chunks, then
-the head), so a metric with points in the head keeps going to the head until the compactor has moved them.
+needs every chunk point of a metric and hour to have arrived before its head points of that hour (points.py
+reads chunks, then the head; points with one timestamp share their hour), so a metric and hour with points
+in the head keeps going to the head until the compactor has moved them.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ class PointAppender:
 
     def __init__(self, direct_min: int = DIRECT_MIN) -> None:
         self.direct_min = max(int(direct_min), 1)
-        # Metrics with points in the head: (project, name, type) → the largest hid written there. An entry
-        # left by a commit that rolled back only sends that metric to the head a little longer.
+        # Metrics and hours with points in the head: (project, name, type, hour) → the largest hid written
+        # there. An entry left by a commit that rolled back only sends them to the head a little longer.
         self._in_head: dict[tuple, int] = {}
         self._backlog_hi = 0  # head rows present at start (metrics unknown): all points go to the head
 
@@ -64,10 +65,11 @@ class PointAppender:
                 groups[key] = group = []
             group.append(i)
         head: list[int] = []
+        in_head: list[tuple] = []
         for key, idx in groups.items():
-            metric = key[:3]
-            if len(idx) < self.direct_min or self._backlog_hi or metric in self._in_head:
+            if len(idx) < self.direct_min or self._backlog_hi or key in self._in_head:
                 head += idx
+                in_head.append(key)
                 continue
             project_id, name, metric_type, block_start = key
             rows = stored_rows([points[i] for i in idx])
@@ -82,8 +84,7 @@ class PointAppender:
             head.sort()  # arrival order
             conn.executemany(_SQL_HEAD_ROW, [(first_hid + i,) + tuple(points[i]) for i in head])
             head_hi = first_hid + head[-1]
-            for i in head:
-                self._in_head[_metric(series, points[i])] = head_hi
+            self._in_head.update(dict.fromkeys(in_head, head_hi))
         conn.execute(SQL_MOVED_TO, (last,))
         return last, head_hi
 
