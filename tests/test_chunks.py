@@ -505,3 +505,38 @@ def test_parts_sorted_by_series_then_time_keep_arrival_order_among_equal_points(
     tag = np.concatenate([p.value for p in parts])
     expected = np.lexsort((t, sid))
     assert got.value.tolist() == tag[expected].tolist()
+
+
+def test_a_metric_hour_with_head_points_stays_in_the_head_until_they_move(tmp_path):
+    # appender.py: points of one series and timestamp are read chunks first, then head; so while an hour of
+    # a metric has points in the head, even a large group of that hour goes to the head. Another hour of
+    # the same metric is packed at once. The reads equal those of the same data all through the head.
+    from store_rows import batch, write
+
+    def points(hour: int, n: int, value: float) -> list[tuple]:
+        return [(legacy.T0 + hour * HOUR + (i % 5) * 10**9, value + i, {"host": f"h{i % 4}"}) for i in range(n)]
+
+    writes = [batch(1, "m", "gauge", points(0, 3, 0.0)),      # small: head
+              batch(1, "m", "gauge", points(0, 40, 100.0)),   # large, but its hour has head points: head
+              batch(1, "m", "gauge", points(1, 40, 200.0))]   # large, another hour: a chunk at once
+    path, reference = tmp_path / "a.db", tmp_path / "ref.db"
+    for p, direct_min in ((path, 10), (reference, 10**9)):
+        store = open_store(p, direct_min_points=direct_min)
+        write(store, *writes)
+        store.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT count(*) FROM metric_points").fetchone() == (43,)
+    assert conn.execute("SELECT block_start - ?, n FROM metric_chunks", (legacy.T0,)).fetchall() == [(HOUR, 40)]
+    conn.close()
+
+    def reads(p: Path) -> list:
+        c = connect_reader(str(p))
+        with ReadTransaction(c):
+            series = select_series(c, SeriesSelection(1, "m", "gauge"))
+            out = [point_rows(c, series.ids.tolist()), _plain(PointCache(0).points(c, series, 0, 1 << 62).value)]
+        c.close()
+        return out
+
+    assert reads(path) == reads(reference)
+    compact_everything(path, legacy.T0 + 10 * HOUR)
+    assert reads(path) == reads(reference)
