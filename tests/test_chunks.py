@@ -540,3 +540,25 @@ def test_a_metric_hour_with_head_points_stays_in_the_head_until_they_move(tmp_pa
     assert reads(path) == reads(reference)
     compact_everything(path, legacy.T0 + 10 * HOUR)
     assert reads(path) == reads(reference)
+
+
+@pytest.mark.parametrize("counts", [
+    [[0.0, 1.0, 255.0]], [[0.0, 256.0, 3.0]], [[70000.0, 1.0, 0.0]], [[float(2**32 - 1), 0.0, 5.0]],  # narrowed
+    [[float(2**32), 1.0, 2.0]], [[0.5, 1.0, 2.0]], [[-1.0, 1.0, 2.0]], [[-0.0, 1.0, 2.0]],  # kept as float64
+    [[float("nan"), 1.0, 2.0]], [[float("inf"), 1.0, 2.0]],
+])
+def test_bucket_counts_round_trip_bit_for_bit(counts):
+    # chunks._Writer.counts stores whole-number counts in a narrower type; whatever they are, decoding
+    # gives back the very float64 values (bit for bit: -0.0 and NaN included).
+    n = len(counts)
+    p = chunks.Points("histogram", np.arange(n, dtype=np.int64), np.arange(n, dtype=np.int64), np.ones(n, bool),
+                      np.zeros(n), np.zeros(n), np.zeros(n, np.int64), total=np.zeros(n))
+    p.bounds, p.bounds_id, p.counts = ((1.0, 2.0),), np.zeros(n, np.int32), np.array(counts, np.float64)
+    zero = chunks.Exact(np.zeros(n, np.uint8))
+    block = chunks.PointBlock(p, np.zeros(n, np.int64), {k: zero for k in chunks.EXACT_COLUMNS}, np.arange(n))
+    payload = chunks.encode(block)
+    narrowed = counts[0][0] in (0.0, 70000.0, float(2**32 - 1)) and not np.signbit(counts[0][0])
+    assert (chunks._Reader(payload).header["arrays"]["counts"]["codec"] == "narrow") == narrowed
+    back = chunks.decode(payload)
+    assert back.points.counts.dtype == np.float64
+    assert back.points.counts.tobytes() == p.counts.tobytes()
