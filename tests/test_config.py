@@ -82,6 +82,8 @@ def test_component_ids_with_names_and_env_expansion(monkeypatch):
      "f.yaml: service.pipelines.logs: otelite serves traces and metrics pipelines"),
     ({"exporters": {"sqlite": {"sending_queue": {"queue_size": 0}}}},
      "f.yaml: exporters.sqlite.sending_queue.queue_size: must be positive"),
+    ({"exporters": {"sqlite": {"compaction": {"direct_min_points": 0}}}},
+     "f.yaml: exporters.sqlite.compaction.direct_min_points: must be positive"),
     ({"receivers": {"otlp": {"protocols": {"http": {"endpoint": "nowhere"}}}}},
      "f.yaml: receivers.otlp.protocols.http.endpoint: expected HOST:PORT"),
     ({"processors": {"batch": {"send_batch_size": "many"}}},
