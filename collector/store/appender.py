@@ -2,11 +2,12 @@
 
 Writing a point to the head and moving it later costs an index-free insert, the compactor reading it back
 and a delete (py-spy on the writer thread: 40% of its time on points). So the writer packs the points it
-already holds: each (metric, hour) group of a commit with at least DIRECT_MIN points becomes one level-0
-chunk (chunks.py) in the transaction that acknowledges them, and the compactor's merges (compactor.py)
-grow those into the hour's large chunks, as Prometheus' head appends and compacts in memory. Small groups
-(a metric with a handful of series) go to the head as before: a chunk per commit for each of them would
-cost more than the rows and leave the store full of tiny chunks, which the head pass packs in bulk.
+already holds: each (metric, hour) group of a commit with at least `compaction.direct_min_points` points
+becomes one level-0 chunk (chunks.py) in the transaction that acknowledges them, and the compactor's merges
+(compactor.py) grow those into the hour's large chunks, as Prometheus' head appends and compacts in
+memory. Small groups (a metric with a handful of series) go to the head as before: a chunk per commit
+for each of them would cost more than the rows and leave the store full of tiny chunks, which the head
+pass packs in bulk.
 
 Every point gets an arrival number (`hid`, the head rowid it has or would have had) from one counter that
 only grows, persisted with the commit (`metric_head_marks.moved_to`); the query cache (points.py) and the
@@ -27,8 +28,6 @@ from otelite.collector.store.compactor import SQL_INSERT_CHUNK, SQL_MOVED_TO
 if TYPE_CHECKING:
     from otelite.collector.store.series_cache import SeriesInfo
 
-DIRECT_MIN = 64  # points of one metric and hour in one commit that are packed into a chunk at once
-
 _SQL_HEAD_ROW = ("INSERT INTO metric_points (id, project_id, series_id, start_ns, time_ns, value, count, sum, min, "
                  "max, flags, buckets, exemplars) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
@@ -37,7 +36,7 @@ class PointAppender:
     """Owned by the writer. `append` inside the commit's transaction; `moved(hi)` after the compactor has
     committed a head pass that moved every head row with id <= hi."""
 
-    def __init__(self, direct_min: int = DIRECT_MIN) -> None:
+    def __init__(self, direct_min: int) -> None:
         self.direct_min = max(int(direct_min), 1)
         # Metrics and hours with points in the head: (project, name, type, hour) → the largest hid written
         # there. An entry left by a commit that rolled back only sends them to the head a little longer.
