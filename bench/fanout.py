@@ -27,7 +27,7 @@ if str(ROOT) not in sys.path:
 from bench.ingest import build_trace_template, render  # noqa: E402
 from otelite.collector.pipeline.consumer import Consumer, TelemetryBatch  # noqa: E402
 from otelite.collector.pipeline.fanout import FanOut  # noqa: E402
-from otelite.collector.pipeline.walker import walk_traces  # noqa: E402
+from otelite.collector.pipeline.decode import walk_traces  # noqa: E402
 from otelite.collector.store.records import WriteBatch  # noqa: E402
 from otelite.collector.telemetry import Telemetry  # noqa: E402
 
