@@ -429,3 +429,116 @@ def test_self_times():
     # Children covering everything leave nothing; a child before its parent counts for nothing.
     assert st.self_times([(b"p", None, 10, 20), (b"k", b"p", 0, 30), (b"e", b"p", 0, 5)])[b"p"] == 0
     assert st.self_times([(b"p", None, 10, 20), (b"e", b"p", 0, 5)])[b"p"] == 10
+
+
+# --- the attribute rollups' pre-check (cannot_match) ----------------------------------------------------
+
+def _any(value, out) -> None:
+    """Set AnyValue `out` from a Python value (bytes, lists and dicts too)."""
+    if isinstance(value, bool):
+        out.bool_value = value
+    elif isinstance(value, int):
+        out.int_value = value
+    elif isinstance(value, float):
+        out.double_value = value
+    elif isinstance(value, bytes):
+        out.bytes_value = value
+    elif isinstance(value, list):
+        for v in value:
+            _any(v, out.array_value.values.add())
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            kv = out.kvlist_value.values.add()
+            kv.key = k
+            _any(v, kv.value)
+    else:
+        out.string_value = value
+
+
+_ODD_VALUES = {"n": 200, "f": 1e20, "half": 0.5, "neg0": -0.0, "one": 1.0, "yes": True, "raw": b"\x01\x02\x03",
+               "long": "x" * 300, "numeric_text": "1e+20", "word": "POST", "empty": "", "list": [1, "a"],
+               "map": {"a": 1}, "uni": "héllo wörld", "spaced": " 5 ", 'we"ird': "q", "null_text": "null"}
+HOUR0 = NOW // (3600 * S) * 3600 * S  # the odd store's first hour
+_CANDIDATES = ("200", "200.0", "1e+20", "1.0e+20", "0.5", "-0.0", "0.0", "1.0", "1", "true", "false", "AQID",
+               "x" * 300, "POST", "GET", "", '[1,"a"]', '{"a":1}', "héllo wörld", " 5 ", "5", "q", "null", "nope")
+
+
+@pytest.fixture
+def odd_store(tmp_path):
+    """Spans over two hours whose attributes take every kind of value OTLP has."""
+    path = str(tmp_path / "odd.db")
+    prepare_database(path)
+    for hour, keys in ((0, ("n", "f", "half", "neg0", "yes", "raw", "long", "word", "list", "uni", 'we"ird')),
+                       (1, ("one", "numeric_text", "empty", "map", "spaced", "null_text", "word", "n"))):
+        req = ExportTraceServiceRequest()
+        rs = req.resource_spans.add()
+        for k, v in (("service.name", "api"), ("env", "prod" if hour == 0 else "1.5")):
+            kv = rs.resource.attributes.add()
+            kv.key = k
+            _any(v, kv.value)
+        scope = rs.scope_spans.add()
+        for i, key in enumerate(keys):
+            sp = scope.spans.add()
+            sp.trace_id, sp.span_id = (hour * 100 + i + 1).to_bytes(16, "big"), (hour * 100 + i + 1).to_bytes(8, "big")
+            sp.name, sp.kind = f"{hour}:{key}", 1
+            sp.start_time_unix_nano = HOUR0 + hour * 3600 * S + i * MS
+            sp.end_time_unix_nano = sp.start_time_unix_nano + MS
+            kv = sp.attributes.add()
+            kv.key = key
+            _any(_ODD_VALUES[key], kv.value)
+        _insert(path, req)
+    conn = connect_reader(path)
+    yield conn
+    conn.close()
+
+
+def _scanned(conn, sel: st.Selection) -> list[str]:
+    """find_spans' answer without the pre-check: its SQL run as it is."""
+    q = st.compile_span_list(sel, st.SpanOrder("timestamp", False), 1000)
+    return [st.SpanRow(*r).name for r in conn.execute(q.text, q.params)]
+
+
+def test_rollup_precheck_never_drops_a_span_the_scan_finds(odd_store):
+    windows = [(None, None), (HOUR0, HOUR0 + 3599 * S), (HOUR0 + 3600 * S, HOUR0 + 7200 * S),
+               (HOUR0 - 7200 * S, HOUR0 - S), (HOUR0 + S, HOUR0 + 3601 * S)]
+    ops = ("exact", "is_not", "is_set", "is_not_set", "icontains", "regex", "gt")
+    filters = [st.Filter("attribute", key, op, () if op.endswith("set") else ((0,) if op == "gt" else (v,)))
+               for key in [*_ODD_VALUES, "absent"] for op in ops for v in (_CANDIDATES if op == "exact" else ("1",))]
+    filters += [st.Filter("resource", "env", "exact", (v,)) for v in ("prod", "1.5", "nope")]
+    filters += [st.Filter("resource", "nope", "is_set")]
+    conditions: list = list(filters)
+    conditions += [st.Group("AND", (st.Filter("attribute", "word", "exact", ("POST",)), f)) for f in filters[::7]]
+    conditions += [st.Group("OR", (st.Filter("attribute", "absent", "exact", ("x",)), f)) for f in filters[::5]]
+    precheck_answered = 0
+    for lo, hi in windows:
+        for cond in conditions:
+            sel = st.Selection(1, lo, hi, where=cond)
+            expected = _scanned(odd_store, sel)
+            got = [r.name for r in st.find_spans(odd_store, sel, st.SpanOrder("timestamp", False), 1000)[0]]
+            assert got == expected, (lo, hi, cond)
+            precheck_answered += st.cannot_match(odd_store, sel)
+    assert precheck_answered > 100  # the pre-check does answer; the scans agree with it
+
+
+def test_rollup_precheck_answers_from_keys_and_string_values(odd_store):
+    def cannot(f, lo=None, hi=None) -> bool:
+        return st.cannot_match(odd_store, st.Selection(1, lo, hi, where=f))
+
+    assert cannot(st.Filter("attribute", "absent", "exact", ("x",)))
+    assert cannot(st.Filter("attribute", "absent", "is_set"))
+    assert not cannot(st.Filter("attribute", "absent", "is_not", ("x",)))  # a span without it matches
+    assert not cannot(st.Filter("attribute", "absent", "is_not_set"))
+    assert cannot(st.Filter("attribute", "word", "exact", ("GET",)))  # the key is there, that value is not
+    assert not cannot(st.Filter("attribute", "word", "exact", ("GET", "POST")))
+    # A value that a number could read as is left to the scan (SQLite renders 1e20 as 1.0e+20).
+    assert not cannot(st.Filter("attribute", "f", "exact", ("1.0e+20",)))
+    assert not cannot(st.Filter("attribute", "long", "exact", ("y" * 300,)))  # too long to be counted
+    # Only the window's hours count: "one" was sent in the second hour alone.
+    assert cannot(st.Filter("attribute", "one", "is_set"), HOUR0, HOUR0 + 3599 * S)
+    assert not cannot(st.Filter("attribute", "one", "is_set"), HOUR0, HOUR0 + 3600 * S)
+    assert not cannot(st.Filter("attribute", "word", "exact", ("POST",)))
+    # Another project's rollup rows never answer for this one.
+    assert st.cannot_match(odd_store, st.Selection(2, where=st.Filter("attribute", "word", "exact", ("POST",))))
+    assert cannot(st.Group("AND", (st.Filter("attribute", "word", "is_set"), st.Filter("attribute", "absent", "is_set"))))
+    assert not cannot(st.Group("OR", (st.Filter("attribute", "word", "is_set"), st.Filter("attribute", "absent", "is_set"))))
+    assert not cannot(st.Group("AND", ()))

@@ -21,10 +21,9 @@ from typing import Any, Iterable
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from otelite.collector.store.records import WriteBatch, label_text  # noqa: F401 - label_text is re-exported
+from otelite.collector.store.records import ROLLUP_VALUE_MAX, WriteBatch, label_text  # noqa: F401 - label_text is re-exported
 
 _HOUR_NS = 3_600_000_000_000
-_ROLLUP_VALUE_MAX = 256  # longer attribute values are counted by key only (ids, SQL, URLs with payloads)
 _NO_RECORDED_VALUE = 1  # DataPointFlags.FLAG_NO_RECORDED_VALUE_MASK
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
@@ -179,7 +178,7 @@ def traces_to_batch(request: ExportTraceServiceRequest, project_id: int) -> Writ
                     key_counts[(project_id, "resource", k, hour)] += n
                     if not isinstance(v, (list, dict)):
                         text = label_text(v)
-                        if len(text) <= _ROLLUP_VALUE_MAX:
+                        if len(text) <= ROLLUP_VALUE_MAX:
                             value_counts[(project_id, "resource", k, text, hour)] += n
     for hour, keys in hour_keys.items():
         _count_span_attributes(project_id, hour, keys, hour_values[hour], key_counts, value_counts)
@@ -191,7 +190,7 @@ def traces_to_batch(request: ExportTraceServiceRequest, project_id: int) -> Writ
 def _count_span_attributes(project_id: int, hour: int, keys: list, values: list, key_counts: Counter,
                            value_counts: Counter) -> None:
     """Roll up the span attributes of one hour (keys[i] = values[i]): every key is counted; a value is
-    counted under its label text when it is a scalar (strings up to _ROLLUP_VALUE_MAX characters)."""
+    counted under its label text when it is a scalar (strings up to ROLLUP_VALUE_MAX characters)."""
     for k, n in Counter(keys).items():
         key_counts[(project_id, "span", k, hour)] += n
     try:
@@ -200,7 +199,7 @@ def _count_span_attributes(project_id: int, hour: int, keys: list, values: list,
     except TypeError:  # an array or map value (unhashable, and never rolled up): count one by one
         for k, v in zip(keys, values):
             if type(v) is str:
-                if len(v) <= _ROLLUP_VALUE_MAX:
+                if len(v) <= ROLLUP_VALUE_MAX:
                     value_counts[(project_id, "span", k, v, hour)] += 1
             elif not isinstance(v, (list, dict)):
                 value_counts[(project_id, "span", k, label_text(v), hour)] += 1
@@ -208,7 +207,7 @@ def _count_span_attributes(project_id: int, hour: int, keys: list, values: list,
     get = value_counts.get
     for (k, t, v), n in distinct.items():
         if t is str:
-            if len(v) > _ROLLUP_VALUE_MAX:
+            if len(v) > ROLLUP_VALUE_MAX:
                 continue
             key = (project_id, "span", k, v, hour)
         elif t is float and v == 0.0:

@@ -28,6 +28,10 @@ POINT_COLUMNS = ("project_id", "series_id", "start_ns", "time_ns", "value", "cou
 TALLY_SET = 2
 
 
+# Span attribute values longer than this are counted in the hourly rollup by key only (ids, SQL, URLs with
+# payloads): the normalizer writes the rollup, the span reader trusts it (tracing.py, cannot_match).
+ROLLUP_VALUE_MAX = 256
+
 _dumps_sorted = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode
 
 
