@@ -15,6 +15,9 @@ What it does, in order:
    one service (PostHog's tracing API).
 5. The Prometheus scrape (every live series), `--repeat` times.
 
+Windows end at the newest span / point of the file (the last hour, the last 24 hours of its data), not
+at the clock, so a file filled yesterday is measured over the same data as on the day it was filled.
+
 Not a test: pytest collects only tests/.
 """
 
@@ -51,6 +54,28 @@ def create_key(db: Path, server_root: Path | None, workdir: Path) -> str:
                           "--project", "1", "--scope", "tracing:read", "--scope", "metrics:read", "--name", "bench"],
                          capture_output=True, text=True, env=env, cwd=server_root or ROOT, check=True)
     return re.findall(r"(otl_[A-Za-z0-9_-]+)", out.stdout + out.stderr)[0]
+
+
+def newest_data(db: Path) -> tuple[int, int]:
+    """(newest span start, newest metric point) in ns: the windows end there, not at the clock, so a
+    store written hours or days ago is measured over its busiest data however long ago it was filled."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        def newest(sql: str) -> int:
+            try:
+                return conn.execute(sql).fetchone()[0] or 0
+            except sqlite3.OperationalError:  # the layout before issue 16 has no metric_chunks
+                return 0
+        span = newest("SELECT max(start_ns) FROM spans") or time.time_ns()
+        point = max(newest("SELECT max(t_max) FROM metric_chunks"),
+                    newest("SELECT max(time_ns) FROM metric_points")) or time.time_ns()
+        return span, point
+    finally:
+        conn.close()
+
+
+def iso(ns: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9 // 1000:06d}Z"
 
 
 def sample_trace_ids(db: Path, n: int) -> list[str]:
@@ -110,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         url = f"http://127.0.0.1:{server.http_port}"
         metrics, tracing = f"{url}/api/projects/1/metrics", f"{url}/api/projects/1/tracing/spans"
-        hour = {"date_from": "-1h", "date_to": None}
+        span_end, point_end = newest_data(args.db)
+        hour = {"date_from": iso(span_end - 3600 * 10**9), "date_to": iso(span_end)}
+        day = {"dateFrom": iso(point_end - 86400 * 10**9), "dateTo": iso(point_end)}
         # bench/ingest.py's server spans carry `http.request.method` (1 in 6 is POST); `http.method`, the
         # tracing benchmark's key, is on none of them: a filter no span meets (answered from the rollups).
         attr = {"key": "http.request.method", "type": "span_attribute", "operator": "exact", "value": ["POST"]}
@@ -118,9 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         cases = {
             "metrics: histogram_quantile 0.95, 24 h": ("metrics", "POST", f"{metrics}/query", {"json": {"query": {
                 "metricName": "http.server.request.duration", "aggregation": "histogram_quantile",
-                "quantile": 0.95, "dateFrom": "-24h"}}}),
+                "quantile": 0.95, **day}}}),
             "metrics: rate, 24 h": ("metrics", "POST", f"{metrics}/query", {"json": {"query": {
-                "metricName": "http.server.request.count", "aggregation": "rate", "dateFrom": "-24h"}}}),
+                "metricName": "http.server.request.count", "aggregation": "rate", **day}}}),
             "span query: 100 latest root spans, 1 attribute filter, 1 h": ("span query", "POST", f"{tracing}/query", {
                 "json": {"query": {"dateRange": hour, "filterGroup": {"type": "AND", "values": [attr]},
                                    "limit": 100}}}),
