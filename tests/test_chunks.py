@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from otelite.collector.store.compactor import FINAL_LEVEL, Compactor, expire_met
 from otelite.collector.store.db import connect_reader, connect_writer
 from otelite.collector.store.metrics import (SeriesSelection, live_series_states, metric_catalog, recent_observations,
                                              select_series)
-from otelite.collector.store.points import PointCache, ReadTransaction, decode, point_rows
+from otelite.collector.store.points import PointCache, ReadTransaction, decode, narrow_dtype, narrowed, point_rows
 from otelite.collector.store.store import Store
 from otelite.exporters.sqlite.config import SqliteExporterConfig
 
@@ -562,3 +563,45 @@ def test_bucket_counts_round_trip_bit_for_bit(counts):
     back = chunks.decode(payload)
     assert back.points.counts.dtype == np.float64
     assert back.points.counts.tobytes() == p.counts.tobytes()
+    # A query's decode keeps narrow-coded counts narrow (the point cache holds them so); same numbers.
+    quick = chunks.decode(payload, exact=False).points.counts
+    assert (quick.dtype.kind == "u") == narrowed
+    assert np.array_equal(quick.astype(np.float64), p.counts, equal_nan=True)
+
+
+@pytest.mark.parametrize("values,dtype", [
+    ([0.0, 255.0], np.uint8), ([256.0, 1.0], np.uint16), ([65536.0], np.uint32), ([float(2**32 - 1)], np.uint32),
+    ([float(2**32)], None), ([0.5], None), ([-1.0], None), ([-0.0], None), ([float("nan")], None),
+    ([float("inf")], None), ([], None)])
+def test_narrow_dtype_holds_every_count_exactly_or_declines(values, dtype):
+    a = np.array(values, np.float64)
+    got = narrow_dtype(a)
+    assert got == (np.dtype(dtype) if dtype else None)
+    back = narrowed(a)
+    assert back.tobytes() == a.tobytes() if dtype is None else np.array_equal(back.astype(np.float64), a)
+
+
+def test_histogram_counts_stay_narrow_in_the_cache_and_quantiles_do_not_change(written):
+    """Head rows and chunks alike: the cache holds whole-number bucket counts as unsigned integers, and
+    the engine's histogram cells are what float64 counts give."""
+    from otelite.collector.query.reduce import series_cells
+    conn = connect_reader(str(written))
+    edges = np.arange(legacy.T0, legacy.T0 + HOUR + 1, 60 * 10**9, dtype=np.int64)
+    agg = Aggregation("histogram_quantile", q=0.9, across="sum")
+
+    def cells(pts, series):
+        sidx = np.searchsorted(series.ids, pts.series_id)
+        b = np.searchsorted(edges, pts.time, side="right") - 1
+        b[(pts.time < edges[0]) | (pts.time >= edges[-1])] = -1
+        return series_cells(pts, sidx, b, agg, series.temporality, series.monotonic, edges, int(edges[0]))
+
+    for stage in ("head", "chunks"):
+        with ReadTransaction(conn):
+            series = select_series(conn, SeriesSelection(1, "legacy.latency"))
+            pts = PointCache().points(conn, series, legacy.T0 - HOUR, legacy.T0 + HOUR)
+        assert len(pts) and pts.counts.dtype.kind == "u", stage
+        wide = cells(replace(pts, counts=pts.counts.astype(np.float64)), series)
+        narrow = cells(pts, series)
+        assert narrow.vec.dtype == np.float64 and np.array_equal(narrow.vec, wide.vec), stage
+        compact_everything(written, legacy.T0 + 10 * HOUR)
+    conn.close()

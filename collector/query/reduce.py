@@ -436,8 +436,8 @@ def series_cells(pts: Points, sidx: np.ndarray, b: np.ndarray, agg: Aggregation,
     return Cells(*np.divmod(key, nb), value=vals)
 
 
-def _telescoped(pts: Points, sidx: np.ndarray, b: np.ndarray, temporality: np.ndarray, nb: int,
-                loaded_from: int | None):
+def _telescoped_parts(pts: Points, sidx: np.ndarray, b: np.ndarray, temporality: np.ndarray, nb: int,
+                      loaded_from: int | None):
     """Distribution cells as signed point rows whose bucket counts add up to each cell's counts.
 
     Delta series: every point of the cell (+). Cumulative series: the sum of the per-reading increases
@@ -445,7 +445,8 @@ def _telescoped(pts: Points, sidx: np.ndarray, b: np.ndarray, temporality: np.nd
     itself) telescopes to: last reading − the reading before the cell's first (none when that first
     reading counts from its start time) + the reading before each reset. So only those rows are ever
     expanded, not every point's buckets.
-    Returns (cell keys, rows, signs, cell of each row)."""
+    Returns (cell keys, [(rows, sign, cell of each row, whether no cell repeats)]): the delta rows, the
+    last readings (+), the readings before the first (−), the readings before resets (+)."""
     valid = pts.valid
     if valid.all():  # the store loads readings only: work on the columns themselves, no copies
         rows = None
@@ -462,8 +463,7 @@ def _telescoped(pts: Points, sidx: np.ndarray, b: np.ndarray, temporality: np.nd
         reset = has_prev & ~delta & ((total < prev_total) | restarted)
     idx = np.flatnonzero((delta | has_prev | from_start) & (bk >= 0))
     if idx.size == 0:  # no reading with an increase (e.g. a histogram's first export): no cell
-        none = np.zeros(0, np.int64)
-        return none, none, np.zeros(0), none
+        return np.zeros(0, np.int64), []
     key = s[idx] * nb + bk[idx]
     starts = _starts(key)
     marks = np.zeros(idx.size, np.int64)
@@ -471,17 +471,28 @@ def _telescoped(pts: Points, sidx: np.ndarray, b: np.ndarray, temporality: np.nd
     cell_of = np.cumsum(marks) - 1
     ends = np.append(starts[1:], idx.size) - 1
     first_pos, last_pos = idx[starts], idx[ends]
-    c = np.flatnonzero(~delta[first_pos]) if idx.size else np.zeros(0, np.int64)
+    c = np.flatnonzero(~delta[first_pos])
     minus = c[has_prev[first_pos[c]]]  # cells whose first reading has a predecessor to subtract
     dmask = delta[idx]
     rmask = reset[idx]
-    row = np.concatenate([idx[dmask], last_pos[c], first_pos[minus] - 1, idx[rmask] - 1])
+    parts = [(idx[dmask], 1.0, cell_of[dmask], False), (last_pos[c], 1.0, c, True),
+             (first_pos[minus] - 1, -1.0, minus, True), (idx[rmask] - 1, 1.0, cell_of[rmask], False)]
     if rows is not None:
-        row = rows[row]
-    sign = np.concatenate([np.ones(int(dmask.sum())), np.ones(c.size), -np.ones(minus.size),
-                           np.ones(int(rmask.sum()))])
-    cell = np.concatenate([cell_of[dmask], c, minus, cell_of[rmask]])
-    return key[starts], row.astype(np.int64), sign, cell.astype(np.int64)
+        parts = [(rows[r], sign, cell, unique) for r, sign, cell, unique in parts]
+    return key[starts], parts
+
+
+def _telescoped(pts: Points, sidx: np.ndarray, b: np.ndarray, temporality: np.ndarray, nb: int,
+                loaded_from: int | None):
+    """_telescoped_parts as one list: (cell keys, rows, signs, cell of each row)."""
+    key, parts = _telescoped_parts(pts, sidx, b, temporality, nb, loaded_from)
+    if not parts:
+        none = np.zeros(0, np.int64)
+        return key, none, np.zeros(0), none
+    row = np.concatenate([r for r, _, _, _ in parts]).astype(np.int64)
+    sign = np.concatenate([np.full(r.size, sg) for r, sg, _, _ in parts])
+    cell = np.concatenate([c for _, _, c, _ in parts]).astype(np.int64)
+    return key, row, sign, cell
 
 
 def _hist_cells(pts: Points, sidx: np.ndarray, b: np.ndarray, temporality: np.ndarray, nb: int,
@@ -492,10 +503,21 @@ def _hist_cells(pts: Points, sidx: np.ndarray, b: np.ndarray, temporality: np.nd
         raise BoundsMismatch("the selected histogram series have different bucket bounds")
     bounds = pts.bounds[int(used[0])] if used.size else ()
     width = len(bounds) + 1
-    key, row, sign, cell = _telescoped(pts, sidx, b, temporality, nb, loaded_from)
-    flat = (cell[:, None] * width + np.arange(width)[None, :]).ravel()
-    weights = (pts.counts[row][:, :width] * sign[:, None]).ravel()
-    vec = np.bincount(flat, weights=weights, minlength=key.size * width).reshape(key.size, width)
+    key, parts = _telescoped_parts(pts, sidx, b, temporality, nb, loaded_from)
+    vec = np.zeros((key.size, width))
+    k = min(width, pts.counts.shape[1])  # a point that sent fewer counts than buckets: the rest are 0
+    for row, sign, cell, unique in parts:
+        if not row.size:
+            continue
+        block = pts.counts[row, :k]  # (narrow integer counts become float64 as they are added)
+        if unique:  # one row per cell (the cumulative case): whole rows added at once, no scatter
+            if sign > 0:
+                vec[cell, :k] += block
+            else:
+                vec[cell, :k] -= block
+        else:  # several rows per cell (delta points, resets): summed per (cell, bucket)
+            flat = (cell[:, None] * width + np.arange(k)[None, :]).ravel()
+            vec += np.bincount(flat, weights=(block * sign).ravel(), minlength=key.size * width).reshape(-1, width)
     return Cells(*np.divmod(key, nb), vec=vec, bounds=bounds)
 
 

@@ -44,7 +44,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from otelite.collector.store.points import Points, concat_all, empty, kind_of, padded, ragged
+from otelite.collector.store.points import Points, concat_all, empty, kind_of, narrow_dtype, padded, ragged
 from otelite.collector.store.records import TALLY_SET
 
 BLOCK_NS = 3600 * 10**9  # a chunk's points lie in one hour [block_start, block_start + BLOCK_NS)
@@ -451,12 +451,10 @@ class _Writer:
         goes into reading those bytes (issue 16). Anything else (fractions, negatives, -0.0, NaN, 2**32 and
         up) is stored as it is."""
         a = np.ascontiguousarray(a)
-        if a.dtype == np.float64 and a.size and np.isfinite(a).all() and a.min() >= 0 and a.max() < 1 << 32 \
-                and not np.signbit(a).any() and (a == np.floor(a)).all():
-            top = a.max()
-            dtype = np.uint8 if top < 1 << 8 else np.uint16 if top < 1 << 16 else np.uint32
-            spec: dict[str, Any] = {"dtype": a.dtype.str, "shape": list(a.shape), "codec": "narrow",
-                                    "stored": np.dtype(dtype).str}
+        dtype = narrow_dtype(a)
+        if dtype is not None:  # the payload says float64 (what `decode(exact=True)` gives back), stored narrow
+            spec: dict[str, Any] = {"dtype": "<f8", "shape": list(a.shape), "codec": "narrow",
+                                    "stored": dtype.str}
             self._bytes(name, a.astype(dtype).tobytes(), spec)
             return
         self.array(name, a)
@@ -522,7 +520,8 @@ class _Reader:
     def has(self, name: str) -> bool:
         return name in self.header["arrays"]
 
-    def array(self, name: str) -> np.ndarray:
+    def array(self, name: str, *, narrow: bool = False) -> np.ndarray:
+        """Column `name` in its declared dtype; `narrow`: a narrow-coded column as stored (uint8/16/32)."""
         spec = self.header["arrays"][name]
         dtype = np.dtype(spec["dtype"])
         shape = tuple(spec["shape"])
@@ -531,7 +530,8 @@ class _Reader:
             return np.full(shape, spec["value"], dtype)
         raw = self.data[spec["offset"]:spec["offset"] + spec["size"]]
         if codec == "narrow":
-            return np.frombuffer(raw, np.dtype(spec["stored"])).astype(dtype).reshape(shape)
+            stored = np.frombuffer(raw, np.dtype(spec["stored"])).reshape(shape)
+            return stored if narrow else stored.astype(dtype)
         if codec == "offset":
             return np.frombuffer(raw, np.dtype(spec["stored"])).astype(np.int64) + spec["base"]
         if codec == "rle":
@@ -586,7 +586,8 @@ def decode(payload: bytes, *, exact: bool = True) -> PointBlock:
         p = Points(kind, sid, t, valid, mean, count, start, total=total)
         if kind == "histogram":
             p.bounds_id = r.array("bounds_id")
-            p.counts = r.array("counts")
+            # A query's copy keeps whole-number counts narrow (points.narrowed); exact rows want float64.
+            p.counts = r.array("counts", narrow=not exact)
             p.bounds = tuple(tuple(b) for b in r.header["extra"]["bounds"])
         elif kind == "exponential_histogram":
             for name in ("scale", "zero_count", "pos_offset", "pos_len", "neg_offset", "neg_len", "pos_flat",

@@ -75,7 +75,8 @@ class Points:
     # explicit histograms
     bounds_id: np.ndarray | None = None  # int32 index into `bounds`
     bounds: tuple | None = None  # tuple of tuples
-    counts: np.ndarray | None = None  # (n, width) float64, zero padded
+    # (n, width) zero padded: uint8/16/32 when every count is a whole number (narrowed()), else float64
+    counts: np.ndarray | None = None
     # exponential histograms (ragged bucket counts in shared flat arrays)
     scale: np.ndarray | None = None
     zero_count: np.ndarray | None = None
@@ -200,6 +201,26 @@ def padded(flat: np.ndarray, starts: np.ndarray, lens: np.ndarray, fill: float) 
     return out
 
 
+def narrow_dtype(a: np.ndarray) -> np.dtype | None:
+    """The narrowest unsigned integer type that holds every element of float array `a` exactly, or None
+    (fractions, negatives, -0.0, NaN, infinities, 2**32 and up). Bucket counts are whole numbers nearly
+    always: chunks store them this way, and the point cache keeps them so (a day of a histogram metric is
+    hundreds of MB as float64; issue 16)."""
+    if a.dtype.kind == "u":
+        return a.dtype
+    if a.dtype != np.float64 or not a.size or not np.isfinite(a).all() or a.min() < 0 or a.max() >= 1 << 32 \
+            or np.signbit(a).any() or not (a == np.floor(a)).all():
+        return None
+    top = a.max()
+    return np.dtype(np.uint8 if top < 1 << 8 else np.uint16 if top < 1 << 16 else np.uint32)
+
+
+def narrowed(a: np.ndarray) -> np.ndarray:
+    """`a` in its narrow_dtype when it has one (the same numbers), else `a` itself."""
+    dtype = narrow_dtype(a)
+    return a if dtype is None or dtype == a.dtype else a.astype(dtype)
+
+
 def _member_codes(texts, table: dict[str, int]) -> np.ndarray:
     """Codes of set members, adding new members to `table` (text → code) in order of appearance."""
     setdefault = table.setdefault
@@ -246,7 +267,7 @@ def decode(kind: str, rows: list[tuple]) -> Points:
         else:
             p.bounds_id = np.fromiter(map({b: i for i, b in enumerate(uniq)}.__getitem__, cols[3]), np.int32, n)
         flat, starts, lens = ragged(_json_lists(cols[4]))
-        p.counts = padded(flat, starts, lens, 0.0)
+        p.counts = narrowed(padded(flat, starts, lens, 0.0))
     elif kind == "exponential_histogram":
         p.scale = np.array(cols[3], dtype=np.int32)
         p.zero_count = _floats(cols[4])
