@@ -132,6 +132,35 @@ def test_migration_step_by_step_answers_like_the_old_layout(tmp_path, source, ve
     conn.close()
 
 
+@pytest.mark.parametrize("source, version", [(r[0], r[1]) for r in RELEASES], ids=["v4", "v7"])
+def test_migration_keys_the_value_rollup_by_hour_and_the_pickers_answer_as_before(tmp_path, source, version):
+    """Migration 0010: span_attribute_values rebuilt with the hour first in its key, every row kept."""
+    path = legacy_copy(tmp_path, source=source)
+    conn = sqlite3.connect(path)
+    rollup_sql = "SELECT project_id, attribute_type, key, value, hour, count FROM span_attribute_values"
+    before = sorted(conn.execute(rollup_sql).fetchall())
+    conn.close()
+    assert len(before) > 20
+    totals: dict[tuple, Counter] = {}
+    for project, kind, key, value, _hour, count in before:
+        totals.setdefault((project, kind, key), Counter())[value] += count
+    prepare_database(str(path))
+    conn = connect_reader(str(path))
+    assert sorted(conn.execute(rollup_sql).fetchall()) == before
+    pk = [r[2] for r in conn.execute("PRAGMA index_xinfo('sqlite_autoindex_span_attribute_values_1')") if r[5]]
+    assert pk == ["project_id", "attribute_type", "hour", "key", "value"]
+    for (project, kind, key), counts in totals.items():
+        expected = [v for v, _ in sorted(counts.items(), key=lambda vc: (-vc[1], vc[0]))][:50]
+        assert st.attribute_values(conn, project, kind, key, None, 50, 0) == expected, key
+    services = sorted({v for p, k, key, v, _h, _n in before if (p, k, key) == (1, "resource", "service.name") and v})
+    assert services and st.service_names(conn, 1, 0, 1 << 62) == services
+    # One key's rows are found hour by hour through the primary key, not by scanning the table.
+    rows = st._value_rows(conn, 1, "span", "http.method", None)
+    plan = " | ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + rows.text, rows.params))
+    assert "USING PRIMARY KEY (project_id=? AND attribute_type=? AND hour=? AND key=?)" in plan, plan
+    conn.close()
+
+
 # --- kill -9 -------------------------------------------------------------------------------------------------
 
 def _config(step_rows: int, head_max_age: str = "1m") -> dict:

@@ -365,9 +365,11 @@ def cannot_match(conn: sqlite3.Connection, sel: Selection) -> bool:
             sql = ("SELECT 1 FROM span_attribute_keys WHERE project_id = ? AND attribute_type = ? AND key = ?"
                    f"{hours} LIMIT 1")
             return conn.execute(sql, [sel.project_id, kind, key, *params]).fetchone() is not None
-        sql = ("SELECT 1 FROM span_attribute_values WHERE project_id = ? AND attribute_type = ? AND key = ? "
-               f"AND value IN ({_placeholders(len(values))}){hours} LIMIT 1")
-        return conn.execute(sql, [sel.project_id, kind, key, *values, *params]).fetchone() is not None
+        rows = _value_rows(conn, sel.project_id, kind, key, (sel.start_ns, sel.end_ns))
+        if rows is None:
+            return False
+        sql = f"SELECT 1 FROM ({rows.text}) WHERE value IN ({_placeholders(len(values))}) LIMIT 1"
+        return conn.execute(sql, [*rows.params, *values]).fetchone() is not None
 
     def impossible(c: Condition) -> bool:
         if isinstance(c, Group):
@@ -529,11 +531,11 @@ def service_names(conn: sqlite3.Connection, project_id: int, start_ns: int, end_
     Candidates come from the hourly attribute rollup (resource `service.name`); each is confirmed with
     one probe of spans_by_service, so the answer is exact to the nanosecond without scanning spans.
     """
-    hour = 3_600_000_000_000
-    sql = ("SELECT DISTINCT v.value FROM span_attribute_values AS v WHERE v.project_id = ? "
-           "AND v.attribute_type = 'resource' AND v.key = 'service.name' AND v.hour BETWEEN ? AND ? "
-           "AND v.value <> ''")
-    params: list = [project_id, start_ns // hour, end_ns // hour]
+    rows = _value_rows(conn, project_id, "resource", "service.name", (start_ns, end_ns))
+    if rows is None:
+        return []
+    sql = f"SELECT DISTINCT v.value FROM ({rows.text}) AS v WHERE v.value <> ''"
+    params: list = list(rows.params)
     if search:
         sql += " AND instr(lower(v.value), lower(?)) > 0"
         params.append(search)
@@ -544,6 +546,32 @@ def service_names(conn: sqlite3.Connection, project_id: int, start_ns: int, end_
 
 
 _HOUR_NS = 3_600_000_000_000
+
+
+def _value_rows(conn: sqlite3.Connection, project_id: int, kind: str, key: str,
+                window: tuple[int | None, int | None] | None) -> Sql | None:
+    """SELECT (value, count) of one key's rows of the value rollup in the hours overlapping `window`
+    ([start_ns, end_ns], None: open), or None when the rollup holds none of those hours.
+
+    The rollup is keyed hour first (migration 0010: a commit's upserts stay in the current hour's pages),
+    so one key's rows are found with one seek per hour, the hours clamped to those the project has."""
+    lo, hi = window if window is not None else (None, None)
+    first, last = conn.execute(
+        "SELECT (SELECT min(hour) FROM span_attribute_values WHERE project_id = ?1 AND attribute_type = ?2), "
+        "(SELECT max(hour) FROM span_attribute_values WHERE project_id = ?1 AND attribute_type = ?2)",
+        (project_id, kind)).fetchone()
+    if first is None:
+        return None
+    if lo is not None:
+        first = max(first, lo // _HOUR_NS)
+    if hi is not None:
+        last = min(last, hi // _HOUR_NS)
+    if first > last:
+        return None
+    return Sql("WITH RECURSIVE hours(h) AS (SELECT ? UNION ALL SELECT h + 1 FROM hours WHERE h < ?) "
+               "SELECT v.value AS value, v.count AS count FROM hours CROSS JOIN span_attribute_values AS v "
+               "WHERE v.project_id = ? AND v.attribute_type = ? AND v.hour = hours.h AND v.key = ?",
+               [first, last, project_id, kind, key])
 
 
 def _rollup_terms(hours: tuple[int, int] | None, exclude: tuple[str, ...] = (), only: tuple[str, ...] | None = None,
@@ -592,17 +620,17 @@ def attribute_values(conn: sqlite3.Connection, project_id: int, attribute_type: 
     The rollup holds one row per value and hour, so the search runs on the summed values (one test per
     value, not per hour) in a materialized CTE that SQLite cannot flatten back into the scan.
     """
-    terms, more = _rollup_terms(window)
-    totals = ("SELECT value, sum(count) AS n FROM span_attribute_values WHERE project_id = ? "
-              f"AND attribute_type = ? AND key = ?{terms} GROUP BY value")
-    params: list = [project_id, attribute_type, key, *more]
+    rows = _value_rows(conn, project_id, attribute_type, key, window)
+    if rows is None:
+        return []
+    params: list = list(rows.params)
     search_sql = ""
     if search:
         search_sql = "WHERE instr(lower(value), lower(?)) > 0 "
         params.append(search)
     return [r[0] for r in conn.execute(
-        f"WITH totals AS MATERIALIZED ({totals}) SELECT value FROM totals {search_sql}"
-        f"ORDER BY n DESC, value LIMIT ? OFFSET ?", [*params, limit, offset])]
+        f"WITH totals AS MATERIALIZED (SELECT value, sum(count) AS n FROM ({rows.text}) GROUP BY value) "
+        f"SELECT value FROM totals {search_sql}ORDER BY n DESC, value LIMIT ? OFFSET ?", [*params, limit, offset])]
 
 
 # --- aggregates of span durations (PostHog's tracing/spans/aggregate and tracing/spans/tree) -------------

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import operator
 import sqlite3
 import threading
 import time
@@ -78,6 +79,7 @@ _SQL_LABEL = _insert("metric_series_labels", LABEL_COLUMNS, "INSERT OR IGNORE")
 _SQL_SERIES_SEEN = "UPDATE metric_series SET last_seen_ns = ?1 WHERE id = ?2 AND last_seen_ns < ?1"
 _SQL_ATTR_KEY = ("INSERT INTO span_attribute_keys (project_id, attribute_type, key, hour, count) "
                  "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET count = count + excluded.count")
+_rollup_order = operator.itemgetter(0, 1, 4, 2, 3)  # span_attribute_values' primary key, from insert order
 _SQL_ATTR_VALUE = ("INSERT INTO span_attribute_values (project_id, attribute_type, key, value, hour, count) "
                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET count = count + excluded.count")
 
@@ -404,7 +406,10 @@ class Writer:
         if b.span_attribute_keys:
             conn.executemany(_SQL_ATTR_KEY, [k + (n,) for k, n in b.span_attribute_keys.items()])
         if b.span_attribute_values:
-            conn.executemany(_SQL_ATTR_VALUE, [k + (n,) for k, n in b.span_attribute_values.items()])
+            # In the table's key order (project, type, hour, key, value; migration 0010): each upsert
+            # lands next to the previous one, in pages the last one just read.
+            conn.executemany(_SQL_ATTR_VALUE, sorted((k + (n,) for k, n in b.span_attribute_values.items()),
+                                                     key=_rollup_order))
         stored_seen = self._stored_seen
         self._pending_seen = []
         if new_series:
