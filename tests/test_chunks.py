@@ -605,3 +605,23 @@ def test_histogram_counts_stay_narrow_in_the_cache_and_quantiles_do_not_change(w
         assert narrow.vec.dtype == np.float64 and np.array_equal(narrow.vec, wide.vec), stage
         compact_everything(written, legacy.T0 + 10 * HOUR)
     conn.close()
+
+
+def test_counts_of_chunks_written_before_the_narrow_codec_are_narrowed_for_queries():
+    n = 3
+    p = chunks.Points("histogram", np.arange(n, dtype=np.int64), np.arange(n, dtype=np.int64), np.ones(n, bool),
+                      np.zeros(n), np.zeros(n), np.zeros(n, np.int64), total=np.zeros(n))
+    p.bounds, p.bounds_id = ((1.0, 2.0),), np.zeros(n, np.int32)
+    p.counts = np.array([[0.0, 1.0, 2.0], [3.0, 300.0, 5.0], [6.0, 7.0, 8.0]])
+    zero = chunks.Exact(np.zeros(n, np.uint8))
+    block = chunks.PointBlock(p, np.zeros(n, np.int64), {k: zero for k in chunks.EXACT_COLUMNS}, np.arange(n))
+    original = chunks._Writer.counts
+    try:  # the writer as it was: counts stored as plain float64
+        chunks._Writer.counts = chunks._Writer.array
+        payload = chunks.encode(block)
+    finally:
+        chunks._Writer.counts = original
+    assert chunks._Reader(payload).header["arrays"]["counts"]["codec"] != "narrow"
+    quick = chunks.decode(payload, exact=False).points.counts
+    assert quick.dtype == np.uint16 and np.array_equal(quick, p.counts)
+    assert chunks.decode(payload).points.counts.dtype == np.float64

@@ -44,7 +44,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from otelite.collector.store.points import Points, concat_all, empty, kind_of, narrow_dtype, padded, ragged
+from otelite.collector.store.points import (Points, concat_all, empty, kind_of, narrow_dtype, narrowed, padded,
+                                            ragged)
 from otelite.collector.store.records import TALLY_SET
 
 BLOCK_NS = 3600 * 10**9  # a chunk's points lie in one hour [block_start, block_start + BLOCK_NS)
@@ -587,7 +588,8 @@ def decode(payload: bytes, *, exact: bool = True) -> PointBlock:
         if kind == "histogram":
             p.bounds_id = r.array("bounds_id")
             # A query's copy keeps whole-number counts narrow (points.narrowed); exact rows want float64.
-            p.counts = r.array("counts", narrow=not exact)
+            # Chunks written before the narrow codec (50ccc0c) are narrowed here, once per cold load.
+            p.counts = r.array("counts") if exact else narrowed(r.array("counts", narrow=True))
             p.bounds = tuple(tuple(b) for b in r.header["extra"]["bounds"])
         elif kind == "exponential_histogram":
             for name in ("scale", "zero_count", "pos_offset", "pos_len", "neg_offset", "neg_len", "pos_flat",
