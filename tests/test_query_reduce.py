@@ -210,3 +210,53 @@ def test_full_grid_matches_a_per_group_reference():
     for gi, bi, vi in zip(g, b, v):
         members = [s for s in range(12) if group[s] == gi]
         assert vi == pytest.approx(sum(matrix[s, bi] for s in members) / len(members), rel=1e-12)
+
+
+# --- increases: one flag for all series, or one per point ----------------------------------------------------
+
+def _counter_points(rng: np.random.Generator, n_series: int = 3, n: int = 40):
+    """Points of `n_series` counter series sorted by (series, time), with drops and restarts in them."""
+    from otelite.collector.store.points import Points
+    sidx = np.repeat(np.arange(n_series), n)
+    time = np.tile(np.arange(n, dtype=np.int64) * 10 + 100, n_series)
+    counter = np.cumsum(rng.integers(0, 5, sidx.size)).astype(np.float64)
+    counter[rng.random(sidx.size) < 0.1] = 0.0  # drops
+    start = np.where(rng.random(sidx.size) < 0.1, time - 1, 50).astype(np.int64)  # some restarts
+    pts = Points("number", sidx.astype(np.int64), time, np.ones(sidx.size, bool), counter, counter, start)
+    return pts, sidx
+
+
+@pytest.mark.parametrize("delta,resets", [(True, True), (False, True), (False, False), (True, False)])
+def test_increases_with_one_flag_for_all_equal_those_with_a_flag_per_point(delta, resets):
+    from otelite.collector.query.reduce import increases
+    pts, sidx = _counter_points(np.random.default_rng(5))
+    n = sidx.size
+    for values in (None, pts.counter * 1.5 - 7):
+        one = increases(sidx, pts.counter, delta, resets, pts.time, pts.start, 120, values=values)
+        each = increases(sidx, pts.counter, np.full(n, delta), np.full(n, resets), pts.time, pts.start, 120,
+                         values=values)
+        assert np.array_equal(one[0], each[0], equal_nan=True) and np.array_equal(one[1], each[1])
+
+
+@pytest.mark.parametrize("fn", ["rate", "increase", "observations"])
+def test_cells_of_series_with_different_flags_are_each_series_alone(fn):
+    """Series are independent: a query over a delta, a cumulative monotonic and a cumulative non-monotonic
+    series gives each the cells it gets alone (the per-point flags), whatever the others are."""
+    from dataclasses import replace
+    from otelite.collector.query.model import Aggregation
+    from otelite.collector.query.reduce import series_cells
+    pts, sidx = _counter_points(np.random.default_rng(9))
+    if fn == "observations":
+        pts = replace(pts, kind="summary", total=pts.counter * 2.0)
+    edges = np.arange(160, 581, 60, dtype=np.int64)  # the first readings are look-back predecessors
+    b = bucket_of(pts.time, edges)
+    temporality, monotonic = np.array([1, 2, 2]), np.array([True, True, False])
+    agg = Aggregation(fn)
+    together = series_cells(pts, sidx, b, agg, temporality, monotonic, edges, 100)
+    for i in range(3):
+        keep = sidx == i
+        alone = series_cells(pts.take(keep), np.zeros(int(keep.sum()), np.int64), b[keep], agg, temporality[i:i + 1],
+                             monotonic[i:i + 1], edges, 100)
+        mine = together.sidx == i
+        assert np.array_equal(together.b[mine], alone.b)
+        assert np.array_equal(together.value[mine], alone.value, equal_nan=True), (fn, i)

@@ -322,7 +322,7 @@ def _restarts(time: np.ndarray, start: np.ndarray | None, has_prev: np.ndarray, 
     return restarted, from_start
 
 
-def increases(sidx: np.ndarray, counter: np.ndarray, delta: np.ndarray, resets: np.ndarray,
+def increases(sidx: np.ndarray, counter: np.ndarray, delta: np.ndarray | bool, resets: np.ndarray | bool,
               time: np.ndarray | None = None, start: np.ndarray | None = None,
               loaded_from: int | None = None, values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per point: (increase, defined). Delta temporality: the value itself. Otherwise the difference to the
@@ -332,7 +332,9 @@ def increases(sidx: np.ndarray, counter: np.ndarray, delta: np.ndarray, resets: 
 
     `values`: the increases of this column instead, with the resets still read from `counter` (the sum
     of a histogram's observations restarts when its count does; the sum itself may fall: negative
-    observations)."""
+    observations). `delta` and `resets` per point, or one bool for all (`_per_point`)."""
+    if delta is True:  # (_per_point: every series is delta) each reading is its own increase
+        return (counter if values is None else values), np.ones(counter.size, bool)
     has_prev = _previous(sidx)
     prev = _shifted(counter, np.nan)
     with np.errstate(invalid="ignore"):
@@ -346,9 +348,23 @@ def increases(sidx: np.ndarray, counter: np.ndarray, delta: np.ndarray, resets: 
         counter = values
         with np.errstate(invalid="ignore"):
             d = values - _shifted(values, np.nan)
-    d = np.where(reset | restarted | from_start, counter, d)
-    d = np.where(delta, counter, d)
+    # d is this function's own array: the whole readings go in place (no copy of every point per rule).
+    np.copyto(d, counter, where=reset | restarted | from_start)
+    if delta is False:
+        return d, has_prev | from_start
+    np.copyto(d, counter, where=delta)
     return d, delta | has_prev | from_start
+
+
+def _per_point(by_series: np.ndarray, sidx: np.ndarray) -> np.ndarray | bool:
+    """A per-series flag (temporality is delta, series is monotonic) for each point, or a plain bool when
+    every series has the same one (the usual query: one metric, one temporality), which saves a gather
+    over every point and a pass per use."""
+    if by_series.all():
+        return True
+    if not by_series.any():
+        return False
+    return by_series[sidx]
 
 
 def _observation_cells(pts: Points, sidx: np.ndarray, b: np.ndarray, fn: str, temporality: np.ndarray,
@@ -364,8 +380,8 @@ def _observation_cells(pts: Points, sidx: np.ndarray, b: np.ndarray, fn: str, te
         keep = np.flatnonzero(valid)
         s, count, total, time, bk = s[keep], count[keep], total[keep], time[keep], bk[keep]
         start = start[keep] if start is not None else None
-    delta = temporality[s] == 1
-    resets = np.ones(s.size, bool)
+    delta = _per_point(temporality == 1, s)
+    resets = True
     d_count, defined = increases(s, count, delta, resets, time, start, loaded_from)
     use = defined & (bk >= 0)
     key = s[use] * nb + bk[use]
@@ -407,8 +423,8 @@ def series_cells(pts: Points, sidx: np.ndarray, b: np.ndarray, agg: Aggregation,
             keep = np.flatnonzero(valid)
             s, counter, time, bk = s[keep], counter[keep], time[keep], bk[keep]
             start = start[keep] if start is not None else None
-        delta = temporality[s] == 1
-        resets = monotonic[s] | (kind not in ("number", "set"))
+        delta = _per_point(temporality == 1, s)
+        resets = True if kind not in ("number", "set") else _per_point(monotonic, s)
         d, defined = increases(s, counter, delta, resets, time, start, loaded_from)
         use = defined & (bk >= 0)
         key, vals = _reduce(s[use] * nb + bk[use], d[use], "sum", None)
