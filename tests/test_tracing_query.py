@@ -18,6 +18,7 @@ from otelite.collector.store import tracing as st
 from otelite.collector.store.db import connect_reader, prepare_database
 from otelite.collector.store.spans import insert_spans
 from otelite.collector.store.records import RESOURCE_COLUMNS, SCOPE_COLUMNS
+from otelite.exporters.forwarding.rows import _any_value
 
 S = 1_000_000_000
 MS = 1_000_000
@@ -434,25 +435,12 @@ def test_self_times():
 # --- the attribute rollups' pre-check (cannot_match) ----------------------------------------------------
 
 def _any(value, out) -> None:
-    """Set AnyValue `out` from a Python value (bytes, lists and dicts too)."""
-    if isinstance(value, bool):
-        out.bool_value = value
-    elif isinstance(value, int):
-        out.int_value = value
-    elif isinstance(value, float):
-        out.double_value = value
-    elif isinstance(value, bytes):
+    """Set AnyValue `out` from a Python value: the forwarders' own conversion (JSON-shaped values), and
+    bytes, which stored JSON never holds (the normalizer writes them as base64 text)."""
+    if isinstance(value, bytes):
         out.bytes_value = value
-    elif isinstance(value, list):
-        for v in value:
-            _any(v, out.array_value.values.add())
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            kv = out.kvlist_value.values.add()
-            kv.key = k
-            _any(v, kv.value)
     else:
-        out.string_value = value
+        out.CopyFrom(_any_value(value))
 
 
 _ODD_VALUES = {"n": 200, "f": 1e20, "half": 0.5, "neg0": -0.0, "one": 1.0, "yes": True, "raw": b"\x01\x02\x03",
