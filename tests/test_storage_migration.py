@@ -134,11 +134,12 @@ def test_migration_step_by_step_answers_like_the_old_layout(tmp_path, source, ve
 
 @pytest.mark.parametrize("source, version", [(r[0], r[1]) for r in RELEASES], ids=["v4", "v7"])
 def test_migration_keys_the_value_rollup_by_hour_and_the_pickers_answer_as_before(tmp_path, source, version):
-    """Migration 0010: span_attribute_values rebuilt with the hour first in its key, every row kept."""
+    """Migration 0010: new rollup rows go to a table keyed hour first; the old rows stay where they are
+    (nothing copied: instant at any size), read beside the new ones until retention has emptied them."""
     path = legacy_copy(tmp_path, source=source)
     conn = sqlite3.connect(path)
-    rollup_sql = "SELECT project_id, attribute_type, key, value, hour, count FROM span_attribute_values"
-    before = sorted(conn.execute(rollup_sql).fetchall())
+    columns = "project_id, attribute_type, key, value, hour, count"
+    before = sorted(conn.execute(f"SELECT {columns} FROM span_attribute_values").fetchall())
     conn.close()
     assert len(before) > 20
     totals: dict[tuple, Counter] = {}
@@ -146,19 +147,62 @@ def test_migration_keys_the_value_rollup_by_hour_and_the_pickers_answer_as_befor
         totals.setdefault((project, kind, key), Counter())[value] += count
     prepare_database(str(path))
     conn = connect_reader(str(path))
-    assert sorted(conn.execute(rollup_sql).fetchall()) == before
+    assert sorted(conn.execute(f"SELECT {columns} FROM {st.LEGACY_ROLLUP}").fetchall()) == before
+    assert conn.execute("SELECT count(*) FROM span_attribute_values").fetchone() == (0,)
     pk = [r[2] for r in conn.execute("PRAGMA index_xinfo('sqlite_autoindex_span_attribute_values_1')") if r[5]]
     assert pk == ["project_id", "attribute_type", "hour", "key", "value"]
-    for (project, kind, key), counts in totals.items():
-        expected = [v for v, _ in sorted(counts.items(), key=lambda vc: (-vc[1], vc[0]))][:50]
-        assert st.attribute_values(conn, project, kind, key, None, 50, 0) == expected, key
+
+    def pickers_answer(totals: dict[tuple, Counter]) -> None:
+        for (project, kind, key), counts in totals.items():
+            expected = [v for v, _ in sorted(counts.items(), key=lambda vc: (-vc[1], vc[0]))][:50]
+            assert st.attribute_values(conn, project, kind, key, None, 50, 0) == expected, key
+
+    pickers_answer(totals)
     services = sorted({v for p, k, key, v, _h, _n in before if (p, k, key) == (1, "resource", "service.name") and v})
     assert services and st.service_names(conn, 1, 0, 1 << 62) == services
-    # One key's rows are found hour by hour through the primary key, not by scanning the table.
-    rows = st._value_rows(conn, 1, "span", "http.method", None)
-    plan = " | ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + rows.text, rows.params))
-    assert "USING PRIMARY KEY (project_id=? AND attribute_type=? AND hour=? AND key=?)" in plan, plan
     conn.close()
+
+    # Spans written after the migration into hours the old table has: the two tables' counts add up.
+    project, kind, key = next(k for k in totals if k[1] == "span")
+    value, hour = next((v, h) for p, t, k, v, h, _n in before if (p, t, k) == (project, kind, key))
+    writer = connect_writer(str(path))
+    with writer:
+        writer.execute(f"INSERT INTO span_attribute_values ({columns}) VALUES (?, ?, ?, ?, ?, ?)",
+                       (project, kind, key, value, hour, 1000))
+    writer.close()
+    totals[(project, kind, key)][value] += 1000
+    conn = connect_reader(str(path))
+    pickers_answer(totals)
+    assert st.attribute_values(conn, project, kind, key, None, 1, 0) == [value]
+    # One key's rows: hour by hour through the new table's primary key, by key in the old one; no scan.
+    rows = st._value_rows(conn, project, kind, key, None)
+    plan = " | ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + rows.text, rows.params))
+    assert "SEARCH v USING PRIMARY KEY (project_id=? AND attribute_type=? AND hour=? AND key=?)" in plan, plan
+    assert f"SEARCH {st.LEGACY_ROLLUP} USING PRIMARY KEY (project_id=? AND attribute_type=? AND key=?)" in plan
+    conn.close()
+
+
+def test_retention_empties_the_legacy_value_rollup(tmp_path):
+    """The migrated store's old rollup rows expire with their hours, as the current table's do; the empty
+    table stays (a reader may have looked at the schema just before)."""
+    from otelite.collector.pipeline.batch import BatchProcessorConfig
+    from otelite.collector.store.store import Store
+    from otelite.exporters.sqlite.config import SqliteExporterConfig
+    path = legacy_copy(tmp_path)
+    cfg = SqliteExporterConfig(path=str(path))
+    cfg.retention.traces, cfg.retention.metrics, cfg.retention.check_interval = 3600.0, 0, 0.05
+    store = Store(cfg, BatchProcessorConfig())
+    store.start()  # migrates; the fixture's spans are far older than an hour
+    try:
+        conn = connect_reader(str(path))
+        deadline = time.monotonic() + 30
+        while conn.execute(f"SELECT count(*) FROM {st.LEGACY_ROLLUP}").fetchone()[0] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert conn.execute(f"SELECT count(*) FROM {st.LEGACY_ROLLUP}").fetchone() == (0,)
+        assert st.legacy_rollup(conn) and st.attribute_values(conn, 1, "resource", "service.name", None, 10, 0) == []
+        conn.close()
+    finally:
+        store.close()
 
 
 # --- kill -9 -------------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from sqlite_utils.migrations import Migrations
 from otelite.collector.store.series_state import backfill as _backfill_series_state
 from otelite.collector.store.series_state import backfill_distributions as _backfill_distributions
 from otelite.collector.store.spans import start_backfill as _start_run_backfill
+from otelite.collector.store.tracing import LEGACY_ROLLUP
 
 MIGRATIONS = Migrations("otelite")
 
@@ -350,11 +351,17 @@ def _m0009_span_trace_runs(db: Database) -> None:
 def _m0010_span_attribute_values_by_hour(db: Database) -> None:
     # Issue 16: the value rollup keyed (key, value, hour) put each commit's few thousand upserts (one per
     # distinct attribute value) at as many places of a table that grows all week, and on a large store
-    # that was almost half of the span writing. Keyed hour first, a commit's upserts fall in the current hour's
-    # few pages. Readers seek one hour at a time (tracing.py, `_value_rows`). Same columns in the same order.
-    # One copy in this migration's transaction: the table holds one row per distinct value and hour, not
-    # per span (1.35M rows for the bench's 10M spans: 7 s here); a kill leaves the old table intact.
-    db.execute("""CREATE TABLE span_attribute_values_by_hour (
+    # that was almost half of the span writing. Keyed hour first, a commit's upserts fall in the current
+    # hour's few pages. Readers seek one hour at a time (tracing.py, `_value_rows`). Same columns in the
+    # same order. Nothing is copied, so the migration is instant at any size (the table holds a row per
+    # distinct value and hour, up to one per span for an id-like attribute): a store with rows keeps them
+    # in `span_attribute_values_legacy`, which readers add in and retention empties (an empty table is left,
+    # not dropped: a reader between its look at the schema and its query must not lose the table).
+    if db.execute("SELECT 1 FROM span_attribute_values LIMIT 1").fetchone() is not None:
+        db.execute(f"ALTER TABLE span_attribute_values RENAME TO {LEGACY_ROLLUP}")
+    else:
+        db.execute("DROP TABLE span_attribute_values")
+    db.execute("""CREATE TABLE span_attribute_values (
         project_id INTEGER NOT NULL,
         attribute_type TEXT NOT NULL,
         key TEXT NOT NULL,
@@ -362,10 +369,6 @@ def _m0010_span_attribute_values_by_hour(db: Database) -> None:
         hour INTEGER NOT NULL,
         count INTEGER NOT NULL,
         PRIMARY KEY (project_id, attribute_type, hour, key, value)) WITHOUT ROWID""")
-    db.execute("INSERT INTO span_attribute_values_by_hour SELECT project_id, attribute_type, key, value, hour, count "
-               "FROM span_attribute_values ORDER BY project_id, attribute_type, hour, key, value")
-    db.execute("DROP TABLE span_attribute_values")
-    db.execute("ALTER TABLE span_attribute_values_by_hour RENAME TO span_attribute_values")
 
 
 def schema_version() -> int:

@@ -548,30 +548,54 @@ def service_names(conn: sqlite3.Connection, project_id: int, start_ns: int, end_
 _HOUR_NS = 3_600_000_000_000
 
 
+# The value rollup of a store migrated from the (key, value, hour) key (migration 0010): read beside the
+# current table, written no more, emptied by retention.
+LEGACY_ROLLUP = "span_attribute_values_legacy"
+
+
+def legacy_rollup(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                        (LEGACY_ROLLUP,)).fetchone() is not None
+
+
 def _value_rows(conn: sqlite3.Connection, project_id: int, kind: str, key: str,
                 window: tuple[int | None, int | None] | None) -> Sql | None:
     """SELECT (value, count) of one key's rows of the value rollup in the hours overlapping `window`
-    ([start_ns, end_ns], None: open), or None when the rollup holds none of those hours.
+    ([start_ns, end_ns], None: open), or None when the rollup holds none of those hours. A value may
+    come in several rows (hours, and the legacy table): callers sum or test for existence.
 
     The rollup is keyed hour first (migration 0010: a commit's upserts stay in the current hour's pages),
-    so one key's rows are found with one seek per hour, the hours clamped to those the project has."""
+    so one key's rows are found with one seek per hour, the hours clamped to those the project has; the
+    legacy table, keyed by key first, with one seek on the key."""
     lo, hi = window if window is not None else (None, None)
+    lo_hour = lo // _HOUR_NS if lo is not None else None
+    hi_hour = hi // _HOUR_NS if hi is not None else None
+    parts: list[Sql] = []
     first, last = conn.execute(
         "SELECT (SELECT min(hour) FROM span_attribute_values WHERE project_id = ?1 AND attribute_type = ?2), "
         "(SELECT max(hour) FROM span_attribute_values WHERE project_id = ?1 AND attribute_type = ?2)",
         (project_id, kind)).fetchone()
-    if first is None:
+    if first is not None:
+        first = first if lo_hour is None else max(first, lo_hour)
+        last = last if hi_hour is None else min(last, hi_hour)
+        if first <= last:
+            parts.append(Sql(
+                "WITH RECURSIVE hours(h) AS (SELECT ? UNION ALL SELECT h + 1 FROM hours WHERE h < ?) "
+                "SELECT v.value AS value, v.count AS count FROM hours CROSS JOIN span_attribute_values AS v "
+                "WHERE v.project_id = ? AND v.attribute_type = ? AND v.hour = hours.h AND v.key = ?",
+                [first, last, project_id, kind, key]))
+    if legacy_rollup(conn):
+        legacy = Sql(f"SELECT value, count FROM {LEGACY_ROLLUP} WHERE project_id = ? AND attribute_type = ? "
+                     "AND key = ?", [project_id, kind, key])
+        for bound, op in ((lo_hour, ">="), (hi_hour, "<=")):
+            if bound is not None:
+                legacy.text += f" AND hour {op} ?"
+                legacy.params.append(bound)
+        parts.append(legacy)
+    if not parts:
         return None
-    if lo is not None:
-        first = max(first, lo // _HOUR_NS)
-    if hi is not None:
-        last = min(last, hi // _HOUR_NS)
-    if first > last:
-        return None
-    return Sql("WITH RECURSIVE hours(h) AS (SELECT ? UNION ALL SELECT h + 1 FROM hours WHERE h < ?) "
-               "SELECT v.value AS value, v.count AS count FROM hours CROSS JOIN span_attribute_values AS v "
-               "WHERE v.project_id = ? AND v.attribute_type = ? AND v.hour = hours.h AND v.key = ?",
-               [first, last, project_id, kind, key])
+    # Each part as a subquery: a WITH cannot stand as a member of a compound SELECT.
+    return Sql(" UNION ALL ".join(f"SELECT * FROM ({p.text})" for p in parts), [x for p in parts for x in p.params])
 
 
 def _rollup_terms(hours: tuple[int, int] | None, exclude: tuple[str, ...] = (), only: tuple[str, ...] | None = None,

@@ -40,6 +40,7 @@ from otelite.collector.store.records import (LABEL_COLUMNS, RESOURCE_COLUMNS, SC
 from otelite.collector.store.series_cache import SeriesCache
 from otelite.collector.store.series_state import LAST_SEEN_LAG_NS, SeriesStateUpdater
 from otelite.collector.store.spans import RunBackfill, expire_runs, insert_spans
+from otelite.collector.store.tracing import LEGACY_ROLLUP, legacy_rollup
 
 if TYPE_CHECKING:
     from otelite.collector.pipeline.batch import BatchProcessorConfig
@@ -480,7 +481,8 @@ class Writer:
                         "DELETE FROM spans WHERE id IN (SELECT id FROM spans WHERE project_id = ? "
                         "AND start_ns < ? LIMIT ?)", (project_id, cutoff, r.chunk_rows)).rowcount
                 hour = cutoff // 3_600_000_000_000
-                for table in ("span_attribute_keys", "span_attribute_values"):
+                legacy = (LEGACY_ROLLUP,) if legacy_rollup(conn) else ()
+                for table in ("span_attribute_keys", "span_attribute_values") + legacy:
                     conn.execute(f"DELETE FROM {table} WHERE hour < ?", (hour,))
                 more_runs = expire_runs(conn, r.chunk_rows)  # trace-index runs of deleted spans
             if r.metrics > 0:
