@@ -37,6 +37,7 @@ from otelite.collector.store.records import ROLLUP_VALUE_MAX
 from otelite.collector.store.spans import legacy_trace_index
 
 OPERATORS = comparisons.OPERATORS
+_HOUR_NS = 3_600_000_000_000  # the attribute rollups count per hour (start_ns // _HOUR_NS)
 # Span keys a filter may name, with the operators each accepts (ids and names are text, the rest numbers).
 _TEXT_OPERATORS = (comparisons.EQUALITY + comparisons.TEXT + comparisons.PATTERN + comparisons.SEMVER
                    + comparisons.PRESENCE)
@@ -544,8 +545,6 @@ def service_names(conn: sqlite3.Connection, project_id: int, start_ns: int, end_
     params += [project_id, start_ns, end_ns, limit]
     return [r[0] for r in conn.execute(sql, params)]
 
-
-_HOUR_NS = 3_600_000_000_000
 
 
 # The value rollup of a store migrated from the (key, value, hour) key (migration 0010): read beside the
