@@ -46,7 +46,7 @@ import sqlite3
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, fields, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -373,20 +373,21 @@ def _marks(conn: sqlite3.Connection) -> tuple[int, int]:
 
 
 def _chunk_parts(conn: sqlite3.Connection, series: "SeriesSet", since: int, after_chunk: int = 0,
-                 after_head: int = 0) -> list[Points]:
-    """The readings of the metric's chunks with id > after_chunk and time >= since, one part per chunk, in
-    time order of their hours (and arrival order within one); with `after_head`, only points whose head
-    rowid is larger (the others were read before, from the head or from an older chunk)."""
+                 after_head: int = 0, until: int | None = None) -> list[Points]:
+    """The readings of the metric's chunks with id > after_chunk and since <= time (< until), one part per
+    chunk, in time order of their hours (and arrival order within one); with `after_head`, only points whose
+    head rowid is larger (the others were read before, from the head or from an older chunk)."""
     from otelite.collector.store.chunks import block_of, decode
+    until = (1 << 63) - 1 if until is None else until
     rows = conn.execute(
         "SELECT payload FROM metric_chunks WHERE project_id = ? AND name = ? AND type = ? AND block_start >= ? "
-        "AND t_max >= ? AND id > ? ORDER BY block_start, seq, id",
-        (series.project_id, series.name, series.type, block_of(since), since, after_chunk))
+        "AND block_start < ? AND t_max >= ? AND id > ? ORDER BY block_start, seq, id",
+        (series.project_id, series.name, series.type, block_of(since), until, since, after_chunk))
     parts = []
     for (payload,) in rows:
         block = decode(payload, exact=False)
         p = block.points
-        keep = p.valid & (p.time >= since)
+        keep = p.valid & (p.time >= since) & (p.time < until)
         if after_head:
             keep &= block.hid > after_head
         if keep.any():
@@ -404,11 +405,17 @@ def _sorted_parts(parts: list[Points], kind: str) -> Points:
     if len(nonempty) == 1:
         return nonempty[0]  # every part is sorted
     p = concat_all(nonempty, kind)
-    order = np.argsort(p.series_id, kind="stable")
-    sid, t = p.series_id[order], p.time[order]
+    return p.take(series_time_order(p.series_id, p.time))
+
+
+def series_time_order(series_id: np.ndarray, time: np.ndarray) -> np.ndarray:
+    """The stable order by (series, time) of rows that come in runs sorted by it (parts in time order: a
+    stable sort by series is all it takes; overlapping parts: `_by_series_then_time`)."""
+    order = np.argsort(series_id, kind="stable")
+    sid, t = series_id[order], time[order]
     if ((sid[1:] == sid[:-1]) & (t[1:] < t[:-1])).any():
         order = order[_by_series_then_time(sid, t)]
-    return p.take(order)
+    return order
 
 
 def _by_series_then_time(sid: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -471,10 +478,13 @@ class PointCache:
         with self._lock:
             self._entries.clear()
 
-    def points(self, conn: sqlite3.Connection, series: "SeriesSet", t_from: int, t_to: int) -> Points:
+    def points(self, conn: sqlite3.Connection, series: "SeriesSet", t_from: int, t_to: int, *,
+               margin: bool = True) -> Points:
         """Points of every series of the metric (`series.name`, `series.type`) with t_from <= time < t_to,
         sorted by (series, time): the caller keeps the series it selected. Call inside a read transaction
-        together with the series look-up (ReadTransaction), so chunks and head come from one snapshot."""
+        together with the series look-up (ReadTransaction), so chunks and head come from one snapshot.
+        `margin=False`: a load reads from `t_from` only (the rollups' trailing hours, whose start is an
+        hour that a rollup answers before it, rollups.py)."""
         kind = kind_of(series.type or "gauge")
         if series.type is None or len(series) == 0 or t_from >= t_to:
             return empty(kind)
@@ -490,7 +500,7 @@ class PointCache:
                     or chunk_mark < entry.chunk_mark):  # smaller marks: another database file
                 # A little more history than asked (a quarter of the span, whole hours), so the next query
                 # whose start snaps to another grid or slides back a bit needs no reload.
-                since = t_from - max(t_to - t_from, 0) // 4
+                since = t_from - (max(t_to - t_from, 0) // 4 if margin else 0)
                 since -= since % _HOUR_NS
                 parts = _chunk_parts(conn, series, max(since, cutoff))
                 parts.append(_load(conn, series.project_id, series, "time_ns >= ?", (max(since, cutoff),)).sorted())
@@ -521,6 +531,19 @@ class PointCache:
         # never read, whether it is in a chunk, in the head, or arrived after the cutoff passed it.
         mask = (pts.time >= t_from) & (pts.time < t_to)
         return pts if mask.all() else pts.take(mask)
+
+    def derived(self, key: tuple, build: Callable[[], Points]) -> Points:
+        """Points computed from stored data that does not change under `key` (rollups.py: the decoded
+        rollups of some hours, named with the chunks each was built from), kept under the same byte budget
+        and least-recently-used order as the metrics' points."""
+        key = ("derived",) + key
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is None:
+            entry = _Entry(build(), 0, 0, 0, 0)
+        with self._lock:
+            self._store(key, entry)
+        return entry.points
 
     def _store(self, key: tuple, entry: _Entry) -> None:
         if self.max_bytes <= 0:
