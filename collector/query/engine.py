@@ -3,7 +3,8 @@
     result = await store.read(evaluate, store.point_cache, query)
 
 `evaluate` = `prepare` (select the series, read the points through the store's point cache in one read
-transaction, compute the per-series cells) then `group` (group the series by label keys and combine the
+transaction, or for increases over whole quarter hours partly from the hourly rollups (store/rollups.py),
+compute the per-series cells) then `group` (group the series by label keys and combine the
 cells of each group and bucket). A dialect that groups the same cells several ways (PostHog's
 characterize: one grouping per candidate key) calls `prepare` once and `group` per grouping.
 
@@ -22,7 +23,7 @@ from otelite.collector.query.model import (DISTRIBUTION_TYPES, MIN_LOOKBACK_NS, 
                                            OBSERVED_TYPES, GroupKey, Query, Result,
                                            SeriesResult, TooManyBuckets, UnsupportedAggregation)
 from otelite.collector.query.reduce import Cells, bucket_of, combine, series_cells
-from otelite.collector.store import budget
+from otelite.collector.store import budget, rollups
 from otelite.collector.store.metrics import SeriesLabels, SeriesSet, read_series_labels, select_series
 from otelite.collector.store.points import PointCache, Points, ReadTransaction
 
@@ -85,7 +86,10 @@ def prepare(conn: sqlite3.Connection, cache: PointCache, query: Query, *, keep_p
             return Prepared(query, series, edges, None)
         loaded_from = int(edges[0]) - _lookback(query, series.type)
         budget.check()  # the read's deadline (collector/store/budget.py), between the engine's passes
-        pts = cache.points(conn, series, loaded_from, query.end_ns)
+        if not keep_points and rollups.applies(query.aggregation.fn, series):
+            pts = rollups.points(conn, cache, series, loaded_from, query.end_ns, edges)
+        else:
+            pts = cache.points(conn, series, loaded_from, query.end_ns)
     budget.check()
     pts, sidx = _selected(pts, series)
     b = bucket_of(pts.time, edges)

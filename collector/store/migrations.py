@@ -371,6 +371,25 @@ def _m0010_span_attribute_values_by_hour(db: Database) -> None:
         PRIMARY KEY (project_id, attribute_type, hour, key, value)) WITHOUT ROWID""")
 
 
+@MIGRATIONS(name="0011_metric_rollups")
+def _m0011_metric_rollups(db: Database) -> None:
+    # Issue 16: per closed hour of a counter or distribution metric, the readings that increases need
+    # (rollups.py), so a day's rate or histogram_quantile reads a few readings per series and quarter hour
+    # instead of every point. Derived data: `chunks` / `max_chunk_id` are the hour's chunks when it was
+    # built, and a reader uses it only while they are the same (a late point or a merge makes it stale
+    # until the compactor builds it again). Empty on upgrade; the compactor fills it, newest hours first.
+    db.execute("""CREATE TABLE metric_rollups (
+        project_id INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        type TEXT NOT NULL,
+        block_start INTEGER NOT NULL,          -- the hour (ns), as metric_chunks.block_start
+        chunks INTEGER NOT NULL,               -- how many chunks the hour had when this was built
+        max_chunk_id INTEGER NOT NULL,         -- and the largest of their ids
+        n INTEGER NOT NULL,                    -- readings kept
+        payload BLOB NOT NULL,                 -- a chunk payload (chunks.py) of the kept readings
+        PRIMARY KEY (project_id, name, type, block_start))""")
+
+
 def schema_version() -> int:
     """The schema version this build writes: the number of migrations it knows."""
     return len(MIGRATIONS._migrations)

@@ -1,0 +1,276 @@
+"""Metric rollups: the readings of a closed hour that increases need, and nothing more (issue 16).
+
+A day's `rate` or `histogram_quantile` over a busy metric reads millions of points (4.6M readings of 16
+buckets for the bench's histogram), yet what it computes per series and bucket telescopes (reduce.py,
+`_telescoped_parts`): the last reading of the bucket, minus the reading before its first, plus the reading
+before each reset. The compactor therefore keeps, per closed hour of a counter or distribution metric
+(`metric_rollups`, migration 0011), only these readings of each series:
+
+- the first and the last reading of every quarter hour (CELL_NS, aligned to UTC: every zone's offset is a
+  whole number of quarter hours, so the cells of a PostHog `minute_15`, `hour` or `day` grid are whole);
+- both readings of every pair that is not *plain*: a drop (a reset), a change of start time or of whether
+  it is known (a restart, `reduce._restarts`), a value that is not finite, a change of histogram bounds;
+- every reading of a delta series (each is its own increase).
+
+**Why that is exact.** Take any bucket made of whole cells. Its last reading is the last of a cell, and the
+reading before its first is the last of an earlier cell: both kept. A reset or restart is decided on a pair
+of neighbours, and those pairs are kept whole. Between two kept readings that were not neighbours, every
+pair was plain: no drop, the same known (or the same unknown) start, finite values; so the engine sees no
+reset there either, and their difference is the sum of the differences it replaces. The first reading at or
+after the query's look-back start is the first of its cell when that start is a cell boundary. Hence
+`reduce.series_cells` gives the same cells from the kept readings as from all of them, for `rate` and
+`increase` of sums and every increase-based function of histograms (`histogram_quantile`, `quantile`,
+`observations`, `observation_sum`, `observation_mean`); with whole-number values the very same numbers,
+with fractional ones up to the rounding of adding the differences in another order.
+
+**When a reader uses one** (`points`): for an hour whose cells lie each inside one bucket of the query's
+grid (or wholly before its look-back start or after its end) and on the look-back start, whose chunks are
+those it was built from (late points or a merge make it stale until the compactor rebuilds it), with no
+point of that hour still in the head, and after the retention cutoff. Every other hour is read in full,
+the trailing ones through the query cache; a mix is exact as well, for the full hours keep every reading.
+The compactor builds rollups (`build_next`) once no merge is due, newest hours first, so an upgraded
+store fills in the background; retention deletes expired ones with the chunks.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from otelite.collector.store.chunks import BLOCK_NS, block_of, concat_blocks, decode, encode
+from otelite.collector.store.points import (_SERIES, Points, PointCache, _chunk_parts, _load, _sorted_parts, kind_of,
+                                            retention_cutoff, series_time_order)
+
+if TYPE_CHECKING:
+    from otelite.collector.store.metrics import SeriesSet
+
+CELL_NS = 15 * 60 * 10**9  # a quarter hour: the finest bucket a rollup answers whole
+ROLLED_TYPES = ("sum", "histogram", "exponential_histogram")
+INCREASE_FUNCTIONS = {"number": ("rate", "increase"),
+                      "histogram": ("quantile", "histogram_quantile", "observations", "observation_sum",
+                                    "observation_mean")}
+INCREASE_FUNCTIONS["exponential_histogram"] = INCREASE_FUNCTIONS["histogram"]
+
+_SQL_STALE = (  # closed hours whose rollup is missing or was built from other chunks; newest first
+    "SELECT c.project_id, c.name, c.type, c.block_start, c.k, c.m FROM (SELECT project_id, name, type, "
+    "block_start, count(*) AS k, max(id) AS m FROM metric_chunks "
+    f"WHERE type IN ({','.join('?' * len(ROLLED_TYPES))}) AND block_start < ? AND block_start >= ? "
+    "GROUP BY project_id, name, type, block_start) AS c LEFT JOIN metric_rollups AS r ON r.project_id = c.project_id "
+    "AND r.name = c.name AND r.type = c.type AND r.block_start = c.block_start "
+    "WHERE r.chunks IS NOT c.k OR r.max_chunk_id IS NOT c.m ORDER BY c.block_start DESC LIMIT 1")
+_SQL_PUT = ("INSERT OR REPLACE INTO metric_rollups (project_id, name, type, block_start, chunks, max_chunk_id, n, "
+            "payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+
+
+# --- which readings are kept ------------------------------------------------------------------------------
+
+def _plain_pairs(p: Points, order: np.ndarray | None) -> np.ndarray:
+    """For each reading of `p` taken in `order` (None: as they are), whether it and the reading before it
+    form a plain pair (module docstring); meaningful where both belong to one series."""
+    def col(a: np.ndarray) -> np.ndarray:
+        return a if order is None else a[order]
+
+    n = len(p) if order is None else order.size
+    ok = np.ones(n, bool)
+    if n < 2:
+        return ok
+    tail = ok[1:]  # (a view: the tests below narrow `ok` itself)
+    with np.errstate(invalid="ignore"):
+        c = col(p.counter)
+        tail &= np.isfinite(c[1:]) & np.isfinite(c[:-1]) & (c[1:] >= c[:-1])
+    if p.total is not None:
+        finite = np.isfinite(col(p.total))
+        tail &= finite[1:] & finite[:-1]
+    if p.start is not None:
+        start, time = col(p.start), col(p.time)
+        known = (start > 0) & (start < time)
+        tail &= (start[1:] == start[:-1]) & (known[1:] == known[:-1])
+    if p.bounds_id is not None:
+        bounds = col(p.bounds_id)
+        tail &= bounds[1:] == bounds[:-1]
+    if p.counts is not None and p.counts.dtype.kind == "f":  # (narrow integer counts are finite)
+        finite = col(np.isfinite(p.counts).all(axis=1))
+        tail &= finite[1:] & finite[:-1]
+    return ok
+
+
+def kept(p: Points, order: np.ndarray | None, delta_ids: np.ndarray, whole: np.ndarray | None = None) -> np.ndarray:
+    """Which readings of `p` taken in `order` (None: as they are; one metric's readings by series, time and
+    arrival) a rollup keeps: a boolean mask in that order (module docstring). `delta_ids`: the series whose
+    every reading is kept; `whole` (in that order): False for a reading whose cell is not whole in a
+    query's buckets, which is kept too."""
+    n = len(p) if order is None else order.size
+    if n == 0:
+        return np.zeros(0, bool)
+    sid = p.series_id if order is None else p.series_id[order]
+    cell = (p.time if order is None else p.time[order]) // CELL_NS
+    same_series = np.zeros(n, bool)
+    same_series[1:] = sid[1:] == sid[:-1]
+    first = np.ones(n, bool)
+    first[1:] = ~same_series[1:] | (cell[1:] != cell[:-1])
+    keep = first.copy()
+    keep[:-1] |= first[1:]  # the last reading of each (series, cell)
+    keep[-1] = True
+    odd = same_series & ~_plain_pairs(p, order)
+    keep |= odd
+    keep[:-1] |= odd[1:]
+    if delta_ids.size:
+        keep |= np.isin(sid, delta_ids)
+    if whole is not None:
+        keep |= ~whole
+    return keep
+
+
+def read_order(p: Points) -> np.ndarray:
+    """The order in which a query reads the readings of an hour's chunks concatenated in (seq, id) order:
+    by series and time, equal ones in chunk order (as points._sorted_parts)."""
+    readings = np.flatnonzero(p.valid)
+    return readings[series_time_order(p.series_id[readings], p.time[readings])]
+
+
+# --- building (the writer's compactor) ------------------------------------------------------------------
+
+def build_next(conn: sqlite3.Connection, now_ns: int, closed_after_ns: int) -> bool:
+    """Build (or rebuild) the rollup of one closed hour that has none or a stale one, inside the caller's
+    transaction; False when every closed hour has a current one. An hour is closed `closed_after_ns` after
+    its end (compactor.CLOSE_AFTER_NS: late points have arrived and its chunks are merged)."""
+    cutoff = retention_cutoff(conn)
+    first_whole = block_of(cutoff) + (BLOCK_NS if cutoff % BLOCK_NS else 0)
+    row = conn.execute(_SQL_STALE, (*ROLLED_TYPES, now_ns - closed_after_ns - BLOCK_NS + 1, first_whole)).fetchone()
+    if row is None:
+        return False
+    project_id, name, metric_type, block_start, chunks, max_chunk_id = row
+    payloads = [r[0] for r in conn.execute(
+        "SELECT payload FROM metric_chunks WHERE project_id = ? AND name = ? AND type = ? AND block_start = ? "
+        "ORDER BY seq, id", (project_id, name, metric_type, block_start))]
+    block = concat_blocks([decode(pl, exact=False) for pl in payloads])
+    order = read_order(block.points)  # readings only: a query reads nothing else
+    delta_ids = np.array([r[0] for r in conn.execute(
+        "SELECT id FROM metric_series WHERE project_id = ? AND name = ? AND type = ? AND temporality = 1",
+        (project_id, name, metric_type))], np.int64)
+    block = block.take(order[kept(block.points, order, delta_ids)])
+    conn.execute(_SQL_PUT, (project_id, name, metric_type, block_start, chunks, max_chunk_id, len(block),
+                            encode(block)))
+    return True
+
+
+def expire(conn: sqlite3.Connection, cutoff_ns: int) -> None:
+    """Retention: the rollups of hours that have expired entirely (a few rows a metric and hour)."""
+    conn.execute("DELETE FROM metric_rollups WHERE block_start <= ?", (cutoff_ns - BLOCK_NS,))
+
+
+# --- reading (the query engine) ----------------------------------------------------------------------------
+
+def applies(fn: str, series: "SeriesSet") -> bool:
+    """Whether a query of `fn` over `series` may read rollups: an increase-based function of a counter or
+    distribution metric none of whose selected series is delta now (a series that turned delta since a
+    rollup was built has only some of its readings there)."""
+    return (series.type in ROLLED_TYPES and fn in INCREASE_FUNCTIONS.get(kind_of(series.type), ())
+            and not (series.temporality == 1).any())
+
+
+def _whole_cells(lo: int, hi: int, edges: np.ndarray) -> tuple[int, np.ndarray]:
+    """(the first cell, from the hour of `lo`) and for each cell up to `hi`, whether a query of [lo, hi) on
+    the buckets `edges` may collapse it: it lies wholly before `lo` or at or after `hi` (its readings are
+    not read at all), or inside [lo, hi) and inside one bucket ([lo, edges[0]) counting as one: the
+    look-back)."""
+    first = block_of(lo)
+    cells = np.arange(first, hi, CELL_NS, dtype=np.int64)
+    ends = cells + CELL_NS
+    bounds = np.concatenate(([lo], edges))
+    same = np.searchsorted(bounds, cells, "right") == np.searchsorted(bounds, ends - 1, "right")
+    return first, ((cells >= lo) & (ends <= hi) & same) | (ends <= lo) | (cells >= hi)
+
+
+def _whole_hours(lo: int, hi: int, edges: np.ndarray) -> np.ndarray:
+    """The hours in [lo, hi) whose every cell a query may collapse (`_whole_cells`)."""
+    first, whole = _whole_cells(lo, hi, edges)
+    per_hour = BLOCK_NS // CELL_NS
+    whole = np.concatenate((whole, np.ones(-whole.size % per_hour, bool))).reshape(-1, per_hour)
+    return first + BLOCK_NS * np.flatnonzero(whole.all(axis=1))
+
+
+def collapsed(p: Points, lo: int, hi: int, edges: np.ndarray) -> Points:
+    """The readings of [lo, hi) in `p` (sorted, complete: every reading of its series in that range) that
+    the query needs: those of its whole cells a rollup would keep, and every reading of the others. The
+    hours no rollup answers (the open one, above all) are collapsed so at query time."""
+    if len(p) < 3:
+        return p
+    first, whole_cells = _whole_cells(lo, hi, edges)
+    index = (p.time - first) // CELL_NS
+    whole = whole_cells[np.clip(index, 0, whole_cells.size - 1)] & (index >= 0) & (index < whole_cells.size)
+    keep = kept(p, None, np.zeros(0, np.int64), whole)
+    return p if keep.all() else p.take(keep)
+
+
+def _range_points(conn: sqlite3.Connection, series: "SeriesSet", lo: int, hi: int, cutoff: int) -> Points:
+    """Every reading of the metric with max(lo, cutoff) <= time < hi, sorted, read from chunks and head
+    without the cache (a leading stretch of hours a rollup does not cover)."""
+    lo = max(lo, cutoff)
+    kind = kind_of(series.type)
+    parts = _chunk_parts(conn, series, lo, until=hi)
+    parts.append(_load(conn, series.project_id, series, "time_ns >= ? AND time_ns < ?", (lo, hi)).sorted())
+    return _sorted_parts(parts, kind)
+
+
+def points(conn: sqlite3.Connection, cache: PointCache, series: "SeriesSet", lo: int, hi: int,
+           edges: np.ndarray) -> Points:
+    """The readings of `cache.points(conn, series, lo, hi)` that the query needs (module docstring): hours a
+    rollup answers whole hold only its readings, and the others are collapsed (`collapsed`) as read. Call
+    inside the query's read transaction."""
+    kind = kind_of(series.type)
+    cutoff = retention_cutoff(conn)
+    rolled = _rolled_hours(conn, series, lo, hi, edges, cutoff)
+    if not rolled:
+        return collapsed(cache.points(conn, series, lo, hi), lo, hi, edges)
+    # The rolled hours' readings together, kept in the cache: a rollup never changes under its stamp.
+    key = (series.project_id, series.name, series.type, lo, hi if hi < rolled[-1][0] + BLOCK_NS else None,
+           tuple(rolled))
+    parts = [cache.derived(key, lambda: _read_rolled(conn, series, [b for b, _ in rolled], lo, hi))]
+    at, rolled_hours = lo, {b for b, _ in rolled}
+    for b in range(block_of(lo), hi, BLOCK_NS):  # the stretches no rollup answers, collapsed as read
+        if b in rolled_hours:
+            if b > at:
+                parts.append(collapsed(_range_points(conn, series, at, b, cutoff), lo, hi, edges))
+            at = b + BLOCK_NS
+    if at < hi:  # the newest hours (open, or not rolled up yet): through the cache, which keeps them current
+        parts.append(collapsed(cache.points(conn, series, at, hi, margin=False), lo, hi, edges))
+    return _sorted_parts(parts, kind)
+
+
+def _read_rolled(conn: sqlite3.Connection, series: "SeriesSet", hours: list[int], lo: int, hi: int) -> Points:
+    """The readings of the rollups of `hours` in [lo, hi), sorted by series and time."""
+    marks = ",".join("?" * len(hours))
+    parts = []
+    for (payload,) in conn.execute(
+            f"SELECT payload FROM metric_rollups WHERE project_id = ? AND name = ? AND type = ? "
+            f"AND block_start IN ({marks}) ORDER BY block_start", (series.project_id, series.name, series.type, *hours)):
+        p = decode(payload, exact=False).points
+        inside = (p.time >= lo) & (p.time < hi)
+        parts.append(p if inside.all() else p.take(inside))
+    return _sorted_parts(parts, kind_of(series.type))
+
+
+def _rolled_hours(conn: sqlite3.Connection, series: "SeriesSet", lo: int, hi: int, edges: np.ndarray,
+                  cutoff: int) -> list[int]:
+    """The hours of [lo, hi) a rollup answers (module docstring), in order, each with the stamp of the
+    chunks its rollup was built from."""
+    candidates = _whole_hours(lo, hi, edges)
+    candidates = candidates[candidates >= cutoff]
+    if not candidates.size:
+        return []
+    key = (series.project_id, series.name, series.type)
+    first, last = int(candidates[0]), int(candidates[-1])
+    chunks = {b: (k, m) for b, k, m in conn.execute(
+        "SELECT block_start, count(*), max(id) FROM metric_chunks WHERE project_id = ? AND name = ? AND type = ? "
+        "AND block_start >= ? AND block_start <= ? GROUP BY block_start", (*key, first, last))}
+    built = {b: (k, m) for b, k, m in conn.execute(
+        "SELECT block_start, chunks, max_chunk_id FROM metric_rollups WHERE project_id = ? AND name = ? "
+        "AND type = ? AND block_start >= ? AND block_start <= ?", (*key, first, last))}
+    in_head = {b for (b,) in conn.execute(  # a late point not yet in a chunk: that hour is read in full
+        f"SELECT DISTINCT time_ns - time_ns % {BLOCK_NS} FROM metric_points WHERE time_ns >= ? AND time_ns < ? "
+        f"AND series_id IN ({_SERIES})", (first, last + BLOCK_NS, *key))}
+    return [(b, built[b]) for b in candidates.tolist()
+            if b in built and built[b] == chunks.get(b) and b not in in_head]

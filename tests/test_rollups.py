@@ -1,0 +1,326 @@
+"""Metric rollups (collector/store/rollups.py, issue 16): a query that reads an hour's rollup answers
+exactly what it answers from every point of the hour.
+
+Real SQLite files, the real writer and compactor, OTLP requests through the normalizer. The data has what
+makes increases hard: counter resets, restarts (a later start time), a start time that changes without a
+restart, producers that send no start time, equal timestamps, NaN, fractional values, an up-down counter,
+histogram resets, a NaN sum and a change of bucket bounds, exponential histograms, delta series; the queries cover
+grids the quarter-hour cells fit (15 min, 30 min, hours, days, a +05:45 zone) and grids they do not (7 min,
+a shifted origin), look-backs on and off the cell grid, late points and the head.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.common.v1 import common_pb2
+
+from otelite.collector.normalize.otlp import metrics_to_batch
+from otelite.collector.query import engine
+from otelite.collector.query.engine import evaluate
+from otelite.collector.query.grid import CalendarGrid, FixedGrid
+from otelite.collector.query.model import Aggregation, GroupKey, Query, QueryError
+from otelite.collector.store import rollups
+from otelite.collector.store.chunks import decode
+from otelite.collector.store.compactor import expire_metrics
+from otelite.collector.store.db import connect_reader, connect_writer
+from otelite.collector.store.metrics import SeriesSelection
+from otelite.collector.store.points import PointCache
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_chunks import compact_everything, open_store  # noqa: E402  (the chunk tests' real-store helpers)
+
+sys.path.insert(0, str(Path(__file__).parent / "testdata"))
+from make_legacy_store import CUMULATIVE, DELTA, kvs  # noqa: E402
+
+S = 10**9
+MIN = 60 * S
+HOUR = 3600 * S
+T0 = 1_700_002_800 * S  # a whole hour (UTC)
+STEPS = 330  # about 3.8 hours of readings, 41-53 s apart
+CLOSED = T0 + 10 * HOUR  # "now" for the compactor: every written hour is closed
+
+
+def when(k: int) -> int:
+    return T0 + k * 41 * S + (k * 7919 % 13) * S
+
+
+def request(k: int) -> ExportMetricsServiceRequest:
+    t = when(k)
+    req = ExportMetricsServiceRequest()
+    rm = req.resource_metrics.add()
+    rm.resource.attributes.extend(kvs({"service.name": "rollup"}))
+    sm = rm.scope_metrics.add(scope=common_pb2.InstrumentationScope(name="meter"))
+    requests = sm.metrics.add(name="r.requests")
+    requests.sum.aggregation_temporality = CUMULATIVE
+    requests.sum.is_monotonic = True
+    # /a: a drop (reset) at 50, a restart (start after the previous reading) at 120.
+    a_start = T0 if k < 120 else when(119) + S
+    a_value = k * 3 if k < 50 else (k - 50) * 2 if k < 120 else k - 120
+    requests.sum.data_points.add(start_time_unix_nano=a_start, time_unix_nano=t, as_int=a_value,
+                                 attributes=kvs({"route": "/a"}))
+    # /b: no start time at all, fractional (dyadic: sums are exact in any order) values, a drop at 200.
+    requests.sum.data_points.add(time_unix_nano=t, as_double=(k if k < 200 else k - 200) * 0.75,
+                                 attributes=kvs({"route": "/b"}))
+    # /c: the start moves at 80 without passing the previous reading; equal times at 90; NaN at 150.
+    c_start = T0 if k < 80 else T0 + 30 * S
+    c = requests.sum.data_points.add(start_time_unix_nano=c_start, time_unix_nano=t, as_double=k * 5.0,
+                                     attributes=kvs({"route": "/c"}))
+    if k == 150:
+        c.as_double = float("nan")
+    if k == 90:
+        requests.sum.data_points.add(start_time_unix_nano=c_start, time_unix_nano=t, as_double=k * 5.0 - 20,
+                                     attributes=kvs({"route": "/c"}))
+    queue = sm.metrics.add(name="r.queue")  # an up-down counter: its drops are not resets
+    queue.sum.aggregation_temporality = CUMULATIVE
+    queue.sum.data_points.add(start_time_unix_nano=T0, time_unix_nano=t, as_int=(k * 37 % 23) - 11)
+    latency = sm.metrics.add(name="r.latency")
+    latency.histogram.aggregation_temporality = CUMULATIVE
+    for route, reset_at in (("/a", 100), ("/b", 10**9)):
+        n = k if k < reset_at else k - reset_at
+        counts = [n, 2 * n, n // 3, 1 if n else 0]
+        latency.histogram.data_points.add(start_time_unix_nano=T0, time_unix_nano=t, count=sum(counts),
+                                          sum=sum(counts) * 0.25 if (k, route) != (60, "/b") else float("nan"),
+                                          explicit_bounds=[0.1, 0.5, 1.0], bucket_counts=counts,
+                                          attributes=kvs({"route": route}))
+    relayout = sm.metrics.add(name="r.relayout")  # its bounds change at 170
+    relayout.histogram.aggregation_temporality = CUMULATIVE
+    counts = [k, k, 1]
+    relayout.histogram.data_points.add(start_time_unix_nano=T0, time_unix_nano=t, count=sum(counts),
+                                       sum=float(k), explicit_bounds=[1.0, 2.0] if k < 170 else [1.0, 3.0],
+                                       bucket_counts=counts)
+    sizes = sm.metrics.add(name="r.sizes")
+    sizes.exponential_histogram.aggregation_temporality = CUMULATIVE
+    n = k if k < 140 else k - 140
+    dp = sizes.exponential_histogram.data_points.add(start_time_unix_nano=T0, time_unix_nano=t, count=2 * n + 1,
+                                                     sum=n * 2.5, scale=1, zero_count=1)
+    dp.positive.offset = 2
+    dp.positive.bucket_counts.extend([n, n])
+    delta = sm.metrics.add(name="r.bytes")
+    delta.sum.aggregation_temporality = DELTA
+    # (a start time that stays and values that only grow: only the delta rule keeps every reading)
+    delta.sum.data_points.add(start_time_unix_nano=T0, time_unix_nano=t, as_int=k + k % 7)
+    return req
+
+
+def late_request(k: int) -> ExportMetricsServiceRequest:
+    """A reading of r.requests /a a second after step k's, of 1: a reset there and a jump back after it."""
+    req = ExportMetricsServiceRequest()
+    rm = req.resource_metrics.add()
+    rm.resource.attributes.extend(kvs({"service.name": "rollup"}))
+    sm = rm.scope_metrics.add(scope=common_pb2.InstrumentationScope(name="meter"))
+    requests = sm.metrics.add(name="r.requests")
+    requests.sum.aggregation_temporality = CUMULATIVE
+    requests.sum.is_monotonic = True
+    requests.sum.data_points.add(start_time_unix_nano=T0, time_unix_nano=when(k) + S, as_int=1,
+                                 attributes=kvs({"route": "/a"}))
+    return req
+
+
+def write(store, steps) -> None:
+    for f in [store.writer.submit(metrics_to_batch(request(k), 1)) for k in steps]:
+        f.result(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def rolled(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("rollups") / "r.db"
+    store = open_store(path)
+    write(store, range(STEPS))
+    store.close()
+    compact_everything(path, CLOSED)
+    return path
+
+
+CASES = [("r.requests", "rate", None), ("r.requests", "increase", None), ("r.queue", "increase", None),
+         ("r.latency", "histogram_quantile", 0.9), ("r.latency", "observations", None),
+         ("r.latency", "observation_sum", None), ("r.latency", "observation_mean", None),
+         ("r.relayout", "histogram_quantile", 0.5), ("r.sizes", "histogram_quantile", 0.75),
+         ("r.sizes", "observation_mean", None), ("r.bytes", "increase", None)]
+PLUS_0545 = dt.timezone(dt.timedelta(hours=5, minutes=45))
+GRIDS = [  # (grid, start, end, look-back)
+    (FixedGrid(15 * MIN), T0 + 20 * MIN, T0 + 3 * HOUR + 50 * MIN, None),
+    (FixedGrid(HOUR), T0 + HOUR, T0 + 3 * HOUR, None),
+    (FixedGrid(30 * MIN), T0 + 7 * MIN, T0 + 4 * HOUR, 5 * MIN),  # a look-back off the cell grid
+    (FixedGrid(HOUR, PLUS_0545), T0, T0 + 4 * HOUR, 2 * HOUR),
+    (CalendarGrid(1, "d"), T0, T0 + 4 * HOUR, None),
+    (FixedGrid(7 * MIN), T0 + 30 * MIN, T0 + 3 * HOUR, None),  # cells straddle buckets: no hour is rolled
+    (FixedGrid(15 * MIN, origin_ns=5 * MIN), T0, T0 + 4 * HOUR, None),
+    (FixedGrid(15 * MIN), T0 + 75 * MIN, T0 + 2 * HOUR + 22 * MIN, 15 * MIN),  # ends inside an hour
+]
+
+
+def answer(conn, query: Query, use_rollups: bool, monkeypatch) -> object:
+    with monkeypatch.context() as m:
+        if not use_rollups:
+            m.setattr(rollups, "applies", lambda fn, series: False)
+        try:
+            r = evaluate(conn, PointCache(), query)
+        except QueryError as e:
+            return type(e).__name__
+    return [(s.labels, s.buckets.tolist(), np.where(np.isnan(s.values), -1.0, s.values).tolist()) for s in r.series]
+
+
+def queries():
+    for name, fn, q in CASES:
+        for grid, start, end, lookback in GRIDS:
+            across = "sum" if fn in ("rate", "increase", "histogram_quantile") else None
+            for group_by in ((), (GroupKey("route"),)):
+                yield Query(SeriesSelection(1, name), start, end, grid, Aggregation(fn, q=q, across=across),
+                            group_by=group_by, lookback_ns=lookback)
+
+
+def read_sizes(conn, monkeypatch) -> list[tuple[int, int]]:
+    """(readings the engine read with rollups, without) for each query."""
+    sizes: list[tuple[int, int]] = []
+    real = rollups.points
+
+    def spy(conn_, cache, series, lo, hi, edges):
+        p = real(conn_, cache, series, lo, hi, edges)
+        sizes.append((len(p), len(PointCache().points(conn_, series, lo, hi))))
+        return p
+
+    monkeypatch.setattr(engine.rollups, "points", spy)
+    return sizes
+
+
+def test_every_query_answers_the_same_with_and_without_rollups(rolled, monkeypatch):
+    conn = connect_reader(str(rolled))
+    assert conn.execute("SELECT count(*) FROM metric_rollups").fetchone()[0] >= 4 * 4  # 4 metrics, 4 hours
+    compared = errors = 0
+    for query in queries():
+        expected = answer(conn, query, False, monkeypatch)
+        assert answer(conn, query, True, monkeypatch) == expected, query
+        compared += 1
+        errors += isinstance(expected, str)
+    assert compared == len(CASES) * len(GRIDS) * 2
+    assert 0 < errors < compared // 4  # r.relayout's mixed bounds, whichever way it is read
+
+
+def test_aligned_queries_read_fewer_readings_and_others_read_all(rolled, monkeypatch):
+    conn = connect_reader(str(rolled))
+    sizes = read_sizes(conn, monkeypatch)
+    for grid, start, end, lookback in GRIDS:
+        sizes.clear()
+        evaluate(conn, PointCache(), Query(SeriesSelection(1, "r.latency"), start, end, grid,
+                                           Aggregation("histogram_quantile", q=0.5, across="sum"), lookback_ns=lookback))
+        (read, everything), = sizes
+        if grid in (FixedGrid(7 * MIN), FixedGrid(15 * MIN, origin_ns=5 * MIN)):
+            assert read == everything
+        else:
+            assert read < everything / 2, grid
+    sizes.clear()  # a delta series in the selection: every reading (a delta reading is its own increase)
+    evaluate(conn, PointCache(), Query(SeriesSelection(1, "r.bytes"), T0, T0 + 4 * HOUR, FixedGrid(HOUR),
+                                       Aggregation("increase", across="sum")))
+    assert sizes == []
+
+
+def test_a_rollup_keeps_the_readings_increases_need(rolled):
+    conn = connect_reader(str(rolled))
+    rows = conn.execute("SELECT name, block_start, n, payload FROM metric_rollups WHERE name = 'r.requests' "
+                        "ORDER BY block_start").fetchall()
+    assert [b - T0 for _, b, _, _ in rows] == [0, HOUR, 2 * HOUR, 3 * HOUR]
+    kept = {}
+    for _, block_start, n, payload in rows:
+        p = decode(payload, exact=False).points
+        assert len(p) == n and (p.time // HOUR * HOUR == block_start).all()
+        for sid, t in zip(p.series_id.tolist(), p.time.tolist()):
+            kept.setdefault(sid, []).append(t)
+    by_route = dict(conn.execute(
+        "SELECT json_extract(attributes, '$.route'), id FROM metric_series WHERE name = 'r.requests'").fetchall())
+    a = set(kept[by_route["/a"]])
+    assert {when(49), when(50), when(119), when(120)} <= a  # both readings around the reset and the restart
+    c = kept[by_route["/c"]]
+    assert {when(79), when(80), when(149), when(150), when(151)} <= set(c)  # a start change; NaN's neighbours
+    assert c.count(when(90)) == 2  # the drop between two readings of one time
+    delta = conn.execute("SELECT sum(n) FROM metric_rollups WHERE name = 'r.bytes'").fetchone()[0]
+    assert delta == STEPS  # a delta series keeps every reading
+    cells = {(t - T0) // (15 * MIN) for t in a}
+    quarters = (when(STEPS - 1) - T0) // (15 * MIN) + 1
+    # Each quarter's first and last, and the pairs' other readings: around the reset and the restart, and
+    # the second reading (the first one's start is its own time, so not known: reduce._restarts).
+    assert cells == set(range(quarters)) and len(a) <= 2 * quarters + 5
+
+
+def test_late_points_and_head_points_make_an_hour_read_in_full_until_rebuilt(tmp_path, monkeypatch):
+    path = tmp_path / "late.db"
+    store = open_store(path)
+    write(store, range(0, STEPS, 2))
+    store.close()
+    compact_everything(path, CLOSED)
+    query = Query(SeriesSelection(1, "r.requests"), T0, T0 + 4 * HOUR, FixedGrid(HOUR),
+                  Aggregation("increase", across="sum"), group_by=(GroupKey("route"),))
+    before = answer(connect_reader(str(path)), query, False, monkeypatch)
+    store = open_store(path, head_max_age=3600.0)  # every point to the head, and it stays there
+    for f in [store.writer.submit(metrics_to_batch(late_request(k), 1)) for k in range(10, 40, 7)]:
+        f.result(timeout=30)  # late points for the first hour, each a reset
+    store.close()
+    conn = connect_reader(str(path))
+    assert conn.execute("SELECT count(*) FROM metric_points").fetchone() == (5,)
+    sizes = read_sizes(conn, monkeypatch)
+    in_head = answer(conn, query, True, monkeypatch)
+    assert in_head == answer(conn, query, False, monkeypatch) != before
+    conn.close()
+    writer = connect_writer(str(path))
+    writer.execute("BEGIN IMMEDIATE")  # the late points become a chunk; the rollup is not rebuilt yet
+    from otelite.collector.store.compactor import Compactor
+    comp = Compactor(head_max_age=0, head_max_points=100_000)
+    comp.start(writer)
+    writer.execute("COMMIT")
+    assert comp.step(writer, CLOSED)  # one head pass
+    assert writer.execute("SELECT count(*) FROM metric_points").fetchone() == (0,)
+    writer.close()
+    conn = connect_reader(str(path))
+    assert answer(conn, query, True, monkeypatch) == in_head
+    conn.close()
+    compact_everything(path, CLOSED)  # merged and rebuilt
+    conn = connect_reader(str(path))
+    sizes.clear()
+    assert answer(conn, query, True, monkeypatch) == in_head
+    assert sizes[0][0] < sizes[0][1] / 2
+
+
+def test_the_compactor_builds_closed_hours_only_and_retention_removes_them(tmp_path, monkeypatch):
+    path = tmp_path / "c.db"
+    store = open_store(path)
+    write(store, range(STEPS))
+    store.close()
+    compact_everything(path, T0 + 3 * HOUR + 5 * MIN)  # hours 0-1 closed; hour 2 ended 5 min ago; 3 open
+    conn = connect_writer(str(path))
+    hours = {b - T0 for (b,) in conn.execute("SELECT DISTINCT block_start FROM metric_rollups")}
+    assert hours == {0, HOUR}
+    types = {t for (t,) in conn.execute("SELECT DISTINCT type FROM metric_rollups")}
+    assert types == {"sum", "histogram", "exponential_histogram"}
+    conn.close()
+    conn = connect_reader(str(path))  # the hours without one are collapsed as read: the same answers
+    for query in queries():
+        assert answer(conn, query, True, monkeypatch) == answer(conn, query, False, monkeypatch), query
+    conn.close()
+    compact_everything(path, CLOSED)
+    conn = connect_writer(str(path))
+    assert {b - T0 for (b,) in conn.execute("SELECT DISTINCT block_start FROM metric_rollups")} == {
+        0, HOUR, 2 * HOUR, 3 * HOUR}
+    conn.execute("BEGIN IMMEDIATE")
+    expire_metrics(conn, T0 + 2 * HOUR + 30 * MIN, 5000)
+    conn.execute("COMMIT")
+    assert {b - T0 for (b,) in conn.execute("SELECT DISTINCT block_start FROM metric_rollups")} == {
+        2 * HOUR, 3 * HOUR}
+    conn.close()
+
+
+def test_a_query_across_the_retention_cutoff_answers_as_without_rollups(rolled, tmp_path, monkeypatch):
+    path = tmp_path / "cut.db"
+    path.write_bytes(rolled.read_bytes())
+    conn = connect_writer(str(path))
+    conn.execute("BEGIN IMMEDIATE")
+    expire_metrics(conn, T0 + HOUR + 20 * MIN, 0)  # the cutoff inside the second hour: its rollup stays
+    conn.execute("COMMIT")
+    conn.close()
+    conn = connect_reader(str(path))
+    for query in queries():
+        assert answer(conn, query, True, monkeypatch) == answer(conn, query, False, monkeypatch), query
