@@ -178,14 +178,14 @@ def queries():
 def read_sizes(conn, monkeypatch) -> list[tuple[int, int]]:
     """(readings the engine read with rollups, without) for each query."""
     sizes: list[tuple[int, int]] = []
-    real = rollups.points
+    real = rollups.parts
 
     def spy(conn_, cache, series, lo, hi, edges):
-        p = real(conn_, cache, series, lo, hi, edges)
-        sizes.append((len(p), len(PointCache().points(conn_, series, lo, hi))))
-        return p
+        earlier, newest = real(conn_, cache, series, lo, hi, edges)
+        sizes.append((len(earlier) + len(newest), len(PointCache().points(conn_, series, lo, hi))))
+        return earlier, newest
 
-    monkeypatch.setattr(engine.rollups, "points", spy)
+    monkeypatch.setattr(engine.rollups, "parts", spy)
     return sizes
 
 

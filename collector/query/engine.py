@@ -15,17 +15,17 @@ zero-filling, ranking and rendering are the dialect's.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from otelite.collector.query.model import (DISTRIBUTION_TYPES, MIN_LOOKBACK_NS, OBSERVATION_FUNCTIONS,
                                            OBSERVED_TYPES, GroupKey, Query, Result,
                                            SeriesResult, TooManyBuckets, UnsupportedAggregation)
-from otelite.collector.query.reduce import Cells, bucket_of, combine, series_cells
+from otelite.collector.query.reduce import Cells, added_cells, bucket_of, combine, series_cells
 from otelite.collector.store import budget, rollups
 from otelite.collector.store.metrics import SeriesLabels, SeriesSet, read_series_labels, select_series
-from otelite.collector.store.points import PointCache, Points, ReadTransaction
+from otelite.collector.store.points import PointCache, Points, ReadTransaction, _merge_sorted, concat_all
 
 
 @dataclass
@@ -86,11 +86,17 @@ def prepare(conn: sqlite3.Connection, cache: PointCache, query: Query, *, keep_p
             return Prepared(query, series, edges, None)
         loaded_from = int(edges[0]) - _lookback(query, series.type)
         budget.check()  # the read's deadline (collector/store/budget.py), between the engine's passes
+        earlier = None
         if not keep_points and rollups.applies(query.aggregation.fn, series):
-            pts = rollups.points(conn, cache, series, loaded_from, query.end_ns, edges)
+            earlier, pts = rollups.parts(conn, cache, series, loaded_from, query.end_ns, edges)
+            if series.type == "exponential_histogram":  # (its cells are rows of one Points: one whole)
+                earlier, pts = None, _merge_sorted(earlier, pts, earlier.kind)
         else:
             pts = cache.points(conn, series, loaded_from, query.end_ns)
     budget.check()
+    if earlier is not None and len(earlier):
+        return Prepared(query, series, edges, _two_part_cells(earlier, pts, series, edges, query.aggregation,
+                                                              loaded_from))
     pts, sidx = _selected(pts, series)
     b = bucket_of(pts.time, edges)
     cells = series_cells(pts, sidx, b, query.aggregation, series.temporality, series.monotonic, edges, loaded_from)
@@ -102,6 +108,41 @@ def prepare(conn: sqlite3.Connection, cache: PointCache, query: Query, *, keep_p
         else:
             prepared.point_times, prepared.point_sidx = pts.time[inside], sidx[inside]
     return prepared
+
+
+def _two_part_cells(earlier: Points, newest: Points, series: SeriesSet, edges: np.ndarray, agg, loaded_from: int
+                    ) -> Cells:
+    """The cells of readings given as two sorted parts, every reading of `newest` later than those of its
+    series in `earlier` (rollups.parts): each part's cells, `newest`'s worked out with each series' last
+    reading of `earlier` before its own (a look-back row, bucket -1: it gives the pair's increase and none
+    of its own), and a series' cells of one bucket in both parts (a bucket across their boundary) added.
+    The increase-based functions rollups serve are sums over readings, so this equals the cells of one
+    sorted whole, without copying the large first part into it."""
+    per_second = agg.fn == "rate"  # increases are added, then divided once: as one whole would
+    if per_second:
+        agg = replace(agg, fn="increase")
+    pts, sidx = _selected(earlier, series)
+    cells = series_cells(pts, sidx, bucket_of(pts.time, edges), agg, series.temporality, series.monotonic, edges,
+                         loaded_from)
+    new, new_sidx = _selected(newest, series)
+    if len(new):
+        cells = _with_newest(cells, pts, sidx, new, new_sidx, series, edges, agg, loaded_from)
+    if per_second:  # (series_cells' rate: per second of each bucket)
+        cells.value = cells.value / (np.diff(edges) / 1e9)[cells.b]
+    return cells
+
+
+def _with_newest(cells: Cells, pts: Points, sidx: np.ndarray, new: Points, new_sidx: np.ndarray, series: SeriesSet,
+                 edges: np.ndarray, agg, loaded_from: int) -> Cells:
+    """`cells` (of `pts`) with those of `new` added, each series' last reading of `pts` before its own."""
+    last = np.flatnonzero(np.append(sidx[1:] != sidx[:-1], True)) if len(pts) else np.zeros(0, np.int64)
+    both = concat_all([pts.take(last), new], pts.kind)
+    both_sidx = np.concatenate((sidx[last], new_sidx))
+    order = np.argsort(both_sidx, kind="stable")  # each series' predecessor, then its newest readings
+    b = np.concatenate((np.full(last.size, -1, np.int64), bucket_of(new.time, edges)))
+    later = series_cells(both.take(order), both_sidx[order], b[order], agg, series.temporality, series.monotonic,
+                         edges, loaded_from)
+    return added_cells(cells, later, len(edges) - 1)
 
 
 def _selected(pts: Points, series: SeriesSet) -> tuple[Points, np.ndarray]:

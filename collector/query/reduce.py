@@ -527,10 +527,15 @@ def _hist_cells(pts: Points, sidx: np.ndarray, b: np.ndarray, temporality: np.nd
             continue
         block = pts.counts[row, :k]  # (narrow integer counts become float64 as they are added)
         if unique:  # one row per cell (the cumulative case): whole rows added at once, no scatter
+            # Every cell, in order (the usual case: no delta series, every cell has a reading before it):
+            # added through a view, without gathering and scattering the cells' rows.
+            target = vec[:, :k] if cell.size == key.size else vec[cell, :k]
             if sign > 0:
-                vec[cell, :k] += block
+                target += block
             else:
-                vec[cell, :k] -= block
+                target -= block
+            if cell.size != key.size:
+                vec[cell, :k] = target
         else:  # several rows per cell (delta points, resets): summed per (cell, bucket)
             flat = (cell[:, None] * width + np.arange(k)[None, :]).ravel()
             vec += np.bincount(flat, weights=(block * sign).ravel(), minlength=key.size * width).reshape(-1, width)
@@ -541,6 +546,38 @@ def _exp_cells(pts: Points, sidx: np.ndarray, b: np.ndarray, temporality: np.nda
                loaded_from: int | None) -> Cells:
     key, row, sign, cell = _telescoped(pts, sidx, b, temporality, nb, loaded_from)
     return Cells(*np.divmod(key, nb), exp=ExpContrib(pts, row, sign, cell))
+
+
+def added_cells(a: Cells, b: Cells, nb: int) -> Cells:
+    """The cells of two sets of readings together, for functions whose cell is a sum over the readings (the
+    increases, bucket counts, observation sums and numbers): a cell in both is added, the others are kept,
+    in (series, bucket) order as series_cells gives them, so that `combine` adds the same numbers in the
+    same order (engine._two_part_cells)."""
+    if a.time is not None or a.seq is not None or a.exp is not None or b.exp is not None:
+        raise ValueError("only cells that are sums over readings can be added")
+    if b.sidx.size == 0:
+        return a
+    if a.sidx.size == 0:
+        return b
+    if a.vec is not None and a.bounds != b.bounds:
+        raise BoundsMismatch("the selected histogram series have different bucket bounds")
+    ka, kb = a.sidx * nb + a.b, b.sidx * nb + b.b
+    _, ia, ib = np.intersect1d(ka, kb, assume_unique=True, return_indices=True)
+    rest = np.ones(kb.size, bool)
+    rest[ib] = False
+
+    at = np.searchsorted(ka, kb[rest])  # where the cells only `b` has go
+    moved = ia + np.searchsorted(at, ia, side="right")  # where a's cells that `b` adds to are then
+
+    def add(x: np.ndarray | None, y: np.ndarray | None) -> np.ndarray | None:
+        if x is None:
+            return None
+        out = np.insert(x, at, y[rest], axis=0)
+        out[moved] += y[ib]
+        return out
+
+    return Cells(np.insert(a.sidx, at, b.sidx[rest]), np.insert(a.b, at, b.b[rest]), value=add(a.value, b.value),
+                 vec=add(a.vec, b.vec), bounds=a.bounds, weight=add(a.weight, b.weight))
 
 
 def summary_quantile(levels: np.ndarray, values: np.ndarray, q: float) -> np.ndarray:

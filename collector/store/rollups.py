@@ -23,7 +23,7 @@ after the query's look-back start is the first of its cell when that start is a 
 `observations`, `observation_sum`, `observation_mean`); with whole-number values the very same numbers,
 with fractional ones up to the rounding of adding the differences in another order.
 
-**When a reader uses one** (`points`): for an hour whose cells lie each inside one bucket of the query's
+**When a reader uses one** (`parts`): for an hour whose cells lie each inside one bucket of the query's
 grid (or wholly before its look-back start or after its end) and on the look-back start, whose chunks are
 those it was built from (late points or a merge make it stale until the compactor rebuilds it), with no
 point of that hour still in the head, and after the retention cutoff. Every other hour is read in full,
@@ -40,8 +40,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from otelite.collector.store.chunks import BLOCK_NS, block_of, concat_blocks, decode, encode
-from otelite.collector.store.points import (_SERIES, Points, PointCache, _chunk_parts, _load, _sorted_parts, kind_of,
-                                            retention_cutoff, series_time_order)
+from otelite.collector.store.points import (_SERIES, Points, PointCache, _chunk_parts, _load, _sorted_parts, empty,
+                                            kind_of, retention_cutoff, series_time_order)
 
 if TYPE_CHECKING:
     from otelite.collector.store.metrics import SeriesSet
@@ -215,29 +215,33 @@ def _range_points(conn: sqlite3.Connection, series: "SeriesSet", lo: int, hi: in
     return _sorted_parts(parts, kind)
 
 
-def points(conn: sqlite3.Connection, cache: PointCache, series: "SeriesSet", lo: int, hi: int,
-           edges: np.ndarray) -> Points:
-    """The readings of `cache.points(conn, series, lo, hi)` that the query needs (module docstring): hours a
-    rollup answers whole hold only its readings, and the others are collapsed (`collapsed`) as read. Call
-    inside the query's read transaction."""
+def parts(conn: sqlite3.Connection, cache: PointCache, series: "SeriesSet", lo: int, hi: int,
+          edges: np.ndarray) -> tuple[Points, Points]:
+    """The readings of `cache.points(conn, series, lo, hi)` that the query needs (module docstring), as two
+    sorted parts, every reading of the second later than those of its series in the first: the earlier
+    hours (those a rollup answers hold only its readings; the others are collapsed as read, `collapsed`)
+    and the newest hours, which no rollup answers yet (read through the cache, which keeps them current;
+    collapsed too). Two parts, because the first is the same for every query of the day (kept in the
+    cache) and the engine works them out one after the other rather than copying both into one (engine.py).
+    Call inside the query's read transaction."""
     kind = kind_of(series.type)
     cutoff = retention_cutoff(conn)
     rolled = _rolled_hours(conn, series, lo, hi, edges, cutoff)
     if not rolled:
-        return collapsed(cache.points(conn, series, lo, hi), lo, hi, edges)
+        return empty(kind), collapsed(cache.points(conn, series, lo, hi), lo, hi, edges)
     # The rolled hours' readings together, kept in the cache: a rollup never changes under its stamp.
     key = (series.project_id, series.name, series.type, lo, hi if hi < rolled[-1][0] + BLOCK_NS else None,
            tuple(rolled))
-    parts = [cache.derived(key, lambda: _read_rolled(conn, series, [b for b, _ in rolled], lo, hi))]
+    earlier = [cache.derived(key, lambda: _read_rolled(conn, series, [b for b, _ in rolled], lo, hi))]
     at, rolled_hours = lo, {b for b, _ in rolled}
     for b in range(block_of(lo), hi, BLOCK_NS):  # the stretches no rollup answers, collapsed as read
         if b in rolled_hours:
             if b > at:
-                parts.append(collapsed(_range_points(conn, series, at, b, cutoff), lo, hi, edges))
+                earlier.append(collapsed(_range_points(conn, series, at, b, cutoff), lo, hi, edges))
             at = b + BLOCK_NS
-    if at < hi:  # the newest hours (open, or not rolled up yet): through the cache, which keeps them current
-        parts.append(collapsed(cache.points(conn, series, at, hi, margin=False), lo, hi, edges))
-    return _sorted_parts(parts, kind)
+    first = earlier[0] if len(earlier) == 1 else _sorted_parts(earlier, kind)
+    newest = collapsed(cache.points(conn, series, at, hi, margin=False), lo, hi, edges) if at < hi else empty(kind)
+    return first, newest
 
 
 def _read_rolled(conn: sqlite3.Connection, series: "SeriesSet", hours: list[int], lo: int, hi: int) -> Points:
