@@ -50,8 +50,8 @@ def when(k: int) -> int:
     return T0 + k * 41 * S + (k * 7919 % 13) * S
 
 
-def request(k: int) -> ExportMetricsServiceRequest:
-    t = when(k)
+def _request_with_counter() -> tuple[ExportMetricsServiceRequest, object, object]:
+    """A request of one resource and scope, with the monotonic cumulative sum r.requests (no points yet)."""
     req = ExportMetricsServiceRequest()
     rm = req.resource_metrics.add()
     rm.resource.attributes.extend(kvs({"service.name": "rollup"}))
@@ -59,6 +59,12 @@ def request(k: int) -> ExportMetricsServiceRequest:
     requests = sm.metrics.add(name="r.requests")
     requests.sum.aggregation_temporality = CUMULATIVE
     requests.sum.is_monotonic = True
+    return req, sm, requests
+
+
+def request(k: int) -> ExportMetricsServiceRequest:
+    t = when(k)
+    req, sm, requests = _request_with_counter()
     # /a: a drop (reset) at 50, a restart (start after the previous reading) at 120.
     a_start = T0 if k < 120 else when(119) + S
     a_value = k * 3 if k < 50 else (k - 50) * 2 if k < 120 else k - 120
@@ -110,13 +116,7 @@ def request(k: int) -> ExportMetricsServiceRequest:
 
 def late_request(k: int) -> ExportMetricsServiceRequest:
     """A reading of r.requests /a a second after step k's, of 1: a reset there and a jump back after it."""
-    req = ExportMetricsServiceRequest()
-    rm = req.resource_metrics.add()
-    rm.resource.attributes.extend(kvs({"service.name": "rollup"}))
-    sm = rm.scope_metrics.add(scope=common_pb2.InstrumentationScope(name="meter"))
-    requests = sm.metrics.add(name="r.requests")
-    requests.sum.aggregation_temporality = CUMULATIVE
-    requests.sum.is_monotonic = True
+    req, _, requests = _request_with_counter()
     requests.sum.data_points.add(start_time_unix_nano=T0, time_unix_nano=when(k) + S, as_int=1,
                                  attributes=kvs({"route": "/a"}))
     return req
