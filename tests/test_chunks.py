@@ -22,8 +22,8 @@ from otelite.collector.pipeline.batch import BatchProcessorConfig
 from otelite.collector.query.engine import evaluate
 from otelite.collector.query.grid import FixedGrid
 from otelite.collector.query.model import Aggregation, Query
-from otelite.collector.store import chunks
-from otelite.collector.store.compactor import FINAL_LEVEL, Compactor, expire_metrics
+from otelite.collector.store import chunks, rollups
+from otelite.collector.store.compactor import CLOSE_AFTER_NS, FINAL_LEVEL, TARGET_POINTS, Compactor, expire_metrics
 from otelite.collector.store.db import connect_reader, connect_writer
 from otelite.collector.store.metrics import (SeriesSelection, live_series_states, metric_catalog, recent_observations,
                                              select_series)
@@ -75,13 +75,14 @@ def write_fixture_data(store: Store, steps: range = range(40), shift_ns: int = 0
 
 
 def compact_everything(path: Path, now_ns: int) -> Compactor:
-    """Run the compactor on the (closed) store's file until it has nothing left to do."""
+    """Run the compactor on the (closed) store's file until it has nothing left to do, then build the
+    closed hours' rollups."""
     conn = connect_writer(str(path))
     comp = Compactor(head_max_age=0, head_max_points=100_000)
-    comp.rollup_pause = 0  # (otherwise a step after a rollup finds nothing to do for a while)
     comp.start(conn)
     while comp.step(conn, now_ns):
         pass
+    rollups.build_due(conn, now_ns, CLOSE_AFTER_NS, TARGET_POINTS)  # (the store builds them on a thread)
     conn.close()
     return comp
 

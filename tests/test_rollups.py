@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -324,3 +325,25 @@ def test_a_query_across_the_retention_cutoff_answers_as_without_rollups(rolled, 
     conn = connect_reader(str(path))
     for query in queries():
         assert answer(conn, query, True, monkeypatch) == answer(conn, query, False, monkeypatch), query
+
+
+def test_a_running_store_builds_the_rollups_of_closed_hours_off_the_writer_thread(tmp_path, monkeypatch):
+    path = tmp_path / "live.db"
+    store = open_store(path, direct_min_points=1)  # (each commit's points straight into a chunk)
+    builder = store.writer.rollups
+    builder.IDLE_S = 0.1  # look again soon while the compactor is still merging the closed hours
+    write(store, range(STEPS))
+    deadline = time.monotonic() + 60
+    while builder.built < 6 * 4 and time.monotonic() < deadline:  # 6 counter and histogram metrics, 4 hours
+        time.sleep(0.1)
+    store.close()
+    assert builder.built >= 6 * 4
+    conn = connect_reader(str(path))
+    stamps = conn.execute(
+        "SELECT count(*) FROM metric_rollups AS r WHERE r.chunks = (SELECT count(*) FROM metric_chunks AS c "
+        "WHERE c.name = r.name AND c.type = r.type AND c.block_start = r.block_start)").fetchone()[0]
+    assert stamps == conn.execute("SELECT count(*) FROM metric_rollups").fetchone()[0] == 6 * 4
+    sizes = read_sizes(conn, monkeypatch)
+    for query in queries():
+        assert answer(conn, query, True, monkeypatch) == answer(conn, query, False, monkeypatch), query
+    assert any(read < everything / 2 for read, everything in sizes)

@@ -13,15 +13,12 @@ commit's points of a metric into a level-0 chunk at once (appender.py), and only
    is rewritten a few times, not once per pass); once an hour is over (CLOSE_AFTER past its end, so late
    points have arrived), its small chunks are merged into as few as possible. No chunk grows past
    MAX_POINTS, which bounds a step's work.
-3. **Rollups.** With no merge due, the rollup of one closed hour of a counter or distribution metric that
-   has none, or one built from other chunks, is built (rollups.py): the readings increases need, which a
-   24 h rate or histogram_quantile reads instead of every point. Newest hours first, and at most a third of
-   the writer's time while an upgraded store catches up.
-4. **Retention** (`expire_metrics`, called by the writer's retention pass): the cutoff is recorded in
+3. **Retention** (`expire_metrics`, called by the writer's retention pass): the cutoff is recorded in
    `retention_cutoffs` first, so readers hide expired points at once and exactly, then whole expired
    chunks and head rows are deleted a few at a time. A chunk the cutoff cuts through stays until all of
-   it has expired (at most an hour later); its expired points are never shown or counted.
-5. **Migration.** A database written before chunks existed has every point in the head, still indexed by
+   it has expired (at most an hour later); its expired points are never shown or counted. Expired hours'
+   rollups (rollups.py, built on a thread of their own once an hour is closed and merged) go too.
+4. **Migration.** A database written before chunks existed has every point in the head, still indexed by
    the old `metric_points_by_series_time` / `metric_points_by_time`: head passes drain it step by step
    while the server runs (reads use the old indexes meanwhile), and the pass that finds the backlog gone
    drops the indexes. Each step commits on its own, so a restart resumes where it stopped.
@@ -104,10 +101,6 @@ class Compactor:
         self._head = (0, 0)  # the head's (min, max) rowid as last seen
         self._merges_pending = True  # look for merges at the next idle step
         self._next_merge_look = 0.0
-        self._next_rollup_look = 0.0
-        # Seconds of pause after each second spent building rollups: a store upgraded with days of hours to
-        # roll up gives them at most a third of the writer's time.
-        self.rollup_pause = 2.0
         self._legacy = False
         self.steps = 0  # work done, for tests and telemetry
         self.moved_to = 0  # every head row with id <= this has been moved (committed head passes)
@@ -164,14 +157,9 @@ class Compactor:
                 did = self._head_pass(conn, self._eligible_hi())
             else:
                 did = self._merge(conn, now_ns)
-                if not did and self._clock() >= self._next_rollup_look:
-                    began = self._clock()
-                    did = rollups.build_next(conn, now_ns, CLOSE_AFTER_NS)
-                    pause = self.rollup_pause * (self._clock() - began) if did else 30.0
-                    self._next_rollup_look = self._clock() + pause
                 if not did:
                     self._merges_pending = False
-                    self._next_merge_look = min(self._clock() + 30.0, self._next_rollup_look)
+                    self._next_merge_look = self._clock() + 30.0
             conn.execute("COMMIT")
             self.moved_to = max(self.moved_to, self._moving)
         except sqlite3.Error as e:

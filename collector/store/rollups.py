@@ -28,23 +28,31 @@ grid (or wholly before its look-back start or after its end) and on the look-bac
 those it was built from (late points or a merge make it stale until the compactor rebuilds it), with no
 point of that hour still in the head, and after the retention cutoff. Every other hour is read in full,
 the trailing ones through the query cache; a mix is exact as well, for the full hours keep every reading.
-The compactor builds rollups (`build_next`) once no merge is due, newest hours first, so an upgraded
-store fills in the background; retention deletes expired ones with the chunks.
+A thread of its own (`RollupBuilder`, started by the server's writer) builds them from a read snapshot,
+newest hours first, once an hour is closed and its chunks merged, and hands each to the writer to store:
+an upgraded store fills in the background, and ingest commits never wait for an hour being packed.
+Retention deletes expired ones with the chunks.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
-from typing import TYPE_CHECKING
+import threading
+import time
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from otelite.collector.store.chunks import BLOCK_NS, block_of, concat_blocks, decode, encode
-from otelite.collector.store.points import (_SERIES, Points, PointCache, _chunk_parts, _load, _sorted_parts, empty,
-                                            kind_of, retention_cutoff, series_time_order)
+from otelite.collector.store.db import connect_reader
+from otelite.collector.store.points import (_SERIES, Points, PointCache, ReadTransaction, _chunk_parts, _load,
+                                            _sorted_parts, empty, kind_of, retention_cutoff, series_time_order)
 
 if TYPE_CHECKING:
     from otelite.collector.store.metrics import SeriesSet
+
+log = logging.getLogger("otelite.store")
 
 CELL_NS = 15 * 60 * 10**9  # a quarter hour: the finest bucket a rollup answers whole
 ROLLED_TYPES = ("sum", "histogram", "exponential_histogram")
@@ -57,7 +65,8 @@ _SQL_STALE = (  # closed hours whose rollup is missing or was built from other c
     "SELECT c.project_id, c.name, c.type, c.block_start, c.k, c.m FROM (SELECT project_id, name, type, "
     "block_start, count(*) AS k, max(id) AS m FROM metric_chunks "
     f"WHERE type IN ({','.join('?' * len(ROLLED_TYPES))}) AND block_start < ? AND block_start >= ? "
-    "GROUP BY project_id, name, type, block_start) AS c LEFT JOIN metric_rollups AS r ON r.project_id = c.project_id "
+    "GROUP BY project_id, name, type, block_start HAVING sum(n < ?) < 2) AS c "
+    "LEFT JOIN metric_rollups AS r ON r.project_id = c.project_id "
     "AND r.name = c.name AND r.type = c.type AND r.block_start = c.block_start "
     "WHERE r.chunks IS NOT c.k OR r.max_chunk_id IS NOT c.m ORDER BY c.block_start DESC LIMIT 1")
 _SQL_PUT = ("INSERT OR REPLACE INTO metric_rollups (project_id, name, type, block_start, chunks, max_chunk_id, n, "
@@ -130,30 +139,109 @@ def read_order(p: Points) -> np.ndarray:
     return readings[series_time_order(p.series_id[readings], p.time[readings])]
 
 
-# --- building (the writer's compactor) ------------------------------------------------------------------
+# --- building (a thread of its own; the writer only stores the result) -----------------------------------
 
-def build_next(conn: sqlite3.Connection, now_ns: int, closed_after_ns: int) -> bool:
-    """Build (or rebuild) the rollup of one closed hour that has none or a stale one, inside the caller's
-    transaction; False when every closed hour has a current one. An hour is closed `closed_after_ns` after
-    its end (compactor.CLOSE_AFTER_NS: late points have arrived and its chunks are merged)."""
+def due(conn: sqlite3.Connection, now_ns: int, closed_after_ns: int, small_points: int) -> tuple | None:
+    """(project_id, name, type, hour, chunks, max_chunk_id) of the newest closed hour whose rollup is
+    missing or was built from other chunks, or None. An hour is closed `closed_after_ns` after its end
+    (late points have arrived), and is left until its small chunks (< `small_points`) are merged
+    (compactor.py): its rollup would be stale at once."""
     cutoff = retention_cutoff(conn)
     first_whole = block_of(cutoff) + (BLOCK_NS if cutoff % BLOCK_NS else 0)
-    row = conn.execute(_SQL_STALE, (*ROLLED_TYPES, now_ns - closed_after_ns - BLOCK_NS + 1, first_whole)).fetchone()
-    if row is None:
-        return False
-    project_id, name, metric_type, block_start, chunks, max_chunk_id = row
-    payloads = [r[0] for r in conn.execute(
-        "SELECT payload FROM metric_chunks WHERE project_id = ? AND name = ? AND type = ? AND block_start = ? "
-        "ORDER BY seq, id", (project_id, name, metric_type, block_start))]
+    return conn.execute(_SQL_STALE, (*ROLLED_TYPES, now_ns - closed_after_ns - BLOCK_NS + 1, first_whole,
+                                     small_points)).fetchone()
+
+
+def build(conn: sqlite3.Connection, hour: tuple) -> tuple:
+    """The metric_rollups row of `hour` (a `due` row), read in one snapshot of `conn`."""
+    project_id, name, metric_type, block_start, chunks, max_chunk_id = hour
+    with ReadTransaction(conn):
+        payloads = [r[0] for r in conn.execute(
+            "SELECT payload FROM metric_chunks WHERE project_id = ? AND name = ? AND type = ? AND block_start = ? "
+            "ORDER BY seq, id", (project_id, name, metric_type, block_start))]
+        stamp = conn.execute("SELECT count(*), max(id) FROM metric_chunks WHERE project_id = ? AND name = ? "
+                             "AND type = ? AND block_start = ?", (project_id, name, metric_type, block_start)).fetchone()
+        delta_ids = np.array([r[0] for r in conn.execute(
+            "SELECT id FROM metric_series WHERE project_id = ? AND name = ? AND type = ? AND temporality = 1",
+            (project_id, name, metric_type))], np.int64)
     block = concat_blocks([decode(pl, exact=False) for pl in payloads])
     order = read_order(block.points)  # readings only: a query reads nothing else
-    delta_ids = np.array([r[0] for r in conn.execute(
-        "SELECT id FROM metric_series WHERE project_id = ? AND name = ? AND type = ? AND temporality = 1",
-        (project_id, name, metric_type))], np.int64)
     block = block.take(order[kept(block.points, order, delta_ids)])
-    conn.execute(_SQL_PUT, (project_id, name, metric_type, block_start, chunks, max_chunk_id, len(block),
-                            encode(block)))
-    return True
+    # The stamp of the chunks read (the snapshot's): if they change before this is stored, readers see a
+    # stale rollup and ignore it until it is built again.
+    return (project_id, name, metric_type, block_start, stamp[0], stamp[1] or 0, len(block), encode(block))
+
+
+def store(conn: sqlite3.Connection, row: tuple) -> None:
+    """Write a rollup (`build`'s row); on the writer's connection."""
+    conn.execute(_SQL_PUT, row)
+
+
+class RollupBuilder:
+    """Builds due rollups on a thread of its own with its own read connection, and hands each result to
+    the writer (`submit_write`): the decoding and packing of an hour (up to half a second for a busy
+    metric) never holds up ingest commits. At most a third of its time busy while an upgraded store
+    catches up (PAUSE), a look every IDLE_S otherwise."""
+
+    PAUSE = 2.0  # seconds of pause per second of building
+    IDLE_S = 30.0
+
+    def __init__(self, path: str, submit_write: Callable, closed_after_ns: int, small_points: int,
+                 first_look_s: float = 1.0) -> None:
+        self.path = path
+        self._submit_write = submit_write
+        self._closed_after_ns = closed_after_ns
+        self._small_points = small_points
+        self._first_look_s = first_look_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.built = 0  # rollups stored (tests, telemetry)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="otelite-rollups", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        conn = connect_reader(self.path)
+        wait = self._first_look_s
+        try:
+            while not self._stop.wait(wait):
+                began = time.monotonic()
+                try:
+                    hour = due(conn, time.time_ns(), self._closed_after_ns, self._small_points)
+                    if hour is None:
+                        wait = self.IDLE_S
+                        continue
+                    row = build(conn, hour)
+                    if self._stop.is_set():
+                        break
+                    self._submit_write(lambda wconn: store(wconn, row)).result()
+                    self.built += 1
+                    wait = self.PAUSE * (time.monotonic() - began)
+                except Exception as e:  # a locked file, a writer that is closing: the next look retries
+                    log.warning("building a metric rollup failed, will retry: %s", e)
+                    wait = self.IDLE_S
+        finally:
+            conn.close()
+
+
+def build_due(conn: sqlite3.Connection, now_ns: int, closed_after_ns: int, small_points: int) -> int:
+    """Build and store every due rollup on one writing connection (tests; RollupBuilder does it live).
+    Returns how many."""
+    n = 0
+    while (hour := due(conn, now_ns, closed_after_ns, small_points)) is not None:
+        row = build(conn, hour)
+        conn.execute("BEGIN IMMEDIATE")
+        store(conn, row)
+        conn.execute("COMMIT")
+        n += 1
+    return n
 
 
 def expire(conn: sqlite3.Connection, cutoff_ns: int) -> None:

@@ -14,7 +14,8 @@ sqlite3 releases the GIL while SQLite steps, so parsing in the event loop overla
 Between commits the same thread does the store's background work, one short transaction at a time
 (issue 16): the compactor merges metric chunks and moves points from the head into chunks (compactor.py;
 the commit itself packs most points into chunks, appender.py), a migrated
-database's trace index is copied into runs (spans.py), and retention deletes expired rows.
+database's trace index is copied into runs (spans.py), and retention deletes expired rows. The hourly
+metric rollups are built on a thread of their own (rollups.py) and only stored here.
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ from typing import TYPE_CHECKING, Any, Callable
 from otelite.collector.store import export_log
 from otelite.collector.store.appender import PointAppender
 from otelite.collector.store.checkpoint import SAFETY_PAGES, Checkpointer
-from otelite.collector.store.compactor import Compactor, expire_metrics, last_head_id
+from otelite.collector.store.compactor import CLOSE_AFTER_NS, TARGET_POINTS, Compactor, expire_metrics, last_head_id
 from otelite.collector.store.db import connect_writer, database_bytes
 from otelite.collector.store.events import delete_events_before
+from otelite.collector.store.rollups import RollupBuilder
 from otelite.collector.store.records import (LABEL_COLUMNS, RESOURCE_COLUMNS, SCOPE_COLUMNS,
                                      SERIES_COLUMNS, WriteBatch, series_labels)
 from otelite.collector.store.series_cache import SeriesCache
@@ -136,12 +138,14 @@ class Writer:
         self._appender = PointAppender(config.compaction.direct_min_points)
         self._series_info = SeriesCache(_KNOWN_IDS_MAX)  # what the points' series are (series_cache.py)
         self._checkpointer: Checkpointer | None = None  # WAL checkpoints off the commit path (checkpoint.py)
+        self.rollups: RollupBuilder | None = None  # hourly metric rollups, built off this thread (rollups.py)
         c = config.compaction
         self.compactor = Compactor(c.head_max_age, c.head_max_points, c.step_rows)
         self._run_backfill = RunBackfill(c.step_rows)
         self._last_progress = time.monotonic()
         # The server's writer deletes expired rows; a short-lived one (the CLI's) leaves that to it.
         self._next_retention = time.monotonic() if retention else float("inf")
+        self._serves = retention
         self._retention_more = False
         self.committed_items = 0
 
@@ -152,6 +156,9 @@ class Writer:
                                     busy_timeout=c.busy_timeout, autocheckpoint_pages=SAFETY_PAGES)
         self._checkpointer = Checkpointer(self.path, c.synchronous)
         self._checkpointer.start()
+        if self._serves:  # (a short-lived writer, the CLI's, leaves background work to the server)
+            self.rollups = RollupBuilder(self.path, self.submit_write, CLOSE_AFTER_NS, TARGET_POINTS)
+            self.rollups.start()
         self.compactor.start(self._conn)
         self._appender.start(self._conn)
         self._head_hi = last_head_id(self._conn)
@@ -161,6 +168,8 @@ class Writer:
 
     def close(self, timeout: float | None = None) -> None:
         """Stop taking batches, commit everything queued, close the connection."""
+        if self.rollups is not None:  # (it waits on its writes: stopped while this thread still runs)
+            self.rollups.close()
         with self._cond:
             self._closing = True
             self._cond.notify_all()
