@@ -27,7 +27,7 @@ from otelite.collector.query.engine import evaluate
 from otelite.collector.query.grid import CalendarGrid, FixedGrid
 from otelite.collector.query.model import Aggregation, GroupKey, Query, QueryError
 from otelite.collector.store import rollups
-from otelite.collector.store.chunks import decode
+from otelite.collector.store.chunks import concat_blocks, decode
 from otelite.collector.store.compactor import expire_metrics
 from otelite.collector.store.db import connect_reader, connect_writer
 from otelite.collector.store.metrics import SeriesSelection
@@ -167,11 +167,11 @@ def answer(conn, query: Query, use_rollups: bool, monkeypatch) -> object:
     return [(s.labels, s.buckets.tolist(), np.where(np.isnan(s.values), -1.0, s.values).tolist()) for s in r.series]
 
 
-def queries():
+def queries(grids=GRIDS, groupings=((), (GroupKey("route"),))):
     for name, fn, q in CASES:
-        for grid, start, end, lookback in GRIDS:
+        for grid, start, end, lookback in grids:
             across = "sum" if fn in ("rate", "increase", "histogram_quantile") else None
-            for group_by in ((), (GroupKey("route"),)):
+            for group_by in groupings:
                 yield Query(SeriesSelection(1, name), start, end, grid, Aggregation(fn, q=q, across=across),
                             group_by=group_by, lookback_ns=lookback)
 
@@ -345,5 +345,41 @@ def test_a_running_store_builds_the_rollups_of_closed_hours_off_the_writer_threa
     assert stamps == conn.execute("SELECT count(*) FROM metric_rollups").fetchone()[0] == 6 * 4
     sizes = read_sizes(conn, monkeypatch)
     for query in queries():
+        assert answer(conn, query, True, monkeypatch) == answer(conn, query, False, monkeypatch), query
+    assert any(read < everything / 2 for read, everything in sizes)
+
+
+def test_a_rollup_of_many_chunks_whose_readings_interleave_answers_the_same(tmp_path, monkeypatch):
+    path = tmp_path / "interleaved.db"
+    store = open_store(path, direct_min_points=1)  # each commit's points become a chunk of their own
+    monkeypatch.setattr(store.writer.compactor, "due", lambda: False)  # and are not merged
+    steps = 170  # two hours and then some (a commit each takes a while)
+    for k in [*range(0, steps, 2), *range(1, steps, 2)]:  # the odd steps later: chunks overlap in time
+        store.writer.submit(metrics_to_batch(request(k), 1)).result(timeout=30)  # (a commit each)
+    store.close()
+    conn = connect_writer(str(path))
+    conn.execute("DELETE FROM metric_rollups")  # (the store's own builder may have run: built here instead)
+    # Built before any merge (small_points 0: no hour waits for its chunks to be merged).
+    assert rollups.build_due(conn, CLOSED, 0, 0) == 6 * 2
+    per_hour = conn.execute("SELECT min(chunks) FROM metric_rollups").fetchone()[0]
+    assert per_hour > 10
+    # Each rollup holds, in query order, what `kept` picks from all of its hour's readings taken at once.
+    delta_ids = np.array([i for (i,) in conn.execute("SELECT id FROM metric_series WHERE temporality = 1")])
+    for name, mtype, block_start, payload in conn.execute(
+            "SELECT name, type, block_start, payload FROM metric_rollups").fetchall():
+        blocks = [decode(pl, exact=False) for (pl,) in conn.execute(
+            "SELECT payload FROM metric_chunks WHERE name = ? AND type = ? AND block_start = ? ORDER BY seq, id",
+            (name, mtype, block_start))]
+        everything = concat_blocks(blocks).points
+        order = rollups.read_order(everything)
+        expected = everything.take(order[rollups.kept(everything, order, delta_ids)])
+        got = decode(payload, exact=False).points
+        for column in ("series_id", "time", "counter", "start"):
+            assert np.array_equal(getattr(got, column), getattr(expected, column), equal_nan=True), (name, column)
+    conn.close()
+    conn = connect_reader(str(path))
+    sizes = read_sizes(conn, monkeypatch)
+    # (Each raw read decodes every commit's chunk: the aligned grids and one off the cells' grid, ungrouped.)
+    for query in queries(grids=[GRIDS[0], GRIDS[1], GRIDS[2], GRIDS[4]], groupings=((),)):
         assert answer(conn, query, True, monkeypatch) == answer(conn, query, False, monkeypatch), query
     assert any(read < everything / 2 for read, everything in sizes)

@@ -47,7 +47,8 @@ import numpy as np
 from otelite.collector.store.chunks import BLOCK_NS, block_of, concat_blocks, decode, encode
 from otelite.collector.store.db import connect_reader
 from otelite.collector.store.points import (_SERIES, Points, PointCache, ReadTransaction, _chunk_parts, _load,
-                                            _sorted_parts, empty, kind_of, retention_cutoff, series_time_order)
+                                            _sorted_parts, concat_all, empty, kind_of, retention_cutoff,
+                                            series_time_order)
 
 if TYPE_CHECKING:
     from otelite.collector.store.metrics import SeriesSet
@@ -164,12 +165,35 @@ def build(conn: sqlite3.Connection, hour: tuple) -> tuple:
         delta_ids = np.array([r[0] for r in conn.execute(
             "SELECT id FROM metric_series WHERE project_id = ? AND name = ? AND type = ? AND temporality = 1",
             (project_id, name, metric_type))], np.int64)
-    block = concat_blocks([decode(pl, exact=False) for pl in payloads])
-    order = read_order(block.points)  # readings only: a query reads nothing else
-    block = block.take(order[kept(block.points, order, delta_ids)])
+    # What to keep is decided on the columns that decide it, a chunk at a time (a busy hour's full points,
+    # bucket counts and all, would take a few hundred MB at once); then each chunk gives its kept rows.
+    deciding = [_deciding(decode(pl, exact=False).points) for pl in payloads]
+    starts = np.cumsum([0] + [len(d) for d in deciding[:-1]])
+    whole = concat_all(deciding)
+    order = read_order(whole)  # readings only: a query reads nothing else
+    chosen = order[kept(whole, order, delta_ids)]  # rows of the chunks taken one after the other, in order
+    del deciding, whole
+    chunk = np.searchsorted(starts, chosen, side="right") - 1
+    by_chunk = np.argsort(chunk, kind="stable")
+    pieces = [decode(pl, exact=False).take(chosen[by_chunk][chunk[by_chunk] == i] - starts[i])
+              for i, pl in enumerate(payloads)]
+    place = np.empty(chosen.size, np.int64)
+    place[by_chunk] = np.arange(chosen.size)
+    block = concat_blocks(pieces).take(place)
     # The stamp of the chunks read (the snapshot's): if they change before this is stored, readers see a
     # stale rollup and ignore it until it is built again.
     return (project_id, name, metric_type, block_start, stamp[0], stamp[1] or 0, len(block), encode(block))
+
+
+def _deciding(p: Points) -> Points:
+    """The columns of `p` that `kept` reads, without the bucket counts (for histograms a column that is
+    NaN where a reading's counts are not all finite, and the bounds): a small part of the points."""
+    light = Points("histogram" if p.kind == "histogram" else "number", p.series_id, p.time, p.valid, p.counter,
+                   p.counter, p.start, total=p.total)
+    if p.kind == "histogram":
+        finite = np.isfinite(p.counts).all(axis=1) if p.counts.dtype.kind == "f" else np.ones(len(p), bool)
+        light.bounds_id, light.bounds, light.counts = p.bounds_id, p.bounds, np.where(finite, 0.0, np.nan)[:, None]
+    return light
 
 
 def store(conn: sqlite3.Connection, row: tuple) -> None:
