@@ -359,6 +359,7 @@ def test_a_rollup_of_many_chunks_whose_readings_interleave_answers_the_same(tmp_
     store.close()
     conn = connect_writer(str(path))
     conn.execute("DELETE FROM metric_rollups")  # (the store's own builder may have run: built here instead)
+    monkeypatch.setattr(rollups, "PIECE_POINTS", 100)  # the series in groups of about 100 readings each
     # Built before any merge (small_points 0: no hour waits for its chunks to be merged).
     assert rollups.build_due(conn, CLOSED, 0, 0) == 6 * 2
     per_hour = conn.execute("SELECT min(chunks) FROM metric_rollups").fetchone()[0]

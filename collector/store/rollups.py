@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("otelite.store")
 
 CELL_NS = 15 * 60 * 10**9  # a quarter hour: the finest bucket a rollup answers whole
+PIECE_POINTS = 200_000  # readings of an hour a build decides on at once (memory: ~50 bytes each)
 ROLLED_TYPES = ("sum", "histogram", "exponential_histogram")
 INCREASE_FUNCTIONS = {"number": ("rate", "increase"),
                       "histogram": ("quantile", "histogram_quantile", "observations", "observation_sum",
@@ -154,35 +155,61 @@ def due(conn: sqlite3.Connection, now_ns: int, closed_after_ns: int, small_point
 
 
 def build(conn: sqlite3.Connection, hour: tuple) -> tuple:
-    """The metric_rollups row of `hour` (a `due` row), read in one snapshot of `conn`."""
-    project_id, name, metric_type, block_start, chunks, max_chunk_id = hour
+    """The metric_rollups row of `hour` (a `due` row), read in one snapshot of `conn`.
+
+    Memory stays small whatever the hour holds: the hour's series are taken in groups of about
+    PIECE_POINTS readings, and for each group what to keep is decided on the few columns that decide it
+    (`_deciding`), then each chunk is read again for its kept rows. Chunks are fetched one at a time."""
+    project_id, name, metric_type, block_start, _, _ = hour
+    key = (project_id, name, metric_type, block_start)
     with ReadTransaction(conn):
-        payloads = [r[0] for r in conn.execute(
-            "SELECT payload FROM metric_chunks WHERE project_id = ? AND name = ? AND type = ? AND block_start = ? "
-            "ORDER BY seq, id", (project_id, name, metric_type, block_start))]
-        stamp = conn.execute("SELECT count(*), max(id) FROM metric_chunks WHERE project_id = ? AND name = ? "
-                             "AND type = ? AND block_start = ?", (project_id, name, metric_type, block_start)).fetchone()
+        chunks = conn.execute("SELECT id, n FROM metric_chunks WHERE project_id = ? AND name = ? AND type = ? "
+                              "AND block_start = ? ORDER BY seq, id", key).fetchall()
+        series = np.array([r[0] for r in conn.execute(
+            "SELECT id FROM metric_series WHERE project_id = ? AND name = ? AND type = ? ORDER BY id", key[:3])],
+            np.int64)
         delta_ids = np.array([r[0] for r in conn.execute(
             "SELECT id FROM metric_series WHERE project_id = ? AND name = ? AND type = ? AND temporality = 1",
-            (project_id, name, metric_type))], np.int64)
-    # What to keep is decided on the columns that decide it, a chunk at a time (a busy hour's full points,
-    # bucket counts and all, would take a few hundred MB at once); then each chunk gives its kept rows.
-    deciding = [_deciding(decode(pl, exact=False).points) for pl in payloads]
-    starts = np.cumsum([0] + [len(d) for d in deciding[:-1]])
+            key[:3])], np.int64)
+        groups = max(1, -(-sum(n for _, n in chunks) // PIECE_POINTS))
+        # Series id bounds of the groups (every series of the metric in one of them; ids are positive).
+        bounds = [0] + [int(g[0]) for g in np.array_split(series, groups)[1:] if g.size] + [1 << 63]
+        pieces = [_kept_block(conn, [cid for cid, _ in chunks], lo, hi, delta_ids)
+                  for lo, hi in zip(bounds[:-1], bounds[1:])]
+    block = concat_blocks([b for b in pieces if len(b)] or pieces[:1])
+    # The stamp of the chunks read (the snapshot's): if they change before this is stored, readers see a
+    # stale rollup and ignore it until it is built again.
+    return (*key, len(chunks), max(cid for cid, _ in chunks), len(block), encode(block))
+
+
+def _kept_block(conn: sqlite3.Connection, chunk_ids: list[int], lo: int, hi: int, delta_ids: np.ndarray):
+    """The kept readings of the series lo <= id < hi in the chunks `chunk_ids` (one hour, in (seq, id)
+    order), in query order: a PointBlock."""
+    def points(cid: int) -> Points:
+        payload = conn.execute("SELECT payload FROM metric_chunks WHERE id = ?", (cid,)).fetchone()[0]
+        return decode(payload, exact=False)
+
+    rows, deciding = [], []
+    for cid in chunk_ids:
+        p = points(cid).points
+        inside = np.flatnonzero((p.series_id >= lo) & (p.series_id < hi))
+        rows.append(inside)
+        deciding.append(_deciding(p.take(inside)))
+    starts = np.cumsum([0] + [r.size for r in rows[:-1]])
     whole = concat_all(deciding)
     order = read_order(whole)  # readings only: a query reads nothing else
-    chosen = order[kept(whole, order, delta_ids)]  # rows of the chunks taken one after the other, in order
+    chosen = order[kept(whole, order, delta_ids)]  # rows of `deciding` one after the other, in query order
     del deciding, whole
     chunk = np.searchsorted(starts, chosen, side="right") - 1
     by_chunk = np.argsort(chunk, kind="stable")
-    pieces = [decode(pl, exact=False).take(chosen[by_chunk][chunk[by_chunk] == i] - starts[i])
-              for i, pl in enumerate(payloads)]
-    place = np.empty(chosen.size, np.int64)
+    taken = []
+    for i, cid in enumerate(chunk_ids):
+        mine = chosen[by_chunk][chunk[by_chunk] == i] - starts[i]
+        if mine.size:
+            taken.append(points(cid).take(rows[i][mine]))
+    place = np.empty(chosen.size, np.int64)  # from chunk order back to query order
     place[by_chunk] = np.arange(chosen.size)
-    block = concat_blocks(pieces).take(place)
-    # The stamp of the chunks read (the snapshot's): if they change before this is stored, readers see a
-    # stale rollup and ignore it until it is built again.
-    return (project_id, name, metric_type, block_start, stamp[0], stamp[1] or 0, len(block), encode(block))
+    return concat_blocks(taken).take(place) if taken else points(chunk_ids[0]).take(np.zeros(0, np.int64))
 
 
 def _deciding(p: Points) -> Points:
