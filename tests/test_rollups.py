@@ -11,8 +11,10 @@ a shifted origin), look-backs on and off the cell grid, late points and the head
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -28,7 +30,7 @@ from otelite.collector.query.grid import CalendarGrid, FixedGrid
 from otelite.collector.query.model import Aggregation, GroupKey, Query, QueryError
 from otelite.collector.store import rollups
 from otelite.collector.store.chunks import concat_blocks, decode
-from otelite.collector.store.compactor import expire_metrics
+from otelite.collector.store.compactor import CLOSE_AFTER_NS, TARGET_POINTS, expire_metrics
 from otelite.collector.store.db import connect_reader, connect_writer
 from otelite.collector.store.metrics import SeriesSelection
 from otelite.collector.store.points import PointCache
@@ -384,3 +386,40 @@ def test_a_rollup_of_many_chunks_whose_readings_interleave_answers_the_same(tmp_
     for query in queries(grids=[GRIDS[0], GRIDS[1], GRIDS[2], GRIDS[4]], groupings=((),)):
         assert answer(conn, query, True, monkeypatch) == answer(conn, query, False, monkeypatch), query
     assert any(read < everything / 2 for read, everything in sizes)
+
+
+def test_the_builder_waits_while_ingest_is_busy(rolled, tmp_path):
+    path = tmp_path / "busy.db"
+    path.write_bytes(rolled.read_bytes())
+    writer = connect_writer(str(path))
+    writer.execute("DELETE FROM metric_rollups")
+    lock = threading.Lock()
+
+    def submit_write(fn):  # (the writer's submit_write, on a connection of this test)
+        done = concurrent.futures.Future()
+        with lock:
+            writer.execute("BEGIN IMMEDIATE")
+            fn(writer)
+            writer.execute("COMMIT")
+        done.set_result(None)
+        return done
+
+    busy = threading.Event()
+    busy.set()
+    builder = rollups.RollupBuilder(str(path), submit_write, CLOSE_AFTER_NS, TARGET_POINTS, first_look_s=0.01,
+                                    busy=busy.is_set)
+    builder.BUSY_S = builder.IDLE_S = 0.05
+    builder.start()
+    try:
+        time.sleep(0.5)
+        assert builder.built == 0  # the queue is busy: nothing built
+        busy.clear()
+        deadline = time.monotonic() + 30
+        while builder.built < 6 * 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        builder.close()
+    assert builder.built == 6 * 4
+    with lock:
+        assert writer.execute("SELECT count(*) FROM metric_rollups").fetchone() == (6 * 4,)
+    writer.close()

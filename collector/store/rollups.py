@@ -230,17 +230,19 @@ def store(conn: sqlite3.Connection, row: tuple) -> None:
 
 class RollupBuilder:
     """Builds due rollups on a thread of its own with its own read connection, and hands each result to
-    the writer (`submit_write`): the decoding and packing of an hour (up to half a second for a busy
-    metric) never holds up ingest commits. At most a third of its time busy while an upgraded store
-    catches up (PAUSE), a look every IDLE_S otherwise."""
+    the writer (`submit_write`): the decoding and packing of an hour (up to a second for a busy metric)
+    never holds up ingest commits. At most a third of its time busy while an upgraded store catches up
+    (PAUSE), a look every IDLE_S otherwise, none while the writer's queue is more than half full."""
 
     PAUSE = 2.0  # seconds of pause per second of building
     IDLE_S = 30.0
+    BUSY_S = 5.0  # the wait while ingest is busy (`busy()`): derived data never competes with acknowledgements
 
     def __init__(self, path: str, submit_write: Callable, closed_after_ns: int, small_points: int,
-                 first_look_s: float = 1.0) -> None:
+                 first_look_s: float = 1.0, busy: Callable[[], bool] = lambda: False) -> None:
         self.path = path
         self._submit_write = submit_write
+        self._busy = busy
         self._closed_after_ns = closed_after_ns
         self._small_points = small_points
         self._first_look_s = first_look_s
@@ -263,6 +265,9 @@ class RollupBuilder:
         wait = self._first_look_s
         try:
             while not self._stop.wait(wait):
+                if self._busy():
+                    wait = self.BUSY_S
+                    continue
                 began = time.monotonic()
                 try:
                     hour = due(conn, time.time_ns(), self._closed_after_ns, self._small_points)

@@ -157,7 +157,8 @@ class Writer:
         self._checkpointer = Checkpointer(self.path, c.synchronous)
         self._checkpointer.start()
         if self._serves:  # (a short-lived writer, the CLI's, leaves background work to the server)
-            self.rollups = RollupBuilder(self.path, self.submit_write, CLOSE_AFTER_NS, TARGET_POINTS)
+            self.rollups = RollupBuilder(self.path, self.submit_write, CLOSE_AFTER_NS, TARGET_POINTS,
+                                         busy=lambda: 2 * self._queued > c.sending_queue.queue_size)
             self.rollups.start()
         self.compactor.start(self._conn)
         self._appender.start(self._conn)
