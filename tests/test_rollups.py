@@ -334,6 +334,7 @@ def test_a_running_store_builds_the_rollups_of_closed_hours_off_the_writer_threa
     store = open_store(path, direct_min_points=1)  # (each commit's points straight into a chunk)
     builder = store.writer.rollups
     builder.IDLE_S = 0.1  # look again soon while the compactor is still merging the closed hours
+    builder.wake()  # (its first look would be IDLE_S after the start)
     write(store, range(STEPS))
     deadline = time.monotonic() + 60
     while builder.built < 6 * 4 and time.monotonic() < deadline:  # 6 counter and histogram metrics, 4 hours

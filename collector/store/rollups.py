@@ -232,14 +232,16 @@ class RollupBuilder:
     """Builds due rollups on a thread of its own with its own read connection, and hands each result to
     the writer (`submit_write`): the decoding and packing of an hour (up to a second for a busy metric)
     never holds up ingest commits. At most a third of its time busy while an upgraded store catches up
-    (PAUSE), a look every IDLE_S otherwise, none while the writer's queue is more than half full."""
+    (PAUSE), a look every IDLE_S otherwise, none while the writer's queue is more than half full. The
+    first look is IDLE_S after the start too: a restarted sidecar is most likely to be flooded then (the
+    SDKs retrying what they could not send), and the hours can wait (`wake` looks at once)."""
 
     PAUSE = 2.0  # seconds of pause per second of building
     IDLE_S = 30.0
     BUSY_S = 5.0  # the wait while ingest is busy (`busy()`): derived data never competes with acknowledgements
 
     def __init__(self, path: str, submit_write: Callable, closed_after_ns: int, small_points: int,
-                 first_look_s: float = 1.0, busy: Callable[[], bool] = lambda: False) -> None:
+                 first_look_s: float | None = None, busy: Callable[[], bool] = lambda: False) -> None:
         self.path = path
         self._submit_write = submit_write
         self._busy = busy
@@ -247,8 +249,19 @@ class RollupBuilder:
         self._small_points = small_points
         self._first_look_s = first_look_s
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by stop and wake: the wait ends
         self._thread: threading.Thread | None = None
         self.built = 0  # rollups stored (tests, telemetry)
+
+    def wake(self) -> None:
+        """Look for due hours now instead of at the end of the current wait."""
+        self._wake.set()
+
+    def _wait(self, seconds: float) -> bool:
+        """Wait `seconds` or until woken; False once stopped."""
+        self._wake.wait(seconds)
+        self._wake.clear()
+        return not self._stop.is_set()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="otelite-rollups", daemon=True)
@@ -256,15 +269,16 @@ class RollupBuilder:
 
     def close(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
 
     def _run(self) -> None:
         conn = connect_reader(self.path)
-        wait = self._first_look_s
+        wait = self.IDLE_S if self._first_look_s is None else self._first_look_s
         try:
-            while not self._stop.wait(wait):
+            while self._wait(wait):
                 if self._busy():
                     wait = self.BUSY_S
                     continue
