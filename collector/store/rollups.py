@@ -3,8 +3,8 @@
 A day's `rate` or `histogram_quantile` over a busy metric reads millions of points (4.6M readings of 16
 buckets for the bench's histogram), yet what it computes per series and bucket telescopes (reduce.py,
 `_telescoped_parts`): the last reading of the bucket, minus the reading before its first, plus the reading
-before each reset. The compactor therefore keeps, per closed hour of a counter or distribution metric
-(`metric_rollups`, migration 0011), only these readings of each series:
+before each reset. So per closed hour of a counter or distribution metric the store keeps
+(`metric_rollups`, migration 0011) only these readings of each series:
 
 - the first and the last reading of every quarter hour (CELL_NS, aligned to UTC: every zone's offset is a
   whole number of quarter hours, so the cells of a PostHog `minute_15`, `hour` or `day` grid are whole);
@@ -25,7 +25,7 @@ with fractional ones up to the rounding of adding the differences in another ord
 
 **When a reader uses one** (`parts`): for an hour whose cells lie each inside one bucket of the query's
 grid (or wholly before its look-back start or after its end) and on the look-back start, whose chunks are
-those it was built from (late points or a merge make it stale until the compactor rebuilds it), with no
+those it was built from (late points or a merge make it stale until it is built again), with no
 point of that hour still in the head, and after the retention cutoff. Every other hour is read in full,
 the trailing ones through the query cache; a mix is exact as well, for the full hours keep every reading.
 A thread of its own (`RollupBuilder`, started by the server's writer) builds them from a read snapshot,
