@@ -32,8 +32,9 @@ from otelite.collector.store import rollups
 from otelite.collector.store.chunks import concat_blocks, decode
 from otelite.collector.store.compactor import CLOSE_AFTER_NS, TARGET_POINTS, expire_metrics
 from otelite.collector.store.db import connect_reader, connect_writer
-from otelite.collector.store.metrics import SeriesSelection
-from otelite.collector.store.points import PointCache
+from otelite.collector.query.reduce import series_cells
+from otelite.collector.store.metrics import SeriesSelection, SeriesSet
+from otelite.collector.store.points import PointCache, Points
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_chunks import compact_everything, open_store  # noqa: E402  (the chunk tests' real-store helpers)
@@ -427,3 +428,23 @@ def test_the_builder_waits_while_ingest_is_busy(rolled, tmp_path):
     with lock:
         assert writer.execute("SELECT count(*) FROM metric_rollups").fetchone() == (6 * 4,)
     writer.close()
+
+
+def test_two_parts_give_the_cells_of_one_whole_to_the_last_bit():
+    # 1/86400 + 4/86400 is not 5/86400 in floating point: a rate must add the parts' increases, then divide.
+    series = SeriesSet(1, "r", "sum", np.array([7]), np.array([2], np.int8), np.array([True]))
+    edges = np.array([0, 86400 * S])
+
+    def points(times, values):
+        t = np.array(times, np.int64) * S
+        v = np.array(values, np.float64)
+        return Points("number", np.full(t.size, 7), t, np.ones(t.size, bool), v, v, np.full(t.size, 1))
+
+    earlier, newest = points([10, 20], [0, 1]), points([30, 40], [5, 5])
+    whole = points([10, 20, 30, 40], [0, 1, 5, 5])
+    for fn in ("rate", "increase"):
+        agg = Aggregation(fn, across="sum")
+        two = engine._two_part_cells(earlier, newest, series, edges, agg, 0)
+        one = series_cells(whole, np.zeros(4, np.int64), np.zeros(4, np.int64), agg, series.temporality,
+                           series.monotonic, edges, 0)
+        assert two.value.tolist() == one.value.tolist() and two.b.tolist() == one.b.tolist(), fn
