@@ -377,7 +377,7 @@ def _m0011_metric_rollups(db: Database) -> None:
     # (rollups.py), so a day's rate or histogram_quantile reads a few readings per series and quarter hour
     # instead of every point. Derived data: `chunks` / `max_chunk_id` are the hour's chunks when it was
     # built, and a reader uses it only while they are the same (a late point or a merge makes it stale
-    # until the compactor builds it again). Empty on upgrade; the compactor fills it, newest hours first.
+    # until it is built again). Empty on upgrade; the rollup builder's thread fills it, newest hours first.
     db.execute("""CREATE TABLE metric_rollups (
         project_id INTEGER NOT NULL,
         name TEXT NOT NULL,
