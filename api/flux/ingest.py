@@ -15,12 +15,12 @@ attributes, each value rendered as a string (numbers and booleans too, so `{"sta
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
 from otelite.api.flux.common import INVALID_TYPE, INVALID_VALUE, MISSING_NAME
+from otelite.collector.jsontext import dumps_sorted as _dumps_sorted
 from otelite.collector.normalize.otlp import fingerprint
 from otelite.collector.store.events import EventRow
 from otelite.collector.store.metrics import DISTRIBUTION, FLUX_SCOPE, SET
@@ -38,7 +38,6 @@ MAX_TAG_KEY = 256
 MAX_TEXT = 4096  # a tag value, a set member, a user or session id
 _INT64_MAX = (1 << 63) - 1
 _TIME_MAX_NS = _INT64_MAX  # 2262-04-11: the store's times are signed 64-bit nanoseconds
-_dumps_sorted = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode
 _EMPTY_RESOURCE = "{}"
 
 

@@ -16,9 +16,9 @@ Prometheus family has only the `path` label.
 
 from __future__ import annotations
 
-import json
 
 from otelite.api.trifle.request import SYSTEM_KEY, Write
+from otelite.collector.jsontext import dumps_sorted as _dumps_sorted
 from otelite.collector.normalize.otlp import fingerprint
 from otelite.collector.store.metrics import TALLY
 from otelite.collector.store.records import TALLY_SET, WriteBatch
@@ -26,7 +26,6 @@ from otelite.collector.store.records import TALLY_SET, WriteBatch
 DELTA = 1  # a track is a delta (AggregationTemporality.DELTA); see metrics.py
 PATH_LABEL = "path"
 _EMPTY = "{}"
-_dumps_sorted = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode
 
 
 def _resource_and_scope(batch: WriteBatch, project_id: int) -> tuple[int, int]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import math
 from collections import Counter
 from typing import Any, Iterable
@@ -21,13 +20,11 @@ from typing import Any, Iterable
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from otelite.collector.jsontext import dumps as _dumps, dumps_sorted as _dumps_sorted
 from otelite.collector.store.records import ROLLUP_VALUE_MAX, WriteBatch, label_text  # noqa: F401 - label_text is re-exported
 
 _HOUR_NS = 3_600_000_000_000
 _NO_RECORDED_VALUE = 1  # DataPointFlags.FLAG_NO_RECORDED_VALUE_MASK
-
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-_dumps_sorted = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode
 
 
 class OtlpDataError(ValueError):

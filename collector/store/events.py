@@ -15,10 +15,11 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from otelite.collector.jsontext import dumps_sorted as _dumps
+
 EVENT_COLUMNS = ("project_id", "name", "time_ns", "value", "properties", "tags", "user_id", "session_id",
                  "environment", "service")
 _INSERT = f"INSERT INTO flux_events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode
 _PREFIX_END = "\U0010ffff"  # sorts after every character a name can continue with
 
 

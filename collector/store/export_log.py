@@ -35,13 +35,13 @@ import threading
 from dataclasses import dataclass
 from typing import Iterable, NamedTuple
 
+from otelite.collector.jsontext import dumps as _dumps
 from otelite.collector.store.points import point_rows
 from otelite.collector.store.records import WriteBatch
 from otelite.collector.store.series_state import DELTA, DISTRIBUTION, STATE_COLUMNS
 
 _TRIM_CHUNK = 5000  # entries deleted per write, so trimming after a long outage never stalls the writer
 _STATE_CHUNK = 500
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _dumps_ascii = json.JSONEncoder(separators=(",", ":")).encode  # any text, lone surrogates too, round-trips
 
 # export_state kinds

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from typing import Any
+from otelite.collector.jsontext import dumps_sorted as _dumps_sorted
 
 # Column orders (keep in step with writer.py's statements).
 RESOURCE_COLUMNS = ("id", "project_id", "attributes", "dropped_attributes_count", "schema_url",
@@ -32,7 +33,6 @@ TALLY_SET = 2
 # payloads): the normalizer writes the rollup, the span reader trusts it (tracing.py, cannot_match).
 ROLLUP_VALUE_MAX = 256
 
-_dumps_sorted = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode
 
 
 def label_text(value: Any) -> str:

@@ -26,6 +26,7 @@ import math
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
+from otelite.collector.jsontext import dumps as _dumps
 from otelite.collector.store.records import TALLY_SET
 
 if TYPE_CHECKING:
@@ -56,7 +57,6 @@ SQL_UPSERT_NEWEST = (
     + ", exemplars = COALESCE(excluded.exemplars, metric_series_state.exemplars)"
     + " WHERE excluded.time_ns >= metric_series_state.time_ns")
 SQL_REPLACE = f"INSERT OR REPLACE INTO metric_series_state ({_COLS}) VALUES ({_MARKS})"
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def is_accumulated(kind: str, temporality: int) -> bool:
