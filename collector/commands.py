@@ -14,6 +14,7 @@ import os
 import sys
 from typing import Any, Callable
 
+from otelite.collector import malloc
 from otelite.collector.config import Config, ConfigError, load_config
 from otelite.collector.receivers.otlp.config import GrpcServerConfig, HttpServerConfig
 from otelite.collector.store import keys
@@ -48,6 +49,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"otelite: invalid configuration: {e}", file=sys.stderr)
         return 2
     from otelite.collector.service import run  # imported late: config errors should not pay for grpc/uvicorn
+
+    malloc.tune()  # before the server starts its threads (malloc.py)
 
     try:
         return run(config)
