@@ -220,7 +220,7 @@ def _amplify(path: Path, copies: int) -> None:
     for k in range(1, copies):
         conn.execute(f"INSERT INTO metric_points ({cols}) SELECT {cols.replace('time_ns', f'time_ns + {k} * 600000000000')} "
                      "FROM metric_points WHERE id <= 840")
-        shifted = [f"CAST(zeroblob(0) || randomblob(16) AS BLOB)" if c == "trace_id" else c for c in span_cols]
+        shifted = ["CAST(zeroblob(0) || randomblob(16) AS BLOB)" if c == "trace_id" else c for c in span_cols]
         conn.execute(f"INSERT INTO spans ({', '.join(span_cols)}) SELECT {', '.join(shifted)} FROM spans WHERE id <= 240")
     conn.commit()
     conn.close()

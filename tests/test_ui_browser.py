@@ -10,7 +10,6 @@ answers for the same request. Screenshots go to tests/ui_browser.artifacts_dir()
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import time

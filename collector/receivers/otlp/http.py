@@ -138,9 +138,10 @@ class OtlpHttpResource:
             if declared is not None:
                 held.resize(declared)  # StoreFull: 503 before a byte of the body is read
 
-            def on_read(size: int) -> None:
+            def grow(size: int) -> None:
                 if size > held.size:
                     held.resize(size)  # a chunked body, or one longer than declared
+            on_read = grow
         try:
             body = decompress(await read_limited(req.stream, limit, on_read), content_encoding, limit)
         except BodyTooLarge:
