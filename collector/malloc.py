@@ -1,15 +1,17 @@
-"""glibc's allocator tuned for a server that buffers request bodies on several threads (issue 16).
+"""glibc's allocator for a server whose threads each buffer request bodies (issue 16).
 
 Under overload the collector's RSS kept growing (~2 MB/s, docs/benchmarks.md) although every buffer it
-holds is bounded: glibc serves each thread from an arena of its own (up to 8 per core) where freed holes
-are kept rather than returned, and after freeing a large mmapped block it raises its mmap threshold, so
-that later request bodies and pickles of a few hundred kB come from those arenas too. Two arenas and a
-fixed 128 KiB threshold (large blocks mmapped, and unmapped when freed; setting it also turns the dynamic
-threshold off, mallopt(3)) took the overload benchmark's peak RSS from 239-309 MB to 210-243 MB. Python's
-small objects are not affected: they come from its own pools.
+holds is bounded: glibc gives each thread that allocates an arena of its own (up to 8 per core), and the
+holes freed in one arena are not reused by the others nor returned. Two arenas lowered the overload
+benchmark's peak RSS on an empty store (docs/benchmarks.md, "what bounds ingest on an empty store").
+Python's small objects are not affected: they come from its own pools.
 
-Call `tune()` at the start of a process, before it starts threads. What the environment sets explicitly
-(MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD_) is left as it is; without glibc (musl, macOS) nothing happens.
+Not the mmap threshold: fixing it at 128 KiB (so that freed bodies are unmapped) lowered RSS a little
+more, but then every NumPy array of the query engine above that size is a fresh mapping, faulted in page
+by page on each query: a warm 24 h histogram_quantile took 410-470 ms instead of 210-300.
+
+Call `tune()` at the start of the server, before it starts threads. An explicit MALLOC_ARENA_MAX in the
+environment is left as it is; without glibc (musl, macOS) nothing happens.
 """
 
 from __future__ import annotations
@@ -19,21 +21,16 @@ import ctypes.util
 import os
 
 ARENA_MAX = 2
-MMAP_THRESHOLD = 128 * 1024
-_M_MMAP_THRESHOLD = -3  # malloc.h
-_M_ARENA_MAX = -8
+_M_ARENA_MAX = -8  # malloc.h
 
 
 def tune() -> bool:
-    """True when glibc took both settings (or the environment had set them)."""
+    """True when glibc took the setting (or the environment had set it)."""
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return True
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
-    ok = True
-    if "MALLOC_ARENA_MAX" not in os.environ:
-        ok = mallopt(_M_ARENA_MAX, ARENA_MAX) == 1 and ok
-    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-        ok = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and ok
-    return ok
+    return mallopt(_M_ARENA_MAX, ARENA_MAX) == 1

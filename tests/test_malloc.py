@@ -1,4 +1,4 @@
-"""collector/malloc.py: glibc takes the settings; what the environment sets is left alone."""
+"""collector/malloc.py: glibc takes the setting; what the environment sets is left alone."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ from otelite.collector import malloc
 
 
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
-def test_glibc_takes_both_settings(monkeypatch):
+def test_glibc_takes_the_setting(monkeypatch):
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
-    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
     assert malloc.tune() is True
 
 
@@ -26,12 +25,10 @@ def test_the_environment_wins(monkeypatch):
             return 1
 
     monkeypatch.setattr(ctypes, "CDLL", lambda name: Libc())
-    monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
-    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
-    assert malloc.tune() is True
-    assert calls == [(malloc._M_MMAP_THRESHOLD, malloc.MMAP_THRESHOLD)]
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    assert malloc.tune() is True and calls == [(malloc._M_ARENA_MAX, malloc.ARENA_MAX)]
     calls.clear()
-    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
     assert malloc.tune() is True and calls == []
 
 
@@ -40,4 +37,5 @@ def test_without_mallopt_nothing_happens(monkeypatch):
         raise OSError("no such library")
 
     monkeypatch.setattr(ctypes, "CDLL", no_libc)
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
     assert malloc.tune() is False

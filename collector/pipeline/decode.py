@@ -18,7 +18,6 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from otelite.collector import malloc
 from otelite.collector.normalize.otlp import OtlpDataError, metrics_to_batch, traces_to_batch
 from otelite.collector.store.records import WriteBatch
 
@@ -56,7 +55,6 @@ _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def worker_init(parent_pid: int) -> None:
-    malloc.tune()  # bodies and pickles of a few hundred kB each, freed right away (malloc.py)
     # A Ctrl-C reaches the whole process group: the workers must keep serving the main process while it
     # drains, and stop only when it shuts the pool down.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
