@@ -12,6 +12,7 @@ a shifted origin), look-backs on and off the cell grid, late points and the head
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import datetime as dt
 import sys
 import threading
@@ -33,7 +34,7 @@ from otelite.collector.store.chunks import concat_blocks, decode
 from otelite.collector.store.compactor import CLOSE_AFTER_NS, TARGET_POINTS, expire_metrics
 from otelite.collector.store.db import connect_reader, connect_writer
 from otelite.collector.query.reduce import series_cells
-from otelite.collector.store.metrics import SeriesSelection, SeriesSet
+from otelite.collector.store.metrics import LabelFilter, SeriesSelection, SeriesSet
 from otelite.collector.store.points import PointCache, Points
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -185,9 +186,9 @@ def read_sizes(conn, monkeypatch) -> list[tuple[int, int]]:
     real = rollups.parts
 
     def spy(conn_, cache, series, lo, hi, edges):
-        earlier, newest = real(conn_, cache, series, lo, hi, edges)
+        earlier, newest, key = real(conn_, cache, series, lo, hi, edges)
         sizes.append((len(earlier) + len(newest), len(PointCache().points(conn_, series, lo, hi))))
-        return earlier, newest
+        return earlier, newest, key
 
     monkeypatch.setattr(engine.rollups, "parts", spy)
     return sizes
@@ -204,6 +205,48 @@ def test_every_query_answers_the_same_with_and_without_rollups(rolled, monkeypat
         errors += isinstance(expected, str)
     assert compared == len(CASES) * len(GRIDS) * 2
     assert 0 < errors < compared // 4  # r.relayout's mixed bounds, whichever way it is read
+
+
+def test_one_cache_for_every_query_answers_as_a_fresh_one(rolled, monkeypatch):
+    """The rolled part's cells are kept in the cache per grid, function, look-back and series (engine.py):
+    every query asked twice, in between every other one, on one cache answers as with a cache of its own;
+    and a repeated query finds its cells kept."""
+    conn = connect_reader(str(rolled))
+    shared = PointCache()
+    # Fewer series of the same metric, and as many other ones: other cells each time.
+    asked = list(queries()) + [
+        dataclasses.replace(q, selection=SeriesSelection(1, q.selection.name, filters=(LabelFilter.equals("route", [r]),)))
+        for r in ("/a", "/b") for q in queries()]
+    expected = {}
+    for query in asked:
+        expected[query] = answer(conn, query, True, monkeypatch)
+    kept = []
+    real = shared.derived
+
+    def derived(key, build):
+        built = []
+        value = real(key, lambda: built.append(1) or build())
+        if key[0] == "cells":
+            kept.append(not built)
+        return value
+
+    monkeypatch.setattr(shared, "derived", derived)
+    rounds = []
+    for _ in range(2):
+        kept.clear()
+        for query in asked:
+            assert answer_with(conn, shared, query) == expected[query], query
+        rounds.append(list(kept))
+    # Built in the first round only (a grouping of the same cells finds them), all found in the second.
+    assert False in rounds[0] and True in rounds[0] and rounds[1] and all(rounds[1])
+
+
+def answer_with(conn, cache: PointCache, query: Query) -> object:
+    try:
+        r = evaluate(conn, cache, query)
+    except QueryError as e:
+        return type(e).__name__
+    return [(s.labels, s.buckets.tolist(), np.where(np.isnan(s.values), -1.0, s.values).tolist()) for s in r.series]
 
 
 def test_aligned_queries_read_fewer_readings_and_others_read_all(rolled, monkeypatch):

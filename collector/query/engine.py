@@ -86,9 +86,9 @@ def prepare(conn: sqlite3.Connection, cache: PointCache, query: Query, *, keep_p
             return Prepared(query, series, edges, None)
         loaded_from = int(edges[0]) - _lookback(query, series.type)
         budget.check()  # the read's deadline (collector/store/budget.py), between the engine's passes
-        earlier = None
+        earlier = rolled_key = None
         if not keep_points and rollups.applies(query.aggregation.fn, series):
-            earlier, pts = rollups.parts(conn, cache, series, loaded_from, query.end_ns, edges)
+            earlier, pts, rolled_key = rollups.parts(conn, cache, series, loaded_from, query.end_ns, edges)
             if series.type == "exponential_histogram":  # (its cells are rows of one Points: one whole)
                 earlier, pts = None, _merge_sorted(earlier, pts, earlier.kind)
         else:
@@ -96,7 +96,7 @@ def prepare(conn: sqlite3.Connection, cache: PointCache, query: Query, *, keep_p
     budget.check()
     if earlier is not None and len(earlier):
         return Prepared(query, series, edges, _two_part_cells(earlier, pts, series, edges, query.aggregation,
-                                                              loaded_from))
+                                                              loaded_from, cache, rolled_key))
     pts, sidx = _selected(pts, series)
     b = bucket_of(pts.time, edges)
     cells = series_cells(pts, sidx, b, query.aggregation, series.temporality, series.monotonic, edges, loaded_from)
@@ -110,25 +110,38 @@ def prepare(conn: sqlite3.Connection, cache: PointCache, query: Query, *, keep_p
     return prepared
 
 
-def _two_part_cells(earlier: Points, newest: Points, series: SeriesSet, edges: np.ndarray, agg, loaded_from: int
-                    ) -> Cells:
+def _two_part_cells(earlier: Points, newest: Points, series: SeriesSet, edges: np.ndarray, agg, loaded_from: int,
+                    cache: PointCache | None = None, rolled_key: tuple | None = None) -> Cells:
     """The cells of readings given as two sorted parts, every reading of `newest` later than those of its
     series in `earlier` (rollups.parts): each part's cells, `newest`'s worked out with each series' last
     reading of `earlier` before its own (a look-back row, bucket -1: it gives the pair's increase and none
     of its own), and a series' cells of one bucket in both parts (a bucket across their boundary) added.
     The increase-based functions rollups serve are sums over readings, so this equals the cells of one
-    sorted whole, without copying the large first part into it."""
+    sorted whole, without copying the large first part into it.
+
+    `rolled_key`: the cache key under which `earlier` never changes (rollups.parts); its cells are then
+    kept in `cache` too, under everything else they depend on, so that a repeated query (a dashboard's
+    refresh) works out only the newest hours. Kept cells are never changed here: `added_cells` and the
+    division of a rate make new ones."""
     per_second = agg.fn == "rate"  # increases are added, then divided once: as one whole would
     if per_second:
         agg = replace(agg, fn="increase")
     pts, sidx = _selected(earlier, series)
-    cells = series_cells(pts, sidx, bucket_of(pts.time, edges), agg, series.temporality, series.monotonic, edges,
-                         loaded_from)
+
+    def earlier_cells() -> Cells:
+        return series_cells(pts, sidx, bucket_of(pts.time, edges), agg, series.temporality, series.monotonic,
+                            edges, loaded_from)
+
+    if cache is None or rolled_key is None:
+        cells = earlier_cells()
+    else:
+        cells = cache.derived(("cells", rolled_key, agg, edges.tobytes(), loaded_from, series.ids.tobytes(),
+                               series.temporality.tobytes(), series.monotonic.tobytes()), earlier_cells)
     new, new_sidx = _selected(newest, series)
     if len(new):
         cells = _with_newest(cells, pts, sidx, new, new_sidx, series, edges, agg, loaded_from)
     if per_second:  # (series_cells' rate: per second of each bucket)
-        cells.value = cells.value / (np.diff(edges) / 1e9)[cells.b]
+        cells = replace(cells, value=cells.value / (np.diff(edges) / 1e9)[cells.b])
     return cells
 
 

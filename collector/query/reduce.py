@@ -50,6 +50,11 @@ class Cells:
     weight: np.ndarray | None = None  # observation_mean: each cell's number of observations (value: their sum)
     _buckets: np.ndarray | None = None  # used_buckets(), once
 
+    def nbytes(self) -> int:
+        """What the cells hold (the point cache's budget counts it when it keeps them: engine.py)."""
+        arrays = (self.sidx, self.b, self.value, self.time, self.seq, self.sets, self.vec, self.weight)
+        return sum(a.nbytes for a in arrays if a is not None) + (self.exp.points.nbytes() if self.exp else 0)
+
     def used_buckets(self, nb: int) -> np.ndarray:
         """The buckets that hold at least one cell, ascending (worked out once: each grouping asks)."""
         if self._buckets is None:

@@ -538,7 +538,9 @@ class PointCache:
     def derived(self, key: tuple, build: Callable[[], Points]) -> Points:
         """Points computed from stored data that does not change under `key` (rollups.py: the decoded
         rollups of some hours, named with the chunks each was built from), kept under the same byte budget
-        and least-recently-used order as the metrics' points."""
+        and least-recently-used order as the metrics' points. Anything else with an `nbytes()` may be kept
+        so too (the engine: the cells of such points for one grid and function); the caller must not change
+        what it gets back."""
         key = ("derived",) + key
         with self._lock:
             entry = self._entries.get(key)

@@ -374,19 +374,21 @@ def _range_points(conn: sqlite3.Connection, series: "SeriesSet", lo: int, hi: in
 
 
 def parts(conn: sqlite3.Connection, cache: PointCache, series: "SeriesSet", lo: int, hi: int,
-          edges: np.ndarray) -> tuple[Points, Points]:
+          edges: np.ndarray) -> tuple[Points, Points, tuple | None]:
     """The readings of `cache.points(conn, series, lo, hi)` that the query needs (module docstring), as two
     sorted parts, every reading of the second later than those of its series in the first: the earlier
     hours (those a rollup answers hold only its readings; the others are collapsed as read, `collapsed`)
     and the newest hours, which no rollup answers yet (read through the cache, which keeps them current;
     collapsed too). Two parts, because the first is the same for every query of the day (kept in the
     cache) and the engine works them out one after the other rather than copying both into one (engine.py).
+    Third: the first part's cache key when the first part is the cached one (it never changes under that
+    key, so what the engine derives from it can be kept under it too), else None.
     Call inside the query's read transaction."""
     kind = kind_of(series.type)
     cutoff = retention_cutoff(conn)
     rolled = _rolled_hours(conn, series, lo, hi, edges, cutoff)
     if not rolled:
-        return empty(kind), collapsed(cache.points(conn, series, lo, hi), lo, hi, edges)
+        return empty(kind), collapsed(cache.points(conn, series, lo, hi), lo, hi, edges), None
     # The rolled hours' readings together, kept in the cache: a rollup never changes under its stamp.
     key = (series.project_id, series.name, series.type, lo, hi if hi < rolled[-1][0] + BLOCK_NS else None,
            tuple(rolled))
@@ -395,11 +397,13 @@ def parts(conn: sqlite3.Connection, cache: PointCache, series: "SeriesSet", lo: 
     for b in range(block_of(lo), hi, BLOCK_NS):  # the stretches no rollup answers, collapsed as read
         if b in rolled_hours:
             if b > at:
-                earlier.append(collapsed(_range_points(conn, series, at, b, cutoff), lo, hi, edges))
+                stretch = _range_points(conn, series, at, b, cutoff)
+                if len(stretch):  # (an hour without data, e.g. while the app was down, is no stretch)
+                    earlier.append(collapsed(stretch, lo, hi, edges))
             at = b + BLOCK_NS
     first = earlier[0] if len(earlier) == 1 else _sorted_parts(earlier, kind)
     newest = collapsed(cache.points(conn, series, at, hi, margin=False), lo, hi, edges) if at < hi else empty(kind)
-    return first, newest
+    return first, newest, (key if len(earlier) == 1 else None)
 
 
 def _read_rolled(conn: sqlite3.Connection, series: "SeriesSet", hours: list[int], lo: int, hi: int) -> Points:
