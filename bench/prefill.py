@@ -176,9 +176,10 @@ def fill_points(w, n_points: int, days: float, now_ns: int) -> None:
     step = int(days * DAY / per_series)
     try:
         from otelite.collector.store import chunks  # noqa: F401  (the layout with chunks)
-        _history_chunks(w, base, per_series, step, now_ns)
     except ImportError:
         _history_rows(w, base, per_series, step)
+    else:  # (outside the try: an ImportError in here is a broken script, not the older layout)
+        _history_chunks(w, base, per_series, step, now_ns)
     print(f"points: {(per_series + 1) * sum(len(b.points) for b in base):,} in {time.monotonic() - t0:.0f} s",
           flush=True)
 
@@ -206,7 +207,7 @@ def _history_rows(w, base: list, per_series: int, step: int) -> None:
 def _history_chunks(w, base: list, per_series: int, step: int, now_ns: int) -> None:
     """This branch: one chunk per metric and hour, as the compactor leaves a closed hour."""
     from otelite.collector.store import chunks
-    from otelite.collector.store.compactor import FINAL_LEVEL, _SQL_INSERT_CHUNK
+    from otelite.collector.store.compactor import FINAL_LEVEL, SQL_INSERT_CHUNK
     rows_of: dict[tuple, list] = {}
     for b in base:
         for p in b.points:
@@ -236,7 +237,7 @@ def _history_chunks(w, base: list, per_series: int, step: int, now_ns: int) -> N
             if not len(block):
                 continue
             block.points.time = times[inside]
-            conn.execute(_SQL_INSERT_CHUNK, (project_id, name, mtype, hour, FINAL_LEVEL, 0, len(block),
+            conn.execute(SQL_INSERT_CHUNK, (project_id, name, mtype, hour, FINAL_LEVEL, 0, len(block),
                                              int(block.points.time.min()), int(block.points.time.max()),
                                              chunks.encode(block)))
             written += len(block)
