@@ -267,6 +267,48 @@ def test_aligned_queries_read_fewer_readings_and_others_read_all(rolled, monkeyp
     assert sizes == []
 
 
+def test_the_hour_holding_the_end_is_read_from_its_rollup_up_to_the_quarter_hour_of_the_end(rolled, monkeypatch):
+    """A query that ends inside a rolled hour (a window ending now, or at the newest data) reads that
+    hour's rollup up to the quarter hour holding its end, and only that quarter hour's readings in full:
+    with the answer it gives from every reading, wherever in the hour the end falls."""
+    conn = connect_reader(str(rolled))
+    seen = []
+    real = rollups.parts
+
+    def spy(conn_, cache, series, lo, hi, edges):
+        earlier, newest, key = real(conn_, cache, series, lo, hi, edges)
+        seen.append((earlier, newest))
+        return earlier, newest, key
+
+    hour = T0 + 2 * HOUR
+    for offset in (5 * MIN, 15 * MIN, 22 * MIN, 50 * MIN, HOUR - S):
+        end = hour + offset
+        quarter = end - end % (15 * MIN)  # (T0 is a whole hour: quarter hours of UTC)
+        for name, fn, q in (("r.latency", "histogram_quantile", 0.9), ("r.requests", "rate", None),
+                            ("r.sizes", "observation_mean", None)):
+            query = Query(SeriesSelection(1, name), T0 + 30 * MIN, end, FixedGrid(15 * MIN),
+                          Aggregation(fn, q=q, across="sum" if fn != "observation_mean" else None),
+                          group_by=(GroupKey("route"),))
+            expected = answer(conn, query, False, monkeypatch)
+            seen.clear()
+            with monkeypatch.context() as m:
+                m.setattr(engine.rollups, "parts", spy)
+                assert answer(conn, query, True, monkeypatch) == expected, (offset, fn)
+            (earlier, newest), = seen
+            everything = PointCache().points(conn, select_metric(conn, name), hour, end)
+            if offset < 15 * MIN:  # the end in the hour's first quarter: nothing of that hour is rolled
+                assert len(newest) == len(everything) and newest.time.min() >= hour
+            else:
+                assert earlier.time.max() < quarter and (newest.time >= quarter).all(), (offset, fn)
+                # (an end on a quarter hour: the rollup answers the whole of it)
+                assert (len(newest) == 0) == (end == quarter) and len(newest) < len(everything) / 2, (offset, fn)
+
+
+def select_metric(conn, name: str) -> SeriesSet:
+    from otelite.collector.store.metrics import select_series
+    return select_series(conn, SeriesSelection(1, name))
+
+
 def test_a_rollup_keeps_the_readings_increases_need(rolled):
     conn = connect_reader(str(rolled))
     rows = conn.execute("SELECT name, block_start, n, payload FROM metric_rollups WHERE name = 'r.requests' "

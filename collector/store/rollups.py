@@ -26,8 +26,10 @@ with fractional ones up to the rounding of adding the differences in another ord
 **When a reader uses one** (`parts`): for an hour whose cells lie each inside one bucket of the query's
 grid (or wholly before its look-back start or after its end) and on the look-back start, whose chunks are
 those it was built from (late points or a merge make it stale until it is built again), with no
-point of that hour still in the head, and after the retention cutoff. Every other hour is read in full,
-the trailing ones through the query cache; a mix is exact as well, for the full hours keep every reading.
+point of that hour still in the head, and after the retention cutoff. The hour that holds the query's end
+(a window ending now, or at the newest data) is answered by its rollup up to the quarter hour holding the
+end, when its earlier cells are whole. Every other hour, and that last quarter hour, is read in full, the
+trailing ones through the query cache; a mix is exact as well, for the full hours keep every reading.
 A thread of its own (`RollupBuilder`, started by the server's writer) builds them from a read snapshot,
 newest hours first, once an hour is closed and its chunks merged, and hands each to the writer to store:
 an upgraded store fills in the background, and ingest commits never wait for an hour being packed.
@@ -343,9 +345,16 @@ def _whole_cells(lo: int, hi: int, edges: np.ndarray) -> tuple[int, np.ndarray]:
 
 
 def _whole_hours(lo: int, hi: int, edges: np.ndarray) -> np.ndarray:
-    """The hours in [lo, hi) whose every cell a query may collapse (`_whole_cells`)."""
+    """The hours in [lo, hi) whose every cell a query may collapse (`_whole_cells`), and the hour that holds
+    `hi` when every cell of it before the one holding `hi` may be collapsed and there is one: its rollup
+    answers up to that cell, whose readings before `hi` are read in full (`parts`). (Exact as a mix of
+    hours is: the rollup keeps the last reading of every cell, and both readings of every pair that is not
+    plain, module docstring.)"""
     first, whole = _whole_cells(lo, hi, edges)
     per_hour = BLOCK_NS // CELL_NS
+    if hi % CELL_NS and (hi - first) % BLOCK_NS >= CELL_NS:
+        whole = whole.copy()
+        whole[-1] = True  # the cell holding hi (the last one): read in full from its start
     whole = np.concatenate((whole, np.ones(-whole.size % per_hour, bool))).reshape(-1, per_hour)
     return first + BLOCK_NS * np.flatnonzero(whole.all(axis=1))
 
@@ -389,10 +398,13 @@ def parts(conn: sqlite3.Connection, cache: PointCache, series: "SeriesSet", lo: 
     rolled = _rolled_hours(conn, series, lo, hi, edges, cutoff)
     if not rolled:
         return empty(kind), collapsed(cache.points(conn, series, lo, hi), lo, hi, edges), None
+    # What the rolled part answers ends with the last rolled hour, or before the quarter hour that holds
+    # the query's end when that hour is rolled (`_rolled_hours`).
+    until = min(hi - hi % CELL_NS, rolled[-1][0] + BLOCK_NS)
     # The rolled hours' readings together, kept in the cache: a rollup never changes under its stamp.
-    key = (series.project_id, series.name, series.type, lo, hi if hi < rolled[-1][0] + BLOCK_NS else None,
+    key = (series.project_id, series.name, series.type, lo, until if until < rolled[-1][0] + BLOCK_NS else None,
            tuple(rolled))
-    earlier = [cache.derived(key, lambda: _read_rolled(conn, series, [b for b, _ in rolled], lo, hi))]
+    earlier = [cache.derived(key, lambda: _read_rolled(conn, series, [b for b, _ in rolled], lo, until))]
     at, rolled_hours = lo, {b for b, _ in rolled}
     for b in range(block_of(lo), hi, BLOCK_NS):  # the stretches no rollup answers, collapsed as read
         if b in rolled_hours:
@@ -400,7 +412,7 @@ def parts(conn: sqlite3.Connection, cache: PointCache, series: "SeriesSet", lo: 
                 stretch = _range_points(conn, series, at, b, cutoff)
                 if len(stretch):  # (an hour without data, e.g. while the app was down, is no stretch)
                     earlier.append(collapsed(stretch, lo, hi, edges))
-            at = b + BLOCK_NS
+            at = min(b + BLOCK_NS, until)
     first = earlier[0] if len(earlier) == 1 else _sorted_parts(earlier, kind)
     newest = collapsed(cache.points(conn, series, at, hi, margin=False), lo, hi, edges) if at < hi else empty(kind)
     return first, newest, (key if len(earlier) == 1 else None)
