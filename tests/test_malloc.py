@@ -1,9 +1,11 @@
-"""collector/malloc.py: glibc takes the setting; what the environment sets is left alone."""
+"""collector/malloc.py: glibc takes the setting; what the environment sets is left alone; the trimmer
+returns the holes of the heap."""
 
 from __future__ import annotations
 
 import ctypes
 import platform
+import time
 
 import pytest
 
@@ -39,3 +41,36 @@ def test_without_mallopt_nothing_happens(monkeypatch):
     monkeypatch.setattr(ctypes, "CDLL", no_libc)
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
     assert malloc.tune() is False
+
+
+def test_the_trimmer_trims_until_closed():
+    calls = []
+    trimmer = malloc.Trimmer(lambda pad: calls.append(pad), interval_s=0.01).start()
+    deadline = time.monotonic() + 5
+    while len(calls) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    trimmer.close()
+    made = len(calls)
+    time.sleep(0.05)
+    assert made >= 3 and calls == [0] * made and trimmer.trims == made  # nothing after close
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_trimming_returns_the_holes_freed_in_the_middle_of_the_heap():
+    """Why the server trims: blocks freed below one still in use stay in RSS until malloc_trim."""
+    blocks = [bytes(48 * 1024) for _ in range(1200)]  # ~56 MiB of heap blocks (below the mmap threshold)
+    for i in range(len(blocks) - 1):  # free all but the last: one hole below a block still in use
+        blocks[i] = None
+    before = _rss_kib()
+    trimmer = malloc.Trimmer(malloc._glibc_function("malloc_trim"), interval_s=0.01).start()
+    deadline = time.monotonic() + 5
+    while trimmer.trims < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    trimmer.close()
+    assert before - _rss_kib() > 32 * 1024, (before, _rss_kib())
+    del blocks
