@@ -35,6 +35,7 @@ from otelite.collector.store.compactor import CLOSE_AFTER_NS, TARGET_POINTS, exp
 from otelite.collector.store.db import connect_reader, connect_writer
 from otelite.collector.query.reduce import series_cells
 from otelite.collector.store.metrics import LabelFilter, SeriesSelection, SeriesSet
+from otelite.collector.store import points as points_module
 from otelite.collector.store.points import PointCache, Points
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -291,10 +292,15 @@ def test_the_hour_holding_the_end_is_read_from_its_rollup_up_to_the_quarter_hour
                           group_by=(GroupKey("route"),))
             expected = answer(conn, query, False, monkeypatch)
             seen.clear()
+            loads = []
             with monkeypatch.context() as m:
                 m.setattr(engine.rollups, "parts", spy)
+                m.setattr(points_module, "_chunk_parts", lambda conn_, series, since, *a, **k:
+                          loads.append(since) or real_chunk_parts(conn_, series, since, *a, **k))
                 assert answer(conn, query, True, monkeypatch) == expected, (offset, fn)
             (earlier, newest), = seen
+            # The trailing stretch is loaded from where the rollups stop, not from the start of its hour.
+            assert loads[-1:] == ([quarter] if end != quarter else []), (offset, fn)
             everything = PointCache().points(conn, select_metric(conn, name), hour, end)
             if offset < 15 * MIN:  # the end in the hour's first quarter: nothing of that hour is rolled
                 assert len(newest) == len(everything) and newest.time.min() >= hour
@@ -302,6 +308,9 @@ def test_the_hour_holding_the_end_is_read_from_its_rollup_up_to_the_quarter_hour
                 assert earlier.time.max() < quarter and (newest.time >= quarter).all(), (offset, fn)
                 # (an end on a quarter hour: the rollup answers the whole of it)
                 assert (len(newest) == 0) == (end == quarter) and len(newest) < len(everything) / 2, (offset, fn)
+
+
+real_chunk_parts = points_module._chunk_parts
 
 
 def select_metric(conn, name: str) -> SeriesSet:

@@ -486,8 +486,9 @@ class PointCache:
         """Points of every series of the metric (`series.name`, `series.type`) with t_from <= time < t_to,
         sorted by (series, time): the caller keeps the series it selected. Call inside a read transaction
         together with the series look-up (ReadTransaction), so chunks and head come from one snapshot.
-        `margin=False`: a load reads from `t_from` only (the rollups' trailing hours, whose start is an
-        hour that a rollup answers before it, rollups.py)."""
+        `margin=False`: a load reads from `t_from` only (the rollups' trailing stretch, whose start is where
+        the rollups before it stop answering: an hour, or the quarter hour that holds a query's end,
+        rollups.py)."""
         kind = kind_of(series.type or "gauge")
         if series.type is None or len(series) == 0 or t_from >= t_to:
             return empty(kind)
@@ -503,8 +504,11 @@ class PointCache:
                     or chunk_mark < entry.chunk_mark):  # smaller marks: another database file
                 # A little more history than asked (a quarter of the span, whole hours), so the next query
                 # whose start snaps to another grid or slides back a bit needs no reload.
-                since = t_from - (max(t_to - t_from, 0) // 4 if margin else 0)
-                since -= since % _HOUR_NS
+                if margin:
+                    since = t_from - max(t_to - t_from, 0) // 4
+                    since -= since % _HOUR_NS
+                else:  # (chunks whose points all lie before it are not read: `_chunk_parts`)
+                    since = t_from
                 parts = _chunk_parts(conn, series, max(since, cutoff))
                 parts.append(_load(conn, series.project_id, series, "time_ns >= ?", (max(since, cutoff),)).sorted())
                 entry = _Entry(_sorted_parts(parts, kind), since, head_mark, chunk_mark, cutoff)
