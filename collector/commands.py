@@ -51,7 +51,6 @@ def _serve(args: argparse.Namespace) -> int:
     from otelite.collector.service import run  # imported late: config errors should not pay for grpc/uvicorn
 
     malloc.tune()  # before the server starts its threads (malloc.py)
-    malloc.start_trimming()  # holes in the arenas back to the system (malloc.py)
 
     try:
         return run(config)

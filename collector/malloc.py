@@ -14,11 +14,13 @@ Call `tune()` at the start of the server, before it starts threads. An explicit 
 environment is left as it is; without glibc (musl, macOS) nothing happens.
 
 Holes in the middle of an arena are returned only by `malloc_trim` (free() gives back the top of the heap
-alone), so `start_trimming()` runs it every TRIM_INTERVAL_S on a thread of its own: under overload, where
-request bodies of hundreds of KiB come and go, the overload benchmark's peak RSS fell by 20-35 MB
-(docs/benchmarks.md, 2026-12-02 "malloc_trim"). A call takes 0.5-5 ms (measured under overload), during
-which other threads' allocations in the arena it walks wait; every 0.5 s cost ~4% of ingest throughput,
-every 2 s nothing measurable.
+alone), so the server runs a `Trimmer` every TRIM_INTERVAL_S when ingest has pressed since its last look
+(the writer's queue more than half full): under overload, where request bodies of hundreds of KiB come
+and go, the overload benchmark's peak RSS fell by 20-35 MB (docs/benchmarks.md, 2026-12-02
+"malloc_trim"). A call takes 0.5-5 ms, during which other threads' allocations in the arena it walks
+wait: every 0.5 s cost ~4% of ingest throughput, every 2 s nothing measurable. Not regardless of load,
+because the pages it returns are the ones the next query would reuse: trimming every 2 s made warm
+queries fault them in again (+10 ms for a 24 h histogram_quantile, +17 ms for a rate, live).
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ import ctypes
 import ctypes.util
 import os
 import threading
+from typing import Callable
 
 ARENA_MAX = 2
 TRIM_INTERVAL_S = 2.0
 _M_ARENA_MAX = -8  # malloc.h
-_trimmer: "Trimmer | None" = None
 
 
 def _glibc_function(name: str):
@@ -51,10 +53,13 @@ def tune() -> bool:
 
 
 class Trimmer:
-    """Calls malloc_trim(0) every `interval_s` on a daemon thread until closed (module docstring)."""
+    """Calls malloc_trim(0) every `interval_s`, when `when()` says so, on a daemon thread until closed
+    (module docstring)."""
 
-    def __init__(self, malloc_trim, interval_s: float = TRIM_INTERVAL_S) -> None:
+    def __init__(self, malloc_trim, interval_s: float = TRIM_INTERVAL_S,
+                 when: Callable[[], bool] = lambda: True) -> None:
         self._malloc_trim = malloc_trim
+        self._when = when
         self.interval_s = interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="otelite-malloc-trim", daemon=True)
@@ -66,21 +71,17 @@ class Trimmer:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
-            self._malloc_trim(0)
-            self.trims += 1
+            if self._when():
+                self._malloc_trim(0)
+                self.trims += 1
 
 
-def start_trimming(interval_s: float = TRIM_INTERVAL_S) -> bool:
-    """Trim for the life of the process (the server's; `otelite serve` calls it once). False without glibc;
-    a second call starts nothing more."""
-    global _trimmer
+def trimmer(when: Callable[[], bool], interval_s: float = TRIM_INTERVAL_S) -> Trimmer | None:
+    """A Trimmer of glibc's malloc_trim (not started), or None without glibc."""
     malloc_trim = _glibc_function("malloc_trim")
-    if malloc_trim is None:
-        return False
-    if _trimmer is None:
-        _trimmer = Trimmer(malloc_trim, interval_s).start()
-    return True
+    return None if malloc_trim is None else Trimmer(malloc_trim, interval_s, when)

@@ -19,6 +19,7 @@ import uvicorn
 
 from otelite.api.app import create_app
 from otelite.api.prometheus import create_scrape_app
+from otelite.collector import malloc
 from otelite.collector.component import Host, parse_endpoint
 from otelite.collector.pipeline.fanout import build_pipelines
 from otelite.collector.pipeline.ingest import Ingest
@@ -67,6 +68,10 @@ async def serve(config: "Config") -> int:
     store = Store(config.sqlite, config.batch, telemetry, query_timeout=config.api.query_timeout,
                   query_workers=config.api.query_workers)
     store.start()
+    # Heap holes back to the system after ingest pressed (malloc.py).
+    trimmer = malloc.trimmer(store.writer.pressed_since_asked)
+    if trimmer is not None:
+        trimmer.start()
     pipelines = None
     walker: Walker | None = None
     grpc_server = None
@@ -131,6 +136,8 @@ async def serve(config: "Config") -> int:
             await pipelines.shutdown()
         # The writer drains what was admitted before it stops: nothing acknowledged, nothing lost.
         await asyncio.to_thread(store.close)
+        if trimmer is not None:
+            trimmer.close()
         log.info("stopped; %d items committed this run", store.writer.committed_items)
 
 

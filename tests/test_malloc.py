@@ -43,9 +43,12 @@ def test_without_mallopt_nothing_happens(monkeypatch):
     assert malloc.tune() is False
 
 
-def test_the_trimmer_trims_until_closed():
-    calls = []
-    trimmer = malloc.Trimmer(lambda pad: calls.append(pad), interval_s=0.01).start()
+def test_the_trimmer_trims_while_asked_and_until_closed():
+    calls, pressed = [], []
+    trimmer = malloc.Trimmer(lambda pad: calls.append(pad), interval_s=0.01, when=lambda: bool(pressed)).start()
+    time.sleep(0.1)
+    assert calls == []  # nothing presses: the pages stay for the next query
+    pressed.append(1)
     deadline = time.monotonic() + 5
     while len(calls) < 3 and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -67,7 +70,7 @@ def test_trimming_returns_the_holes_freed_in_the_middle_of_the_heap():
     for i in range(len(blocks) - 1):  # free all but the last: one hole below a block still in use
         blocks[i] = None
     before = _rss_kib()
-    trimmer = malloc.Trimmer(malloc._glibc_function("malloc_trim"), interval_s=0.01).start()
+    trimmer = malloc.trimmer(lambda: True, interval_s=0.01).start()
     deadline = time.monotonic() + 5
     while trimmer.trims < 1 and time.monotonic() < deadline:
         time.sleep(0.01)

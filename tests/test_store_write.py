@@ -289,3 +289,30 @@ def test_cli_on_a_locked_database_says_so_and_writes_nothing(server, tmp_path):
     assert "Traceback" not in done.stderr
     assert server.query("SELECT count(*) FROM projects WHERE key = 'blocked'") == [(0,)]
     assert server.cli("projects", "create", "blocked").returncode == 0  # and works once the lock is gone
+
+
+def test_pressed_since_asked_remembers_a_queue_over_half_full_until_asked(tmp_path):
+    """What the server's malloc trimmer asks (malloc.py): it trims only after ingest pressed, so a
+    server that only answers queries keeps the pages its queries reuse."""
+    from otelite.exporters.sqlite.config import SendingQueueConfig
+    cfg = SqliteExporterConfig(path=str(tmp_path / "p.db"), busy_timeout=0.05,
+                               sending_queue=SendingQueueConfig(queue_size=40))
+    s = Store(cfg, BatchProcessorConfig())
+    s.start()
+    try:
+        writer = s.writer
+        assert writer.pressed_since_asked() is False
+        writer.submit(traces_to_batch(trace_request(10, seed=1), 1)).result(timeout=10)
+        assert writer.pressed_since_asked() is False  # 10 of 40: not pressed
+        blocker = _hold_write_lock(cfg.path)  # commits wait: the queue fills
+        futures = [writer.submit(traces_to_batch(trace_request(10, seed=k), 1)) for k in (2, 3, 4)]
+        assert writer.pressed() and writer.pressed_since_asked() is True
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        for f in futures:
+            f.result(timeout=10)
+        assert not writer.pressed()
+        assert writer.pressed_since_asked() is True  # still pressed after the last ask, until drained
+        assert writer.pressed_since_asked() is False  # and not since
+    finally:
+        s.close()

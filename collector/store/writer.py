@@ -121,6 +121,7 @@ class Writer:
         self._pending: deque[_Entry] = deque()
         self._writes: deque[_WriteFn] = deque()
         self._queued = 0  # admitted and not yet committed, in the sizer's unit
+        self._pressed_since = False  # `pressed` at some moment since `pressed_since_asked`
         self._closing = False
         self._refusing: str | None = None  # set by the memory limiter
         self._thread: threading.Thread | None = None
@@ -158,7 +159,7 @@ class Writer:
         self._checkpointer.start()
         if self._serves:  # (a short-lived writer, the CLI's, leaves background work to the server)
             self.rollups = RollupBuilder(self.path, self.submit_write, CLOSE_AFTER_NS, TARGET_POINTS,
-                                         busy=lambda: 2 * self._queued > c.sending_queue.queue_size)
+                                         busy=self.pressed)
             self.rollups.start()
         self.compactor.start(self._conn)
         self._appender.start(self._conn)
@@ -200,6 +201,7 @@ class Writer:
             if self._queued and self._queued + size > self._config.sending_queue.queue_size:
                 raise StoreFull(self._retry_after())
             self._queued += size
+            self._pressed_since |= 2 * self._queued > self._config.sending_queue.queue_size
             self._pending.append(_Entry(batch, size, fut, export))
             self._cond.notify()
         if self._telemetry:
@@ -247,6 +249,16 @@ class Writer:
     def refuse(self, reason: str | None) -> None:
         """Memory limiter hook: refuse new batches with `reason` (None: accept again)."""
         self._refusing = reason
+
+    def pressed(self) -> bool:
+        """Whether ingest presses now: more than half the queue is taken (derived work waits)."""
+        return 2 * self._queued > self._config.sending_queue.queue_size
+
+    def pressed_since_asked(self) -> bool:
+        """Whether ingest has pressed (`pressed`) at some moment since the last call (malloc.py trims then)."""
+        with self._cond:
+            pressed, self._pressed_since = self._pressed_since, self.pressed()
+        return pressed
 
     @property
     def queued(self) -> int:
