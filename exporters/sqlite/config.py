@@ -41,10 +41,12 @@ class CompactionConfig:
 class SqliteExporterConfig:
     path: str = "./otelite.db"
     synchronous: str = "NORMAL"  # NORMAL survives a process crash (WAL); FULL survives power loss
-    # Page cache of the writer. 32 MiB: the trace index is no longer a b-tree written at random places
-    # (span_trace_runs, issue 16), and on a 10M-span store 32 and 128 MiB ingest at the same rate while
-    # 128 MiB added ~100 MB of RSS under overload (docs/benchmarks.md, "Storage at scale").
-    cache_mib: int = 32
+    # Page cache of the writer. 16 MiB: the trace index is no longer a b-tree written at random places
+    # (span_trace_runs, issue 16). On a 10M-span store 32 and 128 MiB ingest at the same rate while 128
+    # added ~100 MB of RSS under overload; 16 instead of 32 keeps that store's overload peak under 300 MB
+    # (235-278 MB against 281-329) for ~5% of span ingest on an empty store (docs/benchmarks.md, "Storage
+    # at scale", 2026-12-02 09:50).
+    cache_mib: int = 16
     busy_timeout: float = duration(5.0)  # a write waits this long for a lock before retrying the batch
     # Metric points the engine keeps between queries, decoded and sorted (collector/store/points.py), one
     # cache shared by every dialect; least recently used metrics are dropped beyond this. 0: nothing is
