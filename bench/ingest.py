@@ -354,7 +354,7 @@ def raw_ceiling(signal_name: str, templates: list[Template], db_path: Path, seco
         return f"{verb} INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
 
     prepare_database(str(db_path))
-    conn = connect_writer(str(db_path))  # the writer's pragmas: WAL, synchronous=NORMAL, 128 MiB cache
+    conn = connect_writer(str(db_path))  # the writer's pragmas: WAL, synchronous=NORMAL, its default cache
     batches = []
     for t in templates:
         if signal_name == "traces":

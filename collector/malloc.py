@@ -56,8 +56,7 @@ class Trimmer:
     """Calls malloc_trim(0) every `interval_s`, when `when()` says so, on a daemon thread until closed
     (module docstring)."""
 
-    def __init__(self, malloc_trim, interval_s: float = TRIM_INTERVAL_S,
-                 when: Callable[[], bool] = lambda: True) -> None:
+    def __init__(self, malloc_trim, interval_s: float, when: Callable[[], bool]) -> None:
         self._malloc_trim = malloc_trim
         self._when = when
         self.interval_s = interval_s

@@ -53,7 +53,11 @@ def prepare_database(path: str) -> int:
         conn.close()
 
 
-def connect_writer(path: str, *, synchronous: str = "NORMAL", cache_mib: int = 32,
+# The writer's page cache by default (exporters.sqlite.cache_mib; why 16: exporters/sqlite/config.py).
+WRITER_CACHE_MIB = 16
+
+
+def connect_writer(path: str, *, synchronous: str = "NORMAL", cache_mib: int = WRITER_CACHE_MIB,
                    busy_timeout: float = 5.0, autocheckpoint_pages: int | None = None) -> sqlite3.Connection:
     """The single writer's connection; transactions are managed explicitly (BEGIN IMMEDIATE/COMMIT).
     `autocheckpoint_pages`: the WAL size at which a commit checkpoints itself (SQLite's default 1000; the

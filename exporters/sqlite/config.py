@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from otelite.collector.component import InvalidField, duration
+from otelite.collector.store.db import WRITER_CACHE_MIB
 
 
 @dataclass
@@ -46,7 +47,7 @@ class SqliteExporterConfig:
     # added ~100 MB of RSS under overload; 16 instead of 32 keeps that store's overload peak under 300 MB
     # (235-278 MB against 281-329) for ~5% of span ingest on an empty store (docs/benchmarks.md, "Storage
     # at scale", 2026-12-02 09:50).
-    cache_mib: int = 16
+    cache_mib: int = WRITER_CACHE_MIB
     busy_timeout: float = duration(5.0)  # a write waits this long for a lock before retrying the batch
     # Metric points the engine keeps between queries, decoded and sorted (collector/store/points.py), one
     # cache shared by every dialect; least recently used metrics are dropped beyond this. 0: nothing is
