@@ -21,6 +21,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from otelite.collector.jsontext import dumps as _dumps, dumps_sorted as _dumps_sorted
+from otelite.collector.normalize.wire import RawAttributesMetricsRequest, key_values
 from otelite.collector.store.records import ROLLUP_VALUE_MAX, WriteBatch, label_text  # noqa: F401 - label_text is re-exported
 
 _HOUR_NS = 3_600_000_000_000
@@ -241,8 +242,41 @@ def _note(batch: WriteBatch, message: str) -> None:
 
 # --- metrics --------------------------------------------------------------------------------------------
 
+class SeriesMemo:
+    """What a data point's attributes make of its series: (series prefix, the attributes as encoded
+    KeyValues, wire.py) → (series id, attribute JSON), for the attribute lists seen lately.
+
+    A sidecar's series come back in every export, so the walk parses, encodes and hashes an attribute list
+    once, not once per point (it was most of the walk: docs/benchmarks.md). Bounded: when full it starts
+    afresh, which costs one walk of each list again (~600 bytes an entry, so 16,384 entries stay within
+    ~10 MB of a decode worker's memory)."""
+
+    def __init__(self, max_entries: int = 16_384) -> None:
+        self.max_entries = max_entries
+        self._known: dict[tuple[str, tuple[bytes, ...]], tuple[int, str]] = {}
+        self.get = self._known.get
+
+    def add(self, key: tuple[str, tuple[bytes, ...]]) -> tuple[int, str]:
+        prefix, encoded = key
+        attrs_json = _dumps_sorted(attributes(key_values(encoded)))  # DecodeError: the request is invalid
+        known = (_fingerprint_text(prefix + attrs_json), attrs_json)
+        if len(self._known) >= self.max_entries:
+            self._known.clear()
+        self._known[key] = known
+        return known
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+
+_SERIES_MEMO = SeriesMemo()  # one per process: a decode worker's, or the event loop's when there is none
+
+
 def metrics_to_batch(request: ExportMetricsServiceRequest, project_id: int) -> WriteBatch:
-    """Walk an ExportMetricsServiceRequest into series and point rows."""
+    """Walk an ExportMetricsServiceRequest (or a RawAttributesMetricsRequest, wire.py) into series and point
+    rows. Both give the same rows for the same bytes."""
+    memo = _SERIES_MEMO if isinstance(request, RawAttributesMetricsRequest) else None
+    memo_get = memo.get if memo is not None else None
     batch = WriteBatch()
     series = batch.series
     last_seen = batch.series_last_seen
@@ -268,9 +302,12 @@ def metrics_to_batch(request: ExportMetricsServiceRequest, project_id: int) -> W
                 # The series fingerprint's parts but the point attributes, joined once per metric.
                 series_prefix = "\x1f".join(map(str, (project_id, name, kind, rid, sid))) + "\x1f"
                 for dp in data.data_points:
-                    attrs = attributes(dp.attributes)
-                    attrs_json = dumps_sorted(attrs)
-                    series_id = _fingerprint_text(series_prefix + attrs_json)
+                    if memo is not None:
+                        key = (series_prefix, tuple(dp.attributes))
+                        series_id, attrs_json = memo_get(key) or memo.add(key)
+                    else:
+                        attrs_json = dumps_sorted(attributes(dp.attributes))
+                        series_id = _fingerprint_text(series_prefix + attrs_json)
                     t = dp.time_unix_nano
                     point = walk(dp)
                     if point is None:
@@ -318,12 +355,30 @@ def _number_point(dp: Any) -> tuple | None:
 
 
 def _histogram_point(dp: Any) -> tuple | None:
-    bounds = list(dp.explicit_bounds)
+    bounds = tuple(dp.explicit_bounds)
     counts = list(dp.bucket_counts)
     if counts and len(counts) != len(bounds) + 1:
         return None
+    # The text of _dumps({"bounds": bounds, "counts": counts}), with the bounds' part (the same in every
+    # point of a metric, and most of the encoding: a repr per float) encoded once.
     return (None, dp.count, _opt(dp, "sum"), _opt(dp, "min"), _opt(dp, "max"), dp.flags,
-            _dumps({"bounds": bounds, "counts": counts}))
+            '{"bounds":' + _bounds_text(bounds) + ',"counts":' + _dumps(counts) + "}")
+
+
+_BOUNDS_TEXT: dict[tuple, str] = {}  # explicit bounds → their JSON text, for the bounds seen lately
+_BOUNDS_TEXT_MAX = 1024
+
+
+def _bounds_text(bounds: tuple) -> str:
+    text = _BOUNDS_TEXT.get(bounds)
+    if text is None:
+        text = _dumps(bounds)
+        # 0.0 == -0.0 (and hash alike), so a key holding a zero could answer for bounds with the other sign.
+        if 0.0 not in bounds:
+            if len(_BOUNDS_TEXT) >= _BOUNDS_TEXT_MAX:
+                _BOUNDS_TEXT.clear()
+            _BOUNDS_TEXT[bounds] = text
+    return text
 
 
 def _exponential_point(dp: Any) -> tuple | None:

@@ -19,6 +19,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from otelite.collector.normalize.otlp import OtlpDataError, metrics_to_batch, traces_to_batch
+from otelite.collector.normalize.wire import RawAttributesMetricsRequest
 from otelite.collector.store.records import WriteBatch
 
 
@@ -33,22 +34,24 @@ class OtlpDecodeError(OtlpDataError):
         return (OtlpDecodeError, (self.type_name,))
 
 
-def _walk(request_type: type, to_batch: Callable[[Any, int], WriteBatch], payload: Any, project_id: int
-          ) -> WriteBatch:
-    if isinstance(payload, (bytes, bytearray, memoryview)):
-        try:
-            payload = request_type.FromString(bytes(payload))
-        except DecodeError:
-            raise OtlpDecodeError(request_type.__name__) from None
-    return to_batch(payload, project_id)
+def _walk(request_type: type, parse_type: type, to_batch: Callable[[Any, int], WriteBatch], payload: Any,
+          project_id: int) -> WriteBatch:
+    """`parse_type`: what bytes are parsed as, `request_type` or a wire-compatible type (wire.py) whose
+    nested bytes `to_batch` parses; a DecodeError of either is the request's (400)."""
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        return to_batch(payload, project_id)
+    try:
+        return to_batch(parse_type.FromString(bytes(payload)), project_id)
+    except DecodeError:
+        raise OtlpDecodeError(request_type.__name__) from None
 
 
 def walk_traces(payload: Any, project_id: int) -> WriteBatch:
-    return _walk(ExportTraceServiceRequest, traces_to_batch, payload, project_id)
+    return _walk(ExportTraceServiceRequest, ExportTraceServiceRequest, traces_to_batch, payload, project_id)
 
 
 def walk_metrics(payload: Any, project_id: int) -> WriteBatch:
-    return _walk(ExportMetricsServiceRequest, metrics_to_batch, payload, project_id)
+    return _walk(ExportMetricsServiceRequest, RawAttributesMetricsRequest, metrics_to_batch, payload, project_id)
 
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
