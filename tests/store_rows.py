@@ -45,7 +45,6 @@ def batch(project_id: int, name: str, metric_type: str, points: list[tuple], *, 
         if series_id not in b.series:
             b.series[series_id] = (series_id, project_id, name, metric_type, unit, description, temporality,
                                    int(monotonic), rid, sid, a_json, t, t)
-        b.series_last_seen[series_id] = max(t, b.series_last_seen.get(series_id, t))
         begin = start[0] if start else 0
         if metric_type == "histogram":  # (bounds, counts) or (bounds, counts, sum of the observations)
             bounds, counts, *total = value

@@ -184,7 +184,7 @@ def metric_rows(project_id: int, metrics: list[FluxMetric]) -> WriteBatch:
     rid, sid = _ids(project_id)
     batch.resources[rid] = (rid, project_id, _EMPTY_RESOURCE, 0, "", "", None, None)
     batch.scopes[sid] = (sid, project_id, FLUX_SCOPE, "", "{}", 0, "")
-    series, last_seen, points = batch.series, batch.series_last_seen, batch.points
+    series, points = batch.series, batch.points
     for m in metrics:
         stored, temporality, monotonic = _STORED[m.type]
         attrs = _dumps_sorted(m.tags)
@@ -193,8 +193,6 @@ def metric_rows(project_id: int, metrics: list[FluxMetric]) -> WriteBatch:
         if series_id not in series:
             series[series_id] = (series_id, project_id, m.name, stored, "", "", temporality, monotonic, rid, sid,
                                  attrs, t, t)
-        if t > last_seen.get(series_id, -1):
-            last_seen[series_id] = t
         points.append((project_id, series_id, 0, t, m.value, None, None, None, None, 0, None, None))
     return batch
 

@@ -45,7 +45,6 @@ def _add(batch: WriteBatch, project_id: int, rid: int, sid: int, key: str, at_ns
         if series_id not in batch.series:
             batch.series[series_id] = (series_id, project_id, key, TALLY, "", "", DELTA, 0, rid, sid, attributes,
                                        at_ns, at_ns)
-        batch.series_last_seen[series_id] = max(at_ns, batch.series_last_seen.get(series_id, at_ns))
         batch.points.append((project_id, series_id, 0, at_ns, value, None, None, None, None, flags, None, None))
 
 

@@ -279,7 +279,6 @@ def metrics_to_batch(request: ExportMetricsServiceRequest, project_id: int) -> W
     memo_get = memo.get if memo is not None else None
     batch = WriteBatch()
     series = batch.series
-    last_seen = batch.series_last_seen
     append = batch.points.append
     dumps_sorted = _dumps_sorted
     for rm in request.resource_metrics:
@@ -317,8 +316,6 @@ def metrics_to_batch(request: ExportMetricsServiceRequest, project_id: int) -> W
                     if series_id not in series:
                         series[series_id] = (series_id, project_id, name, kind, metric.unit, metric.description,
                                              temporality, monotonic, rid, sid, attrs_json, t, t)
-                    if t > last_seen.get(series_id, -1):
-                        last_seen[series_id] = t
                     exemplars = dp.exemplars if has_exemplars else None
                     append((project_id, series_id, dp.start_time_unix_nano, t) + point
                            + (_exemplars(exemplars) if exemplars else None,))

@@ -57,8 +57,13 @@ class PointAppender:
         ...; `series`: what is known of their series (series_cache.py). Returns (the largest hid used, the
         largest head rowid written or 0)."""
         groups: dict[tuple, list[int]] = {}
+        info_of = series.get
         for i, p in enumerate(points):
-            key = _metric(series, p) + (p[3] - p[3] % BLOCK_NS,)
+            t = p[3]
+            # (project, name, type) of the point's metric and its hour. A point whose series row is missing
+            # (never written by the writer) keeps its project, as the compactor's head pass does.
+            info = info_of(p[1])
+            key = (info[0], info[1], info[2], t - t % BLOCK_NS) if info is not None else (p[0], "", "", t - t % BLOCK_NS)
             group = groups.get(key)
             if group is None:
                 groups[key] = group = []
@@ -87,9 +92,3 @@ class PointAppender:
         conn.execute(SQL_MOVED_TO, (last,))
         return last, head_hi
 
-
-def _metric(series: "dict[int, SeriesInfo]", point: tuple) -> tuple:
-    """(project, name, type) of a point's metric. A point whose series row is missing (never written by
-    the writer) keeps its project, as the compactor's head pass does."""
-    info = series.get(point[1])
-    return info[:3] if info is not None else (point[0], "", "")

@@ -68,7 +68,6 @@ class WriteBatch:
     span_attribute_keys: dict[tuple, int] = field(default_factory=dict)
     span_attribute_values: dict[tuple, int] = field(default_factory=dict)
     series: dict[int, tuple] = field(default_factory=dict)  # id → SERIES_COLUMNS row
-    series_last_seen: dict[int, int] = field(default_factory=dict)  # series id → newest point time
     points: list[tuple] = field(default_factory=list)
     rejected: int = 0
     errors: list[str] = field(default_factory=list)

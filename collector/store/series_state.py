@@ -112,7 +112,8 @@ class SeriesStateUpdater:
                 elif cur[11] is None and p[11] is not None:
                     newest[sid] = cur[:11] + (p[11],)
         if newest:
-            conn.executemany(SQL_UPSERT_NEWEST, [state_row(p) for p in newest.values()])
+            # state_row(p), inline (a call per point)
+            conn.executemany(SQL_UPSERT_NEWEST, [(p[1], p[0], p[3], p[2]) + p[4:] for p in newest.values()])
             for sid, p in newest.items():  # the state's time_ns is now at least this
                 seen[sid] = p[3]
         behind = set()

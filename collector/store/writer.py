@@ -570,10 +570,7 @@ def _merge(batches: list[WriteBatch]) -> WriteBatch:
         out.spans.extend(b.spans)
         _add_counts(out.span_attribute_keys, b.span_attribute_keys)
         _add_counts(out.span_attribute_values, b.span_attribute_values)
-        for sid, rec in b.series.items():
-            out.series.setdefault(sid, rec)
-        for sid, t in b.series_last_seen.items():
-            if t > out.series_last_seen.get(sid, -1):
-                out.series_last_seen[sid] = t
         out.points.extend(b.points)
+    for b in reversed(batches):  # the first batch's row of a series wins (dict.update in C, not a loop)
+        out.series.update(b.series)
     return out

@@ -164,7 +164,6 @@ def flux_batch(step: int) -> WriteBatch:
         tags = json.dumps({"page": "home"}, separators=(",", ":"))
         series_id = fingerprint(1, name, mtype, rid, sid, tags)
         b.series[series_id] = (series_id, 1, name, mtype, "", "", 0, 0, rid, sid, tags, t, t)
-        b.series_last_seen[series_id] = t + len(values)
         for k, v in enumerate(values):
             b.points.append((1, series_id, 0, t + k, v, None, None, None, None, 0, None, None))
     return b
