@@ -11,15 +11,18 @@ from google.protobuf.message import DecodeError
 from hypothesis import given, settings, strategies as st
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
-from bench.ingest import build_metric_template
+from bench.ingest import build_metric_template, build_trace_template
 from otelite.collector.normalize import otlp
-from otelite.collector.normalize.otlp import SeriesMemo, metrics_to_batch
-from otelite.collector.normalize.wire import RawAttributesMetricsRequest
-from otelite.collector.pipeline.decode import OtlpDecodeError, walk_metrics
+from otelite.collector.normalize.otlp import KeyValueMemo, SeriesMemo, metrics_to_batch, traces_to_batch
+from otelite.collector.normalize.wire import RawAttributesMetricsRequest, RawAttributesTraceRequest
+from otelite.collector.pipeline.decode import OtlpDecodeError, walk_metrics, walk_traces
+from otelite.collector.store.records import ROLLUP_VALUE_MAX
 
-_text = st.text(st.characters(codec="utf-8"), max_size=6)
+_text = st.text(st.characters(codec="utf-8"), max_size=6) | st.sampled_from(
+    ["x" * ROLLUP_VALUE_MAX, "y" * (ROLLUP_VALUE_MAX + 1), "true", "1", "0.0", "-0.0", "NaN"])
 _scalar = (st.builds(lambda s: common_pb2.AnyValue(string_value=s), _text)
            | st.builds(lambda i: common_pb2.AnyValue(int_value=i), st.integers(-(2**63), 2**63 - 1))
            | st.builds(lambda b: common_pb2.AnyValue(bool_value=b), st.booleans())
@@ -140,3 +143,65 @@ def test_every_data_point_message_is_read_with_raw_attributes():
     names = {m.name for m in metrics_pb2.DESCRIPTOR.message_types_by_name.values()
              if "attributes" in m.fields_by_name and m.name.endswith("DataPoint")}
     assert names == {"NumberDataPoint", "HistogramDataPoint", "ExponentialHistogramDataPoint", "SummaryDataPoint"}
+
+
+@st.composite
+def _trace_requests(draw) -> ExportTraceServiceRequest:
+    req = ExportTraceServiceRequest()
+    for _ in range(draw(st.integers(1, 2))):
+        rs = req.resource_spans.add()
+        rs.resource.attributes.extend(draw(_attributes))
+        ss = rs.scope_spans.add()
+        for i in range(draw(st.integers(1, 6))):
+            sp = ss.spans.add(trace_id=bytes(15) + bytes([i + 1]), span_id=bytes(7) + bytes([i + 1]), name="s",
+                              start_time_unix_nano=draw(st.sampled_from([0, 3_600 * 10**9, 7_300 * 10**9])))
+            sp.attributes.extend(draw(_attributes))
+            if draw(st.booleans()):
+                sp.events.add(name="e").attributes.extend(draw(_attributes))
+    return req
+
+
+def _trace_batches_equal(a, b) -> None:
+    assert repr(a.spans) == repr(b.spans)
+    assert dict(a.span_attribute_keys) == dict(b.span_attribute_keys)
+    assert dict(a.span_attribute_values) == dict(b.span_attribute_values)
+    assert (a.resources, a.scopes, a.rejected, a.errors) == (b.resources, b.scopes, b.rejected, b.errors)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_trace_requests())
+def test_raw_span_attributes_give_the_plain_walks_rows_and_rollups(req):
+    data = req.SerializeToString()
+    plain = traces_to_batch(ExportTraceServiceRequest.FromString(data), 7)
+    _trace_batches_equal(walk_traces(data, 7), plain)  # attributes new to the memo, or some of them
+    _trace_batches_equal(walk_traces(data, 7), plain)  # every one known
+
+
+def test_the_benchmarks_trace_request_walks_alike():
+    data = build_trace_template(0, time.time_ns()).data
+    plain = traces_to_batch(ExportTraceServiceRequest.FromString(data), 1)
+    _trace_batches_equal(walk_traces(data, 1), plain)
+    _trace_batches_equal(walk_traces(data, 1), plain)
+
+
+def test_bad_span_attribute_bytes_fail_the_request_as_the_plain_parse_does():
+    req = ExportTraceServiceRequest()
+    sp = req.resource_spans.add().scope_spans.add().spans.add(trace_id=b"t" * 16, span_id=b"s" * 8)
+    sp.attributes.add(key="ok").value.string_value = "fine"
+    data = bytearray(req.SerializeToString())
+    at = data.index(b"ok")
+    data[at:at + 2] = b"\xff\xfe"
+    with pytest.raises(DecodeError):
+        ExportTraceServiceRequest.FromString(bytes(data))
+    RawAttributesTraceRequest.FromString(bytes(data))
+    for _ in range(2):
+        with pytest.raises(OtlpDecodeError, match="not a valid protobuf ExportTraceServiceRequest"):
+            walk_traces(bytes(data), 1)
+
+
+def test_the_key_value_memo_is_bounded():
+    memo = KeyValueMemo(max_entries=2)
+    for k in "xyz":
+        encoded = common_pb2.KeyValue(key=k, value=common_pb2.AnyValue(int_value=1)).SerializeToString()
+        assert memo.add(encoded) == memo.get(encoded) == (k, f'"{k}":1', "1")
+        assert len(memo) <= 2

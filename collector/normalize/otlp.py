@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+import operator
 from collections import Counter
 from typing import Any, Iterable
 
@@ -21,7 +22,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from otelite.collector.jsontext import dumps as _dumps, dumps_sorted as _dumps_sorted
-from otelite.collector.normalize.wire import RawAttributesMetricsRequest, key_values
+from otelite.collector.normalize.wire import RawAttributesMetricsRequest, RawAttributesTraceRequest, key_values
 from otelite.collector.store.records import ROLLUP_VALUE_MAX, WriteBatch, label_text  # noqa: F401 - label_text is re-exported
 
 _HOUR_NS = 3_600_000_000_000
@@ -111,9 +112,60 @@ _ZERO_SPAN = bytes(8)
 
 # --- traces ---------------------------------------------------------------------------------------------
 
+class KeyValueMemo:
+    """What one attribute of a span makes: its encoded KeyValue (wire.py) → (key, its member of the attribute
+    JSON object, `"key":value`, its label text for the value rollup or None), for the attributes seen lately.
+
+    Spans' attribute lists differ, but most single attributes repeat (method, route, status, peer...): the
+    walk parses and encodes each of those once, not once per span (the attributes were two thirds of the
+    trace walk: docs/benchmarks.md). Bounded like SeriesMemo: when full it starts afresh."""
+
+    def __init__(self, max_entries: int = 16_384) -> None:
+        self.max_entries = max_entries
+        self._known: dict[bytes, tuple[str, str, str | None]] = {}
+        self.get = self._known.get
+
+    def add(self, encoded: bytes) -> tuple[str, str, str | None]:
+        (kv,) = key_values((encoded,))  # DecodeError: the request is invalid
+        value = (v := kv.value).string_value or any_value(v)
+        if value.__class__ is str:
+            text = value if len(value) <= ROLLUP_VALUE_MAX else None
+        else:  # arrays and maps are not rolled up; 0.0 and -0.0 are two labels, as in _count_span_attributes
+            text = None if isinstance(value, (list, dict)) else label_text(value)
+        known = (kv.key, _dumps({kv.key: value})[1:-1], text)
+        if len(self._known) >= self.max_entries:
+            self._known.clear()
+        self._known[encoded] = known
+        return known
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+
+_KEY_VALUE_MEMO = KeyValueMemo()
+_key, _member = operator.itemgetter(0), operator.itemgetter(1)
+
+
+def _raw_span_attributes(encoded: Any) -> tuple[list[tuple], str]:
+    """A span's attributes from their encoded KeyValues: the memo entries of its attributes, as many as
+    `attributes()` would give keys (a repeated key keeps its first place and its last value), and the
+    attribute JSON `dumps(attributes(...))` would give."""
+    memo = _KEY_VALUE_MEMO
+    kvs = list(map(memo.get, encoded))  # (map, dict and zip: C loops, no Python step per attribute)
+    if None in kvs:
+        kvs = [kv or memo.add(b) for kv, b in zip(kvs, encoded)]
+    if len(kvs) > 1:
+        by_key = dict(zip(map(_key, kvs), kvs))
+        if len(by_key) < len(kvs):
+            kvs = list(by_key.values())
+    return kvs, "{" + ",".join(map(_member, kvs)) + "}"
+
+
 def traces_to_batch(request: ExportTraceServiceRequest, project_id: int) -> WriteBatch:
-    """Walk an ExportTraceServiceRequest into rows. Raises OtlpDataError for a request that is invalid
-    as a whole; spans that are invalid alone are counted in `rejected`."""
+    """Walk an ExportTraceServiceRequest (or a RawAttributesTraceRequest, wire.py) into rows. Raises
+    OtlpDataError for a request that is invalid as a whole; spans that are invalid alone are counted in
+    `rejected`. Both request types give the same rows for the same bytes."""
+    raw = isinstance(request, RawAttributesTraceRequest)
     batch = WriteBatch()
     append = batch.spans.append
     key_counts: Counter = Counter()
@@ -144,7 +196,6 @@ def traces_to_batch(request: ExportTraceServiceRequest, project_id: int) -> Writ
                     batch.rejected += 1
                     _note(batch, "a span with an empty or all-zero trace_id or span_id was rejected")
                     continue
-                attrs = attributes(sp.attributes)
                 start = sp.start_time_unix_nano
                 hour = start // _HOUR_NS
                 per_hour[hour] += 1
@@ -152,14 +203,20 @@ def traces_to_batch(request: ExportTraceServiceRequest, project_id: int) -> Writ
                     current_hour = hour
                     extend_keys = hour_keys.setdefault(hour, []).extend
                     extend_values = hour_values.setdefault(hour, []).extend
-                extend_keys(attrs)
-                extend_values(attrs.values())
+                if raw:  # the memo's entries are counted per hour (_count_raw_span_attributes)
+                    kvs, attrs_json = _raw_span_attributes(sp.attributes)
+                    extend_keys(kvs)
+                else:
+                    attrs = attributes(sp.attributes)
+                    attrs_json = dumps(attrs)
+                    extend_keys(attrs)
+                    extend_values(attrs.values())
                 events = sp.events
                 links = sp.links
                 status = sp.status
                 append((
                     project_id, trace_id, span_id, parent or None, sp.trace_state, sp.flags, sp.name,
-                    sp.kind, start, sp.end_time_unix_nano, status.code, status.message, dumps(attrs),
+                    sp.kind, start, sp.end_time_unix_nano, status.code, status.message, attrs_json,
                     dumps([_event(e) for e in events]) if events else None,
                     dumps([_link(ln) for ln in links]) if links else None,
                     sp.dropped_attributes_count, sp.dropped_events_count, sp.dropped_links_count,
@@ -179,10 +236,24 @@ def traces_to_batch(request: ExportTraceServiceRequest, project_id: int) -> Writ
                         if len(text) <= ROLLUP_VALUE_MAX:
                             value_counts[(project_id, "resource", k, text, hour)] += n
     for hour, keys in hour_keys.items():
-        _count_span_attributes(project_id, hour, keys, hour_values[hour], key_counts, value_counts)
+        if raw:
+            _count_raw_span_attributes(project_id, hour, keys, key_counts, value_counts)
+        else:
+            _count_span_attributes(project_id, hour, keys, hour_values[hour], key_counts, value_counts)
     batch.span_attribute_keys = key_counts
     batch.span_attribute_values = value_counts
     return batch
+
+
+def _count_raw_span_attributes(project_id: int, hour: int, kvs: list, key_counts: Counter,
+                               value_counts: Counter) -> None:
+    """`_count_span_attributes` for the KeyValueMemo entries of one hour's span attributes."""
+    get = value_counts.get
+    for (k, _, text), n in Counter(kvs).items():
+        key_counts[(project_id, "span", k, hour)] += n
+        if text is not None:
+            key = (project_id, "span", k, text, hour)
+            value_counts[key] = get(key, 0) + n
 
 
 def _count_span_attributes(project_id: int, hour: int, keys: list, values: list, key_counts: Counter,

@@ -19,7 +19,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from otelite.collector.normalize.otlp import OtlpDataError, metrics_to_batch, traces_to_batch
-from otelite.collector.normalize.wire import RawAttributesMetricsRequest
+from otelite.collector.normalize.wire import RawAttributesMetricsRequest, RawAttributesTraceRequest
 from otelite.collector.store.records import WriteBatch
 
 
@@ -47,7 +47,7 @@ def _walk(request_type: type, parse_type: type, to_batch: Callable[[Any, int], W
 
 
 def walk_traces(payload: Any, project_id: int) -> WriteBatch:
-    return _walk(ExportTraceServiceRequest, ExportTraceServiceRequest, traces_to_batch, payload, project_id)
+    return _walk(ExportTraceServiceRequest, RawAttributesTraceRequest, traces_to_batch, payload, project_id)
 
 
 def walk_metrics(payload: Any, project_id: int) -> WriteBatch:
