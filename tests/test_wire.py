@@ -4,8 +4,6 @@ are the store's identity, so one difference would split series after an upgrade.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from google.protobuf.message import DecodeError
 from hypothesis import given, settings, strategies as st
@@ -14,7 +12,6 @@ from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
-from bench.ingest import build_metric_template, build_trace_template
 from otelite.collector.normalize import otlp
 from otelite.collector.normalize.otlp import KeyValueMemo, SeriesMemo, metrics_to_batch, traces_to_batch
 from otelite.collector.normalize.wire import RawAttributesMetricsRequest, RawAttributesTraceRequest
@@ -90,14 +87,34 @@ def test_raw_attribute_walk_gives_the_plain_walks_rows(req):
     assert walk_metrics(data, 8).series.keys().isdisjoint(plain.series)  # another project's series
 
 
-def test_the_benchmarks_request_walks_alike_and_hits_the_memo():
-    data = build_metric_template(0, time.time_ns()).data
+def _service_metrics(variant: int) -> ExportMetricsServiceRequest:
+    """Like a sidecar's export: services with a counter and a histogram of the same 30 label sets."""
+    req = ExportMetricsServiceRequest()
+    for service in ("cart", "checkout", "search"):
+        rm = req.resource_metrics.add()
+        rm.resource.attributes.add(key="service.name").value.string_value = f"{service}-{variant}"
+        sm = rm.scope_metrics.add()
+        counter = sm.metrics.add(name="http.server.request.count").sum
+        hist = sm.metrics.add(name="http.server.request.duration").histogram
+        for method in ("GET", "POST", "PUT"):
+            for route in range(10):
+                labels = [common_pb2.KeyValue(key="http.request.method", value=common_pb2.AnyValue(string_value=method)),
+                          common_pb2.KeyValue(key="http.route", value=common_pb2.AnyValue(string_value=f"/r/{route}")),
+                          common_pb2.KeyValue(key="http.response.status_code", value=common_pb2.AnyValue(int_value=200))]
+                counter.data_points.add(attributes=labels, as_int=route, time_unix_nano=10**18 + route)
+                hist.data_points.add(attributes=labels, count=3, bucket_counts=[1, 2, 0], explicit_bounds=[0.1, 1.0],
+                                     time_unix_nano=10**18 + route)
+    return req
+
+
+def test_a_sidecars_export_walks_alike_and_hits_the_memo_the_second_time():
+    data = _service_metrics(0).SerializeToString()
     plain = metrics_to_batch(ExportMetricsServiceRequest.FromString(data), 1)
     memo = otlp._SERIES_MEMO
     _batches_equal(walk_metrics(data, 1), plain)
     size = len(memo)
     _batches_equal(walk_metrics(data, 1), plain)
-    assert len(memo) == size  # the second walk found every attribute list
+    assert len(plain.series) == 180 and len(memo) == size  # the second walk found every attribute list
 
 
 def test_bad_attribute_bytes_fail_the_request_as_the_plain_parse_does():
@@ -116,13 +133,17 @@ def test_bad_attribute_bytes_fail_the_request_as_the_plain_parse_does():
         walk_metrics(bytes(data), 1)  # and again: a failed list is not remembered
 
 
-def test_the_memo_is_bounded():
-    memo = SeriesMemo(max_entries=2)
-    kv = [common_pb2.KeyValue(key=k, value=common_pb2.AnyValue(string_value="v")).SerializeToString() for k in "xyz"]
-    for k in kv:
-        key = ("prefix\x1f", (k,))
+def test_the_memos_are_bounded_by_bytes():
+    memo = SeriesMemo(max_bytes=256 * 1024)  # ~600 entries of the ~430 bytes below; none over 1 KiB kept
+    keys = [("prefix\x1f", (common_pb2.KeyValue(key="k", value=common_pb2.AnyValue(int_value=i)).SerializeToString(),))
+            for i in range(1500)]
+    for key in keys:
         assert memo.add(key) == memo.get(key)
-        assert len(memo) <= 2
+        assert 1 <= len(memo) <= 256 * 1024 // 400
+    huge = ("prefix\x1f", (common_pb2.KeyValue(key="h", value=common_pb2.AnyValue(string_value="v" * 2000))
+                           .SerializeToString(),))
+    assert memo.add(huge)[1] == '{"h":"' + "v" * 2000 + '"}'  # worked out...
+    assert memo.get(huge) is None  # ...but not kept
 
 
 def test_bounds_of_either_zero_keep_their_sign():
@@ -177,11 +198,24 @@ def test_raw_span_attributes_give_the_plain_walks_rows_and_rollups(req):
     _trace_batches_equal(walk_traces(data, 7), plain)  # every one known
 
 
-def test_the_benchmarks_trace_request_walks_alike():
-    data = build_trace_template(0, time.time_ns()).data
+def test_spans_with_repeated_attributes_walk_alike():
+    req = ExportTraceServiceRequest()
+    ss = req.resource_spans.add().scope_spans.add()
+    for i in range(200):
+        sp = ss.spans.add(trace_id=(i + 1).to_bytes(16, "big"), span_id=(i + 1).to_bytes(8, "big"), name="op",
+                          start_time_unix_nano=10**18 + i * 10**9)
+        for key, value in (("http.request.method", ("GET", "POST")[i % 2]), ("url.path", f"/items/{i}"),
+                           ("http.response.status_code", 200 + i % 3), ("http.request.method", "PATCH")):
+            kv = sp.attributes.add(key=key)
+            if isinstance(value, str):
+                kv.value.string_value = value
+            else:
+                kv.value.int_value = value
+    data = req.SerializeToString()
     plain = traces_to_batch(ExportTraceServiceRequest.FromString(data), 1)
     _trace_batches_equal(walk_traces(data, 1), plain)
     _trace_batches_equal(walk_traces(data, 1), plain)
+    assert plain.span_attribute_values[(1, "span", "http.request.method", "PATCH", 10**18 // 3_600_000_000_000)] == 200
 
 
 def test_bad_span_attribute_bytes_fail_the_request_as_the_plain_parse_does():
@@ -199,9 +233,9 @@ def test_bad_span_attribute_bytes_fail_the_request_as_the_plain_parse_does():
             walk_traces(bytes(data), 1)
 
 
-def test_the_key_value_memo_is_bounded():
-    memo = KeyValueMemo(max_entries=2)
-    for k in "xyz":
-        encoded = common_pb2.KeyValue(key=k, value=common_pb2.AnyValue(int_value=1)).SerializeToString()
-        assert memo.add(encoded) == memo.get(encoded) == (k, f'"{k}":1', "1")
-        assert len(memo) <= 2
+def test_the_key_value_memo_is_bounded_by_bytes():
+    memo = KeyValueMemo(max_bytes=256 * 1024)
+    for i in range(1500):
+        encoded = common_pb2.KeyValue(key="k", value=common_pb2.AnyValue(int_value=i)).SerializeToString()
+        assert memo.add(encoded) == memo.get(encoded) == ("k", f'"k":{i}', str(i))
+        assert 1 <= len(memo) <= 256 * 1024 // 400

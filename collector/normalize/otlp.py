@@ -112,18 +112,45 @@ _ZERO_SPAN = bytes(8)
 
 # --- traces ---------------------------------------------------------------------------------------------
 
-class KeyValueMemo:
+_ENTRY_BYTES = 400  # a memo entry's objects besides its texts and bytes (measured: ~570 bytes in all a series)
+
+
+class _Memo:
+    """A dict of what the walk worked out for inputs seen lately, bounded by an estimate of its memory
+    (the lengths of its keys' bytes and its texts, plus _ENTRY_BYTES an entry): when full it starts afresh,
+    which costs one walk of each input again. An entry over 1/256 of the budget is not kept (a client's
+    huge attributes must not push out everyone else's)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._known: dict = {}
+        self._bytes = 0
+        self.get = self._known.get
+
+    def _keep(self, key: Any, value: Any, size: int) -> None:
+        size += _ENTRY_BYTES
+        if size > self.max_bytes // 256:
+            return
+        if self._bytes + size > self.max_bytes:
+            self._known.clear()
+            self._bytes = 0
+        self._known[key] = value
+        self._bytes += size
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+
+class KeyValueMemo(_Memo):
     """What one attribute of a span makes: its encoded KeyValue (wire.py) → (key, its member of the attribute
     JSON object, `"key":value`, its label text for the value rollup or None), for the attributes seen lately.
 
     Spans' attribute lists differ, but most single attributes repeat (method, route, status, peer...): the
     walk parses and encodes each of those once, not once per span (the attributes were two thirds of the
-    trace walk: docs/benchmarks.md). Bounded like SeriesMemo: when full it starts afresh."""
+    trace walk: docs/benchmarks.md)."""
 
-    def __init__(self, max_entries: int = 16_384) -> None:
-        self.max_entries = max_entries
-        self._known: dict[bytes, tuple[str, str, str | None]] = {}
-        self.get = self._known.get
+    def __init__(self, max_bytes: int = 4 << 20) -> None:
+        super().__init__(max_bytes)
 
     def add(self, encoded: bytes) -> tuple[str, str, str | None]:
         (kv,) = key_values((encoded,))  # DecodeError: the request is invalid
@@ -133,13 +160,8 @@ class KeyValueMemo:
         else:  # arrays and maps are not rolled up; 0.0 and -0.0 are two labels, as in _count_span_attributes
             text = None if isinstance(value, (list, dict)) else label_text(value)
         known = (kv.key, _dumps({kv.key: value})[1:-1], text)
-        if len(self._known) >= self.max_entries:
-            self._known.clear()
-        self._known[encoded] = known
+        self._keep(encoded, known, len(encoded) + len(known[1]) + (len(text) if text is not None else 0))
         return known
-
-    def __len__(self) -> int:
-        return len(self._known)
 
 
 _KEY_VALUE_MEMO = KeyValueMemo()
@@ -313,31 +335,23 @@ def _note(batch: WriteBatch, message: str) -> None:
 
 # --- metrics --------------------------------------------------------------------------------------------
 
-class SeriesMemo:
+class SeriesMemo(_Memo):
     """What a data point's attributes make of its series: (series prefix, the attributes as encoded
     KeyValues, wire.py) → (series id, attribute JSON), for the attribute lists seen lately.
 
     A sidecar's series come back in every export, so the walk parses, encodes and hashes an attribute list
-    once, not once per point (it was most of the walk: docs/benchmarks.md). Bounded: when full it starts
-    afresh, which costs one walk of each list again (~600 bytes an entry, so 16,384 entries stay within
-    ~10 MB of a decode worker's memory)."""
+    once, not once per point (it was most of the walk: docs/benchmarks.md). 8 MiB hold ~14,000 series of the
+    benchmark's (three attributes each)."""
 
-    def __init__(self, max_entries: int = 16_384) -> None:
-        self.max_entries = max_entries
-        self._known: dict[tuple[str, tuple[bytes, ...]], tuple[int, str]] = {}
-        self.get = self._known.get
+    def __init__(self, max_bytes: int = 8 << 20) -> None:
+        super().__init__(max_bytes)
 
     def add(self, key: tuple[str, tuple[bytes, ...]]) -> tuple[int, str]:
         prefix, encoded = key
         attrs_json = _dumps_sorted(attributes(key_values(encoded)))  # DecodeError: the request is invalid
         known = (_fingerprint_text(prefix + attrs_json), attrs_json)
-        if len(self._known) >= self.max_entries:
-            self._known.clear()
-        self._known[key] = known
+        self._keep(key, known, sum(map(len, encoded)) + len(attrs_json))
         return known
-
-    def __len__(self) -> int:
-        return len(self._known)
 
 
 _SERIES_MEMO = SeriesMemo()  # one per process: a decode worker's, or the event loop's when there is none
