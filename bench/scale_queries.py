@@ -166,10 +166,12 @@ def main(argv: list[str] | None = None) -> int:
                 client, [("GET", f"{url}/metrics", {})] * (args.repeat + 1)) | {"target": None}
     finally:
         server.stop()
-    print(f"\n{'case':62} {'cold':>9} {'p50':>9} {'p95':>9}  target p95")
+    print(f"\n{'case':62} {'cold':>9} {'p50':>9} {'p95':>9}  target (metrics: cold and p95; others: p95)")
     for label, r in results.items():
         target = TARGETS_MS.get(r["target"])
-        verdict = "" if target is None else f"< {target} ms {'ok' if r['p95_ms'] < target else 'MISSED'}"
+        # Issue 16: the metrics target holds cold (the first query after start) and warm; the others are p95s.
+        worst = max(r["p95_ms"], r["cold_ms"]) if r["target"] == "metrics" else r["p95_ms"]
+        verdict = "" if target is None else f"< {target} ms {'ok' if worst < target else 'MISSED'}"
         print(f"{label:62} {r['cold_ms']:8.1f}ms {r['p50_ms']:8.1f}ms {r['p95_ms']:8.1f}ms  {verdict}")
     if args.json:
         args.json.write_text(json.dumps({"machine": info, "db_bytes": args.db.stat().st_size, "results": results},
