@@ -71,9 +71,11 @@ def _requests(draw) -> ExportMetricsServiceRequest:
 
 
 def _batches_equal(a, b) -> None:
-    assert a.series == b.series
-    # NaN is kept as the text "NaN" (normalize/otlp.py), so rows compare with ==; repr also tells -0.0 from 0.0.
-    assert repr(a.points) == repr(b.points)
+    """Every field of two WriteBatches. NaN is kept as the text "NaN" (normalize/otlp.py), so rows compare
+    with ==; their repr also tells -0.0 from 0.0."""
+    assert (repr(a.points), repr(a.spans)) == (repr(b.points), repr(b.spans))
+    assert (a.series, dict(a.span_attribute_keys), dict(a.span_attribute_values)) == \
+           (b.series, dict(b.span_attribute_keys), dict(b.span_attribute_values))
     assert (a.resources, a.scopes, a.rejected, a.errors) == (b.resources, b.scopes, b.rejected, b.errors)
 
 
@@ -182,20 +184,13 @@ def _trace_requests(draw) -> ExportTraceServiceRequest:
     return req
 
 
-def _trace_batches_equal(a, b) -> None:
-    assert repr(a.spans) == repr(b.spans)
-    assert dict(a.span_attribute_keys) == dict(b.span_attribute_keys)
-    assert dict(a.span_attribute_values) == dict(b.span_attribute_values)
-    assert (a.resources, a.scopes, a.rejected, a.errors) == (b.resources, b.scopes, b.rejected, b.errors)
-
-
 @settings(max_examples=300, deadline=None)
 @given(_trace_requests())
 def test_raw_span_attributes_give_the_plain_walks_rows_and_rollups(req):
     data = req.SerializeToString()
     plain = traces_to_batch(ExportTraceServiceRequest.FromString(data), 7)
-    _trace_batches_equal(walk_traces(data, 7), plain)  # attributes new to the memo, or some of them
-    _trace_batches_equal(walk_traces(data, 7), plain)  # every one known
+    _batches_equal(walk_traces(data, 7), plain)  # attributes new to the memo, or some of them
+    _batches_equal(walk_traces(data, 7), plain)  # every one known
 
 
 def test_spans_with_repeated_attributes_walk_alike():
@@ -213,8 +208,8 @@ def test_spans_with_repeated_attributes_walk_alike():
                 kv.value.int_value = value
     data = req.SerializeToString()
     plain = traces_to_batch(ExportTraceServiceRequest.FromString(data), 1)
-    _trace_batches_equal(walk_traces(data, 1), plain)
-    _trace_batches_equal(walk_traces(data, 1), plain)
+    _batches_equal(walk_traces(data, 1), plain)
+    _batches_equal(walk_traces(data, 1), plain)
     assert plain.span_attribute_values[(1, "span", "http.request.method", "PATCH", 10**18 // 3_600_000_000_000)] == 200
 
 
