@@ -110,7 +110,7 @@ _ZERO_TRACE = bytes(16)
 _ZERO_SPAN = bytes(8)
 
 
-# --- traces ---------------------------------------------------------------------------------------------
+# --- memos of what repeating attributes make (wire.py) ------------------------------------------------
 
 _ENTRY_BYTES = 400  # a memo entry's objects besides its texts and bytes (measured: ~570 bytes in all a series)
 
@@ -140,6 +140,8 @@ class _Memo:
     def __len__(self) -> int:
         return len(self._known)
 
+
+# --- traces ---------------------------------------------------------------------------------------------
 
 class KeyValueMemo(_Memo):
     """What one attribute of a span makes: its encoded KeyValue (wire.py) → (key, its member of the attribute
