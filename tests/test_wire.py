@@ -1,6 +1,8 @@
-"""Metrics requests parsed with their data point attributes as bytes (collector/normalize/wire.py) and
-walked through the series memo (normalize/otlp.py) give exactly the rows of the plain walk: the series ids
-are the store's identity, so one difference would split series after an upgrade."""
+"""Requests parsed with their data point and span attributes as bytes (collector/normalize/wire.py) and
+walked through the memos (normalize/otlp.py) give exactly what the attributes' plain reading gives (the
+KeyValue messages, `attributes()`, their JSON, the fingerprint: worked out here, from the real messages):
+series ids are the store's identity, so one difference would split series after an upgrade. The same
+whether the memos know the attributes or not, and whether the request comes as bytes or as a message."""
 
 from __future__ import annotations
 
@@ -13,7 +15,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 from otelite.collector.normalize import otlp
-from otelite.collector.normalize.otlp import KeyValueMemo, SeriesMemo, metrics_to_batch, traces_to_batch
+from otelite.collector.jsontext import dumps, dumps_sorted
+from otelite.collector.normalize.otlp import (_POINT_WALKERS, KeyValueMemo, SeriesMemo, _resource_row, _scope_row,
+                                              attributes, fingerprint, label_text, metrics_to_batch,
+                                              traces_to_batch)
 from otelite.collector.normalize.wire import RawAttributesMetricsRequest, RawAttributesTraceRequest
 from otelite.collector.pipeline.decode import OtlpDecodeError, walk_metrics, walk_traces
 from otelite.collector.store.records import ROLLUP_VALUE_MAX
@@ -79,14 +84,43 @@ def _batches_equal(a, b) -> None:
     assert (a.resources, a.scopes, a.rejected, a.errors) == (b.resources, b.scopes, b.rejected, b.errors)
 
 
+def _plain_series(req: ExportMetricsServiceRequest, project_id: int) -> list[tuple[int, str]]:
+    """(series id, attribute JSON) of every data point with a value, in order, from the KeyValue messages."""
+    out = []
+    for rm in req.resource_metrics:
+        rid = _resource_row(project_id, rm.resource, rm.schema_url)[0]
+        for sm in rm.scope_metrics:
+            sid = _scope_row(project_id, sm.scope, sm.schema_url)[0]
+            for m in sm.metrics:
+                kind = m.WhichOneof("data")
+                for dp in getattr(m, kind).data_points:
+                    if _POINT_WALKERS[kind](dp) is not None:
+                        text = dumps_sorted(attributes(dp.attributes))
+                        out.append((fingerprint(project_id, m.name, kind, rid, sid, text), text))
+    return out
+
+
+def _walks_alike(req, project_id: int, walk, to_batch):
+    """One batch from the request's bytes (attributes new to the memos, or some of them), its bytes again
+    (every one known) and the message itself (OTLP/JSON's way in)."""
+    data = req.SerializeToString()
+    first = walk(data, project_id)
+    _batches_equal(walk(data, project_id), first)
+    _batches_equal(to_batch(req, project_id), first)
+    return first
+
+
+def _check_metrics(req: ExportMetricsServiceRequest, project_id: int):
+    batch = _walks_alike(req, project_id, walk_metrics, metrics_to_batch)
+    assert [(p[1], batch.series[p[1]][10]) for p in batch.points] == _plain_series(req, project_id)
+    return batch
+
+
 @settings(max_examples=300, deadline=None)
 @given(_requests())
-def test_raw_attribute_walk_gives_the_plain_walks_rows(req):
-    data = req.SerializeToString()
-    plain = metrics_to_batch(ExportMetricsServiceRequest.FromString(data), 7)
-    _batches_equal(walk_metrics(data, 7), plain)  # attribute lists new to the memo, or some of them
-    _batches_equal(walk_metrics(data, 7), plain)  # every one known
-    assert walk_metrics(data, 8).series.keys().isdisjoint(plain.series)  # another project's series
+def test_raw_attribute_walk_gives_the_plain_series(req):
+    batch = _check_metrics(req, 7)
+    assert walk_metrics(req.SerializeToString(), 8).series.keys().isdisjoint(batch.series)  # another project's
 
 
 def _service_metrics(variant: int) -> ExportMetricsServiceRequest:
@@ -110,13 +144,11 @@ def _service_metrics(variant: int) -> ExportMetricsServiceRequest:
 
 
 def test_a_sidecars_export_walks_alike_and_hits_the_memo_the_second_time():
-    data = _service_metrics(0).SerializeToString()
-    plain = metrics_to_batch(ExportMetricsServiceRequest.FromString(data), 1)
-    memo = otlp._SERIES_MEMO
-    _batches_equal(walk_metrics(data, 1), plain)
-    size = len(memo)
-    _batches_equal(walk_metrics(data, 1), plain)
-    assert len(plain.series) == 180 and len(memo) == size  # the second walk found every attribute list
+    req = _service_metrics(0)
+    batch = _check_metrics(req, 1)
+    size = len(otlp._SERIES_MEMO)
+    walk_metrics(req.SerializeToString(), 1)
+    assert len(batch.series) == 180 and len(otlp._SERIES_MEMO) == size  # the second walk found every list
 
 
 def test_bad_attribute_bytes_fail_the_request_as_the_plain_parse_does():
@@ -184,13 +216,38 @@ def _trace_requests(draw) -> ExportTraceServiceRequest:
     return req
 
 
+def _plain_spans(req: ExportTraceServiceRequest, project_id: int) -> tuple[list[str], dict, dict]:
+    """Every span's attribute JSON, and the span attribute rollups (trace.md's attribute pickers: every key
+    counted; a value under its label text, strings up to ROLLUP_VALUE_MAX, no arrays or maps), from the
+    KeyValue messages."""
+    texts, keys, values = [], {}, {}
+    for rs in req.resource_spans:
+        for ss in rs.scope_spans:
+            for sp in ss.spans:
+                attrs = attributes(sp.attributes)
+                texts.append(dumps(attrs))
+                hour = sp.start_time_unix_nano // 3_600_000_000_000
+                for k, v in attrs.items():
+                    keys[(project_id, "span", k, hour)] = keys.get((project_id, "span", k, hour), 0) + 1
+                    if isinstance(v, (list, dict)) or (isinstance(v, str) and len(v) > ROLLUP_VALUE_MAX):
+                        continue
+                    key = (project_id, "span", k, label_text(v), hour)
+                    values[key] = values.get(key, 0) + 1
+    return texts, keys, values
+
+
+def _check_traces(req: ExportTraceServiceRequest, project_id: int):
+    batch = _walks_alike(req, project_id, walk_traces, traces_to_batch)
+    span_only = lambda counts: {k: n for k, n in counts.items() if k[1] == "span"}  # noqa: E731
+    assert ([s[12] for s in batch.spans], span_only(batch.span_attribute_keys),
+            span_only(batch.span_attribute_values)) == _plain_spans(req, project_id)
+    return batch
+
+
 @settings(max_examples=300, deadline=None)
 @given(_trace_requests())
-def test_raw_span_attributes_give_the_plain_walks_rows_and_rollups(req):
-    data = req.SerializeToString()
-    plain = traces_to_batch(ExportTraceServiceRequest.FromString(data), 7)
-    _batches_equal(walk_traces(data, 7), plain)  # attributes new to the memo, or some of them
-    _batches_equal(walk_traces(data, 7), plain)  # every one known
+def test_raw_span_attributes_give_the_plain_attribute_text_and_rollups(req):
+    _check_traces(req, 7)
 
 
 def test_spans_with_repeated_attributes_walk_alike():
@@ -206,11 +263,8 @@ def test_spans_with_repeated_attributes_walk_alike():
                 kv.value.string_value = value
             else:
                 kv.value.int_value = value
-    data = req.SerializeToString()
-    plain = traces_to_batch(ExportTraceServiceRequest.FromString(data), 1)
-    _batches_equal(walk_traces(data, 1), plain)
-    _batches_equal(walk_traces(data, 1), plain)
-    assert plain.span_attribute_values[(1, "span", "http.request.method", "PATCH", 10**18 // 3_600_000_000_000)] == 200
+    batch = _check_traces(req, 1)
+    assert batch.span_attribute_values[(1, "span", "http.request.method", "PATCH", 10**18 // 3_600_000_000_000)] == 200
 
 
 def test_bad_span_attribute_bytes_fail_the_request_as_the_plain_parse_does():

@@ -159,7 +159,7 @@ class KeyValueMemo(_Memo):
         value = (v := kv.value).string_value or any_value(v)
         if value.__class__ is str:
             text = value if len(value) <= ROLLUP_VALUE_MAX else None
-        else:  # arrays and maps are not rolled up; 0.0 and -0.0 are two labels, as in _count_span_attributes
+        else:  # arrays and maps are not rolled up; 0.0 and -0.0 are two labels (their reprs differ)
             text = None if isinstance(value, (list, dict)) else label_text(value)
         known = (kv.key, _dumps({kv.key: value})[1:-1], text)
         self._keep(encoded, known, len(encoded) + len(known[1]) + (len(text) if text is not None else 0))
@@ -170,7 +170,7 @@ _KEY_VALUE_MEMO = KeyValueMemo()
 _key, _member = operator.itemgetter(0), operator.itemgetter(1)
 
 
-def _raw_span_attributes(encoded: Any) -> tuple[list[tuple], str]:
+def _span_attributes(encoded: Any) -> tuple[list[tuple], str]:
     """A span's attributes from their encoded KeyValues: the memo entries of its attributes, as many as
     `attributes()` would give keys (a repeated key keeps its first place and its last value), and the
     attribute JSON `dumps(attributes(...))` would give."""
@@ -185,19 +185,21 @@ def _raw_span_attributes(encoded: Any) -> tuple[list[tuple], str]:
     return kvs, "{" + ",".join(map(_member, kvs)) + "}"
 
 
-def traces_to_batch(request: ExportTraceServiceRequest, project_id: int) -> WriteBatch:
-    """Walk an ExportTraceServiceRequest (or a RawAttributesTraceRequest, wire.py) into rows. Raises
-    OtlpDataError for a request that is invalid as a whole; spans that are invalid alone are counted in
-    `rejected`. Both request types give the same rows for the same bytes."""
-    raw = isinstance(request, RawAttributesTraceRequest)
+def traces_to_batch(request: ExportTraceServiceRequest | RawAttributesTraceRequest, project_id: int
+                    ) -> WriteBatch:
+    """Walk a trace request into rows. Raises OtlpDataError for a request that is invalid as a whole; spans
+    that are invalid alone are counted in `rejected`. Bytes are parsed as a RawAttributesTraceRequest
+    (pipeline/decode.py); a message built in process (OTLP/JSON, tests) is re-read as one, so every request
+    takes this one walk (a serialization and a parse, both in C)."""
+    if not isinstance(request, RawAttributesTraceRequest):
+        request = RawAttributesTraceRequest.FromString(request.SerializeToString())
     batch = WriteBatch()
     append = batch.spans.append
     key_counts: Counter = Counter()
     value_counts: Counter = Counter()
-    # Span attribute keys and values per hour, gathered by list.extend and counted once at the end
-    # (_count_span_attributes): a Python step per attribute was a fifth of the walk.
-    hour_keys: dict[int, list] = {}
-    hour_values: dict[int, list] = {}
+    # The KeyValueMemo entries of the span attributes per hour, gathered by list.extend and counted once
+    # at the end (_count_span_attributes): a Python step per attribute was a fifth of the walk.
+    hour_kvs: dict[int, list] = {}
     dumps = _dumps
     for rs in request.resource_spans:
         rid, rrow, rattrs = _resource_row(project_id, rs.resource, rs.schema_url)
@@ -225,16 +227,9 @@ def traces_to_batch(request: ExportTraceServiceRequest, project_id: int) -> Writ
                 per_hour[hour] += 1
                 if hour != current_hour:
                     current_hour = hour
-                    extend_keys = hour_keys.setdefault(hour, []).extend
-                    extend_values = hour_values.setdefault(hour, []).extend
-                if raw:  # the memo's entries are counted per hour (_count_raw_span_attributes)
-                    kvs, attrs_json = _raw_span_attributes(sp.attributes)
-                    extend_keys(kvs)
-                else:
-                    attrs = attributes(sp.attributes)
-                    attrs_json = dumps(attrs)
-                    extend_keys(attrs)
-                    extend_values(attrs.values())
+                    extend_kvs = hour_kvs.setdefault(hour, []).extend
+                kvs, attrs_json = _span_attributes(sp.attributes)
+                extend_kvs(kvs)
                 events = sp.events
                 links = sp.links
                 status = sp.status
@@ -259,62 +254,23 @@ def traces_to_batch(request: ExportTraceServiceRequest, project_id: int) -> Writ
                         text = label_text(v)
                         if len(text) <= ROLLUP_VALUE_MAX:
                             value_counts[(project_id, "resource", k, text, hour)] += n
-    for hour, keys in hour_keys.items():
-        if raw:
-            _count_raw_span_attributes(project_id, hour, keys, key_counts, value_counts)
-        else:
-            _count_span_attributes(project_id, hour, keys, hour_values[hour], key_counts, value_counts)
+    for hour, kvs in hour_kvs.items():
+        _count_span_attributes(project_id, hour, kvs, key_counts, value_counts)
     batch.span_attribute_keys = key_counts
     batch.span_attribute_values = value_counts
     return batch
 
 
-def _count_raw_span_attributes(project_id: int, hour: int, kvs: list, key_counts: Counter,
-                               value_counts: Counter) -> None:
-    """`_count_span_attributes` for the KeyValueMemo entries of one hour's span attributes."""
+def _count_span_attributes(project_id: int, hour: int, kvs: list, key_counts: Counter,
+                           value_counts: Counter) -> None:
+    """Roll up the span attributes of one hour (their KeyValueMemo entries): every key is counted; a value
+    under its label text when it has one (KeyValueMemo.add: scalars, strings up to ROLLUP_VALUE_MAX)."""
     get = value_counts.get
     for (k, _, text), n in Counter(kvs).items():
         key_counts[(project_id, "span", k, hour)] += n
         if text is not None:
             key = (project_id, "span", k, text, hour)
             value_counts[key] = get(key, 0) + n
-
-
-def _count_span_attributes(project_id: int, hour: int, keys: list, values: list, key_counts: Counter,
-                           value_counts: Counter) -> None:
-    """Roll up the span attributes of one hour (keys[i] = values[i]): every key is counted; a value is
-    counted under its label text when it is a scalar (strings up to ROLLUP_VALUE_MAX characters)."""
-    for k, n in Counter(keys).items():
-        key_counts[(project_id, "span", k, hour)] += n
-    try:
-        # The value's type is part of the key: True, 1 and 1.0 are equal in Python, not as labels.
-        distinct = Counter(zip(keys, map(type, values), values))
-    except TypeError:  # an array or map value (unhashable, and never rolled up): count one by one
-        for k, v in zip(keys, values):
-            if type(v) is str:
-                if len(v) <= ROLLUP_VALUE_MAX:
-                    value_counts[(project_id, "span", k, v, hour)] += 1
-            elif not isinstance(v, (list, dict)):
-                value_counts[(project_id, "span", k, label_text(v), hour)] += 1
-        return
-    get = value_counts.get
-    for (k, t, v), n in distinct.items():
-        if t is str:
-            if len(v) > ROLLUP_VALUE_MAX:
-                continue
-            key = (project_id, "span", k, v, hour)
-        elif t is float and v == 0.0:
-            # 0.0 and -0.0 are one key above but two labels: count the signs exactly.
-            negative = sum(1 for k2, v2 in zip(keys, values)
-                           if k2 == k and type(v2) is float and v2 == 0.0 and math.copysign(1.0, v2) < 0)
-            for text, m in (("-0.0", negative), ("0.0", n - negative)):
-                if m:
-                    key = (project_id, "span", k, text, hour)
-                    value_counts[key] = get(key, 0) + m
-            continue
-        else:
-            key = (project_id, "span", k, label_text(v), hour)
-        value_counts[key] = get(key, 0) + n
 
 
 def _event(e: Any) -> dict:
@@ -359,15 +315,18 @@ class SeriesMemo(_Memo):
 _SERIES_MEMO = SeriesMemo()  # one per process: a decode worker's, or the event loop's when there is none
 
 
-def metrics_to_batch(request: ExportMetricsServiceRequest, project_id: int) -> WriteBatch:
-    """Walk an ExportMetricsServiceRequest (or a RawAttributesMetricsRequest, wire.py) into series and point
-    rows. Both give the same rows for the same bytes."""
-    memo = _SERIES_MEMO if isinstance(request, RawAttributesMetricsRequest) else None
-    memo_get = memo.get if memo is not None else None
+def metrics_to_batch(request: ExportMetricsServiceRequest | RawAttributesMetricsRequest, project_id: int
+                     ) -> WriteBatch:
+    """Walk a metrics request into series and point rows. Bytes are parsed as a RawAttributesMetricsRequest
+    (pipeline/decode.py); a message built in process (OTLP/JSON, tests) is re-read as one, so every request
+    takes this one walk."""
+    if not isinstance(request, RawAttributesMetricsRequest):
+        request = RawAttributesMetricsRequest.FromString(request.SerializeToString())
+    memo = _SERIES_MEMO
+    memo_get = memo.get
     batch = WriteBatch()
     series = batch.series
     append = batch.points.append
-    dumps_sorted = _dumps_sorted
     for rm in request.resource_metrics:
         rid, rrow, rattrs = _resource_row(project_id, rm.resource, rm.schema_url)
         for sm in rm.scope_metrics:
@@ -388,12 +347,8 @@ def metrics_to_batch(request: ExportMetricsServiceRequest, project_id: int) -> W
                 # The series fingerprint's parts but the point attributes, joined once per metric.
                 series_prefix = "\x1f".join(map(str, (project_id, name, kind, rid, sid))) + "\x1f"
                 for dp in data.data_points:
-                    if memo is not None:
-                        key = (series_prefix, tuple(dp.attributes))
-                        series_id, attrs_json = memo_get(key) or memo.add(key)
-                    else:
-                        attrs_json = dumps_sorted(attributes(dp.attributes))
-                        series_id = _fingerprint_text(series_prefix + attrs_json)
+                    key = (series_prefix, tuple(dp.attributes))
+                    series_id, attrs_json = memo_get(key) or memo.add(key)
                     t = dp.time_unix_nano
                     point = walk(dp)
                     if point is None:
