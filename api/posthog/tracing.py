@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import falcon
 
@@ -57,16 +57,19 @@ def _trace(conn, q: tq.TraceQuery) -> dict:
             "hasMore": has_more, "nextOffset": q.offset + len(rows) if has_more else None}
 
 
-class SpanQueryResource:
+class PostedQueryResource:
+    """POST {"query": ...}: parsed by `parse` (tracing_query.py; its errors name the field) and answered by
+    `run` on a store reader thread. The span list, the aggregates, the tree and the sparkline."""
+
     auth_policy = READ
 
-    def __init__(self, store: "Store") -> None:
-        self._store = store
+    def __init__(self, store: "Store", parse: Callable[..., Any], run: Callable[..., dict]) -> None:
+        self._store, self._parse, self._run = store, parse, run
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str) -> None:
         project = req.context.project
-        q = tq.parse_span_query(await read_posthog_body(req), project.id, project.timezone, time.time_ns())
-        resp.media = await self._store.read(_query, q)
+        q = self._parse(await read_posthog_body(req), project.id, project.timezone, time.time_ns())
+        resp.media = await self._store.read(self._run, q)
 
 
 class TraceResource:
@@ -82,17 +85,8 @@ class TraceResource:
         resp.media = await self._store.read(_trace, q)
 
 
-class SparklineResource:
-    auth_policy = READ
-
-    def __init__(self, store: "Store") -> None:
-        self._store = store
-
-    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str) -> None:
-        project = req.context.project
-        q = tq.parse_sparkline(await read_posthog_body(req), project.id, project.timezone, time.time_ns())
-        counts = await self._store.read(st.span_counts, q.selection, q.bucket_ns, q.distinct_traces)
-        resp.media = {"results": tq.sparkline_results(counts, q)}
+def _sparkline(conn, q: tq.SparklineQuery) -> dict:
+    return {"results": tq.sparkline_results(st.span_counts(conn, q.selection, q.bucket_ns, q.distinct_traces), q)}
 
 
 def _aggregate(conn, q: tq.AggregateQuery) -> dict:
@@ -108,30 +102,6 @@ def _tree(conn, q: tq.TreeQuery) -> dict:
     compare = st.span_tree(conn, q.compare, q.span_name, q.service_name, tq.AGGREGATE_MAX_ROWS) \
         if q.compare is not None else None
     return {"results": tq.render_tree(rows), "compare": tq.render_tree(compare) if compare is not None else None}
-
-
-class AggregateResource:
-    auth_policy = READ
-
-    def __init__(self, store: "Store") -> None:
-        self._store = store
-
-    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str) -> None:
-        project = req.context.project
-        q = tq.parse_aggregate(await read_posthog_body(req), project.id, project.timezone, time.time_ns())
-        resp.media = await self._store.read(_aggregate, q)
-
-
-class TreeResource:
-    auth_policy = READ
-
-    def __init__(self, store: "Store") -> None:
-        self._store = store
-
-    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response, project_id: str) -> None:
-        project = req.context.project
-        q = tq.parse_tree(await read_posthog_body(req), project.id, project.timezone, time.time_ns())
-        resp.media = await self._store.read(_tree, q)
 
 
 class ServiceNamesResource:
@@ -389,10 +359,13 @@ OPENAPI_PATHS = {f"{prefix}{BASE}{suffix}": ops for prefix in PREFIXES for suffi
 
 def add_routes(app: falcon.asgi.App, services: "Services") -> None:
     store = services.store
-    resources = {"/query": SpanQueryResource(store), "/trace/{trace_id}": TraceResource(store),
-                 "/sparkline": SparklineResource(store), "/service-names": ServiceNamesResource(store),
+    resources = {"/query": PostedQueryResource(store, tq.parse_span_query, _query),
+                 "/trace/{trace_id}": TraceResource(store),
+                 "/sparkline": PostedQueryResource(store, tq.parse_sparkline, _sparkline),
+                 "/service-names": ServiceNamesResource(store),
                  "/attributes": AttributesResource(store), "/values": ValuesResource(store),
-                 "/aggregate": AggregateResource(store), "/tree": TreeResource(store)}
+                 "/aggregate": PostedQueryResource(store, tq.parse_aggregate, _aggregate),
+                 "/tree": PostedQueryResource(store, tq.parse_tree, _tree)}
     for prefix in PREFIXES:
         for suffix, resource in resources.items():
             app.add_route(f"{prefix}{BASE}{suffix}", resource)
