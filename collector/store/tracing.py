@@ -403,6 +403,19 @@ def find_spans(conn: sqlite3.Connection, sel: Selection, order: SpanOrder, limit
     return rows[:limit], len(rows) > limit
 
 
+def _time_window(sel: Selection) -> tuple[str, list]:
+    """` AND ...` terms keeping a selected trace's spans to the selection's time range. With `+`: the trace
+    ids choose the rows (runs), the time must not steer SQLite to the time index (`compile_where`)."""
+    window, params = "", []
+    if sel.start_ns is not None:
+        window += " AND +s.start_ns >= ?"
+        params.append(sel.start_ns)
+    if sel.end_ns is not None:
+        window += " AND +s.start_ns <= ?"
+        params.append(sel.end_ns)
+    return window, params
+
+
 def trace_context(conn: sqlite3.Connection, sel: Selection, trace_ids: Iterable[bytes], skip_ids: Iterable[int],
                   per_trace: int) -> list[tuple[SpanRow, bool]]:
     """Other spans of the given traces in sel's window (row ids in `skip_ids` left out): up to `per_trace`
@@ -415,13 +428,7 @@ def trace_context(conn: sqlite3.Connection, sel: Selection, trace_ids: Iterable[
     skip = list(dict.fromkeys(skip_ids))
     match = compile_where(Selection(sel.project_id, sel.start_ns, sel.end_ns, sel.services, sel.status_codes,
                                     None, False, sel.where))
-    window, params = "", []
-    if sel.start_ns is not None:
-        window += " AND +s.start_ns >= ?"
-        params.append(sel.start_ns)
-    if sel.end_ns is not None:
-        window += " AND +s.start_ns <= ?"
-        params.append(sel.end_ns)
+    window, params = _time_window(sel)
     skip_sql = f" AND s.id NOT IN ({_placeholders(len(skip))})" if skip else ""
     runs = "" if legacy_trace_index(conn) else f"s.id IN ({trace_span_ids(len(ids))}) AND "
     sql = (f"SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY trace_id ORDER BY parent_span_id IS NULL DESC, "
@@ -739,13 +746,7 @@ def span_tree(conn: sqlite3.Connection, sel: Selection, span_name: str, service_
         matched.text += " AND s.service_name = ?"
         matched.params.append(service_name)
         scope, scope_params = " AND s.service_name = ?", [service_name]
-    window, window_params = "", []
-    if sel.start_ns is not None:
-        window += " AND +s.start_ns >= ?"
-        window_params.append(sel.start_ns)
-    if sel.end_ns is not None:
-        window += " AND +s.start_ns <= ?"
-        window_params.append(sel.end_ns)
+    window, window_params = _time_window(sel)
     source = Sql(
         f"WITH matched AS ({matched.text}), "
         "sp AS (SELECT s.trace_id, s.span_id, s.parent_span_id, s.service_name, s.name, s.start_ns, "
