@@ -403,6 +403,19 @@ def _seen_clause(seen_from_ns: int | None, seen_to_ns: int | None) -> tuple[str,
     return sql, params
 
 
+def _label_scope_and_search(scope: str, search: str | None, column: str) -> tuple[str, list]:
+    """` AND ...` terms over `metric_series_labels AS l`: the labels' source for `scope` (`attribute`:
+    point attributes, `resource`, `auto`: both) and `search` as a case-insensitive substring of `column`."""
+    sql, params = "", []
+    if scope != "auto":
+        sql += " AND l.source = ?"
+        params.append("point" if scope == "attribute" else "resource")
+    if search:
+        sql += f" AND instr(lower({column}), ?) > 0"
+        params.append(search.lower())
+    return sql, params
+
+
 def label_key_counts(conn: sqlite3.Connection, project_id: int, name: str | None = None,
                      metric_type: str | None = None, scope: str = "auto", search: str | None = None,
                      limit: int = 1000, *, keys: tuple[str, ...] | None = None, seen_from_ns: int | None = None,
@@ -416,12 +429,9 @@ def label_key_counts(conn: sqlite3.Connection, project_id: int, name: str | None
            "JOIN metric_series AS s ON s.id = l.series_id WHERE l.project_id = ? AND s.project_id = ?"
            + metric_sql + seen_sql)
     params = [project_id, project_id, *params, *seen_params]
-    if scope != "auto":
-        sql += " AND l.source = ?"
-        params.append("point" if scope == "attribute" else "resource")
-    if search:
-        sql += " AND instr(lower(l.key), ?) > 0"
-        params.append(search.lower())
+    more, more_params = _label_scope_and_search(scope, search, "l.key")
+    sql += more
+    params += more_params
     if keys is not None:
         sql += f" AND l.key IN ({_marks(len(keys))})"
         params += keys
@@ -448,12 +458,9 @@ def label_value_counts(conn: sqlite3.Connection, project_id: int, keys: tuple[st
            f"JOIN metric_series AS s ON s.id = l.series_id WHERE l.project_id = ? AND l.key IN ({_marks(len(keys))}) "
            "AND s.project_id = ?" + metric_sql + seen_sql)
     params = [project_id, *keys, project_id, *params, *seen_params]
-    if scope != "auto":
-        sql += " AND l.source = ?"
-        params.append("point" if scope == "attribute" else "resource")
-    if search:
-        sql += " AND instr(lower(l.value), ?) > 0"
-        params.append(search.lower())
+    more, more_params = _label_scope_and_search(scope, search, "l.value")
+    sql += more
+    params += more_params
     sql += " GROUP BY l.value ORDER BY n DESC, l.value LIMIT ?"
     return [(r[0], r[1]) for r in conn.execute(sql, [*params, limit])]
 
