@@ -15,6 +15,7 @@ from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
+from otelite.exporters.forwarding.client import USER_AGENT
 from otelite.exporters.forwarding.outcome import Delivered, Outcome, Permanent, Retryable
 from otelite.exporters.forwarding.queue import Forwarder, Prepared
 from otelite.exporters.forwarding.tls import grpc_credentials
@@ -29,7 +30,6 @@ _METHODS = {
 }
 _RETRYABLE = frozenset((grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED,
                         grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DATA_LOSS))
-USER_AGENT = "otelite-forwarder/0.1"
 
 
 class OtlpGrpcExporter(Forwarder):

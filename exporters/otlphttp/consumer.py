@@ -18,9 +18,9 @@ from google.rpc import status_pb2
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
+from otelite.exporters.forwarding.client import USER_AGENT, HttpForwarder
 from otelite.exporters.forwarding.outcome import Delivered, Outcome, Permanent, Retryable, retry_after_seconds
-from otelite.exporters.forwarding.queue import Forwarder, Prepared
-from otelite.exporters.forwarding.tls import ssl_context
+from otelite.exporters.forwarding.queue import Prepared
 
 if TYPE_CHECKING:
     from otelite.collector.component import Host
@@ -29,27 +29,17 @@ if TYPE_CHECKING:
 RETRYABLE_STATUS = frozenset((429, 502, 503, 504))
 _RESPONSES = {"traces": ExportTraceServiceResponse, "metrics": ExportMetricsServiceResponse}
 _MAX_RESPONSE_BYTES = 64 << 10
-USER_AGENT = "otelite-forwarder/0.1"
 _GZIP_LEVEL = 6  # gzip's default, as the Collector's
 
 
-class OtlpHttpExporter(Forwarder):
+class OtlpHttpExporter(HttpForwarder):
     def __init__(self, component_id: str, host: "Host", config: "OtlpHttpExporterConfig") -> None:
         super().__init__(component_id, host, retry=config.retry_on_failure, queue=config.sending_queue,
                          timeout=config.timeout)
         self._config = config
-        self._client: httpx.AsyncClient | None = None
         self._headers = {"User-Agent": USER_AGENT, **config.headers, "Content-Type": "application/x-protobuf"}
         if config.compression == "gzip":
             self._headers["Content-Encoding"] = "gzip"
-
-    async def open(self) -> None:
-        self._client = http_client(self._config.tls, self._config.timeout)
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
 
     async def prepare(self, signal: str, entries) -> Prepared:
         prepared = await super().prepare(signal, entries)
@@ -75,12 +65,6 @@ class OtlpHttpExporter(Forwarder):
                 if response.status_code in (429, 503) else None
             return Retryable(message, throttle)
         return Permanent(message)
-
-
-def http_client(tls, timeout: float) -> httpx.AsyncClient:
-    """An HTTP/1.1 client with keep-alive; TLS settings apply to https:// URLs."""
-    return httpx.AsyncClient(verify=ssl_context(tls), timeout=timeout, follow_redirects=False,
-                             trust_env=False, limits=httpx.Limits(max_connections=4))
 
 
 def _partial_success(signal: str, body: bytes, content_type: str) -> Delivered:

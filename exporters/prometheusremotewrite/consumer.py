@@ -16,20 +16,19 @@ import cramjam
 import httpx
 
 from otelite.collector.store import export_log as xl
+from otelite.exporters.forwarding.client import USER_AGENT, HttpForwarder
 from otelite.exporters.forwarding.outcome import Delivered, Outcome, Permanent, Retryable, retry_after_seconds
-from otelite.exporters.forwarding.queue import Forwarder, Prepared
-from otelite.exporters.otlphttp.consumer import http_client
+from otelite.exporters.forwarding.queue import Prepared
 from otelite.exporters.prometheusremotewrite.convert import Converter, Need
 
 if TYPE_CHECKING:
     from otelite.collector.component import Host
     from otelite.exporters.prometheusremotewrite.config import PrometheusRemoteWriteExporterConfig
 
-USER_AGENT = "otelite-forwarder/0.1"
 _MAX_ERROR_BYTES = 256
 
 
-class RemoteWriteExporter(Forwarder):
+class RemoteWriteExporter(HttpForwarder):
     keeps_totals = True
     max_request_bytes = 1 << 20  # of OTLP requests per send: samples are larger than the points they come from
 
@@ -38,17 +37,8 @@ class RemoteWriteExporter(Forwarder):
                          timeout=config.timeout)
         self._config = config
         self._converter = Converter(config)
-        self._client: httpx.AsyncClient | None = None
         self._headers = {**config.headers, "Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
                          "X-Prometheus-Remote-Write-Version": "0.1.0", "User-Agent": USER_AGENT}
-
-    async def open(self) -> None:
-        self._client = http_client(self._config.tls, self._config.timeout)
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
 
     async def _walk(self, entries: list[xl.Entry]) -> Need:
         need = await asyncio.to_thread(self._converter.walk, entries)
