@@ -208,6 +208,27 @@ def test_every_query_answers_the_same_with_and_without_rollups(rolled, monkeypat
     assert 0 < errors < compared // 4  # r.relayout's mixed bounds, whichever way it is read
 
 
+def test_a_query_ending_anywhere_in_a_quarter_hour_answers_as_from_every_reading(rolled, monkeypatch):
+    """The quarter hour holding a query's end is read raw and collapsed to its readings before the end
+    (rollups.collapsed) when that part of it lies in one bucket, and kept whole when a bucket edge cuts it
+    (a grid off the quarter hours, buckets of 7 minutes): every end, minute by minute, answers as from
+    every reading."""
+    conn = connect_reader(str(rolled))
+    grids = [FixedGrid(15 * MIN), FixedGrid(HOUR), FixedGrid(7 * MIN), FixedGrid(15 * MIN, origin_ns=5 * MIN),
+             CalendarGrid(1, "d")]
+    compared = 0
+    for minute in range(121, 180, 4):  # the third hour, its quarter hours cut at many places
+        end = T0 + minute * MIN + 17 * S
+        for grid in grids:
+            for name, fn, q in CASES:
+                query = Query(SeriesSelection(1, name), T0 + 45 * MIN, end, grid,
+                              Aggregation(fn, q=q, across="sum" if fn != "observation_mean" else None))
+                assert answer(conn, query, True, monkeypatch) == answer(conn, query, False, monkeypatch), \
+                    (minute, grid, name, fn)
+                compared += 1
+    assert compared == 15 * len(grids) * len(CASES)
+
+
 def test_one_cache_for_every_query_answers_as_a_fresh_one(rolled, monkeypatch):
     """The rolled part's cells are kept in the cache per grid, function, look-back and series (engine.py):
     every query asked twice, in between every other one, on one cache answers as with a cache of its own;
@@ -270,8 +291,9 @@ def test_aligned_queries_read_fewer_readings_and_others_read_all(rolled, monkeyp
 
 def test_the_hour_holding_the_end_is_read_from_its_rollup_up_to_the_quarter_hour_of_the_end(rolled, monkeypatch):
     """A query that ends inside a rolled hour (a window ending now, or at the newest data) reads that
-    hour's rollup up to the quarter hour holding its end, and only that quarter hour's readings in full:
-    with the answer it gives from every reading, wherever in the hour the end falls."""
+    hour's rollup up to the quarter hour holding its end, and only that quarter hour's readings raw, of
+    which it keeps each series' first and last before the end (none after it is read): with the answer
+    it gives from every reading, wherever in the hour the end falls."""
     conn = connect_reader(str(rolled))
     seen = []
     real = rollups.parts
@@ -301,13 +323,28 @@ def test_the_hour_holding_the_end_is_read_from_its_rollup_up_to_the_quarter_hour
             (earlier, newest), = seen
             # The trailing stretch is loaded from where the rollups stop, not from the start of its hour.
             assert loads[-1:] == ([quarter] if end != quarter else []), (offset, fn)
-            everything = PointCache().points(conn, select_metric(conn, name), hour, end)
-            if offset < 15 * MIN:  # the end in the hour's first quarter: nothing of that hour is rolled
-                assert len(newest) == len(everything) and newest.time.min() >= hour
-            else:
-                assert earlier.time.max() < quarter and (newest.time >= quarter).all(), (offset, fn)
-                # (an end on a quarter hour: the rollup answers the whole of it)
-                assert (len(newest) == 0) == (end == quarter) and len(newest) < len(everything) / 2, (offset, fn)
+            raw = PointCache().points(conn, select_metric(conn, name), quarter, end)
+            # (the end in the hour's first quarter: nothing of that hour is rolled; on a quarter hour: the
+            # rollup answers the whole of it)
+            assert (len(earlier) and earlier.time.max() < quarter) or offset < 15 * MIN, (offset, fn)
+            # (and both readings of a pair that is not plain: r.requests resets)
+            assert _first_and_last(raw) <= _readings(newest) <= _readings(raw), (offset, fn)
+            assert (len(newest) == 0) == (end == quarter), (offset, fn)
+            if name == "r.latency":
+                assert _readings(newest) == _first_and_last(raw) and len(newest) < max(len(raw), 1), (offset, fn)
+
+
+def _readings(p) -> set[tuple[int, int]]:
+    return set(zip(p.series_id.tolist(), p.time.tolist()))
+
+
+def _first_and_last(p) -> set[tuple[int, int]]:
+    """(series, time) of each series' first and last reading in `p` (sorted by series and time)."""
+    if not len(p):
+        return set()
+    change = np.flatnonzero(p.series_id[1:] != p.series_id[:-1])
+    ends = np.concatenate(([0], change, change + 1, [len(p) - 1]))
+    return set(zip(p.series_id[ends].tolist(), p.time[ends].tolist()))
 
 
 real_chunk_parts = points_module._chunk_parts

@@ -362,10 +362,22 @@ def _whole_hours(lo: int, hi: int, edges: np.ndarray) -> np.ndarray:
 def collapsed(p: Points, lo: int, hi: int, edges: np.ndarray) -> Points:
     """The readings of [lo, hi) in `p` (sorted, complete: every reading of its series in that range) that
     the query needs: those of its whole cells a rollup would keep, and every reading of the others. The
-    hours no rollup answers (the open one, above all) are collapsed so at query time."""
+    hours no rollup answers (the open one, above all) are collapsed so at query time.
+
+    The quarter hour that holds `hi` counts as whole here when [its start, hi) lies inside one bucket:
+    `p` holds none of its readings from `hi` on, so its first and last reading before `hi` are what the
+    query needs of it, as of any whole cell (module docstring). A rollup cannot answer it (its last
+    reading may lie after `hi`: `_whole_hours`), but a query that ends inside a busy quarter hour (a
+    window ending now) reads it raw and keeps only these."""
     if len(p) < 3:
         return p
     first, whole_cells = _whole_cells(lo, hi, edges)
+    holding_hi = hi - hi % CELL_NS
+    if hi % CELL_NS and holding_hi >= lo and whole_cells.size:
+        bounds = np.concatenate(([lo], edges))
+        if np.searchsorted(bounds, holding_hi, "right") == np.searchsorted(bounds, hi - 1, "right"):
+            whole_cells = whole_cells.copy()
+            whole_cells[-1] = True  # (the last cell of `_whole_cells` is the one holding hi)
     index = (p.time - first) // CELL_NS
     whole = whole_cells[np.clip(index, 0, whole_cells.size - 1)] & (index >= 0) & (index < whole_cells.size)
     keep = kept(p, None, np.zeros(0, np.int64), whole)
