@@ -29,7 +29,9 @@ those it was built from (late points or a merge make it stale until it is built 
 point of that hour still in the head, and after the retention cutoff. The hour that holds the query's end
 (a window ending now, or at the newest data) is answered by its rollup up to the quarter hour holding the
 end, when its earlier cells are whole. Every other hour, and that last quarter hour, is read in full, the
-trailing ones through the query cache; a mix is exact as well, for the full hours keep every reading.
+trailing ones through the query cache, and collapsed as read to what a rollup would keep (`collapsed`; the
+quarter hour holding the end, of whose readings none after the end is read, as a whole one); a mix is
+exact as well, for every part keeps at least what the argument above needs of its cells.
 A thread of its own (`RollupBuilder`, started by the server's writer) builds them from a read snapshot,
 newest hours first, once an hour is closed and its chunks merged, and hands each to the writer to store:
 an upgraded store fills in the background, and ingest commits never wait for an hour being packed.
