@@ -333,14 +333,15 @@ def applies(fn: str, series: "SeriesSet") -> bool:
             and not (series.temporality == 1).any())
 
 
-def _whole_cells(lo: int, hi: int, edges: np.ndarray) -> tuple[int, np.ndarray]:
+def _whole_cells(lo: int, hi: int, edges: np.ndarray, *, read_to_hi: bool = False) -> tuple[int, np.ndarray]:
     """(the first cell, from the hour of `lo`) and for each cell up to `hi`, whether a query of [lo, hi) on
     the buckets `edges` may collapse it: it lies wholly before `lo` or at or after `hi` (its readings are
     not read at all), or inside [lo, hi) and inside one bucket ([lo, edges[0]) counting as one: the
-    look-back)."""
+    look-back). `read_to_hi`: the readings are those read, none from `hi` on, so the cell that holds `hi`
+    is taken as it is read, up to `hi` (`collapsed`); a rollup's cell holds its readings after `hi` too."""
     first = block_of(lo)
     cells = np.arange(first, hi, CELL_NS, dtype=np.int64)
-    ends = cells + CELL_NS
+    ends = np.minimum(cells + CELL_NS, hi) if read_to_hi else cells + CELL_NS
     bounds = np.concatenate(([lo], edges))
     same = np.searchsorted(bounds, cells, "right") == np.searchsorted(bounds, ends - 1, "right")
     return first, ((cells >= lo) & (ends <= hi) & same) | (ends <= lo) | (cells >= hi)
@@ -366,20 +367,14 @@ def collapsed(p: Points, lo: int, hi: int, edges: np.ndarray) -> Points:
     the query needs: those of its whole cells a rollup would keep, and every reading of the others. The
     hours no rollup answers (the open one, above all) are collapsed so at query time.
 
-    The quarter hour that holds `hi` counts as whole here when [its start, hi) lies inside one bucket:
-    `p` holds none of its readings from `hi` on, so its first and last reading before `hi` are what the
-    query needs of it, as of any whole cell (module docstring). A rollup cannot answer it (its last
-    reading may lie after `hi`: `_whole_hours`), but a query that ends inside a busy quarter hour (a
-    window ending now) reads it raw and keeps only these."""
+    The quarter hour that holds `hi` counts as whole here when [its start, hi) lies inside one bucket
+    (`read_to_hi`): `p` holds none of its readings from `hi` on, so its first and last reading before `hi`
+    are what the query needs of it, as of any whole cell (module docstring). A rollup cannot answer it
+    (its last reading may lie after `hi`: `_whole_hours`), but a query that ends inside a busy quarter
+    hour (a window ending now) reads it raw and keeps only these."""
     if len(p) < 3:
         return p
-    first, whole_cells = _whole_cells(lo, hi, edges)
-    holding_hi = hi - hi % CELL_NS
-    if hi % CELL_NS and holding_hi >= lo and whole_cells.size:
-        bounds = np.concatenate(([lo], edges))
-        if np.searchsorted(bounds, holding_hi, "right") == np.searchsorted(bounds, hi - 1, "right"):
-            whole_cells = whole_cells.copy()
-            whole_cells[-1] = True  # (the last cell of `_whole_cells` is the one holding hi)
+    first, whole_cells = _whole_cells(lo, hi, edges, read_to_hi=True)
     index = (p.time - first) // CELL_NS
     whole = whole_cells[np.clip(index, 0, whole_cells.size - 1)] & (index >= 0) & (index < whole_cells.size)
     keep = kept(p, None, np.zeros(0, np.int64), whole)
