@@ -42,13 +42,19 @@ _attributes = st.lists(st.builds(lambda k, v: common_pb2.KeyValue(key=k, value=v
 _bounds = st.lists(st.sampled_from([0.0, -0.0, 0.5, 1.0, -2.5, float("inf"), float("nan"), 1e-300]), max_size=3)
 
 
+def _drawn_scopes(draw, resources, scope_field: str):
+    """One or two resources with drawn attributes added to `resources`, and a scope in each: yields the
+    scope messages (`scope_field`: scope_metrics or scope_spans) to fill."""
+    for _ in range(draw(st.integers(1, 2))):
+        resource = resources.add()
+        resource.resource.attributes.extend(draw(_attributes))
+        yield getattr(resource, scope_field).add()
+
+
 @st.composite
 def _requests(draw) -> ExportMetricsServiceRequest:
     req = ExportMetricsServiceRequest()
-    for _ in range(draw(st.integers(1, 2))):
-        rm = req.resource_metrics.add()
-        rm.resource.attributes.extend(draw(_attributes))
-        sm = rm.scope_metrics.add()
+    for sm in _drawn_scopes(draw, req.resource_metrics, "scope_metrics"):
         for name in draw(st.lists(st.sampled_from(["m1", "m2"]), min_size=1, max_size=3)):
             kind = draw(st.sampled_from(["gauge", "sum", "histogram", "exponential_histogram", "summary"]))
             m = sm.metrics.add(name=name)
@@ -203,10 +209,7 @@ def test_every_data_point_message_is_read_with_raw_attributes():
 @st.composite
 def _trace_requests(draw) -> ExportTraceServiceRequest:
     req = ExportTraceServiceRequest()
-    for _ in range(draw(st.integers(1, 2))):
-        rs = req.resource_spans.add()
-        rs.resource.attributes.extend(draw(_attributes))
-        ss = rs.scope_spans.add()
+    for ss in _drawn_scopes(draw, req.resource_spans, "scope_spans"):
         for i in range(draw(st.integers(1, 6))):
             sp = ss.spans.add(trace_id=bytes(15) + bytes([i + 1]), span_id=bytes(7) + bytes([i + 1]), name="s",
                               start_time_unix_nano=draw(st.sampled_from([0, 3_600 * 10**9, 7_300 * 10**9])))
