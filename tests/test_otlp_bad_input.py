@@ -12,6 +12,7 @@ the accepted rows and nothing else.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import struct
@@ -22,6 +23,7 @@ from collections import Counter
 import grpc
 import httpx
 import pytest
+from google.protobuf.json_format import MessageToJson
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
@@ -341,6 +343,74 @@ def test_data_point_without_value_is_rejected_alone(srv, http, good):
         "SELECT p.value FROM metric_points p JOIN metric_series s ON s.id = p.series_id "
         "JOIN resources r ON r.id = s.resource_id WHERE r.service_name = 'no-value' ORDER BY p.time_ns"
     ) == [(0,), (1,), (2,)]
+
+
+_PAST_INT64 = (1 << 63, (1 << 64) - 1)  # uint64 values SQLite's INTEGER cannot hold (after the year 2262)
+
+
+def _far_spans() -> list[trace_pb2.Span]:
+    """Two good spans around three whose start or end does not fit in int64."""
+    spans = [span(n) for n in range(5)]
+    spans[1].start_time_unix_nano = _PAST_INT64[1]
+    spans[2].end_time_unix_nano = _PAST_INT64[0]
+    spans[3].start_time_unix_nano, spans[3].end_time_unix_nano = _PAST_INT64
+    return spans
+
+
+def _far_points() -> list[metrics_pb2.Metric]:
+    """A gauge and a histogram, each with good points around points whose time, start time or count does
+    not fit in int64."""
+    gauge_points = [metrics_pb2.NumberDataPoint(time_unix_nano=T0, as_int=1),
+                    metrics_pb2.NumberDataPoint(time_unix_nano=_PAST_INT64[0], as_int=2),
+                    metrics_pb2.NumberDataPoint(time_unix_nano=T0 + 1, start_time_unix_nano=_PAST_INT64[1], as_int=3),
+                    metrics_pb2.NumberDataPoint(time_unix_nano=T0 + 2, as_int=4)]
+    hist = [metrics_pb2.HistogramDataPoint(time_unix_nano=T0 + i, start_time_unix_nano=T0 - 1, count=count,
+                                           explicit_bounds=[1.0], bucket_counts=[count, 0])
+            for i, count in enumerate((3, _PAST_INT64[0], 5))]
+    return [metrics_pb2.Metric(name="far.gauge", gauge=metrics_pb2.Gauge(data_points=gauge_points)),
+            metrics_pb2.Metric(name="far.hist", histogram=metrics_pb2.Histogram(
+                data_points=hist, aggregation_temporality=metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE))]
+
+
+@pytest.mark.parametrize("transport", ["protobuf", "json", "grpc"])
+def test_times_and_counts_past_int64_are_rejected_alone(srv, http, channel, good, transport):
+    """uint64 times and counts over 2^63 - 1 cannot be stored: those items are rejected (partial success) and
+    the rest stored. Before, the writer failed the whole commit with 503, for every request in its group."""
+    service = f"far-{transport}"
+    tr = traces(service, _far_spans())
+    mr = metrics_service_pb2.ExportMetricsServiceRequest(resource_metrics=[metrics_pb2.ResourceMetrics(
+        resource=_resource(service), scope_metrics=[metrics_pb2.ScopeMetrics(metrics=_far_points())])])
+    if transport == "grpc":
+        t_resp = trace_service_pb2_grpc.TraceServiceStub(channel).Export(tr, timeout=10)
+        m_resp = metrics_service_pb2_grpc.MetricsServiceStub(channel).Export(mr, timeout=10)
+        rejected = (t_resp.partial_success.rejected_spans, m_resp.partial_success.rejected_data_points)
+        message = t_resp.partial_success.error_message + m_resp.partial_success.error_message
+    elif transport == "protobuf":
+        t_http = http.post("/v1/traces", content=tr.SerializeToString(), headers={"Content-Type": PROTOBUF})
+        m_http = http.post("/v1/metrics", content=mr.SerializeToString(), headers={"Content-Type": PROTOBUF})
+        assert (t_http.status_code, m_http.status_code) == (200, 200), (t_http.content, m_http.content)
+        t_resp = trace_service_pb2.ExportTraceServiceResponse.FromString(t_http.content)
+        m_resp = metrics_service_pb2.ExportMetricsServiceResponse.FromString(m_http.content)
+        rejected = (t_resp.partial_success.rejected_spans, m_resp.partial_success.rejected_data_points)
+        message = t_resp.partial_success.error_message + m_resp.partial_success.error_message
+    else:  # OTLP/JSON: uint64 fields as decimal strings (otlp.md)
+        answers = []
+        for path, req in (("/v1/traces", tr), ("/v1/metrics", mr)):
+            body = json.loads(MessageToJson(req))
+            for rs in body.get("resourceSpans", ()):  # json_format writes ids as base64: OTLP/JSON wants hex
+                for sp in rs["scopeSpans"][0]["spans"]:
+                    sp["traceId"], sp["spanId"] = (base64.b64decode(sp[k]).hex() for k in ("traceId", "spanId"))
+            r = http.post(path, content=json.dumps(body), headers={"Content-Type": JSON})
+            assert r.status_code == 200, r.content
+            answers.append(r.json()["partialSuccess"])
+        rejected = (int(answers[0]["rejectedSpans"]), int(answers[1]["rejectedDataPoints"]))
+        message = answers[0]["errorMessage"] + answers[1]["errorMessage"]
+    assert rejected == (3, 3)
+    assert "2^63 - 1" in message
+    STORED_SPANS[service] += 2
+    STORED_POINTS[service] += 4
+    assert srv.query(f"SELECT name FROM spans WHERE service_name = '{service}' ORDER BY name") == [("op-0",), ("op-4",)]
+    assert srv.alive()
 
 
 # --- gRPC -----------------------------------------------------------------------------------------------

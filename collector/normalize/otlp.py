@@ -27,6 +27,10 @@ from otelite.collector.store.records import ROLLUP_VALUE_MAX, WriteBatch, label_
 
 _HOUR_NS = 3_600_000_000_000
 _NO_RECORDED_VALUE = 1  # DataPointFlags.FLAG_NO_RECORDED_VALUE_MASK
+# OTLP times and counts are uint64; SQLite's INTEGER is int64. A value above this (a time after the year
+# 2262) cannot be stored: its item is rejected (partial success). Left to the writer, it failed the whole
+# group commit with 503, every other client's request in it too, and the retried request again and again.
+_INT64_MAX = (1 << 63) - 1
 
 
 class OtlpDataError(ValueError):
@@ -223,6 +227,11 @@ def traces_to_batch(request: ExportTraceServiceRequest | RawAttributesTraceReque
                     _note(batch, "a span with an empty or all-zero trace_id or span_id was rejected")
                     continue
                 start = sp.start_time_unix_nano
+                end = sp.end_time_unix_nano
+                if start > _INT64_MAX or end > _INT64_MAX:
+                    batch.rejected += 1
+                    _note(batch, "a span with a time over 2^63 - 1 ns (after the year 2262) was rejected")
+                    continue
                 hour = start // _HOUR_NS
                 per_hour[hour] += 1
                 if hour != current_hour:
@@ -235,7 +244,7 @@ def traces_to_batch(request: ExportTraceServiceRequest | RawAttributesTraceReque
                 status = sp.status
                 append((
                     project_id, trace_id, span_id, parent or None, sp.trace_state, sp.flags, sp.name,
-                    sp.kind, start, sp.end_time_unix_nano, status.code, status.message, attrs_json,
+                    sp.kind, start, end, status.code, status.message, attrs_json,
                     dumps([_event(e) for e in events]) if events else None,
                     dumps([_link(ln) for ln in links]) if links else None,
                     sp.dropped_attributes_count, sp.dropped_events_count, sp.dropped_links_count,
@@ -350,16 +359,21 @@ def metrics_to_batch(request: ExportMetricsServiceRequest | RawAttributesMetrics
                     key = (series_prefix, tuple(dp.attributes))
                     series_id, attrs_json = memo_get(key) or memo.add(key)
                     t = dp.time_unix_nano
+                    start = dp.start_time_unix_nano
                     point = walk(dp)
                     if point is None:
                         batch.rejected += 1
                         _note(batch, f"a {kind} data point of {name!r} with no value was rejected")
                         continue
+                    if t > _INT64_MAX or start > _INT64_MAX or (point[1] or 0) > _INT64_MAX:
+                        batch.rejected += 1
+                        _note(batch, f"a {kind} data point of {name!r} with a time or count over 2^63 - 1 was rejected")
+                        continue
                     if series_id not in series:
                         series[series_id] = (series_id, project_id, name, kind, metric.unit, metric.description,
                                              temporality, monotonic, rid, sid, attrs_json, t, t)
                     exemplars = dp.exemplars if has_exemplars else None
-                    append((project_id, series_id, dp.start_time_unix_nano, t) + point
+                    append((project_id, series_id, start, t) + point
                            + (_exemplars(exemplars) if exemplars else None,))
                     stored = True
                     if has_metadata:
