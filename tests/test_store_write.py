@@ -88,6 +88,33 @@ def test_an_exception_rolls_back_only_its_own_work_in_a_group_with_ingest(store)
     assert _count(store.path, "SELECT count(*) FROM projects WHERE key = 'doomed'") == 0
 
 
+def test_a_batch_sqlite_refuses_fails_alone_not_the_group_it_was_committed_with(store):
+    """Requests queued together commit in one transaction; when SQLite refuses one of them (here a span
+    time over int64, which the OTLP walk rejects but another path might not), the others are committed
+    on their own and acknowledged, and only that one is told the store could not take it."""
+    blocker = _hold_write_lock(store.path)
+    try:
+        before = store.writer.submit(traces_to_batch(trace_request(30, seed=1), 1))
+        poisoned = traces_to_batch(trace_request(10, seed=2), 1)
+        poisoned.spans[3] = poisoned.spans[3][:8] + (1 << 63,) + poisoned.spans[3][9:]  # start_ns
+        refused = store.writer.submit(poisoned)
+        after = store.writer.submit(traces_to_batch(trace_request(20, seed=3), 1))
+        time.sleep(0.2)
+        assert not any(f.done() for f in (before, refused, after))  # all waiting for the lock: one group
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    before.result(10)
+    after.result(10)
+    with pytest.raises(StoreUnavailable):
+        refused.result(10)
+    assert _count(store.path, "SELECT count(*) FROM spans") == 30 + 20
+    assert store.writer.queued == 0
+    # And the writer goes on committing groups.
+    store.writer.submit(traces_to_batch(trace_request(5, seed=4), 1)).result(10)
+    assert _count(store.path, "SELECT count(*) FROM spans") == 55
+
+
 def test_a_failing_write_concurrent_with_ingest_leaves_every_batch_committed(store):
     """Under continuous ingest, failing and succeeding writes interleave with batches; every batch commits."""
     async def run() -> tuple[int, int]:

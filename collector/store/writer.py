@@ -361,11 +361,11 @@ class Writer:
                     log.warning("database busy, retrying commit (attempt %d)", attempt)
                     time.sleep(min(0.05 * attempt, 1.0))
                     continue
-                self._fail(entries, writes, e)
+                self._fail_or_split(entries, writes, e)
                 return
             except Exception as e:  # noqa: BLE001 - any failure must settle the waiting clients
                 self._rollback(conn)
-                self._fail(entries, writes, e)
+                self._fail_or_split(entries, writes, e)
                 return
         elapsed = time.perf_counter() - started
         if merged is not None:
@@ -468,6 +468,20 @@ class Writer:
         current in the same transaction as its points, so a scrape reads one row per live series.
         Returns each series' newest point time in the batch and the series whose state time is older."""
         return self._series_state.update(conn, b, series)
+
+    def _fail_or_split(self, entries: list[_Entry], writes: list[_WriteFn], error: Exception) -> None:
+        """A group commit failed: when it held more than one request, commit each on its own, so that data
+        SQLite refuses fails its own request only. Otherwise every request grouped with it would be told
+        503 and, retried, be grouped with it again (one client could keep the others' data out); a store
+        that cannot write at all (disk full) fails each of them just the same."""
+        if len(entries) < 2:
+            self._fail(entries, writes, error)
+            return
+        log.warning("commit of %d requests failed (%s); committing each on its own", len(entries), error)
+        for entry in entries:
+            self._commit([entry], [])
+        if writes:
+            self._commit([], writes)
 
     def _fail(self, entries: list[_Entry], writes: list[_WriteFn], error: Exception) -> None:
         log.error("commit failed, %d requests and %d writes not stored: %s", len(entries), len(writes), error)
