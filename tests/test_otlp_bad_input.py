@@ -413,6 +413,53 @@ def test_times_and_counts_past_int64_are_rejected_alone(srv, http, channel, good
     assert srv.alive()
 
 
+def _layouts(t0: int) -> list[tuple[metrics_pb2.Metric, int, str]]:
+    """Per kind, a metric with one good point first and points whose bucket layout is not one (the OTLP
+    data model) from `t0` on, how many of them there are and a fragment of the reason."""
+    nan, inf = float("nan"), float("inf")
+    hist = [metrics_pb2.HistogramDataPoint(time_unix_nano=t0 + i, count=1, bucket_counts=[1] + [0] * len(b),
+                                           explicit_bounds=b)
+            for i, b in enumerate(([1.0, 2.0], [1.0, nan], [inf], [-inf, 0.0], [2.0, 1.0], [1.0, 1.0]))]
+    scales = [metrics_pb2.ExponentialHistogramDataPoint(time_unix_nano=t0 + i, count=1, zero_count=1, scale=scale)
+              for i, scale in enumerate((3, 21, -11, 2**31 - 1, -2**31))]
+    thresholds = [metrics_pb2.ExponentialHistogramDataPoint(time_unix_nano=t0 + i, count=1, zero_count=1, scale=3,
+                                                            zero_threshold=zt)
+                  for i, zt in enumerate((0.5, nan, -1.0, inf))]
+    summ = [metrics_pb2.SummaryDataPoint(time_unix_nano=t0 + i, count=1, sum=1.0, quantile_values=[
+        metrics_pb2.SummaryDataPoint.ValueAtQuantile(quantile=q, value=inf)]) for i, q in enumerate((0.5, 1.5, -0.1, nan))]
+    return [
+        (metrics_pb2.Metric(name="layout.hist", histogram=metrics_pb2.Histogram(data_points=hist)), 5,
+         "explicit_bounds that are not finite and strictly increasing"),
+        (metrics_pb2.Metric(name="layout.scale", exponential_histogram=metrics_pb2.ExponentialHistogram(
+            data_points=scales)), 4, "(the data model's range is -10 to 20)"),
+        (metrics_pb2.Metric(name="layout.zero", exponential_histogram=metrics_pb2.ExponentialHistogram(
+            data_points=thresholds)), 3, "zero_threshold"),
+        (metrics_pb2.Metric(name="layout.summary", summary=metrics_pb2.Summary(data_points=summ)), 3,
+         "a quantile outside [0, 1]")]
+
+
+@pytest.mark.parametrize("case", range(4), ids=["hist-bounds", "exp-scale", "exp-zero-threshold", "summary-quantile"])
+def test_points_whose_bucket_layout_is_not_one_are_rejected_alone(srv, http, good, case):
+    """Non-finite or unordered bounds, an exponential scale outside [-10, 20] or a bad zero threshold, a
+    quantile outside [0, 1]: rejected (partial success), the good point stored. Stored, they broke every
+    later query of their metric (NaN bounds are not JSON SQLite reads) or stalled the scrape (a scale of
+    2^31 made it shift by 2^31 bits)."""
+    metric, rejected, reason = _layouts(time.time_ns() - 10**9)[case]  # now: live for the scrape
+    service = metric.name.replace(".", "-")
+    req = metrics_service_pb2.ExportMetricsServiceRequest(resource_metrics=[metrics_pb2.ResourceMetrics(
+        resource=_resource(service), scope_metrics=[metrics_pb2.ScopeMetrics(metrics=[metric])])])
+    r = http.post("/v1/metrics", content=req.SerializeToString(), headers={"Content-Type": PROTOBUF})
+    assert r.status_code == 200, r.content
+    partial = metrics_service_pb2.ExportMetricsServiceResponse.FromString(r.content).partial_success
+    assert partial.rejected_data_points == rejected
+    assert reason in partial.error_message
+    STORED_POINTS[service] += 1
+    assert srv.query("SELECT count(*) FROM metric_series s JOIN resources r ON r.id = s.resource_id "
+                     f"WHERE r.service_name = '{service}'") == [(1,)]
+    scrape = http.get("/metrics", headers={"Authorization": f"Bearer {srv.admin_key()}"}, timeout=10)
+    assert scrape.status_code == 200 and metric.name.replace(".", "_") in scrape.text
+
+
 # --- gRPC -----------------------------------------------------------------------------------------------
 
 def test_grpc_wrong_length_trace_id_is_invalid_argument(srv, channel, good):

@@ -100,7 +100,7 @@ def _plain_series(req: ExportMetricsServiceRequest, project_id: int) -> list[tup
             for m in sm.metrics:
                 kind = m.WhichOneof("data")
                 for dp in getattr(m, kind).data_points:
-                    if _POINT_WALKERS[kind](dp) is not None:
+                    if isinstance(_POINT_WALKERS[kind](dp), tuple):  # else why it is rejected
                         text = dumps_sorted(attributes(dp.attributes))
                         out.append((fingerprint(project_id, m.name, kind, rid, sid, text), text))
     return out

@@ -361,13 +361,11 @@ def metrics_to_batch(request: ExportMetricsServiceRequest | RawAttributesMetrics
                     t = dp.time_unix_nano
                     start = dp.start_time_unix_nano
                     point = walk(dp)
-                    if point is None:
+                    if point.__class__ is not tuple or t > _INT64_MAX or start > _INT64_MAX \
+                            or (point[1] or 0) > _INT64_MAX:
                         batch.rejected += 1
-                        _note(batch, f"a {kind} data point of {name!r} with no value was rejected")
-                        continue
-                    if t > _INT64_MAX or start > _INT64_MAX or (point[1] or 0) > _INT64_MAX:
-                        batch.rejected += 1
-                        _note(batch, f"a {kind} data point of {name!r} with a time or count over 2^63 - 1 was rejected")
+                        why = point if point.__class__ is str else "a time or count over 2^63 - 1"
+                        _note(batch, f"a {kind} data point of {name!r} with {why} was rejected")
                         continue
                     if series_id not in series:
                         series[series_id] = (series_id, project_id, name, kind, metric.unit, metric.description,
@@ -393,8 +391,12 @@ def _opt(dp: Any, name: str) -> float | None:
     return getattr(dp, name) if dp.HasField(name) else None
 
 
-# Each walker returns (value, count, sum, min, max, flags, buckets) or None for a point with no value.
-def _number_point(dp: Any) -> tuple | None:
+# Each walker returns (value, count, sum, min, max, flags, buckets), or why the point cannot be stored: a
+# point with no value, or one whose bucket layout is not one (the OTLP data model: explicit bounds strictly
+# increasing, an exponential scale in [-10, 20] and a zero threshold >= 0, quantiles in [0, 1]). Stored,
+# such a layout broke every later query of its metric: NaN and infinite bounds are not JSON SQLite reads,
+# and a scale of 2^31 asked the scrape for a 2^31-bit shift.
+def _number_point(dp: Any) -> tuple | str:
     kind = dp.WhichOneof("value")
     if kind == "as_int":
         value: Any = dp.as_int
@@ -403,28 +405,34 @@ def _number_point(dp: Any) -> tuple | None:
     elif dp.flags & _NO_RECORDED_VALUE:
         value = None
     else:
-        return None
+        return "no value"
     return (value, None, None, None, None, dp.flags, None)
 
 
-def _histogram_point(dp: Any) -> tuple | None:
+def _histogram_point(dp: Any) -> tuple | str:
     bounds = tuple(dp.explicit_bounds)
     counts = list(dp.bucket_counts)
     if counts and len(counts) != len(bounds) + 1:
-        return None
+        return "bucket_counts that are not one more than its explicit_bounds"
+    bounds_text = _bounds_text(bounds)
+    if bounds_text is None:
+        return "explicit_bounds that are not finite and strictly increasing"
     # The text of _dumps({"bounds": bounds, "counts": counts}), with the bounds' part (the same in every
     # point of a metric, and most of the encoding: a repr per float) encoded once.
     return (None, dp.count, _opt(dp, "sum"), _opt(dp, "min"), _opt(dp, "max"), dp.flags,
-            '{"bounds":' + _bounds_text(bounds) + ',"counts":' + _dumps(counts) + "}")
+            '{"bounds":' + bounds_text + ',"counts":' + _dumps(counts) + "}")
 
 
 _BOUNDS_TEXT: dict[tuple, str] = {}  # explicit bounds → their JSON text, for the bounds seen lately
 _BOUNDS_TEXT_MAX = 1024
 
 
-def _bounds_text(bounds: tuple) -> str:
+def _bounds_text(bounds: tuple) -> str | None:
+    """The JSON text of valid bounds (finite, strictly increasing), else None."""
     text = _BOUNDS_TEXT.get(bounds)
     if text is None:
+        if not (all(map(math.isfinite, bounds)) and all(a < b for a, b in zip(bounds, bounds[1:]))):
+            return None
         text = _dumps(bounds)
         # 0.0 == -0.0 (and hash alike), so a key holding a zero could answer for bounds with the other sign.
         if 0.0 not in bounds:
@@ -434,7 +442,14 @@ def _bounds_text(bounds: tuple) -> str:
     return text
 
 
-def _exponential_point(dp: Any) -> tuple | None:
+_EXP_SCALES = range(-10, 21)
+
+
+def _exponential_point(dp: Any) -> tuple | str:
+    if dp.scale not in _EXP_SCALES:
+        return f"scale {dp.scale} (the data model's range is -10 to 20)"
+    if not dp.zero_threshold >= 0 or dp.zero_threshold == math.inf:
+        return "a zero_threshold that is not a finite number >= 0"
     buckets = {
         "scale": dp.scale, "zero_count": dp.zero_count, "zero_threshold": dp.zero_threshold,
         "positive": {"offset": dp.positive.offset, "counts": list(dp.positive.bucket_counts)},
@@ -443,8 +458,10 @@ def _exponential_point(dp: Any) -> tuple | None:
     return (None, dp.count, _opt(dp, "sum"), _opt(dp, "min"), _opt(dp, "max"), dp.flags, _dumps(buckets))
 
 
-def _summary_point(dp: Any) -> tuple | None:
+def _summary_point(dp: Any) -> tuple | str:
     quantiles = [[q.quantile, json_double(q.value)] for q in dp.quantile_values]
+    if not all(0.0 <= q <= 1.0 for q, _ in quantiles):
+        return "a quantile outside [0, 1]"
     return (None, dp.count, dp.sum, None, None, dp.flags, _dumps({"quantiles": quantiles}))
 
 
