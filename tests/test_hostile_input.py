@@ -28,7 +28,7 @@ import httpx
 import pytest
 
 from conftest import start_server, trace_request
-from metrics_otlp import base_ns, gauge, iso
+from metrics_otlp import base_ns, exp_histogram, gauge, iso
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 EVIL = "a" * 40 + "!"  # issue 10 row 1, with 40 a's
@@ -355,4 +355,32 @@ def test_filter_groups_nested_500_deep_are_400(srv):
     r = httpx.post(f"{srv.http_url}{TRACING}/query", headers={**srv.headers, "Content-Type": "application/json"},
                    timeout=30, content='{"query": {"filterGroup": %s}}' % group)
     assert r.status_code == 400 and r.json()["attr"] == "filterGroup", r.text
+    assert srv.alive()
+
+
+@pytest.mark.parametrize("offsets, scale", [((0, 8000), 10), ((-2**31, 2**31 - 1), 20)], ids=["apart", "int32-ends"])
+def test_exponential_buckets_far_apart_are_combined_within_bounds(srv, offsets, scale):
+    """Two series whose buckets lie far apart at one scale (offsets of +-2^31 are valid at scale 20): their
+    quantiles combine at a coarser scale, as an SDK downscales to fit its buckets. The combined span at
+    one scale had numpy allocate 32 GiB (a 500), and a scale past 2^10 raised OverflowError."""
+    t = srv.base + 10 * 60 * 10**9
+    name = f"far.exp.{scale}"
+    req = exp_histogram(name, [(t, scale, off, [1], 0, {"at": str(off)}) for off in offsets])
+    assert httpx.post(srv.http_url + "/v1/metrics", content=req.SerializeToString(), headers=PROTOBUF,
+                      timeout=10).status_code == 200
+    answers = {}
+    for q in (0.01, 0.99):
+        r = httpx.post(f"{srv.http_url}{METRICS}/query", headers=srv.headers, timeout=30, json={"query": {
+            "metricName": name, "aggregation": "histogram_quantile", "quantile": q, "interval": "hour",
+            "dateFrom": iso(srv.base), "dateTo": iso(srv.base + 3600 * 10**9)}})
+        assert r.status_code == 200, r.text
+        [series] = r.json()["results"]
+        answers[q] = [p["value"] for p in series["points"] if p["value"] is not None]
+    if scale == 10:
+        # One observation in (1, 2^(1/1024)] and one in (2^(8000/1024), 2^(8001/1024)]; at scale 9 (a span of
+        # 4,001 buckets) each is placed within its bucket of relative width 2^(1/512) - 1 = 0.14%.
+        assert answers[0.01] == [pytest.approx(1.0, rel=0.002)]
+        assert answers[0.99] == [pytest.approx(2 ** (8000 / 1024), rel=0.002)]
+    else:  # 2^(+-2048), off the doubles at both ends: 0, and infinity, which the API answers as null
+        assert answers == {0.01: [0.0], 0.99: []}
     assert srv.alive()

@@ -158,6 +158,7 @@ def _order(key: np.ndarray, then: np.ndarray | None = None) -> np.ndarray | None
     return np.lexsort((then, key)) if then is not None else np.argsort(key, kind="stable")
 
 
+EXP_MAX_WIDTH = 4096  # buckets per sign of a combined exponential distribution (`_exp_combine`)
 _SHORT_RUNS = 16  # the longest run of equal keys `_sorted_within_runs` sorts in place of a global sort
 
 
@@ -718,18 +719,25 @@ def _exp_combine(contrib: ExpContrib, cell_key: np.ndarray, q: float) -> tuple[n
     p = contrib.points
     smin = int(p.scale[row].min())
     zero = np.bincount(target, weights=sign * p.zero_count[row], minlength=uniq.size)
-    mats = []
+    sides = []
     for offset, start, length, flat in ((p.pos_offset, p.pos_start, p.pos_len, p.pos_flat),
                                         (p.neg_offset, p.neg_start, p.neg_len, p.neg_flat)):
         rep, within, vals = _ragged_take(flat, start[row], length[row])
-        idx = (offset[row][rep] + within) >> (p.scale[row][rep] - smin).astype(np.int64)
+        sides.append((rep, (offset[row][rep] + within) >> (p.scale[row][rep] - smin).astype(np.int64), vals))
+    # Points whose buckets lie far apart at one scale (offsets of +-2^31 are valid at scale 20) would span
+    # billions of buckets: downscale (index >> 1 per step, the data model's merge) until each sign spans at
+    # most EXP_MAX_WIDTH, as an SDK does to fit its max_size. It asked numpy for 32 GiB before.
+    while any(idx.size and int(idx.max()) - int(idx.min()) >= EXP_MAX_WIDTH for _, idx, _ in sides):
+        smin -= 1
+        sides = [(rep, idx >> 1, vals) for rep, idx, vals in sides]
+    mats = []
+    for rep, idx, vals in sides:
         lo = int(idx.min()) if idx.size else 0
         width = int(idx.max()) - lo + 1 if idx.size else 0
         mat = np.bincount(target[rep] * width + (idx - lo), weights=vals * sign[rep],
                           minlength=uniq.size * width).reshape(uniq.size, width) if width else np.zeros((uniq.size, 0))
         mats.append((lo, mat))
     (plo, pos), (nlo, neg) = mats
-    base = 2.0 ** (2.0 ** -smin)
     # Ascending value order: negative buckets from the largest index down, the zero bucket, positive up.
     counts = np.hstack([neg[:, ::-1], zero[:, None], pos])
     n_neg, n_pos = neg.shape[1], pos.shape[1]
@@ -748,7 +756,8 @@ def _exp_combine(contrib: ExpContrib, cell_key: np.ndarray, q: float) -> tuple[n
         is_pos = j > n_neg
         ni = neg_idx[np.minimum(j, max(n_neg - 1, 0))] if n_neg else np.zeros(uniq.size)
         pi = pos_idx[np.clip(j - n_neg - 1, 0, max(n_pos - 1, 0))] if n_pos else np.zeros(uniq.size)
-        out = np.where(is_neg, -np.power(base, ni + 1 - frac), out)
-        out = np.where(is_pos, np.power(base, pi + frac), out)
+        # base**x with base = 2**(2**-smin): 2**(x * 2**-smin), which is inf, not OverflowError, off the doubles.
+        out = np.where(is_neg, -np.exp2(np.ldexp(ni + 1 - frac, -smin)), out)
+        out = np.where(is_pos, np.exp2(np.ldexp(pi + frac, -smin)), out)
     out[~(total > 0)] = np.nan
     return uniq, out
