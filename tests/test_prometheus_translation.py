@@ -5,6 +5,9 @@ Pure functions: no server. The live surface is in test_prometheus_scrape.py and 
 
 from __future__ import annotations
 
+import math
+import time
+
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
@@ -300,6 +303,18 @@ def test_exponential_buckets_fractional_and_negative_scales():
     b = {"scale": -1, "zero_count": 0, "zero_threshold": 0.0,
          "positive": {"offset": 1, "counts": [5]}, "negative": {"offset": 0, "counts": []}}
     assert exponential_buckets(b) == [(16.0, 5)]  # base 4: bucket 1 holds (4, 16]
+
+
+def test_exponential_buckets_of_scales_a_store_written_before_the_scale_check_may_hold():
+    """The receivers now refuse a scale outside [-10, 20]; an older store may hold one. Its bounds are
+    worked out without a 2^31-bit shift (the scrape stalled on it): off the doubles, they are 0 or inf."""
+    for scale, expected in ((-2**31, [(-0.0, 1), (0.0, 0), (1.0, 2), (math.inf, 3)]),
+                            (2**31 - 1, [(-1.0, 1), (0.0, 0), (1.0, 5)])):
+        b = {"scale": scale, "zero_count": 0, "zero_threshold": 0.0,
+             "positive": {"offset": -1, "counts": [2, 3]}, "negative": {"offset": -1, "counts": [1]}}
+        started = time.perf_counter()
+        assert exponential_buckets(b) == expected
+        assert time.perf_counter() - started < 0.1
 
 
 # --- families that cannot coexist -----------------------------------------------------------------------

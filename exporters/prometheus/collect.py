@@ -493,8 +493,10 @@ def _power(index: int, scale: int) -> float:
     """base**index = 2**(index * 2**-scale), computed without rounding the exponent."""
     try:
         if scale <= 0:
-            return math.ldexp(1.0, index << -scale)
-        return math.exp2(index / (1 << scale))
+            # (past scale -11 every index but 0 is off the doubles: no 2^31-bit shift for a stored scale of
+            # -2^31, which the receivers now reject but an older store may hold)
+            return math.ldexp(1.0, index << min(-scale, 11))
+        return math.exp2(math.ldexp(index, -scale))  # index / 2**scale, exactly, without 1 << scale
     except OverflowError:
         return math.inf if index > 0 else 0.0
 
