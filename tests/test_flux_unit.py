@@ -45,6 +45,7 @@ def test_metrics_parse_as_the_sdk_sends_them():
     ({"name": "x", "type": 1, "value": 1}, "invalid_type"), ({"name": "x", "type": "gauge", "value": None}, "invalid_value"),
     ({"name": "x", "type": "gauge", "value": float("nan")}, "invalid_value"),
     ({"name": "x", "type": "distribution", "value": float("inf")}, "invalid_value"),
+    ({"name": "x", "type": "counter", "value": 10**400}, "invalid_value"),  # no double holds it (was a 500)
     ({"name": "x", "type": "set", "value": [1]}, "invalid_value"),
     ({"name": "x", "type": "gauge", "value": 1, "tags": {"a": {"b": 1}}}, "invalid_value"),
     ({"name": "x", "type": "gauge", "value": 1, "tags": {"": "v"}}, "invalid_value"),
@@ -85,8 +86,10 @@ def test_events_parse_with_nulls_and_refuse_nan_inside_properties():
     e = parse_event({"name": "signup", "timestamp": None, "value": None, "properties": {"a": [1, {"b": None}]},
                      "tags": None, "user_id": 42, "session_id": None, "environment": None, "service": "web"}, 3, NOW)
     assert e == EventRow(3, "signup", NOW, None, {"a": [1, {"b": None}]}, None, "42", None, None, "web")
+    assert parse_event({"name": "e", "user_id": 10**330}, 3, NOW).user_id == str(10**330)  # (isfinite raised)
     for bad in ({"name": "e", "properties": {"a": [float("nan")]}}, {"name": "e", "properties": []},
-                {"name": "e", "user_id": True}, {"name": "e", "service": 1}, {"value": 1}):
+                {"name": "e", "user_id": True}, {"name": "e", "service": 1}, {"value": 1},
+                {"name": "e", "value": 10**400}):
         with pytest.raises(ItemError):
             parse_event(bad, 1, NOW)
 

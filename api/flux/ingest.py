@@ -24,7 +24,7 @@ from otelite.collector.jsontext import dumps_sorted as _dumps_sorted
 from otelite.collector.normalize.otlp import fingerprint
 from otelite.collector.store.events import EventRow
 from otelite.collector.store.metrics import DISTRIBUTION, FLUX_SCOPE, SET
-from otelite.collector.store.records import WriteBatch, label_text
+from otelite.collector.store.records import WriteBatch, label_text, stored_number
 from otelite.collector.times import NS, iso_utc, parse_iso
 
 FLUX_TYPES = ("gauge", "counter", "distribution", "set")
@@ -86,11 +86,10 @@ def _name(item: dict, what: str) -> str:
 def _number(value: Any, field: str) -> int | float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ItemError(INVALID_VALUE, f"{field} must be numeric, got {_kind(value)}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ItemError(INVALID_VALUE, f"{field} must be a finite number, got {value}")
-    if isinstance(value, int) and abs(value) > _INT64_MAX:
-        return float(value)  # SQLite integers are 64-bit; a larger integer is kept as a double
-    return value
+    stored = stored_number(value)
+    if stored is None:
+        raise ItemError(INVALID_VALUE, f"{field} must be a finite number within a double's range")
+    return stored
 
 
 def _member(value: Any) -> str:
@@ -203,7 +202,8 @@ def _optional_text(item: dict, field: str, numbers: bool) -> str | None:
     value = item.get(field)
     if value is None:
         return None
-    if numbers and isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+    if numbers and isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and (isinstance(value, int) or math.isfinite(value)):  # (isfinite of a 400-digit int raises)
         value = label_text(value)  # a numeric user id, as the SDK's `user.id.to_s` would send it
     if not isinstance(value, str):
         raise ItemError(INVALID_VALUE, f"{field} must be a string, got {_kind(value)}")

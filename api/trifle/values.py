@@ -13,10 +13,9 @@ always sorts before its descendants).
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-INT64_MAX = (1 << 63) - 1
+from otelite.collector.store.records import stored_number
 
 
 class ValuesError(ValueError):
@@ -28,11 +27,10 @@ def _number(value: Any, path: str) -> int | float:
         kind = "null" if value is None else "a boolean" if isinstance(value, bool) else \
             "a string" if isinstance(value, str) else "a list" if isinstance(value, list) else type(value).__name__
         raise ValuesError(f"values.{path} must be a number, got {kind}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValuesError(f"values.{path} must be a finite number")
-    if isinstance(value, int) and abs(value) > INT64_MAX:
-        return float(value)  # SQLite integers are 64-bit; larger ones are kept as doubles
-    return value
+    stored = stored_number(value)
+    if stored is None:
+        raise ValuesError(f"values.{path} must be a finite number within a double's range")
+    return stored
 
 
 def check_text(text: str, what: str) -> None:

@@ -7,6 +7,7 @@ order of the store's INSERT statements, so the writer can hand them to `executem
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 from otelite.collector.jsontext import dumps_sorted as _dumps_sorted
@@ -27,6 +28,23 @@ POINT_COLUMNS = ("project_id", "series_id", "start_ns", "time_ns", "value", "cou
 # `flags` bit of a `tally` point (collector/store/metrics.py) that sets the value instead of adding to it
 # (Trifle's `assert`). Bit 0 is OTel's FLAG_NO_RECORDED_VALUE; OTel defines no other bit.
 TALLY_SET = 2
+
+
+INT64_MAX = (1 << 63) - 1  # SQLite's INTEGER
+
+
+def stored_number(value: int | float) -> int | float | None:
+    """A JSON number as the store keeps it: an integer within int64 as it is, a larger one as the nearest
+    double (SQLite's INTEGER is 64-bit), None for a number no double holds (a 400-digit integer, whose
+    float() raised OverflowError, or NaN and the infinities, which Python's JSON parser accepts)."""
+    if isinstance(value, int):
+        if -INT64_MAX - 1 <= value <= INT64_MAX:
+            return value
+        try:
+            return float(value)
+        except OverflowError:
+            return None
+    return value if math.isfinite(value) else None
 
 
 # Span attribute values longer than this are counted in the hourly rollup by key only (ids, SQL, URLs with
