@@ -571,8 +571,10 @@ def _value_rows(conn: sqlite3.Connection, project_id: int, kind: str, key: str,
     come in several rows (hours, and the legacy table): callers sum or test for existence.
 
     The rollup is keyed hour first (migration 0010: a commit's upserts stay in the current hour's pages),
-    so one key's rows are found with one seek per hour, the hours clamped to those the project has; the
-    legacy table, keyed by key first, with one seek on the key."""
+    so one key's rows are found with one seek per hour the rollup holds, each hour found from the one
+    before (a skip scan): stepping through every hour between the first and the last took seconds, and
+    the query's whole budget, once one span started in 2153 (a million empty hours). The legacy table,
+    keyed by key first, with one seek on the key."""
     lo, hi = window if window is not None else (None, None)
     lo_hour = lo // _HOUR_NS if lo is not None else None
     hi_hour = hi // _HOUR_NS if hi is not None else None
@@ -586,10 +588,12 @@ def _value_rows(conn: sqlite3.Connection, project_id: int, kind: str, key: str,
         last = last if hi_hour is None else min(last, hi_hour)
         if first <= last:
             parts.append(Sql(
-                "WITH RECURSIVE hours(h) AS (SELECT ? UNION ALL SELECT h + 1 FROM hours WHERE h < ?) "
+                "WITH RECURSIVE hours(h) AS (SELECT ? UNION ALL SELECT (SELECT min(hour) FROM span_attribute_values "
+                "WHERE project_id = ? AND attribute_type = ? AND hour > hours.h AND hour <= ?) FROM hours "
+                "WHERE h IS NOT NULL) "
                 "SELECT v.value AS value, v.count AS count FROM hours CROSS JOIN span_attribute_values AS v "
                 "WHERE v.project_id = ? AND v.attribute_type = ? AND v.hour = hours.h AND v.key = ?",
-                [first, last, project_id, kind, key]))
+                [first, project_id, kind, last, project_id, kind, key]))
     if legacy_rollup(conn):
         legacy = Sql(f"SELECT value, count FROM {LEGACY_ROLLUP} WHERE project_id = ? AND attribute_type = ? "
                      "AND key = ?", [project_id, kind, key])
