@@ -561,6 +561,69 @@ def test_the_builder_waits_while_ingest_is_busy(rolled, tmp_path):
     writer.close()
 
 
+def test_an_hour_without_a_single_reading_has_an_empty_rollup(tmp_path, monkeypatch):
+    """Points flagged "no recorded value" (what the Collector's Prometheus receiver sends for a stale
+    series) are no readings: an hour of only those keeps nothing. Its rollup raised instead (a concat of
+    no blocks), and the builder retried that hour, and no other, forever."""
+    path = tmp_path / "no-readings.db"
+    store = open_store(path)
+    req = ExportMetricsServiceRequest()
+    m = req.resource_metrics.add().scope_metrics.add().metrics.add(name="r.empty")
+    m.histogram.aggregation_temporality = CUMULATIVE
+    for k in range(20):
+        m.histogram.data_points.add(start_time_unix_nano=T0, time_unix_nano=T0 + k * MIN, flags=1)
+    store.writer.submit(metrics_to_batch(req, 1)).result(timeout=30)
+    store.close()
+    compact_everything(path, CLOSED)  # (builds the closed hours' rollups: it raised here)
+    conn = connect_reader(str(path))
+    assert conn.execute("SELECT name, n FROM metric_rollups").fetchall() == [("r.empty", 0)]
+    query = Query(SeriesSelection(1, "r.empty"), T0, T0 + HOUR, FixedGrid(15 * MIN),
+                  Aggregation("histogram_quantile", q=0.5, across="sum"))
+    assert answer(conn, query, True, monkeypatch) == answer(conn, query, False, monkeypatch)
+
+
+def test_an_hour_whose_rollup_cannot_be_built_does_not_hold_up_the_others(rolled, tmp_path, monkeypatch, caplog):
+    """The builder takes the newest stale hour first: one that failed every time was taken every time,
+    and no older hour was ever rolled. It is now left out, with its stamp, until its chunks change."""
+    path = tmp_path / "failing.db"
+    path.write_bytes(rolled.read_bytes())
+    writer = connect_writer(str(path))
+    writer.execute("DELETE FROM metric_rollups")
+    newest = writer.execute("SELECT max(block_start) FROM metric_chunks").fetchone()[0]
+    real_build = rollups.build
+
+    def build(conn, hour):
+        if hour[1] == "r.latency" and hour[3] == newest:
+            raise ValueError("a bug on this hour's data")
+        return real_build(conn, hour)
+
+    monkeypatch.setattr(rollups, "build", build)
+
+    def submit_write(fn):  # (the writer's submit_write, on a connection of this test)
+        done = concurrent.futures.Future()
+        writer.execute("BEGIN IMMEDIATE")
+        fn(writer)
+        writer.execute("COMMIT")
+        done.set_result(None)
+        return done
+
+    builder = rollups.RollupBuilder(str(path), submit_write, CLOSE_AFTER_NS, TARGET_POINTS, first_look_s=0.01)
+    builder.IDLE_S = builder.PAUSE = 0.01
+    builder.start()
+    try:
+        deadline = time.monotonic() + 30
+        while builder.built < 6 * 4 - 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)  # (and nothing more comes)
+    finally:
+        builder.close()
+    assert builder.built == 6 * 4 - 1
+    assert writer.execute("SELECT count(*) FROM metric_rollups WHERE name = 'r.latency' AND block_start = ?",
+                          (newest,)).fetchone() == (0,)
+    assert sum("cannot be built" in r.getMessage() for r in caplog.records) == 1  # tried once, not again and again
+    writer.close()
+
+
 def test_two_parts_give_the_cells_of_one_whole_to_the_last_bit():
     # 1/86400 + 4/86400 is not 5/86400 in floating point: a rate must add the parts' increases, then divide.
     series = SeriesSet(1, "r", "sum", np.array([7]), np.array([2], np.int8), np.array([True]))

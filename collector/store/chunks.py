@@ -249,9 +249,11 @@ class PointBlock:
 
 
 def concat_blocks(blocks: list[PointBlock]) -> PointBlock:
-    blocks = [b for b in blocks if len(b)]
-    if len(blocks) == 1:
-        return blocks[0]
+    """The points of `blocks` (at least one) in order; the first block when every one is empty."""
+    nonempty = [b for b in blocks if len(b)]
+    if len(nonempty) <= 1:
+        return nonempty[0] if nonempty else blocks[0]
+    blocks = nonempty
     return PointBlock(concat_all([b.points for b in blocks]), np.concatenate([b.flags for b in blocks]),
                       {k: Exact.concat([b.exact[k] for b in blocks]) for k in EXACT_COLUMNS},
                       np.concatenate([b.hid for b in blocks]))

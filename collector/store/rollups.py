@@ -74,7 +74,7 @@ _SQL_STALE = (  # closed hours whose rollup is missing or was built from other c
     "GROUP BY project_id, name, type, block_start HAVING sum(n < ?) < 2) AS c "
     "LEFT JOIN metric_rollups AS r ON r.project_id = c.project_id "
     "AND r.name = c.name AND r.type = c.type AND r.block_start = c.block_start "
-    "WHERE r.chunks IS NOT c.k OR r.max_chunk_id IS NOT c.m ORDER BY c.block_start DESC LIMIT 1")
+    "WHERE r.chunks IS NOT c.k OR r.max_chunk_id IS NOT c.m ORDER BY c.block_start DESC")
 _SQL_PUT = ("INSERT OR REPLACE INTO metric_rollups (project_id, name, type, block_start, chunks, max_chunk_id, n, "
             "payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 
@@ -147,15 +147,20 @@ def read_order(p: Points) -> np.ndarray:
 
 # --- building (a thread of its own; the writer only stores the result) -----------------------------------
 
-def due(conn: sqlite3.Connection, now_ns: int, closed_after_ns: int, small_points: int) -> tuple | None:
+def due(conn: sqlite3.Connection, now_ns: int, closed_after_ns: int, small_points: int,
+        skip: "set[tuple] | frozenset[tuple]" = frozenset()) -> tuple | None:
     """(project_id, name, type, hour, chunks, max_chunk_id) of the newest closed hour whose rollup is
-    missing or was built from other chunks, or None. An hour is closed `closed_after_ns` after its end
-    (late points have arrived), and is left until its small chunks (< `small_points`) are merged
-    (compactor.py): its rollup would be stale at once."""
+    missing or was built from other chunks, and which is not in `skip`, or None. An hour is closed
+    `closed_after_ns` after its end (late points have arrived), and is left until its small chunks
+    (< `small_points`) are merged (compactor.py): its rollup would be stale at once."""
     cutoff = retention_cutoff(conn)
     first_whole = block_of(cutoff) + (BLOCK_NS if cutoff % BLOCK_NS else 0)
-    return conn.execute(_SQL_STALE, (*ROLLED_TYPES, now_ns - closed_after_ns - BLOCK_NS + 1, first_whole,
-                                     small_points)).fetchone()
+    rows = conn.execute(_SQL_STALE, (*ROLLED_TYPES, now_ns - closed_after_ns - BLOCK_NS + 1, first_whole,
+                                     small_points))
+    try:
+        return next((row for row in rows if row not in skip), None)
+    finally:
+        rows.close()
 
 
 def build(conn: sqlite3.Connection, hour: tuple) -> tuple:
@@ -180,7 +185,7 @@ def build(conn: sqlite3.Connection, hour: tuple) -> tuple:
         bounds = [0] + [int(g[0]) for g in np.array_split(series, groups)[1:] if g.size] + [1 << 63]
         pieces = [_kept_block(conn, [cid for cid, _ in chunks], lo, hi, delta_ids)
                   for lo, hi in zip(bounds[:-1], bounds[1:])]
-    block = concat_blocks([b for b in pieces if len(b)] or pieces[:1])
+    block = concat_blocks(pieces)  # (an hour without a single reading has an empty rollup)
     # The stamp of the chunks read (the snapshot's): if they change before this is stored, readers see a
     # stale rollup and ignore it until it is built again.
     return (*key, len(chunks), max(cid for cid, _ in chunks), len(block), encode(block))
@@ -256,6 +261,7 @@ class RollupBuilder:
         self._wake = threading.Event()  # set by stop and wake: the wait ends
         self._thread: threading.Thread | None = None
         self.built = 0  # rollups stored (tests, telemetry)
+        self._unbuildable: set[tuple] = set()  # `due` rows whose build raised, skipped until their stamp moves
 
     def wake(self) -> None:
         """Look for due hours now instead of at the end of the current wait."""
@@ -288,11 +294,22 @@ class RollupBuilder:
                     continue
                 began = time.monotonic()
                 try:
-                    hour = due(conn, time.time_ns(), self._closed_after_ns, self._small_points)
+                    hour = due(conn, time.time_ns(), self._closed_after_ns, self._small_points, self._unbuildable)
                     if hour is None:
                         wait = self.IDLE_S
                         continue
-                    row = build(conn, hour)
+                    try:
+                        row = build(conn, hour)
+                    except sqlite3.Error:
+                        raise  # (busy, locked: the next look retries)
+                    except Exception:  # noqa: BLE001 - a bug on this hour's data must not hold up the others
+                        log.exception("the rollup of %r hour %d cannot be built; it is left out (queries read "
+                                      "that hour in full) until its chunks change", hour[1], hour[3])
+                        if len(self._unbuildable) >= 10_000:
+                            self._unbuildable.clear()
+                        self._unbuildable.add(hour)  # (with its chunks' stamp)
+                        wait = self.PAUSE * (time.monotonic() - began)
+                        continue
                     if self._stop.is_set():
                         break
                     self._submit_write(lambda wconn: store(wconn, row)).result()
