@@ -115,6 +115,29 @@ def test_a_batch_sqlite_refuses_fails_alone_not_the_group_it_was_committed_with(
     assert _count(store.path, "SELECT count(*) FROM spans") == 55
 
 
+def test_a_background_step_that_raises_does_not_end_the_writer(store, monkeypatch, caplog):
+    """Compaction, retention and backfills run between commits on the writer's thread; an error of theirs
+    other than SQLite's propagated out of its loop and ended the thread: every later request waited for
+    a writer that was gone. Now the step is logged, background work pauses, and ingest goes on."""
+    calls = []
+
+    def failing_step(conn, now_ns=None):
+        calls.append(now_ns)
+        raise RuntimeError("a bug in a compaction step")
+
+    monkeypatch.setattr(store.writer.compactor, "due", lambda: True)
+    monkeypatch.setattr(store.writer.compactor, "step", failing_step)
+    for seed in range(1, 4):
+        store.writer.submit(traces_to_batch(trace_request(10, seed=seed), 1)).result(10)
+    time.sleep(0.3)
+    assert calls  # the step ran and raised
+    assert len(calls) <= 2  # paused after raising: not retried in a tight loop
+    assert store.writer._thread.is_alive()
+    store.writer.submit(traces_to_batch(trace_request(10, seed=9), 1)).result(10)
+    assert _count(store.path, "SELECT count(*) FROM spans") == 40
+    assert any("background step" in r.getMessage() for r in caplog.records)
+
+
 def test_a_failing_write_concurrent_with_ingest_leaves_every_batch_committed(store):
     """Under continuous ingest, failing and succeeding writes interleave with batches; every batch commits."""
     async def run() -> tuple[int, int]:

@@ -57,6 +57,7 @@ STUCK_AFTER_S = 10.0  # /healthz reports 503 when work has waited this long with
 # ingest filling its queue never refuses them (and they never take room from ingest).
 MAX_PENDING_WRITES = 1024
 _WRITES_PER_COMMIT = 64  # keeps one group's transaction short whatever is queued
+_BACKGROUND_PAUSE_S = 5.0  # background work waits this long after a step raised (no spinning on a bug)
 
 
 class StoreFull(Exception):
@@ -148,6 +149,7 @@ class Writer:
         self._next_retention = time.monotonic() if retention else float("inf")
         self._serves = retention
         self._retention_more = False
+        self._background_resume = 0.0  # background steps wait until then after one raised
         self.committed_items = 0
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -297,13 +299,19 @@ class Writer:
                 writes = [self._writes.popleft() for _ in range(min(len(self._writes), _WRITES_PER_COMMIT))]
             if taken or writes:
                 self._commit(taken, writes)
-            if self._retention_due():
-                self._retention_chunk()
-            elif self._maintenance_due():
-                self._maintenance_step()
+            try:
+                if self._retention_due():
+                    self._retention_chunk()
+                elif self._maintenance_due():
+                    self._maintenance_step()
+            except Exception:  # noqa: BLE001 - derived work: its failure must not end ingest's thread
+                log.exception("a background step (retention, compaction, backfill) failed; ingest goes on, "
+                              "and it is tried again in %.0f s", _BACKGROUND_PAUSE_S)
+                self._rollback(self._conn)
+                self._background_resume = time.monotonic() + _BACKGROUND_PAUSE_S
 
     def _maintenance_due(self) -> bool:
-        return self._run_backfill.active or self.compactor.due()
+        return time.monotonic() >= self._background_resume and (self._run_backfill.active or self.compactor.due())
 
     def _maintenance_step(self) -> None:
         """One step of background work between commits (module docstring); each is its own transaction."""
@@ -499,7 +507,8 @@ class Writer:
 
     # -- retention (store.md: small chunks, never stalling ingest) ----------------------------------
     def _retention_due(self) -> bool:
-        return self._retention_more or time.monotonic() >= self._next_retention
+        now = time.monotonic()
+        return now >= self._background_resume and (self._retention_more or now >= self._next_retention)
 
     def _retention_chunk(self) -> None:
         r = self._config.retention
