@@ -402,3 +402,20 @@ def test_a_span_from_the_far_future_does_not_slow_the_value_pickers(srv):
     assert r.status_code == 200, r.text
     assert sorted(v["name"] for v in r.json()["results"]) == ["future", "now"]
     assert time.perf_counter() - started < BUDGET_S
+
+
+def test_spans_lasting_centuries_are_aggregated_without_overflow(srv):
+    """Two spans from 1970 to 2262 (valid OTLP times): their durations' sum overflowed SQLite's sum()
+    ("integer overflow", a 500 from /aggregate). Totals are doubles now."""
+    req = trace_request(2, seed=7100, start_ns=1, service="centuries")
+    for sp in req.resource_spans[0].scope_spans[0].spans:
+        sp.name, sp.end_time_unix_nano = "forever", 2**63 - 1
+    assert httpx.post(srv.http_url + "/v1/traces", content=req.SerializeToString(), headers=PROTOBUF,
+                      timeout=10).status_code == 200
+    r = httpx.post(f"{srv.http_url}{TRACING}/aggregate", headers=srv.headers, timeout=30, json={"query": {
+        "dateRange": {"date_from": "all"}, "serviceNames": ["centuries"]}})
+    assert r.status_code == 200, r.text
+    [row] = [x for x in r.json()["results"] if x["name"] == "forever"]
+    assert row["count"] == 2
+    assert row["total_duration_nano"] == pytest.approx(2 * (2**63 - 2))
+    assert row["p50_duration_nano"] == pytest.approx(2**63 - 2)

@@ -700,12 +700,14 @@ def _grouped_durations(conn: sqlite3.Connection, source: Sql, group_cols: tuple[
     sql = (f"WITH src AS ({source.text}), "
            f"ranked AS (SELECT *, row_number() OVER (PARTITION BY {cols} ORDER BY d) AS rn, "
            f"count(*) OVER (PARTITION BY {cols}) AS n FROM src) "
-           f"SELECT {cols}, max(n), sum(d), sum(status = 2), {off}, {', '.join(picks)} FROM ranked "
-           f"GROUP BY {cols} ORDER BY sum(d) DESC, {cols} LIMIT ? OFFSET ?")
+           # total(), not sum(): a span may last from 1970 to 2262 (valid OTLP), and two of them overflowed
+           # sum()'s int64 ("integer overflow", a 500); total()'s double is exact below 2^53 ns (104 days).
+           f"SELECT {cols}, max(n), total(d), sum(status = 2), {off}, {', '.join(picks)} FROM ranked "
+           f"GROUP BY {cols} ORDER BY total(d) DESC, {cols} LIMIT ? OFFSET ?")
     width = len(group_cols)
     out = []
     for row in conn.execute(sql, source.params + [limit + 1, offset]):
-        n, total, errors, mean_offset = row[width], row[width + 1], row[width + 2], row[width + 3]
+        n, total, errors, mean_offset = row[width], int(row[width + 1]), row[width + 2], row[width + 3]
         picks_row = row[width + 4:]
         quantiles = []
         for i, q in enumerate(DURATION_QUANTILES):
