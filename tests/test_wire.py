@@ -100,7 +100,10 @@ def _plain_series(req: ExportMetricsServiceRequest, project_id: int) -> list[tup
             for m in sm.metrics:
                 kind = m.WhichOneof("data")
                 for dp in getattr(m, kind).data_points:
-                    if isinstance(_POINT_WALKERS[kind](dp), tuple):  # else why it is rejected
+                    point = _POINT_WALKERS[kind](dp)  # a tuple, else why it is rejected
+                    # (times and counts past int64 are rejected too: SQLite's INTEGER)
+                    if isinstance(point, tuple) and max(dp.time_unix_nano, dp.start_time_unix_nano,
+                                                        point[1] or 0) < 2**63:
                         text = dumps_sorted(attributes(dp.attributes))
                         out.append((fingerprint(project_id, m.name, kind, rid, sid, text), text))
     return out
