@@ -25,6 +25,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1 import common_pb2
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 
 from conftest import start_server
 
@@ -210,6 +211,10 @@ def test_fuzzed_requests_are_stored_or_refused_and_every_read_of_them_answers(fu
                               {"query": {"dateRange": {"date_from": window}}}, None))
         reads += [("GET", path, None, None) for path in (
             "/metrics", "/api/projects/1/metrics/attributes", "/api/projects/1/tracing/spans/attributes")]
+        # The scrape in OpenMetrics too, read by prometheus_client's strict parser (bucket order, +Inf = count).
+        scrape = http.get("/metrics", headers={**auth, "Accept": "application/openmetrics-text; version=1.0.0"})
+        assert scrape.status_code == 200
+        assert list(parse_openmetrics(scrape.text))
         for method, path, body, params in reads:
             started = time.perf_counter()
             r = http.request(method, path, json=body, params=params, headers=auth)

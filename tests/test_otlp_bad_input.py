@@ -425,6 +425,11 @@ def _layouts(t0: int) -> list[tuple[metrics_pb2.Metric, int, str]]:
     thresholds = [metrics_pb2.ExponentialHistogramDataPoint(time_unix_nano=t0 + i, count=1, zero_count=1, scale=3,
                                                             zero_threshold=zt)
                   for i, zt in enumerate((0.5, nan, -1.0, inf))]
+    counts = [metrics_pb2.HistogramDataPoint(time_unix_nano=t0 + i, count=c, bucket_counts=[2, 3], explicit_bounds=[1.0])
+              for i, c in enumerate((5, 4, 6, 0))]
+    exp_counts = [metrics_pb2.ExponentialHistogramDataPoint(time_unix_nano=t0 + i, count=c, zero_count=1, scale=3,
+                                                            positive={"bucket_counts": [2]})
+                  for i, c in enumerate((3, 2, 4))]
     summ = [metrics_pb2.SummaryDataPoint(time_unix_nano=t0 + i, count=1, sum=1.0, quantile_values=[
         metrics_pb2.SummaryDataPoint.ValueAtQuantile(quantile=q, value=inf)]) for i, q in enumerate((0.5, 1.5, -0.1, nan))]
     return [
@@ -435,13 +440,20 @@ def _layouts(t0: int) -> list[tuple[metrics_pb2.Metric, int, str]]:
         (metrics_pb2.Metric(name="layout.zero", exponential_histogram=metrics_pb2.ExponentialHistogram(
             data_points=thresholds)), 3, "zero_threshold"),
         (metrics_pb2.Metric(name="layout.summary", summary=metrics_pb2.Summary(data_points=summ)), 3,
-         "a quantile outside [0, 1]")]
+         "a quantile outside [0, 1]"),
+        (metrics_pb2.Metric(name="layout.count", histogram=metrics_pb2.Histogram(data_points=counts)), 3,
+         "a count that is not the sum of its bucket_counts"),
+        (metrics_pb2.Metric(name="layout.expcount", exponential_histogram=metrics_pb2.ExponentialHistogram(
+            data_points=exp_counts)), 2, "a count that is not the sum of its buckets and zero_count")]
 
 
-@pytest.mark.parametrize("case", range(4), ids=["hist-bounds", "exp-scale", "exp-zero-threshold", "summary-quantile"])
+@pytest.mark.parametrize("case", range(6), ids=["hist-bounds", "exp-scale", "exp-zero-threshold", "summary-quantile",
+                                                 "hist-count", "exp-count"])
 def test_points_whose_bucket_layout_is_not_one_are_rejected_alone(srv, http, good, case):
     """Non-finite or unordered bounds, an exponential scale outside [-10, 20] or a bad zero threshold, a
-    quantile outside [0, 1]: rejected (partial success), the good point stored. Stored, they broke every
+    quantile outside [0, 1], a count that is not its buckets' sum: rejected (partial success), the good
+    point stored. A count below its buckets' sum made the scrape's +Inf bucket smaller than the one before
+    it, which OpenMetrics parsers refuse, and the whole scrape with it. Stored, they broke every
     later query of their metric (NaN bounds are not JSON SQLite reads) or stalled the scrape (a scale of
     2^31 made it shift by 2^31 bits)."""
     metric, rejected, reason = _layouts(time.time_ns() - 10**9)[case]  # now: live for the scrape

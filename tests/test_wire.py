@@ -72,7 +72,7 @@ def _requests(draw) -> ExportMetricsServiceRequest:
                     dp.explicit_bounds.extend(bounds)
                     dp.bucket_counts.extend(draw(st.lists(st.integers(0, 2**64 - 1), min_size=len(bounds) + 1,
                                                           max_size=len(bounds) + 1)))
-                    dp.count = sum(dp.bucket_counts) % 2**64
+                    dp.count = sum(dp.bucket_counts) % 2**64  # (past 2^64: not the sum, so rejected)
                 elif kind == "exponential_histogram":
                     dp.scale = draw(st.integers(-2, 4))
                     dp.positive.bucket_counts.extend(draw(st.lists(st.integers(0, 9), max_size=3)))
@@ -193,7 +193,7 @@ def test_bounds_of_either_zero_keep_their_sign():
     def text(bounds: list[float]) -> str:
         req = ExportMetricsServiceRequest()
         h = req.resource_metrics.add().scope_metrics.add().metrics.add(name="h").histogram
-        h.data_points.add(explicit_bounds=bounds, bucket_counts=[1] * (len(bounds) + 1))
+        h.data_points.add(explicit_bounds=bounds, bucket_counts=[1] * (len(bounds) + 1), count=len(bounds) + 1)
         return walk_metrics(req.SerializeToString(), 1).points[0][10]
     for _ in range(2):  # the second time from the bounds memo, where there is one
         assert text([0.0, 1.0]) == '{"bounds":[0.0,1.0],"counts":[1,1,1]}'

@@ -393,9 +393,11 @@ def _opt(dp: Any, name: str) -> float | None:
 
 # Each walker returns (value, count, sum, min, max, flags, buckets), or why the point cannot be stored: a
 # point with no value, or one whose bucket layout is not one (the OTLP data model: explicit bounds strictly
-# increasing, an exponential scale in [-10, 20] and a zero threshold >= 0, quantiles in [0, 1]). Stored,
-# such a layout broke every later query of its metric: NaN and infinite bounds are not JSON SQLite reads,
-# and a scale of 2^31 asked the scrape for a 2^31-bit shift.
+# increasing, an exponential scale in [-10, 20] and a zero threshold >= 0, quantiles in [0, 1], a count
+# that is the sum of the buckets when there are buckets). Stored, such a layout broke every later query of
+# its metric (NaN and infinite bounds are not JSON SQLite reads), a scale of 2^31 asked the scrape for a
+# 2^31-bit shift, and a count below its buckets' sum made the scrape's +Inf bucket smaller than the ones
+# before it, which OpenMetrics parsers refuse (the whole scrape with it).
 def _number_point(dp: Any) -> tuple | str:
     kind = dp.WhichOneof("value")
     if kind == "as_int":
@@ -417,6 +419,8 @@ def _histogram_point(dp: Any) -> tuple | str:
     bounds_text = _bounds_text(bounds)
     if bounds_text is None:
         return "explicit_bounds that are not finite and strictly increasing"
+    if counts and sum(counts) != dp.count:
+        return "a count that is not the sum of its bucket_counts"
     # The text of _dumps({"bounds": bounds, "counts": counts}), with the bounds' part (the same in every
     # point of a metric, and most of the encoding: a repr per float) encoded once.
     return (None, dp.count, _opt(dp, "sum"), _opt(dp, "min"), _opt(dp, "max"), dp.flags,
@@ -450,10 +454,13 @@ def _exponential_point(dp: Any) -> tuple | str:
         return f"scale {dp.scale} (the data model's range is -10 to 20)"
     if not dp.zero_threshold >= 0 or dp.zero_threshold == math.inf:
         return "a zero_threshold that is not a finite number >= 0"
+    positive, negative = list(dp.positive.bucket_counts), list(dp.negative.bucket_counts)
+    if (positive or negative or dp.zero_count) and dp.zero_count + sum(positive) + sum(negative) != dp.count:
+        return "a count that is not the sum of its buckets and zero_count"
     buckets = {
         "scale": dp.scale, "zero_count": dp.zero_count, "zero_threshold": dp.zero_threshold,
-        "positive": {"offset": dp.positive.offset, "counts": list(dp.positive.bucket_counts)},
-        "negative": {"offset": dp.negative.offset, "counts": list(dp.negative.bucket_counts)},
+        "positive": {"offset": dp.positive.offset, "counts": positive},
+        "negative": {"offset": dp.negative.offset, "counts": negative},
     }
     return (None, dp.count, _opt(dp, "sum"), _opt(dp, "min"), _opt(dp, "max"), dp.flags, _dumps(buckets))
 

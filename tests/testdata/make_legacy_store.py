@@ -136,7 +136,10 @@ def metric_request(step: int, rng: random.Random) -> ExportMetricsServiceRequest
                                     sum=float(sum(counts)), explicit_bounds=bounds, bucket_counts=counts)
     exp = sm.metrics.add(name="legacy.sizes")
     exp.exponential_histogram.aggregation_temporality = CUMULATIVE
-    dp = exp.exponential_histogram.data_points.add(start_time_unix_nano=T0, time_unix_nano=t, count=step + 3,
+    # (count: zero_count + every bucket, as the data model asks; legacy_v4.db, written before the receivers
+    # checked it, holds step + 3 on odd steps too)
+    dp = exp.exponential_histogram.data_points.add(start_time_unix_nano=T0, time_unix_nano=t,
+                                                   count=step + 3 + step % 2,
                                                    sum=step * 2.5, scale=2, zero_count=1, zero_threshold=0.001)
     dp.positive.offset = 3
     dp.positive.bucket_counts.extend([1, step, 1])
