@@ -173,6 +173,31 @@ def test_migration_backfills_the_state_of_an_older_store(tmp_path):
     assert _states(old) == _states(fresh)
 
 
+@pytest.mark.parametrize("values", [[3, 4, 5], [2**62, 2**62, 2**62, 7]], ids=["small", "past-int64"])
+def test_the_distribution_backfill_sums_as_the_writer_does(tmp_path, values):
+    """Migration 0005's backfill of Flux distributions' running totals over the points a store holds.
+    Integer observations summing past int64 made SQLite's sum() raise "integer overflow", which failed the
+    migration (the store would not open); such sums are added as doubles."""
+    from otelite.api.flux.ingest import metric_rows, parse_metric
+    from otelite.collector.store.series_state import STATE_COLUMNS, backfill_distributions, state_row
+    path = str(tmp_path / "d.db")
+    prepare_database(path)
+    batch = metric_rows(1, [parse_metric({"name": "d", "type": "distribution", "value": v,
+                                          "timestamp": f"2026-01-01T00:00:0{i}Z"}, 0) for i, v in enumerate(values)])
+    conn = sqlite3.connect(path)
+    conn.executemany(f"INSERT INTO metric_series ({', '.join(SERIES_COLUMNS)}) VALUES ({', '.join('?' * len(SERIES_COLUMNS))})",
+                     list(batch.series.values()))
+    conn.executemany(f"INSERT INTO metric_points ({', '.join(POINT_COLUMNS)}) VALUES ({', '.join('?' * len(POINT_COLUMNS))})",
+                     batch.points)
+    conn.execute(f"INSERT INTO metric_series_state ({', '.join(STATE_COLUMNS)}) VALUES ({', '.join('?' * len(STATE_COLUMNS))})",
+                 state_row(batch.points[-1]))  # the newest point's state, as the writer before 0005 kept it
+    backfill_distributions(conn)
+    count, total, lo, hi = conn.execute("SELECT count, sum, min, max FROM metric_series_state").fetchone()
+    conn.close()
+    assert (count, lo, hi) == (len(values), min(values), max(values))
+    assert total == float(sum(values))  # (the column is REAL)
+
+
 def _point(t, value=None, count=None, total=None, buckets=None, start=0, flags=0):
     return (1, 42, start, t, value, count, total, None, None, flags, buckets, None)
 

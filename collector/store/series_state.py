@@ -324,10 +324,17 @@ def backfill(conn: sqlite3.Connection) -> None:
 
 def backfill_distributions(conn: sqlite3.Connection) -> None:
     """The running count, sum, min and max of every Flux distribution's observations (a store written
-    before the writer kept them)."""
-    conn.execute(
-        "UPDATE metric_series_state SET count = agg.n, sum = agg.total, min = agg.lo, max = agg.hi FROM "
-        "(SELECT p.series_id AS sid, count(*) AS n, sum(p.value) AS total, min(p.value) AS lo, max(p.value) AS hi "
-        "FROM metric_points AS p JOIN metric_series AS s ON s.id = p.series_id "
-        f"WHERE s.type = '{DISTRIBUTION}' AND p.value IS NOT NULL GROUP BY p.series_id) AS agg "
-        "WHERE metric_series_state.series_id = agg.sid")
+    before the writer kept them). Integer observations are added exactly; where a sum would pass int64
+    (SQLite's sum() then raises "integer overflow", and the migration with it) they are added as doubles,
+    as the writer does past int64 (`_add_values`)."""
+    sql = ("UPDATE metric_series_state SET count = agg.n, sum = agg.total, min = agg.lo, max = agg.hi FROM "
+           "(SELECT p.series_id AS sid, count(*) AS n, {sum}(p.value) AS total, min(p.value) AS lo, "
+           "max(p.value) AS hi FROM metric_points AS p JOIN metric_series AS s ON s.id = p.series_id "
+           f"WHERE s.type = '{DISTRIBUTION}' AND p.value IS NOT NULL GROUP BY p.series_id) AS agg "
+           "WHERE metric_series_state.series_id = agg.sid")
+    try:
+        conn.execute(sql.format(sum="sum"))
+    except sqlite3.OperationalError as e:
+        if "integer overflow" not in str(e):
+            raise
+        conn.execute(sql.format(sum="total"))
