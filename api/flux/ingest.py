@@ -24,7 +24,7 @@ from otelite.collector.jsontext import dumps_sorted as _dumps_sorted
 from otelite.collector.normalize.otlp import fingerprint
 from otelite.collector.store.events import EventRow
 from otelite.collector.store.metrics import DISTRIBUTION, FLUX_SCOPE, SET
-from otelite.collector.store.records import WriteBatch, label_text, stored_number
+from otelite.collector.store.records import INT64_MAX, WriteBatch, label_text, stored_number
 from otelite.collector.times import NS, iso_utc, parse_iso
 
 FLUX_TYPES = ("gauge", "counter", "distribution", "set")
@@ -36,8 +36,7 @@ MAX_NAME = 255
 MAX_TAGS = 128
 MAX_TAG_KEY = 256
 MAX_TEXT = 4096  # a tag value, a set member, a user or session id
-_INT64_MAX = (1 << 63) - 1
-_TIME_MAX_NS = _INT64_MAX  # 2262-04-11: the store's times are signed 64-bit nanoseconds
+_TIME_MAX_NS = INT64_MAX  # 2262-04-11: the store's times are signed 64-bit nanoseconds
 _EMPTY_RESOURCE = "{}"
 
 

@@ -23,14 +23,15 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from otelite.collector.jsontext import dumps as _dumps, dumps_sorted as _dumps_sorted
 from otelite.collector.normalize.wire import RawAttributesMetricsRequest, RawAttributesTraceRequest, key_values
-from otelite.collector.store.records import ROLLUP_VALUE_MAX, WriteBatch, label_text  # noqa: F401 - label_text is re-exported
+from otelite.collector.store.records import INT64_MAX as _INT64_MAX, ROLLUP_VALUE_MAX, WriteBatch
+from otelite.collector.store.records import label_text  # noqa: F401 - re-exported
 
 _HOUR_NS = 3_600_000_000_000
 _NO_RECORDED_VALUE = 1  # DataPointFlags.FLAG_NO_RECORDED_VALUE_MASK
-# OTLP times and counts are uint64; SQLite's INTEGER is int64. A value above this (a time after the year
-# 2262) cannot be stored: its item is rejected (partial success). Left to the writer, it failed the whole
-# group commit with 503, every other client's request in it too, and the retried request again and again.
-_INT64_MAX = (1 << 63) - 1
+# OTLP times and counts are uint64; SQLite's INTEGER is int64 (records.INT64_MAX). A value above it (a time
+# after the year 2262) cannot be stored: its item is rejected (partial success). Left to the writer, it
+# failed the whole group commit with 503, every other client's request in it too, and the retried request
+# again and again.
 
 
 class OtlpDataError(ValueError):

@@ -27,7 +27,7 @@ import sqlite3
 from typing import TYPE_CHECKING, Any
 
 from otelite.collector.jsontext import dumps as _dumps
-from otelite.collector.store.records import POINT_COLUMNS, TALLY_SET
+from otelite.collector.store.records import INT64_MAX as _INT64_MAX, POINT_COLUMNS, TALLY_SET
 
 if TYPE_CHECKING:
     from otelite.collector.store.series_cache import SeriesInfo
@@ -40,7 +40,6 @@ STATE_COLUMNS = ("series_id", "project_id", "time_ns", "start_ns", "value", "cou
 _ACCUMULATED_TYPES = frozenset(("sum", "histogram", "exponential_histogram", "tally"))
 DELTA = 1  # AggregationTemporality.DELTA
 _NO_RECORDED_VALUE = 1  # DataPointFlags.FLAG_NO_RECORDED_VALUE_MASK
-_INT64_MAX = (1 << 63) - 1
 _EXP_MAX_BUCKETS = 160  # per sign, the SDK's default max_size: merged deltas are downscaled to fit
 # How far behind the newest point `metric_series.last_seen_ns` may be (the writer, issue 16): the exact
 # newest time is max(metric_series.last_seen_ns, metric_series_state.time_ns) (metrics.py reads it so).
