@@ -524,14 +524,9 @@ def test_a_rollup_of_many_chunks_whose_readings_interleave_answers_the_same(tmp_
     assert any(read < everything / 2 for read, everything in sizes)
 
 
-def test_the_builder_waits_while_ingest_is_busy(rolled, tmp_path):
-    path = tmp_path / "busy.db"
-    path.write_bytes(rolled.read_bytes())
-    writer = connect_writer(str(path))
-    writer.execute("DELETE FROM metric_rollups")
-    lock = threading.Lock()
-
-    def submit_write(fn):  # (the writer's submit_write, on a connection of this test)
+def _submit_write_on(writer, lock: threading.Lock):
+    """The writer's submit_write, on a connection of the test: fn runs in its own transaction."""
+    def submit_write(fn):
         done = concurrent.futures.Future()
         with lock:
             writer.execute("BEGIN IMMEDIATE")
@@ -539,7 +534,16 @@ def test_the_builder_waits_while_ingest_is_busy(rolled, tmp_path):
             writer.execute("COMMIT")
         done.set_result(None)
         return done
+    return submit_write
 
+
+def test_the_builder_waits_while_ingest_is_busy(rolled, tmp_path):
+    path = tmp_path / "busy.db"
+    path.write_bytes(rolled.read_bytes())
+    writer = connect_writer(str(path))
+    writer.execute("DELETE FROM metric_rollups")
+    lock = threading.Lock()
+    submit_write = _submit_write_on(writer, lock)
     busy = threading.Event()
     busy.set()
     builder = rollups.RollupBuilder(str(path), submit_write, CLOSE_AFTER_NS, TARGET_POINTS, first_look_s=0.01,
@@ -598,16 +602,7 @@ def test_an_hour_whose_rollup_cannot_be_built_does_not_hold_up_the_others(rolled
         return real_build(conn, hour)
 
     monkeypatch.setattr(rollups, "build", build)
-
-    def submit_write(fn):  # (the writer's submit_write, on a connection of this test)
-        done = concurrent.futures.Future()
-        writer.execute("BEGIN IMMEDIATE")
-        fn(writer)
-        writer.execute("COMMIT")
-        done.set_result(None)
-        return done
-
-    builder = rollups.RollupBuilder(str(path), submit_write, CLOSE_AFTER_NS, TARGET_POINTS, first_look_s=0.01)
+    builder = rollups.RollupBuilder(str(path), _submit_write_on(writer, threading.Lock()), CLOSE_AFTER_NS, TARGET_POINTS, first_look_s=0.01)
     builder.IDLE_S = builder.PAUSE = 0.01
     builder.start()
     try:
