@@ -14,7 +14,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 if TYPE_CHECKING:
-    from otelite.collector.store.records import WriteBatch
+    from otelite.collector.store.records import SlicedBatch, WriteBatch
 
 
 class TelemetryBatch:
@@ -29,7 +29,7 @@ class TelemetryBatch:
 
     __slots__ = ("signal", "project_id", "rows", "_payload")
 
-    def __init__(self, signal: str, project_id: int, payload: Any, rows: "WriteBatch") -> None:
+    def __init__(self, signal: str, project_id: int, payload: Any, rows: "WriteBatch | SlicedBatch") -> None:
         self.signal = signal
         self.project_id = project_id
         self.rows = rows

@@ -1,4 +1,5 @@
-"""What a decode worker process runs (walker.py): OTLP protobuf bytes → a WriteBatch.
+"""What a decode worker process runs (walker.py): OTLP protobuf bytes → a WriteBatch, or for a request
+of more items than walker.SLICE_ITEMS a SlicedBatch of its parts (normalize/split.py).
 
 A module of its own, importing only protobuf and the normalizer, because a spawned worker imports the
 modules of the functions it is given: walker.py imports the writer, and with it numpy and the store, which
@@ -9,18 +10,21 @@ from __future__ import annotations
 
 import ctypes
 import os
+import pickle
 import signal
 import threading
 import time
-from typing import Any, Callable
+import zlib
+from typing import Any, Callable, Iterator
 
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from otelite.collector.normalize.otlp import OtlpDataError, metrics_to_batch, traces_to_batch
+from otelite.collector.normalize.split import metric_items, split_metrics, split_traces, trace_items
 from otelite.collector.normalize.wire import RawAttributesMetricsRequest, RawAttributesTraceRequest
-from otelite.collector.store.records import WriteBatch
+from otelite.collector.store.records import SlicedBatch, WriteBatch
 
 
 class OtlpDecodeError(OtlpDataError):
@@ -34,24 +38,50 @@ class OtlpDecodeError(OtlpDataError):
         return (OtlpDecodeError, (self.type_name,))
 
 
-def _walk(request_type: type, parse_type: type, to_batch: Callable[[Any, int], WriteBatch], payload: Any,
-          project_id: int) -> WriteBatch:
+def _walk(request_type: type, parse_type: type, to_batch: Callable[[Any, int], WriteBatch],
+          count: Callable[[Any], int], split: Callable[[Any, int], Iterator[Any]], payload: Any,
+          project_id: int, slice_items: int | None) -> WriteBatch | SlicedBatch:
     """`parse_type`: what bytes are parsed as, `request_type` or a wire-compatible type (wire.py) whose
-    nested bytes `to_batch` parses; a DecodeError of either is the request's (400)."""
+    nested bytes `to_batch` parses; a DecodeError of either is the request's (400).
+
+    `slice_items`: a request of more spans or points than this is walked in parts of at most that many
+    (normalize/split.py) into a SlicedBatch; None walks every request whole."""
     if not isinstance(payload, (bytes, bytearray, memoryview)):
-        return to_batch(payload, project_id)
+        if slice_items is None:
+            return to_batch(payload, project_id)
+        payload = payload.SerializeToString()  # re-read as parse_type, which the walk does anyway
     try:
-        return to_batch(parse_type.FromString(bytes(payload)), project_id)
+        request = parse_type.FromString(bytes(payload))
+        if slice_items is None or count(request) <= slice_items:
+            return to_batch(request, project_id)
+        return _walk_in_parts(to_batch, split(request, slice_items), project_id)
     except DecodeError:
         raise OtlpDecodeError(request_type.__name__) from None
 
 
-def walk_traces(payload: Any, project_id: int) -> WriteBatch:
-    return _walk(ExportTraceServiceRequest, RawAttributesTraceRequest, traces_to_batch, payload, project_id)
+def _walk_in_parts(to_batch: Callable[[Any, int], WriteBatch], parts: Iterator[Any], project_id: int
+                   ) -> SlicedBatch:
+    sliced = SlicedBatch([], 0)
+    for part in parts:
+        batch = to_batch(part, project_id)
+        del part  # (the part's copy of its items, freed before the next one is made)
+        sliced.items += batch.items
+        sliced.rejected += batch.rejected
+        sliced.errors += [e for e in batch.errors if e not in sliced.errors]
+        batch.rejected, batch.errors = 0, []
+        if batch.items:
+            sliced.parts.append(zlib.compress(pickle.dumps(batch, pickle.HIGHEST_PROTOCOL), 1))
+    return sliced
 
 
-def walk_metrics(payload: Any, project_id: int) -> WriteBatch:
-    return _walk(ExportMetricsServiceRequest, RawAttributesMetricsRequest, metrics_to_batch, payload, project_id)
+def walk_traces(payload: Any, project_id: int, slice_items: int | None = None) -> WriteBatch | SlicedBatch:
+    return _walk(ExportTraceServiceRequest, RawAttributesTraceRequest, traces_to_batch, trace_items,
+                 split_traces, payload, project_id, slice_items)
+
+
+def walk_metrics(payload: Any, project_id: int, slice_items: int | None = None) -> WriteBatch | SlicedBatch:
+    return _walk(ExportMetricsServiceRequest, RawAttributesMetricsRequest, metrics_to_batch, metric_items,
+                 split_metrics, payload, project_id, slice_items)
 
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h

@@ -54,14 +54,14 @@ class Ingest:
         subclass OtlpDecodeError for bytes that do not decode), StoreFull (retry later), StoreUnavailable."""
         rows = await self._walker.traces(payload, project_id)
         t = self._telemetry
-        return await self._consume(TelemetryBatch("traces", project_id, payload, rows), len(rows.spans),
+        return await self._consume(TelemetryBatch("traces", project_id, payload, rows), rows.items,
                                    transport, t.accepted_spans, t.refused_spans)
 
     async def export_metrics(self, payload: "bytes | ExportMetricsServiceRequest", project_id: int,
                              transport: str) -> ExportResult:
         rows = await self._walker.metrics(payload, project_id)
         t = self._telemetry
-        return await self._consume(TelemetryBatch("metrics", project_id, payload, rows), len(rows.points),
+        return await self._consume(TelemetryBatch("metrics", project_id, payload, rows), rows.items,
                                    transport, t.accepted_points, t.refused_points)
 
     async def export_metric_rows(self, rows: "WriteBatch", project_id: int, receiver: str,

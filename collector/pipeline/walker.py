@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 # What runs in the worker lives in decode.py, which imports little: a worker imports it, not this module.
 from otelite.collector.pipeline.decode import walk_metrics, walk_traces, worker_init
-from otelite.collector.store.records import WriteBatch
+from otelite.collector.store.records import SlicedBatch, WriteBatch
 from otelite.collector.store.writer import StoreFull, StoreUnavailable
 
 log = logging.getLogger("otelite.walker")
@@ -31,6 +31,11 @@ log = logging.getLogger("otelite.walker")
 # Payloads waiting for or inside a worker, per worker. The executor's own queue is unbounded, so this is
 # what keeps memory bounded under overload (store.md: backpressure, not growth): beyond it, 503.
 _MAX_PENDING_PER_WORKER = 16
+
+# A request of more spans or data points than this is walked and stored in parts of this many
+# (normalize/split.py): its rows would take ~25x its wire size in memory at once. Twice the default
+# send_batch_size, so the requests SDKs send (512 spans, a metric reader's export) are walked whole.
+SLICE_ITEMS = 16_384
 
 
 class Walker:
@@ -59,19 +64,21 @@ class Walker:
         if self._pool is not None and self._pending >= self._max_pending:
             raise StoreFull(1, "the decode workers are busy")
 
-    async def traces(self, payload: Any, project_id: int) -> WriteBatch:
+    async def traces(self, payload: Any, project_id: int) -> WriteBatch | SlicedBatch:
         return await self._run(walk_traces, payload, project_id)
 
-    async def metrics(self, payload: Any, project_id: int) -> WriteBatch:
+    async def metrics(self, payload: Any, project_id: int) -> WriteBatch | SlicedBatch:
         return await self._run(walk_metrics, payload, project_id)
 
-    async def _run(self, walk: Callable[[Any, int], WriteBatch], payload: Any, project_id: int) -> WriteBatch:
+    async def _run(self, walk: Callable[[Any, int, int], WriteBatch | SlicedBatch], payload: Any, project_id: int
+                   ) -> WriteBatch | SlicedBatch:
         if self._pool is None or not isinstance(payload, (bytes, bytearray, memoryview)):
-            return walk(payload, project_id)
+            return walk(payload, project_id, SLICE_ITEMS)
         pool = self._pool
         self._pending += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(pool, walk, bytes(payload), project_id)
+            return await asyncio.get_running_loop().run_in_executor(pool, walk, bytes(payload), project_id,
+                                                                    SLICE_ITEMS)
         except BrokenProcessPool:
             # A worker died (e.g. killed for memory): nothing of this request was stored; the client
             # retries on 503. Replace the pool once for everyone waiting on the broken one.

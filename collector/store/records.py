@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 from otelite.collector.jsontext import dumps_sorted as _dumps_sorted
@@ -94,3 +96,21 @@ class WriteBatch:
     def items(self) -> int:
         """What the queue's `items` sizer counts: spans plus data points."""
         return len(self.spans) + len(self.points)
+
+
+@dataclass(slots=True)
+class SlicedBatch:
+    """A large request walked part by part (normalize/split.py): each part's WriteBatch pickled and
+    compressed (zlib level 1: 900,000 gauge points' 36 MB of pickles take 4 MB, in 0.2 s), so the process
+    holds a compact copy of the rows and unpickles one part at a time. The writer stores all the parts in
+    one transaction, so the request is committed (and acknowledged) or refused as a whole."""
+
+    parts: list[bytes]  # zlib(pickle(WriteBatch))
+    items: int  # spans plus data points of all the parts (the queue's `items` sizer)
+    rejected: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def batches(self):
+        """The parts' WriteBatches, one at a time."""
+        for part in self.parts:
+            yield pickle.loads(zlib.decompress(part))

@@ -21,6 +21,7 @@ metric rollups are built on a thread of their own (rollups.py) and only stored h
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import logging
 import operator
 import sqlite3
@@ -38,7 +39,7 @@ from otelite.collector.store.db import connect_writer, database_bytes
 from otelite.collector.store.events import delete_events_before
 from otelite.collector.store.rollups import RollupBuilder
 from otelite.collector.store.records import (LABEL_COLUMNS, RESOURCE_COLUMNS, SCOPE_COLUMNS,
-                                     SERIES_COLUMNS, WriteBatch, series_labels)
+                                     SERIES_COLUMNS, SlicedBatch, WriteBatch, series_labels)
 from otelite.collector.store.series_cache import SeriesCache
 from otelite.collector.store.series_state import LAST_SEEN_LAG_NS, SeriesStateUpdater
 from otelite.collector.store.spans import RunBackfill, expire_runs, insert_spans
@@ -90,7 +91,7 @@ _SQL_ATTR_VALUE = ("INSERT INTO span_attribute_values (project_id, attribute_typ
 
 @dataclass(slots=True)
 class _Entry:
-    batch: WriteBatch
+    batch: WriteBatch | SlicedBatch
     size: int
     future: concurrent.futures.Future
     export: "export_log.ExportRecord | None" = None  # appended to the export log in the same commit
@@ -187,7 +188,7 @@ class Writer:
             self._conn = None
 
     # -- admission ----------------------------------------------------------------------------------
-    def submit(self, batch: WriteBatch, export: "export_log.ExportRecord | None" = None
+    def submit(self, batch: WriteBatch | SlicedBatch, export: "export_log.ExportRecord | None" = None
                ) -> concurrent.futures.Future:
         """Queue `batch`; the future resolves after its commit. Raises StoreFull when it cannot fit.
         `export`: the batch's OTLP request, appended to the export log (export_log.py) in the transaction
@@ -342,7 +343,12 @@ class Writer:
         """
         conn = self._conn
         assert conn is not None
-        merged = _merge([e.batch for e in entries]) if entries else None
+        whole = [e.batch for e in entries if isinstance(e.batch, WriteBatch)]
+        merged = _merge(whole) if whole else None
+        # A request walked in parts (records.SlicedBatch): its parts are written one after the other in
+        # this same transaction, each unpickled only when its turn comes, so its rows are never all in
+        # memory at once and it is committed, or refused, as a whole.
+        sliced = [e.batch for e in entries if isinstance(e.batch, SlicedBatch)]
         exports = [e.export for e in entries if e.export is not None]
         attempt = 0
         while True:
@@ -351,9 +357,16 @@ class Writer:
             if not entries and not writes:
                 return
             started = time.perf_counter()
+            self._pending_seen, self._commit_head_hi = [], 0
+            spans = points = 0
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                new_ids = self._write(conn, merged) if merged is not None else ([], [], [])
+                new_ids: tuple[list[int], ...] = ([], [], [])
+                parts = itertools.chain([merged] if merged is not None else [], *(s.batches() for s in sliced))
+                for batch in parts:
+                    new_ids = tuple(known + ids for known, ids in zip(new_ids, self._write(conn, batch)))
+                    spans, points = spans + len(batch.spans), points + len(batch.points)
+                    del batch  # a part's rows are freed before the next part is unpickled
                 if exports:
                     export_log.append(conn, exports, time.time_ns())
                 for w in writes:
@@ -376,9 +389,9 @@ class Writer:
                 self._fail_or_split(entries, writes, e)
                 return
         elapsed = time.perf_counter() - started
-        if merged is not None:
-            if merged.points:
-                self.compactor.note_commit(conn, self._commit_head_hi)
+        if points:
+            self.compactor.note_commit(conn, self._commit_head_hi)
+        if self._pending_seen:
             if len(self._stored_seen) > _KNOWN_IDS_MAX:
                 self._stored_seen.clear()
             self._stored_seen.update(self._pending_seen)
@@ -398,11 +411,10 @@ class Writer:
         if t:
             t.commit_seconds.observe(elapsed)
             t.queue_size.set(self._queued)
-        if merged is not None:
-            self.committed_items += len(merged.spans) + len(merged.points)
-            if t:
-                t.rows.labels("spans").inc(len(merged.spans))
-                t.rows.labels("metric_points").inc(len(merged.points))
+        self.committed_items += spans + points
+        if t and (spans or points):
+            t.rows.labels("spans").inc(spans)
+            t.rows.labels("metric_points").inc(points)
 
     @staticmethod
     def _run_write(conn: sqlite3.Connection, w: _WriteFn) -> None:
@@ -425,9 +437,13 @@ class Writer:
         conn.execute("RELEASE write_fn")
 
     def _write(self, conn: sqlite3.Connection, b: WriteBatch) -> tuple[list[int], list[int], list[int]]:
+        # What this commit wrote to last_seen_ns so far (_pending_seen and _commit_head_hi gather over the
+        # batches of one commit, see _commit), over what earlier commits wrote. A series an earlier part of
+        # this commit stored is in it: it is not new again (its row keeps that part's first_seen_ns).
+        pending_seen = dict(self._pending_seen)
         new_resources = [i for i in b.resources if i not in self._known_resources]
         new_scopes = [i for i in b.scopes if i not in self._known_scopes]
-        new_series = [i for i in b.series if i not in self._known_series]
+        new_series = [i for i in b.series if i not in self._known_series and i not in pending_seen]
         if new_resources:
             conn.executemany(_SQL_RESOURCE, [b.resources[i] for i in new_resources])
         if new_scopes:
@@ -441,30 +457,31 @@ class Writer:
             # lands next to the previous one, in pages the last one just read.
             conn.executemany(_SQL_ATTR_VALUE, sorted((k + (n,) for k, n in b.span_attribute_values.items()),
                                                      key=_rollup_order))
-        stored_seen = self._stored_seen
-        self._pending_seen = []
         if new_series:
             rows = [b.series[i] for i in new_series]
             conn.executemany(_SQL_SERIES, rows)
             # row[8] is the resource id; the batch carries every resource its series use.
             conn.executemany(_SQL_LABEL, [lab for r in rows for lab in series_labels(r, b.resources[r[8]][2])])
             self._pending_seen += [(r[0], r[12]) for r in rows]
-            stored_seen = {**stored_seen, **dict(self._pending_seen)}
+            pending_seen.update((r[0], r[12]) for r in rows)
         if b.points:
             # Straight into chunks or into the head (appender.py). Arrival numbers continue past every one
             # ever used, also when the compactor has emptied the head (they order equal times and are a
             # tally's write order); a commit that rolls back leaves a gap, which is harmless.
             series = self._series_info.update(conn, b.series, (p[1] for p in b.points))
             first = self._head_hi + 1
-            self._head_hi, self._commit_head_hi = self._appender.append(conn, b.points, series, first)
+            self._head_hi, head_hi = self._appender.append(conn, b.points, series, first)
+            self._commit_head_hi = max(self._commit_head_hi, head_hi)
             newest, behind = self._update_state(conn, b, series)
             # metric_series.last_seen_ns: the newest point time is exactly max(last_seen_ns, state time_ns),
             # and the state row already moved in this commit; so last_seen_ns is written only where the
             # state does not carry the newest time (`behind`: a delta series whose newest point had no
             # value), and otherwise once it lags by more than LAST_SEEN_LAG_NS, which keeps its index
             # (live series for the scrape) close. It was one UPDATE per series per commit before.
+            stored_seen = self._stored_seen
             seen = [(t, sid) for sid, t in newest.items()
-                    if sid in behind or t > stored_seen.get(sid, -LAST_SEEN_LAG_NS - 1) + LAST_SEEN_LAG_NS]
+                    if sid in behind or t > (pending_seen[sid] if sid in pending_seen
+                                             else stored_seen.get(sid, -LAST_SEEN_LAG_NS - 1)) + LAST_SEEN_LAG_NS]
             if seen:
                 conn.executemany(_SQL_SERIES_SEEN, seen)
                 self._pending_seen += [(sid, t) for t, sid in seen]
