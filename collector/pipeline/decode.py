@@ -1,5 +1,10 @@
 """What a decode worker process runs (walker.py): OTLP protobuf bytes → a WriteBatch, or for a request
-of more items than walker.SLICE_ITEMS a SlicedBatch of its parts (normalize/split.py).
+of more items than walker.SLICE_ITEMS a SlicedBatch of its parts (normalize/split.py); an OTLP/JSON body →
+the same, and the request as protobuf bytes (what the export log keeps for forwarders).
+
+OTLP/JSON is parsed here too, not in the event loop: `json.loads` and the mapping to protobuf of a 20 MiB
+body took about 1.7 s, and the walk of its message (the walk of a message ran in-process) as long again;
+meanwhile the event loop answered nothing (/healthz waited 3.5 s, docs/benchmarks.md).
 
 A module of its own, importing only protobuf and the normalizer, because a spawned worker imports the
 modules of the functions it is given: walker.py imports the writer, and with it numpy and the store, which
@@ -9,6 +14,7 @@ a worker never uses (~25 MB of RSS in every worker, issue 16's overload budget).
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import pickle
 import signal
@@ -22,6 +28,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from otelite.collector.normalize.otlp import OtlpDataError, metrics_to_batch, traces_to_batch
+from otelite.collector.normalize.otlp_json import OtlpJsonError, metrics_request_from_json, traces_request_from_json
 from otelite.collector.normalize.split import metric_items, split_metrics, split_traces, trace_items
 from otelite.collector.normalize.wire import RawAttributesMetricsRequest, RawAttributesTraceRequest
 from otelite.collector.store.records import SlicedBatch, WriteBatch
@@ -82,6 +89,39 @@ def walk_traces(payload: Any, project_id: int, slice_items: int | None = None) -
 def walk_metrics(payload: Any, project_id: int, slice_items: int | None = None) -> WriteBatch | SlicedBatch:
     return _walk(ExportMetricsServiceRequest, RawAttributesMetricsRequest, metrics_to_batch, metric_items,
                  split_metrics, payload, project_id, slice_items)
+
+
+class OtlpJsonBodyError(OtlpDataError):
+    """An OTLP/JSON body that is not JSON or does not map onto the OTLP schema (HTTP 400); the message says
+    where (otlp_json.py: the path of the offending value)."""
+
+
+def _document(body: bytes) -> Any:
+    try:
+        return json.loads(body) if body else {}
+    except (ValueError, UnicodeDecodeError) as e:
+        raise OtlpJsonBodyError(f"the body is not valid JSON: {e}") from None
+    except RecursionError:
+        raise OtlpJsonBodyError("the body is not valid JSON: nested too deeply") from None
+
+
+def _walk_json(from_json: Callable[[Any], Any], walk: Callable[..., WriteBatch | SlicedBatch], body: bytes,
+               project_id: int, slice_items: int | None) -> tuple[WriteBatch | SlicedBatch, bytes]:
+    try:
+        encoded = from_json(_document(body)).SerializeToString()
+    except OtlpJsonError as e:
+        raise OtlpJsonBodyError(str(e)) from None
+    return walk(encoded, project_id, slice_items), encoded
+
+
+def walk_traces_json(body: bytes, project_id: int, slice_items: int | None = None
+                     ) -> tuple[WriteBatch | SlicedBatch, bytes]:
+    return _walk_json(traces_request_from_json, walk_traces, body, project_id, slice_items)
+
+
+def walk_metrics_json(body: bytes, project_id: int, slice_items: int | None = None
+                      ) -> tuple[WriteBatch | SlicedBatch, bytes]:
+    return _walk_json(metrics_request_from_json, walk_metrics, body, project_id, slice_items)
 
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h

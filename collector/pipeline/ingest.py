@@ -49,17 +49,24 @@ class Ingest:
         return self._next.get(signal) is not None
 
     async def export_traces(self, payload: "bytes | ExportTraceServiceRequest", project_id: int,
-                            transport: str) -> ExportResult:
-        """`payload`: protobuf bytes or a decoded message. Raises OtlpDataError (invalid request; its
-        subclass OtlpDecodeError for bytes that do not decode), StoreFull (retry later), StoreUnavailable."""
-        rows = await self._walker.traces(payload, project_id)
+                            transport: str, *, json_body: bool = False) -> ExportResult:
+        """`payload`: protobuf bytes, an OTLP/JSON body (`json_body`) or a decoded message. Raises
+        OtlpDataError (invalid request; its subclasses OtlpDecodeError for bytes that do not decode and
+        OtlpJsonBodyError for a JSON body that does not map), StoreFull (retry later), StoreUnavailable."""
+        if json_body:
+            rows, payload = await self._walker.traces_json(payload, project_id)  # (the request as protobuf)
+        else:
+            rows = await self._walker.traces(payload, project_id)
         t = self._telemetry
         return await self._consume(TelemetryBatch("traces", project_id, payload, rows), rows.items,
                                    transport, t.accepted_spans, t.refused_spans)
 
     async def export_metrics(self, payload: "bytes | ExportMetricsServiceRequest", project_id: int,
-                             transport: str) -> ExportResult:
-        rows = await self._walker.metrics(payload, project_id)
+                             transport: str, *, json_body: bool = False) -> ExportResult:
+        if json_body:
+            rows, payload = await self._walker.metrics_json(payload, project_id)
+        else:
+            rows = await self._walker.metrics(payload, project_id)
         t = self._telemetry
         return await self._consume(TelemetryBatch("metrics", project_id, payload, rows), rows.items,
                                    transport, t.accepted_points, t.refused_points)

@@ -6,8 +6,8 @@ A worker process decodes the raw protobuf bytes and walks them into a WriteBatch
 unpickles the rows (about 2 ms per 1000 spans against about 35 ms for the walk) and hands them to the
 writer. `receivers.otlp.decode_workers: 0` keeps everything in the event loop.
 
-A payload is raw protobuf bytes (HTTP protobuf bodies, gRPC messages) or an already built message (OTLP/JSON,
-mapped by hand in the event loop); a message is walked in-process.
+A payload is raw protobuf bytes (HTTP protobuf bodies, gRPC messages), an OTLP/JSON body (parsed and mapped
+in the worker too), or an already built message (tests, in-process callers), which is walked in-process.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable
 
 # What runs in the worker lives in decode.py, which imports little: a worker imports it, not this module.
-from otelite.collector.pipeline.decode import walk_metrics, walk_traces, worker_init
+from otelite.collector.pipeline.decode import (walk_metrics, walk_metrics_json, walk_traces, walk_traces_json,
+                                              worker_init)
 from otelite.collector.store.records import SlicedBatch, WriteBatch
 from otelite.collector.store.writer import StoreFull, StoreUnavailable
 
@@ -70,8 +71,14 @@ class Walker:
     async def metrics(self, payload: Any, project_id: int) -> WriteBatch | SlicedBatch:
         return await self._run(walk_metrics, payload, project_id)
 
-    async def _run(self, walk: Callable[[Any, int, int], WriteBatch | SlicedBatch], payload: Any, project_id: int
-                   ) -> WriteBatch | SlicedBatch:
+    async def traces_json(self, body: bytes, project_id: int) -> tuple[WriteBatch | SlicedBatch, bytes]:
+        """An OTLP/JSON body: its rows and the request as protobuf bytes (decode.py)."""
+        return await self._run(walk_traces_json, body, project_id)
+
+    async def metrics_json(self, body: bytes, project_id: int) -> tuple[WriteBatch | SlicedBatch, bytes]:
+        return await self._run(walk_metrics_json, body, project_id)
+
+    async def _run(self, walk: Callable[[Any, int, int], Any], payload: Any, project_id: int) -> Any:
         if self._pool is None or not isinstance(payload, (bytes, bytearray, memoryview)):
             return walk(payload, project_id, SLICE_ITEMS)
         pool = self._pool

@@ -1,13 +1,12 @@
 """OTLP/HTTP: `POST /v1/traces` and `POST /v1/metrics` as Falcon ASGI resources (otlp.md, "Transports").
 
 Each request reads as a straight line: content type → bounded body → decompress within the limit →
-decode → export → encode in the request's encoding. Every failure goes through `_fail`, which answers
+export (decoded and walked by a decode worker, either encoding) → encode in the request's encoding. Every failure goes through `_fail`, which answers
 with a `google.rpc.Status` encoded like the request.
 """
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Callable
 
 import falcon
@@ -21,8 +20,7 @@ from otelite.collector.normalize.otlp import OtlpDataError
 from otelite.collector.receivers.compression import (ENCODINGS, BadCompression, BodyTooLarge, decompress,
                                                       read_limited)
 from otelite.collector.receivers.otlp.auth import FORBIDDEN, NOT_FOUND, UNAUTHENTICATED, OtlpAuthError
-from otelite.collector.normalize.otlp_json import (OtlpJsonError, export_response_to_json, metrics_request_from_json,
-                                           status_to_json, traces_request_from_json)
+from otelite.collector.normalize.otlp_json import export_response_to_json, status_to_json
 from otelite.collector.pipeline.ingest import ExportResult, StoreFull, StoreUnavailable
 from otelite.collector.pipeline.decode import OtlpDecodeError
 
@@ -50,10 +48,10 @@ class _Refusal(Exception):
 class _Signal:
     """What differs between /v1/traces and /v1/metrics."""
 
-    def __init__(self, request_type: type, response_type: type, from_json: Callable, export: Callable,
-                 rejected_field: str, admit: Callable[[], None] | None = None) -> None:
+    def __init__(self, request_type: type, response_type: type, export: Callable, rejected_field: str,
+                 admit: Callable[[], None] | None = None) -> None:
         self.request_type, self.response_type = request_type, response_type
-        self.from_json, self.export, self.rejected_field = from_json, export, rejected_field
+        self.export, self.rejected_field = export, rejected_field
         self.admit = admit  # raises StoreFull when the store cannot take data now
 
 
@@ -83,8 +81,8 @@ class OtlpHttpResource:
             if self._signal.admit is not None:
                 self._signal.admit()  # full: 503 before reading a body that would be refused anyway
             body = await self._read_body(req, held)
-            message = self._decode(body, encoding)
-            result: ExportResult = await self._signal.export(message, project_id, "http")
+            # Both encodings are parsed by a decode worker (pipeline/decode.py), not in the event loop.
+            result: ExportResult = await self._signal.export(body, project_id, "http", json_body=encoding == JSON)
         except _Refusal as r:
             return _fail(resp, r, encoding or JSON)
         except OtlpDecodeError as e:
@@ -152,21 +150,6 @@ class OtlpHttpResource:
             held.resize(len(body))
         return body
 
-    def _decode(self, body: bytes, encoding: str):
-        if encoding == PROTOBUF:
-            return body  # decoded by the walker (possibly in a worker process)
-        try:
-            doc = json.loads(body) if body else {}
-        except (ValueError, UnicodeDecodeError) as e:
-            raise _Refusal(falcon.HTTP_400, _INVALID_ARGUMENT, f"the body is not valid JSON: {e}") from None
-        except RecursionError:
-            raise _Refusal(falcon.HTTP_400, _INVALID_ARGUMENT, "the body is not valid JSON: nested too deeply"
-                           ) from None
-        try:
-            return self._signal.from_json(doc)
-        except OtlpJsonError as e:
-            raise _Refusal(falcon.HTTP_400, _INVALID_ARGUMENT, str(e)) from None
-
 
 def _too_large(limit: int) -> _Refusal:
     return _Refusal(falcon.HTTP_413, _RESOURCE_EXHAUSTED,
@@ -212,11 +195,10 @@ def add_routes(app: falcon.asgi.App, config: "HttpServerConfig", ingest: "Ingest
     """Mount the OTLP/HTTP endpoints (paths configurable, as in the Collector)."""
     signals = {
         "traces": (config.traces_url_path, _Signal(
-            ExportTraceServiceRequest, ExportTraceServiceResponse, traces_request_from_json, ingest.export_traces,
+            ExportTraceServiceRequest, ExportTraceServiceResponse, ingest.export_traces,
             "rejected_spans", lambda: ingest.check_admission("traces"))),
         "metrics": (config.metrics_url_path, _Signal(
-            ExportMetricsServiceRequest, ExportMetricsServiceResponse, metrics_request_from_json,
-            ingest.export_metrics, "rejected_data_points", lambda: ingest.check_admission("metrics"))),
+            ExportMetricsServiceRequest, ExportMetricsServiceResponse, ingest.export_metrics, "rejected_data_points", lambda: ingest.check_admission("metrics"))),
     }
     for name, (path, signal) in signals.items():
         if ingest.accepts(name):
