@@ -200,6 +200,32 @@ def test_a_request_in_parts_is_stored_whole_or_not_at_all(tmp_path):
         store.close()
 
 
+def test_a_long_transaction_of_parts_is_progress_not_a_stuck_writer(tmp_path, monkeypatch):
+    """/healthz calls the writer stuck when work waits STUCK_AFTER_S without progress; a request of many
+    parts (here each part's write made slow) is progressing all along."""
+    from otelite.collector.store import writer as writer_module
+    monkeypatch.setattr(writer_module, "STUCK_AFTER_S", 0.3)
+    store = _store(tmp_path / "w.db")
+    try:
+        write = store.writer._write
+
+        def slow_write(conn, batch):
+            time.sleep(0.15)
+            return write(conn, batch)
+
+        monkeypatch.setattr(store.writer, "_write", slow_write)
+        sliced = walk_traces(trace_request(80, seed=1).SerializeToString(), 1, 10)  # 8 parts: 1.2 s
+        done = store.writer.submit(sliced)
+        seen_stuck = []
+        while not done.done():
+            seen_stuck.append(store.writer.is_stuck())
+            time.sleep(0.02)
+        done.result()
+        assert len(seen_stuck) > 30 and not any(seen_stuck)
+    finally:
+        store.close()
+
+
 def test_a_live_server_stores_requests_larger_than_a_part(make_server):
     srv = make_server({"receivers": {"otlp": {"protocols": {"grpc": {}, "http": {}}}}})
     n = SLICE_ITEMS * 2 + 1000

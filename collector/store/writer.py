@@ -367,6 +367,10 @@ class Writer:
                     new_ids = tuple(known + ids for known, ids in zip(new_ids, self._write(conn, batch)))
                     spans, points = spans + len(batch.spans), points + len(batch.points)
                     del batch  # a part's rows are freed before the next part is unpickled
+                    # A large request's transaction can outlast STUCK_AFTER_S on a slow machine: each part
+                    # written is progress, so /healthz does not call the writer stuck (and a liveness
+                    # probe does not restart the collector in the middle of it, again and again).
+                    self._last_progress = time.monotonic()
                 if exports:
                     export_log.append(conn, exports, time.time_ns())
                 for w in writes:
