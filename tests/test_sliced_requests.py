@@ -226,6 +226,54 @@ def test_a_long_transaction_of_parts_is_progress_not_a_stuck_writer(tmp_path, mo
         store.close()
 
 
+@pytest.mark.parametrize("target_info", [True, False])
+def test_remote_write_forwards_a_request_in_parts_as_it_forwards_it_whole(monkeypatch, target_info):
+    """The prometheusremotewrite forwarder walks an export-log entry again; a large one in parts now (one
+    part's rows in memory at a time): the same state, the same WriteRequests, byte for byte."""
+    from otelite.collector.store.export_log import Entry
+    from otelite.exporters.prometheusremotewrite import convert
+    from otelite.exporters.prometheusremotewrite.config import PrometheusRemoteWriteExporterConfig
+
+    first = _every_kind(points_per_metric=40)
+    first.MergeFrom(_a_series_over_minutes(37))
+    # A resource whose newest point is not in its last part: target_info is sent once, at that point.
+    t0 = (time.time_ns() // 10**9 - 3600) * 10**9
+    late = first.resource_metrics.add()
+    late.resource.attributes.extend(_kvs({"service.name": "late", "region": "eu"}))  # (region: target_info)
+    sm = late.scope_metrics.add()
+    for name, times in (("new", range(60, 134)), ("old", range(37))):
+        dps = sm.metrics.add(name=name).gauge.data_points
+        for i in times:
+            dps.add(time_unix_nano=t0 + i * 10**9, as_int=i)
+    second = _every_kind(points_per_metric=12)  # the same series, later points: totals run on
+    for rm in second.resource_metrics:
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                kind = m.WhichOneof("data")
+                for dp in (getattr(m, kind).data_points if kind else ()):
+                    dp.time_unix_nano += 3_600 * 10**9
+    entries = [Entry(i + 1, 1, 0, metric_items(r), 0, 0, r.SerializeToString()) for i, r in enumerate((first, second))]
+
+    def forward(limit: int | None) -> tuple:
+        monkeypatch.setattr(convert, "SLICE_ITEMS", limit)
+        config = PrometheusRemoteWriteExporterConfig(endpoint="http://p/api/v1/write")
+        config.target_info.enabled = target_info
+        config.validate()
+        converter = convert.Converter(config)
+        need = converter.walk(entries)
+        assert [isinstance(b, SlicedBatch) for b in need.batches] == [limit is not None] * 2
+        converter.load({}, {}, need)
+        build = converter.build(need)
+        folded = convert.Converter(config).fold(need)
+        return (need.totals, need.last_sent, need.windows, build.requests, build.state, build.items,
+                build.out_of_order, build.samples, folded.state, folded.items)
+
+    whole = forward(None)
+    assert whole[5] == metric_items(first) + metric_items(second) - 8  # (the unordered bounds, 4 a request)
+    assert whole[3] and whole[4]["totals"]
+    assert forward(37) == whole
+
+
 def test_a_live_server_stores_requests_larger_than_a_part(make_server):
     srv = make_server({"receivers": {"otlp": {"protocols": {"grpc": {}, "http": {}}}}})
     n = SLICE_ITEMS * 2 + 1000

@@ -35,13 +35,13 @@ import json
 import struct
 from dataclasses import dataclass, field
 from itertools import accumulate as running
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from otelite.collector.normalize.otlp import fingerprint
-from otelite.collector.pipeline.walker import walk_metrics
+from otelite.collector.pipeline.walker import SLICE_ITEMS, walk_metrics
 from otelite.collector.store.export_log import LAST_SENT, TOTALS, decode_rows
 from otelite.collector.store.metrics import DISTRIBUTION, SET
-from otelite.collector.store.records import WriteBatch
+from otelite.collector.store.records import SlicedBatch, WriteBatch
 from otelite.collector.store.series_state import accumulate, count_observations, is_accumulated, state_row
 from otelite.exporters.prometheus import translation as tr
 from otelite.exporters.prometheus.collect import (distinct_members, distribution_quantiles, exponential_buckets,
@@ -73,7 +73,9 @@ class _Series:
 class Need:
     """What `walk` found: the normalized entries, and the state keys not yet in memory."""
 
-    batches: list[WriteBatch]
+    # One per entry; a large request's parts stay compressed (records.SlicedBatch) and are read one at a
+    # time (_parts), so forwarding it takes the memory of one part's rows, not of all of them.
+    batches: list[WriteBatch | SlicedBatch]
     totals: list[int]
     last_sent: list[int]
     # Flux distributions and sets: series id → (since, until) ns, the window before its newest point
@@ -103,11 +105,11 @@ class Converter:
 
     # -- state ---------------------------------------------------------------------------------------
     def walk(self, entries: list["Entry"]) -> Need:
-        batches = [decode_rows(e.payload) if e.holds_rows() else walk_metrics(e.payload, e.project_id)
+        batches = [decode_rows(e.payload) if e.holds_rows() else walk_metrics(e.payload, e.project_id, SLICE_ITEMS)
                    for e in entries]
         totals, keys = set(), set()
         newest: dict[int, int] = {}
-        for b in batches:
+        for b in _parts(batches):
             for sid, row in b.series.items():
                 if _keeps_total(row[3], row[6]) and sid not in self._totals:
                     totals.add(sid)
@@ -154,7 +156,7 @@ class Converter:
         """Running totals only (entries dropped unsent): later samples stay exact."""
         out = Build()
         totals = out.state[TOTALS]
-        for b in need.batches:
+        for b in _parts(need.batches):
             out.items += len(b.points)
             for p in b.points:
                 sid = p[1]
@@ -166,46 +168,19 @@ class Converter:
 
     def build(self, need: Need) -> Build:
         out = Build()
-        totals, sent = out.state[TOTALS], out.state[LAST_SENT]
+        sent = out.state[LAST_SENT]
         by_labels: dict[tuple, list[tuple[int, float]]] = {}
         windowed: dict[int, tuple[WriteBatch, list[int]]] = {}  # series id → (a batch with it, point times ms)
-        for b in need.batches:
-            out.items += len(b.points)
-            newest: dict[int, int] = {}  # resource id → newest point time (ms), for target_info
-            for p in b.points:
-                sid = p[1]
-                series_row = b.series[sid]
-                kind, temporality = series_row[3], series_row[6]
-                flags = p[9]
-                if kind in _WINDOWED:  # one sample per request, after the loop
-                    if kind == DISTRIBUTION and _counts(kind, p):
-                        prev = totals[sid][1] if sid in totals else self._totals.get(sid)
-                        totals[sid] = (None, _fold(kind, prev, p))
-                    windowed.setdefault(sid, (b, []))[1].append(p[3] // 1_000_000)
-                    continue
-                running_total = _keeps_total(kind, temporality) and _counts(kind, p)
-                if running_total:
-                    prev = totals[sid][1] if sid in totals else self._totals.get(sid)
-                    row = _fold(kind, prev, p)
-                    totals[sid] = (None, row)
-                else:
-                    row = state_row(p)
-                s = self._translate(b, sid)
-                if s is None:
-                    continue
-                place = self._place(p[3] // 1_000_000, s.key, sent, running_total)
-                if place is None:
-                    out.out_of_order += 1
-                    continue
-                ts, replace = place
-                sent[s.key] = (ts, None)
-                rid = series_row[8]
-                if ts > newest.get(rid, -1):
-                    newest[rid] = ts
-                _emit(by_labels, s, _samples(s, row, flags & _NO_RECORDED_VALUE), ts, replace)
+        for entry in need.batches:
+            newest: dict[int, int] = {}  # resource id → newest point time (ms) of the entry, for target_info
+            holders: dict[int, WriteBatch] = {}  # resource id → a part that has it
+            for b in _parts([entry]):
+                out.items += len(b.points)
+                holders.update(dict.fromkeys(b.resources, b))
+                self._build_points(b, out, by_labels, windowed, newest)
             if self._config.target_info.enabled:
                 for rid, ts in newest.items():
-                    target = self._target(b, rid)
+                    target = self._target(holders[rid], rid)
                     if target is None:
                         continue
                     labels, key = target
@@ -213,6 +188,51 @@ class Converter:
                     if last is None or ts > last:
                         sent[key] = (ts, None)
                         by_labels.setdefault(labels, []).append((ts, 1.0))
+        self._build_windowed(out, by_labels, windowed, need)
+        out.requests = self._requests(by_labels)
+        out.samples = sum(len(v) for v in by_labels.values())
+        return out
+
+    def _build_points(self, b: WriteBatch, out: Build, by_labels: dict, windowed: dict, newest: dict[int, int]
+                      ) -> None:
+        """The samples of `b`'s points (`windowed` gathers the Flux kinds' point times for later; `newest`
+        the newest sample time per resource, for target_info)."""
+        totals, sent = out.state[TOTALS], out.state[LAST_SENT]
+        for p in b.points:
+            sid = p[1]
+            series_row = b.series[sid]
+            kind, temporality = series_row[3], series_row[6]
+            flags = p[9]
+            if kind in _WINDOWED:  # one sample per request, after the loop
+                if kind == DISTRIBUTION and _counts(kind, p):
+                    prev = totals[sid][1] if sid in totals else self._totals.get(sid)
+                    totals[sid] = (None, _fold(kind, prev, p))
+                windowed.setdefault(sid, (b, []))[1].append(p[3] // 1_000_000)
+                continue
+            running_total = _keeps_total(kind, temporality) and _counts(kind, p)
+            if running_total:
+                prev = totals[sid][1] if sid in totals else self._totals.get(sid)
+                row = _fold(kind, prev, p)
+                totals[sid] = (None, row)
+            else:
+                row = state_row(p)
+            s = self._translate(b, sid)
+            if s is None:
+                continue
+            place = self._place(p[3] // 1_000_000, s.key, sent, running_total)
+            if place is None:
+                out.out_of_order += 1
+                continue
+            ts, replace = place
+            sent[s.key] = (ts, None)
+            rid = series_row[8]
+            if ts > newest.get(rid, -1):
+                newest[rid] = ts
+            _emit(by_labels, s, _samples(s, row, flags & _NO_RECORDED_VALUE), ts, replace)
+
+    def _build_windowed(self, out: Build, by_labels: dict, windowed: dict, need: Need) -> None:
+        """Flux distributions and sets: one sample per request at the series' newest point (module doc)."""
+        totals, sent = out.state[TOTALS], out.state[LAST_SENT]
         for sid, (b, times) in windowed.items():
             s = self._translate(b, sid)
             if s is None:
@@ -233,9 +253,6 @@ class Converter:
                 if total is not None:
                     samples += [(f"{s.name}_count", (), float(total[5])), (f"{s.name}_sum", (), _number(total[6]))]
             _emit(by_labels, s, samples, ts, replace)
-        out.requests = self._requests(by_labels)
-        out.samples = sum(len(v) for v in by_labels.values())
-        return out
 
     def _place(self, ts: int, key: int, sent: dict, running_total: bool) -> tuple[int, bool] | None:
         """When a sample of label set `key` for a point at `ts` (ms) is sent, and whether it replaces the
@@ -328,6 +345,15 @@ class Converter:
 
 
 _WINDOWED = (DISTRIBUTION, SET)
+
+
+def _parts(batches: list[WriteBatch | SlicedBatch]) -> Iterator[WriteBatch]:
+    """The WriteBatches of `batches` in order, a large request's parts one at a time."""
+    for b in batches:
+        if isinstance(b, SlicedBatch):
+            yield from b.batches()
+        else:
+            yield b
 
 
 def _emit(by_labels: dict[tuple, list[tuple[int, float]]], s: _Series, samples: list, ts: int,
