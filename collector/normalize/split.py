@@ -15,7 +15,7 @@ whole request; span attribute rollup counts are sums, which the writer adds up (
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 
 def trace_items(request: Any) -> int:
@@ -28,27 +28,18 @@ def metric_items(request: Any) -> int:
 
 def split_traces(request: Any, limit: int) -> Iterator[Any]:
     """Parts of a trace request (`RawAttributesTraceRequest` or `ExportTraceServiceRequest`), in order."""
-    part, room = _Part(request, "resource_spans", "scope_spans"), limit
+    part = _Part(request, "resource_spans", "scope_spans", limit)
     for ri, rs in enumerate(request.resource_spans):
         for si, ss in enumerate(rs.scope_spans):
             spans = ss.spans
-            i = 0
-            while i < len(spans):
-                take = min(room, len(spans) - i)
-                part.scope((ri, si), rs, ss).spans.extend(spans[i:i + take])
-                i += take
-                room -= take
-                if not room:
-                    yield part.done()
-                    room = limit
-    if room < limit:
-        yield part.done()
+            yield from part.fill(len(spans), lambda i, j: part.scope((ri, si), rs, ss).spans.extend(spans[i:j]))
+    yield from part.rest()
 
 
 def split_metrics(request: Any, limit: int) -> Iterator[Any]:
     """Parts of a metrics request (`RawAttributesMetricsRequest` or `ExportMetricsServiceRequest`), in
     order. A metric without data holds nothing to store and is left out (the walk skips it too)."""
-    part, room = _Part(request, "resource_metrics", "scope_metrics"), limit
+    part = _Part(request, "resource_metrics", "scope_metrics", limit)
     for ri, rm in enumerate(request.resource_metrics):
         for si, sm in enumerate(rm.scope_metrics):
             for metric in sm.metrics:
@@ -57,19 +48,14 @@ def split_metrics(request: Any, limit: int) -> Iterator[Any]:
                     continue
                 points = getattr(metric, kind).data_points
                 header = _metric_header(metric, kind)
-                i = 0
-                while i < len(points):
-                    take = min(room, len(points) - i)
+
+                def add(i: int, j: int) -> None:
                     m = part.scope((ri, si), rm, sm).metrics.add()
                     m.CopyFrom(header)
-                    getattr(m, kind).data_points.extend(points[i:i + take])
-                    i += take
-                    room -= take
-                    if not room:
-                        yield part.done()
-                        room = limit
-    if room < limit:
-        yield part.done()
+                    getattr(m, kind).data_points.extend(points[i:j])
+
+                yield from part.fill(len(points), add)
+    yield from part.rest()
 
 
 def _points(metric: Any) -> Any:
@@ -91,19 +77,39 @@ def _metric_header(metric: Any, kind: str) -> Any:
 
 
 class _Part:
-    """The part being filled: the resource and scope containers of the current item, made on first use.
-    `position` (resource index, scope index) says when the source's resource or scope changes."""
+    """The part being filled: the resource and scope containers of the current items, made on first use
+    (`position`, resource index and scope index, says when the source's resource or scope changes), and
+    its room for `limit` items."""
 
-    def __init__(self, request: Any, resources_field: str, scopes_field: str) -> None:
+    def __init__(self, request: Any, resources_field: str, scopes_field: str, limit: int) -> None:
         self._type = type(request)
         self._resources_field = resources_field
         self._scopes_field = scopes_field
+        self._limit = limit
         self._new()
 
     def _new(self) -> None:
         self._request = self._type()
         self._position: tuple[int, int] | None = None
         self._resource = self._scope = None
+        self._room = self._limit
+
+    def fill(self, n: int, add: Callable[[int, int], None]) -> Iterator[Any]:
+        """Add a run of `n` items, `add(i, j)` putting items i..j-1 into this part, as many to each part as
+        it has room for; yields each part that is full."""
+        i = 0
+        while i < n:
+            take = min(self._room, n - i)
+            add(i, i + take)
+            i += take
+            self._room -= take
+            if not self._room:
+                yield self._done()
+
+    def rest(self) -> Iterator[Any]:
+        """The last part, unless it is empty."""
+        if self._room < self._limit:
+            yield self._done()
 
     def scope(self, position: tuple[int, int], source_resource: Any, source_scope: Any) -> Any:
         if self._position is None or position[0] != self._position[0]:
@@ -118,7 +124,7 @@ class _Part:
             self._scope, self._position = s, position
         return self._scope
 
-    def done(self) -> Any:
+    def _done(self) -> Any:
         request = self._request
         self._new()
         return request
