@@ -47,7 +47,14 @@ def test_in_event_loop_decoding_when_workers_are_off(make_server):
     assert r.status_code == 400
     with grpc.insecure_channel(srv.grpc_endpoint) as channel:
         trace_service_pb2_grpc.TraceServiceStub(channel).Export(trace_request(2, 2), timeout=10)
-    assert srv.query("SELECT count(*) FROM spans") == [(5,)]
+    # OTLP/JSON too (with workers, decode.walk_traces_json runs in one), and its errors keep their paths.
+    span = {"traceId": "ab" * 16, "spanId": "cd" * 8, "name": "json", "startTimeUnixNano": "1", "endTimeUnixNano": "2"}
+    r = httpx.post(srv.http_url + "/v1/traces", json={"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]})
+    assert (r.status_code, r.json()) == (200, {})
+    r = httpx.post(srv.http_url + "/v1/traces", json={"resourceSpans": [{"scopeSpans": [{"spans": [
+        {**span, "spanId": "cd"}]}]}]})
+    assert r.status_code == 400 and "resourceSpans[0].scopeSpans[0].spans[0].spanId" in r.json()["message"], r.text
+    assert srv.query("SELECT count(*) FROM spans") == [(6,)]
     # No worker processes were started.
     assert _children(srv.proc.pid) == []
 
