@@ -135,7 +135,7 @@ class Writer:
         # series id → the last_seen_ns this writer stored in metric_series (see _write: it lags by up to
         # LAST_SEEN_LAG_NS; metric_series_state.time_ns has the exact newest time).
         self._stored_seen: dict[int, int] = {}
-        self._pending_seen: list[tuple[int, int]] = []
+        self._pending_seen: dict[int, int] = {}  # series id → last_seen_ns the commit being written stored
         self._head_hi = 0  # the largest arrival number (head rowid) given to a point (appender.py)
         self._commit_head_hi = 0  # the largest head rowid the commit being written inserted (0: none)
         self._appender = PointAppender(config.compaction.direct_min_points)
@@ -357,7 +357,7 @@ class Writer:
             if not entries and not writes:
                 return
             started = time.perf_counter()
-            self._pending_seen, self._commit_head_hi = [], 0
+            self._pending_seen, self._commit_head_hi = {}, 0
             spans = points = 0
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -444,7 +444,7 @@ class Writer:
         # What this commit wrote to last_seen_ns so far (_pending_seen and _commit_head_hi gather over the
         # batches of one commit, see _commit), over what earlier commits wrote. A series an earlier part of
         # this commit stored is in it: it is not new again (its row keeps that part's first_seen_ns).
-        pending_seen = dict(self._pending_seen)
+        pending_seen = self._pending_seen
         new_resources = [i for i in b.resources if i not in self._known_resources]
         new_scopes = [i for i in b.scopes if i not in self._known_scopes]
         new_series = [i for i in b.series if i not in self._known_series and i not in pending_seen]
@@ -466,7 +466,6 @@ class Writer:
             conn.executemany(_SQL_SERIES, rows)
             # row[8] is the resource id; the batch carries every resource its series use.
             conn.executemany(_SQL_LABEL, [lab for r in rows for lab in series_labels(r, b.resources[r[8]][2])])
-            self._pending_seen += [(r[0], r[12]) for r in rows]
             pending_seen.update((r[0], r[12]) for r in rows)
         if b.points:
             # Straight into chunks or into the head (appender.py). Arrival numbers continue past every one
@@ -488,7 +487,7 @@ class Writer:
                                              else stored_seen.get(sid, -LAST_SEEN_LAG_NS - 1)) + LAST_SEEN_LAG_NS]
             if seen:
                 conn.executemany(_SQL_SERIES_SEEN, seen)
-                self._pending_seen += [(sid, t) for t, sid in seen]
+                pending_seen.update((sid, t) for t, sid in seen)
         return new_resources, new_scopes, new_series
 
     def _update_state(self, conn: sqlite3.Connection, b: WriteBatch, series: dict
