@@ -1,8 +1,8 @@
 """OTLP/HTTP: `POST /v1/traces` and `POST /v1/metrics` as Falcon ASGI resources (otlp.md, "Transports").
 
 Each request reads as a straight line: content type → bounded body → decompress within the limit →
-export (decoded and walked by a decode worker, either encoding) → encode in the request's encoding. Every failure goes through `_fail`, which answers
-with a `google.rpc.Status` encoded like the request.
+export (decoded and walked by a decode worker, either encoding) → encode in the request's encoding. Every
+failure goes through `_fail`, which answers with a `google.rpc.Status` encoded like the request.
 """
 
 from __future__ import annotations
@@ -11,10 +11,8 @@ from typing import TYPE_CHECKING, Callable
 
 import falcon
 from google.rpc import status_pb2
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (ExportMetricsServiceRequest,
-                                                                          ExportMetricsServiceResponse)
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (ExportTraceServiceRequest,
-                                                                      ExportTraceServiceResponse)
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from otelite.collector.normalize.otlp import OtlpDataError
 from otelite.collector.receivers.compression import (ENCODINGS, BadCompression, BodyTooLarge, decompress,
@@ -48,10 +46,9 @@ class _Refusal(Exception):
 class _Signal:
     """What differs between /v1/traces and /v1/metrics."""
 
-    def __init__(self, request_type: type, response_type: type, export: Callable, rejected_field: str,
+    def __init__(self, response_type: type, export: Callable, rejected_field: str,
                  admit: Callable[[], None] | None = None) -> None:
-        self.request_type, self.response_type = request_type, response_type
-        self.export, self.rejected_field = export, rejected_field
+        self.response_type, self.export, self.rejected_field = response_type, export, rejected_field
         self.admit = admit  # raises StoreFull when the store cannot take data now
 
 
@@ -195,10 +192,11 @@ def add_routes(app: falcon.asgi.App, config: "HttpServerConfig", ingest: "Ingest
     """Mount the OTLP/HTTP endpoints (paths configurable, as in the Collector)."""
     signals = {
         "traces": (config.traces_url_path, _Signal(
-            ExportTraceServiceRequest, ExportTraceServiceResponse, ingest.export_traces,
-            "rejected_spans", lambda: ingest.check_admission("traces"))),
+            ExportTraceServiceResponse, ingest.export_traces, "rejected_spans",
+            lambda: ingest.check_admission("traces"))),
         "metrics": (config.metrics_url_path, _Signal(
-            ExportMetricsServiceRequest, ExportMetricsServiceResponse, ingest.export_metrics, "rejected_data_points", lambda: ingest.check_admission("metrics"))),
+            ExportMetricsServiceResponse, ingest.export_metrics, "rejected_data_points",
+            lambda: ingest.check_admission("metrics"))),
     }
     for name, (path, signal) in signals.items():
         if ingest.accepts(name):
