@@ -514,3 +514,34 @@ def test_sdk_delta_temporality(make_server, transport):
         assert (info.first_seen_ns, info.last_seen_ns) == (p1[1], p2[1])
     finally:
         provider.shutdown()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_an_sdk_export_larger_than_a_part_is_stored_whole(make_server, transport):
+    """A metric reader's export of more data points than walker.SLICE_ITEMS (high cardinality: 9 counters
+    of 1,900 attribute sets, under the SDK's cardinality limit) is walked and stored in parts
+    (normalize/split.py), in one transaction: every point arrives, with its value and attributes."""
+    from otelite.collector.pipeline.walker import SLICE_ITEMS
+    server = make_server()
+    reader = PeriodicExportingMetricReader(_metric_exporter(transport, server), export_interval_millis=3_600_000)
+    provider = MeterProvider(metric_readers=[reader], resource=Resource({"service.name": "wide"}))
+    counters, per = 9, 1_900
+    assert counters * per > SLICE_ITEMS
+    try:
+        meter = provider.get_meter("otelite.tests.wide")
+        for c in range(counters):
+            counter = meter.create_counter(f"wide.c{c}")
+            for i in range(per):
+                counter.add(c * 10_000 + i, {"i": i})
+        assert reader.force_flush(60_000)
+    finally:
+        provider.shutdown()
+    series = {sid: (name, json.loads(attrs)["i"]) for sid, name, attrs in server.query(
+        "SELECT id, name, attributes FROM metric_series WHERE name LIKE 'wide.c%'")}
+    points = server.point_rows()
+    # Two exports, each over SLICE_ITEMS points: force_flush's and the final one of shutdown (cumulative).
+    assert len(series) == counters * per and len(points) == 2 * len(series)
+    stored: dict[tuple, set] = {}
+    for p in points:
+        stored.setdefault(series[p[1]], set()).add(p[4])
+    assert stored == {(f"wide.c{c}", i): {c * 10_000 + i} for c in range(counters) for i in range(per)}
