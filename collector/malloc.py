@@ -1,4 +1,5 @@
-"""glibc's allocator for a server whose threads each buffer request bodies (issue 16).
+"""glibc's allocator for a server whose threads each buffer request bodies and whose queries build large
+arrays (issue 16).
 
 Under overload the collector's RSS kept growing (~2 MB/s, docs/benchmarks.md) although every buffer it
 holds is bounded: glibc gives each thread that allocates an arena of its own (up to 8 per core), and the
@@ -6,12 +7,21 @@ holes freed in one arena are not reused by the others nor returned. Two arenas l
 benchmark's peak RSS on an empty store (docs/benchmarks.md, "what bounds ingest on an empty store").
 Python's small objects are not affected: they come from its own pools.
 
-Not the mmap threshold: fixing it at 128 KiB (so that freed bodies are unmapped) lowered RSS a little
-more, but then every NumPy array of the query engine above that size is a fresh mapping, faulted in page
-by page on each query: a warm 24 h histogram_quantile took 410-470 ms instead of 210-300.
+The mmap threshold is set where glibc's dynamic one ends at most (32 MiB, trim threshold 64 MiB), from
+the start. glibc begins at 128 KiB and raises it to the size of each mapped block that is freed, so the
+first query of a process maps every array above 128 KiB afresh, faults it in page by page and unmaps it
+again; only later ones reuse heap pages. The query engine's arrays of a day's metric are 0.2-14 MiB. A
+live server's first 24 h histogram_quantile on the scale benchmark's store (the cold query issue 16
+measures) took 55,000 page faults, and each warm one 2,300-3,300 more; from these thresholds 35,000 and
+none (docs/benchmarks.md, 2026-12-02 21:40). What the heap keeps that way is what it would keep after a
+few queries anyway, and the trimmer below returns it under ingest pressure: the overload benchmark's peak
+RSS was the same (228-263 MB against 230-263). Lower is worse: fixing it at 128 KiB (so that freed bodies
+are unmapped) lowered RSS a little more, but then every such array is a fresh mapping on every query: a
+warm 24 h histogram_quantile took 410-470 ms instead of 210-300.
 
-Call `tune()` at the start of the server, before it starts threads. An explicit MALLOC_ARENA_MAX in the
-environment is left as it is; without glibc (musl, macOS) nothing happens.
+Call `tune()` at the start of the server, before it starts threads. What the environment sets
+(MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_) is left as it is; without glibc (musl,
+macOS) nothing happens.
 
 Holes in the middle of an arena are returned only by `malloc_trim` (free() gives back the top of the heap
 alone), so the server runs a `Trimmer` every TRIM_INTERVAL_S when ingest has pressed since its last look
@@ -32,8 +42,13 @@ import threading
 from typing import Callable
 
 ARENA_MAX = 2
+MMAP_THRESHOLD = 32 * 2**20  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit
+TRIM_THRESHOLD = 2 * MMAP_THRESHOLD  # what glibc sets beside a raised dynamic threshold
 TRIM_INTERVAL_S = 2.0
-_M_ARENA_MAX = -8  # malloc.h
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # malloc.h
+_SETTINGS = ((_M_ARENA_MAX, ARENA_MAX, "MALLOC_ARENA_MAX"),
+             (_M_MMAP_THRESHOLD, MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_"),
+             (_M_TRIM_THRESHOLD, TRIM_THRESHOLD, "MALLOC_TRIM_THRESHOLD_"))
 
 
 def _glibc_function(name: str):
@@ -45,11 +60,12 @@ def _glibc_function(name: str):
 
 
 def tune() -> bool:
-    """True when glibc took the setting (or the environment had set it)."""
-    if "MALLOC_ARENA_MAX" in os.environ:
+    """True when glibc took the settings (or the environment had set them)."""
+    wanted = [(param, value) for param, value, env in _SETTINGS if env not in os.environ]
+    if not wanted:
         return True
     mallopt = _glibc_function("mallopt")
-    return mallopt is not None and mallopt(_M_ARENA_MAX, ARENA_MAX) == 1
+    return mallopt is not None and all([mallopt(param, value) == 1 for param, value in wanted])
 
 
 class Trimmer:

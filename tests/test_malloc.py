@@ -4,7 +4,10 @@ returns the holes of the heap."""
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
+import subprocess
+import sys
 import time
 
 import pytest
@@ -27,11 +30,52 @@ def test_the_environment_wins(monkeypatch):
             return 1
 
     monkeypatch.setattr(ctypes, "CDLL", lambda name: Libc())
-    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
-    assert malloc.tune() is True and calls == [(malloc._M_ARENA_MAX, malloc.ARENA_MAX)]
+    for name in ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"):
+        monkeypatch.delenv(name, raising=False)
+    assert malloc.tune() is True and calls == [(malloc._M_ARENA_MAX, malloc.ARENA_MAX),
+                                               (malloc._M_MMAP_THRESHOLD, malloc.MMAP_THRESHOLD),
+                                               (malloc._M_TRIM_THRESHOLD, malloc.TRIM_THRESHOLD)]
     calls.clear()
     monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
+    assert malloc.tune() is True and calls == [(malloc._M_MMAP_THRESHOLD, malloc.MMAP_THRESHOLD)]
+    calls.clear()
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
     assert malloc.tune() is True and calls == []
+
+
+_SECOND_BLOCK_FAULTS = """
+import ctypes, resource, sys
+from otelite.collector import malloc
+if sys.argv[1] == "tuned":
+    assert malloc.tune()
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+size = 16 * 2**20  # a day's histogram counts (malloc.py)
+for attempt in range(2):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    block = libc.malloc(size)
+    ctypes.memset(block, 1, size)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    libc.free(block)
+print(faults)
+"""
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_a_large_block_freed_is_reused_without_faulting_its_pages_in_again():
+    """Why the thresholds are set (malloc.py): a process's first query otherwise maps, faults in and unmaps
+    each large array, and so does the next one of the same size; tuned, the heap keeps the pages."""
+    def second_block_faults(mode: str) -> int:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+        out = subprocess.run([sys.executable, "-c", _SECOND_BLOCK_FAULTS, mode], capture_output=True, text=True,
+                             env=env, check=True)
+        return int(out.stdout)
+
+    pages = 16 * 2**20 // 4096
+    assert second_block_faults("glibc") > pages // 2  # glibc's own thresholds: faulted in again
+    assert second_block_faults("tuned") < pages // 20
 
 
 def test_without_mallopt_nothing_happens(monkeypatch):
