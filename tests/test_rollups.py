@@ -76,9 +76,10 @@ def request(k: int) -> ExportMetricsServiceRequest:
     a_value = k * 3 if k < 50 else (k - 50) * 2 if k < 120 else k - 120
     requests.sum.data_points.add(start_time_unix_nano=a_start, time_unix_nano=t, as_int=a_value,
                                  attributes=kvs({"route": "/a"}))
-    # /b: no start time at all, fractional (dyadic: sums are exact in any order) values, a drop at 200.
+    # /b: no start time at all, fractional (dyadic: sums are exact in any order) values, a drop at 200;
+    # every flag bit OTel leaves undefined set (a client's own: stored as sent, not rollups.PLAIN_FIRST).
     requests.sum.data_points.add(time_unix_nano=t, as_double=(k if k < 200 else k - 200) * 0.75,
-                                 attributes=kvs({"route": "/b"}))
+                                 attributes=kvs({"route": "/b"}), flags=0xFFFFFFFE)
     # /c: the start moves at 80 without passing the previous reading; equal times at 90; NaN at 150.
     c_start = T0 if k < 80 else T0 + 30 * S
     c = requests.sum.data_points.add(start_time_unix_nano=c_start, time_unix_nano=t, as_double=k * 5.0,
@@ -158,6 +159,9 @@ GRIDS = [  # (grid, start, end, look-back)
     (FixedGrid(7 * MIN), T0 + 30 * MIN, T0 + 3 * HOUR, None),  # cells straddle buckets: no hour is rolled
     (FixedGrid(15 * MIN, origin_ns=5 * MIN), T0, T0 + 4 * HOUR, None),
     (FixedGrid(15 * MIN), T0 + 75 * MIN, T0 + 2 * HOUR + 22 * MIN, 15 * MIN),  # ends inside an hour
+    # No look-back, from inside a rolled hour: its first readings from the start on are the baselines,
+    # whatever came before them (rollups.PLAIN_FIRST: that hour keeps its plain firsts).
+    (FixedGrid(15 * MIN), T0 + 75 * MIN, T0 + 3 * HOUR + 45 * MIN, 0),
 ]
 
 
@@ -380,6 +384,55 @@ def test_a_rollup_keeps_the_readings_increases_need(rolled):
     # Each quarter's first and last, and the pairs' other readings: around the reset and the restart, and
     # the second reading (the first one's start is its own time, so not known: reduce._restarts).
     assert cells == set(range(quarters)) and len(a) <= 2 * quarters + 5
+
+
+def test_a_rollup_marks_its_plain_firsts_and_a_query_leaves_them_out_of_the_hours_after_its_start(rolled):
+    """rollups.PLAIN_FIRST: the first reading of a quarter hour that is not its last, not in a pair that is
+    not plain and not the first of its series in the hour. A query leaves them out of the hours that start
+    at or after its look-back start (their predecessors are read); the hour holding that start keeps them.
+    (That the answers stay those of every reading: the tests above.)"""
+    conn = connect_reader(str(rolled))
+    series = select_metric(conn, "r.requests")
+    route_a = dict(conn.execute("SELECT json_extract(attributes, '$.route'), id FROM metric_series "
+                                "WHERE name = 'r.requests'").fetchall())["/a"]
+    odd = {when(k) for k in (0, 1, 49, 50, 119, 120)}  # the unknown start, the reset, the restart
+    hours, flagged_by_hour, total = [], {}, 0
+    for block_start, payload in conn.execute("SELECT block_start, payload FROM metric_rollups "
+                                             "WHERE name = 'r.requests' ORDER BY block_start"):
+        block = decode(payload, exact=False)
+        p = block.points
+        flagged = (block.flags & rollups.PLAIN_FIRST) != 0
+        times = p.time[p.series_id == route_a].tolist()
+        cells = [(t - T0) // (15 * MIN) for t in times]
+        expected = [0 < i < len(times) - 1 and cells[i - 1] < cells[i] == cells[i + 1] and times[i] not in odd
+                    for i in range(len(times))]
+        assert flagged[p.series_id == route_a].tolist() == expected, block_start
+        assert sum(expected) >= 2
+        hours.append(block_start)
+        flagged_by_hour[block_start] = set(zip(p.series_id[flagged].tolist(), p.time[flagged].tolist()))
+        total += len(p)
+    every_flagged = set().union(*flagged_by_hour.values())
+    read = rollups._read_rolled(conn, series, hours, T0, T0 + 4 * HOUR)
+    assert len(read) == total - len(every_flagged) and not _readings(read) & every_flagged
+    lo = T0 + 5 * MIN  # inside the first hour
+    read = _readings(rollups._read_rolled(conn, series, hours, lo, T0 + 4 * HOUR))
+    first_hour = {r for r in flagged_by_hour[T0] if r[1] >= lo}
+    assert first_hour and first_hour <= read and not read & (every_flagged - flagged_by_hour[T0])
+
+
+def test_plain_firsts_are_first_but_not_last_of_their_quarter_hour_and_never_of_a_delta_series():
+    minutes = [1, 5, 20, 31, 40, 50, 61, 2, 16, 17]  # series 1: quarter hours 0 0 1 2 2 3 4; series 2: 0 1 1
+    sid = np.array([1] * 7 + [2] * 3, np.int64)
+    t = T0 + np.array(minutes, np.int64) * MIN
+    counter = np.array([1.0, 2, 3, 4, 5, 6, 7, 1, 2, 3])
+    p = Points("number", sid, t, np.ones(10, bool), counter, counter, np.full(10, T0 - S))
+    keep, plain_first = rollups._kept_and_plain_firsts(p, None, np.zeros(0, np.int64))
+    assert keep.all()  # (each reading here is the first or the last of its quarter hour)
+    # Series 1: 31 (20, alone in its quarter hour, is its last too); series 2: 16 (2 is its series' first).
+    assert np.flatnonzero(plain_first).tolist() == [3, 8]
+    counter[3] = 0.5  # a reset at 31: the pair (20, 31) is not plain
+    assert np.flatnonzero(rollups._kept_and_plain_firsts(p, None, np.zeros(0, np.int64))[1]).tolist() == [8]
+    assert np.flatnonzero(rollups._kept_and_plain_firsts(p, None, np.array([2]))[1]).tolist() == []
 
 
 def test_late_points_and_head_points_make_an_hour_read_in_full_until_rebuilt(tmp_path, monkeypatch):

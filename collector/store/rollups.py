@@ -32,6 +32,15 @@ end, when its earlier cells are whole. Every other hour, and that last quarter h
 trailing ones through the query cache, and collapsed as read to what a rollup would keep (`collapsed`; the
 quarter hour holding the end, of whose readings none after the end is read, as a whole one); a mix is
 exact as well, for every part keeps at least what the argument above needs of its cells.
+**Plain firsts.** Of the first and last reading of a quarter hour, the first is needed only as the reading
+before the quarter hour's increases when the reading before it is not read: it telescopes away whenever
+its series' reading before it is read too and both pairs around it are plain. A rollup marks such
+readings (PLAIN_FIRST: the first of its cell and not its last, not in a pair that is not plain, with a
+reading of its cumulative series before it in the same hour), and a reader leaves them out of every
+rolled hour that starts at or after its look-back start (`_read_rolled`); the hour that holds that start
+keeps them. A rollup built before the mark existed has none and is read whole (exact, only larger); it
+is not rebuilt for that, and is gone with the retention of its hour.
+
 A thread of its own (`RollupBuilder`, started by the server's writer) builds them from a read snapshot,
 newest hours first, once an hour is closed and its chunks merged, and hands each to the writer to store:
 an upgraded store fills in the background, and ingest commits never wait for an hour being packed.
@@ -60,6 +69,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("otelite.store")
 
 CELL_NS = 15 * 60 * 10**9  # a quarter hour: the finest bucket a rollup answers whole
+# A flag bit of a rollup's readings (never of a chunk's; records.py has bits 0 and 1): a plain first
+# (`_kept_and_plain_firsts`), which a query leaves out of every rolled hour it reads whole (`_read_rolled`).
+PLAIN_FIRST = 1 << 8
 PIECE_POINTS = 200_000  # readings of an hour a build decides on at once (memory: ~50 bytes each)
 ROLLED_TYPES = ("sum", "histogram", "exponential_histogram")
 INCREASE_FUNCTIONS = {"number": ("rate", "increase"),
@@ -116,26 +128,38 @@ def kept(p: Points, order: np.ndarray | None, delta_ids: np.ndarray, whole: np.n
     arrival) a rollup keeps: a boolean mask in that order (module docstring). `delta_ids`: the series whose
     every reading is kept; `whole` (in that order): False for a reading whose cell is not whole in a
     query's buckets, which is kept too."""
+    return _kept_and_plain_firsts(p, order, delta_ids, whole)[0]
+
+
+def _kept_and_plain_firsts(p: Points, order: np.ndarray | None, delta_ids: np.ndarray,
+                           whole: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`kept`, and which of the kept readings are *plain firsts* (in the same order): the first reading of
+    its cell that is not its last, not in a pair that is not plain, and has a reading of its series before
+    it in `p` (a cumulative series). A query that reads that earlier reading too does not need it
+    (PLAIN_FIRST)."""
     n = len(p) if order is None else order.size
     if n == 0:
-        return np.zeros(0, bool)
+        return np.zeros(0, bool), np.zeros(0, bool)
     sid = p.series_id if order is None else p.series_id[order]
     cell = (p.time if order is None else p.time[order]) // CELL_NS
     same_series = np.zeros(n, bool)
     same_series[1:] = sid[1:] == sid[:-1]
     first = np.ones(n, bool)
     first[1:] = ~same_series[1:] | (cell[1:] != cell[:-1])
-    keep = first.copy()
-    keep[:-1] |= first[1:]  # the last reading of each (series, cell)
-    keep[-1] = True
-    odd = same_series & ~_plain_pairs(p, order)
-    keep |= odd
-    keep[:-1] |= odd[1:]
+    last = np.ones(n, bool)
+    last[:-1] = first[1:]  # the last reading of each (series, cell)
+    odd = same_series & ~_plain_pairs(p, order)  # the second reading of a pair that is not plain
+    odd[:-1] |= odd[1:]  # and the first
+    keep = first | last | odd
+    plain_first = first & ~last & ~odd & same_series
     if delta_ids.size:
-        keep |= np.isin(sid, delta_ids)
+        delta = np.isin(sid, delta_ids)
+        keep |= delta
+        plain_first &= ~delta
     if whole is not None:
         keep |= ~whole
-    return keep
+        plain_first &= whole
+    return keep, plain_first
 
 
 def read_order(p: Points) -> np.ndarray:
@@ -207,7 +231,9 @@ def _kept_block(conn: sqlite3.Connection, chunk_ids: list[int], lo: int, hi: int
     starts = np.cumsum([0] + [r.size for r in rows[:-1]])
     whole = concat_all(deciding)
     order = read_order(whole)  # readings only: a query reads nothing else
-    chosen = order[kept(whole, order, delta_ids)]  # rows of `deciding` one after the other, in query order
+    keep, plain_first = _kept_and_plain_firsts(whole, order, delta_ids)
+    chosen = order[keep]  # rows of `deciding` one after the other, in query order
+    plain_first = plain_first[keep]
     del deciding, whole
     chunk = np.searchsorted(starts, chosen, side="right") - 1
     by_chunk = np.argsort(chunk, kind="stable")
@@ -216,9 +242,14 @@ def _kept_block(conn: sqlite3.Connection, chunk_ids: list[int], lo: int, hi: int
         mine = chosen[by_chunk][chunk[by_chunk] == i] - starts[i]
         if mine.size:
             taken.append(points(cid).take(rows[i][mine]))
+    if not taken:
+        return points(chunk_ids[0]).take(np.zeros(0, np.int64))
     place = np.empty(chosen.size, np.int64)  # from chunk order back to query order
     place[by_chunk] = np.arange(chosen.size)
-    return concat_blocks(taken).take(place) if taken else points(chunk_ids[0]).take(np.zeros(0, np.int64))
+    block = concat_blocks(taken).take(place)
+    # (a client's point may carry any flag bit: OTLP's `flags` is a uint32 stored as sent)
+    block.flags = (block.flags & ~PLAIN_FIRST) | np.where(plain_first, PLAIN_FIRST, 0)
+    return block
 
 
 def _deciding(p: Points) -> Points:
@@ -445,14 +476,24 @@ def parts(conn: sqlite3.Connection, cache: PointCache, series: "SeriesSet", lo: 
 
 
 def _read_rolled(conn: sqlite3.Connection, series: "SeriesSet", hours: list[int], lo: int, hi: int) -> Points:
-    """The readings of the rollups of `hours` in [lo, hi), sorted by series and time."""
+    """The readings of the rollups of `hours` in [lo, hi), sorted by series and time; of an hour that starts
+    at or after `lo`, without its plain firsts (PLAIN_FIRST): their series' reading before them, in an
+    earlier cell of the same hour, is read too, and the pairs on either side of them are plain, so the
+    engine's increases telescope past them (module docstring). For a series read more often than twice a
+    quarter hour that is 3 of the 8 readings its rollup keeps of an hour, and the day's concatenation, its
+    sort and the engine's passes work on that many fewer (470,400 readings → 300,000 for the scale
+    benchmark's 24 h histogram_quantile: docs/benchmarks.md, 2026-12-02 21:18). An hour that holds `lo`
+    keeps them: the reading before one may lie before `lo`, unread."""
     marks = ",".join("?" * len(hours))
     parts = []
-    for (payload,) in conn.execute(
-            f"SELECT payload FROM metric_rollups WHERE project_id = ? AND name = ? AND type = ? "
+    for block_start, payload in conn.execute(
+            f"SELECT block_start, payload FROM metric_rollups WHERE project_id = ? AND name = ? AND type = ? "
             f"AND block_start IN ({marks}) ORDER BY block_start", (series.project_id, series.name, series.type, *hours)):
-        p = decode(payload, exact=False).points
+        block = decode(payload, exact=False)
+        p = block.points
         inside = (p.time >= lo) & (p.time < hi)
+        if block_start >= lo:
+            inside &= (block.flags & PLAIN_FIRST) == 0
         parts.append(p if inside.all() else p.take(inside))
     return _sorted_parts(parts, kind_of(series.type))
 
