@@ -45,7 +45,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from otelite.collector.store.points import (Points, concat_all, empty, kind_of, narrow_dtype, narrowed, padded,
-                                            ragged)
+                                            ragged, row_indices)
 from otelite.collector.store.records import TALLY_SET
 
 BLOCK_NS = 3600 * 10**9  # a chunk's points lie in one hour [block_start, block_start + BLOCK_NS)
@@ -125,7 +125,9 @@ class Exact:
         return out
 
     def take(self, idx: np.ndarray) -> "Exact":
-        return Exact(self.tags[idx], *(None if a is None else a[idx] for a in (self.ints, self.reals, self.objs)))
+        idx = row_indices(idx)
+        return Exact(np.take(self.tags, idx), *(None if a is None else np.take(a, idx)
+                                                for a in (self.ints, self.reals, self.objs)))
 
     @staticmethod
     def concat(columns: list["Exact"]) -> "Exact":
@@ -232,8 +234,9 @@ class PointBlock:
     hid: np.ndarray  # int64 head rowid of each point (0: unknown, e.g. a bulk-loaded history)
 
     def take(self, idx: np.ndarray) -> "PointBlock":
-        return PointBlock(self.points.take(idx), self.flags[idx], {k: c.take(idx) for k, c in self.exact.items()},
-                          self.hid[idx])
+        idx = row_indices(idx)
+        return PointBlock(self.points.take(idx), np.take(self.flags, idx),
+                          {k: c.take(idx) for k, c in self.exact.items()}, np.take(self.hid, idx))
 
     def sorted(self) -> "PointBlock":
         """By (series, time, arrival): points of equal series and time in the order they arrived."""
