@@ -10,7 +10,8 @@ import time
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
+import requests
+from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from conftest import trace_request
@@ -103,6 +104,43 @@ def test_http_is_refused_from_its_headers_while_the_budget_is_held(server):
     assert _grpc_export(server, trace_request(4, seed=92).SerializeToString()) is not None
     assert server.query("SELECT count(*) FROM spans WHERE span_id >= ?", ((90 * 1_000_000).to_bytes(8, "big"),)) \
         == [(9,)]  # only the acknowledged requests' spans: 5 + 4
+
+
+def test_a_client_that_writes_its_whole_refused_body_reads_the_503_and_keeps_its_connection(server):
+    """The refusal is answered from the headers; the server then reads and drops the rest of the body, so
+    a client that writes its whole body before it reads (requests, which the OTel SDK's HTTP exporters
+    use) gets the 503 and its Retry-After rather than a reset, and its connection serves the next request."""
+    slow = _head(server, BUDGET - 100_000)
+    time.sleep(0.5)
+    headers = {"Content-Type": "application/x-protobuf"}
+    for size in (4 * BUDGET, 8 * 2**20):  # bodies well past what a socket buffers
+        r = requests.post(f"http://127.0.0.1:{server.http_port}{TRACE_PATH}", data=b"\x0a" * size, headers=headers,
+                          timeout=10)
+        assert (r.status_code, r.headers.get("Retry-After")) == (503, "1")
+        assert status_pb2.Status.FromString(r.content).code == 14  # UNAVAILABLE
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as s:
+        s.sendall(f"POST {TRACE_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+                  f"Content-Length: {8 * 2**20}\r\n\r\n".encode() + b"\x0a" * (8 * 2**20))
+        status, head = _response(s)
+        assert status == 503 and head.get("connection") != "close"
+        slow.close()
+        time.sleep(0.5)
+        body = trace_request(2, seed=95).SerializeToString()
+        s.sendall(f"POST {TRACE_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+                  f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        assert _next_status(s) == 200  # on the same connection
+    assert server.query("SELECT count(*) FROM spans WHERE span_id >= ? AND span_id < ?",
+                        ((95 * 1_000_000).to_bytes(8, "big"), (96 * 1_000_000).to_bytes(8, "big"))) == [(2,)]
+
+
+def _next_status(s: socket.socket) -> int:
+    """The status of the next response on `s` (what is left of the previous one's body is skipped)."""
+    data = b""
+    while b"HTTP/1.1 " not in data or len(data.split(b"HTTP/1.1 ", 1)[1]) < 3:
+        chunk = s.recv(65536)
+        assert chunk, "connection closed before a response"
+        data += chunk
+    return int(data.split(b"HTTP/1.1 ", 1)[1][:3])
 
 
 def test_grpc_call_holds_its_reserve_before_sending_its_message(server):
