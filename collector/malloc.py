@@ -13,7 +13,7 @@ first query of a process maps every array above 128 KiB afresh, faults it in pag
 again; only later ones reuse heap pages. The query engine's arrays of a day's metric are 0.2-14 MiB. A
 live server's first 24 h histogram_quantile on the scale benchmark's store (the cold query issue 16
 measures) took 55,000 page faults, and each warm one 2,300-3,300 more; from these thresholds 35,000 and
-none (docs/benchmarks.md, 2026-12-02 21:40). What the heap keeps that way is what it would keep after a
+none (docs/benchmarks.md, 2026-12-02 21:18). What the heap keeps that way is what it would keep after a
 few queries anyway, and the trimmer below returns it under ingest pressure: the overload benchmark's peak
 RSS was the same (228-263 MB against 230-263). Lower is worse: fixing it at 128 KiB (so that freed bodies
 are unmapped) lowered RSS a little more, but then every such array is a fresh mapping on every query: a
