@@ -55,13 +55,6 @@ def prepare_database(path: str) -> int:
 
 # The writer's page cache by default (exporters.sqlite.cache_mib; why 16: exporters/sqlite/config.py).
 WRITER_CACHE_MIB = 16
-# Each query worker's read connection's page cache. Small, because what a reader reads most, by bytes, is
-# metric payloads (chunks and rollups of ~1 MiB each, overflow pages) read once per query and kept decoded
-# in the PointCache: a 24 h histogram_quantile passes 27 MiB of them through it, which with 32 MiB (the
-# size before) evicted the index pages it holds anyway and faulted in 8,400 fresh pages on a process's
-# first query (2,700 with 8 MiB: docs/benchmarks.md, 2026-12-02 21:18). Index pages missed here come from
-# the kernel's page cache; the span and trace queries of bench/scale_queries.py did not move.
-READER_CACHE_MIB = 8
 
 
 def connect_writer(path: str, *, synchronous: str = "NORMAL", cache_mib: int = WRITER_CACHE_MIB,
@@ -81,7 +74,7 @@ def connect_writer(path: str, *, synchronous: str = "NORMAL", cache_mib: int = W
     return conn
 
 
-def connect_reader(path: str, *, cache_mib: int = READER_CACHE_MIB) -> sqlite3.Connection:
+def connect_reader(path: str, *, cache_mib: int = 32) -> sqlite3.Connection:
     """A read connection: never takes the write lock, so readers never block the writer (WAL). Prepared
     once here (pragmas, the SQL functions of functions.py), like Datasette's read connections."""
     conn = sqlite3.connect(path, check_same_thread=False, timeout=5.0)
