@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.common.v1 import common_pb2
 
@@ -690,3 +691,56 @@ def test_two_parts_give_the_cells_of_one_whole_to_the_last_bit():
         one = series_cells(whole, np.zeros(4, np.int64), np.zeros(4, np.int64), agg, series.temporality,
                            series.monotonic, edges, 0)
         assert two.value.tolist() == one.value.tolist() and two.b.tolist() == one.b.tolist(), fn
+
+
+@st.composite
+def _histories(draw):
+    """Up to three cumulative series over two hours: readings 1 s to 20 min apart (some at one time), whole
+    values that mostly grow, with resets, start times that change, unknown starts and NaNs."""
+    series = []
+    for sid in range(1, draw(st.integers(1, 3)) + 1):
+        t, value, start = T0 + draw(st.integers(0, 20 * 60)) * S, 0.0, T0 - S
+        for _ in range(draw(st.integers(1, 60))):
+            t += draw(st.sampled_from([0, 1, 30, 45, 170, 400, 900, 1200])) * S
+            if t >= T0 + 2 * HOUR:
+                break
+            event = draw(st.sampled_from(["grow"] * 12 + ["same", "reset", "restart", "unknown", "nan"]))
+            if event == "reset":
+                value = float(draw(st.integers(0, 3)))
+            elif event == "restart":
+                start, value = t - S, 0.0
+            elif event != "same":
+                value += draw(st.integers(1, 9))
+            series.append((sid, t, float("nan") if event == "nan" else value, 0 if event == "unknown" else start))
+    sid, t, v, start = (np.array(c) for c in zip(*sorted(series, key=lambda r: (r[0], r[1]))))
+    return Points("number", sid.astype(np.int64), t.astype(np.int64), np.ones(sid.size, bool), v, v,
+                  start.astype(np.int64))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_histories(), st.sampled_from([0, 15, 45, 60]), st.sampled_from([0, 15, 60]),
+       st.sampled_from([15, 30, 60]), st.sampled_from(["increase", "rate"]))
+def test_any_history_gives_every_reading_s_increases_without_its_rolled_plain_firsts(p, lo_min, lookback_min,
+                                                                                    step_min, fn):
+    """rollups.PLAIN_FIRST on generated data: the two hours rolled as the builder keeps and marks them, read
+    as `_read_rolled` reads them for a query from `lo` (marks dropped in hours starting at or after it),
+    give the engine's cells of every reading from `lo` on, for grids of whole quarter hours."""
+    lo = T0 + lo_min * MIN
+    edges = lo + lookback_min * MIN + np.arange(0, 2 * HOUR + 1, step_min * MIN, dtype=np.int64)
+    rolled = []
+    for hour in (T0, T0 + HOUR):
+        mine = p.take((p.time >= hour) & (p.time < hour + HOUR))
+        keep, plain_first = rollups._kept_and_plain_firsts(mine, None, np.zeros(0, np.int64))
+        read = keep & (mine.time >= lo) & ~(plain_first & (hour >= lo))
+        rolled.append(mine.take(read))
+    every = p.take(p.time >= lo)
+    series = SeriesSet(1, "r", "sum", np.array([1, 2, 3]), np.full(3, 2, np.int8), np.ones(3, bool))
+
+    def cells(pts: Points):
+        pts = points_module._sorted_parts([pts], "number") if len(pts) else pts
+        sidx = np.searchsorted(series.ids, pts.series_id)
+        b = np.where(pts.time < edges[0], -1, (pts.time - edges[0]) // (edges[1] - edges[0]))
+        c = series_cells(pts, sidx, b, Aggregation(fn), series.temporality, series.monotonic, edges, lo)
+        return c.sidx.tolist(), c.b.tolist(), np.where(np.isnan(c.value), -1.0, c.value).tolist()
+
+    assert cells(points_module._sorted_parts(rolled, "number")) == cells(every)
