@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from itertools import accumulate as running
 from typing import TYPE_CHECKING, Any, Iterator
 
+import numpy as np
+
 from otelite.collector.normalize.otlp import fingerprint
 from otelite.collector.pipeline.walker import SLICE_ITEMS, walk_metrics
 from otelite.collector.store.export_log import LAST_SENT, TOTALS, decode_rows
@@ -85,12 +87,12 @@ class _Samples:
             self.values.append(value)
 
     def in_order(self) -> Iterator[tuple[int, float]]:
-        """By time, samples of one time in the order added (1.0 "Ordering"; usually already so)."""
-        times, values = self.times, self.values
-        if all(a <= b for a, b in zip(times, times[1:])):
-            return zip(times, values)
-        order = sorted(range(len(times)), key=times.__getitem__)  # (stable)
-        return ((times[i], values[i]) for i in order)
+        """By time, samples of one time in the order added (1.0 "Ordering"; `Converter._place` adds them so)."""
+        t = np.frombuffer(self.times, np.int64)
+        if (t[1:] >= t[:-1]).all():
+            return zip(self.times, self.values)
+        order = np.argsort(t, kind="stable")
+        return zip(t[order].tolist(), np.frombuffer(self.values, np.float64)[order].tolist())
 
 
 @dataclass
