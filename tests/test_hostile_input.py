@@ -293,14 +293,17 @@ def test_a_max_size_otlp_json_body_is_parsed_off_the_event_loop(srv):
     sender = threading.Thread(target=send)
     sender.start()
     health = []
-    with httpx.Client(timeout=30) as client:
-        # (not _meanwhile: an OTLP export meanwhile is refused with 503 while the big request fills the
-        # writer's queue, which is backpressure, not a stall)
-        while sender.is_alive() or len(health) < 5:
-            started = time.perf_counter()
-            assert client.get(f"{srv.http_url}/healthz").status_code == 200
-            health.append(time.perf_counter() - started)
-            time.sleep(0.02)
+    try:
+        with httpx.Client(timeout=30) as client:
+            # (not _meanwhile: an OTLP export meanwhile is refused with 503 while the big request fills the
+            # writer's queue, which is backpressure, not a stall)
+            while sender.is_alive() or len(health) < 5:
+                started = time.perf_counter()
+                assert client.get(f"{srv.http_url}/healthz").status_code == 200
+                health.append(time.perf_counter() - started)
+                time.sleep(0.02)
+    finally:
+        sender.join()  # a failure here must not leave the bodies in the queue for this module's next tests
     assert statuses == [(200, "{}")] * 2
     _assert_fast("/healthz", health)
     for name in bodies:

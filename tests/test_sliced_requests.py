@@ -226,6 +226,33 @@ def test_a_long_transaction_of_parts_is_progress_not_a_stuck_writer(tmp_path, mo
         store.close()
 
 
+def test_work_arriving_at_an_idle_writer_has_not_waited_yet(tmp_path, monkeypatch):
+    """The writer's idle time is not time a request has waited: after idling longer than STUCK_AFTER_S,
+    a request whose first part takes a while does not make /healthz call the writer stuck (it did: a 20 MiB
+    OTLP/JSON body on a loaded CI machine got 503 from /healthz while its first part was written)."""
+    from otelite.collector.store import writer as writer_module
+    monkeypatch.setattr(writer_module, "STUCK_AFTER_S", 0.3)
+    store = _store(tmp_path / "w.db")
+    try:
+        write = store.writer._write
+
+        def slow_write(conn, batch):
+            time.sleep(0.2)
+            return write(conn, batch)
+
+        monkeypatch.setattr(store.writer, "_write", slow_write)
+        time.sleep(1.0)  # idle (its wait is 30 s long: the compactor's next look), longer than STUCK_AFTER_S
+        done = store.writer.submit(walk_traces(trace_request(5, seed=1).SerializeToString(), 1))
+        seen_stuck = []
+        while not done.done():
+            seen_stuck.append(store.writer.is_stuck())
+            time.sleep(0.02)
+        done.result()
+        assert len(seen_stuck) > 5 and not any(seen_stuck)
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize("target_info", [True, False])
 def test_remote_write_forwards_a_request_in_parts_as_it_forwards_it_whole(monkeypatch, target_info):
     """The prometheusremotewrite forwarder walks an export-log entry again; a large one in parts now (one

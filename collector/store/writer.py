@@ -203,6 +203,11 @@ class Writer:
             # A batch larger than the whole queue is admitted alone, or it could never be stored.
             if self._queued and self._queued + size > self._config.sending_queue.queue_size:
                 raise StoreFull(self._retry_after())
+            if not self._queued:
+                # Work waits from now: the time the writer spent idle, or on background steps with
+                # nothing queued, is not time this work has waited (an idle minute then a request whose
+                # first part takes a second read as a stuck writer, and /healthz said 503).
+                self._last_progress = time.monotonic()
             self._queued += size
             self._pressed_since |= 2 * self._queued > self._config.sending_queue.queue_size
             self._pending.append(_Entry(batch, size, fut, export))
