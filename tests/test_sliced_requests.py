@@ -200,6 +200,26 @@ def test_a_request_in_parts_is_stored_whole_or_not_at_all(tmp_path):
         store.close()
 
 
+def _stuck_seen_while_writing(store, monkeypatch, batch, part_seconds: float, idle_first: float = 0.0) -> list[bool]:
+    """What /healthz's `is_stuck` said, every 20 ms, while `batch` was written with each part's write made
+    `part_seconds` slower, after the writer idled `idle_first` seconds."""
+    write = store.writer._write
+
+    def slow_write(conn, part):
+        time.sleep(part_seconds)
+        return write(conn, part)
+
+    monkeypatch.setattr(store.writer, "_write", slow_write)
+    time.sleep(idle_first)
+    done = store.writer.submit(batch)
+    seen_stuck = []
+    while not done.done():
+        seen_stuck.append(store.writer.is_stuck())
+        time.sleep(0.02)
+    done.result()
+    return seen_stuck
+
+
 def test_a_long_transaction_of_parts_is_progress_not_a_stuck_writer(tmp_path, monkeypatch):
     """/healthz calls the writer stuck when work waits STUCK_AFTER_S without progress; a request of many
     parts (here each part's write made slow) is progressing all along."""
@@ -207,20 +227,8 @@ def test_a_long_transaction_of_parts_is_progress_not_a_stuck_writer(tmp_path, mo
     monkeypatch.setattr(writer_module, "STUCK_AFTER_S", 0.3)
     store = _store(tmp_path / "w.db")
     try:
-        write = store.writer._write
-
-        def slow_write(conn, batch):
-            time.sleep(0.15)
-            return write(conn, batch)
-
-        monkeypatch.setattr(store.writer, "_write", slow_write)
         sliced = walk_traces(trace_request(80, seed=1).SerializeToString(), 1, 10)  # 8 parts: 1.2 s
-        done = store.writer.submit(sliced)
-        seen_stuck = []
-        while not done.done():
-            seen_stuck.append(store.writer.is_stuck())
-            time.sleep(0.02)
-        done.result()
+        seen_stuck = _stuck_seen_while_writing(store, monkeypatch, sliced, 0.15)
         assert len(seen_stuck) > 30 and not any(seen_stuck)
     finally:
         store.close()
@@ -234,20 +242,9 @@ def test_work_arriving_at_an_idle_writer_has_not_waited_yet(tmp_path, monkeypatc
     monkeypatch.setattr(writer_module, "STUCK_AFTER_S", 0.3)
     store = _store(tmp_path / "w.db")
     try:
-        write = store.writer._write
-
-        def slow_write(conn, batch):
-            time.sleep(0.2)
-            return write(conn, batch)
-
-        monkeypatch.setattr(store.writer, "_write", slow_write)
-        time.sleep(1.0)  # idle (its wait is 30 s long: the compactor's next look), longer than STUCK_AFTER_S
-        done = store.writer.submit(walk_traces(trace_request(5, seed=1).SerializeToString(), 1))
-        seen_stuck = []
-        while not done.done():
-            seen_stuck.append(store.writer.is_stuck())
-            time.sleep(0.02)
-        done.result()
+        # Idle for 1 s first (its wait is 30 s long: the compactor's next look), longer than STUCK_AFTER_S.
+        batch = walk_traces(trace_request(5, seed=1).SerializeToString(), 1)
+        seen_stuck = _stuck_seen_while_writing(store, monkeypatch, batch, 0.2, idle_first=1.0)
         assert len(seen_stuck) > 5 and not any(seen_stuck)
     finally:
         store.close()
