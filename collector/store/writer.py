@@ -273,7 +273,9 @@ class Writer:
         return self._queued
 
     def is_stuck(self) -> bool:
-        """True when work is waiting and nothing has committed for STUCK_AFTER_S (health check)."""
+        """True when queued work has waited STUCK_AFTER_S with nothing committed or written since it
+        arrived (`_last_progress` is set when work enters an empty queue and at each part and commit),
+        or when the writer thread died (health check)."""
         dead = self._thread is not None and not self._thread.is_alive() and not self._closing
         return dead or (self._queued > 0 and time.monotonic() - self._last_progress > STUCK_AFTER_S)
 
@@ -288,7 +290,6 @@ class Writer:
                 while not self._pending and not self._writes and not self._closing:
                     if self._retention_due() or self._maintenance_due():
                         break
-                    self._last_progress = time.monotonic()  # idle is not stuck
                     self._cond.wait(min(3600.0, max(0.05, self._next_retention - time.monotonic()),
                                         max(0.05, self.compactor.next_due_in())))
                 if self._closing and not self._pending and not self._writes:
