@@ -250,6 +250,22 @@ def test_work_arriving_at_an_idle_writer_has_not_waited_yet(tmp_path, monkeypatc
         store.close()
 
 
+def test_a_writer_that_makes_no_progress_is_stuck_until_it_commits(tmp_path, monkeypatch):
+    """The other side: a write that takes longer than STUCK_AFTER_S with nothing committed or written
+    meanwhile makes the writer stuck (/healthz 503), from STUCK_AFTER_S after the work arrived, not at once,
+    and no longer once it has committed."""
+    from otelite.collector.store import writer as writer_module
+    monkeypatch.setattr(writer_module, "STUCK_AFTER_S", 0.5)
+    store = _store(tmp_path / "w.db")
+    try:
+        batch = walk_traces(trace_request(5, seed=1).SerializeToString(), 1)
+        seen_stuck = _stuck_seen_while_writing(store, monkeypatch, batch, 1.5, idle_first=1.0)
+        assert not seen_stuck[0] and all(seen_stuck[-5:])
+        assert not store.writer.is_stuck()
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize("target_info", [True, False])
 def test_remote_write_forwards_a_request_in_parts_as_it_forwards_it_whole(monkeypatch, target_info):
     """The prometheusremotewrite forwarder walks an export-log entry again; a large one in parts now (one
