@@ -571,6 +571,37 @@ def test_bucket_counts_round_trip_bit_for_bit(counts):
     assert np.array_equal(quick.astype(np.float64), p.counts, equal_nan=True)
 
 
+I64 = np.iinfo(np.int64)
+
+
+@pytest.mark.parametrize("ints,codec,stored", [
+    ([0, 1, 255], "offset", "|u1"), ([-5, 250], "offset", "|u1"), ([256, 0, 3], "offset", "<u2"),
+    ([70_000, 1, 0], "offset", "<u4"), ([I64.min, I64.min + 2**32 - 1], "offset", "<u4"),
+    ([I64.max - 3, I64.max], "offset", "|u1"), ([0, 2**32], "raw", None), ([I64.min, I64.max], "raw", None),
+    ([7, 7, 7], "const", None),
+])
+def test_integer_columns_round_trip_in_the_narrowest_type(ints, codec, stored):
+    # chunks._Writer.offsets stores int64 columns (an exact column's integers, flags, head rowids) as
+    # distances from their smallest, narrowed; int64's extremes included, the same numbers come back.
+    n = len(ints)
+    p = chunks.Points("number", np.arange(n, dtype=np.int64), np.arange(n, dtype=np.int64), np.ones(n, bool),
+                      np.zeros(n), np.zeros(n), np.zeros(n, np.int64))
+    ints = np.array(ints, np.int64)
+    value = chunks.Exact(np.full(n, chunks.INTEGER, np.uint8))
+    value.ints = ints
+    zero = chunks.Exact(np.zeros(n, np.uint8))
+    exact = {k: value if k == "value" else zero for k in chunks.EXACT_COLUMNS}
+    flags = np.where(np.arange(n) % 2 == 1, rollups.PLAIN_FIRST, 0).astype(np.int64)
+    block = chunks.PointBlock(p, flags, exact, np.arange(n))
+    payload = chunks.encode(block)
+    arrays = chunks._Reader(payload).header["arrays"]
+    assert arrays["value.ints"]["codec"] == codec and arrays["value.ints"].get("stored") == stored
+    assert arrays["flags"]["codec"] == "offset" and arrays["flags"]["stored"] == "<u2"
+    back = chunks.decode(payload)
+    assert back.exact["value"].ints.dtype == np.int64 and back.exact["value"].ints.tolist() == ints.tolist()
+    assert back.flags.dtype == np.int64 and back.flags.tolist() == flags.tolist()
+
+
 @pytest.mark.parametrize("values,dtype", [
     ([0.0, 255.0], np.uint8), ([256.0, 1.0], np.uint16), ([65536.0], np.uint32), ([float(2**32 - 1)], np.uint32),
     ([float(2**32)], None), ([0.5], None), ([-1.0], None), ([-0.0], None), ([float("nan")], None),

@@ -425,31 +425,42 @@ class _Writer:
             spec.update(codec="const", value=a[0].item())
             self.header["arrays"][name] = spec
             return
-        if rle and a.ndim == 1 and a.size:
-            cuts = np.flatnonzero(a[1:] != a[:-1]) + 1
-            if len(cuts) * 2 < a.size:
-                starts = np.concatenate([[0], cuts])
-                lens = np.diff(np.concatenate([starts, [a.size]]))
-                spec["codec"] = "rle"
-                spec["runs"] = len(starts)
-                self._bytes(name, a[starts].tobytes() + lens.astype(np.int64).tobytes(), spec)
-                return
+        if rle and self._runs(name, a, spec):
+            return
         spec["codec"] = "raw"
         self._bytes(name, a.tobytes(), spec)
 
-    def offsets(self, name: str, a: np.ndarray) -> None:
-        """Integers close together (head rowids) as their distance from the smallest, in the narrowest
-        unsigned type that holds it."""
-        if not a.size or (a == a[0]).all():
-            self.array(name, a)  # `const` (e.g. a bulk-loaded history's 0s)
+    def _runs(self, name: str, a: np.ndarray, spec: dict) -> bool:
+        """`a` as runs (value, length), if that takes fewer than half the values; False otherwise."""
+        if a.ndim != 1 or not a.size:
+            return False
+        cuts = np.flatnonzero(a[1:] != a[:-1]) + 1
+        if len(cuts) * 2 >= a.size:
+            return False
+        starts = np.concatenate([[0], cuts])
+        lens = np.diff(np.concatenate([starts, [a.size]]))
+        spec["codec"] = "rle"
+        spec["runs"] = len(starts)
+        self._bytes(name, a[starts].tobytes() + lens.astype(np.int64).tobytes(), spec)
+        return True
+
+    def offsets(self, name: str, a: np.ndarray, *, rle: bool = False) -> None:
+        """int64s close together (head rowids, flags, counts) as their distance from the smallest, in the
+        narrowest unsigned type that holds it: a rollup's flags and observation counts took 16 of its 64
+        bytes a reading raw. Constant or (with `rle`) in runs: as `array`; spread over 2**32 or more: raw."""
+        if not a.size or a.dtype != np.int64 or (a == a[0]).all():
+            self.array(name, a, rle=rle)  # `const` (e.g. a bulk-loaded history's 0s)
             return
-        base = int(a.min())
-        d = a - base
-        top = int(d.max())
-        dtype = np.uint16 if top < 1 << 16 else np.uint32 if top < 1 << 32 else np.uint64
-        spec: dict[str, Any] = {"dtype": np.dtype(np.int64).str, "shape": [a.size], "codec": "offset",
-                                "base": base, "stored": np.dtype(dtype).str}
-        self._bytes(name, d.astype(dtype).tobytes(), spec)
+        spec: dict[str, Any] = {"dtype": a.dtype.str, "shape": [a.size]}
+        if rle and self._runs(name, a, spec):
+            return
+        base, top = int(a.min()), int(a.max()) - int(a.min())  # (Python ints: no int64 overflow)
+        if top >= 1 << 32:
+            self.array(name, a)
+            return
+        dtype = np.uint8 if top < 1 << 8 else np.uint16 if top < 1 << 16 else np.uint32
+        spec.update(codec="offset", base=base, stored=np.dtype(dtype).str)
+        self._bytes(name, (a - base).astype(dtype).tobytes(), spec)
 
     def counts(self, name: str, a: np.ndarray) -> None:
         """Bucket counts (float64 holding integers) in the narrowest unsigned type that holds them all
@@ -485,12 +496,12 @@ def encode(block: PointBlock) -> bytes:
     w.array("series_id", p.series_id, rle=True)
     w.array("time", p.time)
     w.array("start", p.start, rle=True)
-    w.array("flags", block.flags, rle=True)
+    w.offsets("flags", block.flags, rle=True)
     w.offsets("hid", block.hid)
     for name, col in block.exact.items():
         w.array(f"{name}.tags", col.tags, rle=True)
         if col.ints is not None:
-            w.array(f"{name}.ints", col.ints)
+            w.offsets(f"{name}.ints", col.ints)
         if col.reals is not None:
             w.array(f"{name}.reals", col.reals)
         if col.objs is not None:
