@@ -26,10 +26,11 @@ A chunk keeps two things about each point:
 Payload format (`encode` / `decode`): b"OTC1", a 4-byte little-endian header length, a JSON header
 naming each array (dtype, shape, codec, offset, size) and the JSON-able extras (bounds, members), then
 the arrays' bytes. Codecs: `raw`, `const` (one value, kept in the header), `rle` (sorted series ids and
-start times come in runs), `offset` (arrival numbers, as distances from the smallest), `narrow` (bucket
-counts that are whole numbers, as uint8/16/32: reading a day of float64 counts was most of a cold
-histogram query), `zlib` (the text columns: bucket and exemplar JSON, repetitive by nature). Numbers are
-not compressed otherwise: decoding them is a `frombuffer`, which keeps a cold 24 h query cheap.
+start times come in runs), `offset` (int64 columns within 2**32 of their smallest: arrival numbers,
+flags, observation counts, as uint8/16/32 distances from it), `narrow` (bucket counts that are whole
+numbers, as uint8/16/32: reading a day of float64 counts was most of a cold histogram query), `zlib`
+(the text columns: bucket and exemplar JSON, repetitive by nature). Numbers are not compressed
+otherwise: decoding them is a `frombuffer` (and a widening), which keeps a cold 24 h query cheap.
 """
 
 from __future__ import annotations
