@@ -5,6 +5,7 @@ than SLICE_ITEMS points or spans, from both transports, item for item."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import pickle
 import sqlite3
 import time
@@ -200,9 +201,11 @@ def test_a_request_in_parts_is_stored_whole_or_not_at_all(tmp_path):
         store.close()
 
 
-def _stuck_seen_while_writing(store, monkeypatch, batch, part_seconds: float, idle_first: float = 0.0) -> list[bool]:
+def _stuck_seen_while_writing(store, monkeypatch, batch, part_seconds: float, idle_first: float = 0.0,
+                              more: WriteBatch | None = None) -> list[bool]:
     """What /healthz's `is_stuck` said, every 20 ms, while `batch` was written with each part's write made
-    `part_seconds` slower, after the writer idled `idle_first` seconds."""
+    `part_seconds` slower, after the writer idled `idle_first` seconds; `more` is submitted as soon as the
+    writer is stuck (and written after `batch`)."""
     write = store.writer._write
 
     def slow_write(conn, part):
@@ -215,9 +218,18 @@ def _stuck_seen_while_writing(store, monkeypatch, batch, part_seconds: float, id
     seen_stuck = []
     while not done.done():
         seen_stuck.append(store.writer.is_stuck())
+        if more is not None and seen_stuck[-1]:
+            done, more = _both(done, store.writer.submit(more)), None
         time.sleep(0.02)
     done.result()
     return seen_stuck
+
+
+def _both(a, b):
+    """A future done when `a` and `b` are (the result of `b`)."""
+    both = concurrent.futures.Future()
+    a.add_done_callback(lambda _: b.add_done_callback(lambda f: both.set_result(f.result())))
+    return both
 
 
 def test_a_long_transaction_of_parts_is_progress_not_a_stuck_writer(tmp_path, monkeypatch):
@@ -259,9 +271,13 @@ def test_a_writer_that_makes_no_progress_is_stuck_until_it_commits(tmp_path, mon
     store = _store(tmp_path / "w.db")
     try:
         batch = walk_traces(trace_request(5, seed=1).SerializeToString(), 1)
-        seen_stuck = _stuck_seen_while_writing(store, monkeypatch, batch, 1.5, idle_first=1.0)
-        # (not `all` of the last samples: the part's end counts as progress a moment before its commit)
-        assert not seen_stuck[0] and any(seen_stuck)
+        more = walk_traces(trace_request(5, seed=2).SerializeToString(), 1)
+        seen_stuck = _stuck_seen_while_writing(store, monkeypatch, batch, 1.5, idle_first=1.0, more=more)
+        # Still stuck just after more work arrived: work joining a queue does not restart its clock (only
+        # work entering an empty one does). (Not `all` of the last samples: the part's end counts as
+        # progress a moment before its commit.)
+        first = seen_stuck.index(True)
+        assert not seen_stuck[0] and seen_stuck[first + 1]
         assert not store.writer.is_stuck()
     finally:
         store.close()
