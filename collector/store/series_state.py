@@ -27,6 +27,7 @@ import sqlite3
 from typing import TYPE_CHECKING, Any
 
 from otelite.collector.jsontext import dumps as _dumps
+from otelite.collector.store.bulk import BulkInsert
 from otelite.collector.store.records import INT64_MAX as _INT64_MAX, POINT_COLUMNS, TALLY_SET
 
 if TYPE_CHECKING:
@@ -52,9 +53,9 @@ _MARKS = ", ".join("?" * len(STATE_COLUMNS))
 # exemplar once, and Prometheus clients keep showing the last exemplar the same way). Its values are the
 # point's own row: the columns named in `records.POINT_COLUMNS` order, so the writer passes its points as
 # they are (a tuple rebuilt per point cost ~3% of the writer thread under the ingest benchmark, py-spy).
-SQL_UPSERT_NEWEST = (
-    f"INSERT INTO metric_series_state ({', '.join(POINT_COLUMNS)}) VALUES ({_MARKS}) ON CONFLICT (series_id) "
-    "DO UPDATE SET "
+UPSERT_NEWEST = BulkInsert(
+    f"INSERT INTO metric_series_state ({', '.join(POINT_COLUMNS)})", len(POINT_COLUMNS),
+    " ON CONFLICT (series_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in STATE_COLUMNS[1:-1])
     + ", exemplars = COALESCE(excluded.exemplars, metric_series_state.exemplars)"
     + " WHERE excluded.time_ns >= metric_series_state.time_ns")
@@ -114,7 +115,7 @@ class SeriesStateUpdater:
                 elif cur[11] is None and p[11] is not None:
                     newest[sid] = cur[:11] + (p[11],)
         if newest:
-            conn.executemany(SQL_UPSERT_NEWEST, newest.values())  # (POINT_COLUMNS rows: the statement's order)
+            UPSERT_NEWEST.run(conn, list(newest.values()))  # (POINT_COLUMNS rows: the statement's order)
             for sid, p in newest.items():  # the state's time_ns is now at least this
                 seen[sid] = p[3]
         behind = set()

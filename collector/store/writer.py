@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from otelite.collector.store import export_log
 from otelite.collector.store.appender import PointAppender
+from otelite.collector.store.bulk import BulkInsert
 from otelite.collector.store.checkpoint import SAFETY_PAGES, Checkpointer
 from otelite.collector.store.compactor import CLOSE_AFTER_NS, TARGET_POINTS, Compactor, expire_metrics, last_head_id
 from otelite.collector.store.db import connect_writer, database_bytes
@@ -82,11 +83,12 @@ _SQL_SCOPE = _insert("scopes", SCOPE_COLUMNS, "INSERT OR IGNORE")
 _SQL_SERIES = _insert("metric_series", SERIES_COLUMNS, "INSERT OR IGNORE")
 _SQL_LABEL = _insert("metric_series_labels", LABEL_COLUMNS, "INSERT OR IGNORE")
 _SQL_SERIES_SEEN = "UPDATE metric_series SET last_seen_ns = ?1 WHERE id = ?2 AND last_seen_ns < ?1"
-_SQL_ATTR_KEY = ("INSERT INTO span_attribute_keys (project_id, attribute_type, key, hour, count) "
-                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET count = count + excluded.count")
+_INSERT_ATTR_KEYS = BulkInsert("INSERT INTO span_attribute_keys (project_id, attribute_type, key, hour, count)", 5,
+                               " ON CONFLICT DO UPDATE SET count = count + excluded.count")
 _rollup_order = operator.itemgetter(0, 1, 4, 2, 3)  # span_attribute_values' primary key, from insert order
-_SQL_ATTR_VALUE = ("INSERT INTO span_attribute_values (project_id, attribute_type, key, value, hour, count) "
-                   "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET count = count + excluded.count")
+_INSERT_ATTR_VALUES = BulkInsert(
+    "INSERT INTO span_attribute_values (project_id, attribute_type, key, value, hour, count)", 6,
+    " ON CONFLICT DO UPDATE SET count = count + excluded.count")
 
 
 @dataclass(slots=True)
@@ -461,12 +463,12 @@ class Writer:
         if b.spans:
             insert_spans(conn, b.spans)  # grouped by trace, with one trace-index run per trace (spans.py)
         if b.span_attribute_keys:
-            conn.executemany(_SQL_ATTR_KEY, [k + (n,) for k, n in b.span_attribute_keys.items()])
+            _INSERT_ATTR_KEYS.run(conn, [k + (n,) for k, n in b.span_attribute_keys.items()])
         if b.span_attribute_values:
             # In the table's key order (project, type, hour, key, value; migration 0010): each upsert
             # lands next to the previous one, in pages the last one just read.
-            conn.executemany(_SQL_ATTR_VALUE, sorted((k + (n,) for k, n in b.span_attribute_values.items()),
-                                                     key=_rollup_order))
+            _INSERT_ATTR_VALUES.run(conn, sorted((k + (n,) for k, n in b.span_attribute_values.items()),
+                                                 key=_rollup_order))
         if new_series:
             rows = [b.series[i] for i in new_series]
             conn.executemany(_SQL_SERIES, rows)
