@@ -463,20 +463,32 @@ def test_tally_write_order_and_asserts_survive_compaction_and_an_emptied_head(tm
     assert mixed[1] == total  # the scrape's running total folds every write in order
 
 
-@pytest.mark.parametrize("texts", [
-    ['{"bounds":[1.0,2.5],"counts":[1,2,3]}', '{"bounds":[1.00,2.5],"counts":[0,0,7]}',  # the fast parse's
-     '{"bounds":[5],"counts":[4,1]}', '{"bounds":[1.0,2.5],"counts":[2,2,2]}'],
-    ['{"bounds":[1.0],"counts":[1,2]}', None],  # a point without buckets
-    ['{"bounds":[1.0],"counts":[1,2],"x":1}', '{"bounds":[1.0],"counts":[1,2]}'],  # another key after counts
-    ['{"counts":[1,2],"bounds":[1.0]}'],  # another order
-    ['{"bounds":[1.0],"counts":[1,2]}', '{"bounds":[2.0],"x":[3],"counts":[4,5]}'],
-    ['{"bounds":[],"counts":[9]}', '[1,2]'],
+_H = '{"bounds":[1,2],"counts":'  # one layout of two bounds: three counts a point
+
+
+@pytest.mark.parametrize("texts, fast_path", [
+    (['{"bounds":[1.0,2.5],"counts":[1,2,3]}', '{"bounds":[1.00,2.5],"counts":[0,0,7]}',  # several layouts
+      '{"bounds":[5],"counts":[4,1]}', '{"bounds":[1.0,2.5],"counts":[2,2,2]}'], True),
+    (['{"bounds":[1.0],"counts":[1,2]}', None], False),  # a point without buckets
+    (['{"bounds":[1.0],"counts":[1,2],"x":1}', '{"bounds":[1.0],"counts":[1,2]}'], False),  # a key after counts
+    (['{"counts":[1,2],"bounds":[1.0]}'], False),  # another order
+    (['{"bounds":[1.0],"counts":[1,2]}', '{"bounds":[2.0],"x":[3],"counts":[4,5]}'], False),
+    (['{"bounds":[],"counts":[9]}', '[1,2]'], False),
+    # One layout, the writer's usual commit: the counts of all points parsed as one flat list.
+    ([_H + '[1,2,3]}', _H + '[0,0,7]}', _H + '[9007199254740993,-1,0]}'], True),  # past 2**53: rounded alike
+    ([_H + '[1, 2 ,3]}', _H + '["4",true,null]}'], True),  # what JSON allows where numbers go
+    # ... but a row of another length (4 + 2 numbers would pass for two rows of 3), an empty one, a list
+    # in a row, or a key after the counts is read per point.
+    ([_H + '[1,2]}', _H + '[3,4,5,6]}'], True),
+    ([_H + '[1,2,3]}', _H + '[]}'], True),
+    (['{"bounds":[],"counts":[]}'], True),
+    ([_H + '[1,2,3],"x":[4,5,6]}', _H + '[7,8,9]}'], False),
 ])
-def test_the_fast_bucket_parse_equals_the_general_one(monkeypatch, texts):
+def test_the_fast_bucket_parse_equals_the_general_one(monkeypatch, texts, fast_path):
     # chunks._histogram_buckets parses the normalizers' bucket JSON without json.loads per point; whatever
     # the text, the derived columns must be the general parse's.
     rows = [(1, 7, 0, 1000 + i, None, 3, 1.5, None, None, 0, t, None) for i, t in enumerate(texts)]
-    assert (chunks._histogram_buckets(tuple(texts)) is not None) == (len(texts) == 4)
+    assert (chunks._histogram_buckets(tuple(texts)) is not None) == fast_path
     fast = chunks.block_from_rows("histogram", rows, list(range(1, len(rows) + 1)))
     monkeypatch.setattr(chunks, "_histogram_buckets", lambda texts: None)
     general = chunks.block_from_rows("histogram", rows, list(range(1, len(rows) + 1)))

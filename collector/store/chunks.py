@@ -41,6 +41,7 @@ import struct
 import threading
 import zlib
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, Iterable
 
 import numpy as np
@@ -314,9 +315,7 @@ def _derive(kind: str, sid, t, start, valid, exact: dict[str, Exact], cols: list
     if kind == "histogram":
         fast = _histogram_buckets(cols[10])
         if fast is not None:
-            p.bounds, p.bounds_id, lists = fast
-            flat, starts, lens = ragged(lists)
-            p.counts = padded(flat, starts, lens, 0.0)
+            p.bounds, p.bounds_id, p.counts = fast
             return p
     docs = json.loads("[" + ",".join(b if b is not None else "null" for b in cols[10]) + "]")
     if kind == "histogram":
@@ -366,12 +365,50 @@ def _derive(kind: str, sid, t, start, valid, exact: dict[str, Exact], cols: list
 _BOUNDS_AT, _COUNTS_AT = '{"bounds":[', '],"counts":['
 
 
-def _histogram_buckets(texts: tuple) -> tuple[tuple, np.ndarray, list] | None:
-    """The explicit-bucket JSON the normalizers write, `{"bounds":[...],"counts":[...]}`, parsed ~4x faster
-    than json.loads of every document: a metric's points share their bounds text, which is parsed once,
-    and the counts of all points are one json.loads. Returns (bounds, bounds_id, counts lists) as the
+def _histogram_buckets(texts: tuple) -> tuple[tuple, np.ndarray, np.ndarray] | None:
+    """The explicit-bucket JSON the normalizers write, `{"bounds":[...],"counts":[...]}`, parsed much faster
+    than json.loads of every document. Returns (bounds, bounds_id, counts as a float64 row per point) as the
     general parse in `_derive` would, or None for anything else (that parse then runs)."""
-    if not all(t.__class__ is str and t.startswith(_BOUNDS_AT) and t.endswith("]}") for t in texts):
+    if not texts or set(map(type, texts)) != {str}:
+        return None
+    return _one_layout(texts) or _many_layouts(texts)
+
+
+def _one_layout(texts: tuple) -> tuple[tuple, np.ndarray, np.ndarray] | None:
+    """The usual commit: every point of the metric has the first one's bounds text and len(bounds) + 1
+    counts (the normalizers refuse other lengths, but keep empty counts). Then the counts of all points are
+    one flat json.loads, reshaped: no Python list per point (the writer spent 6.7 µs a histogram point
+    packing a commit, most of it here, before). None when any text differs from that form."""
+    first = texts[0]
+    at = first.find(_COUNTS_AT)
+    if not first.startswith(_BOUNDS_AT) or at < 0:
+        return None
+    prefix = first[:at + len(_COUNTS_AT)]
+    if not (all(map(str.startswith, texts, repeat(prefix))) and all(map(str.endswith, texts, repeat("]}")))):
+        return None
+    cut = len(prefix)
+    rows = [t[cut:-2] for t in texts]
+    try:
+        bounds = json.loads("[" + first[len(_BOUNDS_AT):at] + "]")
+        width = len(bounds) + 1
+        # A row of exactly `width` numbers has width - 1 commas; a row holding anything else (a list, a key
+        # after the counts) either has another number of them or makes the flat list fail to parse or to
+        # have n * width numbers, and the general parse decides.
+        if list(map(str.count, rows, repeat(","))).count(width - 1) != len(rows):
+            return None
+        flat = np.array(json.loads("[" + ",".join(rows) + "]"), dtype=np.float64)
+    except (ValueError, TypeError):
+        return None
+    if flat.ndim != 1 or flat.size != len(texts) * width:
+        return None
+    return (tuple(bounds),), np.zeros(len(texts), np.int32), flat.reshape(len(texts), width)
+
+
+def _many_layouts(texts: tuple) -> tuple[tuple, np.ndarray, np.ndarray] | None:
+    """Several bounds texts (or counts of other lengths): a metric's points share their bounds text, which is
+    parsed once, and the counts of all points are one json.loads (~4x faster than json.loads of every
+    document)."""
+    if not all(t.startswith(_BOUNDS_AT) and t.endswith("]}") for t in texts):
         return None
     start = len(_BOUNDS_AT)
     bounds_text: dict[str, int] = {}
@@ -392,8 +429,9 @@ def _histogram_buckets(texts: tuple) -> tuple[tuple, np.ndarray, list] | None:
     # Equal bounds written differently (1.0, 1.00) are one layout, as in the general parse.
     layout_of: dict[tuple, int] = {}
     remap = [layout_of.setdefault(tuple(b), len(layout_of)) for b in parsed]
-    ids = np.array(remap, np.int32)[np.array(text_ids, np.int64)] if texts else np.zeros(0, np.int32)
-    return tuple(layout_of), ids, counts
+    ids = np.array(remap, np.int32)[np.array(text_ids, np.int64)]
+    flat, starts, lens = ragged(counts)
+    return tuple(layout_of), ids, padded(flat, starts, lens, 0.0)
 
 
 def _compact_ragged(flat: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
