@@ -41,6 +41,8 @@ import os
 import threading
 from typing import Callable
 
+from otelite.collector.osthread import NamedThread
+
 ARENA_MAX = 2
 MMAP_THRESHOLD = 32 * 2**20  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit
 TRIM_THRESHOLD = 2 * MMAP_THRESHOLD  # what glibc sets beside a raised dynamic threshold
@@ -77,7 +79,7 @@ class Trimmer:
         self._when = when
         self.interval_s = interval_s
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="otelite-malloc-trim", daemon=True)
+        self._thread = NamedThread(target=self._run, name="otelite-malloc-trim", daemon=True)
         self.trims = 0  # calls made (tests)
 
     def start(self) -> "Trimmer":

@@ -67,6 +67,22 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def test_decode_workers_are_named_in_the_os(server):
+    # collector/osthread.py: `top` and `ps` tell the decode workers from the server (its resource tracker
+    # stays "python").
+    names: set[str] = set()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "otelite-decode" not in names:
+        names = set()
+        for child in _children(server.proc.pid):
+            try:
+                names.add(open(f"/proc/{child}/comm").read().strip())
+            except FileNotFoundError:
+                pass
+        time.sleep(0.05)
+    assert "otelite-decode" in names
+
+
 def test_workers_do_not_outlive_a_killed_collector(server):
     workers = _children(server.proc.pid)
     assert workers, "the default configuration starts a decode worker"

@@ -27,6 +27,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from otelite.collector.osthread import name_os_thread
 from otelite.collector.normalize.otlp import OtlpDataError, metrics_to_batch, traces_to_batch
 from otelite.collector.normalize.otlp_json import OtlpJsonError, metrics_request_from_json, traces_request_from_json
 from otelite.collector.normalize.split import metric_items, split_metrics, split_traces, trace_items
@@ -141,6 +142,7 @@ def worker_init(parent_pid: int) -> None:
         threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
     if os.getppid() != parent_pid:
         os._exit(0)
+    name_os_thread("otelite-decode")  # `top` then tells the workers from the server (osthread.py)
 
 
 def _exit_with_parent(parent_pid: int) -> None:

@@ -19,6 +19,8 @@ import logging
 import sqlite3
 import threading
 
+from otelite.collector.osthread import NamedThread
+
 log = logging.getLogger("otelite.store")
 
 INTERVAL_S = 0.5  # between passive checkpoints
@@ -35,7 +37,7 @@ class Checkpointer:
         self.checkpoints = 0  # completed passes (tests, telemetry)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="otelite-checkpointer", daemon=True)
+        self._thread = NamedThread(target=self._run, name="otelite-checkpointer", daemon=True)
         self._thread.start()
 
     def close(self) -> None:

@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from otelite.collector.osthread import NamedThread
 from otelite.collector.store.chunks import BLOCK_NS, block_of, concat_blocks, decode, encode
 from otelite.collector.store.db import connect_reader
 from otelite.collector.store.points import (_SERIES, Points, PointCache, ReadTransaction, _chunk_parts, _load,
@@ -305,7 +306,7 @@ class RollupBuilder:
         return not self._stop.is_set()
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="otelite-rollups", daemon=True)
+        self._thread = NamedThread(target=self._run, name="otelite-rollups", daemon=True)
         self._thread.start()
 
     def close(self) -> None:

@@ -31,6 +31,7 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
+from otelite.collector.osthread import NamedThread
 from otelite.collector.store import export_log
 from otelite.collector.store.appender import PointAppender
 from otelite.collector.store.bulk import BulkInsert
@@ -170,7 +171,7 @@ class Writer:
         self._appender.start(self._conn)
         self._head_hi = last_head_id(self._conn)
         self._run_backfill.start(self._conn)
-        self._thread = threading.Thread(target=self._run, name="otelite-writer", daemon=True)
+        self._thread = NamedThread(target=self._run, name="otelite-writer", daemon=True)
         self._thread.start()
 
     def close(self, timeout: float | None = None) -> None:
