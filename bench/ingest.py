@@ -631,6 +631,31 @@ def _proc_cpu_seconds(pid: int) -> float:
         return 0.0
 
 
+def _named_thread_cpu_seconds(pid: int, name: str) -> float | None:
+    """CPU-seconds of the threads of `pid` the OS knows as `name` (collector/osthread.py names the writer
+    "otelite-writer"); None when it has none (a checkout from before the names, via --server-root)."""
+    total, found = 0.0, False
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        comm, fields = stat[stat.index("(") + 1:stat.rindex(")")], stat.rsplit(")", 1)[1].split()
+        if comm == name:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            found = True
+    return total if found else None
+
+
+def _fmt_us(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.1f}"
+
+
 def _machine_busy_seconds() -> float:
     """CPU-seconds all CPUs spent busy since boot (/proc/stat), to tell what else ran meanwhile."""
     with open("/proc/stat") as f:
@@ -696,6 +721,9 @@ class Server:
 
     def cpu_seconds(self) -> float:
         return sum(_proc_cpu_seconds(p) for p in _family(self.proc.pid))
+
+    def writer_cpu_seconds(self) -> float | None:
+        return _named_thread_cpu_seconds(self.proc.pid, "otelite-writer")
 
     def stop(self, wait: float = 5.0) -> int:
         """SIGTERM (the server drains its queue), SIGKILL after `wait` s: draining is not what is measured,
@@ -809,8 +837,10 @@ def run_scenario(sc: Scenario, load: LoadGenerators, workdir: Path, warmup: floa
         def mark_window() -> None:  # server and machine CPU over exactly the measured window
             time.sleep(max(0.0, measure_at - time.time()))
             done["cpu0"], done["busy0"], done["t0"] = server.cpu_seconds(), _machine_busy_seconds(), time.time()
+            done["writer0"] = server.writer_cpu_seconds()
             time.sleep(max(0.0, end_at - time.time()))
             done["cpu1"], done["busy1"], done["t1"] = server.cpu_seconds(), _machine_busy_seconds(), time.time()
+            done["writer1"] = server.writer_cpu_seconds()
 
         marker = threading.Thread(target=mark_window, daemon=True)
         marker.start()
@@ -836,6 +866,11 @@ def run_scenario(sc: Scenario, load: LoadGenerators, workdir: Path, warmup: floa
         "p50_ms": lat[len(lat) // 2] * 1000 if lat else None,
         "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000 if lat else None,
         "server_cpu": server_cpu, "load_cpu": load_cpu,
+        # CPU per acknowledged item: unlike items/s, barely moved by what else the machine runs meanwhile
+        # (the writer thread's alone: what a change to the write path changes, docs/benchmarks.md).
+        "server_cpu_us_per_item": server_cpu * window / acked * 1e6 if acked else None,
+        "writer_cpu_us_per_item": ((done["writer1"] - done["writer0"]) / acked * 1e6
+                                   if acked and done["writer0"] is not None and done["writer1"] is not None else None),
         "other_cpu": max(0.0, (done["busy1"] - done["busy0"]) / window - server_cpu - load_cpu),
         "peak_rss_mb": max([hwm] + [kib for _, kib in server.rss_samples]) / 1024,
         "window_rss_first_half_mb": max(in_window[:len(in_window) // 2] or [0]) / 1024,
@@ -982,6 +1017,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"503s {r['refused']}, errors {r['errors']}, peak RSS {r['peak_rss_mb']:.0f} MB "
                   f"(window halves {r['window_rss_first_half_mb']:.0f}/{r['window_rss_second_half_mb']:.0f}); "
                   f"CPU server {r['server_cpu']:.2f} load {r['load_cpu']:.2f} other {r['other_cpu']:.2f}; "
+                  f"CPU µs an item: server {_fmt_us(r['server_cpu_us_per_item'])}, "
+                  f"writer thread {_fmt_us(r['writer_cpu_us_per_item'])}; "
                   f"rows {r['stored_rows']} vs acknowledged {r['total_acked_items']} "
                   f"(+{r['maybe_stored_items']} unanswered): {_verify(r)}", flush=True)
             for s in r["error_samples"][:3]:
