@@ -27,11 +27,11 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from otelite.collector.osthread import name_os_thread
 from otelite.collector.normalize.otlp import OtlpDataError, metrics_to_batch, traces_to_batch
 from otelite.collector.normalize.otlp_json import OtlpJsonError, metrics_request_from_json, traces_request_from_json
 from otelite.collector.normalize.split import metric_items, split_metrics, split_traces, trace_items
 from otelite.collector.normalize.wire import RawAttributesMetricsRequest, RawAttributesTraceRequest
+from otelite.collector.osthread import name_os_thread
 from otelite.collector.store.records import SlicedBatch, WriteBatch
 
 
