@@ -622,34 +622,32 @@ def _family_status(pid: int, key: str) -> int:
     return sum(_proc_status(p).get(key, 0) for p in _family(pid))
 
 
-def _proc_cpu_seconds(pid: int) -> float:
+def _stat_cpu(path: str) -> tuple[str, float] | None:
+    """(name, CPU-seconds) from a /proc stat file of a process or thread; None once it is gone."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        with open(path) as f:
+            stat = f.read()
+        name, fields = stat[stat.index("(") + 1:stat.rindex(")")], stat.rsplit(")", 1)[1].split()
+        return name, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
-        return 0.0
+        return None
+
+
+def _proc_cpu_seconds(pid: int) -> float:
+    got = _stat_cpu(f"/proc/{pid}/stat")
+    return got[1] if got else 0.0
 
 
 def _named_thread_cpu_seconds(pid: int, name: str) -> float | None:
     """CPU-seconds of the threads of `pid` the OS knows as `name` (collector/osthread.py names the writer
     "otelite-writer"); None when it has none (a checkout from before the names, via --server-root)."""
-    total, found = 0.0, False
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return None
-    for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        comm, fields = stat[stat.index("(") + 1:stat.rindex(")")], stat.rsplit(")", 1)[1].split()
-        if comm == name:
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-            found = True
-    return total if found else None
+    found = [cpu for comm, cpu in filter(None, (_stat_cpu(f"/proc/{pid}/task/{t}/stat") for t in tasks))
+             if comm == name]
+    return sum(found) if found else None
 
 
 def _fmt_us(v: float | None) -> str:
