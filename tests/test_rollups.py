@@ -26,7 +26,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.common.v1 import common_pb2
 
 from otelite.collector.normalize.otlp import metrics_to_batch
-from otelite.collector.query import engine
+from otelite.collector.query import engine, reduce
 from otelite.collector.query.engine import evaluate
 from otelite.collector.query.grid import CalendarGrid, FixedGrid
 from otelite.collector.query.model import Aggregation, GroupKey, Query, QueryError
@@ -692,6 +692,48 @@ def test_two_parts_give_the_cells_of_one_whole_to_the_last_bit():
                            series.monotonic, edges, 0)
         assert two.value.tolist() == one.value.tolist() and two.b.tolist() == one.b.tolist(), fn
 
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_two_parts_of_histogram_cells_combine_as_one_whole(data):
+    """reduce.added_cells keeps the newest hours' histogram cells as a part of their own, not copied in among
+    the day's: per group and bucket they give the counts, and the quantiles, of the cells of one whole. With
+    cumulative and delta series, resets, cells on both sides of the parts' boundary, series in no group."""
+    n_series = data.draw(st.integers(1, 4))
+    delta = data.draw(st.lists(st.booleans(), min_size=n_series, max_size=n_series))
+    rows = []
+    for sid in range(1, n_series + 1):
+        t, counts = T0, np.zeros(3)
+        for _ in range(data.draw(st.integers(1, 12))):
+            t += data.draw(st.sampled_from([1, 60, 400, 900, 1500])) * S
+            step = np.array(data.draw(st.lists(st.integers(0, 5), min_size=3, max_size=3)), float)
+            reset = data.draw(st.sampled_from([False] * 6 + [True]))
+            counts = step if delta[sid - 1] or reset else counts + step
+            rows.append((sid, t, counts.copy()))
+    sid = np.array([r[0] for r in rows], np.int64)
+    t = np.array([r[1] for r in rows], np.int64)
+    counts = np.array([r[2] for r in rows])
+    total = counts.sum(axis=1)
+
+    def points(keep: np.ndarray) -> Points:
+        return Points("histogram", sid[keep], t[keep], np.ones(int(keep.sum()), bool), total[keep], total[keep],
+                      np.full(int(keep.sum()), T0 - S), bounds_id=np.zeros(int(keep.sum()), np.int32),
+                      bounds=((1.0, 2.0),), counts=counts[keep], total=total[keep])
+
+    split = T0 + data.draw(st.integers(0, 3 * 3600)) * S
+    edges = T0 + np.arange(0, 4 * HOUR + 1, 20 * MIN, dtype=np.int64)
+    series = SeriesSet(1, "h", "histogram", np.arange(1, n_series + 1),
+                       np.array([1 if d else 2 for d in delta], np.int8), np.ones(n_series, bool))
+    group = np.array(data.draw(st.lists(st.integers(-1, 1), min_size=n_series, max_size=n_series)), np.int64)
+    agg = Aggregation("histogram_quantile", q=data.draw(st.sampled_from([0.5, 0.9])))
+    nb = len(edges) - 1
+    two = engine._two_part_cells(points(t < split), points(t >= split), series, edges, agg, T0)
+    whole, sidx = engine._selected(points(np.ones(t.size, bool)), series)
+    one = series_cells(whole, sidx, reduce.bucket_of(whole.time, edges), agg, series.temporality,
+                       series.monotonic, edges, T0)
+    for a, b in zip(reduce.combine(two, group, agg, nb), reduce.combine(one, group, agg, nb)):
+        np.testing.assert_array_equal(a, b)
 
 @st.composite
 def _histories(draw):

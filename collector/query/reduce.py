@@ -48,20 +48,32 @@ class Cells:
     bounds: tuple | None = None
     exp: "ExpContrib | None" = None
     weight: np.ndarray | None = None  # observation_mean: each cell's number of observations (value: their sum)
+    # Explicit histogram cells of more readings, to be added to these (`added_cells`); a cell may be in both.
+    also: "Cells | None" = None
     _buckets: np.ndarray | None = None  # used_buckets(), once
 
     def nbytes(self) -> int:
         """What the cells hold (the point cache's budget counts it when it keeps them: engine.py)."""
         arrays = (self.sidx, self.b, self.value, self.time, self.seq, self.sets, self.vec, self.weight)
-        return sum(a.nbytes for a in arrays if a is not None) + (self.exp.points.nbytes() if self.exp else 0)
+        return (sum(a.nbytes for a in arrays if a is not None) + (self.exp.points.nbytes() if self.exp else 0)
+                + (self.also.nbytes() if self.also is not None else 0))
 
     def used_buckets(self, nb: int) -> np.ndarray:
         """The buckets that hold at least one cell, ascending (worked out once: each grouping asks)."""
         if self._buckets is None:
             present = np.zeros(nb, bool)
-            present[self.b] = True
+            for part in self.parts():
+                present[part.b] = True
             self._buckets = np.flatnonzero(present)
         return self._buckets
+
+    def parts(self) -> list["Cells"]:
+        """These cells and those `also` holds, each without its `also`."""
+        out, part = [], self
+        while part is not None:
+            out.append(part)
+            part = part.also
+        return out
 
 
 @dataclass
@@ -562,7 +574,8 @@ def added_cells(a: Cells, b: Cells, nb: int) -> Cells:
     """The cells of two sets of readings together, for functions whose cell is a sum over the readings (the
     increases, bucket counts, observation sums and numbers): a cell in both is added, the others are kept,
     in (series, bucket) order as series_cells gives them, so that `combine` adds the same numbers in the
-    same order (engine._two_part_cells)."""
+    same order (engine._two_part_cells). Explicit histogram cells are not merged: `b` becomes a part of the
+    result (`Cells.also`), which `combine` sums on its own."""
     if a.time is not None or a.seq is not None or a.exp is not None or b.exp is not None:
         raise ValueError("only cells that are sums over readings can be added")
     if b.sidx.size == 0:
@@ -571,6 +584,11 @@ def added_cells(a: Cells, b: Cells, nb: int) -> Cells:
         return b
     if a.vec is not None and a.bounds != b.bounds:
         raise BoundsMismatch("the selected histogram series have different bucket bounds")
+    if a.vec is not None:
+        # Inserting b's cells among a day's (the rolled hours') copied all of these (31 MB: 24-99 ms of the
+        # scale benchmark's 24 h histogram_quantile, docs/benchmarks.md), and bucket counts are whole
+        # numbers, whose sums do not depend on the order they are added in.
+        return Cells(a.sidx, a.b, vec=a.vec, bounds=a.bounds, also=b if a.also is None else added_cells(a.also, b, nb))
     ka, kb = a.sidx * nb + a.b, b.sidx * nb + b.b
     _, ia, ib = np.intersect1d(ka, kb, assume_unique=True, return_indices=True)
     rest = np.ones(kb.size, bool)
@@ -618,25 +636,15 @@ def combine(cells: Cells, group: np.ndarray, agg: Aggregation, nb: int) -> tuple
     """Reduce cells over the series of each group → (group, bucket, value), by (group, bucket).
     `group[sidx]` is the group of a series, -1 to leave it out. Without a sort except for quantiles
     and distinct counts (`_reduce`)."""
-    if cells.sidx.size == 0 or int(group.min()) >= 0:  # every series has a group: no cell is left out
-        offset = group * nb  # per series, so the cells need one gather and one addition
-        key = offset[cells.sidx] + cells.b if offset.any() else cells.b
-        inside, vec, value, time = None, cells.vec, cells.value, cells.time
+    bound = (int(group.max()) + 1) * nb if group.size else 0  # keys are below it
+    if cells.vec is not None:
+        return _combine_counts(cells, group, agg, nb, bound)
+    key, inside = _group_keys(cells, group, nb)
+    if inside is None:
+        value, time = cells.value, cells.time
     else:
-        g = group[cells.sidx]
-        inside = g >= 0
-        key = g[inside] * nb + cells.b[inside]
-        vec = cells.vec[inside] if cells.vec is not None else None
         value = cells.value[inside] if cells.value is not None else None
         time = cells.time[inside] if cells.time is not None else None
-    bound = (int(group.max()) + 1) * nb if group.size else 0  # keys are below it
-    if vec is not None:
-        # Bucket counts are whole numbers: their sums do not depend on the order of addition.
-        key, slot = _unique_inverse(key, bound) if key.size else (key, key)
-        width = vec.shape[1]
-        flat = (slot[:, None] * width + np.arange(width)).ravel()
-        summed = np.bincount(flat, weights=vec.ravel(), minlength=key.size * width).reshape(key.size, width)
-        return *np.divmod(key, nb), prom_quantile(np.cumsum(summed, axis=1), cells.bounds, agg.q)
     if cells.exp is not None:
         key_all = key if inside is None else np.where(inside, group[cells.sidx] * nb + cells.b, -1)
         uniq, vals = _exp_combine(cells.exp, key_all, agg.q)
@@ -657,6 +665,39 @@ def combine(cells: Cells, group: np.ndarray, agg: Aggregation, nb: int) -> tuple
     sets = cells.sets if inside is None or cells.sets is None else cells.sets[inside]
     ukey, vals = _reduce(key, value, how, agg.q, time, seq, sets, bound)
     return *np.divmod(ukey, nb), vals
+
+
+def _group_keys(cells: Cells, group: np.ndarray, nb: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The (group, bucket) key of each cell whose series has a group, and which cells those are (None:
+    every cell)."""
+    if cells.sidx.size == 0 or int(group.min()) >= 0:  # every series has a group: no cell is left out
+        offset = group * nb  # per series, so the cells need one gather and one addition
+        return (offset[cells.sidx] + cells.b if offset.any() else cells.b), None
+    g = group[cells.sidx]
+    inside = g >= 0
+    return g[inside] * nb + cells.b[inside], inside
+
+
+def _combine_counts(cells: Cells, group: np.ndarray, agg: Aggregation, nb: int, bound: int
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`combine` of explicit histogram cells: each group's bucket counts per bucket, then the quantile.
+    Bucket counts are whole numbers: their sums do not depend on the order of addition, so the parts of
+    `cells` (`added_cells`) are summed one after the other, each into the table of every part's keys."""
+    keyed = []
+    for part in cells.parts():
+        key, inside = _group_keys(part, group, nb)
+        keyed.append((key, part.vec if inside is None else part.vec[inside]))
+    every = keyed[0][0] if len(keyed) == 1 else np.concatenate([key for key, _ in keyed])
+    ukey, slot = _unique_inverse(every, bound) if every.size else (every, every)
+    width = cells.vec.shape[1]
+    summed = np.zeros(ukey.size * width)
+    at = 0
+    for key, vec in keyed:
+        flat = (slot[at:at + key.size, None] * width + np.arange(width)).ravel()
+        summed += np.bincount(flat, weights=vec.ravel(), minlength=summed.size)
+        at += key.size
+    summed = summed.reshape(ukey.size, width)
+    return *np.divmod(ukey, nb), prom_quantile(np.cumsum(summed, axis=1), cells.bounds, agg.q)
 
 
 def _combine_full(key: np.ndarray, value: np.ndarray, group: np.ndarray, how: str, nb: int, buckets: np.ndarray
