@@ -25,8 +25,18 @@ def name_os_thread(name: str) -> bool:
 
 
 class NamedThread(threading.Thread):
-    """A thread that takes its Python name in the OS before it runs its target."""
+    """A thread that takes its Python name in the OS before it runs its target. `start` returns once it
+    has, so that whoever looks for the thread by that name right after finds it (a test looking in /proc
+    as soon as the store had started missed the writer on a busy machine)."""
+
+    def start(self) -> None:
+        self._named_in_os = threading.Event()
+        super().start()
+        self._named_in_os.wait()
 
     def run(self) -> None:
-        name_os_thread(self.name)
+        try:
+            name_os_thread(self.name)
+        finally:
+            self._named_in_os.set()
         super().run()
