@@ -398,5 +398,5 @@ def test_the_scrape_query_uses_the_indexes_and_never_reads_points(tmp_path):
     conn.close()
     assert "metric_points" not in plan
     assert "SEARCH s USING COVERING INDEX metric_series_by_last_seen" in plan, plan
-    assert "SEARCH st USING INTEGER PRIMARY KEY" in plan, plan
+    assert "SEARCH st USING INDEX metric_series_state_by_series (series_id=?)" in plan, plan
     assert "SCAN" not in plan, plan

@@ -21,7 +21,7 @@ from otelite.collector.normalize.otlp import metrics_to_batch
 from otelite.collector.store.db import prepare_database
 from otelite.collector.store.migrations import MIGRATIONS, migrate
 from otelite.collector.store.records import POINT_COLUMNS, SERIES_COLUMNS
-from otelite.collector.store.series_state import accumulate
+from otelite.collector.store.series_state import STATE_COLUMNS, accumulate
 from otelite.collector.store.writer import Writer
 
 DELTA, CUMULATIVE = 1, 2
@@ -113,6 +113,7 @@ def _states(path) -> dict[str, dict]:
     out = {}
     for r in rows:
         d = dict(r)
+        del d["slot"]  # where the row lies in the table (migration 0012), not part of the state
         if d["buckets"]:
             d["buckets"] = json.loads(d["buckets"])
         out[d.pop("name")] = d
@@ -171,6 +172,57 @@ def test_migration_backfills_the_state_of_an_older_store(tmp_path):
     fresh = str(tmp_path / "fresh.db")
     _write_with_writer(fresh, REQUESTS)
     assert _states(old) == _states(fresh)
+
+
+def _slots(path) -> dict[str, int]:
+    conn = sqlite3.connect(path)
+    try:
+        return dict(conn.execute("SELECT s.name, st.slot FROM metric_series_state st JOIN metric_series s "
+                                 "ON s.id = st.series_id"))
+    finally:
+        conn.close()
+
+
+def test_migration_0012_keeps_every_state_and_lays_the_rows_out_in_first_seen_order(tmp_path):
+    """A store of schema 11 (state rows keyed by the series fingerprint) gets the same state rows, in the
+    order their series were first seen, and the writer then updates them in place."""
+    old = str(tmp_path / "v11.db")
+    conn = sqlite3.connect(old)
+    db = Database(conn)
+    MIGRATIONS.apply(db, stop_before="0012_series_state_by_arrival")
+    db.execute("PRAGMA user_version = 11")
+    conn.commit()
+    conn.close()
+    # Written by the writer as the release before 0012 would: its statements name no slot.
+    writer = Writer(old, SqliteExporterConfig(path=old), BatchProcessorConfig())
+    writer.start()
+    try:
+        for req in REQUESTS:
+            writer.submit(metrics_to_batch(req, 1)).result(10)
+    finally:
+        writer.close(10)
+    conn = sqlite3.connect(old)
+    assert "slot" not in [r[1] for r in conn.execute("PRAGMA table_info(metric_series_state)")]
+    # Series first seen in an order unlike their fingerprints' (the old table's key order).
+    names = [r[0] for r in conn.execute("SELECT name FROM metric_series ORDER BY id DESC")]
+    for i, name in enumerate(names):
+        conn.execute("UPDATE metric_series SET first_seen_ns = ? WHERE name = ?", (T0 + i, name))
+    before = conn.execute("SELECT * FROM metric_series_state ORDER BY series_id").fetchall()
+    conn.commit()
+    migrate(Database(conn))
+    conn.close()
+    states = _states(old)
+    conn = sqlite3.connect(old)
+    after = conn.execute(f"SELECT {', '.join(STATE_COLUMNS)} FROM metric_series_state ORDER BY series_id").fetchall()
+    conn.close()
+    assert after == before
+    slots = _slots(old)
+    assert sorted(slots, key=slots.get) == names
+    _write_with_writer(old, [_request([_gauge("gauge", [(T0 + 9 * S, 7.5)])]),
+                             _request([_sum("delta.sum", DELTA, [(T0 + 8 * S, T0 + 9 * S, 1)])])])
+    assert _slots(old) == slots  # updated in place: a newest point and a running total alike
+    assert _states(old)["gauge"]["value"] == 7.5
+    assert _states(old)["delta.sum"]["value"] == states["delta.sum"]["value"] + 1
 
 
 @pytest.mark.parametrize("values", [[3, 4, 5], [2**62, 2**62, 2**62, 7]], ids=["small", "past-int64"])

@@ -27,7 +27,7 @@ from otelite.collector.pipeline.decode import walk_metrics, walk_traces
 from otelite.collector.pipeline.walker import SLICE_ITEMS
 from otelite.collector.store.points import ReadTransaction, point_rows
 from otelite.collector.store.records import SlicedBatch, WriteBatch
-from otelite.collector.store.series_state import LAST_SEEN_LAG_NS
+from otelite.collector.store.series_state import LAST_SEEN_LAG_NS, STATE_COLUMNS
 from otelite.collector.store.store import Store
 from otelite.collector.store.writer import StoreUnavailable, _merge
 from otelite.exporters.sqlite.config import SqliteExporterConfig
@@ -128,7 +128,9 @@ def _contents(path) -> dict:
     try:
         out = {t: sorted(conn.execute(f"SELECT {cols} FROM {t}").fetchall(), key=repr) for t, cols in {
             "spans": "*", "span_attribute_keys": "*", "span_attribute_values": "*", "resources": "*",
-            "scopes": "*", "metric_series": "*", "metric_series_labels": "*", "metric_series_state": "*"}.items()}
+            "scopes": "*", "metric_series": "*", "metric_series_labels": "*",
+            # (not the state's `slot`: where a row lies follows the order of the writes, migration 0012)
+            "metric_series_state": ", ".join(STATE_COLUMNS)}.items()}
         with ReadTransaction(conn):
             out["points"] = point_rows(conn, [r[0] for r in conn.execute("SELECT id FROM metric_series")])
         return out

@@ -16,6 +16,8 @@ inside the transaction that inserts the points, so the state always matches the 
   an assert (records.TALLY_SET) replacing it, the same fold the engine's `tally` does per bucket.
 
 Rows are tuples in `STATE_COLUMNS` order (the same values as `records.POINT_COLUMNS`, series id first).
+In the table they lie in the order their series first arrived (`slot`, migration 0012), so the series
+one exporter sends together share pages, and the statements here update rows in place, never moving them.
 """
 
 from __future__ import annotations
@@ -59,7 +61,10 @@ UPSERT_NEWEST = BulkInsert(
     + ", ".join(f"{c} = excluded.{c}" for c in STATE_COLUMNS[1:-1])
     + ", exemplars = COALESCE(excluded.exemplars, metric_series_state.exemplars)"
     + " WHERE excluded.time_ns >= metric_series_state.time_ns")
-SQL_REPLACE = f"INSERT OR REPLACE INTO metric_series_state ({_COLS}) VALUES ({_MARKS})"
+# A state computed whole (a running total): every column set. An upsert, not INSERT OR REPLACE, which
+# would delete the row and insert it again at the end of the table (migration 0012: rows keep their place).
+SQL_SET = (f"INSERT INTO metric_series_state ({_COLS}) VALUES ({_MARKS}) ON CONFLICT (series_id) DO UPDATE SET "
+           + ", ".join(f"{c} = excluded.{c}" for c in STATE_COLUMNS[1:]))
 
 
 def is_accumulated(kind: str, temporality: int) -> bool:
@@ -131,10 +136,10 @@ class SeriesStateUpdater:
                     # newest time seen so far must then be written to metric_series itself.
                     seen[sid] = max(seen[sid], old[2])
                     behind.add(sid)
-            conn.executemany(SQL_REPLACE, rows)
+            conn.executemany(SQL_SET, rows)
         if observations:
             current = _current_states(conn, list(observations))
-            conn.executemany(SQL_REPLACE, [count_observations(current.get(sid), pts)
+            conn.executemany(SQL_SET, [count_observations(current.get(sid), pts)
                                            for sid, pts in observations.items()])
         for sid, t in seen_aside.items():
             if t > seen.get(sid, -1):
@@ -319,7 +324,7 @@ def backfill(conn: sqlite3.Connection) -> None:
             + ("id" if kind == "tally" else "time_ns, id"), (sid,))  # a tally folds in write order
             if not p[9] & _NO_RECORDED_VALUE]
         if points:
-            conn.execute(SQL_REPLACE, accumulate(kind, None, points))
+            conn.execute(SQL_SET, accumulate(kind, None, points))
 
 
 def backfill_distributions(conn: sqlite3.Connection) -> None:
