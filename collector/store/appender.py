@@ -22,7 +22,7 @@ from __future__ import annotations
 import sqlite3
 from typing import TYPE_CHECKING
 
-from otelite.collector.store.chunks import BLOCK_NS, block_from_rows, encode, stored_rows
+from otelite.collector.store.chunks import BLOCK_NS, block_from_columns, encode, stored_columns
 from otelite.collector.store.compactor import SQL_INSERT_CHUNK, SQL_MOVED_TO
 
 if TYPE_CHECKING:
@@ -76,9 +76,9 @@ class PointAppender:
                 in_head.append(key)
                 continue
             project_id, name, metric_type, block_start = key
-            rows = stored_rows([points[i] for i in idx])
+            cols = stored_columns([points[i] for i in idx])
             hids = [first_hid + i for i in idx]
-            block = block_from_rows(metric_type or "gauge", rows, hids).sorted()
+            block = block_from_columns(metric_type or "gauge", cols, hids).sorted()
             times = block.points.time
             conn.execute(SQL_INSERT_CHUNK, (project_id, name, metric_type, block_start, 0, hids[0], len(block),
                                             int(times.min()), int(times.max()), encode(block)))

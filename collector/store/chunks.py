@@ -178,21 +178,22 @@ _AS_IS = ({int}, {int}, {int}, {int}, {int, float, str, type(None)}, {int, type(
 _mirror = threading.local()
 
 
-def stored_rows(rows: list[tuple]) -> list[tuple]:
-    """records.POINT_COLUMNS rows exactly as the head table would hold them after an INSERT, so a chunk
-    written straight from a commit's rows equals one the compactor packs from head rows (tests compare).
+def stored_columns(rows: list[tuple]) -> list[tuple]:
+    """The columns of records.POINT_COLUMNS `rows` exactly as the head table would hold them after an
+    INSERT (`block_from_columns` takes them), so a chunk written straight from a commit's rows equals one
+    the compactor packs from head rows (tests compare). Columns, not rows: the caller transposes once.
 
     The normalizers give every column a type its column keeps as is; a NaN double (which SQLite stores as
     NULL) or any other type sends the rows through an in-memory SQLite table with the head's declared
     types instead, which is exact by construction and rare."""
     if not rows:
-        return rows
+        return []
     cols = list(zip(*rows))
     for col, allowed in zip(cols, _AS_IS):
         kinds = set(map(type, col))
         if not kinds <= allowed or (float in kinds and _may_hold_nan(col, kinds)):
-            return _through_sqlite(rows)
-    return rows
+            return list(zip(*_through_sqlite(rows)))
+    return cols
 
 
 def _may_hold_nan(col: tuple, kinds: set) -> bool:
@@ -268,8 +269,13 @@ def block_from_rows(metric_type: str, rows: list[tuple], head_ids: list[int] | N
     """A block from head rows in records.POINT_COLUMNS order (project_id first, ignored: one metric is one
     project). Derives the read columns the way points.decode reads them from SQL. `head_ids`: the rows'
     head rowids (their arrival order; a tally's write order, `Points.seq`); without them, 0."""
+    return block_from_columns(metric_type, list(zip(*rows)) if rows else [], head_ids)
+
+
+def block_from_columns(metric_type: str, cols: list[tuple], head_ids: list[int] | None = None) -> PointBlock:
+    """`block_from_rows` of the rows' columns (`stored_columns`; `[]` for no rows)."""
     kind = kind_of(metric_type)
-    n = len(rows)
+    n = len(cols[0]) if cols else 0
     if not n:
         p = empty(kind)
         z = np.zeros(0, np.int64)
@@ -279,7 +285,6 @@ def block_from_rows(metric_type: str, rows: list[tuple], head_ids: list[int] | N
     if head_ids is not None and len(head_ids) != n:
         raise ValueError("one head rowid per row")
     hid = np.array(head_ids, np.int64) if head_ids is not None else np.zeros(n, np.int64)
-    cols = list(zip(*rows))
     sid = np.array(cols[1], np.int64)
     start = np.array(cols[2], np.int64)
     t = np.array(cols[3], np.int64)
