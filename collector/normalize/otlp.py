@@ -352,6 +352,9 @@ def metrics_to_batch(request: ExportMetricsServiceRequest | RawAttributesMetrics
                 monotonic = 1 if getattr(data, "is_monotonic", False) else 0
                 walk = _POINT_WALKERS[kind]
                 name = metric.name
+                # Read once per metric: each read makes a new str, and a series row of each was pickled
+                # (and unpickled on the event loop's side) on its own: 13% of a batch's unpickling.
+                unit, description = metric.unit, metric.description
                 has_metadata = bool(metric.metadata)
                 has_exemplars = kind != "summary"  # SummaryDataPoint has no exemplars field.
                 # The series fingerprint's parts but the point attributes, joined once per metric.
@@ -369,7 +372,7 @@ def metrics_to_batch(request: ExportMetricsServiceRequest | RawAttributesMetrics
                         _note(batch, f"a {kind} data point of {name!r} with {why} was rejected")
                         continue
                     if series_id not in series:
-                        series[series_id] = (series_id, project_id, name, kind, metric.unit, metric.description,
+                        series[series_id] = (series_id, project_id, name, kind, unit, description,
                                              temporality, monotonic, rid, sid, attrs_json, t, t)
                     exemplars = dp.exemplars if has_exemplars else None
                     append((project_id, series_id, start, t) + point
