@@ -141,6 +141,31 @@ def test_writer_keeps_the_latest_state_and_exact_delta_totals(tmp_path):
         assert got == expected, name
 
 
+def test_a_value_point_state_keeps_its_flags_and_exemplars_and_clears_nothing_else(tmp_path):
+    """A gauge's or a sum's state row holds the newest point's flags (a no-recorded-value point's 1), value
+    and start, NULL in the columns of the other kinds, and a newer point without exemplars keeps the last
+    ones seen."""
+    from opentelemetry.proto.metrics.v1.metrics_pb2 import Exemplar
+    path = str(tmp_path / "v.db")
+    with_exemplar = _gauge("g.exemplar", [(T0 + S, 1.5)])
+    with_exemplar.gauge.data_points[0].exemplars.append(Exemplar(time_unix_nano=T0 + S, as_double=1.5,
+                                                                 span_id=b"\x01" * 8, trace_id=b"\x02" * 16))
+    no_value = metrics_pb2.NumberDataPoint(time_unix_nano=T0 + 2 * S, flags=1)
+    _write_with_writer(path, [
+        _request([with_exemplar, _gauge("g.novalue", [(T0 + S, 4.0)]), _sum("s.flags", CUMULATIVE, [(T0, T0 + S, 3)])]),
+        _request([_gauge("g.exemplar", [(T0 + 2 * S, 2.5)]),
+                  metrics_pb2.Metric(name="g.novalue", gauge=metrics_pb2.Gauge(data_points=[no_value]))]),
+    ])
+    states = _states(path)
+    assert states["g.exemplar"]["value"] == 2.5 and states["g.exemplar"]["time_ns"] == T0 + 2 * S
+    assert json.loads(states["g.exemplar"]["exemplars"])  # the first point's, kept
+    assert (states["g.novalue"]["value"], states["g.novalue"]["flags"], states["g.novalue"]["time_ns"]) == (
+        None, 1, T0 + 2 * S)
+    assert (states["s.flags"]["value"], states["s.flags"]["start_ns"], states["s.flags"]["flags"]) == (3, T0, 0)
+    for name in ("g.exemplar", "g.novalue", "s.flags"):
+        assert [states[name][c] for c in ("count", "sum", "min", "max", "buckets")] == [None] * 5
+
+
 def test_one_batch_holding_every_point_gives_the_same_state(tmp_path):
     # The writer merges concurrent requests into one commit; the fold must not depend on that.
     merged = ExportMetricsServiceRequest()
