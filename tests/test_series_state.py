@@ -120,8 +120,10 @@ def _states(path) -> dict[str, dict]:
     return out
 
 
-def _write_with_writer(path: str, requests) -> None:
-    prepare_database(path)
+def _write_with_writer(path: str, requests, *, migrate: bool = True) -> None:
+    """`migrate=False`: write into the file at the schema it has (a store of an older release)."""
+    if migrate:
+        prepare_database(path)
     writer = Writer(path, SqliteExporterConfig(path=path), BatchProcessorConfig())
     writer.start()
     try:
@@ -219,13 +221,7 @@ def test_migration_0012_keeps_every_state_and_lays_the_rows_out_in_first_seen_or
     conn.commit()
     conn.close()
     # Written by the writer as the release before 0012 would: its statements name no slot.
-    writer = Writer(old, SqliteExporterConfig(path=old), BatchProcessorConfig())
-    writer.start()
-    try:
-        for req in REQUESTS:
-            writer.submit(metrics_to_batch(req, 1)).result(10)
-    finally:
-        writer.close(10)
+    _write_with_writer(old, REQUESTS, migrate=False)
     conn = sqlite3.connect(old)
     assert "slot" not in [r[1] for r in conn.execute("PRAGMA table_info(metric_series_state)")]
     # Series first seen in an order unlike their fingerprints' (the old table's key order).
