@@ -31,7 +31,8 @@ flags, observation counts, as uint8/16/32 distances from it), `narrow` (bucket c
 numbers, as uint8/16/32: reading a day of float64 counts was most of a cold histogram query), `joined`
 (the text columns, bucket and exemplar JSON, repetitive by nature: their lengths and their UTF-8 back to
 back, zlib-compressed), `zlib` (a text column holding blobs too, and every text column written before
-`joined`: a JSON list, zlib-compressed). Numbers are not compressed otherwise: decoding them is a `frombuffer` (and a widening), which keeps a cold 24 h query cheap.
+`joined`: a JSON list, zlib-compressed). Numbers are not compressed otherwise: decoding them is a
+`frombuffer` (and a widening), which keeps a cold 24 h query cheap.
 """
 
 from __future__ import annotations
