@@ -499,12 +499,63 @@ def test_the_fast_bucket_parse_equals_the_general_one(monkeypatch, texts, fast_p
     rows = [(1, 7, 0, 1000 + i, None, 3, 1.5, None, None, 0, t, None) for i, t in enumerate(texts)]
     assert (chunks._histogram_buckets(tuple(texts)) is not None) == fast_path
     fast = chunks.block_from_rows("histogram", rows, list(range(1, len(rows) + 1)))
-    monkeypatch.setattr(chunks, "_histogram_buckets", lambda texts: None)
+    monkeypatch.setattr(chunks, "_histogram_buckets", lambda texts, bucket_counts=None: None)
     general = chunks.block_from_rows("histogram", rows, list(range(1, len(rows) + 1)))
     assert fast.points.bounds == general.points.bounds
     assert fast.points.bounds_id.tolist() == general.points.bounds_id.tolist()
     assert fast.points.bounds_id.dtype == general.points.bounds_id.dtype
     assert _plain(fast.points.counts) == _plain(general.points.counts)
+
+
+def _histogram_request(layouts: list[tuple[list[float], list[list[int]]]]):
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+    from opentelemetry.proto.common.v1 import common_pb2
+    from opentelemetry.proto.metrics.v1 import metrics_pb2
+    req = ExportMetricsServiceRequest()
+    sm = req.resource_metrics.add().scope_metrics.add()
+    gauge = sm.metrics.add(name="g")
+    for k, (bounds, rows) in enumerate(layouts):
+        hist = sm.metrics.add(name=f"h{k}")
+        hist.histogram.aggregation_temporality = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
+        for i, counts in enumerate(rows):
+            attrs = [common_pb2.KeyValue(key="i", value=common_pb2.AnyValue(int_value=i))]
+            gauge.gauge.data_points.add(attributes=attrs, time_unix_nano=10**18 + i, as_double=0.5)
+            hist.histogram.data_points.add(attributes=attrs, time_unix_nano=10**18 + i, explicit_bounds=bounds,
+                                           bucket_counts=counts, count=sum(counts))
+    return req
+
+
+def test_the_walks_bucket_counts_are_its_texts_and_pack_the_same_chunk():
+    # records.WriteBatch.bucket_counts: the OTLP walk gives each histogram point's counts as int64 bytes,
+    # which packing reads instead of the JSON. They must be the text's numbers, for the right point after
+    # batches are merged, and the chunk packed from them must be the one packed from the texts alone.
+    import json
+    from otelite.collector.store.writer import _merge
+    big = (1 << 63) - 1
+    layouts = [([0.5, 1.0], [[1, 2, 3], [0, 0, 0], [big - 2, 1, 1]]),
+               ([], [[7], [9007199254740993]]),  # past 2**53: the same double either way
+               ([1.0, 2.0, 3.0], [[], [1, 1, 1, 1]])]  # no buckets at all in one point
+    a = metrics_to_batch(_histogram_request(layouts), 1)
+    b = metrics_to_batch(_histogram_request(layouts[:1]), 1)
+    for batch in (a, b, _merge([b, a])):
+        histograms = [i for i, p in enumerate(batch.points) if p[10] is not None]
+        assert sorted(batch.bucket_counts) == histograms  # every histogram point, and nothing else
+        for i in histograms:
+            counts = json.loads(batch.points[i][10])["counts"]
+            assert np.frombuffer(batch.bucket_counts[i], np.int64).tolist() == counts
+    for k in range(3):
+        idx = [i for i, p in enumerate(a.points) if p[10] is not None and p[1] in
+               {r[0] for r in a.series.values() if r[2] == f"h{k}"}]
+        cols = chunks.stored_columns([a.points[i] for i in idx])
+        with_counts = chunks.block_from_columns("histogram", cols, idx, [a.bucket_counts[i] for i in idx])
+        parsed = chunks.block_from_columns("histogram", cols, idx)
+        assert chunks.encode(with_counts.sorted()) == chunks.encode(parsed.sorted())
+        assert _plain(with_counts.points.counts) == _plain(parsed.points.counts)
+    # Bytes that do not fit the layout (another width, a point without them) are not used.
+    texts = tuple(_H + row for row in ('[1,2,3]}', '[4,5,6]}'))
+    three = np.array([1, 2, 3], np.int64).tobytes()
+    for given in ([three, None], [three, three[:16]]):
+        assert _plain(chunks._histogram_buckets(texts, given)[2]) == [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
 
 
 @pytest.mark.parametrize("span_ns", [10**9, 1 << 61])  # the one-key sort, and lexsort when it cannot fit

@@ -52,9 +52,10 @@ class PointAppender:
         self._in_head = {k: v for k, v in self._in_head.items() if v > hi}
 
     def append(self, conn: sqlite3.Connection, points: list[tuple], series: "dict[int, SeriesInfo]",
-               first_hid: int) -> tuple[int, int]:
+               first_hid: int, bucket_counts: dict[int, bytes] | None = None) -> tuple[int, int]:
         """Store `points` (records.POINT_COLUMNS rows, in arrival order) with hids first_hid, first_hid + 1,
-        ...; `series`: what is known of their series (series_cache.py). Returns (the largest hid used, the
+        ...; `series`: what is known of their series (series_cache.py); `bucket_counts`: the histogram
+        points' counts the walk gave (records.WriteBatch.bucket_counts). Returns (the largest hid used, the
         largest head rowid written or 0)."""
         groups: dict[tuple, list[int]] = {}
         info_of = series.get
@@ -78,7 +79,8 @@ class PointAppender:
             project_id, name, metric_type, block_start = key
             cols = stored_columns([points[i] for i in idx])
             hids = [first_hid + i for i in idx]
-            block = block_from_columns(metric_type or "gauge", cols, hids).sorted()
+            counts = list(map(bucket_counts.get, idx)) if bucket_counts and metric_type == "histogram" else None
+            block = block_from_columns(metric_type or "gauge", cols, hids, counts).sorted()
             times = block.points.time
             conn.execute(SQL_INSERT_CHUNK, (project_id, name, metric_type, block_start, 0, hids[0], len(block),
                                             int(times.min()), int(times.max()), encode(block)))

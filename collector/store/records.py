@@ -89,6 +89,10 @@ class WriteBatch:
     span_attribute_values: dict[tuple, int] = field(default_factory=dict)
     series: dict[int, tuple] = field(default_factory=dict)  # id → SERIES_COLUMNS row
     points: list[tuple] = field(default_factory=list)
+    # Index in `points` → that histogram point's bucket counts as int64 bytes, from the OTLP walk, which
+    # has them at hand: packing a commit's points into chunks (appender.py) reads them instead of parsing
+    # the `buckets` JSON again. Optional: a point without an entry has its JSON parsed.
+    bucket_counts: dict[int, bytes] = field(default_factory=dict)
     rejected: int = 0
     errors: list[str] = field(default_factory=list)
 

@@ -482,7 +482,7 @@ class Writer:
             # tally's write order); a commit that rolls back leaves a gap, which is harmless.
             series = self._series_info.update(conn, b.series, (p[1] for p in b.points))
             first = self._head_hi + 1
-            self._head_hi, head_hi = self._appender.append(conn, b.points, series, first)
+            self._head_hi, head_hi = self._appender.append(conn, b.points, series, first, b.bucket_counts)
             self._commit_head_hi = max(self._commit_head_hi, head_hi)
             newest, behind = self._update_state(conn, b, series)
             # metric_series.last_seen_ns: the newest point time is exactly max(last_seen_ns, state time_ns),
@@ -622,6 +622,9 @@ def _merge(batches: list[WriteBatch]) -> WriteBatch:
         out.spans.extend(b.spans)
         _add_counts(out.span_attribute_keys, b.span_attribute_keys)
         _add_counts(out.span_attribute_values, b.span_attribute_values)
+        if b.bucket_counts:
+            at = len(out.points)
+            out.bucket_counts.update({at + i: c for i, c in b.bucket_counts.items()})
         out.points.extend(b.points)
     for b in reversed(batches):  # the first batch's row of a series wins (dict.update in C, not a loop)
         out.series.update(b.series)
