@@ -507,7 +507,7 @@ def test_the_fast_bucket_parse_equals_the_general_one(monkeypatch, texts, fast_p
     assert _plain(fast.points.counts) == _plain(general.points.counts)
 
 
-def _histogram_request(layouts: list[tuple[list[float], list[list[int]]]]):
+def _histogram_request(layouts: list[tuple[list[float], list[list[int]]]], t0: int = 10**18):
     from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
     from opentelemetry.proto.common.v1 import common_pb2
     from opentelemetry.proto.metrics.v1 import metrics_pb2
@@ -519,8 +519,8 @@ def _histogram_request(layouts: list[tuple[list[float], list[list[int]]]]):
         hist.histogram.aggregation_temporality = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
         for i, counts in enumerate(rows):
             attrs = [common_pb2.KeyValue(key="i", value=common_pb2.AnyValue(int_value=i))]
-            gauge.gauge.data_points.add(attributes=attrs, time_unix_nano=10**18 + i, as_double=0.5)
-            hist.histogram.data_points.add(attributes=attrs, time_unix_nano=10**18 + i, explicit_bounds=bounds,
+            gauge.gauge.data_points.add(attributes=attrs, time_unix_nano=t0 + i, as_double=0.5)
+            hist.histogram.data_points.add(attributes=attrs, time_unix_nano=t0 + i, explicit_bounds=bounds,
                                            bucket_counts=counts, count=sum(counts))
     return req
 
@@ -556,6 +556,32 @@ def test_the_walks_bucket_counts_are_its_texts_and_pack_the_same_chunk():
     three = np.array([1, 2, 3], np.int64).tobytes()
     for given in ([three, None], [three, three[:16]]):
         assert _plain(chunks._histogram_buckets(texts, given)[2]) == [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+
+
+def test_points_whose_batch_lacks_their_series_rows_are_packed_under_their_metric(tmp_path):
+    # appender.py asks the database for the series of points whose batch carries no row for them (here
+    # the writer's cache is empty too: a new process). They go under their metric; a point of a series no
+    # one stored keeps its project under no metric name, as the compactor's head pass does.
+    path = tmp_path / "s.db"
+    t0 = (time.time_ns() // HOUR - 1) * HOUR
+    layout = [([0.5, 1.0], [[1, 2, 3], [4, 5, 6]])]  # gauge "g" and histogram "h0", two series each
+    store = open_store(path, direct_min_points=1)
+    store.writer.submit(metrics_to_batch(_histogram_request(layout, t0), 1)).result(10)
+    store.close()
+    later = metrics_to_batch(_histogram_request(layout, t0 + 60 * 10**9), 1)
+    known = set(later.series)
+    later.series = {}
+    later.points.append((1, 12345, 0, t0 + 61 * 10**9, 2.5, None, None, None, None, 0, None, None))
+    store = open_store(path, direct_min_points=1)
+    store.writer.submit(later).result(10)
+    store.close()
+    conn = sqlite3.connect(path)
+    counts = dict(conn.execute("SELECT name, sum(n) FROM metric_chunks GROUP BY name"))
+    assert counts == {"g": 4, "h0": 4, "": 1}
+    assert conn.execute("SELECT count(*) FROM metric_points").fetchone() == (0,)
+    newest = dict(conn.execute("SELECT series_id, time_ns FROM metric_series_state"))
+    assert len(known) == 4 and {newest[sid] for sid in known} == {t0 + 60 * 10**9, t0 + 60 * 10**9 + 1}
+    conn.close()
 
 
 @pytest.mark.parametrize("span_ns", [10**9, 1 << 61])  # the one-key sort, and lexsort when it cannot fit

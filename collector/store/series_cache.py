@@ -26,10 +26,9 @@ class SeriesCache:
         self.max_ids = max_ids
         self._info: dict[int, SeriesInfo] = {}
 
-    def update(self, conn: sqlite3.Connection, series: dict[int, tuple], ids: Iterable[int]
-               ) -> dict[int, SeriesInfo]:
-        """The cache, holding `series` (SERIES_COLUMNS rows by id) and every one of `ids` that the database
-        has (a point whose series row is missing stays missing: the caller decides)."""
+    def update(self, series: dict[int, tuple]) -> dict[int, SeriesInfo]:
+        """The cache, holding `series` (SERIES_COLUMNS rows by id). A point may name a series its batch
+        has no row for: `fetch` those."""
         info = self._info
         if len(info) > self.max_ids:
             info.clear()
@@ -38,6 +37,12 @@ class SeriesCache:
             known = get(sid)
             if known is None or known[3] != row[6]:  # (a new tuple per series and commit cost 3 µs a point)
                 info[sid] = SeriesInfo(row[1], row[2], row[3], row[6])
+        return info
+
+    def fetch(self, conn: sqlite3.Connection, ids: Iterable[int]) -> None:
+        """Add those of `ids` the database has (a point whose series row is missing stays missing: the
+        caller decides)."""
+        info = self._info
         missing = list(set(ids).difference(info))
         for i in range(0, len(missing), 500):
             part = missing[i:i + 500]
@@ -45,4 +50,3 @@ class SeriesCache:
                     f"SELECT id, project_id, name, type, temporality FROM metric_series "
                     f"WHERE id IN ({','.join('?' * len(part))})", part):
                 info[sid] = SeriesInfo(*rest)
-        return info

@@ -480,9 +480,10 @@ class Writer:
             # Straight into chunks or into the head (appender.py). Arrival numbers continue past every one
             # ever used, also when the compactor has emptied the head (they order equal times and are a
             # tally's write order); a commit that rolls back leaves a gap, which is harmless.
-            series = self._series_info.update(conn, b.series, (p[1] for p in b.points))
+            series = self._series_info.update(b.series)
             first = self._head_hi + 1
-            self._head_hi, head_hi = self._appender.append(conn, b.points, series, first, b.bucket_counts)
+            self._head_hi, head_hi = self._appender.append(conn, b.points, series, first, b.bucket_counts,
+                                                           lambda ids: self._series_info.fetch(conn, ids))
             self._commit_head_hi = max(self._commit_head_hi, head_hi)
             newest, behind = self._update_state(conn, b, series)
             # metric_series.last_seen_ns: the newest point time is exactly max(last_seen_ns, state time_ns),
