@@ -456,7 +456,10 @@ class Writer:
         pending_seen = self._pending_seen
         new_resources = [i for i in b.resources if i not in self._known_resources]
         new_scopes = [i for i in b.scopes if i not in self._known_scopes]
-        new_series = [i for i in b.series if i not in self._known_series and i not in pending_seen]
+        # Nearly every series of a commit is known: one superset test in C (0.3 ms for 8,000 series) before
+        # a Python step per series (1-2 ms).
+        new_series = [] if self._known_series.issuperset(b.series) else [
+            i for i in b.series if i not in self._known_series and i not in pending_seen]
         if new_resources:
             conn.executemany(_SQL_RESOURCE, [b.resources[i] for i in new_resources])
         if new_scopes:
