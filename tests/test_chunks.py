@@ -584,6 +584,35 @@ def test_points_whose_batch_lacks_their_series_rows_are_packed_under_their_metri
     conn.close()
 
 
+@pytest.mark.parametrize("case", ["known", "a series without a row", "a float time"])
+def test_a_commits_points_are_grouped_by_metric_and_hour_in_arrival_order(case):
+    # appender._groups sorts the points by (metric number, hour) in numpy; the groups must be what a plain
+    # loop gives: (project, name, type, hour) keys, indexes in arrival order, hours floored before 1970 too.
+    import random
+    from otelite.collector.store.appender import _groups
+    from otelite.collector.store.series_cache import SeriesCache
+    rng = random.Random(11)
+    metrics = [(1, "a", "gauge"), (1, "b", "sum"), (2, "a", "gauge"), (1, "a", "sum")]
+    rows = {sid: (sid, *metrics[sid % 4][:2], metrics[sid % 4][2], "", "", 2, 0, 1, 1, "{}", 0, 0)
+            for sid in range(1, 40)}
+    infos_of = SeriesCache().update(rows)
+    hours = [-2 * HOUR - 5, -1, 0, 7 * HOUR + 3, 9 * HOUR]
+    points = [(rows[sid][1], sid, 0, rng.choice(hours) + rng.randrange(HOUR // 2), 1.0, None, None, None, None,
+               0, None, None) for sid in (rng.randrange(1, 40) for _ in range(600))]
+    if case == "a series without a row":
+        points[17] = (3, 999, 0, 5, 1.0) + points[17][5:]
+    if case == "a float time":
+        points[5] = points[5][:3] + (float(points[5][3]),) + points[5][4:]
+    expected: dict[tuple, list[int]] = {}
+    for i, p in enumerate(points):
+        info, t = infos_of.get(p[1]), p[3]
+        key = (info[0], info[1], info[2], t - t % HOUR) if info is not None else (p[0], "", "", t - t % HOUR)
+        expected.setdefault(key, []).append(i)
+    got = _groups(points, [infos_of.get(p[1]) for p in points])
+    assert got == expected
+    assert all(type(k[3]) is type(points[v[0]][3]) for k, v in got.items())
+
+
 @pytest.mark.parametrize("span_ns", [10**9, 1 << 61])  # the one-key sort, and lexsort when it cannot fit
 def test_parts_sorted_by_series_then_time_keep_arrival_order_among_equal_points(span_ns):
     # points._sorted_parts: parts (chunks, the head) each sorted by (series, time), overlapping in time for

@@ -20,7 +20,10 @@ in the head keeps going to the head until the compactor has moved them.
 from __future__ import annotations
 
 import sqlite3
+from operator import itemgetter
 from typing import TYPE_CHECKING, Callable
+
+import numpy as np
 
 from otelite.collector.store.chunks import BLOCK_NS, block_from_columns, encode, stored_columns
 from otelite.collector.store.compactor import SQL_INSERT_CHUNK, SQL_MOVED_TO
@@ -60,36 +63,15 @@ class PointAppender:
         state updater after this reads the same dict); `bucket_counts`: the histogram points' counts the
         walk gave (records.WriteBatch.bucket_counts). Returns (the largest hid used, the largest head rowid
         written or 0)."""
-        groups: dict[tuple, list[int]] = {}
         info_of = series.get
-        unknown: list[int] = []
-        for i, p in enumerate(points):
-            # (project, name, type) of the point's metric and its hour.
-            info = info_of(p[1])
-            if info is None:
-                unknown.append(i)
-                continue
-            t = p[3]
-            key = (info[0], info[1], info[2], t - t % BLOCK_NS)
-            group = groups.get(key)
-            if group is None:
-                groups[key] = group = []
-            group.append(i)
-        if unknown:
-            # Looked up here, in the pass that meets them, rather than in a pass of its own over every point
-            # of the commit (the set of a 16,000-point commit's ids and its difference with the cache took
-            # 3.5-4 ms, timed in process; the whole commit ~160). A
-            # point whose series row is missing (never written by the writer) keeps its project, as the
-            # compactor's head pass does.
-            if fetch is not None:
-                fetch({points[i][1] for i in unknown})
-            for i in unknown:
-                p, t = points[i], points[i][3]
-                info = info_of(p[1])
-                key = (info[0], info[1], info[2], t - t % BLOCK_NS) if info is not None else (p[0], "", "", t - t % BLOCK_NS)
-                groups.setdefault(key, []).append(i)
-            for group in groups.values():
-                group.sort()  # arrival order: a chunk's seq is its first point's hid
+        infos = list(map(info_of, map(_SERIES_ID, points)))
+        if fetch is not None and None in infos:
+            # Looked up here, where they are met, rather than in a pass of its own over every point of the
+            # commit (the set of a 16,000-point commit's ids and its difference with the cache took
+            # 3.5-4 ms, timed in process; the whole commit ~160).
+            fetch({p[1] for p, info in zip(points, infos) if info is None})
+            infos = list(map(info_of, map(_SERIES_ID, points)))
+        groups = _groups(points, infos)
         head: list[int] = []
         in_head: list[tuple] = []
         for key, idx in groups.items():
@@ -115,3 +97,41 @@ class PointAppender:
         conn.execute(SQL_MOVED_TO, (last,))
         return last, head_hi
 
+
+
+_SERIES_ID, _TIME, _METRIC = itemgetter(1), itemgetter(3), itemgetter(4)
+
+
+def _groups(points: list[tuple], infos: "list[SeriesInfo | None]") -> dict[tuple, list[int]]:
+    """(project, name, type, hour) → the indexes of `points` of that metric and hour, in arrival order.
+    `infos`: each point's series (SeriesInfo), or None: such a point (its series row was never written)
+    keeps its project under no metric name, as the compactor's head pass does.
+
+    Sorted in numpy by (metric number, hour), stable: a Python step per point making and looking up its
+    key took 1.2 µs a point, a tenth of the writer thread's time (timed alone on a 16,000-point commit,
+    0.35 µs this way)."""
+    n = len(points)
+    times = list(map(_TIME, points))
+    t = None
+    if None not in infos:
+        try:
+            t = np.array(times)
+        except OverflowError:
+            pass
+    if t is None or t.dtype != np.int64 or t.shape != (n,):
+        groups: dict[tuple, list[int]] = {}
+        for i, (p, info, ti) in enumerate(zip(points, infos, times)):
+            hour = ti - ti % BLOCK_NS
+            key = (info[0], info[1], info[2], hour) if info is not None else (p[0], "", "", hour)
+            groups.setdefault(key, []).append(i)
+        return groups
+    metric = np.fromiter(map(_METRIC, infos), np.int64, n)
+    hour = t - t % BLOCK_NS  # numpy's % of integers is Python's (floored), for times before 1970 too
+    order = np.lexsort((hour, metric))
+    m, h = metric[order], hour[order]
+    starts = np.flatnonzero(np.concatenate(([True], (m[1:] != m[:-1]) | (h[1:] != h[:-1]))))
+    groups = {}
+    for at, idx in zip(starts.tolist(), np.split(order, starts[1:])):
+        info = infos[int(order[at])]
+        groups[(info[0], info[1], info[2], int(h[at]))] = idx.tolist()
+    return groups

@@ -16,6 +16,7 @@ class SeriesInfo(NamedTuple):
     name: str
     type: str
     temporality: int
+    metric: int  # a number for (project_id, name, type), the same for every series of the metric (appender.py)
 
 
 class SeriesCache:
@@ -25,6 +26,15 @@ class SeriesCache:
     def __init__(self, max_ids: int = 1_000_000) -> None:
         self.max_ids = max_ids
         self._info: dict[int, SeriesInfo] = {}
+        self._metrics: dict[tuple, int] = {}  # (project_id, name, type) → SeriesInfo.metric
+
+    def _new(self, project_id: int, name: str, metric_type: str, temporality: int) -> SeriesInfo:
+        metrics = self._metrics
+        key = (project_id, name, metric_type)
+        metric = metrics.get(key)
+        if metric is None:
+            metrics[key] = metric = len(metrics)
+        return SeriesInfo(project_id, name, metric_type, temporality, metric)
 
     def update(self, series: dict[int, tuple]) -> dict[int, SeriesInfo]:
         """The cache, holding `series` (SERIES_COLUMNS rows by id). A point may name a series its batch
@@ -32,11 +42,12 @@ class SeriesCache:
         info = self._info
         if len(info) > self.max_ids:
             info.clear()
+            self._metrics.clear()
         get = info.get
         for sid, row in series.items():  # SERIES_COLUMNS: project_id 1, name 2, type 3, temporality 6
             known = get(sid)
             if known is None or known[3] != row[6]:  # (a new tuple per series and commit cost 3 µs a point)
-                info[sid] = SeriesInfo(row[1], row[2], row[3], row[6])
+                info[sid] = self._new(row[1], row[2], row[3], row[6])
         return info
 
     def fetch(self, conn: sqlite3.Connection, ids: Iterable[int]) -> None:
@@ -49,4 +60,4 @@ class SeriesCache:
             for sid, *rest in conn.execute(
                     f"SELECT id, project_id, name, type, temporality FROM metric_series "
                     f"WHERE id IN ({','.join('?' * len(part))})", part):
-                info[sid] = SeriesInfo(*rest)
+                info[sid] = self._new(*rest)
