@@ -109,7 +109,7 @@ def _groups(points: list[tuple], infos: "list[SeriesInfo | None]") -> dict[tuple
 
     Sorted in numpy by (metric number, hour), stable: a Python step per point making and looking up its
     key took 1.2 µs a point, a tenth of the writer thread's time (timed alone on a 16,000-point commit,
-    0.35 µs this way)."""
+    0.55 µs this way)."""
     n = len(points)
     times = list(map(_TIME, points))
     t = None
