@@ -121,3 +121,87 @@ def test_trimming_returns_the_holes_freed_in_the_middle_of_the_heap():
     trimmer.close()
     assert before - _rss_kib() > 32 * 1024, (before, _rss_kib())
     del blocks
+
+
+# --- huge pages for the server's heap (malloc.exec_with_huge_pages) -------------------------------------------
+
+@pytest.mark.parametrize("environ, thp_mode, glibc, expected", [
+    ({}, "madvise", (2, 36), malloc.HUGE_PAGES_TUNABLE),
+    ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, "madvise", (2, 35),
+     "glibc.malloc.arena_max=2:" + malloc.HUGE_PAGES_TUNABLE),
+    ({}, "madvise", (2, 34), None),  # no such tunable before 2.35
+    ({}, None, (2, 36), None),  # no THP sysfs file (not Linux, or a kernel without THP)
+    ({}, "always", (2, 36), None),  # the heap has huge pages already
+    ({}, "never", (2, 36), None),
+    ({}, "madvise", None, None),  # not glibc
+    ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, "madvise", (2, 36), None),  # the user's choice
+    ({"GLIBC_TUNABLES": malloc.HUGE_PAGES_TUNABLE, malloc.TUNABLES_BEFORE: ""}, "madvise", (2, 36), None),
+    ({malloc.TUNABLES_BEFORE: ""}, "madvise", (2, 36), None),  # re-executed already: never a loop
+])
+def test_when_the_server_runs_again_with_huge_pages(environ, thp_mode, glibc, expected):
+    assert malloc.huge_pages_tunables(environ, thp_mode, glibc) == expected
+
+
+@pytest.mark.parametrize("args, command", [
+    (["serve", "--db", "x.db"], "serve"),
+    (["--log-level", "DEBUG", "serve"], "serve"),
+    (["--log-level=DEBUG", "serve"], "serve"),
+    (["keys", "create", "--name", "serve"], "keys"),
+    (["--log-level", "serve", "keys", "list"], "keys"),  # (serve as the level's value: argparse says so too)
+    (["--help"], None),
+    ([], None),
+])
+def test_the_command_a_command_line_names(args, command):
+    from otelite.collector.cli import _command
+    assert _command(args) == command
+
+
+def _heap_flags(pid: int) -> list[list[str]]:
+    """The VmFlags of each `[heap]` mapping of a process (`hg`: madvise(MADV_HUGEPAGE) was asked for it)."""
+    flags, mapping = [], ""
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            if line[:1] in "0123456789abcdef" and "-" in line.split(" ", 1)[0]:
+                mapping = line.split()[-1]
+            elif line.startswith("VmFlags:") and mapping == "[heap]":
+                flags.append(line.split()[1:])
+    return flags
+
+
+def _environ(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        return dict(item.decode().partition("=")[::2] for item in f.read().split(b"\0") if item)
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+_HUGE_PAGES_HERE = malloc.huge_pages_tunables(os.environ, malloc._thp_mode(), malloc._glibc_version()) is not None
+
+
+@pytest.mark.skipif(not _HUGE_PAGES_HERE, reason="needs glibc 2.35+, THP in madvise mode, no GLIBC_TUNABLES hugetlb")
+def test_the_server_heap_asks_for_huge_pages_and_its_workers_do_not(make_server):
+    srv = make_server()  # started: it answered /healthz after running its command line again
+    pid = srv.proc.pid  # (execve keeps the pid: the one the test started)
+    env = _environ(pid)  # as of the execve
+    assert malloc.HUGE_PAGES_TUNABLE in env.get("GLIBC_TUNABLES", "").split(":")
+    assert any("hg" in flags for flags in _heap_flags(pid)), _heap_flags(pid)
+    deadline = time.monotonic() + 30
+    while not _children(pid) and time.monotonic() < deadline:  # the decode workers
+        time.sleep(0.1)
+    children = _children(pid)
+    assert children
+    for child in children:
+        assert "GLIBC_TUNABLES" not in _environ(child) and malloc.TUNABLES_BEFORE not in _environ(child)
+        assert not any("hg" in flags for flags in _heap_flags(child))
+
+
+@pytest.mark.skipif(not _HUGE_PAGES_HERE, reason="needs glibc 2.35+, THP in madvise mode, no GLIBC_TUNABLES hugetlb")
+def test_glibc_tunables_naming_hugetlb_keep_the_server_as_it_was_started(make_server, monkeypatch):
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=0")
+    srv = make_server()
+    env = _environ(srv.proc.pid)
+    assert env["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=0" and malloc.TUNABLES_BEFORE not in env
+    assert not any("hg" in flags for flags in _heap_flags(srv.proc.pid))
