@@ -174,8 +174,15 @@ def _environ(pid: int) -> dict[str, str]:
 
 
 def _children(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
-    return [int(p) for p in out.stdout.split()]
+    """The child processes of `pid`, from /proc (each of its threads lists the children it started)."""
+    children = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                children += [int(c) for c in f.read().split()]
+        except OSError:  # (a thread that ended meanwhile)
+            pass
+    return children
 
 
 _HUGE_PAGES_HERE = malloc.huge_pages_tunables(os.environ, malloc._thp_mode(), malloc._glibc_version()) is not None
