@@ -23,8 +23,8 @@ Transparent huge pages for the heap (`exec_with_huge_pages`). A page fault costs
 VM, and a process's first query faults in every page it touches: the live cold 24 h histogram_quantile of
 the scale benchmark took 36,000 faults, 90-120 ms of system time of 266-294 ms. With glibc's
 `glibc.malloc.hugetlb=1` tunable (glibc 2.35+) malloc asks the kernel for huge pages for its heap
-(`madvise(MADV_HUGEPAGE)`, honoured by a kernel whose THP mode is `madvise`): 170 faults and 171-207 ms,
-warm queries no slower, ingest and the overload benchmark's peak RSS the same (docs/benchmarks.md,
+(`madvise(MADV_HUGEPAGE)`, honoured by a kernel whose THP mode is `madvise`): 170 faults and 171-207 ms
+(264-292 against 305-316 when the VM ran slower: the kernel still zeroes each page), warm queries no slower, ingest and the overload benchmark's peak RSS the same (docs/benchmarks.md,
 2026-12-03 16:10). A tunable is read once, when the process starts, so `otelite serve` runs its own
 command line again with it set (`os.execve`: the same pid, file descriptors and arguments) before it
 imports the rest of otelite. The decode workers it spawns get the environment as it was: they hold a
