@@ -24,11 +24,12 @@ VM, and a process's first query faults in every page it touches: the live cold 2
 the scale benchmark took 36,000 faults, 90-120 ms of system time of 266-294 ms. With glibc's
 `glibc.malloc.hugetlb=1` tunable (glibc 2.35+) malloc asks the kernel for huge pages for its heap
 (`madvise(MADV_HUGEPAGE)`, honoured by a kernel whose THP mode is `madvise`): 170 faults and 171-207 ms
-(264-292 against 305-316 when the VM ran slower: the kernel still zeroes each page), warm queries no slower, ingest and the overload benchmark's peak RSS the same (docs/benchmarks.md,
-2026-12-03 16:10). A tunable is read once, when the process starts, so `otelite serve` runs its own
-command line again with it set (`os.execve`: the same pid, file descriptors and arguments) before it
-imports the rest of otelite. The decode workers it spawns get the environment as it was: they hold a
-request at a time, and huge pages there would only add to the server's RSS.
+(264-292 against 305-316 when the VM ran slower: the kernel still zeroes every page), warm queries no
+slower, ingest and the overload benchmark's peak RSS the same (docs/benchmarks.md, 2026-12-03 16:10).
+A tunable is read once, when the process starts, so `otelite serve` runs its own command line again with
+it set (`os.execve`: the same pid, file descriptors and arguments) before it imports the rest of otelite.
+The decode workers it spawns get the environment as it was: they hold a request at a time, and huge
+pages there would only add to the server's RSS.
 
 Call `tune()` at the start of the server, before it starts threads. What the environment sets
 (MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_) is left as it is; without glibc (musl,
