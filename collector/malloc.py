@@ -83,8 +83,9 @@ def huge_pages_tunables(environ: Mapping[str, str], thp_mode: str | None,
                         glibc: tuple[int, int] | None) -> str | None:
     """The GLIBC_TUNABLES to run again with, or None to run as is: glibc 2.35+ (the tunable's first
     release), the kernel's THP mode `madvise` (`always` gives the heap huge pages already, `never` none),
-    and nothing in the environment about it (the user's choice; or this process was re-executed)."""
-    if glibc is None or glibc < (2, 35) or thp_mode != "madvise" or TUNABLES_BEFORE in environ:
+    and nothing in the environment about it (the user's choice; or the re-exec's own tunable, so a
+    re-executed process never runs again)."""
+    if glibc is None or glibc < (2, 35) or thp_mode != "madvise":
         return None
     current = environ.get("GLIBC_TUNABLES", "")
     if "glibc.malloc.hugetlb" in current:
