@@ -21,6 +21,7 @@ import signal
 import threading
 import time
 import zlib
+from array import array
 from typing import Any, Callable, Iterator
 
 from google.protobuf.message import DecodeError
@@ -32,7 +33,7 @@ from otelite.collector.normalize.otlp_json import OtlpJsonError, metrics_request
 from otelite.collector.normalize.split import metric_items, split_metrics, split_traces, trace_items
 from otelite.collector.normalize.wire import RawAttributesMetricsRequest, RawAttributesTraceRequest
 from otelite.collector.osthread import name_os_thread
-from otelite.collector.store.records import SlicedBatch, WriteBatch
+from otelite.collector.store.records import SeriesLeftOut, SlicedBatch, WriteBatch
 
 
 class OtlpDecodeError(OtlpDataError):
@@ -90,6 +91,37 @@ def walk_traces(payload: Any, project_id: int, slice_items: int | None = None) -
 def walk_metrics(payload: Any, project_id: int, slice_items: int | None = None) -> WriteBatch | SlicedBatch:
     return _walk(ExportMetricsServiceRequest, RawAttributesMetricsRequest, metrics_to_batch, metric_items,
                  split_metrics, payload, project_id, slice_items)
+
+
+# Series ids whose rows this worker process has sent with a batch (walk_metrics_leaving_out_sent). Bounded:
+# past SENT_SERIES_MAX it starts again from nothing, and the rows are sent once more.
+SENT_SERIES_MAX = 100_000
+_SENT_SERIES: set[int] = set()
+
+
+def walk_metrics_leaving_out_sent(payload: Any, project_id: int, slice_items: int | None = None
+                                  ) -> WriteBatch | SlicedBatch:
+    """walk_metrics, leaving out of the batch the series rows this worker sent before (leave_out_sent).
+    What the decode workers run for the server (pipeline/walker.py), which walks the request again with
+    every row when one of those was not committed."""
+    batch = walk_metrics(payload, project_id, slice_items)
+    if isinstance(batch, WriteBatch):  # (a request walked in parts keeps all its rows)
+        leave_out_sent(batch, _SENT_SERIES, SENT_SERIES_MAX)
+    return batch
+
+
+def leave_out_sent(batch: WriteBatch, sent: set[int], max_sent: int) -> None:
+    """Move the rows of the series in `sent` out of `batch.series` into `batch.series_left_out` (their ids
+    and temporalities, records.SeriesLeftOut); then count the rows the batch still has as sent."""
+    series = batch.series
+    if not sent.isdisjoint(series):
+        ids = [sid for sid in series if sid in sent]
+        pop = series.pop
+        # SERIES_COLUMNS: temporality at 6 (an int32 enum value, any of them: OTLP enums are open)
+        batch.series_left_out = SeriesLeftOut(array("q", ids), array("i", [pop(sid)[6] for sid in ids]))
+    if len(sent) + len(series) > max_sent:
+        sent.clear()
+    sent.update(series)
 
 
 class OtlpJsonBodyError(OtlpDataError):

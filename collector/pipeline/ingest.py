@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from otelite.collector.pipeline.consumer import TelemetryBatch
 from otelite.collector.pipeline.walker import Walker
-from otelite.collector.store.writer import StoreFull, StoreUnavailable
+from otelite.collector.store.writer import SeriesNotStored, StoreFull, StoreUnavailable
 
 if TYPE_CHECKING:
     from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
@@ -68,8 +68,18 @@ class Ingest:
         else:
             rows = await self._walker.metrics(payload, project_id)
         t = self._telemetry
-        return await self._consume(TelemetryBatch("metrics", project_id, payload, rows), rows.items,
-                                   transport, t.accepted_points, t.refused_points)
+        try:
+            result = await self._consume(TelemetryBatch("metrics", project_id, payload, rows), rows.items,
+                                         transport, t.accepted_points, t.refused_points)
+        except SeriesNotStored:
+            # The batch left out rows of series the store lacks (walker.py should have caught it): nothing
+            # of it was stored. Walk it again with every row, and trust no series seen committed before.
+            self._walker.forget_committed()
+            rows = await self._walker.metrics(payload, project_id, whole=True)
+            result = await self._consume(TelemetryBatch("metrics", project_id, payload, rows), rows.items,
+                                         transport, t.accepted_points, t.refused_points)
+        self._walker.committed(rows)  # later batches may leave out these series' rows
+        return result
 
     async def export_metric_rows(self, rows: "WriteBatch", project_id: int, receiver: str,
                                  transport: str = "http") -> ExportResult:
@@ -97,6 +107,8 @@ class Ingest:
         if items:
             try:
                 await self._next[batch.signal].consume(batch)
+            except SeriesNotStored:
+                raise  # walked again and retried (export_metrics): not refused
             except (StoreFull, StoreUnavailable):
                 refused.labels(*labels).inc(items)
                 raise

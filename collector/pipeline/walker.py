@@ -21,8 +21,8 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable
 
 # What runs in the worker lives in decode.py, which imports little: a worker imports it, not this module.
-from otelite.collector.pipeline.decode import (walk_metrics, walk_metrics_json, walk_traces, walk_traces_json,
-                                              worker_init)
+from otelite.collector.pipeline.decode import (walk_metrics, walk_metrics_json, walk_metrics_leaving_out_sent,
+                                              walk_traces, walk_traces_json, worker_init)
 from otelite.collector.store.records import SlicedBatch, WriteBatch
 from otelite.collector.store.writer import StoreFull, StoreUnavailable
 
@@ -38,6 +38,11 @@ _MAX_PENDING_PER_WORKER = 16
 # send_batch_size, so the requests SDKs send (512 spans, a metric reader's export) are walked whole.
 SLICE_ITEMS = 16_384
 
+# Series ids the walker saw committed (`committed`), to which a worker's batch may leave their rows out.
+# Bounded like a worker's own set (decode.SENT_SERIES_MAX): past it, it starts again from nothing, and
+# batches leaving out rows are walked again whole until their series are seen committed again.
+COMMITTED_SERIES_MAX = 100_000
+
 
 class Walker:
     def __init__(self, workers: int) -> None:
@@ -45,6 +50,7 @@ class Walker:
         self._pending = 0
         self._max_pending = workers * _MAX_PENDING_PER_WORKER
         self._pool: ProcessPoolExecutor | None = None
+        self._committed_series: set[int] = set()
         if workers:
             self._pool = self._new_pool()
 
@@ -68,8 +74,29 @@ class Walker:
     async def traces(self, payload: Any, project_id: int) -> WriteBatch | SlicedBatch:
         return await self._run(walk_traces, payload, project_id)
 
-    async def metrics(self, payload: Any, project_id: int) -> WriteBatch | SlicedBatch:
-        return await self._run(walk_metrics, payload, project_id)
+    async def metrics(self, payload: Any, project_id: int, *, whole: bool = False) -> WriteBatch | SlicedBatch:
+        """The request's rows. A worker leaves out the rows of series it sent before (records.SeriesLeftOut);
+        the writer does without them only for series already stored: where one was not seen committed (its
+        earlier batch still in flight, or refused), the request is walked again with every row. `whole`:
+        walk with every row at once (a walk in this process always is)."""
+        if whole or self._pool is None or not isinstance(payload, (bytes, bytearray, memoryview)):
+            return await self._run(walk_metrics, payload, project_id)
+        batch = await self._run(walk_metrics_leaving_out_sent, payload, project_id)
+        left_out = batch.series_left_out if isinstance(batch, WriteBatch) else None
+        if left_out is not None and not self._committed_series.issuperset(left_out.ids):
+            batch = await self._run(walk_metrics, payload, project_id)
+        return batch
+
+    def committed(self, batch: WriteBatch | SlicedBatch) -> None:
+        """`batch` is committed: its series rows are stored, and later batches may leave them out."""
+        if self._pool is not None and isinstance(batch, WriteBatch) and batch.series:
+            if len(self._committed_series) + len(batch.series) > COMMITTED_SERIES_MAX:
+                self._committed_series.clear()
+            self._committed_series.update(batch.series)
+
+    def forget_committed(self) -> None:
+        """The store lacked a series this walker saw committed (writer.SeriesNotStored): trust none."""
+        self._committed_series.clear()
 
     async def traces_json(self, body: bytes, project_id: int) -> tuple[WriteBatch | SlicedBatch, bytes]:
         """An OTLP/JSON body: its rows and the request as protobuf bytes (decode.py)."""

@@ -2,13 +2,17 @@
 
 Points carry only their series id; putting them in chunks needs the series' metric (appender.py) and
 keeping its state needs its type and temporality (series_state.py). A batch carries the rows of the series
-it uses (records.WriteBatch.series); series written by earlier commits are looked up once.
+it uses (records.WriteBatch.series), or, for stored series a decode worker left the rows of out, their
+temporalities (records.SeriesLeftOut); series written by earlier commits are looked up once.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from typing import Iterable, NamedTuple
+from typing import TYPE_CHECKING, Iterable, Iterator, NamedTuple
+
+if TYPE_CHECKING:
+    from otelite.collector.store.records import SeriesLeftOut
 
 
 class SeriesInfo(NamedTuple):
@@ -54,10 +58,35 @@ class SeriesCache:
         """Add those of `ids` the database has (a point whose series row is missing stays missing: the
         caller decides)."""
         info = self._info
-        missing = list(set(ids).difference(info))
-        for i in range(0, len(missing), 500):
-            part = missing[i:i + 500]
-            for sid, *rest in conn.execute(
-                    f"SELECT id, project_id, name, type, temporality FROM metric_series "
-                    f"WHERE id IN ({','.join('?' * len(part))})", part):
-                info[sid] = self._new(*rest)
+        for sid, *rest in _select(conn, "id, project_id, name, type, temporality", set(ids).difference(info)):
+            info[sid] = self._new(*rest)
+
+    def refresh(self, conn: sqlite3.Connection, left_out: "SeriesLeftOut") -> None:
+        """Hold the series of a batch's `left_out` (records.SeriesLeftOut: stored series, their rows left
+        out) with the temporality the batch gives them, as `update` does for the rows a batch has."""
+        ids = left_out.ids.tolist()
+        info = self._info
+        if len(info) > self.max_ids:
+            info.clear()
+            self._metrics.clear()
+        if not info.keys() >= set(ids):
+            self.fetch(conn, ids)
+        get = info.get
+        for sid, temporality in zip(ids, left_out.temporalities):
+            known = get(sid)
+            if known is not None and known[3] != temporality:
+                info[sid] = known._replace(temporality=temporality)
+
+
+def stored_series(conn: sqlite3.Connection, ids: Iterable[int]) -> set[int]:
+    """Those of `ids` that have a row in metric_series."""
+    return {sid for sid, in _select(conn, "id", set(ids))}
+
+
+def _select(conn: sqlite3.Connection, columns: str, ids: set[int]) -> Iterator[tuple]:
+    """metric_series `columns` of the series in `ids` (500 a statement: SQLite's limit on parameters)."""
+    ids_list = list(ids)
+    for i in range(0, len(ids_list), 500):
+        part = ids_list[i:i + 500]
+        yield from conn.execute(f"SELECT {columns} FROM metric_series WHERE id IN ({','.join('?' * len(part))})",
+                                part)

@@ -41,8 +41,9 @@ from otelite.collector.store.db import connect_writer, database_bytes
 from otelite.collector.store.events import delete_events_before
 from otelite.collector.store.rollups import RollupBuilder
 from otelite.collector.store.records import (LABEL_COLUMNS, RESOURCE_COLUMNS, SCOPE_COLUMNS,
-                                     SERIES_COLUMNS, SlicedBatch, WriteBatch, series_labels)
-from otelite.collector.store.series_cache import SeriesCache
+                                     SERIES_COLUMNS, SeriesLeftOut, SlicedBatch, WriteBatch,
+                                     series_labels)
+from otelite.collector.store.series_cache import SeriesCache, stored_series
 from otelite.collector.store.series_state import LAST_SEEN_LAG_NS, SeriesStateUpdater
 from otelite.collector.store.spans import RunBackfill, expire_runs, insert_spans
 from otelite.collector.store.tracing import LEGACY_ROLLUP, legacy_rollup
@@ -73,6 +74,12 @@ class StoreFull(Exception):
 
 class StoreUnavailable(Exception):
     """The batch could not be committed (e.g. disk full); nothing of it was stored. Retryable."""
+
+
+class SeriesNotStored(StoreUnavailable):
+    """A batch left out the rows of series the store does not have (records.SeriesLeftOut): nothing of it
+    was stored. Its sender walks the request again with every row (pipeline/ingest.py); to anyone else it
+    is a StoreUnavailable."""
 
 
 def _insert(table: str, columns: tuple[str, ...], verb: str = "INSERT") -> str:
@@ -484,6 +491,16 @@ class Writer:
             # ever used, also when the compactor has emptied the head (they order equal times and are a
             # tally's write order); a commit that rolls back leaves a gap, which is harmless.
             series = self._series_info.update(b.series)
+            left_out = b.series_left_out
+            if left_out is not None:
+                # Only series stored before may go without their rows: points of any other would be kept
+                # under no metric. The walker sees to it (walker.py); this makes sure of it.
+                if not self._known_series.issuperset(left_out.ids):
+                    unknown = set(left_out.ids).difference(self._known_series, pending_seen)
+                    absent = unknown.difference(stored_series(conn, unknown))
+                    if absent:
+                        raise SeriesNotStored(f"{len(absent)} series left out of a batch are not stored")
+                self._series_info.refresh(conn, left_out)
             first = self._head_hi + 1
             self._head_hi, head_hi = self._appender.append(conn, b.points, series, first, b.bucket_counts,
                                                            lambda ids: self._series_info.fetch(conn, ids))
@@ -529,7 +546,8 @@ class Writer:
         with self._cond:
             self._queued -= sum(e.size for e in entries)
         for e in entries:
-            _settle(e.future, StoreUnavailable("the store could not commit the data"))
+            _settle(e.future, error if isinstance(error, SeriesNotStored)
+                    else StoreUnavailable("the store could not commit the data"))
         for w in writes:
             _settle_write(w.future, None, StoreUnavailable("the store could not commit the write"))
 
@@ -632,4 +650,7 @@ def _merge(batches: list[WriteBatch]) -> WriteBatch:
         out.points.extend(b.points)
     for b in reversed(batches):  # the first batch's row of a series wins (dict.update in C, not a loop)
         out.series.update(b.series)
+    left_out = [b.series_left_out for b in batches if b.series_left_out is not None]
+    if left_out:
+        out.series_left_out = SeriesLeftOut.join(left_out)
     return out
