@@ -14,7 +14,8 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
 
 from metrics_otlp import CUMULATIVE, DELTA, MIN, base_ns, counter, gauge, histogram
 from otelite.collector.pipeline.batch import BatchProcessorConfig
-from otelite.collector.pipeline.decode import leave_out_sent, walk_metrics
+from otelite.collector.normalize.otlp import metrics_to_batch
+from otelite.collector.pipeline.decode import note_sent
 from otelite.collector.pipeline.walker import Walker
 from otelite.collector.store.points import ReadTransaction, point_rows
 from otelite.collector.store.records import SeriesLeftOut, WriteBatch
@@ -29,26 +30,23 @@ def _counter_request(t: int, value: int, temporality: int = CUMULATIVE, hosts: i
     return counter("requests", [(t, value + i, {"host": f"h{i}"}) for i in range(hosts)], temporality)
 
 
-def test_leave_out_sent_moves_the_rows_of_sent_series_and_counts_the_others_as_sent():
-    batch = walk_metrics(_counter_request(T0, 5, DELTA).SerializeToString(), 1)
-    ids = list(batch.series)
-    sent = {ids[0], ids[2], 12345}
-    rows = dict(batch.series)
-    leave_out_sent(batch, sent, 100)
-    assert list(batch.series) == [ids[1]] and batch.series[ids[1]] == rows[ids[1]]
+def test_a_walk_leaves_out_the_rows_of_series_sent_before():
+    req = _counter_request(T0, 5, DELTA)
+    whole = metrics_to_batch(req, 1)
+    ids = list(whole.series)
+    batch = metrics_to_batch(req, 1, rows_sent={ids[0], ids[2], 12345})
+    assert list(batch.series) == [ids[1]] and batch.series[ids[1]] == whole.series[ids[1]]
     assert batch.series_left_out.ids.tolist() == [ids[0], ids[2]]
     assert batch.series_left_out.temporalities.tolist() == [DELTA, DELTA]
-    assert len(batch.points) == 3  # the points all stay
-    assert sent == {ids[0], ids[1], ids[2], 12345}
-    # Nothing sent before: every row stays, nothing is left out.
-    whole = walk_metrics(_counter_request(T0, 5).SerializeToString(), 1)
-    leave_out_sent(whole, set(), 100)
-    assert len(whole.series) == 3 and whole.series_left_out is None
-    # Bounded: a set that would pass its bound starts again from the batch's rows.
+    assert batch.points == whole.points  # the points all stay
+    assert whole.series_left_out is None
+    # The worker counts what it sent; bounded: a set that would pass its bound starts again from the batch.
+    sent = {12345}
+    note_sent(batch, sent, 100)
+    assert sent == {ids[1], 12345}
     sent = {1, 2, 3}
-    again = walk_metrics(_counter_request(T0, 5).SerializeToString(), 1)
-    leave_out_sent(again, sent, 4)
-    assert sent == set(again.series) and len(again.series) == 3
+    note_sent(whole, sent, 4)
+    assert sent == set(ids)
 
 
 def test_the_walker_lets_a_worker_leave_out_only_series_it_saw_committed():
@@ -104,9 +102,14 @@ def _points(store: Store) -> list[tuple]:
         conn.close()
 
 
-def _left_out(batch: WriteBatch) -> WriteBatch:
-    """`batch` with every series row left out, as a worker that sent them all before sends it."""
-    leave_out_sent(batch, set(batch.series), 100)
+class _Everything:
+    def __contains__(self, _item) -> bool:
+        return True
+
+
+def _left_out(request) -> WriteBatch:
+    """`request`'s rows with every series row left out, as a worker that sent them all before walks it."""
+    batch = metrics_to_batch(request, 1, rows_sent=_Everything())
     assert batch.series == {}
     return batch
 
@@ -114,18 +117,18 @@ def _left_out(batch: WriteBatch) -> WriteBatch:
 def test_the_writer_refuses_a_batch_leaving_out_a_series_it_does_not_have(store):
     """Points of a series with no row would be kept under no metric: the batch fails alone with
     SeriesNotStored and nothing of it is stored; a batch with the rows is then stored whole."""
-    store.writer.submit(walk_metrics(gauge("temp", [(T0, 1.5, {"room": "a"})]).SerializeToString(), 1)).result(10)
-    good = _left_out(walk_metrics(gauge("temp", [(T0 + MIN, 2.5, {"room": "a"})]).SerializeToString(), 1))
-    unknown = gauge("temp", [(T0 + MIN, 9.0, {"room": "never-stored"})]).SerializeToString()
+    store.writer.submit(metrics_to_batch(gauge("temp", [(T0, 1.5, {"room": "a"})]), 1)).result(10)
+    good = _left_out(gauge("temp", [(T0 + MIN, 2.5, {"room": "a"})]))
+    unknown = gauge("temp", [(T0 + MIN, 9.0, {"room": "never-stored"})])
     # Submitted back to back: one group commit, in which the bad batch fails alone.
-    futures = [store.writer.submit(good), store.writer.submit(_left_out(walk_metrics(unknown, 1)))]
+    futures = [store.writer.submit(good), store.writer.submit(_left_out(unknown))]
     futures[0].result(10)
     with pytest.raises(SeriesNotStored):
         futures[1].result(10)
     assert _query(store, "SELECT count(*) FROM metric_series") == [(1,)]
     assert _query(store, "SELECT value, time_ns FROM metric_series_state") == [(2.5, T0 + MIN)]
     assert [p[4] for p in _points(store)] == [1.5, 2.5]
-    store.writer.submit(walk_metrics(unknown, 1)).result(10)  # with its row: stored
+    store.writer.submit(metrics_to_batch(unknown, 1)).result(10)  # with its row: stored
     assert _query(store, "SELECT count(*) FROM metric_series") == [(2,)]
     assert sorted(p[4] for p in _points(store)) == [1.5, 2.5, 9.0]
 
@@ -141,8 +144,8 @@ def test_a_left_out_series_takes_the_temporality_its_request_gives(tmp_path):
         try:
             after = []
             for i, req in enumerate(requests):
-                batch = walk_metrics(req.SerializeToString(), 1)
-                store.writer.submit(_left_out(batch) if leave_out and i else batch).result(10)
+                batch = _left_out(req) if leave_out and i else metrics_to_batch(req, 1)
+                store.writer.submit(batch).result(10)
                 after += _query(store, "SELECT time_ns, value FROM metric_series_state")
             states.append(after)
         finally:

@@ -17,14 +17,14 @@ import math
 import operator
 from array import array
 from collections import Counter
-from typing import Any, Iterable
+from typing import Any, Container, Iterable
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from otelite.collector.jsontext import dumps as _dumps, dumps_sorted as _dumps_sorted
 from otelite.collector.normalize.wire import RawAttributesMetricsRequest, RawAttributesTraceRequest, key_values
-from otelite.collector.store.records import INT64_MAX as _INT64_MAX, ROLLUP_VALUE_MAX, WriteBatch
+from otelite.collector.store.records import INT64_MAX as _INT64_MAX, ROLLUP_VALUE_MAX, SeriesLeftOut, WriteBatch
 from otelite.collector.store.records import label_text  # noqa: F401 - re-exported
 
 _HOUR_NS = 3_600_000_000_000
@@ -326,17 +326,19 @@ class SeriesMemo(_Memo):
 _SERIES_MEMO = SeriesMemo()  # one per process: a decode worker's, or the event loop's when there is none
 
 
-def metrics_to_batch(request: ExportMetricsServiceRequest | RawAttributesMetricsRequest, project_id: int
-                     ) -> WriteBatch:
+def metrics_to_batch(request: ExportMetricsServiceRequest | RawAttributesMetricsRequest, project_id: int,
+                     rows_sent: Container[int] = ()) -> WriteBatch:
     """Walk a metrics request into series and point rows. Bytes are parsed as a RawAttributesMetricsRequest
     (pipeline/decode.py); a message built in process (OTLP/JSON, tests) is re-read as one, so every request
-    takes this one walk."""
+    takes this one walk. `rows_sent`: series whose rows a decode worker sent already (decode.py): of those
+    the batch has only their ids and temporalities (WriteBatch.series_left_out), not their rows."""
     if not isinstance(request, RawAttributesMetricsRequest):
         request = RawAttributesMetricsRequest.FromString(request.SerializeToString())
     memo = _SERIES_MEMO
     memo_get = memo.get
     batch = WriteBatch()
     series = batch.series
+    left_out: dict[int, int] = {}  # series id → temporality, of the series in rows_sent
     points = batch.points
     append = points.append
     bucket_counts = batch.bucket_counts
@@ -378,8 +380,11 @@ def metrics_to_batch(request: ExportMetricsServiceRequest | RawAttributesMetrics
                         _note(batch, f"a {kind} data point of {name!r} with {why} was rejected")
                         continue
                     if series_id not in series:
-                        series[series_id] = (series_id, project_id, name, kind, unit, description,
-                                             temporality, monotonic, rid, sid, attrs_json, t, t)
+                        if series_id in rows_sent:
+                            left_out[series_id] = temporality
+                        else:
+                            series[series_id] = (series_id, project_id, name, kind, unit, description,
+                                                 temporality, monotonic, rid, sid, attrs_json, t, t)
                     exemplars = dp.exemplars if has_exemplars else None
                     if counts_at is not None:
                         counts_at[len(points)] = point[7]
@@ -392,6 +397,8 @@ def metrics_to_batch(request: ExportMetricsServiceRequest | RawAttributesMetrics
             if stored:
                 batch.scopes[sid] = srow
                 batch.resources[rid] = rrow
+    if left_out:
+        batch.series_left_out = SeriesLeftOut(array("q", left_out), array("i", left_out.values()))
     return batch
 
 

@@ -21,7 +21,6 @@ import signal
 import threading
 import time
 import zlib
-from array import array
 from typing import Any, Callable, Iterator
 
 from google.protobuf.message import DecodeError
@@ -33,7 +32,7 @@ from otelite.collector.normalize.otlp_json import OtlpJsonError, metrics_request
 from otelite.collector.normalize.split import metric_items, split_metrics, split_traces, trace_items
 from otelite.collector.normalize.wire import RawAttributesMetricsRequest, RawAttributesTraceRequest
 from otelite.collector.osthread import name_os_thread
-from otelite.collector.store.records import SeriesLeftOut, SlicedBatch, WriteBatch
+from otelite.collector.store.records import SlicedBatch, WriteBatch
 
 
 class OtlpDecodeError(OtlpDataError):
@@ -99,29 +98,28 @@ SENT_SERIES_MAX = 100_000
 _SENT_SERIES: set[int] = set()
 
 
-def walk_metrics_leaving_out_sent(payload: Any, project_id: int, slice_items: int | None = None
+def walk_metrics_leaving_out_sent(payload: bytes, project_id: int, slice_items: int | None = None
                                   ) -> WriteBatch | SlicedBatch:
-    """walk_metrics, leaving out of the batch the series rows this worker sent before (leave_out_sent).
-    What the decode workers run for the server (pipeline/walker.py), which walks the request again with
-    every row when one of those was not committed."""
-    batch = walk_metrics(payload, project_id, slice_items)
-    if isinstance(batch, WriteBatch):  # (a request walked in parts keeps all its rows)
-        leave_out_sent(batch, _SENT_SERIES, SENT_SERIES_MAX)
+    """walk_metrics, but of the series whose rows this worker sent before the batch has only their ids and
+    temporalities (records.SeriesLeftOut). What the decode workers run for the server (pipeline/walker.py),
+    which walks the request again with every row unless it saw those series committed. A request walked
+    in parts keeps every row."""
+    try:
+        request = RawAttributesMetricsRequest.FromString(bytes(payload))
+        if slice_items is not None and metric_items(request) > slice_items:
+            return _walk_in_parts(metrics_to_batch, split_metrics(request, slice_items), project_id)
+        batch = metrics_to_batch(request, project_id, _SENT_SERIES)
+    except DecodeError:  # (as _walk: the request's, 400)
+        raise OtlpDecodeError(ExportMetricsServiceRequest.__name__) from None
+    note_sent(batch, _SENT_SERIES, SENT_SERIES_MAX)
     return batch
 
 
-def leave_out_sent(batch: WriteBatch, sent: set[int], max_sent: int) -> None:
-    """Move the rows of the series in `sent` out of `batch.series` into `batch.series_left_out` (their ids
-    and temporalities, records.SeriesLeftOut); then count the rows the batch still has as sent."""
-    series = batch.series
-    if not sent.isdisjoint(series):
-        ids = [sid for sid in series if sid in sent]
-        pop = series.pop
-        # SERIES_COLUMNS: temporality at 6 (an int32 enum value, any of them: OTLP enums are open)
-        batch.series_left_out = SeriesLeftOut(array("q", ids), array("i", [pop(sid)[6] for sid in ids]))
-    if len(sent) + len(series) > max_sent:
+def note_sent(batch: WriteBatch, sent: set[int], max_sent: int) -> None:
+    """Count the series rows `batch` carries as sent (bounded by `max_sent`)."""
+    if len(sent) + len(batch.series) > max_sent:
         sent.clear()
-    sent.update(series)
+    sent.update(batch.series)
 
 
 class OtlpJsonBodyError(OtlpDataError):
