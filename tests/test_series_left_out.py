@@ -12,10 +12,14 @@ import httpx
 import pytest
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
 
+from conftest import PipelineHarness
 from metrics_otlp import CUMULATIVE, DELTA, MIN, base_ns, counter, gauge, histogram
 from otelite.collector.pipeline.batch import BatchProcessorConfig
+from otelite.collector.components import BUILTIN
+from otelite.collector.config import config_from_mapping
 from otelite.collector.normalize.otlp import metrics_to_batch
 from otelite.collector.pipeline.decode import note_sent
+from otelite.collector.pipeline.ingest import Ingest
 from otelite.collector.pipeline.walker import Walker
 from otelite.collector.store.points import ReadTransaction, point_rows
 from otelite.collector.store.records import SeriesLeftOut, WriteBatch
@@ -203,3 +207,39 @@ def test_a_server_with_decode_workers_stores_what_one_without_them_stores(make_s
     series, states, points = _stored(with_workers)
     assert len(series) == 7 and len(points) == 6 * 3 + 2 + 6 * 2 + 6
     assert "left out of a batch are not stored" not in with_workers.log()  # the writer's guard never fired
+
+
+def test_ingest_walks_again_whole_a_batch_the_store_refused_for_a_left_out_series(tmp_path):
+    """Should the walker believe a series committed that is not (the writer's SeriesNotStored), ingest
+    forgets what it believed, walks the request again with every row and stores it: acknowledged once,
+    counted accepted once and never refused, its series and points stored."""
+    config = config_from_mapping({"exporters": {"sqlite": {"path": str(tmp_path / "ingest.db")}},
+                                  "service": {"pipelines": {"metrics": {"receivers": ["otlp"],
+                                                                        "exporters": ["sqlite"]}}}},
+                                 "left-out.yaml", BUILTIN)
+    body = _counter_request(T0, 1).SerializeToString()
+
+    async def run() -> tuple:
+        walker = Walker(1)
+        walker.warm_up()
+        try:
+            async with PipelineHarness(config) as h:
+                ingest = Ingest(h.pipelines, h.telemetry, walker)
+                # The worker sends these rows once; the walker is told, wrongly, that they were committed.
+                walker.committed(await walker.metrics(body, 1))
+                result = await ingest.export_metrics(body, 1, "http")
+                labels = {"receiver": "otlp", "transport": "http"}
+                counted = [h.telemetry.registry.get_sample_value(f"otelite_receiver_{n}_metric_points_total",
+                                                                 labels) for n in ("accepted", "refused")]
+                # What the walker trusts now: series seen committed, from the batch stored whole.
+                again = await walker.metrics(body, 1)
+                stored = _query(h.store, "SELECT count(*) FROM metric_series"), len(_points(h.store))
+                return result, counted, again, *stored
+        finally:
+            walker.close()
+
+    result, counted, again, series, points = asyncio.run(run())
+    assert (result.accepted, result.rejected) == (3, 0)
+    assert counted[0] == 3 and not counted[1]
+    assert series == [(3,)] and points == 3
+    assert again.series == {} and len(again.series_left_out.ids) == 3

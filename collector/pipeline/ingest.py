@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from otelite.collector.pipeline.fanout import Pipelines
     from otelite.collector.receivers.admission import BodyBudget
-    from otelite.collector.store.records import WriteBatch
+    from otelite.collector.store.records import SlicedBatch, WriteBatch
     from otelite.collector.telemetry import Telemetry
 
 __all__ = ["ExportResult", "Ingest", "StoreFull", "StoreUnavailable"]
@@ -68,16 +68,18 @@ class Ingest:
         else:
             rows = await self._walker.metrics(payload, project_id)
         t = self._telemetry
+
+        def consume(rows: "WriteBatch | SlicedBatch"):
+            return self._consume(TelemetryBatch("metrics", project_id, payload, rows), rows.items, transport,
+                                 t.accepted_points, t.refused_points)
         try:
-            result = await self._consume(TelemetryBatch("metrics", project_id, payload, rows), rows.items,
-                                         transport, t.accepted_points, t.refused_points)
+            result = await consume(rows)
         except SeriesNotStored:
             # The batch left out rows of series the store lacks (walker.py should have caught it): nothing
             # of it was stored. Walk it again with every row, and trust no series seen committed before.
             self._walker.forget_committed()
             rows = await self._walker.metrics(payload, project_id, whole=True)
-            result = await self._consume(TelemetryBatch("metrics", project_id, payload, rows), rows.items,
-                                         transport, t.accepted_points, t.refused_points)
+            result = await consume(rows)
         self._walker.committed(rows)  # later batches may leave out these series' rows
         return result
 

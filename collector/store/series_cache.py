@@ -40,13 +40,17 @@ class SeriesCache:
             metrics[key] = metric = len(metrics)
         return SeriesInfo(project_id, name, metric_type, temporality, metric)
 
+    def _bounded(self) -> dict[int, SeriesInfo]:
+        """The cache, emptied first once it holds more than max_ids series."""
+        if len(self._info) > self.max_ids:
+            self._info.clear()
+            self._metrics.clear()
+        return self._info
+
     def update(self, series: dict[int, tuple]) -> dict[int, SeriesInfo]:
         """The cache, holding `series` (SERIES_COLUMNS rows by id). A point may name a series its batch
         has no row for: `fetch` those."""
-        info = self._info
-        if len(info) > self.max_ids:
-            info.clear()
-            self._metrics.clear()
+        info = self._bounded()
         get = info.get
         for sid, row in series.items():  # SERIES_COLUMNS: project_id 1, name 2, type 3, temporality 6
             known = get(sid)
@@ -65,12 +69,8 @@ class SeriesCache:
         """Hold the series of a batch's `left_out` (records.SeriesLeftOut: stored series, their rows left
         out) with the temporality the batch gives them, as `update` does for the rows a batch has."""
         ids = left_out.ids.tolist()
-        info = self._info
-        if len(info) > self.max_ids:
-            info.clear()
-            self._metrics.clear()
-        if not info.keys() >= set(ids):
-            self.fetch(conn, ids)
+        info = self._bounded()
+        self.fetch(conn, ids)  # (only those it lacks: none, nearly always)
         get = info.get
         for sid, temporality in zip(ids, left_out.temporalities):
             known = get(sid)
