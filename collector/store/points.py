@@ -299,13 +299,24 @@ def decode(kind: str, rows: list[tuple]) -> Points:
     return p
 
 
-def concat_all(parts: list[Points], kind: str | None = None) -> Points:
-    """The rows of every part, in order (bounds, set members and flat bucket arrays merged)."""
+def concat_all(parts: list[Points], kind: str | None = None, rows: np.ndarray | None = None) -> Points:
+    """The rows of every part, in order (bounds, set members and flat bucket arrays merged); with `rows`,
+    only those rows of that concatenation, in that order: `concat_all(parts).take(rows)` with one column
+    of the concatenation alive at a time instead of all of them. A query's first read of a day's rollups
+    concatenates and sorts ~20 MB of readings; in a fresh process every byte of its temporaries is memory
+    the kernel zeroes on first touch, the larger part of that query's time (docs/benchmarks.md, 2026-12-04)."""
     nonempty = [p for p in parts if len(p)]
     if not nonempty:
         return parts[0] if parts else empty(kind or "number")
     if len(nonempty) == 1:
-        return nonempty[0]
+        return nonempty[0] if rows is None else nonempty[0].take(rows)
+    if rows is not None:
+        rows = row_indices(rows)
+
+    def joined_rows(arrays: list[np.ndarray]) -> np.ndarray:
+        whole = np.concatenate(arrays)
+        return whole if rows is None else np.take(whole, rows, axis=0)
+
     a = nonempty[0]
     out: dict = {}
     joined: dict[tuple, np.ndarray] = {}  # columns that are one array in every part stay one (take())
@@ -322,7 +333,7 @@ def concat_all(parts: list[Points], kind: str | None = None) -> Points:
             fill = 0.0 if f.name == "counts" else np.nan
             arrays = [x if x.shape[1] == width else np.pad(x, ((0, 0), (0, width - x.shape[1])), constant_values=fill)
                       for x in arrays]  # a copy only where the width differs
-        out[f.name] = joined[same] = np.concatenate(arrays)
+        out[f.name] = joined[same] = joined_rows(arrays)
     merged = replace(a, **out)
     if a.kind == "set":  # one member table; every part's codes renumbered into it (-1: no member)
         table: dict[str, int] = {}
@@ -331,7 +342,7 @@ def concat_all(parts: list[Points], kind: str | None = None) -> Points:
             remap = np.array([table.setdefault(m, len(table)) for m in p.members] + [-1], np.float64)
             c = p.value.astype(np.int64)
             codes.append(remap[np.where(c < 0, len(p.members), c)])
-        merged.value = merged.counter = np.concatenate(codes)
+        merged.value = merged.counter = joined_rows(codes)
         merged.members = tuple(table)
     elif a.kind == "histogram":
         table_b: dict[tuple, int] = {}
@@ -340,13 +351,13 @@ def concat_all(parts: list[Points], kind: str | None = None) -> Points:
             remap = np.array([table_b.setdefault(tuple(b), len(table_b)) for b in p.bounds], np.int32)
             ids.append(remap[p.bounds_id] if len(remap) else p.bounds_id)
         merged.bounds = tuple(table_b)
-        merged.bounds_id = np.concatenate(ids)
+        merged.bounds_id = joined_rows(ids)
     elif a.kind == "exponential_histogram":
         for side in ("pos", "neg"):
             flats = [getattr(p, f"{side}_flat") for p in nonempty]
             offsets = np.cumsum([0] + [len(x) for x in flats[:-1]])
-            setattr(merged, f"{side}_flat", np.concatenate(flats))
-            setattr(merged, f"{side}_start", np.concatenate(
+            setattr(merged, f"{side}_flat", np.concatenate(flats))  # (shared by the rows, as by take())
+            setattr(merged, f"{side}_start", joined_rows(
                 [getattr(p, f"{side}_start") + off for p, off in zip(nonempty, offsets)]))
     return merged
 
@@ -410,14 +421,16 @@ def _chunk_parts(conn: sqlite3.Connection, series: "SeriesSet", since: int, afte
 def _sorted_parts(parts: list[Points], kind: str) -> Points:
     """Parts concatenated and sorted by (series, time), equal ones in part order. Parts in time order per
     series (closed hours: one chunk each, their hours in order) need only a stable sort by series, about
-    5x cheaper than the two-key sort, which is the fallback when hours overlap."""
+    5x cheaper than the two-key sort, which is the fallback when hours overlap. The order is worked out
+    on the series and time columns alone, then each column gathered in it (`concat_all`'s rows)."""
     nonempty = [p for p in parts if len(p)]
     if not nonempty:
         return empty(kind)
     if len(nonempty) == 1:
         return nonempty[0]  # every part is sorted
-    p = concat_all(nonempty, kind)
-    return p.take(series_time_order(p.series_id, p.time))
+    sid = np.concatenate([p.series_id for p in nonempty])
+    t = np.concatenate([p.time for p in nonempty])
+    return concat_all(nonempty, kind, rows=series_time_order(sid, t))
 
 
 def series_time_order(series_id: np.ndarray, time: np.ndarray) -> np.ndarray:
