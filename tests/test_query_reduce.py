@@ -260,3 +260,78 @@ def test_cells_of_series_with_different_flags_are_each_series_alone(fn):
         mine = together.sidx == i
         assert np.array_equal(together.b[mine], alone.b)
         assert np.array_equal(together.value[mine], alone.value, equal_nan=True), (fn, i)
+
+
+# --- explicit histograms: cell counts as int32 when they cannot leave its range ---------------------------------
+
+def _histogram_points(rng: np.random.Generator, n_series: int, n: int, top: int):
+    """Cumulative histogram readings of `n_series` series sorted by (series, time), bucket counts below
+    `top` (a count drops now and then: resets), as whole-number float64 counts."""
+    from otelite.collector.store.points import Points
+    sidx = np.repeat(np.arange(n_series), n)
+    time = np.tile(np.arange(n, dtype=np.int64) * 10 + 100, n_series)
+    counts = (rng.integers(0, top, (sidx.size, 4)) // 2).astype(np.float64)
+    counter = counts.sum(axis=1)
+    start = np.full(sidx.size, 50, np.int64)
+    pts = Points("histogram", sidx.astype(np.int64), time, np.ones(sidx.size, bool), counter, counter, start,
+                 total=counter * 1.5)
+    pts.bounds, pts.bounds_id, pts.counts = ((1.0, 2.0, 5.0),), np.zeros(sidx.size, np.int32), counts
+    return pts, sidx
+
+
+@pytest.mark.parametrize("top,want", [(200, np.int32), (60_000, np.int32), (1 << 20, np.float64)])
+def test_histogram_cells_of_narrow_counts_are_the_float64_cells(top, want):
+    """Whole-number counts of at most 16 bits give int32 cells (half the memory), the very numbers float64
+    counts give, with resets, delta series (several rows a cell) and each grouping's quantiles alike."""
+    from dataclasses import replace
+    from otelite.collector.query.model import Aggregation
+    from otelite.collector.query.reduce import combine, series_cells
+    from otelite.collector.store.points import narrowed
+    rng = np.random.default_rng(11)
+    pts, sidx = _histogram_points(rng, 6, 50, top)
+    narrow = replace(pts, counts=narrowed(pts.counts))
+    edges = np.arange(160, 641, 60, dtype=np.int64)  # (the readings before 160: look-back predecessors)
+    b = bucket_of(pts.time, edges)
+    temporality, monotonic = np.array([2, 1, 2, 2, 1, 2]), np.ones(6, bool)
+    agg = Aggregation("histogram_quantile", q=0.9, across="sum")
+    wide_cells = series_cells(pts, sidx, b, agg, temporality, monotonic, edges, 100)
+    narrow_cells = series_cells(narrow, sidx, b, agg, temporality, monotonic, edges, 100)
+    assert wide_cells.vec.dtype == np.float64 and narrow_cells.vec.dtype == want
+    assert np.array_equal(narrow_cells.vec, wide_cells.vec)
+    for group in (np.zeros(6, np.int64), np.array([0, 1, 0, 2, -1, 1])):
+        got, ref = combine(narrow_cells, group, agg, len(edges) - 1), combine(wide_cells, group, agg, len(edges) - 1)
+        assert all(np.array_equal(x, y, equal_nan=True) for x, y in zip(got, ref))
+
+
+def test_histogram_combine_adds_each_groups_bucket_counts():
+    """combine's per-bound sums against a loop over the cells."""
+    from otelite.collector.query.model import Aggregation
+    from otelite.collector.query.reduce import Cells, combine, prom_quantile
+    rng = np.random.default_rng(12)
+    nb, series = 5, 9
+    sidx, b = np.repeat(np.arange(series), nb), np.tile(np.arange(nb), series)
+    keep = rng.random(sidx.size) < 0.8
+    cells = Cells(sidx[keep], b[keep], vec=rng.integers(0, 30, (int(keep.sum()), 4)).astype(np.int32),
+                  bounds=(1.0, 2.0, 5.0))
+    group = np.array([0, 1, 0, -1, 2, 1, 0, 2, 2])
+    g, bk, v = combine(cells, group, Aggregation("histogram_quantile", q=0.5, across="sum"), nb)
+    sums: dict = {}
+    for s, bucket, row in zip(cells.sidx.tolist(), cells.b.tolist(), cells.vec):
+        if group[s] >= 0:
+            sums[(int(group[s]), bucket)] = sums.get((int(group[s]), bucket), 0) + row.astype(np.float64)
+    assert list(zip(g.tolist(), bk.tolist())) == sorted(sums)
+    want = prom_quantile(np.cumsum(np.array([sums[k] for k in sorted(sums)]), axis=1), cells.bounds, 0.5)
+    assert np.array_equal(v, want, equal_nan=True)
+
+
+def test_histogram_cell_type_falls_back_to_float64_where_a_sum_could_leave_int32():
+    from otelite.collector.query.reduce import _cell_dtype
+    none = np.zeros(0, np.int64)
+    unique = [(np.arange(5), 1.0, np.arange(5), True), (np.arange(5), -1.0, np.arange(5), True)]
+    several = lambda n: unique + [(np.arange(n), 1.0, np.zeros(n, np.int64), False)]  # noqa: E731
+    assert _cell_dtype(np.zeros((5, 4), np.uint16), unique) == np.int32
+    assert _cell_dtype(np.zeros((5, 4), np.uint16), several(30_000)) == np.int32  # 30,002 x 65,535 < 2**31
+    assert _cell_dtype(np.zeros((5, 4), np.uint16), several(40_000)) == np.float64
+    assert _cell_dtype(np.zeros((5, 4), np.uint8), several(8_000_000)) == np.int32
+    assert _cell_dtype(np.zeros((5, 4), np.uint32), unique) == np.float64
+    assert _cell_dtype(np.zeros((5, 4), np.float64), [(none, 1.0, none, True)]) == np.float64

@@ -538,7 +538,7 @@ def _hist_cells(pts: Points, sidx: np.ndarray, b: np.ndarray, temporality: np.nd
     bounds = pts.bounds[int(used[0])] if used.size else ()
     width = len(bounds) + 1
     key, parts = _telescoped_parts(pts, sidx, b, temporality, nb, loaded_from)
-    vec = np.zeros((key.size, width))
+    vec = np.zeros((key.size, width), _cell_dtype(pts.counts, parts))
     k = min(width, pts.counts.shape[1])  # a point that sent fewer counts than buckets: the rest are 0
     for row, sign, cell, unique in parts:
         if not row.size:
@@ -560,8 +560,21 @@ def _hist_cells(pts: Points, sidx: np.ndarray, b: np.ndarray, temporality: np.nd
             touched, slot = _unique_inverse(cell, key.size)
             flat = (slot[:, None] * k + np.arange(k)[None, :]).ravel()
             sums = np.bincount(flat, weights=(block * sign).ravel(), minlength=touched.size * k)
-            vec[touched, :k] += sums.reshape(-1, k)
+            vec[touched, :k] += sums.reshape(-1, k).astype(vec.dtype, copy=False)  # (whole numbers in range)
     return Cells(*np.divmod(key, nb), vec=vec, bounds=bounds)
+
+
+def _cell_dtype(counts: np.ndarray, parts: list) -> np.dtype:
+    """The type of a histogram's cell counts: int32 where they are whole numbers no cell's sum can take out
+    of its range, else float64. Counts of at most 16 bits (points.narrowed) qualify when every cell adds at
+    most (2 + the rows of the parts with several rows a cell) of them, each of either sign: the unique
+    parts give a cell one row each. Half the memory of float64: a day's cells of the scale benchmark's
+    histogram are 30 MB as float64, which a fresh process's first query faults in (docs/benchmarks.md,
+    2026-12-04); the point cache keeps them too."""
+    if counts.dtype not in (np.uint8, np.uint16):
+        return np.dtype(np.float64)
+    rows = 2 + sum(row.size for row, _, _, unique in parts if not unique)
+    return np.dtype(np.int32 if rows * int(np.iinfo(counts.dtype).max) < 2**31 else np.float64)
 
 
 def _exp_cells(pts: Points, sidx: np.ndarray, b: np.ndarray, temporality: np.ndarray, nb: int,
@@ -690,14 +703,16 @@ def _combine_counts(cells: Cells, group: np.ndarray, agg: Aggregation, nb: int, 
     every = keyed[0][0] if len(keyed) == 1 else np.concatenate([key for key, _ in keyed])
     ukey, slot = _unique_inverse(every, bound) if every.size else (every, every)
     width = cells.vec.shape[1]
-    summed = np.zeros(ukey.size * width)
+    summed = np.zeros((width, ukey.size))
     at = 0
     for key, vec in keyed:
-        flat = (slot[at:at + key.size, None] * width + np.arange(width)).ravel()
-        summed += np.bincount(flat, weights=vec.ravel(), minlength=summed.size)
+        # A bincount per bucket bound, not one over a (cells x bounds) flat index: that index was 16 int64
+        # per cell (30 MB for the scale benchmark's 24 h histogram_quantile, memory a fresh process faults in).
+        part_slot = slot[at:at + key.size]
+        for j in range(width):
+            summed[j] += np.bincount(part_slot, weights=vec[:, j], minlength=ukey.size)
         at += key.size
-    summed = summed.reshape(ukey.size, width)
-    return *np.divmod(ukey, nb), prom_quantile(np.cumsum(summed, axis=1), cells.bounds, agg.q)
+    return *np.divmod(ukey, nb), prom_quantile(np.cumsum(summed.T, axis=1), cells.bounds, agg.q)
 
 
 def _combine_full(key: np.ndarray, value: np.ndarray, group: np.ndarray, how: str, nb: int, buckets: np.ndarray
