@@ -59,6 +59,35 @@ def test_bytes_parameters_are_bound_as_the_same_blob_by_the_registered_adapter(t
     conn.close()
 
 
+def test_passing_through_holds_the_page_cache_small_and_sets_it_back_inside_a_read_transaction(tmp_path):
+    # db.passing_through: a reader's payload reads go through a small page cache; the reader's own size
+    # comes back after (also when the body raises), and the read transaction's snapshot is kept.
+    from otelite.collector.store import db
+    path = str(tmp_path / "p.db")
+    writer = db.connect_writer(path)
+    writer.execute("CREATE TABLE t (payload BLOB)")
+    writer.executemany("INSERT INTO t VALUES (?)", [(bytes(200_000),) for _ in range(40)])  # 8 MB of BLOBs
+    reader = db.connect_reader(path)
+    assert reader.execute("PRAGMA cache_size").fetchone() == (-32 * 1024,)
+    reader.execute("BEGIN")
+    assert reader.execute("SELECT count(*) FROM t").fetchone() == (40,)
+    writer.execute("INSERT INTO t VALUES (x'00')")  # after the snapshot: not seen inside it
+    with db.passing_through(reader):
+        assert reader.execute("PRAGMA cache_size").fetchone() == (-db.PASSING_CACHE_KIB,)
+        sizes = [len(p) for (p,) in reader.execute("SELECT payload FROM t")]
+    assert sizes == [200_000] * 40 and reader.in_transaction
+    assert reader.execute("PRAGMA cache_size").fetchone() == (-32 * 1024,)
+    assert reader.execute("SELECT count(*) FROM t").fetchone() == (40,)
+    with pytest.raises(ZeroDivisionError):
+        with db.passing_through(reader):
+            1 / 0
+    assert reader.execute("PRAGMA cache_size").fetchone() == (-32 * 1024,)
+    reader.execute("COMMIT")
+    assert reader.execute("SELECT count(*) FROM t").fetchone() == (41,)
+    reader.close()
+    writer.close()
+
+
 def test_migrations_create_schema_and_rerun_is_noop(tmp_path):
     db = sqlite_utils.Database(tmp_path / "m.db")
     assert migrate(db) == schema_version()

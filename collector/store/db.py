@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from sqlite_utils import Database
 
@@ -95,6 +97,26 @@ def connect_reader(path: str, *, cache_mib: int = 32) -> sqlite3.Connection:
     functions.register(conn)
     budget.install(conn)  # a read's deadline (Store.read) interrupts its statements
     return conn
+
+
+# What a reader's page cache is held to while it reads payloads it will not read again (passing_through).
+PASSING_CACHE_KIB = 2048
+
+
+@contextmanager
+def passing_through(conn: sqlite3.Connection) -> Iterator[None]:
+    """Reads of many BLOB pages the caller decodes once and keeps (a query's first load of a metric's
+    rollups or chunks: the point cache holds them after) with the connection's page cache held small,
+    then set back. Through a reader's 32 MiB cache, a day's rollups filled ~24 MiB of it with pages no
+    later query reads again, memory a fresh process's first query faults in (docs/benchmarks.md,
+    2026-12-04). Shrinking the cache drops the pages it held over the small size (tracing queries read
+    them again from the OS's cache); it works inside a read transaction, which it leaves as it is."""
+    (before,) = conn.execute("PRAGMA cache_size").fetchone()
+    conn.execute(f"PRAGMA cache_size={-PASSING_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        conn.execute(f"PRAGMA cache_size={int(before)}")
 
 
 def database_bytes(path: str) -> int:

@@ -53,6 +53,7 @@ import numpy as np
 # instead of by the first query after it (issue 16 measures that query cold).
 import numpy.ma  # noqa: F401,E402
 
+from otelite.collector.store.db import passing_through
 from otelite.collector.store.records import TALLY_SET
 
 if TYPE_CHECKING:
@@ -531,7 +532,8 @@ class PointCache:
                     since -= since % _HOUR_NS
                 else:  # (chunks whose points all lie before it are not read: `_chunk_parts`)
                     since = t_from
-                parts = _chunk_parts(conn, series, max(since, cutoff))
+                with passing_through(conn):
+                    parts = _chunk_parts(conn, series, max(since, cutoff))
                 parts.append(_load(conn, series.project_id, series, "time_ns >= ?", (max(since, cutoff),)).sorted())
                 entry = _Entry(_sorted_parts(parts, kind), since, head_mark, chunk_mark, cutoff)
             else:

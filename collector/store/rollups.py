@@ -59,7 +59,7 @@ import numpy as np
 
 from otelite.collector.osthread import NamedThread
 from otelite.collector.store.chunks import BLOCK_NS, block_of, concat_blocks, decode, encode
-from otelite.collector.store.db import connect_reader
+from otelite.collector.store.db import connect_reader, passing_through
 from otelite.collector.store.points import (_SERIES, Points, PointCache, ReadTransaction, _chunk_parts, _load,
                                             _sorted_parts, concat_all, empty, kind_of, retention_cutoff,
                                             series_time_order)
@@ -435,7 +435,8 @@ def _range_points(conn: sqlite3.Connection, series: "SeriesSet", lo: int, hi: in
     without the cache (a leading stretch of hours a rollup does not cover)."""
     lo = max(lo, cutoff)
     kind = kind_of(series.type)
-    parts = _chunk_parts(conn, series, lo, until=hi)
+    with passing_through(conn):
+        parts = _chunk_parts(conn, series, lo, until=hi)
     parts.append(_load(conn, series.project_id, series, "time_ns >= ? AND time_ns < ?", (lo, hi)).sorted())
     return _sorted_parts(parts, kind)
 
@@ -487,15 +488,17 @@ def _read_rolled(conn: sqlite3.Connection, series: "SeriesSet", hours: list[int]
     keeps them: the reading before one may lie before `lo`, unread."""
     marks = ",".join("?" * len(hours))
     parts = []
-    for block_start, payload in conn.execute(
-            f"SELECT block_start, payload FROM metric_rollups WHERE project_id = ? AND name = ? AND type = ? "
-            f"AND block_start IN ({marks}) ORDER BY block_start", (series.project_id, series.name, series.type, *hours)):
-        block = decode(payload, exact=False)
-        p = block.points
-        inside = (p.time >= lo) & (p.time < hi)
-        if block_start >= lo:
-            inside &= (block.flags & PLAIN_FIRST) == 0
-        parts.append(p if inside.all() else p.take(inside))
+    with passing_through(conn):
+        for block_start, payload in conn.execute(
+                f"SELECT block_start, payload FROM metric_rollups WHERE project_id = ? AND name = ? AND type = ? "
+                f"AND block_start IN ({marks}) ORDER BY block_start",
+                (series.project_id, series.name, series.type, *hours)):
+            block = decode(payload, exact=False)
+            p = block.points
+            inside = (p.time >= lo) & (p.time < hi)
+            if block_start >= lo:
+                inside &= (block.flags & PLAIN_FIRST) == 0
+            parts.append(p if inside.all() else p.take(inside))
     return _sorted_parts(parts, kind_of(series.type))
 
 
