@@ -640,7 +640,8 @@ def test_parts_sorted_by_series_then_time_keep_arrival_order_among_equal_points(
 def test_concatenation_gathered_in_an_order_is_the_concatenation_taken_in_it(written):
     # points.concat_all(parts, rows=...): each column gathered right after it is concatenated (one column
     # alive at a time) gives what taking the rows of the whole concatenation gives, for every kind of
-    # point (set members, histogram bounds and exponential histograms' flat buckets merged as before).
+    # point (set members, histogram bounds and exponential histograms' flat buckets merged as before);
+    # so does consume=True, which drops each part's column once gathered.
     from otelite.collector.store.points import Points, concat_all
     from dataclasses import fields
     store = open_store(written)  # a second pass of the fixture, shifted: more than one chunk a metric
@@ -656,16 +657,21 @@ def test_concatenation_gathered_in_an_order_is_the_concatenation_taken_in_it(wri
         assert len(parts) > 1, name
         n = sum(len(p) for p in parts)
         for rows in (rng.permutation(n), np.sort(rng.choice(n, n // 3, replace=False)), rng.random(n) < 0.5):
-            got, want = concat_all(parts, parts[0].kind, rows=rows), concat_all(parts, parts[0].kind).take(rows)
-            for f in fields(Points):
-                a, b = getattr(got, f.name), getattr(want, f.name)
-                assert type(a) is type(b), (name, f.name)
-                if isinstance(a, np.ndarray):
-                    assert a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), (name, f.name)
-                else:
-                    assert a == b, (name, f.name)
-            if got.kind in ("number", "tally", "set"):  # one column for both, as take() keeps it
-                assert (got.value is got.counter) == (want.value is want.counter), name
+            want = concat_all(parts, parts[0].kind).take(rows)
+            handed_over = [replace(p) for p in parts]  # (shallow copies: `parts` keeps its columns)
+            for got in (concat_all(parts, parts[0].kind, rows=rows),
+                        concat_all(handed_over, parts[0].kind, rows=rows, consume=True)):
+                for f in fields(Points):
+                    a, b = getattr(got, f.name), getattr(want, f.name)
+                    assert type(a) is type(b), (name, f.name)
+                    if isinstance(a, np.ndarray):
+                        assert a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), (name, f.name)
+                    else:
+                        assert a == b, (name, f.name)
+                if got.kind in ("number", "tally", "set"):  # one column for both, as take() keeps it
+                    assert (got.value is got.counter) == (want.value is want.counter), name
+            # consumed: the parts handed over lost their columns as they were gathered
+            assert all(p.series_id is None and p.time is None for p in handed_over), name
     conn.close()
 
 

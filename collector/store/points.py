@@ -300,12 +300,22 @@ def decode(kind: str, rows: list[tuple]) -> Points:
     return p
 
 
-def concat_all(parts: list[Points], kind: str | None = None, rows: np.ndarray | None = None) -> Points:
+# Columns concat_all reads again after the loop over columns (renumbered or offset per part).
+_NEEDED_AFTER_THE_COLUMNS = {"set": ("value", "counter"), "histogram": ("bounds_id",),
+                             "exponential_histogram": ("pos_start", "neg_start")}
+
+
+def concat_all(parts: list[Points], kind: str | None = None, rows: np.ndarray | None = None, *,
+               consume: bool = False) -> Points:
     """The rows of every part, in order (bounds, set members and flat bucket arrays merged); with `rows`,
     only those rows of that concatenation, in that order: `concat_all(parts).take(rows)` with one column
-    of the concatenation alive at a time instead of all of them. A query's first read of a day's rollups
-    concatenates and sorts ~20 MB of readings; in a fresh process every byte of its temporaries is memory
-    the kernel zeroes on first touch, the larger part of that query's time (docs/benchmarks.md, 2026-12-04)."""
+    of the concatenation alive at a time instead of all of them. `consume`: the caller hands the parts
+    over (nothing else holds them): each part's column is dropped once it is gathered, so the parts'
+    memory goes as the result's grows, and the parts are left without their columns.
+
+    A query's first read of a day's rollups concatenates and sorts ~20 MB of readings; in a fresh process
+    every byte of its temporaries is memory the kernel zeroes on first touch, the larger part of that
+    query's time (docs/benchmarks.md, 2026-12-04)."""
     nonempty = [p for p in parts if len(p)]
     if not nonempty:
         return parts[0] if parts else empty(kind or "number")
@@ -326,15 +336,19 @@ def concat_all(parts: list[Points], kind: str | None = None, rows: np.ndarray | 
             continue
         arrays = [getattr(p, f.name) for p in nonempty]
         same = tuple(map(id, arrays))
-        if same in joined:
-            out[f.name] = joined[same]
-            continue
-        if arrays[0].ndim == 2:
-            width = max(x.shape[1] for x in arrays)
-            fill = 0.0 if f.name == "counts" else np.nan
-            arrays = [x if x.shape[1] == width else np.pad(x, ((0, 0), (0, width - x.shape[1])), constant_values=fill)
-                      for x in arrays]  # a copy only where the width differs
-        out[f.name] = joined[same] = joined_rows(arrays)
+        if same not in joined:
+            if arrays[0].ndim == 2:
+                width = max(x.shape[1] for x in arrays)
+                fill = 0.0 if f.name == "counts" else np.nan
+                arrays = [x if x.shape[1] == width else
+                          np.pad(x, ((0, 0), (0, width - x.shape[1])), constant_values=fill)
+                          for x in arrays]  # a copy only where the width differs
+            joined[same] = joined_rows(arrays)
+        out[f.name] = joined[same]
+        arrays = None
+        if consume and f.name not in _NEEDED_AFTER_THE_COLUMNS.get(a.kind, ()):
+            for p in nonempty:
+                setattr(p, f.name, None)
     merged = replace(a, **out)
     if a.kind == "set":  # one member table; every part's codes renumbered into it (-1: no member)
         table: dict[str, int] = {}
@@ -419,11 +433,12 @@ def _chunk_parts(conn: sqlite3.Connection, series: "SeriesSet", since: int, afte
     return parts
 
 
-def _sorted_parts(parts: list[Points], kind: str) -> Points:
+def _sorted_parts(parts: list[Points], kind: str, *, consume: bool = False) -> Points:
     """Parts concatenated and sorted by (series, time), equal ones in part order. Parts in time order per
     series (closed hours: one chunk each, their hours in order) need only a stable sort by series, about
     5x cheaper than the two-key sort, which is the fallback when hours overlap. The order is worked out
-    on the series and time columns alone, then each column gathered in it (`concat_all`'s rows)."""
+    on the series and time columns alone, then each column gathered in it (`concat_all`'s rows);
+    `consume`: parts read for this alone (decoded payloads), dropped column by column (`concat_all`)."""
     nonempty = [p for p in parts if len(p)]
     if not nonempty:
         return empty(kind)
@@ -431,7 +446,9 @@ def _sorted_parts(parts: list[Points], kind: str) -> Points:
         return nonempty[0]  # every part is sorted
     sid = np.concatenate([p.series_id for p in nonempty])
     t = np.concatenate([p.time for p in nonempty])
-    return concat_all(nonempty, kind, rows=series_time_order(sid, t))
+    order = series_time_order(sid, t)
+    sid = t = None
+    return concat_all(nonempty, kind, rows=order, consume=consume)
 
 
 def series_time_order(series_id: np.ndarray, time: np.ndarray) -> np.ndarray:
@@ -535,7 +552,7 @@ class PointCache:
                 with passing_through(conn):
                     parts = _chunk_parts(conn, series, max(since, cutoff))
                 parts.append(_load(conn, series.project_id, series, "time_ns >= ?", (max(since, cutoff),)).sorted())
-                entry = _Entry(_sorted_parts(parts, kind), since, head_mark, chunk_mark, cutoff)
+                entry = _Entry(_sorted_parts(parts, kind, consume=True), since, head_mark, chunk_mark, cutoff)
             else:
                 if head_mark > entry.head_mark:
                     new = []
@@ -543,7 +560,7 @@ class PointCache:
                         moved = _chunk_parts(conn, series, max(entry.since, cutoff), entry.chunk_mark,
                                              entry.head_mark)
                         if moved:
-                            new.append(_sorted_parts(moved, kind))
+                            new.append(_sorted_parts(moved, kind, consume=True))
                     new.append(_load(conn, series.project_id, series, "id > ? AND time_ns >= ?",
                                      (entry.head_mark, max(entry.since, cutoff))))
                     new = [p for p in new if len(p)]

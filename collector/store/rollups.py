@@ -438,7 +438,7 @@ def _range_points(conn: sqlite3.Connection, series: "SeriesSet", lo: int, hi: in
     with passing_through(conn):
         parts = _chunk_parts(conn, series, lo, until=hi)
     parts.append(_load(conn, series.project_id, series, "time_ns >= ? AND time_ns < ?", (lo, hi)).sorted())
-    return _sorted_parts(parts, kind)
+    return _sorted_parts(parts, kind, consume=True)
 
 
 def parts(conn: sqlite3.Connection, cache: PointCache, series: "SeriesSet", lo: int, hi: int,
@@ -499,7 +499,7 @@ def _read_rolled(conn: sqlite3.Connection, series: "SeriesSet", hours: list[int]
             if block_start >= lo:
                 inside &= (block.flags & PLAIN_FIRST) == 0
             parts.append(p if inside.all() else p.take(inside))
-    return _sorted_parts(parts, kind_of(series.type))
+    return _sorted_parts(parts, kind_of(series.type), consume=True)
 
 
 def _rolled_hours(conn: sqlite3.Connection, series: "SeriesSet", lo: int, hi: int, edges: np.ndarray,
