@@ -11,23 +11,8 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv is None and _command(sys.argv[1:]) == "serve":  # this process's own command line
-        from otelite.collector.malloc import exec_with_huge_pages
-        exec_with_huge_pages()  # before otelite is imported (collector/malloc.py)
     from otelite.collector.commands import main as run
     return run(argv)
-
-
-def _command(args: list[str]) -> str | None:
-    """The command a command line names: its first word that is neither an option nor the value of
-    `--log-level` (commands.build_parser's one option before the command)."""
-    words = iter(args)
-    for word in words:
-        if word == "--log-level":
-            next(words, None)
-        elif not word.startswith("-"):
-            return word
-    return None
 
 
 if __name__ == "__main__":

@@ -19,21 +19,16 @@ RSS was the same (228-263 MB against 230-263). Lower is worse: fixing it at 128 
 are unmapped) lowered RSS a little more, but then every such array is a fresh mapping on every query: a
 warm 24 h histogram_quantile took 410-470 ms instead of 210-300.
 
-Transparent huge pages for the heap (`exec_with_huge_pages`). A page fault costs ~3-4 us on the benchmark's
-VM, and a process's first query faults in every page it touches: the live cold 24 h histogram_quantile of
-the scale benchmark took 36,000 faults, 90-120 ms of system time of 266-294 ms. With glibc's
-`glibc.malloc.hugetlb=1` tunable (glibc 2.35+) malloc asks the kernel for huge pages for its heap
-(`madvise(MADV_HUGEPAGE)`, honoured by a kernel whose THP mode is `madvise`): 170 faults and 171-207 ms
-(264-292 against 305-316 when the VM ran slower: the kernel still zeroes every page), warm queries no
-slower, ingest and the overload benchmark's peak RSS the same (docs/benchmarks.md, 2026-12-03 16:10).
-A tunable is read once, when the process starts, so `otelite serve` runs its own command line again with
-it set (`os.execve`: the same pid, file descriptors and arguments) before it imports the rest of otelite.
-The decode workers it spawns get the environment as it was: they hold a request at a time, and huge
-pages there would only add to the server's RSS.
+No transparent huge pages for the heap. `otelite serve` ran itself again with glibc's
+`glibc.malloc.hugetlb=1` tunable from 80dd786 (fewer page faults for a first query on the Intel VM of
+2026-12-03: 264-292 ms against 305-316). On the 2-core AMD EPYC VM that runs the acceptance figures now,
+with a first query that touches half the memory it did then, it made that query slower: 277 ms mean
+against 230 over six alternated pairs, more system time zeroing whole 2 MiB pages (docs/benchmarks.md,
+2026-12-04). `GLIBC_TUNABLES=glibc.malloc.hugetlb=1 otelite serve` still gives them, glibc's own way.
 
 Call `tune()` at the start of the server, before it starts threads. What the environment sets
 (MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_) is left as it is; without glibc (musl,
-macOS) nothing happens. Nor is `GLIBC_TUNABLES` naming `glibc.malloc.hugetlb` (`=0`: no huge pages).
+macOS) nothing happens.
 
 Holes in the middle of an arena are returned only by `malloc_trim` (free() gives back the top of the heap
 alone), so the server runs a `Trimmer` every TRIM_INTERVAL_S when ingest has pressed since its last look
@@ -50,9 +45,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-import sys
 import threading
-from typing import Callable, Mapping
+from typing import Callable
 
 from otelite.collector.osthread import NamedThread
 
@@ -72,74 +66,6 @@ def _glibc_function(name: str):
         return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
     except (OSError, AttributeError):
         return None
-
-
-HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
-# Set only across the re-exec: the GLIBC_TUNABLES the process was started with, for its children.
-TUNABLES_BEFORE = "OTELITE_GLIBC_TUNABLES_BEFORE"
-
-
-def huge_pages_tunables(environ: Mapping[str, str], thp_mode: str | None,
-                        glibc: tuple[int, int] | None) -> str | None:
-    """The GLIBC_TUNABLES to run again with, or None to run as is: glibc 2.35+ (the tunable's first
-    release), the kernel's THP mode `madvise` (`always` gives the heap huge pages already, `never` none),
-    and nothing in the environment about it (the user's choice; or the re-exec's own tunable, so a
-    re-executed process never runs again)."""
-    if glibc is None or glibc < (2, 35) or thp_mode != "madvise":
-        return None
-    current = environ.get("GLIBC_TUNABLES", "")
-    if "glibc.malloc.hugetlb" in current:
-        return None
-    return f"{current}:{HUGE_PAGES_TUNABLE}" if current else HUGE_PAGES_TUNABLE
-
-
-def _thp_mode() -> str | None:
-    """The kernel's transparent huge page mode (the bracketed word of its sysfs file), or None."""
-    try:
-        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
-            text = f.read()
-    except OSError:
-        return None
-    start, end = text.find("["), text.find("]")
-    return text[start + 1:end] if 0 <= start < end else None
-
-
-def _glibc_version() -> tuple[int, int] | None:
-    version = _glibc_function("gnu_get_libc_version")
-    if version is None:
-        return None
-    version.restype = ctypes.c_char_p
-    try:
-        major, minor = version().decode().split(".")[:2]
-        return int(major), int(minor)
-    except (ValueError, AttributeError):
-        return None
-
-
-def exec_with_huge_pages() -> None:
-    """Run this process's command line again with glibc's huge pages (module docstring), or return: after
-    that re-exec (giving the children the environment as it was), or when `huge_pages_tunables` says no.
-    Call it first thing in a process whose command line is its own (not pytest's: `cli.main()`)."""
-    if TUNABLES_BEFORE in os.environ:  # the re-executed process
-        before = os.environ.pop(TUNABLES_BEFORE)
-        if before:
-            os.environ["GLIBC_TUNABLES"] = before
-        else:
-            os.environ.pop("GLIBC_TUNABLES", None)
-        return
-    argv = getattr(sys, "orig_argv", None)
-    if not argv or not sys.executable or os.name != "posix":
-        return
-    tunables = huge_pages_tunables(os.environ, _thp_mode(), _glibc_version())
-    if tunables is None:
-        return
-    env = {**os.environ, "GLIBC_TUNABLES": tunables, TUNABLES_BEFORE: os.environ.get("GLIBC_TUNABLES", "")}
-    sys.stdout.flush()
-    sys.stderr.flush()
-    try:
-        os.execve(sys.executable, argv, env)
-    except OSError:  # (an interpreter that cannot be run again: run as is)
-        return
 
 
 def tune() -> bool:
