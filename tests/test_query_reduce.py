@@ -303,22 +303,29 @@ def test_histogram_cells_of_narrow_counts_are_the_float64_cells(top, want):
         assert all(np.array_equal(x, y, equal_nan=True) for x, y in zip(got, ref))
 
 
-def test_histogram_combine_adds_each_groups_bucket_counts():
-    """combine's per-bound sums against a loop over the cells."""
+@pytest.mark.parametrize("every_cell", [False, True])
+@pytest.mark.parametrize("group", [[0, 1, 0, -1, 2, 1, 0, 2, 2], [0] * 9, [0, 0, -1, 0, 0, 0, 0, 0, 0]])
+def test_histogram_combine_adds_each_groups_bucket_counts(every_cell, group):
+    """combine's sums (per bound, or over the series axis where every series has the same cells) against a
+    loop over the cells, with the newest hours' cells as a second part (`Cells.also`)."""
     from otelite.collector.query.model import Aggregation
     from otelite.collector.query.reduce import Cells, combine, prom_quantile
     rng = np.random.default_rng(12)
-    nb, series = 5, 9
-    sidx, b = np.repeat(np.arange(series), nb), np.tile(np.arange(nb), series)
-    keep = rng.random(sidx.size) < 0.8
+    nb, series = 7, 9
+    sidx, b = np.repeat(np.arange(series), nb - 2), np.tile(np.arange(nb - 2), series)
+    keep = np.ones(sidx.size, bool) if every_cell else rng.random(sidx.size) < 0.8
     cells = Cells(sidx[keep], b[keep], vec=rng.integers(0, 30, (int(keep.sum()), 4)).astype(np.int32),
                   bounds=(1.0, 2.0, 5.0))
-    group = np.array([0, 1, 0, -1, 2, 1, 0, 2, 2])
+    newest_sidx, newest_b = np.repeat(np.arange(series), 2), np.tile([nb - 3, nb - 1], series)  # (one shared bucket)
+    cells.also = Cells(newest_sidx, newest_b, vec=rng.integers(0, 30, (newest_sidx.size, 4)).astype(np.float64),
+                       bounds=(1.0, 2.0, 5.0))
+    group = np.array(group)
     g, bk, v = combine(cells, group, Aggregation("histogram_quantile", q=0.5, across="sum"), nb)
     sums: dict = {}
-    for s, bucket, row in zip(cells.sidx.tolist(), cells.b.tolist(), cells.vec):
-        if group[s] >= 0:
-            sums[(int(group[s]), bucket)] = sums.get((int(group[s]), bucket), 0) + row.astype(np.float64)
+    for part in (cells, cells.also):
+        for s, bucket, row in zip(part.sidx.tolist(), part.b.tolist(), part.vec):
+            if group[s] >= 0:
+                sums[(int(group[s]), bucket)] = sums.get((int(group[s]), bucket), 0) + row.astype(np.float64)
     assert list(zip(g.tolist(), bk.tolist())) == sorted(sums)
     want = prom_quantile(np.cumsum(np.array([sums[k] for k in sorted(sums)]), axis=1), cells.bounds, 0.5)
     assert np.array_equal(v, want, equal_nan=True)

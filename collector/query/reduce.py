@@ -706,13 +706,34 @@ def _combine_counts(cells: Cells, group: np.ndarray, agg: Aggregation, nb: int, 
     summed = np.zeros((width, ukey.size))
     at = 0
     for key, vec in keyed:
+        part_slot = slot[at:at + key.size]
+        at += key.size
+        row = _repeated_row(part_slot)
+        if row is not None:
+            # Every series of the part with a cell in the same (group, bucket)s, in the same order: one
+            # group (no group-by), each series reporting in every bucket, the usual dashboard query. A sum
+            # over the series axis, several times faster than the bincounts (a warm 24 h
+            # histogram_quantile's largest step).
+            summed[:, row] += vec.reshape(-1, row.size, vec.shape[1]).sum(axis=0, dtype=np.float64).T
+            continue
         # A bincount per bucket bound, not one over a (cells x bounds) flat index: that index was 16 int64
         # per cell (30 MB for the scale benchmark's 24 h histogram_quantile, memory a fresh process faults in).
-        part_slot = slot[at:at + key.size]
         for j in range(width):
             summed[j] += np.bincount(part_slot, weights=vec[:, j], minlength=ukey.size)
-        at += key.size
     return *np.divmod(ukey, nb), prom_quantile(np.cumsum(summed.T, axis=1), cells.bounds, agg.q)
+
+
+def _repeated_row(slot: np.ndarray) -> np.ndarray | None:
+    """When `slot` is one strictly increasing row repeated (cells of several series, each in the same
+    slots), that row; else None."""
+    if slot.size < 2:
+        return None
+    drops = np.flatnonzero(slot[1:] <= slot[:-1])
+    width = int(drops[0]) + 1 if drops.size else slot.size
+    if slot.size % width:
+        return None
+    rows = slot.reshape(-1, width)
+    return rows[0] if (rows == rows[0]).all() else None
 
 
 def _combine_full(key: np.ndarray, value: np.ndarray, group: np.ndarray, how: str, nb: int, buckets: np.ndarray
