@@ -28,10 +28,22 @@ from otelite.collector.telemetry import Telemetry
 TESTDATA = Path(__file__).parent / "testdata"
 
 
+_HANDED_OUT_PORTS: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now and never handed out before in this test run.
+
+    The socket is closed before the caller binds, so the kernel may offer the same port to the next
+    call; two ports picked for one server (its HTTP and its own /metrics listener) then collide.
+    """
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT_PORTS:
+            _HANDED_OUT_PORTS.add(port)
+            return port
 
 
 @dataclass
