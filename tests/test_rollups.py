@@ -786,3 +786,276 @@ def test_any_history_gives_every_reading_s_increases_without_its_rolled_plain_fi
         return c.sidx.tolist(), c.b.tolist(), np.where(np.isnan(c.value), -1.0, c.value).tolist()
 
     assert cells(points_module._sorted_parts(rolled, "number")) == cells(every)
+
+
+# --- chunk rollups: the hours no hourly rollup answers yet ------------------------------------------------
+
+def _merged_request(steps) -> ExportMetricsServiceRequest:
+    """The requests of `steps` as one: one commit, so one chunk per metric and hour."""
+    req = ExportMetricsServiceRequest()
+    for k in steps:
+        req.MergeFrom(request(k))
+    return req
+
+
+def chunk_store(path: Path, monkeypatch, *commits, head=()) -> None:
+    """A store whose every commit (a list of steps) becomes one chunk per metric and hour, never merged,
+    every chunk with its chunk rollup, no hourly rollup; `head`: steps whose points stay in the head."""
+    store = open_store(path, direct_min_points=1)
+    monkeypatch.setattr(store.writer.compactor, "due", lambda: False)
+    for steps in commits:
+        store.writer.submit(metrics_to_batch(_merged_request(steps), 1)).result(timeout=30)
+    store.close()
+    if head:
+        store = open_store(path, head_max_age=3600.0)
+        store.writer.submit(metrics_to_batch(_merged_request(head), 1)).result(timeout=30)
+        store.close()
+    conn = connect_writer(str(path))
+    conn.execute("DELETE FROM metric_rollups")
+    with monkeypatch.context() as m:
+        m.setattr(rollups, "CHUNK_MIN_POINTS", 1)
+        m.setattr(rollups, "CHUNK_HOURS", 10**6)  # the fixture's hours are years old
+        assert rollups.build_due_chunks(conn, CLOSED) == conn.execute(
+            "SELECT count(*) FROM metric_chunks WHERE type IN ('sum', 'histogram', 'exponential_histogram')").fetchone()[0]
+        assert rollups.build_due_chunks(conn, CLOSED) == 0  # (each is built once)
+    conn.close()
+
+
+def how_read(monkeypatch) -> list[str]:
+    """What the queries read the hours no hourly rollup answers from: "chunk rollups" for every query that
+    read at least one, "cache" for every one that read them raw through the cache."""
+    seen: list[str] = []
+    real_payload, real_points = rollups._chunk_payload_points, PointCache.points
+
+    def payload(conn, sql, chunk_id):
+        if "metric_chunk_rollups" in sql:
+            seen.append("chunk rollup")
+        return real_payload(conn, sql, chunk_id)
+
+    def points(self, conn, series, t_from, t_to, *, margin=True):
+        if not margin:
+            seen.append("cache")
+        return real_points(self, conn, series, t_from, t_to, margin=margin)
+
+    monkeypatch.setattr(rollups, "_chunk_payload_points", payload)
+    monkeypatch.setattr(PointCache, "points", points)
+    return seen
+
+
+def test_a_chunk_rollup_keeps_what_kept_picks_from_its_chunk_in_query_order(tmp_path, monkeypatch):
+    path = tmp_path / "chunk-rollups.db"
+    chunk_store(path, monkeypatch, range(0, 200))
+    conn = connect_reader(str(path))
+    delta_ids = np.array([i for (i,) in conn.execute("SELECT id FROM metric_series WHERE temporality = 1")])
+    rows = conn.execute("SELECT c.name, c.payload, r.payload, r.n, r.block_start = c.block_start FROM metric_chunks "
+                        "AS c JOIN metric_chunk_rollups AS r ON r.chunk_id = c.id").fetchall()
+    assert len(rows) == 6 * 3  # 6 counter and distribution metrics, 3 hours
+    for name, chunk, rolled, n, same_hour in rows:
+        everything = decode(chunk, exact=False).points
+        order = rollups.read_order(everything)
+        expected = everything.take(order[rollups.kept(everything, order, delta_ids)])
+        got = decode(rolled, exact=False).points
+        assert same_hour and len(got) == n
+        for column in ("series_id", "time", "counter", "start"):
+            assert np.array_equal(getattr(got, column), getattr(expected, column), equal_nan=True), column
+        # (A delta series keeps every reading, and so does the up-down counter, whose every drop is a pair
+        # that is not plain.)
+        assert len(got) < len(everything) / 2 if name in ("r.latency", "r.sizes") else len(got) <= len(everything)
+
+
+@pytest.mark.parametrize("commits, head, read_from", [
+    # One chunk per metric and hour: read from their rollups wherever the cells are whole.
+    ([range(0, STEPS)], (), "chunk rollups"),
+    # Chunks one after the other in time, and head points after them: rollups and raw head together.
+    ([range(0, 100), range(100, 230)], range(230, STEPS), "chunk rollups"),
+    # Two chunks of an hour whose readings interleave (the odd steps came later): read raw.
+    ([range(0, STEPS, 2), range(1, STEPS, 2)], (), "cache"),
+    # Head points among a chunk's readings: read raw.
+    ([range(0, STEPS, 2)], range(1, 101, 2), "cache"),
+])
+def test_chunk_rollups_answer_every_query_as_every_reading(tmp_path, monkeypatch, commits, head, read_from):
+    path = tmp_path / "chunk-rollups.db"
+    chunk_store(path, monkeypatch, *commits, head=head)
+    conn = connect_reader(str(path))
+    fell_back = []
+    for query in queries():
+        expected = answer(conn, query, False, monkeypatch)
+        with monkeypatch.context() as m:
+            seen = how_read(m)
+            assert answer(conn, query, True, monkeypatch) == expected, query
+        if query.grid not in (FixedGrid(7 * MIN), FixedGrid(15 * MIN, origin_ns=5 * MIN)) \
+                and query.selection.name != "r.bytes":  # (cells that straddle buckets; a delta series)
+            # (Interleaved: the chunk rollups are read, found to leave out a reading another part has
+            # between theirs, and everything is read through the cache.)
+            assert "chunk rollup" in seen, query
+            fell_back.append("cache" in seen)
+        else:
+            assert "chunk rollup" not in seen
+    if read_from == "chunk rollups":
+        assert not any(fell_back)
+    else:  # (a window that starts after the head points among them reads the chunk rollups alone)
+        assert sum(fell_back) > len(fell_back) * 3 / 4
+
+
+def test_a_window_ending_inside_a_chunk_reads_that_chunk_raw(tmp_path, monkeypatch):
+    """A chunk that holds readings from the query's end on is not answered by its rollup (its last
+    reading of a cell may lie after the end): every end, minute by minute, answers as from every reading."""
+    path = tmp_path / "chunk-rollups.db"
+    chunk_store(path, monkeypatch, range(0, 100), range(100, 200), range(200, STEPS))
+    conn = connect_reader(str(path))
+    for minute in range(61, 240, 7):
+        end = T0 + minute * MIN + 17 * S
+        for grid in (FixedGrid(15 * MIN), FixedGrid(HOUR), FixedGrid(7 * MIN)):
+            for name, fn, q in CASES:
+                query = Query(SeriesSelection(1, name), T0 + 45 * MIN, end, grid,
+                              Aggregation(fn, q=q, across="sum" if fn != "observation_mean" else None))
+                assert answer(conn, query, True, monkeypatch) == answer(conn, query, False, monkeypatch), \
+                    (minute, grid, name, fn)
+
+
+def test_merges_take_their_chunks_rollups_with_them_and_old_hours_are_dropped(tmp_path, monkeypatch):
+    path = tmp_path / "chunk-rollups.db"
+    chunk_store(path, monkeypatch, range(0, 100), range(100, 200))
+    conn = connect_writer(str(path))
+    before = conn.execute("SELECT count(*) FROM metric_chunk_rollups").fetchone()[0]
+    ids = [i for (i,) in conn.execute("SELECT id FROM metric_chunks WHERE name = 'r.latency' AND block_start = ?",
+                                      (T0 + HOUR,))]
+    assert len(ids) == 2
+    conn.execute("BEGIN IMMEDIATE")
+    from otelite.collector.store.compactor import Compactor
+    merged = Compactor.merge_chunks(conn, ids, 1)
+    conn.execute("COMMIT")
+    assert conn.execute(f"SELECT count(*) FROM metric_chunk_rollups WHERE chunk_id IN ({ids[0]}, {ids[1]}, {merged})"
+                        ).fetchone() == (0,)
+    assert conn.execute("SELECT count(*) FROM metric_chunk_rollups").fetchone() == (before - 2,)
+    # A rollup built from a chunk that is merged away before it is stored is not stored.
+    with monkeypatch.context() as m:
+        m.setattr(rollups, "CHUNK_MIN_POINTS", 1)
+        m.setattr(rollups, "CHUNK_HOURS", 10**6)
+        row = rollups.build_chunk(conn, merged)
+        assert rollups.build_chunk(conn, ids[0]) is None  # (gone)
+        other = conn.execute("SELECT id FROM metric_chunks WHERE name = 'r.requests' AND block_start = ?",
+                             (T0,)).fetchone()[0]
+        stale = rollups.build_chunk(conn, other)
+        conn.execute("DELETE FROM metric_chunk_rollups WHERE chunk_id = ?", (other,))
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("DELETE FROM metric_chunks WHERE id = ?", (other,))
+        rollups.store_chunk(conn, stale, CLOSED)
+        rollups.store_chunk(conn, row, CLOSED)
+        conn.execute("COMMIT")
+        assert conn.execute("SELECT chunk_id FROM metric_chunk_rollups WHERE chunk_id IN (?, ?)",
+                            (other, merged)).fetchall() == [(merged,)]
+    # Rows of hours older than the chunk rollups' window go when the next one is stored.
+    conn.execute("BEGIN IMMEDIATE")
+    rollups.store_chunk(conn, row, T0 + (rollups.CHUNK_HOURS + 2) * HOUR)
+    conn.execute("COMMIT")
+    assert conn.execute("SELECT min(block_start) FROM metric_chunk_rollups").fetchone() == (T0 + HOUR,)
+    conn.close()
+
+
+def test_a_running_store_builds_the_rollups_of_the_open_hours_large_chunks(tmp_path, monkeypatch):
+    """Live, with the current time: the builder gives the large chunks of the open hour and the hour
+    before a rollup each, and none to small chunks or older hours."""
+    monkeypatch.setattr(rollups, "CHUNK_MIN_POINTS", 50)
+    path = tmp_path / "live.db"
+    store = open_store(path, direct_min_points=1)
+    monkeypatch.setattr(store.writer.compactor, "due", lambda: False)
+    builder = store.writer.rollups
+    builder.IDLE_S = 0.05
+    now = time.time_ns()
+    shift = now - now % HOUR - T0 - 2 * HOUR  # step 0 two hours before the open one
+    for steps in (range(0, 120), range(120, 160), range(160, 250)):
+        b = metrics_to_batch(_merged_request(steps), 1)
+        b.points = [p[:3] + (p[3] + shift,) + p[4:] for p in b.points]
+        store.writer.submit(b).result(timeout=30)
+    builder.wake()
+    conn = connect_reader(str(path))
+    wanted = conn.execute("SELECT count(*) FROM metric_chunks WHERE n >= 50 AND block_start >= ? "
+                          "AND type IN ('sum', 'histogram', 'exponential_histogram')",
+                          (now - now % HOUR - HOUR,)).fetchone()[0]
+    assert wanted >= 6
+    deadline = time.monotonic() + 30
+    while builder.chunks_built < wanted and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # (and nothing more comes)
+    store.close()
+    assert builder.chunks_built == wanted
+    assert conn.execute("SELECT count(*) FROM metric_chunk_rollups AS r JOIN metric_chunks AS c ON c.id = r.chunk_id "
+                        "WHERE c.n >= 50 AND c.block_start >= ?", (now - now % HOUR - HOUR,)).fetchone() == (wanted,)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_histories(), st.data(), st.sampled_from([15, 30, 60]), st.sampled_from(["increase", "rate"]))
+def test_any_history_in_any_chunks_gives_every_reading_s_increases_from_their_rollups(p, data, step_min, fn):
+    """Chunk rollups on generated data: the readings cut into chunks, by time (as a server that got them
+    in order writes them) or at random (out of order), some of them read from their rollups, the rest raw,
+    joined (`joined_if_exact`) and collapsed as a query does: when the join is taken, the engine's cells
+    are those of every reading; cut by time, it is always taken."""
+    lo, hi = T0, T0 + 2 * HOUR
+    edges = lo + np.arange(0, 2 * HOUR + 1, step_min * MIN, dtype=np.int64)
+    k = data.draw(st.integers(1, 4))
+    by_time = data.draw(st.booleans())
+    if by_time:
+        cuts = sorted(data.draw(st.lists(st.integers(0, 2 * 3600), min_size=k - 1, max_size=k - 1)))
+        chunk = np.searchsorted(np.array(cuts, np.int64) * S + T0, p.time, "right")
+    else:
+        chunk = np.array(data.draw(st.lists(st.integers(0, k - 1), min_size=len(p), max_size=len(p))), np.int64)
+    arrival = np.array(data.draw(st.permutations(range(len(p)))), np.int64)
+    use = data.draw(st.lists(st.booleans(), min_size=k, max_size=k))
+    chunks = []  # each sorted by series and time, readings at one time in the order they came (chunks.py)
+    for c in range(k):
+        mine = p.take(arrival[chunk[arrival] == c])
+        chunks.append(mine.take(rollups.read_order(mine)))
+    parts = []
+    for c, mine in enumerate(chunks):
+        if use[c]:
+            order = rollups.read_order(mine)
+            mine = mine.take(order[rollups.kept(mine, order, np.zeros(0, np.int64))])
+        parts.append(mine)
+    series = SeriesSet(1, "r", "sum", np.array([1, 2, 3]), np.full(3, 2, np.int8), np.ones(3, bool))
+
+    def cells(pts: Points):
+        sidx = np.searchsorted(series.ids, pts.series_id)
+        b = np.where(pts.time < edges[0], -1, (pts.time - edges[0]) // (edges[1] - edges[0]))
+        c = series_cells(pts, sidx, b, Aggregation(fn), series.temporality, series.monotonic, edges, lo)
+        return c.sidx.tolist(), c.b.tolist(), np.where(np.isnan(c.value), -1.0, c.value).tolist()
+
+    joined = rollups.joined_if_exact(parts, use, "number")
+    if by_time:
+        assert joined is not None
+    if joined is not None:
+        # (Every reading as the raw chunks are read: readings at one time in the order they came.)
+        every = points_module._sorted_parts(chunks, "number")
+        assert cells(rollups.collapsed(joined, lo, hi, edges)) == cells(every)
+
+
+def test_a_reading_of_another_chunk_among_a_chunk_rollup_s_readings_is_found_and_the_stretch_read_raw():
+    """Chunk A has 10, 20, 30 of a counter in one quarter hour; chunk B, written later, the 15 that came
+    between 20 and 30 (a reset: every reading gives 10 + 15 + 15 = 40). A's rollup keeps 10 and 30, and
+    10, 15, 30 would give 20: the join says so instead of answering."""
+    def pts(times, values):
+        n = len(times)
+        return Points("number", np.ones(n, np.int64), T0 + np.array(times, np.int64) * S, np.ones(n, bool),
+                      np.array(values, float), np.array(values, float), np.full(n, T0 - S, np.int64))
+
+    a, b = pts([60, 120, 240], [10.0, 20.0, 30.0]), pts([180], [15.0])
+    order = rollups.read_order(a)
+    a_rolled = a.take(order[rollups.kept(a, order, np.zeros(0, np.int64))])
+    assert a_rolled.counter.tolist() == [10.0, 30.0]
+    assert rollups.joined_if_exact([a_rolled, b], [True, False], "number") is None
+    naive = points_module._sorted_parts([a_rolled, b], "number")
+    every = points_module._sorted_parts([a, b], "number")
+    edges = T0 + np.array([0, HOUR], np.int64)
+    series = SeriesSet(1, "r", "sum", np.array([1]), np.full(1, 2, np.int8), np.ones(1, bool))
+
+    def increase(p: Points) -> float:
+        c = series_cells(p, np.zeros(len(p), np.int64), np.zeros(len(p), np.int64), Aggregation("increase"),
+                         series.temporality, series.monotonic, edges, T0)
+        return float(c.value.sum())
+
+    assert (increase(every), increase(naive)) == (40.0, 20.0)
+    # B's reading after A's last: one run each, joined.
+    late = pts([300], [35.0])
+    joined = rollups.joined_if_exact([a_rolled, late], [True, False], "number")
+    assert joined is not None and increase(rollups.collapsed(joined, T0, T0 + HOUR, edges)) == increase(
+        points_module._sorted_parts([a, late], "number")) == 25.0

@@ -260,6 +260,7 @@ class Compactor:
             block = block.take(times >= cutoff)
             times = block.points.time
         conn.execute(f"DELETE FROM metric_chunks WHERE id IN ({marks})", ids)
+        conn.execute(f"DELETE FROM metric_chunk_rollups WHERE chunk_id IN ({marks})", ids)  # (rollups.py)
         if not len(block):
             return 0
         project_id, name, metric_type, block_start, seq, _ = rows[0]

@@ -423,6 +423,20 @@ def _m0012_series_state_by_arrival(db: Database) -> None:
     db.execute("CREATE UNIQUE INDEX metric_series_state_by_series ON metric_series_state (series_id)")
 
 
+@MIGRATIONS(name="0013_metric_chunk_rollups")
+def _m0013_metric_chunk_rollups(db: Database) -> None:
+    # Issue 16: the readings increases need of one chunk (rollups.py, "chunk rollups"), for the hours no
+    # hourly rollup answers yet (the open one above all), so a first query of a busy open hour reads a few
+    # readings per series and quarter hour of each large chunk instead of all of them. A chunk never
+    # changes under its id (merges and retention delete it, AUTOINCREMENT never reuses an id), so the row
+    # needs no stamp. Derived data: empty on upgrade; the rollup builder's thread fills it.
+    db.execute("""CREATE TABLE metric_chunk_rollups (
+        chunk_id INTEGER PRIMARY KEY,          -- metric_chunks.id
+        block_start INTEGER NOT NULL,          -- the chunk's hour (ns): rows of old hours are deleted
+        n INTEGER NOT NULL,                    -- readings kept
+        payload BLOB NOT NULL)                 -- a chunk payload (chunks.py) of the kept readings""")
+
+
 def schema_version() -> int:
     """The schema version this build writes: the number of migrations it knows."""
     return len(MIGRATIONS._migrations)

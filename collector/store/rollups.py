@@ -41,10 +41,22 @@ rolled hour that starts at or after its look-back start (`_read_rolled`); the ho
 keeps them. A rollup built before the mark existed has none and is read whole (exact, only larger); it
 is not rebuilt for that, and is gone with the retention of its hour.
 
+**Chunk rollups** (`metric_chunk_rollups`, migration 0013) do the same for the hours no hourly rollup
+answers yet, the open one above all, one chunk at a time: the readings `kept` picks from one chunk's
+readings alone. A busy open hour otherwise made a first query read and sort every one of its readings
+(347,700 of the scale benchmark's histogram in 20 s of ingest; docs/benchmarks.md, 2026-12-04 10:30). A
+reader takes a chunk's rollup where the chunk lies inside the stretch it reads, before the query's end,
+with only whole cells (`_newest`), and everything else raw; that is exact for the reason above as long as
+no reading of another part lies between a series' first and last reading in a chunk it takes the rollup
+of (the readings the rollup leaves out then had that chunk's own readings on both sides). Readings that
+came out of order can break that; it is checked on what was read, and then the stretch is read raw.
+
 A thread of its own (`RollupBuilder`, started by the server's writer) builds them from a read snapshot,
 newest hours first, once an hour is closed and its chunks merged, and hands each to the writer to store:
-an upgraded store fills in the background, and ingest commits never wait for an hour being packed.
-Retention deletes expired ones with the chunks.
+an upgraded store fills in the background, and ingest commits never wait for an hour being packed. With
+every closed hour rolled, it builds the chunk rollups of large chunks (CHUNK_MIN_POINTS) of the last
+CHUNK_HOURS hours, oldest chunk first; a merge deletes its chunks' rollups with them. Retention deletes
+expired hourly rollups with the chunks.
 """
 
 from __future__ import annotations
@@ -269,6 +281,68 @@ def store(conn: sqlite3.Connection, row: tuple) -> None:
     conn.execute(_SQL_PUT, row)
 
 
+# --- chunk rollups: the hours no hourly rollup answers yet ----------------------------------------------------
+
+CHUNK_MIN_POINTS = 4096  # smaller chunks are read raw: the first query of an hour would gain little
+CHUNK_HOURS = 2  # chunks of the open hour and the one before it get one; older hours have their own rollup
+_SQL_CHUNK_PUT = ("INSERT OR REPLACE INTO metric_chunk_rollups (chunk_id, block_start, n, payload) "
+                  "SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM metric_chunks WHERE id = ?)")
+
+
+def chunk_due(conn: sqlite3.Connection, now_ns: int, after_id: int) -> int | None:
+    """The id (> `after_id`) of the oldest chunk that should have a chunk rollup and has none: a counter or
+    distribution metric's chunk of at least CHUNK_MIN_POINTS points in the last CHUNK_HOURS hours.
+    Chunk ids only grow and a chunk never changes: a chunk passed over once never becomes due."""
+    row = conn.execute(
+        "SELECT c.id FROM metric_chunks AS c WHERE c.id > ? "
+        f"AND c.type IN ({','.join('?' * len(ROLLED_TYPES))}) AND c.n >= ? AND c.block_start >= ? "
+        "AND NOT EXISTS (SELECT 1 FROM metric_chunk_rollups AS r WHERE r.chunk_id = c.id) ORDER BY c.id LIMIT 1",
+        (after_id, *ROLLED_TYPES, CHUNK_MIN_POINTS, block_of(now_ns) - (CHUNK_HOURS - 1) * BLOCK_NS)).fetchone()
+    return row[0] if row else None
+
+
+def build_chunk(conn: sqlite3.Connection, chunk_id: int) -> tuple | None:
+    """The metric_chunk_rollups row of a chunk: what `kept` picks from its readings, in query order (the
+    same rule as an hour's rollup, without plain firsts: a chunk's neighbours are not known). None once the
+    chunk is gone."""
+    with ReadTransaction(conn):
+        row = conn.execute("SELECT project_id, name, type, block_start, payload FROM metric_chunks WHERE id = ?",
+                           (chunk_id,)).fetchone()
+        if row is None:
+            return None
+        delta_ids = np.array([r[0] for r in conn.execute(
+            "SELECT id FROM metric_series WHERE project_id = ? AND name = ? AND type = ? AND temporality = 1",
+            row[:3])], np.int64)
+    block = decode(row[4], exact=False)
+    order = read_order(block.points)  # readings only, as a query reads them
+    block = block.take(order[kept(block.points, order, delta_ids)])
+    return (chunk_id, row[3], len(block), encode(block))
+
+
+def store_chunk(conn: sqlite3.Connection, row: tuple, now_ns: int) -> None:
+    """Write a chunk rollup (`build_chunk`'s row) unless its chunk was merged away meanwhile, and delete
+    those of hours that have their own rollup by now (the reader no longer asks for them); on the writer's
+    connection. The rows of merged chunks go with them (compactor.merge_chunks)."""
+    conn.execute(_SQL_CHUNK_PUT, (*row, row[0]))
+    conn.execute("DELETE FROM metric_chunk_rollups WHERE block_start < ?",
+                 (block_of(now_ns) - (CHUNK_HOURS + 1) * BLOCK_NS,))
+
+
+def build_due_chunks(conn: sqlite3.Connection, now_ns: int) -> int:
+    """Build and store every due chunk rollup on one writing connection (tests, benchmarks; RollupBuilder
+    does it live). Returns how many."""
+    n, after = 0, 0
+    while (cid := chunk_due(conn, now_ns, after)) is not None:
+        after = cid
+        row = build_chunk(conn, cid)
+        if row is not None:
+            conn.execute("BEGIN IMMEDIATE")
+            store_chunk(conn, row, now_ns)
+            conn.execute("COMMIT")
+            n += 1
+    return n
+
+
 class RollupBuilder:
     """Builds due rollups on a thread of its own with its own read connection, and hands each result to
     the writer (`submit_write`): the decoding and packing of an hour (up to a second for a busy metric)
@@ -293,6 +367,8 @@ class RollupBuilder:
         self._wake = threading.Event()  # set by stop and wake: the wait ends
         self._thread: threading.Thread | None = None
         self.built = 0  # rollups stored (tests, telemetry)
+        self.chunks_built = 0  # chunk rollups stored
+        self._chunk_mark = 0  # chunks up to this id have been looked at (`chunk_due`)
         self._unbuildable: set[tuple] = set()  # `due` rows whose build raised, skipped until their stamp moves
 
     def wake(self) -> None:
@@ -316,6 +392,27 @@ class RollupBuilder:
             self._thread.join()
             self._thread = None
 
+    def _build_a_chunk(self, conn: sqlite3.Connection) -> bool:
+        """Build and store the next due chunk rollup, if there is one (whether one was due)."""
+        now = time.time_ns()
+        with ReadTransaction(conn):  # (one snapshot: a chunk committed in between is looked at next time)
+            cid = chunk_due(conn, now, self._chunk_mark)
+            if cid is None:  # none after the mark now, and none of those will ever be due
+                self._chunk_mark = conn.execute("SELECT max(id) FROM metric_chunks").fetchone()[0] or 0
+                return False
+        try:
+            row = build_chunk(conn, cid)
+        except sqlite3.Error:
+            raise  # (busy, locked: the next look retries it)
+        except Exception:  # noqa: BLE001 - a bug on one chunk must not hold up the others
+            log.exception("the rollup of metric chunk %d cannot be built; queries read it raw", cid)
+            row = None
+        if row is not None and not self._stop.is_set():
+            self._submit_write(lambda wconn: store_chunk(wconn, row, now)).result()  # (raises: looked at again)
+            self.chunks_built += 1
+        self._chunk_mark = cid
+        return True
+
     def _run(self) -> None:
         conn = connect_reader(self.path)
         wait = self.IDLE_S if self._first_look_s is None else self._first_look_s
@@ -327,8 +424,8 @@ class RollupBuilder:
                 began = time.monotonic()
                 try:
                     hour = due(conn, time.time_ns(), self._closed_after_ns, self._small_points, self._unbuildable)
-                    if hour is None:
-                        wait = self.IDLE_S
+                    if hour is None:  # every closed hour has its rollup: the open hours' large chunks next
+                        wait = self.PAUSE * (time.monotonic() - began) if self._build_a_chunk(conn) else self.IDLE_S
                         continue
                     try:
                         row = build(conn, hour)
@@ -456,7 +553,7 @@ def parts(conn: sqlite3.Connection, cache: PointCache, series: "SeriesSet", lo: 
     cutoff = retention_cutoff(conn)
     rolled = _rolled_hours(conn, series, lo, hi, edges, cutoff)
     if not rolled:
-        return empty(kind), collapsed(cache.points(conn, series, lo, hi), lo, hi, edges), None
+        return empty(kind), _newest(conn, cache, series, lo, lo, hi, edges, cutoff), None
     # What the rolled part answers ends with the last rolled hour, or before the quarter hour that holds
     # the query's end when that hour is rolled (`_rolled_hours`).
     until = min(hi - hi % CELL_NS, rolled[-1][0] + BLOCK_NS)
@@ -473,8 +570,79 @@ def parts(conn: sqlite3.Connection, cache: PointCache, series: "SeriesSet", lo: 
                     earlier.append(collapsed(stretch, lo, hi, edges))
             at = min(b + BLOCK_NS, until)
     first = earlier[0] if len(earlier) == 1 else _sorted_parts(earlier, kind)
-    newest = collapsed(cache.points(conn, series, at, hi, margin=False), lo, hi, edges) if at < hi else empty(kind)
+    newest = _newest(conn, cache, series, lo, at, hi, edges, cutoff) if at < hi else empty(kind)
     return first, newest, (key if len(earlier) == 1 else None)
+
+
+def _newest(conn: sqlite3.Connection, cache: PointCache, series: "SeriesSet", lo: int, at: int, hi: int,
+            edges: np.ndarray, cutoff: int) -> Points:
+    """The readings of [at, hi) (hours no hourly rollup answers) that a query of [lo, hi) on `edges` needs,
+    collapsed (`collapsed`). A chunk of those hours that has a chunk rollup (`build_chunk`), lies inside
+    [at, hi) and has only whole cells in the query's buckets is read from it; the others and the head raw.
+    That is exact as an hourly rollup is, provided no other reading of a series lies between the first and
+    last reading of that series in a chunk read from its rollup (the readings it leaves out had its own
+    readings on both sides): checked on the readings read, and where a series' readings of two chunks
+    interleave (points that came out of order), everything is read through the cache instead, as without
+    chunk rollups. Each chunk's part is kept in the cache under its id (a chunk never changes under it)."""
+    since = max(at, cutoff)
+    chunks = conn.execute(
+        "SELECT c.id, c.t_min, c.t_max, r.chunk_id IS NOT NULL FROM metric_chunks AS c "
+        "LEFT JOIN metric_chunk_rollups AS r ON r.chunk_id = c.id WHERE c.project_id = ? AND c.name = ? "
+        "AND c.type = ? AND c.block_start >= ? AND c.block_start < ? AND c.t_max >= ? "
+        "ORDER BY c.block_start, c.seq, c.id",
+        (series.project_id, series.name, series.type, block_of(since), hi, since)).fetchall()
+    first, whole = _whole_cells(lo, hi, edges, read_to_hi=True)
+    rolled = [bool(has) and since <= t_min and t_max < hi
+              and bool(whole[(t_min - first) // CELL_NS:(t_max - first) // CELL_NS + 1].all())
+              for _, t_min, t_max, has in chunks]
+    if not any(rolled):
+        return collapsed(cache.points(conn, series, at, hi, margin=False), lo, hi, edges)
+    kind = kind_of(series.type)
+    parts = []
+    for (cid, _, _, _), use in zip(chunks, rolled):
+        if use:
+            parts.append(cache.derived(("chunk rollup", cid), lambda cid=cid: _chunk_payload_points(
+                conn, "SELECT payload FROM metric_chunk_rollups WHERE chunk_id = ?", cid)))
+        else:
+            p = cache.derived(("chunk readings", cid), lambda cid=cid: _chunk_payload_points(
+                conn, "SELECT payload FROM metric_chunks WHERE id = ?", cid))
+            inside = (p.time >= since) & (p.time < hi)
+            parts.append(p if inside.all() else p.take(inside))
+    rolled.append(False)
+    parts.append(_load(conn, series.project_id, series, "time_ns >= ? AND time_ns < ?", (since, hi)).sorted())
+    joined = joined_if_exact(parts, rolled, kind)
+    if joined is None:  # a chunk rollup's series has another part's reading among its readings
+        return collapsed(cache.points(conn, series, at, hi, margin=False), lo, hi, edges)
+    return collapsed(joined, lo, hi, edges)
+
+
+def joined_if_exact(parts: list[Points], rolled: list[bool], kind: str) -> Points | None:
+    """The readings of `parts` (in the order the raw parts are read; `rolled`: which are chunk rollups, in
+    query order) sorted by series and time, equal ones in part order, as `points._sorted_parts` sorts the
+    raw parts; None when a reading of another part lies among the readings of one series in a chunk
+    rollup (`_newest`): in that order, each (series, rolled part) must be one run."""
+    nonempty = [(p, use) for p, use in zip(parts, rolled) if len(p)]
+    if not nonempty:
+        return empty(kind)
+    sid = np.concatenate([p.series_id for p, _ in nonempty])
+    order = series_time_order(sid, np.concatenate([p.time for p, _ in nonempty]))
+    sid = sid[order]
+    part = np.repeat(np.arange(len(nonempty)), [len(p) for p, _ in nonempty])[order]
+    run_starts = np.ones(len(sid), bool)
+    run_starts[1:] = (sid[1:] != sid[:-1]) | (part[1:] != part[:-1])
+    runs = int(np.count_nonzero(run_starts & np.array([use for _, use in nonempty])[part]))
+    series_runs = sum(1 + int(np.count_nonzero(p.series_id[1:] != p.series_id[:-1])) for p, use in nonempty if use)
+    if runs != series_runs:
+        return None
+    return concat_all([p for p, _ in nonempty], kind, rows=order)
+
+
+def _chunk_payload_points(conn: sqlite3.Connection, sql: str, chunk_id: int) -> Points:
+    """The readings of one payload (a chunk's, in its order, or a chunk rollup's, in query order)."""
+    with passing_through(conn):
+        (payload,) = conn.execute(sql, (chunk_id,)).fetchone()
+    p = decode(payload, exact=False).points
+    return p if p.valid.all() else p.take(p.valid)
 
 
 def _read_rolled(conn: sqlite3.Connection, series: "SeriesSet", hours: list[int], lo: int, hi: int) -> Points:
