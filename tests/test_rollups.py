@@ -813,11 +813,10 @@ def chunk_store(path: Path, monkeypatch, *commits, head=()) -> None:
     conn = connect_writer(str(path))
     conn.execute("DELETE FROM metric_rollups")
     with monkeypatch.context() as m:
-        m.setattr(rollups, "CHUNK_MIN_POINTS", 1)
         m.setattr(rollups, "CHUNK_HOURS", 10**6)  # the fixture's hours are years old
-        assert rollups.build_due_chunks(conn, CLOSED) == conn.execute(
+        assert rollups.build_due_chunks(conn, CLOSED, 1) == conn.execute(
             "SELECT count(*) FROM metric_chunks WHERE type IN ('sum', 'histogram', 'exponential_histogram')").fetchone()[0]
-        assert rollups.build_due_chunks(conn, CLOSED) == 0  # (each is built once)
+        assert rollups.build_due_chunks(conn, CLOSED, 1) == 0  # (each is built once)
     conn.close()
 
 
@@ -930,7 +929,6 @@ def test_merges_take_their_chunks_rollups_with_them_and_old_hours_are_dropped(tm
     assert conn.execute("SELECT count(*) FROM metric_chunk_rollups").fetchone() == (before - 2,)
     # A rollup built from a chunk that is merged away before it is stored is not stored.
     with monkeypatch.context() as m:
-        m.setattr(rollups, "CHUNK_MIN_POINTS", 1)
         m.setattr(rollups, "CHUNK_HOURS", 10**6)
         row = rollups.build_chunk(conn, merged)
         assert rollups.build_chunk(conn, ids[0]) is None  # (gone)
@@ -956,12 +954,12 @@ def test_merges_take_their_chunks_rollups_with_them_and_old_hours_are_dropped(tm
 def test_a_running_store_builds_the_rollups_of_the_open_hours_large_chunks(tmp_path, monkeypatch):
     """Live, with the current time: the builder gives the large chunks of the open hour and the hour
     before a rollup each, and none to small chunks or older hours."""
-    monkeypatch.setattr(rollups, "CHUNK_MIN_POINTS", 50)
     path = tmp_path / "live.db"
     store = open_store(path, direct_min_points=1)
     monkeypatch.setattr(store.writer.compactor, "due", lambda: False)
     builder = store.writer.rollups
     builder.IDLE_S = 0.05
+    builder._small_points = 50  # (the fixture's chunks are small: chunks of 50 points and more are large)
     now = time.time_ns()
     shift = now - now % HOUR - T0 - 2 * HOUR  # step 0 two hours before the open one
     for steps in (range(0, 120), range(120, 160), range(160, 250)):

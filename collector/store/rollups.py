@@ -54,8 +54,8 @@ came out of order can break that; it is checked on what was read, and then the s
 A thread of its own (`RollupBuilder`, started by the server's writer) builds them from a read snapshot,
 newest hours first, once an hour is closed and its chunks merged, and hands each to the writer to store:
 an upgraded store fills in the background, and ingest commits never wait for an hour being packed. With
-every closed hour rolled, it builds the chunk rollups of large chunks (CHUNK_MIN_POINTS) of the last
-CHUNK_HOURS hours, oldest chunk first; a merge deletes its chunks' rollups with them. Retention deletes
+every closed hour rolled, it builds the chunk rollups of the chunks the compactor merges no further (of
+`small_points` or more) of the last CHUNK_HOURS hours, oldest chunk first; a merge deletes its chunks' rollups with them. Retention deletes
 expired hourly rollups with the chunks.
 """
 
@@ -283,21 +283,23 @@ def store(conn: sqlite3.Connection, row: tuple) -> None:
 
 # --- chunk rollups: the hours no hourly rollup answers yet ----------------------------------------------------
 
-CHUNK_MIN_POINTS = 4096  # smaller chunks are read raw: the first query of an hour would gain little
 CHUNK_HOURS = 2  # chunks of the open hour and the one before it get one; older hours have their own rollup
 _SQL_CHUNK_PUT = ("INSERT OR REPLACE INTO metric_chunk_rollups (chunk_id, block_start, n, payload) "
                   "SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM metric_chunks WHERE id = ?)")
 
 
-def chunk_due(conn: sqlite3.Connection, now_ns: int, after_id: int) -> int | None:
+def chunk_due(conn: sqlite3.Connection, now_ns: int, after_id: int, min_points: int) -> int | None:
     """The id (> `after_id`) of the oldest chunk that should have a chunk rollup and has none: a counter or
-    distribution metric's chunk of at least CHUNK_MIN_POINTS points in the last CHUNK_HOURS hours.
-    Chunk ids only grow and a chunk never changes: a chunk passed over once never becomes due."""
+    distribution metric's chunk of at least `min_points` points in the last CHUNK_HOURS hours. The
+    builder's `min_points` is the size the compactor merges no further (compactor.TARGET_POINTS): smaller
+    chunks are read raw, for a rollup of each would be built again at every merge level, taking ingest's
+    CPU for what a query reads in a few ms. Chunk ids only grow and a chunk never changes: a chunk passed
+    over once never becomes due."""
     row = conn.execute(
         "SELECT c.id FROM metric_chunks AS c WHERE c.id > ? "
         f"AND c.type IN ({','.join('?' * len(ROLLED_TYPES))}) AND c.n >= ? AND c.block_start >= ? "
         "AND NOT EXISTS (SELECT 1 FROM metric_chunk_rollups AS r WHERE r.chunk_id = c.id) ORDER BY c.id LIMIT 1",
-        (after_id, *ROLLED_TYPES, CHUNK_MIN_POINTS, block_of(now_ns) - (CHUNK_HOURS - 1) * BLOCK_NS)).fetchone()
+        (after_id, *ROLLED_TYPES, min_points, block_of(now_ns) - (CHUNK_HOURS - 1) * BLOCK_NS)).fetchone()
     return row[0] if row else None
 
 
@@ -328,11 +330,11 @@ def store_chunk(conn: sqlite3.Connection, row: tuple, now_ns: int) -> None:
                  (block_of(now_ns) - (CHUNK_HOURS + 1) * BLOCK_NS,))
 
 
-def build_due_chunks(conn: sqlite3.Connection, now_ns: int) -> int:
+def build_due_chunks(conn: sqlite3.Connection, now_ns: int, min_points: int) -> int:
     """Build and store every due chunk rollup on one writing connection (tests, benchmarks; RollupBuilder
     does it live). Returns how many."""
     n, after = 0, 0
-    while (cid := chunk_due(conn, now_ns, after)) is not None:
+    while (cid := chunk_due(conn, now_ns, after, min_points)) is not None:
         after = cid
         row = build_chunk(conn, cid)
         if row is not None:
@@ -396,7 +398,7 @@ class RollupBuilder:
         """Build and store the next due chunk rollup, if there is one (whether one was due)."""
         now = time.time_ns()
         with ReadTransaction(conn):  # (one snapshot: a chunk committed in between is looked at next time)
-            cid = chunk_due(conn, now, self._chunk_mark)
+            cid = chunk_due(conn, now, self._chunk_mark, self._small_points)
             if cid is None:  # none after the mark now, and none of those will ever be due
                 self._chunk_mark = conn.execute("SELECT max(id) FROM metric_chunks").fetchone()[0] or 0
                 return False
