@@ -1057,3 +1057,30 @@ def test_a_reading_of_another_chunk_among_a_chunk_rollup_s_readings_is_found_and
     joined = rollups.joined_if_exact([a_rolled, late], [True, False], "number")
     assert joined is not None and increase(rollups.collapsed(joined, T0, T0 + HOUR, edges)) == increase(
         points_module._sorted_parts([a, late], "number")) == 25.0
+
+
+def test_the_cache_forgets_the_parts_of_merged_chunks(tmp_path, monkeypatch):
+    path = tmp_path / "chunk-rollups.db"
+    chunk_store(path, monkeypatch, range(0, 100), range(100, 200))
+    cache = PointCache()
+    query = Query(SeriesSelection(1, "r.latency"), T0, T0 + 3 * HOUR, FixedGrid(15 * MIN),
+                  Aggregation("histogram_quantile", q=0.9, across="sum"))
+    conn = connect_reader(str(path))
+    first = answer_with(conn, cache, query)
+
+    def kept_chunk_ids() -> set[int]:
+        return {k[4] for k in cache._entries if k[0] == "derived" and k[1] in ("chunk rollup", "chunk readings")}
+
+    ids = [i for (i,) in conn.execute("SELECT id FROM metric_chunks WHERE name = 'r.latency' AND block_start = ?",
+                                      (T0 + HOUR,))]
+    assert len(ids) == 2 and set(ids) <= kept_chunk_ids()
+    conn.close()
+    writer = connect_writer(str(path))
+    writer.execute("BEGIN IMMEDIATE")
+    from otelite.collector.store.compactor import Compactor
+    merged = Compactor.merge_chunks(writer, ids, 1)
+    writer.execute("COMMIT")
+    writer.close()
+    conn = connect_reader(str(path))
+    assert answer_with(conn, cache, query) == first == answer(conn, query, False, monkeypatch)
+    assert not set(ids) & kept_chunk_ids() and merged in kept_chunk_ids()  # (read raw: it has no rollup yet)

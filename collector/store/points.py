@@ -595,6 +595,13 @@ class PointCache:
             self._store(key, entry)
         return entry.points
 
+    def forget_derived(self, stale: Callable[[tuple], bool]) -> None:
+        """Drop the derived entries whose key (as given to `derived`) `stale` says will not be asked for
+        again (rollups.py: the parts of chunks merged away), before the byte budget would."""
+        with self._lock:
+            for key in [k for k in self._entries if k[0] == "derived" and stale(k[1:])]:
+                del self._entries[key]
+
     def _store(self, key: tuple, entry: _Entry) -> None:
         if self.max_bytes <= 0:
             return  # query_cache_mib: 0 keeps nothing; every query reads SQLite

@@ -600,13 +600,18 @@ def _newest(conn: sqlite3.Connection, cache: PointCache, series: "SeriesSet", lo
     if not any(rolled):
         return collapsed(cache.points(conn, series, at, hi, margin=False), lo, hi, edges)
     kind = kind_of(series.type)
+    metric, current = (series.project_id, series.name, series.type), {c[0] for c in chunks}
+    # The parts of this stretch's chunks that were merged away since, before the byte budget drops them.
+    cache.forget_derived(lambda k: k[0] in ("chunk rollup", "chunk readings") and k[1] == metric
+                         and block_of(since) <= k[2] < hi and k[3] not in current)
     parts = []
-    for (cid, _, _, _), use in zip(chunks, rolled):
+    for (cid, t_min, _, _), use in zip(chunks, rolled):
+        key = (metric, block_of(t_min), cid)
         if use:
-            parts.append(cache.derived(("chunk rollup", cid), lambda cid=cid: _chunk_payload_points(
+            parts.append(cache.derived(("chunk rollup", *key), lambda cid=cid: _chunk_payload_points(
                 conn, "SELECT payload FROM metric_chunk_rollups WHERE chunk_id = ?", cid)))
         else:
-            p = cache.derived(("chunk readings", cid), lambda cid=cid: _chunk_payload_points(
+            p = cache.derived(("chunk readings", *key), lambda cid=cid: _chunk_payload_points(
                 conn, "SELECT payload FROM metric_chunks WHERE id = ?", cid))
             inside = (p.time >= since) & (p.time < hi)
             parts.append(p if inside.all() else p.take(inside))
