@@ -55,8 +55,8 @@ A thread of its own (`RollupBuilder`, started by the server's writer) builds the
 newest hours first, once an hour is closed and its chunks merged, and hands each to the writer to store:
 an upgraded store fills in the background, and ingest commits never wait for an hour being packed. With
 every closed hour rolled, it builds the chunk rollups of the chunks the compactor merges no further (of
-`small_points` or more) of the last CHUNK_HOURS hours, oldest chunk first; a merge deletes its chunks' rollups with them. Retention deletes
-expired hourly rollups with the chunks.
+`small_points` or more) of the last CHUNK_HOURS hours, oldest chunk first; a merge deletes its chunks'
+rollups with them. Retention deletes expired hourly rollups with the chunks.
 """
 
 from __future__ import annotations
@@ -555,7 +555,7 @@ def parts(conn: sqlite3.Connection, cache: PointCache, series: "SeriesSet", lo: 
     cutoff = retention_cutoff(conn)
     rolled = _rolled_hours(conn, series, lo, hi, edges, cutoff)
     if not rolled:
-        return empty(kind), _newest(conn, cache, series, lo, lo, hi, edges, cutoff), None
+        return empty(kind), _newest(conn, cache, series, lo, lo, hi, edges, cutoff, margin=True), None
     # What the rolled part answers ends with the last rolled hour, or before the quarter hour that holds
     # the query's end when that hour is rolled (`_rolled_hours`).
     until = min(hi - hi % CELL_NS, rolled[-1][0] + BLOCK_NS)
@@ -577,7 +577,7 @@ def parts(conn: sqlite3.Connection, cache: PointCache, series: "SeriesSet", lo: 
 
 
 def _newest(conn: sqlite3.Connection, cache: PointCache, series: "SeriesSet", lo: int, at: int, hi: int,
-            edges: np.ndarray, cutoff: int) -> Points:
+            edges: np.ndarray, cutoff: int, *, margin: bool = False) -> Points:
     """The readings of [at, hi) (hours no hourly rollup answers) that a query of [lo, hi) on `edges` needs,
     collapsed (`collapsed`). A chunk of those hours that has a chunk rollup (`build_chunk`), lies inside
     [at, hi) and has only whole cells in the query's buckets is read from it; the others and the head raw.
@@ -585,7 +585,8 @@ def _newest(conn: sqlite3.Connection, cache: PointCache, series: "SeriesSet", lo
     last reading of that series in a chunk read from its rollup (the readings it leaves out had its own
     readings on both sides): checked on the readings read, and where a series' readings of two chunks
     interleave (points that came out of order), everything is read through the cache instead, as without
-    chunk rollups. Each chunk's part is kept in the cache under its id (a chunk never changes under it)."""
+    chunk rollups (`margin`: as `PointCache.points`). Each chunk's part is kept in the cache under its id
+    (a chunk never changes under it)."""
     since = max(at, cutoff)
     chunks = conn.execute(
         "SELECT c.id, c.t_min, c.t_max, r.chunk_id IS NOT NULL FROM metric_chunks AS c "
@@ -598,7 +599,7 @@ def _newest(conn: sqlite3.Connection, cache: PointCache, series: "SeriesSet", lo
               and bool(whole[(t_min - first) // CELL_NS:(t_max - first) // CELL_NS + 1].all())
               for _, t_min, t_max, has in chunks]
     if not any(rolled):
-        return collapsed(cache.points(conn, series, at, hi, margin=False), lo, hi, edges)
+        return collapsed(cache.points(conn, series, at, hi, margin=margin), lo, hi, edges)
     kind = kind_of(series.type)
     metric, current = (series.project_id, series.name, series.type), {c[0] for c in chunks}
     # The parts of this stretch's chunks that were merged away since, before the byte budget drops them.
@@ -619,7 +620,7 @@ def _newest(conn: sqlite3.Connection, cache: PointCache, series: "SeriesSet", lo
     parts.append(_load(conn, series.project_id, series, "time_ns >= ? AND time_ns < ?", (since, hi)).sorted())
     joined = joined_if_exact(parts, rolled, kind)
     if joined is None:  # a chunk rollup's series has another part's reading among its readings
-        return collapsed(cache.points(conn, series, at, hi, margin=False), lo, hi, edges)
+        return collapsed(cache.points(conn, series, at, hi, margin=margin), lo, hi, edges)
     return collapsed(joined, lo, hi, edges)
 
 
