@@ -13,9 +13,11 @@ import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
 from conftest import trace_request
+from metrics_otlp import base_ns, counter
 from otelite.collector.normalize.otlp import OtlpDataError, traces_to_batch
 from otelite.collector.pipeline.decode import OtlpDecodeError, walk_traces
-from otelite.collector.pipeline.walker import Walker
+from otelite.collector.pipeline.walker import _MAX_PENDING_PER_WORKER, Walker
+from otelite.collector.store.writer import StoreFull
 
 
 def test_worker_walk_equals_in_process_walk():
@@ -36,6 +38,41 @@ def test_worker_walk_equals_in_process_walk():
     assert in_worker == traces_to_batch(req, 3) == walk_traces(req.SerializeToString(), 3)
     # The error crosses the process boundary intact (pickled by the pool).
     assert str(pickle.loads(pickle.dumps(OtlpDecodeError("X")))) == "not a valid protobuf X"
+
+
+def test_requests_beyond_the_workers_bound_are_refused_before_they_are_walked():
+    # A burst that passed the advisory check together (Ingest.check_admission, before the bodies were
+    # read) is bounded here: past _MAX_PENDING_PER_WORKER a request is refused (503 / UNAVAILABLE), not
+    # queued for the worker with its rows to come back at once.
+    body = trace_request(20, 1, service="burst").SerializeToString()
+    extra = 5
+    walker = Walker(1)
+
+    async def burst(n):
+        return await asyncio.gather(*(walker.traces(body, 1) for _ in range(n)), return_exceptions=True)
+
+    try:
+        walker.warm_up()
+        outcomes = asyncio.run(burst(_MAX_PENDING_PER_WORKER + extra))
+        refused = [o for o in outcomes if isinstance(o, StoreFull)]
+        walked = [o for o in outcomes if not isinstance(o, BaseException)]
+        assert (len(refused), len(walked)) == (extra, _MAX_PENDING_PER_WORKER)
+        assert str(refused[0]) == "the decode workers are busy" and refused[0].retry_after == 1
+        assert all(w == walked[0] and w.items == 20 for w in walked)
+        # The places are given back: a burst within the bound is walked whole, also OTLP/JSON and metrics
+        # walked twice (a worker leaving out rows of series not seen committed holds one place for both).
+        assert not any(isinstance(o, BaseException) for o in asyncio.run(burst(_MAX_PENDING_PER_WORKER)))
+        metrics = counter("requests", [(base_ns(1), i, {"host": f"h{i}"}) for i in range(3)]).SerializeToString()
+        first = asyncio.run(walker.metrics(metrics, 1))
+
+        async def metric_burst():
+            return await asyncio.gather(*(walker.metrics(metrics, 1) for _ in range(_MAX_PENDING_PER_WORKER)),
+                                        return_exceptions=True)
+        again = asyncio.run(metric_burst())  # (each walked twice: its series were never seen committed)
+        assert all(o == first and len(o.series) == 3 for o in again), again
+        walker.check_admission()  # nothing pending: admitted
+    finally:
+        walker.close()
 
 
 def test_in_event_loop_decoding_when_workers_are_off(make_server):

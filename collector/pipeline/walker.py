@@ -13,12 +13,13 @@ in the worker too), or an already built message (tests, in-process callers), whi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 # What runs in the worker lives in decode.py, which imports little: a worker imports it, not this module.
 from otelite.collector.pipeline.decode import (walk_metrics, walk_metrics_json, walk_metrics_leaving_out_sent,
@@ -29,8 +30,8 @@ from otelite.collector.store.writer import StoreFull, StoreUnavailable
 log = logging.getLogger("otelite.walker")
 
 
-# Payloads waiting for or inside a worker, per worker. The executor's own queue is unbounded, so this is
-# what keeps memory bounded under overload (store.md: backpressure, not growth): beyond it, 503.
+# Requests waiting for or inside a worker, per worker (Walker._slot). The executor's own queue is unbounded,
+# so this is what keeps memory bounded under overload (store.md: backpressure, not growth): beyond it, 503.
 _MAX_PENDING_PER_WORKER = 16
 
 # A request of more spans or data points than this is walked and stored in parts of this many
@@ -72,20 +73,23 @@ class Walker:
             raise StoreFull(1, "the decode workers are busy")
 
     async def traces(self, payload: Any, project_id: int) -> WriteBatch | SlicedBatch:
-        return await self._run(walk_traces, payload, project_id)
+        with self._slot(payload):
+            return await self._run(walk_traces, payload, project_id)
 
     async def metrics(self, payload: Any, project_id: int, *, whole: bool = False) -> WriteBatch | SlicedBatch:
         """The request's rows. A worker leaves out the rows of series it sent before (records.SeriesLeftOut);
         the writer does without them only for series already stored: where one was not seen committed (its
         earlier batch still in flight, or refused), the request is walked again with every row. `whole`:
         walk with every row at once (a walk in this process always is)."""
-        if whole or self._pool is None or not isinstance(payload, (bytes, bytearray, memoryview)):
-            return await self._run(walk_metrics, payload, project_id)
-        batch = await self._run(walk_metrics_leaving_out_sent, payload, project_id)
-        left_out = batch.series_left_out if isinstance(batch, WriteBatch) else None
-        if left_out is not None and not self._committed_series.issuperset(left_out.ids):
-            batch = await self._run(walk_metrics, payload, project_id)
-        return batch
+        with self._slot(payload):  # (one slot for both walks: a request is not refused after its first)
+            if whole or self._pool is None or not isinstance(payload, (bytes, bytearray, memoryview)):
+                return await self._run(walk_metrics, payload, project_id)
+            batch = await self._run(walk_metrics_leaving_out_sent, payload, project_id)
+            left_out = batch.series_left_out if isinstance(batch, WriteBatch) else None
+            if left_out is not None and not self._committed_series.issuperset(left_out.ids):
+                del batch  # (its rows are freed before the walk that replaces them)
+                batch = await self._run(walk_metrics, payload, project_id)
+            return batch
 
     def committed(self, batch: WriteBatch | SlicedBatch) -> None:
         """`batch` is committed: its series rows are stored, and later batches may leave them out."""
@@ -100,16 +104,37 @@ class Walker:
 
     async def traces_json(self, body: bytes, project_id: int) -> tuple[WriteBatch | SlicedBatch, bytes]:
         """An OTLP/JSON body: its rows and the request as protobuf bytes (decode.py)."""
-        return await self._run(walk_traces_json, body, project_id)
+        with self._slot(body):
+            return await self._run(walk_traces_json, body, project_id)
 
     async def metrics_json(self, body: bytes, project_id: int) -> tuple[WriteBatch | SlicedBatch, bytes]:
-        return await self._run(walk_metrics_json, body, project_id)
+        with self._slot(body):
+            return await self._run(walk_metrics_json, body, project_id)
+
+    @contextlib.contextmanager
+    def _slot(self, payload: Any) -> Iterator[None]:
+        """Hold one of the workers' _max_pending places for a request's walks, or raise StoreFull.
+
+        `check_admission` is only advisory: requests that passed it together before any of them reached
+        a worker (a burst of 264 at once on an idle collector) were all queued for the workers, each
+        metrics request's first rows held while it waited behind the others for its second walk: 93,000
+        points alive against a writer queue of 20,000, and overload peaks up to 315 MB (issue 16's
+        benchmark, docs/benchmarks.md). This is the bound itself."""
+        if self._pool is None or not isinstance(payload, (bytes, bytearray, memoryview)):
+            yield  # walked in this process, one at a time
+            return
+        if self._pending >= self._max_pending:
+            raise StoreFull(1, "the decode workers are busy")
+        self._pending += 1
+        try:
+            yield
+        finally:
+            self._pending -= 1
 
     async def _run(self, walk: Callable[[Any, int, int], Any], payload: Any, project_id: int) -> Any:
         if self._pool is None or not isinstance(payload, (bytes, bytearray, memoryview)):
             return walk(payload, project_id, SLICE_ITEMS)
         pool = self._pool
-        self._pending += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(pool, walk, bytes(payload), project_id,
                                                                     SLICE_ITEMS)
@@ -121,8 +146,6 @@ class Walker:
                 pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = self._new_pool()
             raise StoreUnavailable("a decode worker failed; retry") from None
-        finally:
-            self._pending -= 1
 
     def close(self) -> None:
         if self._pool is not None:
