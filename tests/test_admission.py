@@ -5,8 +5,11 @@ call and sends nothing yet (gRPC)."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import socket
 import time
+import weakref
 
 import grpc
 import pytest
@@ -16,6 +19,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from conftest import trace_request
 from otelite.collector.receivers.admission import GRPC_RESERVE, BodyBudget
+from otelite.collector.receivers.otlp.grpc import _export
 from otelite.collector.store.writer import StoreFull
 
 BUDGET = GRPC_RESERVE + 200_000
@@ -167,3 +171,31 @@ def test_grpc_call_holds_its_reserve_before_sending_its_message(server):
         assert not response.HasField("partial_success")
     assert small == 200
     assert _post(server, b"")[0] == 200  # an empty export: nothing to store, accepted
+
+
+def test_a_refused_grpc_call_does_not_keep_its_rows_alive():
+    # grpc.aio keeps a call's AbortError until the call ends. Raised inside the `except StoreFull`, it
+    # carried the StoreFull as its __context__, and through that one's traceback the frames that held the
+    # request's rows: thousands of refused points stayed alive under overload (docs/benchmarks.md).
+    class Rows:
+        pass
+    rows_alive: list[weakref.ref] = []
+
+    async def export(request, project_id, transport):
+        rows = Rows()
+        rows_alive.append(weakref.ref(rows))
+        raise StoreFull(3)
+
+    class Context:  # what _export uses of grpc.aio.ServicerContext: `abort`, which raises AbortError
+        async def abort(self, code, details="", trailing_metadata=()):
+            self.status = (code, details, dict(trailing_metadata))
+            raise grpc.aio.AbortError()
+
+    context = Context()
+    with pytest.raises(grpc.aio.AbortError) as aborted:
+        asyncio.run(_export(context, export, b"", lambda _: 1))
+    gc.collect()
+    assert rows_alive[0]() is None and aborted.value.__context__ is None  # (the AbortError still held)
+    code, details, trailers = context.status
+    assert (code, details) == (grpc.StatusCode.UNAVAILABLE, "the store's queue is full")
+    assert error_details_pb2.RetryInfo.FromString(trailers["google.rpc.retryinfo-bin"]).retry_delay.seconds == 3

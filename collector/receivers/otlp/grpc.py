@@ -36,15 +36,21 @@ async def _export(context: grpc.aio.ServicerContext, export: Callable, request, 
     try:
         return await export(request, project_for(context), "grpc")
     except OtlpDecodeError as e:
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the message is {e}")
+        code, message, retry_after = grpc.StatusCode.INVALID_ARGUMENT, f"the message is {e}", None
     except OtlpDataError as e:
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        code, message, retry_after = grpc.StatusCode.INVALID_ARGUMENT, str(e), None
     except OtlpAuthError as e:
-        await context.abort(_AUTH_CODES[e.kind], str(e))
+        code, message, retry_after = _AUTH_CODES[e.kind], str(e), None
     except StoreFull as e:
-        await _abort_unavailable(context, str(e), e.retry_after)
+        code, message, retry_after = grpc.StatusCode.UNAVAILABLE, str(e), e.retry_after
     except StoreUnavailable as e:
-        await _abort_unavailable(context, str(e), 5)
+        code, message, retry_after = grpc.StatusCode.UNAVAILABLE, str(e), 5
+    # Aborted here, not in the `except`: grpc keeps the AbortError until the call ends, and raised there it
+    # would carry the export's exception as its __context__, whose traceback holds the frames that hold the
+    # request's rows. Under overload a few thousand refused points stayed alive so (docs/benchmarks.md).
+    if retry_after is not None:
+        await _abort_unavailable(context, message, retry_after)
+    await context.abort(code, message)
     raise AssertionError("unreachable: context.abort raises")
 
 
