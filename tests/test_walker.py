@@ -59,8 +59,8 @@ def test_requests_beyond_the_workers_bound_are_refused_before_they_are_walked():
         assert (len(refused), len(walked)) == (extra, _MAX_PENDING_PER_WORKER)
         assert str(refused[0]) == "the decode workers are busy" and refused[0].retry_after == 1
         assert all(w == walked[0] and w.items == 20 for w in walked)
-        # The places are given back: a burst within the bound is walked whole, also OTLP/JSON and metrics
-        # walked twice (a worker leaving out rows of series not seen committed holds one place for both).
+        # The places are given back: a burst within the bound is walked whole, also one of metrics requests
+        # that are each walked twice (their series' rows left out by the worker, never seen committed).
         assert not any(isinstance(o, BaseException) for o in asyncio.run(burst(_MAX_PENDING_PER_WORKER)))
         metrics = counter("requests", [(base_ns(1), i, {"host": f"h{i}"}) for i in range(3)]).SerializeToString()
         first = asyncio.run(walker.metrics(metrics, 1))
