@@ -123,8 +123,7 @@ class Walker:
         if self._pool is None or not isinstance(payload, (bytes, bytearray, memoryview)):
             yield  # walked in this process, one at a time
             return
-        if self._pending >= self._max_pending:
-            raise StoreFull(1, "the decode workers are busy")
+        self.check_admission()
         self._pending += 1
         try:
             yield
