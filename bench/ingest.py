@@ -6,8 +6,9 @@ SQLite ceiling measured in the same run. How to run and what was measured: docs/
 What it does, in order:
 1. Builds realistic OTLP requests once (1000 spans: 20 services, ~10 attributes, traces of 10 spans;
    1000 points: counters, gauges and histograms over many series with 3 labels). Each send refreshes the
-   trace/span ids (every request carries new random ids) and moves metric timestamps to "now", by
-   patching the pre-serialized bytes at known offsets, so the load generator stays cheap.
+   trace/span ids (every request carries new random ids) and moves the timestamps to "now" (a trace
+   starts up to a minute before it is sent), by patching the pre-serialized bytes at known offsets, so
+   the load generator stays cheap.
 2. Raw ceiling: normalizes the same requests once with collector.normalize.otlp and times plain
    `executemany` of those rows (ids/timestamps refreshed per copy, like the load) into a fresh database
    made by prepare_database, on a connection from connect_writer, 1000 rows per transaction.
@@ -97,13 +98,13 @@ class Template:
     items: int
     data: bytes
     id_patches: list[IdPatch] = field(default_factory=list)
-    base_ns: int = 0  # metrics: time_unix_nano of point i is base_ns + i in `data`
-    time_idx: np.ndarray | None = None  # flattened byte indexes of the 8-byte time_unix_nano fields
+    base_ns: int = 0  # the time `data`'s timestamps were made for (metrics: point i's is base_ns + i)
+    time_idx: np.ndarray | None = None  # flattened byte indexes of the 8-byte *time_unix_nano fields
     time_val: np.ndarray | None = None  # their values in `data` (uint64)
 
 
 def render(t: Template, rng: random.Random) -> bytes:
-    """The template's bytes with fresh ids (traces) or timestamps moved to now (metrics)."""
+    """The template's bytes with fresh ids (traces) and timestamps moved to now."""
     buf = np.frombuffer(t.data, np.uint8).copy()
     for p in t.id_patches:
         fresh = np.frombuffer(rng.randbytes(p.n * p.width), np.uint8).reshape(p.n, p.width)
@@ -113,6 +114,23 @@ def render(t: Template, rng: random.Random) -> bytes:
         buf[t.time_idx] = shifted.view(np.uint8)
     return buf.tobytes()
 
+
+
+def _time_patch(data: bytes, times: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(time_idx, time_val) of a Template: every fixed64 field of `data` holding one of `times`, which
+    are the values the builder wrote, each as often as it wrote it."""
+    expected: dict[int, int] = {}
+    for t in times:
+        expected[t] = expected.get(t, 0) + 1
+    positions, values = [], []
+    for t, n in expected.items():
+        found = _occurrences(data, int(t).to_bytes(8, "little"))
+        if len(found) != n:
+            raise RuntimeError(f"timestamp {t} found {len(found)} times, expected {n}")
+        positions += found
+        values += [t] * n
+    pos = np.asarray(positions, np.int64)
+    return (pos[:, None] + np.arange(8, dtype=np.int64)).ravel(), np.asarray(values, np.uint64)
 
 
 def _occurrences(data: bytes, needle: bytes) -> list[int]:
@@ -206,31 +224,38 @@ def _span_shape(k: int, rng: random.Random) -> tuple[str, int, list]:
             kv("app.region", rng.choice(["eu-west-1", "eu-central-1", "us-east-1"])), tid]
 
 
+# A trace of the load starts up to this long before it is sent (every send moves its times to now), so a
+# span's start time lands at a random place in the last minute of each time index, as in a live sidecar.
+SPAN_START_SPREAD_NS = 60_000_000_000
+
+
 def build_trace_template(variant: int, now_ns: int) -> Template:
     """1000 spans: 100 traces of 10 spans spread over 20 services (one ResourceSpans per service)."""
     rng = random.Random(1000 + variant)
     per_service: dict[str, list] = {s: [] for s in SERVICES}
-    trace_ids, span_ids, trace_sizes, span_refs = [], [], [], []
+    trace_ids, span_ids, trace_sizes, span_refs, times = [], [], [], [], []
     for t in range(ITEMS_PER_REQUEST // 10):
         trace_id = rng.randbytes(16)
         trace_ids.append(trace_id)
         trace_sizes.append(10)
         ids = [rng.randbytes(8) for _ in range(10)]
         refs = [1] * 10
-        start0 = now_ns - rng.randrange(60_000_000_000)
+        start0 = now_ns - rng.randrange(SPAN_START_SPREAD_NS)
         for k in range(10):
             parent = ids[(k - 1) // 2] if k else b""
             if k:
                 refs[(k - 1) // 2] += 1
             name, kind, attrs = _span_shape(k, rng)
             start = start0 + k * 1_000_000 + rng.randrange(1_000_000)
+            end = start + rng.randrange(200_000, 50_000_000)
             span = trace_pb2.Span(trace_id=trace_id, span_id=ids[k], parent_span_id=parent, name=name,
-                                  kind=kind, start_time_unix_nano=start,
-                                  end_time_unix_nano=start + rng.randrange(200_000, 50_000_000),
+                                  kind=kind, start_time_unix_nano=start, end_time_unix_nano=end,
                                   attributes=attrs, flags=0x101)
+            times += [start, end]
             if rng.random() < 0.03:
                 span.status.code = trace_pb2.Status.STATUS_CODE_ERROR
                 span.status.message = "upstream request failed"
+                times.append(start + 100_000)
                 span.events.append(trace_pb2.Span.Event(
                     name="exception", time_unix_nano=start + 100_000, attributes=[
                         kv("exception.type", "TimeoutError"),
@@ -250,8 +275,10 @@ def build_trace_template(variant: int, now_ns: int) -> Template:
         ss.scope.name, ss.scope.version = "opentelemetry.instrumentation.auto", "0.48b0"
         ss.spans.extend(spans)
     data = request.SerializeToString()
+    time_idx, time_val = _time_patch(data, times)
     return Template("traces", ITEMS_PER_REQUEST, data, [_id_patch(data, trace_ids, trace_sizes),
-                                                        _id_patch(data, span_ids, span_refs)])
+                                                        _id_patch(data, span_ids, span_refs)],
+                    base_ns=now_ns, time_idx=time_idx, time_val=time_val)
 
 
 _BOUNDS = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0]
@@ -307,24 +334,17 @@ def build_metric_template(variant: int, now_ns: int) -> Template:
             stamp(jobs.sum.data_points.add(attributes=labels, as_double=rng.uniform(0, 1e6)))
     assert i == ITEMS_PER_REQUEST, i
     data = request.SerializeToString()
-    times = base + np.arange(ITEMS_PER_REQUEST, dtype=np.uint64)
-    positions = []
-    for t in times.tolist():
-        found = _occurrences(data, int(t).to_bytes(8, "little"))
-        if len(found) != 1:
-            raise RuntimeError(f"timestamp {t} found {len(found)} times")
-        positions += found
-    pos = np.asarray(positions, np.int64)
-    return Template("metrics", ITEMS_PER_REQUEST, data, base_ns=base,
-                    time_idx=(pos[:, None] + np.arange(8, dtype=np.int64)).ravel(), time_val=times)
+    time_idx, time_val = _time_patch(data, [base + i for i in range(ITEMS_PER_REQUEST)])
+    return Template("metrics", ITEMS_PER_REQUEST, data, base_ns=base, time_idx=time_idx, time_val=time_val)
 
 
 # ===================================================================================================
 # Raw ceiling: the same rows by plain executemany
 # ===================================================================================================
 
-def _fresh_span_rows(rows: list[tuple], rng: random.Random) -> list[tuple]:
-    """The normalized span rows with new trace and span ids (what each send does to the request)."""
+def _fresh_span_rows(rows: list[tuple], rng: random.Random, shift: int = 0) -> list[tuple]:
+    """The normalized span rows with new trace and span ids and their times `shift` ns later (what each
+    send does to the request)."""
     traces: dict[bytes, bytes] = {}
     spans: dict[bytes, bytes] = {}
     out = []
@@ -334,7 +354,7 @@ def _fresh_span_rows(rows: list[tuple], rng: random.Random) -> list[tuple]:
         parent = r[3]
         if parent is not None:
             parent = spans.get(parent) or spans.setdefault(parent, rng.randbytes(8))
-        out.append((r[0], tid, sid, parent) + r[4:])
+        out.append((r[0], tid, sid, parent) + r[4:8] + (r[8] + shift, r[9] + shift) + r[10:])
     return out
 
 
@@ -378,7 +398,7 @@ def raw_ceiling(signal_name: str, templates: list[Template], db_path: Path, seco
     while timed < seconds and time.monotonic() < deadline:
         b = batches[n % len(batches)]
         if signal_name == "traces":
-            rows = _fresh_span_rows(b.spans, rng)
+            rows = _fresh_span_rows(b.spans, rng, time.time_ns() - templates[n % len(templates)].base_ns)
         else:
             rows = _fresh_point_rows(b.points, (n + 1) * 10_000_000)
         n += 1
@@ -1003,11 +1023,24 @@ def main(argv: list[str] | None = None) -> int:
             # 3 s cannot reach the steady state of a 200,000-item queue: overload only the small queue.
             scenarios = [s for s in scenarios if "overload" not in s.name or (q and s.queue_size and
                                                                                s.signal == "traces")]
+        spans_sent_until = None  # when the last scenario that sent spans into the --prefill-db file ended
         for sc in scenarios:
+            if args.prefill_db is not None and sc.signal == "traces" and spans_sent_until is not None:
+                # Spans land at random places in the last minute of the span indexes, which an empty store
+                # holds nothing of; on the shared prefilled file, a scenario run right after another
+                # would start with that minute full of the other's spans and write more pages a span
+                # (docs/benchmarks.md, 2026-12-04 13:45). Both stores start with that minute empty.
+                pause = spans_sent_until + SPAN_START_SPREAD_NS / 1e9 - time.monotonic()
+                if pause > 0:
+                    print(f"waiting {pause:.0f} s: the last scenario's spans leave the minute this one "
+                          f"writes into", flush=True)
+                    time.sleep(pause)
             print(f"running {sc.name}: {len(sc.protocols)} processes x {sc.concurrency} in flight "
                   f"({'+'.join(sorted(set(sc.protocols)))}), {sc.duration:g} s ...", flush=True)
             r = run_scenario(sc, load, workdir, args.warmup, drain, args.retry_sleep, config, args.prefill_db,
                              args.server_root)
+            if sc.signal == "traces":
+                spans_sent_until = time.monotonic()
             r["raw_rate"] = raw[sc.signal]["rate"]
             r["ratio"] = r["rate"] / r["raw_rate"] if r["raw_rate"] else 0.0
             results.append(r)

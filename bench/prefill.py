@@ -151,7 +151,7 @@ def fill_spans(w, n_spans: int, days: float, now_ns: int, per_commit: int = 8) -
     for k in range(requests):
         b = base[k % TEMPLATES]
         shift = int(-days * DAY + k * span)
-        rows = [r[:8] + (r[8] + shift, r[9] + shift) + r[10:] for r in _fresh_span_rows(b.spans, rng)]
+        rows = _fresh_span_rows(b.spans, rng, shift)
         hours = shift // HOUR
         group.append(dataclasses.replace(b, spans=rows, span_attribute_keys=_shift_rollup(b.span_attribute_keys, hours),
                                          span_attribute_values=_shift_rollup(b.span_attribute_values, hours)))
