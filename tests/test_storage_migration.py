@@ -27,6 +27,7 @@ from otelite.collector.store.compactor import Compactor, legacy_indexes
 from otelite.collector.store.db import connect_reader, connect_writer, prepare_database
 from otelite.collector.store.metrics import SeriesSelection, select_series
 from otelite.collector.store.points import PointCache, ReadTransaction, point_rows
+from otelite.collector.store.span_counts import CountBackfill, legacy_service_index
 from otelite.collector.store.spans import RunBackfill, legacy_trace_index
 
 LEGACY = Path(__file__).parent / "testdata" / "legacy_v4.db"
@@ -35,6 +36,7 @@ RELEASES = [(LEGACY, 4, 840, 240), (Path(__file__).parent / "testdata" / "legacy
 POINT_SQL = ("SELECT project_id, series_id, start_ns, time_ns, value, count, sum, min, max, flags, buckets, exemplars "
              "FROM metric_points")
 SPAN_SQL = "SELECT * FROM spans ORDER BY id"
+SPARKLINE_BUCKETS = (10 * 10**9, 60 * 10**9)  # whole seconds only; whole minutes too
 
 
 def legacy_copy(tmp_path: Path, name: str = "legacy.db", source: Path = LEGACY) -> Path:
@@ -63,6 +65,15 @@ def old_answers(path: Path, version: int = 4) -> dict:
         # A tally's write order is its row id, whether an assert its TALLY_SET flag (records.py).
         "tally": [tuple(r) for r in conn.execute(TALLY_SQL)],
     }
+    # The sparkline and the service picker over the spans' time range with a partial second at its start.
+    lo, hi = conn.execute("SELECT min(start_ns) + 1, max(start_ns) FROM spans").fetchone()
+    out["window"] = (lo, hi)
+    rows = conn.execute("SELECT start_ns, service_name FROM spans WHERE project_id = 1 AND start_ns BETWEEN ? AND ?",
+                        (lo, hi)).fetchall()
+    out["counts"] = {bucket: sorted((b * bucket, name, n) for (b, name), n in
+                                    Counter((t // bucket, name) for t, name in rows).items())
+                     for bucket in SPARKLINE_BUCKETS}
+    out["services"] = sorted({name for _, name in rows if name})
     conn.close()
     return out
 
@@ -77,9 +88,12 @@ def tally_order(conn) -> list[tuple]:
     return sorted(out)
 
 
-def new_answers(path: Path, series: list[int], traces: list[bytes]) -> dict:
+def new_answers(path: Path, series: list[int], traces: list[bytes], window: tuple[int, int] | None = None) -> dict:
     conn = connect_reader(str(path))
     with ReadTransaction(conn):
+        if window is not None:  # the sparkline and the service picker (old_answers)
+            counts = {b: st.span_counts(conn, st.Selection(1, *window), b) for b in SPARKLINE_BUCKETS}
+            services = st.service_names(conn, 1, *window)
         out = {
             "points": point_rows(conn, series),
             "spans": conn.execute(SPAN_SQL).fetchall(),
@@ -91,6 +105,8 @@ def new_answers(path: Path, series: list[int], traces: list[bytes]) -> dict:
         }
     conn.close()
     out["traces"] = {t: sorted(ids) for t, ids in out["traces"].items()}
+    if window is not None:
+        out["counts"], out["services"] = counts, services
     return out
 
 
@@ -108,19 +124,29 @@ def test_migration_step_by_step_answers_like_the_old_layout(tmp_path, source, ve
     compactor.start(conn)  # everything already in the head is old: it all moves
     backfill = RunBackfill(step_rows=50)
     backfill.start(conn)
-    expected = {k: before[k] for k in ("points", "spans", "traces", "bounds", "state", "tally")}
+    counting = CountBackfill(step_rows=50)
+    counting.start(conn)
+    assert legacy_service_index(conn) and counting.active
+    expected = {k: before[k] for k in ("points", "spans", "traces", "bounds", "state", "tally", "counts", "services")}
     # The schema migrations of releases in between may rewrite the series state on purpose (0005 backfills
     # Flux distributions' running totals); the background steps must leave it as they found it.
     expected["state"] = conn.execute("SELECT * FROM metric_series_state ORDER BY series_id").fetchall()
     steps = 0
     while True:
-        did = backfill.step(conn) if backfill.active else compactor.step(conn, time.time_ns())
+        if backfill.active:
+            did = backfill.step(conn)
+        elif counting.active:
+            did = counting.step(conn)
+        else:
+            did = compactor.step(conn, time.time_ns())
         if not did:
             break
         steps += 1
-        assert new_answers(path, before["series"], list(before["traces"])) == expected, f"after step {steps}"
-    assert steps >= n_points // 100 + 5  # points in passes of 100, 240 index entries in steps of 50, merges
-    assert legacy_indexes(conn) == [] and not legacy_trace_index(conn)
+        assert new_answers(path, before["series"], list(before["traces"]), before["window"]) == expected, \
+            f"after step {steps}"
+    # Points in passes of 100, 240 index entries in steps of 50, 240 span rowids in steps of 50, merges.
+    assert steps >= n_points // 100 + 10
+    assert legacy_indexes(conn) == [] and not legacy_trace_index(conn) and not legacy_service_index(conn)
     assert conn.execute("SELECT count(*) FROM metric_points").fetchone() == (0,)
     assert conn.execute("SELECT count(*) FROM background_migrations").fetchone() == (0,)
     conn.close()
@@ -244,7 +270,7 @@ def _wait_migrated(path: Path, timeout: float = 60) -> None:
     while time.monotonic() < deadline:
         conn = sqlite3.connect(path)
         try:
-            done = not legacy_indexes(conn) and not legacy_trace_index(conn) and \
+            done = not legacy_indexes(conn) and not legacy_trace_index(conn) and not legacy_service_index(conn) and \
                 conn.execute("SELECT count(*) FROM background_migrations").fetchone() == (0,)
         except sqlite3.OperationalError:
             done = False
@@ -275,7 +301,8 @@ def test_kill_9_during_the_migration_loses_and_duplicates_nothing(tmp_path, make
     _wait_migrated(path)
     # Every point and span; the trace look-ups of the fixture's 40 traces and 200 of the copies.
     sample = sorted(before["traces"])[:240]
-    after = new_answers(path, before["series"], sample)
+    after = new_answers(path, before["series"], sample, before["window"])
+    assert after["counts"] == before["counts"] and after["services"] == before["services"]
     assert after["points"] == before["points"]
     assert after["spans"] == before["spans"]
     assert after["traces"] == {t: before["traces"][t] for t in sample}

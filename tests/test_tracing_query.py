@@ -16,6 +16,7 @@ from otelite.api.errors import ApiError
 from otelite.collector.normalize.otlp import traces_to_batch
 from otelite.collector.store import tracing as st
 from otelite.collector.store.db import connect_reader, prepare_database
+from otelite.collector.store.span_counts import count_spans
 from otelite.collector.store.spans import insert_spans
 from otelite.collector.store.records import RESOURCE_COLUMNS, SCOPE_COLUMNS
 from otelite.exporters.forwarding.rows import _any_value
@@ -260,6 +261,7 @@ def _insert(path, req: ExportTraceServiceRequest, project_id: int = 1) -> None:
         conn.executemany(ins("resources", RESOURCE_COLUMNS, "INSERT OR IGNORE"), list(b.resources.values()))
         conn.executemany(ins("scopes", SCOPE_COLUMNS, "INSERT OR IGNORE"), list(b.scopes.values()))
         insert_spans(conn, b.spans)  # the writer's own span insert (rowids and trace-index runs)
+        count_spans(conn, b.spans)  # and its span counts by service (span_counts.py)
         conn.executemany("INSERT INTO span_attribute_keys VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
                          "count = count + excluded.count", [k + (n,) for k, n in b.span_attribute_keys.items()])
         conn.executemany("INSERT INTO span_attribute_values VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "

@@ -24,6 +24,7 @@ from sqlite_utils.migrations import Migrations
 from otelite.collector.store.series_state import STATE_COLUMNS
 from otelite.collector.store.series_state import backfill as _backfill_series_state
 from otelite.collector.store.series_state import backfill_distributions as _backfill_distributions
+from otelite.collector.store.span_counts import start_backfill as _start_count_backfill
 from otelite.collector.store.spans import start_backfill as _start_run_backfill
 from otelite.collector.store.tracing import LEGACY_ROLLUP
 
@@ -435,6 +436,22 @@ def _m0013_metric_chunk_rollups(db: Database) -> None:
         block_start INTEGER NOT NULL,          -- the chunk's hour (ns): rows of old hours are deleted
         n INTEGER NOT NULL,                    -- readings kept
         payload BLOB NOT NULL)                 -- a chunk payload (chunks.py) of the kept readings""")
+
+
+@MIGRATIONS(name="0014_span_service_counts")
+def _m0014_span_service_counts(db: Database) -> None:
+    # Issue 16: spans counted per service and second, and per service and minute, in place of the per-span
+    # index spans_by_service (span_counts.py). Keyed time first: a commit's upserts land in the last pages
+    # and retention deletes one range. A store with spans keeps the index until the background steps have
+    # counted them (span_counts.CountBackfill); an empty one drops it now.
+    for slot in ("second", "minute"):
+        db.execute(f"""CREATE TABLE span_service_{slot}s (
+            project_id INTEGER NOT NULL,
+            {slot} INTEGER NOT NULL,               -- start_ns // 1e9 (// 60 for minutes)
+            service_name TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            PRIMARY KEY (project_id, {slot}, service_name)) WITHOUT ROWID""")
+    _start_count_backfill(db.conn)
 
 
 def schema_version() -> int:

@@ -20,8 +20,12 @@ Planning notes (measured on 1M spans, see bench/query_tracing.py):
 - A filter no span of the window can meet (a key or string value the hourly attribute rollups do not
   hold for its hours) is answered empty from the rollups (`cannot_match`): otherwise the scan reads every
   span of the window, and on a sidecar's busy hour (1.4M spans) that took 0.7 s.
-- Sparkline counts are one correlated `count(*)` per (bucket, service) over `spans_by_service`: SQLite
-  counts index entries in C and never sorts; a GROUP BY over the window sorts every span (10x slower).
+- Sparklines of all spans and the service picker read the per-service counts the writer keeps by second
+  and minute (span_counts.py), plus the spans of the partial seconds at the window's ends. A sparkline
+  with filters that need the span row is one GROUP BY pass over the window's spans; a root-span
+  sparkline is one correlated `count(*)` per (bucket, service) over the partial index
+  `spans_roots_by_service`, which SQLite counts in C without sorting. A migrated store keeps reading
+  `spans_by_service` the old way until its spans are counted (`legacy_service_index`).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from typing import Iterable, Union
 
 from otelite.collector.store import budget, comparisons
 from otelite.collector.store.records import ROLLUP_VALUE_MAX
+from otelite.collector.store.span_counts import NS, legacy_service_index, service_counts
 from otelite.collector.store.spans import legacy_trace_index
 
 OPERATORS = comparisons.OPERATORS
@@ -506,7 +511,7 @@ def resource_attributes(conn: sqlite3.Connection, project_id: int, resource_ids:
 
 def span_counts(conn: sqlite3.Connection, sel: Selection, bucket_ns: int, distinct_traces: bool = False
                 ) -> list[tuple[int, str, int]]:
-    """(bucket start ns, service, count) for each non-empty bucket and service of sel's window.
+    """(bucket start ns, service, count) for each non-empty bucket and service of sel's window, in order.
 
     Buckets are aligned to multiples of `bucket_ns` since the epoch and clipped to the window, so the
     counts add up to the number of matching spans. `distinct_traces` counts distinct trace ids instead
@@ -515,8 +520,22 @@ def span_counts(conn: sqlite3.Connection, sel: Selection, bucket_ns: int, distin
     assert sel.start_ns is not None and sel.end_ns is not None
     if cannot_match(conn, sel):
         return []
+    counted = not (sel.roots_only or distinct_traces or sel.where is not None or sel.status_codes
+                   or sel.trace_id is not None)
+    legacy = legacy_service_index(conn)
+    if counted and bucket_ns % NS == 0 and not legacy:
+        counts = service_counts(conn, sel.project_id, sel.start_ns, sel.end_ns, bucket_ns, sel.services)
+        return sorted((i * bucket_ns, name, n) for (i, name), n in counts.items() if n)
     where = compile_where(sel, with_time=False,
                           legacy_trace_index=sel.trace_id is not None and legacy_trace_index(conn))
+    if not (sel.roots_only or legacy):
+        # No index holds the spans of one service in time order any more: one pass over the window.
+        count = "count(DISTINCT s.trace_id)" if distinct_traces else "count(*)"
+        sql = (f"SELECT s.start_ns / ?, s.service_name, {count} FROM spans AS s WHERE s.start_ns >= ? "
+               f"AND s.start_ns <= ? AND {where.text} GROUP BY 1, 2")
+        rows = conn.execute(sql, [bucket_ns, sel.start_ns, sel.end_ns, *where.params])
+        return sorted((i * bucket_ns, name, n) for i, name, n in rows if n)
+    # Root spans (the partial index spans_roots_by_service), or a store whose spans are not counted yet.
     services = Sql("SELECT DISTINCT service_name AS name FROM resources WHERE project_id = ?", [sel.project_id])
     if sel.services:
         services.text += f" AND service_name IN ({_placeholders(len(sel.services))})"
@@ -529,16 +548,24 @@ def span_counts(conn: sqlite3.Connection, sel: Selection, bucket_ns: int, distin
         f"AND {where.text}) AS n FROM b, ({services.text}) AS v")
     params = [sel.start_ns // bucket_ns, sel.end_ns // bucket_ns, sel.start_ns, bucket_ns, sel.end_ns,
               bucket_ns, bucket_ns - 1, *where.params, *services.params]
-    return [(i * bucket_ns, name, n) for i, name, n in conn.execute(sql, params) if n]
+    return sorted((i * bucket_ns, name, n) for i, name, n in conn.execute(sql, params) if n)
 
 
 def service_names(conn: sqlite3.Connection, project_id: int, start_ns: int, end_ns: int,
                   search: str | None = None, limit: int = 1000) -> list[str]:
     """Distinct non-empty service names with a span starting in [start_ns, end_ns], ascending.
 
-    Candidates come from the hourly attribute rollup (resource `service.name`); each is confirmed with
-    one probe of spans_by_service, so the answer is exact to the nanosecond without scanning spans.
+    From the per-service span counts (span_counts.py), exact to the nanosecond. A store whose spans are
+    not all counted yet: candidates from the hourly attribute rollup (resource `service.name`), each
+    confirmed with one probe of spans_by_service.
     """
+    if not legacy_service_index(conn):
+        counts = service_counts(conn, project_id, start_ns, end_ns, None)
+        # As instr(lower(...), lower(?)) in SQL: SQLite's lower() folds ASCII letters only.
+        needle = _ascii_lower(search) if search else None
+        names = sorted(name for (_, name), n in counts.items() if n and name and (
+            needle is None or needle in _ascii_lower(name)))
+        return names[:limit]
     rows = _value_rows(conn, project_id, "resource", "service.name", (start_ns, end_ns))
     if rows is None:
         return []
@@ -551,6 +578,13 @@ def service_names(conn: sqlite3.Connection, project_id: int, start_ns: int, end_
             "AND s.start_ns BETWEEN ? AND ?) ORDER BY v.value LIMIT ?")
     params += [project_id, start_ns, end_ns, limit]
     return [r[0] for r in conn.execute(sql, params)]
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _ascii_lower(text: str) -> str:
+    return text.translate(_ASCII_LOWER)
 
 
 

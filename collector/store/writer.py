@@ -14,7 +14,8 @@ sqlite3 releases the GIL while SQLite steps, so parsing in the event loop overla
 Between commits the same thread does the store's background work, one short transaction at a time
 (issue 16): the compactor merges metric chunks and moves points from the head into chunks (compactor.py;
 the commit itself packs most points into chunks, appender.py), a migrated
-database's trace index is copied into runs (spans.py), and retention deletes expired rows. The hourly
+database's trace index is copied into runs (spans.py) and its spans are counted by service
+(span_counts.py), and retention deletes expired rows. The hourly
 metric rollups are built on a thread of their own (rollups.py) and only stored here.
 """
 
@@ -45,6 +46,7 @@ from otelite.collector.store.records import (LABEL_COLUMNS, RESOURCE_COLUMNS, SC
                                      series_labels)
 from otelite.collector.store.series_cache import SeriesCache, stored_series
 from otelite.collector.store.series_state import LAST_SEEN_LAG_NS, SeriesStateUpdater
+from otelite.collector.store.span_counts import CountBackfill, count_spans, expire_counts
 from otelite.collector.store.spans import RunBackfill, expire_runs, insert_spans
 from otelite.collector.store.tracing import LEGACY_ROLLUP, legacy_rollup
 
@@ -155,6 +157,7 @@ class Writer:
         c = config.compaction
         self.compactor = Compactor(c.head_max_age, c.head_max_points, c.step_rows)
         self._run_backfill = RunBackfill(c.step_rows)
+        self._count_backfill = CountBackfill(c.step_rows)
         self._last_progress = time.monotonic()
         # The server's writer deletes expired rows; a short-lived one (the CLI's) leaves that to it.
         self._next_retention = time.monotonic() if retention else float("inf")
@@ -178,6 +181,7 @@ class Writer:
         self._appender.start(self._conn)
         self._head_hi = last_head_id(self._conn)
         self._run_backfill.start(self._conn)
+        self._count_backfill.start(self._conn)
         self._thread = NamedThread(target=self._run, name="otelite-writer", daemon=True)
         self._thread.start()
 
@@ -328,7 +332,8 @@ class Writer:
                 self._background_resume = time.monotonic() + _BACKGROUND_PAUSE_S
 
     def _maintenance_due(self) -> bool:
-        return time.monotonic() >= self._background_resume and (self._run_backfill.active or self.compactor.due())
+        return time.monotonic() >= self._background_resume and (
+            self._run_backfill.active or self._count_backfill.active or self.compactor.due())
 
     def _maintenance_step(self) -> None:
         """One step of background work between commits (module docstring); each is its own transaction."""
@@ -336,6 +341,8 @@ class Writer:
         assert conn is not None
         if self._run_backfill.active:
             self._run_backfill.step(conn)
+        elif self._count_backfill.active:
+            self._count_backfill.step(conn)
         elif self.compactor.due():
             self.compactor.step(conn)
             self._appender.moved(self.compactor.moved_to)
@@ -473,6 +480,7 @@ class Writer:
             conn.executemany(_SQL_SCOPE, [b.scopes[i] for i in new_scopes])
         if b.spans:
             insert_spans(conn, b.spans)  # grouped by trace, with one trace-index run per trace (spans.py)
+            count_spans(conn, b.spans)  # per service and second, for the sparkline (span_counts.py)
         if b.span_attribute_keys:
             _INSERT_ATTR_KEYS.run(conn, [k + (n,) for k, n in b.span_attribute_keys.items()])
         if b.span_attribute_values:
@@ -576,11 +584,12 @@ class Writer:
                     deleted += conn.execute(
                         "DELETE FROM spans WHERE id IN (SELECT id FROM spans WHERE project_id = ? "
                         "AND start_ns < ? LIMIT ?)", (project_id, cutoff, r.chunk_rows)).rowcount
+                    more_runs |= expire_counts(conn, project_id, cutoff, r.chunk_rows)
                 hour = cutoff // 3_600_000_000_000
                 legacy = (LEGACY_ROLLUP,) if legacy_rollup(conn) else ()
                 for table in ("span_attribute_keys", "span_attribute_values") + legacy:
                     conn.execute(f"DELETE FROM {table} WHERE hour < ?", (hour,))
-                more_runs = expire_runs(conn, r.chunk_rows)  # trace-index runs of deleted spans
+                more_runs |= expire_runs(conn, r.chunk_rows)  # trace-index runs of deleted spans
             if r.metrics > 0:
                 cutoff = now_ns - int(r.metrics * 1e9)
                 more_points = expire_metrics(conn, cutoff, r.chunk_rows)
