@@ -12,7 +12,8 @@ What it does, in order:
    `rate` over bench/ingest.py's 8,000 series (PostHog's metrics API).
 4. Tracing: trace by id (random traces of the prefill: 10 spans each), the span query of the last hour
    with an attribute filter (one that 1 in 6 server spans meet, one that none does), and root spans of
-   one service (PostHog's tracing API).
+   one service; sparklines of the last hour, day and week (all spans, one service, root spans, and
+   error spans, a filter that needs the span rows), and the service picker (PostHog's tracing API).
 5. The Prometheus scrape (every live series), `--repeat` times.
 
 Windows end at the newest span / point of the file (the last hour, the last 24 hours of its data), not
@@ -43,7 +44,8 @@ if str(ROOT) not in sys.path:
 
 from bench.ingest import Server, _importable_as_otelite, machine_info  # noqa: E402
 
-TARGETS_MS = {"trace": 20, "span query": 50, "metrics": 250}
+# The targets, and the tracing benchmark's for the sparkline and the pickers (bench/query_tracing.py).
+TARGETS_MS = {"trace": 20, "span query": 50, "metrics": 250, "sparkline": 200, "pickers": 20}
 
 
 def create_key(db: Path, server_root: Path | None, workdir: Path) -> str:
@@ -137,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         metrics, tracing = f"{url}/api/projects/1/metrics", f"{url}/api/projects/1/tracing/spans"
         span_end, point_end = newest_data(args.db)
         hour = {"date_from": iso(span_end - 3600 * 10**9), "date_to": iso(span_end)}
+        span_day = {"date_from": iso(span_end - 86400 * 10**9), "date_to": iso(span_end)}
+        span_week = {"date_from": iso(span_end - 7 * 86400 * 10**9), "date_to": iso(span_end)}
         day = {"dateFrom": iso(point_end - 86400 * 10**9), "dateTo": iso(point_end)}
         # bench/ingest.py's server spans carry `http.request.method` (1 in 6 is POST); `http.method`, the
         # tracing benchmark's key, is on none of them: a filter no span meets (answered from the rollups).
@@ -156,6 +160,22 @@ def main(argv: list[str] | None = None) -> int:
                                    "limit": 100}}}),
             "span query: root spans of one service, 1 h": ("span query", "POST", f"{tracing}/query", {
                 "json": {"query": {"dateRange": hour, "serviceNames": ["checkout"]}}}),
+            "sparkline: all spans, 1 h": ("sparkline", "POST", f"{tracing}/sparkline", {
+                "json": {"query": {"dateRange": hour}}}),
+            "sparkline: all spans, 24 h": ("sparkline", "POST", f"{tracing}/sparkline", {
+                "json": {"query": {"dateRange": span_day}}}),
+            "sparkline: all spans, 7 d (not a target)": (None, "POST", f"{tracing}/sparkline", {
+                "json": {"query": {"dateRange": span_week}}}),
+            "sparkline: one service, 24 h": ("sparkline", "POST", f"{tracing}/sparkline", {
+                "json": {"query": {"dateRange": span_day, "serviceNames": ["checkout"]}}}),
+            "sparkline: root spans (distinct traces), 24 h": ("sparkline", "POST", f"{tracing}/sparkline", {
+                "json": {"query": {"dateRange": span_day, "rootSpans": True}}}),
+            "sparkline: errors only, 1 h (not a target)": (None, "POST", f"{tracing}/sparkline", {
+                "json": {"query": {"dateRange": hour, "statusCodes": [2]}}}),
+            "service-names, 1 h": ("pickers", "GET", f"{tracing}/service-names", {
+                "params": {"dateRange": json.dumps(hour)}}),
+            "service-names, 24 h, search": ("pickers", "GET", f"{tracing}/service-names", {
+                "params": {"dateRange": json.dumps(span_day), "search": "e"}}),
         }
         with httpx.Client(timeout=120, headers={"Authorization": f"Bearer {key}"}) as client:
             for label, (target, method, u, kw) in cases.items():

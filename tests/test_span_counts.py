@@ -187,7 +187,8 @@ def test_retention_deletes_the_counts_of_expired_seconds_in_bounded_steps(tmp_pa
     while expire_counts(dst, 1, cutoff, 100):
         steps += 1
     assert steps > 3  # a step deletes at most 100 rows of each table
-    assert dst.execute("SELECT min(second) FROM span_service_seconds WHERE project_id = 1").fetchone()[0] == cutoff // NS
+    first_second = dst.execute("SELECT min(second) FROM span_service_seconds WHERE project_id = 1").fetchone()[0]
+    assert first_second == cutoff // NS
     assert dst.execute("SELECT min(minute) FROM span_service_minutes WHERE project_id = 1").fetchone()[0] == \
         cutoff // NS // 60
     assert dst.execute("SELECT count(*) FROM span_service_seconds WHERE project_id = 2 AND second < ?",

@@ -106,15 +106,15 @@ def window_parts(start_ns: int, end_ns: int, use_minutes: bool) -> WindowParts:
     return WindowParts(((first_m, end_m),), tuple(seconds), tuple(spans))
 
 
-def service_counts(conn: sqlite3.Connection, project_id: int, start_ns: int, end_ns: int,
-                   bucket_ns: int | None, services: tuple[str, ...] = ()) -> dict[tuple[int, str], int]:
+def service_counts(conn: sqlite3.Connection, project_id: int, start_ns: int, end_ns: int, bucket_ns: int,
+                   services: tuple[str, ...] = ()) -> dict[tuple[int, str], int]:
     """(bucket index, service) → how many spans of the project started in [start_ns, end_ns], of
-    `services` only when given. Buckets are multiples of `bucket_ns` since the epoch (a whole number of
-    seconds); None: the whole window is bucket 0."""
-    if bucket_ns is not None and (bucket_ns <= 0 or bucket_ns % NS):
+    `services` only when given. Buckets are multiples of `bucket_ns` since the epoch, a whole number of
+    seconds (whole minutes are read from the minutes when it is a whole number of minutes)."""
+    if bucket_ns <= 0 or bucket_ns % NS:
         raise ValueError("bucket_ns must be a positive whole number of seconds")
-    bucket_s = None if bucket_ns is None else bucket_ns // NS
-    parts = window_parts(start_ns, end_ns, bucket_s is None or bucket_s % MINUTE_S == 0)
+    bucket_s = bucket_ns // NS
+    parts = window_parts(start_ns, end_ns, bucket_s % MINUTE_S == 0)
     only, only_params = "", list(services)
     if services:
         only = f" AND service_name IN ({', '.join('?' * len(services))})"
@@ -125,21 +125,35 @@ def service_counts(conn: sqlite3.Connection, project_id: int, start_ns: int, end
             key = (b, service)
             out[key] = out.get(key, 0) + n
 
-    def bucket(expr: str, per: int | None) -> tuple[str, list]:
-        return ("0", []) if per is None else (f"{expr} / ?", [per])
-
-    for table, slot, ranges, per in (
-            ("span_service_minutes", "minute", parts.minutes, None if bucket_s is None else bucket_s // MINUTE_S),
-            ("span_service_seconds", "second", parts.seconds, bucket_s)):
-        b, b_params = bucket(slot, per)
+    for table, slot, ranges, per in (("span_service_minutes", "minute", parts.minutes, bucket_s // MINUTE_S),
+                                     ("span_service_seconds", "second", parts.seconds, bucket_s)):
         for lo, hi in ranges:
-            add(f"SELECT {b}, service_name, sum(count) FROM {table} WHERE project_id = ? AND {slot} >= ? "
-                f"AND {slot} < ?{only} GROUP BY 1, 2", [*b_params, project_id, lo, hi, *only_params])
-    b, b_params = bucket("start_ns", bucket_ns)
+            add(f"SELECT {slot} / ?, service_name, sum(count) FROM {table} WHERE project_id = ? AND {slot} >= ? "
+                f"AND {slot} < ?{only} GROUP BY 1, 2", [per, project_id, lo, hi, *only_params])
     for lo, hi in parts.spans:
-        add(f"SELECT {b}, service_name, count(*) FROM spans WHERE project_id = ? AND start_ns >= ? "
-            f"AND start_ns <= ?{only} GROUP BY 1, 2", [*b_params, project_id, lo, hi, *only_params])
+        add(f"SELECT start_ns / ?, service_name, count(*) FROM spans WHERE project_id = ? AND start_ns >= ? "
+            f"AND start_ns <= ?{only} GROUP BY 1, 2", [bucket_ns, project_id, lo, hi, *only_params])
     return out
+
+
+def service_present_sql(project_id: int, start_ns: int, end_ns: int, service: str) -> tuple[str, list]:
+    """An SQL condition, true when the service that the SQL expression `service` names has a span of the
+    project starting in [start_ns, end_ns]: an EXISTS per part of the window (`window_parts`), in the
+    order of their cost. A service present in the window's first minute is found in its rows (a few per
+    service); only an absent one reads the whole range of counts."""
+    parts = window_parts(start_ns, end_ns, True)
+    terms, params = [], []
+    for table, slot, ranges in (("span_service_minutes", "minute", parts.minutes),
+                                ("span_service_seconds", "second", parts.seconds)):
+        for lo, hi in ranges:
+            terms.append(f"EXISTS (SELECT 1 FROM {table} WHERE project_id = ? AND {slot} >= ? AND {slot} < ? "
+                         f"AND service_name = {service})")
+            params += [project_id, lo, hi]
+    for lo, hi in parts.spans:
+        terms.append(f"EXISTS (SELECT 1 FROM spans WHERE project_id = ? AND start_ns >= ? AND start_ns <= ? "
+                     f"AND service_name = {service})")
+        params += [project_id, lo, hi]
+    return ("(" + " OR ".join(terms) + ")", params) if terms else ("0", [])
 
 
 # --- a store written with spans_by_service -------------------------------------------------------------

@@ -38,7 +38,7 @@ from typing import Iterable, Union
 
 from otelite.collector.store import budget, comparisons
 from otelite.collector.store.records import ROLLUP_VALUE_MAX
-from otelite.collector.store.span_counts import NS, legacy_service_index, service_counts
+from otelite.collector.store.span_counts import NS, legacy_service_index, service_counts, service_present_sql
 from otelite.collector.store.spans import legacy_trace_index
 
 OPERATORS = comparisons.OPERATORS
@@ -555,36 +555,28 @@ def service_names(conn: sqlite3.Connection, project_id: int, start_ns: int, end_
                   search: str | None = None, limit: int = 1000) -> list[str]:
     """Distinct non-empty service names with a span starting in [start_ns, end_ns], ascending.
 
-    From the per-service span counts (span_counts.py), exact to the nanosecond. A store whose spans are
-    not all counted yet: candidates from the hourly attribute rollup (resource `service.name`), each
-    confirmed with one probe of spans_by_service.
+    Candidates come from the hourly attribute rollup (resource `service.name`); each is confirmed from the
+    per-service span counts (span_counts.py: a look at the window's first minute, for a service present
+    in it), so the answer is exact to the nanosecond without reading every count of the window. A store
+    whose spans are not all counted yet confirms with one probe of spans_by_service.
     """
-    if not legacy_service_index(conn):
-        counts = service_counts(conn, project_id, start_ns, end_ns, None)
-        # As instr(lower(...), lower(?)) in SQL: SQLite's lower() folds ASCII letters only.
-        needle = _ascii_lower(search) if search else None
-        names = sorted(name for (_, name), n in counts.items() if n and name and (
-            needle is None or needle in _ascii_lower(name)))
-        return names[:limit]
     rows = _value_rows(conn, project_id, "resource", "service.name", (start_ns, end_ns))
     if rows is None:
         return []
-    sql = f"SELECT DISTINCT v.value FROM ({rows.text}) AS v WHERE v.value <> ''"
-    params: list = list(rows.params)
+    # Each name once (the rollup has a row per hour), before the confirmation: MATERIALIZED, so that
+    # SQLite does not confirm a name once per hour.
+    names = Sql(f"SELECT DISTINCT value FROM ({rows.text}) WHERE value <> ''", list(rows.params))
     if search:
-        sql += " AND instr(lower(v.value), lower(?)) > 0"
-        params.append(search)
-    sql += (" AND EXISTS (SELECT 1 FROM spans AS s WHERE s.project_id = ? AND s.service_name = v.value "
-            "AND s.start_ns BETWEEN ? AND ?) ORDER BY v.value LIMIT ?")
-    params += [project_id, start_ns, end_ns, limit]
-    return [r[0] for r in conn.execute(sql, params)]
-
-
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-
-
-def _ascii_lower(text: str) -> str:
-    return text.translate(_ASCII_LOWER)
+        names.text += " AND instr(lower(value), lower(?)) > 0"
+        names.params.append(search)
+    if legacy_service_index(conn):
+        present = Sql("EXISTS (SELECT 1 FROM spans AS s WHERE s.project_id = ? AND s.service_name = v.value "
+                      "AND s.start_ns BETWEEN ? AND ?)", [project_id, start_ns, end_ns])
+    else:
+        present = Sql(*service_present_sql(project_id, start_ns, end_ns, "v.value"))
+    sql = (f"WITH names AS MATERIALIZED ({names.text}) SELECT v.value FROM names AS v WHERE {present.text} "
+           "ORDER BY v.value LIMIT ?")
+    return [r[0] for r in conn.execute(sql, [*names.params, *present.params, limit])]
 
 
 
