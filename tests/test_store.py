@@ -1,6 +1,7 @@
 """The store on real SQLite files: migrations, the writer's commit/ack contract, backpressure, retention."""
 
 import sqlite3
+from pathlib import Path
 import time
 
 import pytest
@@ -35,6 +36,22 @@ def test_none_parameters_are_bound_as_null_by_the_registered_adapter(tmp_path):
         ("null", "null", "d"), ("null", "integer", "d"), ("real", "null", "d")]
     assert conn.execute("SELECT count(*) FROM t WHERE a IS ?", (None,)).fetchone() == (2,)
     conn.close()
+
+
+def test_the_writer_zeroes_deleted_rows_on_the_pages_it_writes_without_rewriting_freed_pages(tmp_path):
+    # db.py: secure_delete FAST, not the ON that Debian's build defaults to (every freed page written
+    # out again as zeros: seconds of the writer's time to drop a large index).
+    from otelite.collector.store import db
+    path = str(tmp_path / "d.db")
+    conn = db.connect_writer(path)
+    assert conn.execute("PRAGMA secure_delete").fetchone() == (2,)  # 2: FAST
+    conn.execute("CREATE TABLE t (v TEXT)")
+    conn.executemany("INSERT INTO t VALUES (?)", [("keep-%d" % i,) for i in range(20)] + [("deleted-marker",)])
+    conn.execute("DELETE FROM t WHERE v = 'deleted-marker'")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    data = Path(path).read_bytes()
+    assert b"keep-19" in data and b"deleted-marker" not in data
 
 
 def test_bytes_parameters_are_bound_as_the_same_blob_by_the_registered_adapter(tmp_path):

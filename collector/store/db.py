@@ -83,6 +83,11 @@ def connect_writer(path: str, *, synchronous: str = "NORMAL", cache_mib: int = W
     # Negative cache_size is KiB. store.md: a large cache keeps the random trace-id index in memory.
     conn.execute(f"PRAGMA cache_size={-int(cache_mib) * 1024}")
     conn.execute("PRAGMA temp_store=MEMORY")
+    # Debian's SQLite is built with SECURE_DELETE on: every page a delete frees is written out again as
+    # zeros. Dropping a migrated store's 24.8M-entry service index took 4-18 s of the writer's time so
+    # (docs/benchmarks.md, 2026-12-04 17:55), 0.8 s with FAST, which still zeroes deleted rows on the pages
+    # a write rewrites anyway; only whole freed pages keep their bytes until reused (the file is 0600).
+    conn.execute("PRAGMA secure_delete=FAST")
     if autocheckpoint_pages is not None:
         conn.execute(f"PRAGMA wal_autocheckpoint={int(autocheckpoint_pages)}")
     return conn
