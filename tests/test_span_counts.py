@@ -15,7 +15,7 @@ from otelite.collector.normalize.otlp import traces_to_batch
 from otelite.collector.pipeline.batch import BatchProcessorConfig
 from otelite.collector.store import tracing as st
 from otelite.collector.store.db import connect_reader
-from otelite.collector.store.span_counts import NS, WindowParts, expire_counts, window_parts
+from otelite.collector.store.span_counts import NS, SPANS, expire_counts, window_parts
 from otelite.collector.store.store import Store
 from otelite.exporters.sqlite.config import SqliteExporterConfig
 
@@ -43,12 +43,12 @@ def _request(rng: random.Random, seed: int, n: int, service: str, starts: list[i
 
 
 def _starts(rng: random.Random, n: int) -> list[int]:
-    """Start times over three hours, many in a few busy seconds and on exact second and minute edges."""
+    """Start times over three hours, many in a few busy seconds and on the edges of 10-second slots."""
     out = []
     for _ in range(n):
         kind = rng.random()
         if kind < 0.3:
-            out.append(T0 + rng.randrange(3 * 3600) * NS + rng.choice((0, 0, -1)))  # a second's first or last ns
+            out.append(T0 + rng.randrange(3 * 360) * 10 * NS + rng.choice((0, 0, -1)))  # a slot's first or last ns
         elif kind < 0.5:
             out.append(T0 + 3599 * NS + rng.randrange(3 * NS))  # around the first hour's end
         else:
@@ -93,24 +93,20 @@ def _windows(rng: random.Random, starts: list[int]) -> list[tuple[int, int]]:
         lo = T0 + rng.randrange(-60, 3 * 3600) * NS + rng.randrange(-2, 3)
         out.append((lo, lo + rng.choice((rng.randrange(3), rng.randrange(600), rng.randrange(7200))) * NS
                     + rng.randrange(-2, 3)))
-    edges = sorted(t for t in starts if t % NS in (0, NS - 1))
-    for _ in range(60):  # ends next to spans on a second's edge: one nanosecond decides whether they count
+    edges = sorted(t for t in starts if t % (10 * NS) in (0, 10 * NS - 1))
+    for _ in range(60):  # ends next to spans on a slot's edge: one nanosecond decides whether they count
         lo, hi = sorted(rng.sample(edges, 2))
         out.append((lo + rng.randrange(-1, 2), hi + rng.randrange(-1, 2)))
     return out
 
 
-def test_the_counts_are_the_spans_grouped_by_second_and_minute(written):
+def test_the_counts_are_the_spans_grouped_by_10_seconds_and_minute(written):
     conn = sqlite3.connect(written)
-    spans = conn.execute("SELECT project_id, start_ns / ?, service_name, count(*) FROM spans GROUP BY 1, 2, 3 "
-                         "ORDER BY 1, 2, 3", (NS,)).fetchall()
-    assert sum(r[3] for r in spans) == conn.execute("SELECT count(*) FROM spans").fetchone()[0] > 3000
-    assert conn.execute("SELECT * FROM span_service_seconds ORDER BY 1, 2, 3").fetchall() == spans
-    minutes = Counter()
-    for project, second, service, n in spans:
-        minutes[(project, second // 60, service)] += n
-    assert conn.execute("SELECT * FROM span_service_minutes ORDER BY 1, 2, 3").fetchall() == \
-        sorted(k + (n,) for k, n in minutes.items())
+    assert conn.execute("SELECT count(*) FROM spans").fetchone()[0] > 3000
+    for table, width in (("span_service_10s", 10), ("span_service_1m", 60)):
+        spans = conn.execute("SELECT project_id, start_ns / ?, service_name, count(*) FROM spans GROUP BY 1, 2, 3 "
+                             "ORDER BY 1, 2, 3", (width * NS,)).fetchall()
+        assert conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2, 3").fetchall() == spans, table
     conn.close()
 
 
@@ -159,21 +155,28 @@ def test_the_service_picker_is_exact_to_the_nanosecond(written):
     conn.close()
 
 
+M, S10 = T0 // (60 * NS), T0 // (10 * NS)  # T0's minute and 10-second slot
+
+
 @pytest.mark.parametrize("start, end, expected", [
-    # Whole minutes, the whole seconds around them, the partial seconds at the ends.
-    (T0 + 1, T0 + 180 * NS + 5, WindowParts(((T0 // NS // 60 + 1, T0 // NS // 60 + 3),),
-                                            ((T0 // NS + 1, T0 // NS + 60),),
-                                            ((T0 + 1, T0 + NS - 1), (T0 + 180 * NS, T0 + 180 * NS + 5)))),
-    # Aligned: no partial second; [T0, T0 + 120 s - 1] is two whole minutes.
-    (T0, T0 + 120 * NS - 1, WindowParts(((T0 // NS // 60, T0 // NS // 60 + 2),), (), ())),
-    # Inside one second: the spans only.
-    (T0 + 5, T0 + 9, WindowParts((), (), ((T0 + 5, T0 + 9),))),
-    (T0, T0 + NS - 1, WindowParts((), ((T0 // NS, T0 // NS + 1),), ())),
+    # Whole minutes, the whole 10-second slots around them, the spans of what is left at the ends.
+    (T0 + 1, T0 + 185 * NS, [(60, M + 1, M + 3), (10, S10 + 1, S10 + 6), (SPANS, T0 + 1, T0 + 10 * NS - 1),
+                             (SPANS, T0 + 180 * NS, T0 + 185 * NS)]),
+    # Aligned: [T0, T0 + 120 s - 1] is two whole minutes.
+    (T0, T0 + 120 * NS - 1, [(60, M, M + 2)]),
+    # Less than a slot: spans only.
+    (T0 + 5, T0 + 9, [(SPANS, T0 + 5, T0 + 9)]),
+    (T0, T0 + 10 * NS - 1, [(10, S10, S10 + 1)]),
+    (T0 + 1, T0, []),  # an empty window
 ])
 def test_window_parts(start, end, expected):
-    assert window_parts(start, end, True) == expected
-    no_minutes = window_parts(start, end, False)
-    assert no_minutes.minutes == () and no_minutes.spans == expected.spans
+    assert window_parts(start, end, (60, 10)) == expected
+    # Without a level: its slots are counted from the finer level, or from the spans.
+    assert window_parts(start, end, ()) == ([(SPANS, start, end)] if start <= end else [])
+    parts = window_parts(start, end, (10,))
+    assert all(w in (10, SPANS) for w, _, _ in parts)
+    covered = sum(hi - lo + 1 if w == SPANS else (hi - lo) * w * NS for w, lo, hi in parts)
+    assert covered == max(end - start + 1, 0)  # the parts cover the window exactly once
 
 
 def test_retention_deletes_the_counts_of_expired_seconds_in_bounded_steps(tmp_path, written):
@@ -187,15 +190,14 @@ def test_retention_deletes_the_counts_of_expired_seconds_in_bounded_steps(tmp_pa
     while expire_counts(dst, 1, cutoff, 100):
         steps += 1
     assert steps > 3  # a step deletes at most 100 rows of each table
-    first_second = dst.execute("SELECT min(second) FROM span_service_seconds WHERE project_id = 1").fetchone()[0]
-    assert first_second == cutoff // NS
-    assert dst.execute("SELECT min(minute) FROM span_service_minutes WHERE project_id = 1").fetchone()[0] == \
-        cutoff // NS // 60
-    assert dst.execute("SELECT count(*) FROM span_service_seconds WHERE project_id = 2 AND second < ?",
-                       (cutoff // NS,)).fetchone()[0] > 0  # another project's rows: its own retention pass
+    for table, width in (("span_service_10s", 10), ("span_service_1m", 60)):
+        first = dst.execute(f"SELECT min(slot) FROM {table} WHERE project_id = 1").fetchone()[0]
+        assert first == cutoff // (width * NS), table
+        assert dst.execute(f"SELECT count(*) FROM {table} WHERE project_id = 2 AND slot < ?",
+                           (first,)).fetchone()[0] > 0  # another project's rows: its own retention pass
     dst.commit()
-    # From the first whole second after the cutoff on, the answers are exact again.
-    lo = -(-cutoff // NS) * NS
+    # From the first whole slot after the cutoff on, the answers are exact again.
+    lo = -(-cutoff // (10 * NS)) * 10 * NS
     assert st.span_counts(dst, st.Selection(1, lo, T0 + 3 * 3600 * NS), 60 * NS) == \
         _brute(dst, 1, lo, T0 + 3 * 3600 * NS, 60 * NS)
     dst.close()

@@ -110,7 +110,7 @@ def test_migrations_create_schema_and_rerun_is_noop(tmp_path):
     assert migrate(db) == schema_version()
     tables = set(db.table_names())
     assert {"projects", "spans", "metric_series", "metric_points", "metric_chunks", "span_trace_runs",
-            "span_attribute_keys", "span_service_seconds", "span_service_minutes"} <= tables
+            "span_attribute_keys", "span_service_10s", "span_service_1m"} <= tables
     # Issue 16: a new store has no per-span trace or service index and no index on the point head.
     assert {i.name for i in db["spans"].indexes} == {"spans_by_time", "spans_roots_by_time", "spans_roots_by_service"}
     assert db["metric_points"].indexes == []
@@ -185,6 +185,6 @@ def test_retention_deletes_old_rows_in_chunks(tmp_path):
     store.close()
     assert conn.execute("SELECT count(*) FROM spans").fetchone()[0] == 10
     assert conn.execute("SELECT min(start_ns) FROM spans").fetchone()[0] > old
-    # The span counts by service (span_counts.py) of the expired seconds and minutes go with their spans.
-    for table in ("span_service_seconds", "span_service_minutes"):
+    # The span counts by service (span_counts.py) of the expired slots and minutes go with their spans.
+    for table in ("span_service_10s", "span_service_1m"):
         assert conn.execute(f"SELECT sum(count) FROM {table}").fetchone()[0] == 10, table

@@ -440,17 +440,17 @@ def _m0013_metric_chunk_rollups(db: Database) -> None:
 
 @MIGRATIONS(name="0014_span_service_counts")
 def _m0014_span_service_counts(db: Database) -> None:
-    # Issue 16: spans counted per service and second, and per service and minute, in place of the per-span
-    # index spans_by_service (span_counts.py). Keyed time first: a commit's upserts land in the last pages
-    # and retention deletes one range. A store with spans keeps the index until the background steps have
-    # counted them (span_counts.CountBackfill); an empty one drops it now.
-    for slot in ("second", "minute"):
-        db.execute(f"""CREATE TABLE span_service_{slot}s (
+    # Issue 16: spans counted per service and 10-second slot, and per service and minute, in place of the
+    # per-span index spans_by_service (span_counts.py). Keyed time first: a commit's upserts land in the
+    # last pages and retention deletes one range. A store with spans keeps the index until the background
+    # steps have counted them (span_counts.CountBackfill); an empty one drops it now.
+    for table, width in (("span_service_10s", "10e9"), ("span_service_1m", "60e9")):
+        db.execute(f"""CREATE TABLE {table} (
             project_id INTEGER NOT NULL,
-            {slot} INTEGER NOT NULL,               -- start_ns // 1e9 (// 60 for minutes)
+            slot INTEGER NOT NULL,                 -- start_ns // {width}
             service_name TEXT NOT NULL,
             count INTEGER NOT NULL,
-            PRIMARY KEY (project_id, {slot}, service_name)) WITHOUT ROWID""")
+            PRIMARY KEY (project_id, slot, service_name)) WITHOUT ROWID""")
     _start_count_backfill(db.conn)
 
 

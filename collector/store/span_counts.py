@@ -4,14 +4,16 @@ They used to read the index `spans_by_service (project_id, service_name, start_n
 inserted at one of as many places as there are services, each a text compare at every level. Dropping
 it raised acknowledged ingest by 17% over OTLP/HTTP and 22% over gRPC (docs/benchmarks.md, 2026-12-04
 15:57). In its place the writer keeps, in the transaction that stores the spans, how many spans each
-service started in each second and in each minute (`span_service_seconds`, `span_service_minutes`, both
+service started in each 10-second slot and in each minute (`span_service_10s`, `span_service_1m`, both
 keyed time first so that a commit's upserts land in the table's last pages and retention deletes one
-range). A commit upserts one row per (service, second) its spans start in, not one per span.
+range). A commit upserts one row per service and slot its spans start in, not one per span: about 140
+for a commit of spans started over the last minute by 20 services (one-second slots took 1,000 upserts
+for the same commit and 10-15% of the rate; docs/benchmarks.md, 2026-12-04 17:55).
 
-Counts over [start_ns, end_ns] add up three parts (`window_parts`): the whole minutes inside the window
-(when the buckets are whole minutes), the whole seconds around them, and the spans of the partial
-seconds at the two ends, counted from `spans_by_time`. So the answer is exact to the nanosecond and reads
-at most two seconds of spans.
+Counts over [start_ns, end_ns] add up the parts `window_parts` cuts it into: the whole minutes inside
+the window, the whole 10-second slots around them, and the spans of what is left at the two ends
+(less than 10 s each), counted from `spans_by_time`; only the levels whose slots lie whole in a bucket
+are used (a 5-second bucket counts spans). So the answer is exact to the nanosecond.
 
 A database written before this keeps `spans_by_service` while `CountBackfill` counts its spans, a rowid
 range per step; readers keep the old SQL as long as that index exists (tracing.py checks), and the step
@@ -25,7 +27,6 @@ import json
 import logging
 import sqlite3
 from collections import Counter
-from dataclasses import dataclass
 
 from otelite.collector.store.bulk import BulkInsert
 from otelite.collector.store.records import SPAN_COLUMNS
@@ -33,125 +34,113 @@ from otelite.collector.store.records import SPAN_COLUMNS
 log = logging.getLogger("otelite.store")
 
 NS = 1_000_000_000
-MINUTE_S = 60
+SLOT_S = 10  # the finer level's slot; the coarser one's is a minute
+LEVELS = ((60, "span_service_1m"), (SLOT_S, "span_service_10s"))  # (slot width in seconds, table), coarsest first
+SPANS = 0  # the width window_parts gives a range of spans
 LEGACY_INDEX = "spans_by_service"
 BACKFILL_TASK = "span_service_counts"
 BACKFILL_ROWS = 50_000  # span rowids counted per step by default
 
 _PROJECT, _START, _SERVICE = (SPAN_COLUMNS.index(c) for c in ("project_id", "start_ns", "service_name"))
-_UPSERT = {table: BulkInsert(f"INSERT INTO {table} (project_id, {slot}, service_name, count)", 4,
-                             " ON CONFLICT DO UPDATE SET count = count + excluded.count")
-           for table, slot in (("span_service_seconds", "second"), ("span_service_minutes", "minute"))}
+_SLOT_NS = SLOT_S * NS
+_UPSERT = {table: BulkInsert(f"INSERT INTO {table} (project_id, slot, service_name, count)", 4,
+                             " ON CONFLICT DO UPDATE SET count = count + excluded.count") for _, table in LEVELS}
 
 
-def _second_of(span: tuple) -> tuple:
-    return span[_PROJECT], span[_START] // NS, span[_SERVICE]
+def _slot_of(span: tuple) -> tuple:
+    return span[_PROJECT], span[_START] // _SLOT_NS, span[_SERVICE]
 
 
 def count_spans(conn: sqlite3.Connection, spans: list[tuple]) -> None:
     """Add records.SPAN_COLUMNS rows to the counts. Within the transaction that stores them."""
-    add_counts(conn, Counter(map(_second_of, spans)))
+    add_counts(conn, Counter(map(_slot_of, spans)))
 
 
-def add_counts(conn: sqlite3.Connection, seconds: dict[tuple, int]) -> None:
-    """Upsert {(project, second, service): spans} and the minutes they make up, in key order (each
+def add_counts(conn: sqlite3.Connection, slots: dict[tuple, int]) -> None:
+    """Upsert {(project, 10-second slot, service): spans} and the minutes they make up, in key order (each
     upsert lands next to the one before)."""
     minutes: Counter = Counter()
-    for (project, second, service), n in seconds.items():
-        minutes[(project, second // MINUTE_S, service)] += n
-    _UPSERT["span_service_seconds"].run(conn, sorted(k + (n,) for k, n in seconds.items()))
-    _UPSERT["span_service_minutes"].run(conn, sorted(k + (n,) for k, n in minutes.items()))
+    per_minute = 60 // SLOT_S
+    for (project, slot, service), n in slots.items():
+        minutes[(project, slot // per_minute, service)] += n
+    _UPSERT["span_service_10s"].run(conn, sorted(k + (n,) for k, n in slots.items()))
+    _UPSERT["span_service_1m"].run(conn, sorted(k + (n,) for k, n in minutes.items()))
 
 
 def expire_counts(conn: sqlite3.Connection, project_id: int, cutoff_ns: int, limit: int) -> bool:
-    """Delete up to `limit` rows of each table whose whole second or minute lies before `cutoff_ns` (those
-    spans are deleted by retention too); True when more may remain."""
+    """Delete up to `limit` rows of each level whose whole slot lies before `cutoff_ns` (those spans are
+    deleted by retention too); True when more may remain."""
     more = False
-    for table, slot, bound in (("span_service_seconds", "second", cutoff_ns // NS),
-                               ("span_service_minutes", "minute", cutoff_ns // NS // MINUTE_S)):
+    for width, table in LEVELS:
         deleted = conn.execute(
-            f"DELETE FROM {table} WHERE (project_id, {slot}, service_name) IN (SELECT project_id, {slot}, "
-            f"service_name FROM {table} WHERE project_id = ? AND {slot} < ? LIMIT ?)",
-            (project_id, bound, limit)).rowcount
+            f"DELETE FROM {table} WHERE (project_id, slot, service_name) IN (SELECT project_id, slot, "
+            f"service_name FROM {table} WHERE project_id = ? AND slot < ? LIMIT ?)",
+            (project_id, cutoff_ns // (width * NS), limit)).rowcount
         more = more or deleted >= limit
     return more
 
 
 # --- reads ---------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
-class WindowParts:
-    """[start_ns, end_ns] cut into what each source counts: whole minutes [lo, hi) of
-    span_service_minutes, whole seconds [lo, hi) of span_service_seconds, and inclusive ns ranges of
-    spans (the partial seconds at the ends)."""
-    minutes: tuple[tuple[int, int], ...]
-    seconds: tuple[tuple[int, int], ...]
-    spans: tuple[tuple[int, int], ...]
+def window_parts(start_ns: int, end_ns: int, widths: tuple[int, ...]) -> list[tuple[int, int, int]]:
+    """[start_ns, end_ns] cut into (width, lo, hi): the whole slots [lo, hi) of the level `width` seconds
+    wide, coarsest first, and (SPANS, lo, hi) inclusive ns ranges of spans for what is left at the ends.
+    `widths`: the levels that may be used, coarsest first."""
+    if start_ns > end_ns:
+        return []
+    if not widths:
+        return [(SPANS, start_ns, end_ns)]
+    width_ns = widths[0] * NS
+    first, end = -(-start_ns // width_ns), (end_ns + 1) // width_ns  # whole slots are [first, end)
+    if first >= end:
+        return window_parts(start_ns, end_ns, widths[1:])
+    return [(widths[0], first, end), *window_parts(start_ns, first * width_ns - 1, widths[1:]),
+            *window_parts(end * width_ns, end_ns, widths[1:])]
 
 
-def window_parts(start_ns: int, end_ns: int, use_minutes: bool) -> WindowParts:
-    first_s = -(-start_ns // NS)  # the first whole second
-    end_s = (end_ns + 1) // NS  # whole seconds are [first_s, end_s)
-    if first_s >= end_s:
-        return WindowParts((), (), ((start_ns, end_ns),) if start_ns <= end_ns else ())
-    spans = []
-    if start_ns < first_s * NS:
-        spans.append((start_ns, first_s * NS - 1))
-    if end_s * NS <= end_ns:
-        spans.append((end_s * NS, end_ns))
-    first_m, end_m = -(-first_s // MINUTE_S), end_s // MINUTE_S
-    if not use_minutes or first_m >= end_m:
-        return WindowParts((), ((first_s, end_s),), tuple(spans))
-    seconds = [r for r in ((first_s, first_m * MINUTE_S), (end_m * MINUTE_S, end_s)) if r[0] < r[1]]
-    return WindowParts(((first_m, end_m),), tuple(seconds), tuple(spans))
+def _table(width: int) -> str:
+    return next(table for w, table in LEVELS if w == width)
 
 
 def service_counts(conn: sqlite3.Connection, project_id: int, start_ns: int, end_ns: int, bucket_ns: int,
                    services: tuple[str, ...] = ()) -> dict[tuple[int, str], int]:
     """(bucket index, service) → how many spans of the project started in [start_ns, end_ns], of
-    `services` only when given. Buckets are multiples of `bucket_ns` since the epoch, a whole number of
-    seconds (whole minutes are read from the minutes when it is a whole number of minutes)."""
-    if bucket_ns <= 0 or bucket_ns % NS:
-        raise ValueError("bucket_ns must be a positive whole number of seconds")
-    bucket_s = bucket_ns // NS
-    parts = window_parts(start_ns, end_ns, bucket_s % MINUTE_S == 0)
+    `services` only when given. Buckets are multiples of `bucket_ns` since the epoch; the levels whose
+    slots each lie whole in one bucket are used."""
+    if bucket_ns <= 0:
+        raise ValueError("bucket_ns must be positive")
+    widths = tuple(w for w, _ in LEVELS if bucket_ns % (w * NS) == 0)
     only, only_params = "", list(services)
     if services:
         only = f" AND service_name IN ({', '.join('?' * len(services))})"
     out: dict[tuple[int, str], int] = {}
-
-    def add(sql: str, params: list) -> None:
+    for width, lo, hi in window_parts(start_ns, end_ns, widths):
+        if width == SPANS:
+            sql = (f"SELECT start_ns / ?, service_name, count(*) FROM spans WHERE project_id = ? AND start_ns >= ? "
+                   f"AND start_ns <= ?{only} GROUP BY 1, 2")
+            params = [bucket_ns, project_id, lo, hi, *only_params]
+        else:
+            sql = (f"SELECT slot / ?, service_name, sum(count) FROM {_table(width)} WHERE project_id = ? "
+                   f"AND slot >= ? AND slot < ?{only} GROUP BY 1, 2")
+            params = [bucket_ns // (width * NS), project_id, lo, hi, *only_params]
         for b, service, n in conn.execute(sql, params):
-            key = (b, service)
-            out[key] = out.get(key, 0) + n
-
-    for table, slot, ranges, per in (("span_service_minutes", "minute", parts.minutes, bucket_s // MINUTE_S),
-                                     ("span_service_seconds", "second", parts.seconds, bucket_s)):
-        for lo, hi in ranges:
-            add(f"SELECT {slot} / ?, service_name, sum(count) FROM {table} WHERE project_id = ? AND {slot} >= ? "
-                f"AND {slot} < ?{only} GROUP BY 1, 2", [per, project_id, lo, hi, *only_params])
-    for lo, hi in parts.spans:
-        add(f"SELECT start_ns / ?, service_name, count(*) FROM spans WHERE project_id = ? AND start_ns >= ? "
-            f"AND start_ns <= ?{only} GROUP BY 1, 2", [bucket_ns, project_id, lo, hi, *only_params])
+            out[(b, service)] = out.get((b, service), 0) + n
     return out
 
 
 def service_present_sql(project_id: int, start_ns: int, end_ns: int, service: str) -> tuple[str, list]:
     """An SQL condition, true when the service that the SQL expression `service` names has a span of the
-    project starting in [start_ns, end_ns]: an EXISTS per part of the window (`window_parts`), in the
-    order of their cost. A service present in the window's first minute is found in its rows (a few per
-    service); only an absent one reads the whole range of counts."""
-    parts = window_parts(start_ns, end_ns, True)
+    project starting in [start_ns, end_ns]: an EXISTS per part of the window (`window_parts`), coarsest
+    first. A service present in the window's first minute is found among its rows (a few per service);
+    only an absent one reads the whole range of counts."""
     terms, params = [], []
-    for table, slot, ranges in (("span_service_minutes", "minute", parts.minutes),
-                                ("span_service_seconds", "second", parts.seconds)):
-        for lo, hi in ranges:
-            terms.append(f"EXISTS (SELECT 1 FROM {table} WHERE project_id = ? AND {slot} >= ? AND {slot} < ? "
+    for width, lo, hi in window_parts(start_ns, end_ns, tuple(w for w, _ in LEVELS)):
+        if width == SPANS:
+            terms.append(f"EXISTS (SELECT 1 FROM spans WHERE project_id = ? AND start_ns >= ? AND start_ns <= ? "
                          f"AND service_name = {service})")
-            params += [project_id, lo, hi]
-    for lo, hi in parts.spans:
-        terms.append(f"EXISTS (SELECT 1 FROM spans WHERE project_id = ? AND start_ns >= ? AND start_ns <= ? "
-                     f"AND service_name = {service})")
+        else:
+            terms.append(f"EXISTS (SELECT 1 FROM {_table(width)} WHERE project_id = ? AND slot >= ? AND slot < ? "
+                         f"AND service_name = {service})")
         params += [project_id, lo, hi]
     return ("(" + " OR ".join(terms) + ")", params) if terms else ("0", [])
 
@@ -196,7 +185,7 @@ class CountBackfill:
         upto = min(after + self.step_rows, legacy_max)
         add_counts(conn, {(p, s, svc): n for p, s, svc, n in conn.execute(
             "SELECT project_id, start_ns / ?, service_name, count(*) FROM spans WHERE id > ? AND id <= ? "
-            "GROUP BY 1, 2, 3", (NS, after, upto))})
+            "GROUP BY 1, 2, 3", (_SLOT_NS, after, upto))})
         if upto >= legacy_max:
             conn.execute(f"DROP INDEX IF EXISTS {LEGACY_INDEX}")
             conn.execute("DELETE FROM background_migrations WHERE name = ?", (BACKFILL_TASK,))

@@ -20,8 +20,8 @@ Planning notes (measured on 1M spans, see bench/query_tracing.py):
 - A filter no span of the window can meet (a key or string value the hourly attribute rollups do not
   hold for its hours) is answered empty from the rollups (`cannot_match`): otherwise the scan reads every
   span of the window, and on a sidecar's busy hour (1.4M spans) that took 0.7 s.
-- Sparklines of all spans and the service picker read the per-service counts the writer keeps by second
-  and minute (span_counts.py), plus the spans of the partial seconds at the window's ends. A sparkline
+- Sparklines of all spans and the service picker read the per-service counts the writer keeps by minute
+  and 10-second slot (span_counts.py), plus the spans of the partial slots at the window's ends. A sparkline
   with filters that need the span row is one GROUP BY pass over the window's spans; a root-span
   sparkline is one correlated `count(*)` per (bucket, service) over the partial index
   `spans_roots_by_service`, which SQLite counts in C without sorting. A migrated store keeps reading
@@ -38,7 +38,7 @@ from typing import Iterable, Union
 
 from otelite.collector.store import budget, comparisons
 from otelite.collector.store.records import ROLLUP_VALUE_MAX
-from otelite.collector.store.span_counts import NS, legacy_service_index, service_counts, service_present_sql
+from otelite.collector.store.span_counts import legacy_service_index, service_counts, service_present_sql
 from otelite.collector.store.spans import legacy_trace_index
 
 OPERATORS = comparisons.OPERATORS
@@ -523,7 +523,7 @@ def span_counts(conn: sqlite3.Connection, sel: Selection, bucket_ns: int, distin
     counted = not (sel.roots_only or distinct_traces or sel.where is not None or sel.status_codes
                    or sel.trace_id is not None)
     legacy = legacy_service_index(conn)
-    if counted and bucket_ns % NS == 0 and not legacy:
+    if counted and not legacy:
         counts = service_counts(conn, sel.project_id, sel.start_ns, sel.end_ns, bucket_ns, sel.services)
         return sorted((i * bucket_ns, name, n) for (i, name), n in counts.items() if n)
     where = compile_where(sel, with_time=False,

@@ -480,7 +480,7 @@ class Writer:
             conn.executemany(_SQL_SCOPE, [b.scopes[i] for i in new_scopes])
         if b.spans:
             insert_spans(conn, b.spans)  # grouped by trace, with one trace-index run per trace (spans.py)
-            count_spans(conn, b.spans)  # per service and second, for the sparkline (span_counts.py)
+            count_spans(conn, b.spans)  # per service and 10 s / minute, for the sparkline (span_counts.py)
         if b.span_attribute_keys:
             _INSERT_ATTR_KEYS.run(conn, [k + (n,) for k, n in b.span_attribute_keys.items()])
         if b.span_attribute_values:
