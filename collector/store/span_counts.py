@@ -23,11 +23,11 @@ counted by the writer, so none is counted twice.
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 from collections import Counter
 
+from otelite.collector.store.backfill import Backfill, index_exists, schedule_over_spans
 from otelite.collector.store.bulk import BulkInsert
 from otelite.collector.store.records import SPAN_COLUMNS
 
@@ -39,7 +39,6 @@ LEVELS = ((60, "span_service_1m"), (SLOT_S, "span_service_10s"))  # (slot width 
 SPANS = 0  # the width window_parts gives a range of spans
 LEGACY_INDEX = "spans_by_service"
 BACKFILL_TASK = "span_service_counts"
-BACKFILL_ROWS = 50_000  # span rowids counted per step by default
 
 _PROJECT, _START, _SERVICE = (SPAN_COLUMNS.index(c) for c in ("project_id", "start_ns", "service_name"))
 _SLOT_NS = SLOT_S * NS
@@ -149,38 +148,15 @@ def service_present_sql(project_id: int, start_ns: int, end_ns: int, service: st
 
 def legacy_service_index(conn: sqlite3.Connection) -> bool:
     """Whether the old per-span service index still exists (the counts of older spans are not complete)."""
-    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?",
-                        (LEGACY_INDEX,)).fetchone() is not None
+    return index_exists(conn, LEGACY_INDEX)
 
 
-class CountBackfill:
-    """Counts the spans a store held before the counts existed, a rowid range per step (each step one
-    transaction; resumable), and drops the legacy index when done."""
+class CountBackfill(Backfill):
+    """Counts the spans a store held before the counts existed, a rowid range per step, and drops the
+    legacy index when done."""
+    name = BACKFILL_TASK
 
-    def __init__(self, step_rows: int = BACKFILL_ROWS) -> None:
-        self.active = True  # until a look at the database says there is nothing to do
-        self.step_rows = max(int(step_rows), 1)
-
-    def start(self, conn: sqlite3.Connection) -> None:
-        self.active = _task(conn) is not None
-
-    def step(self, conn: sqlite3.Connection) -> bool:
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            did = self._step(conn)
-            conn.execute("COMMIT")
-            return did
-        except sqlite3.Error as e:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            log.warning("span count backfill step failed, will retry: %s", e)
-            return False
-
-    def _step(self, conn: sqlite3.Connection) -> bool:
-        state = _task(conn)
-        if state is None:
-            self.active = False
-            return False
+    def advance(self, conn: sqlite3.Connection, state: dict) -> bool:
         after, legacy_max = state["id"], state["legacy_max"]
         upto = min(after + self.step_rows, legacy_max)
         add_counts(conn, {(p, s, svc): n for p, s, svc, n in conn.execute(
@@ -188,26 +164,12 @@ class CountBackfill:
             "GROUP BY 1, 2, 3", (_SLOT_NS, after, upto))})
         if upto >= legacy_max:
             conn.execute(f"DROP INDEX IF EXISTS {LEGACY_INDEX}")
-            conn.execute("DELETE FROM background_migrations WHERE name = ?", (BACKFILL_TASK,))
-            self.active = False
             log.info("span counts by service filled in; %s dropped", LEGACY_INDEX)
-        else:
-            state["id"] = upto
-            conn.execute("UPDATE background_migrations SET state = ? WHERE name = ?",
-                         (json.dumps(state), BACKFILL_TASK))
-        return True
-
-
-def _task(conn: sqlite3.Connection) -> dict | None:
-    row = conn.execute("SELECT state FROM background_migrations WHERE name = ?", (BACKFILL_TASK,)).fetchone()
-    return json.loads(row[0]) if row else None
+            return True
+        state["id"] = upto
+        return False
 
 
 def start_backfill(conn: sqlite3.Connection) -> None:
     """The migration's part: schedule the counting (or drop the index at once when there are no spans)."""
-    legacy_max = conn.execute("SELECT max(id) FROM spans").fetchone()[0]
-    if legacy_max is None:
-        conn.execute(f"DROP INDEX IF EXISTS {LEGACY_INDEX}")
-        return
-    conn.execute("INSERT OR REPLACE INTO background_migrations (name, state) VALUES (?, ?)",
-                 (BACKFILL_TASK, json.dumps({"legacy_max": legacy_max, "id": 0})))
+    schedule_over_spans(conn, BACKFILL_TASK, LEGACY_INDEX, {"id": 0})

@@ -20,10 +20,10 @@ the index as long as it exists (tracing.py checks), and the step that finishes d
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 
+from otelite.collector.store.backfill import Backfill, index_exists, schedule_over_spans
 from otelite.collector.store.records import SPAN_COLUMNS
 
 log = logging.getLogger("otelite.store")
@@ -32,7 +32,6 @@ _SQL_SPAN = (f"INSERT INTO spans (id, {', '.join(SPAN_COLUMNS)}) "
              f"VALUES ({', '.join('?' * (len(SPAN_COLUMNS) + 1))})")
 _SQL_RUN = "INSERT INTO span_trace_runs (trace_id, lo, hi) VALUES (?, ?, ?)"
 BACKFILL_TASK = "span_trace_runs"
-BACKFILL_ROWS = 50_000  # legacy index entries copied per step by default
 LEGACY_INDEX = "spans_by_trace"
 
 
@@ -77,37 +76,14 @@ def expire_runs(conn: sqlite3.Connection, limit: int) -> bool:
 
 def legacy_trace_index(conn: sqlite3.Connection) -> bool:
     """Whether the old per-span trace index still exists (its backfill into runs is not finished)."""
-    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?",
-                        (LEGACY_INDEX,)).fetchone() is not None
+    return index_exists(conn, LEGACY_INDEX)
 
 
-class RunBackfill:
-    """Copies the legacy index into runs, step by step (each step one transaction; resumable)."""
+class RunBackfill(Backfill):
+    """Copies the legacy index into runs, in index order, step by step, and drops it when done."""
+    name = BACKFILL_TASK
 
-    def __init__(self, step_rows: int = BACKFILL_ROWS) -> None:
-        self.active = True  # until a look at the database says there is nothing to do
-        self.step_rows = max(int(step_rows), 1)
-
-    def start(self, conn: sqlite3.Connection) -> None:
-        self.active = _task(conn) is not None
-
-    def step(self, conn: sqlite3.Connection) -> bool:
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            did = self._step(conn)
-            conn.execute("COMMIT")
-            return did
-        except sqlite3.Error as e:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            log.warning("trace index backfill step failed, will retry: %s", e)
-            return False
-
-    def _step(self, conn: sqlite3.Connection) -> bool:
-        state = _task(conn)
-        if state is None:
-            self.active = False
-            return False
+    def advance(self, conn: sqlite3.Connection, state: dict) -> bool:
         legacy_max = state["legacy_max"]
         cursor = (bytes.fromhex(state["trace_id"]), state["id"])
         rows = conn.execute(
@@ -125,26 +101,12 @@ class RunBackfill:
         conn.executemany("INSERT OR IGNORE INTO span_trace_runs (trace_id, lo, hi) VALUES (?, ?, ?)", runs)
         if len(rows) < self.step_rows:
             conn.execute(f"DROP INDEX IF EXISTS {LEGACY_INDEX}")
-            conn.execute("DELETE FROM background_migrations WHERE name = ?", (BACKFILL_TASK,))
-            self.active = False
             log.info("trace index migrated to runs; %s dropped", LEGACY_INDEX)
-        else:
-            state["trace_id"], state["id"] = rows[-1][0].hex(), rows[-1][1]
-            conn.execute("UPDATE background_migrations SET state = ? WHERE name = ?",
-                         (json.dumps(state), BACKFILL_TASK))
-        return True
-
-
-def _task(conn: sqlite3.Connection) -> dict | None:
-    row = conn.execute("SELECT state FROM background_migrations WHERE name = ?", (BACKFILL_TASK,)).fetchone()
-    return json.loads(row[0]) if row else None
+            return True
+        state["trace_id"], state["id"] = rows[-1][0].hex(), rows[-1][1]
+        return False
 
 
 def start_backfill(conn: sqlite3.Connection) -> None:
     """The migration's part: schedule the copy (or drop the index at once when there are no spans)."""
-    legacy_max = conn.execute("SELECT max(id) FROM spans").fetchone()[0]
-    if legacy_max is None:
-        conn.execute(f"DROP INDEX IF EXISTS {LEGACY_INDEX}")
-        return
-    conn.execute("INSERT OR REPLACE INTO background_migrations (name, state) VALUES (?, ?)",
-                 (BACKFILL_TASK, json.dumps({"legacy_max": legacy_max, "trace_id": "", "id": 0})))
+    schedule_over_spans(conn, BACKFILL_TASK, LEGACY_INDEX, {"trace_id": "", "id": 0})
