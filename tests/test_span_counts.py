@@ -141,6 +141,25 @@ def test_filtered_sparklines_count_the_spans_in_one_pass(written):
     conn.close()
 
 
+def test_a_sparkline_of_one_trace_starts_from_the_trace_runs(written):
+    conn = connect_reader(written)
+    trace_id, = conn.execute("SELECT trace_id FROM spans WHERE project_id = 1 GROUP BY trace_id "
+                             "ORDER BY count(*) DESC LIMIT 1").fetchone()
+    lo, hi = T0, T0 + 3 * 3600 * NS
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    got = st.span_counts(conn, st.Selection(1, lo, hi, trace_id=trace_id), 60 * NS)
+    conn.set_trace_callback(None)
+    rows = conn.execute("SELECT start_ns / ? * ?, service_name, count(*) FROM spans WHERE project_id = 1 "
+                        "AND trace_id = ? AND start_ns BETWEEN ? AND ? GROUP BY 1, 2 ORDER BY 1, 2",
+                        (60 * NS, 60 * NS, trace_id, lo, hi)).fetchall()
+    assert got == rows and sum(n for _, _, n in got) > 1
+    [counting] = [q for q in statements if "GROUP BY 1, 2" in q]
+    plan = " | ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + counting))
+    assert "span_trace_runs" in plan and "spans_by_time" not in plan, plan
+    conn.close()
+
+
 def test_the_service_picker_is_exact_to_the_nanosecond(written):
     conn = connect_reader(written)
     rng = random.Random(8)

@@ -526,21 +526,22 @@ def span_counts(conn: sqlite3.Connection, sel: Selection, bucket_ns: int, distin
     if counted and not legacy:
         counts = service_counts(conn, sel.project_id, sel.start_ns, sel.end_ns, bucket_ns, sel.services)
         return sorted((i * bucket_ns, name, n) for (i, name), n in counts.items() if n)
-    where = compile_where(sel, with_time=False,
-                          legacy_trace_index=sel.trace_id is not None and legacy_trace_index(conn))
+    legacy_trace = sel.trace_id is not None and legacy_trace_index(conn)
+    count = "count(DISTINCT s.trace_id)" if distinct_traces else "count(*)"
     if not (sel.roots_only or legacy):
-        # No index holds the spans of one service in time order any more: one pass over the window.
-        count = "count(DISTINCT s.trace_id)" if distinct_traces else "count(*)"
-        sql = (f"SELECT s.start_ns / ?, s.service_name, {count} FROM spans AS s WHERE s.start_ns >= ? "
-               f"AND s.start_ns <= ? AND {where.text} GROUP BY 1, 2")
-        rows = conn.execute(sql, [bucket_ns, sel.start_ns, sel.end_ns, *where.params])
+        # No index holds the spans of one service in time order any more: one pass over the window (its
+        # time terms as compile_where writes them, so a trace id still starts from the trace's runs).
+        where = compile_where(sel, legacy_trace_index=legacy_trace)
+        rows = conn.execute(f"SELECT s.start_ns / ?, s.service_name, {count} FROM spans AS s WHERE {where.text} "
+                            "GROUP BY 1, 2", [bucket_ns, *where.params])
         return sorted((i * bucket_ns, name, n) for i, name, n in rows if n)
-    # Root spans (the partial index spans_roots_by_service), or a store whose spans are not counted yet.
+    # Root spans (the partial index spans_roots_by_service), or a store whose spans are not counted yet:
+    # a count per bucket and service, the bucket's time terms in the subquery.
+    where = compile_where(sel, with_time=False, legacy_trace_index=legacy_trace)
     services = Sql("SELECT DISTINCT service_name AS name FROM resources WHERE project_id = ?", [sel.project_id])
     if sel.services:
         services.text += f" AND service_name IN ({_placeholders(len(sel.services))})"
         services.params += sel.services
-    count = "count(DISTINCT s.trace_id)" if distinct_traces else "count(*)"
     sql = (
         "WITH RECURSIVE b(i) AS (SELECT ? UNION ALL SELECT i + 1 FROM b WHERE i < ?) "
         f"SELECT b.i, v.name, (SELECT {count} FROM spans AS s WHERE s.service_name = v.name "
