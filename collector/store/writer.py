@@ -575,7 +575,7 @@ class Writer:
         assert conn is not None
         now_ns = time.time_ns()
         deleted = 0
-        more_runs = more_points = False
+        more_traces = more_points = False
         try:
             conn.execute("BEGIN IMMEDIATE")
             if r.traces > 0:
@@ -584,12 +584,12 @@ class Writer:
                     deleted += conn.execute(
                         "DELETE FROM spans WHERE id IN (SELECT id FROM spans WHERE project_id = ? "
                         "AND start_ns < ? LIMIT ?)", (project_id, cutoff, r.chunk_rows)).rowcount
-                    more_runs |= expire_counts(conn, project_id, cutoff, r.chunk_rows)
+                    more_traces |= expire_counts(conn, project_id, cutoff, r.chunk_rows)
                 hour = cutoff // 3_600_000_000_000
                 legacy = (LEGACY_ROLLUP,) if legacy_rollup(conn) else ()
                 for table in ("span_attribute_keys", "span_attribute_values") + legacy:
                     conn.execute(f"DELETE FROM {table} WHERE hour < ?", (hour,))
-                more_runs |= expire_runs(conn, r.chunk_rows)  # trace-index runs of deleted spans
+                more_traces |= expire_runs(conn, r.chunk_rows)  # trace-index runs of deleted spans
             if r.metrics > 0:
                 cutoff = now_ns - int(r.metrics * 1e9)
                 more_points = expire_metrics(conn, cutoff, r.chunk_rows)
@@ -600,9 +600,9 @@ class Writer:
         except sqlite3.Error as e:
             self._rollback(conn)
             log.warning("retention pass failed, will retry: %s", e)
-            deleted, more_runs, more_points = 0, False, False
+            deleted, more_traces, more_points = 0, False, False
         # More than a chunk's worth left: come back right after the next ingest commit.
-        self._retention_more = deleted >= r.chunk_rows or more_runs or more_points
+        self._retention_more = deleted >= r.chunk_rows or more_traces or more_points
         self._next_retention = time.monotonic() + r.check_interval
         if self._telemetry:
             self._telemetry.database_bytes.set(database_bytes(self.path))
