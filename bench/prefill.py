@@ -8,7 +8,7 @@ It writes what the writer would have written for bench/ingest.py's own requests 
 
 - spans: the normalized rows of the trace templates with fresh trace and span ids and times moved back,
   written by the writer's own `_write` (rowids, trace index, the attribute rollup with its hours moved
-  too), several requests per transaction;
+  too), several requests per transaction, with the trace-index merge steps the writer would run;
 - points: the series, labels and newest points (hence the series state) through the writer's `_write`;
   the history before them straight into the long-term layout, which is what the writer and its
   background steps would have left there:
@@ -69,6 +69,8 @@ def _writer(path: str, bulk: bool = True):
         w._head_hi = last_head_id(w._conn)
     if hasattr(w, "_appender"):  # points straight into chunks (appender.py)
         w._appender.start(w._conn)
+    if hasattr(w, "run_merge"):  # trace-index runs into a head, merged by background steps (spans.py)
+        w.run_merge.start(w._conn)
     return w
 
 
@@ -77,6 +79,7 @@ def _commit(w, batches: list) -> None:
     from otelite.collector.store.writer import _merge
     merged = _merge(batches)
     conn = w._conn
+    w._commit_runs = 0
     conn.execute("BEGIN IMMEDIATE")
     ids = w._write(conn, merged)
     conn.execute("COMMIT")
@@ -86,6 +89,10 @@ def _commit(w, batches: list) -> None:
         w._stored_seen.update(w._pending_seen)
     if hasattr(w, "compactor") and merged.points:
         w.compactor.note_commit(conn, getattr(w, "_commit_head_hi", w._head_hi))
+    if hasattr(w, "run_merge"):  # the merge steps the writer would run between commits
+        w.run_merge.added(w._commit_runs)
+        while w.run_merge.due() and w.run_merge.step(conn):
+            pass
 
 
 def measure(path: str, requests: int, per_commit: int) -> dict:

@@ -454,6 +454,19 @@ def _m0014_span_service_counts(db: Database) -> None:
     _start_count_backfill(db.conn)
 
 
+@MIGRATIONS(name="0015_span_trace_runs_head")
+def _m0015_span_trace_runs_head(db: Database) -> None:
+    # Issue 16: new trace-index runs go to a small head table that background steps merge into
+    # span_trace_runs in key order (spans.py, RunMerge). Same shape, `hi` indexed for the same reasons.
+    # Nothing is moved: the runs stored so far stay where they are, so this is instant at any size.
+    db.execute("""CREATE TABLE span_trace_runs_head (
+        trace_id BLOB NOT NULL,
+        lo INTEGER NOT NULL,
+        hi INTEGER NOT NULL,
+        PRIMARY KEY (trace_id, lo)) WITHOUT ROWID""")
+    db.execute("CREATE INDEX span_trace_runs_head_by_hi ON span_trace_runs_head (hi)")
+
+
 def schema_version() -> int:
     """The schema version this build writes: the number of migrations it knows."""
     return len(MIGRATIONS._migrations)

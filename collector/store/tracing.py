@@ -12,8 +12,8 @@ Query functions take the connection first so they run through `Store.read(fn, *a
 Planning notes (measured on 1M spans, see bench/query_tracing.py):
 - Root-span lists and root-span sparklines use the partial indexes of migration 0004, which hold only
   spans without a parent (a few percent of rows).
-- A trace's spans are found through `span_trace_runs` (spans.py: one row per trace and commit, each a
-  rowid range): `trace_span_ids` expands the runs into rowids with a recursive CTE and the spans are read
+- A trace's spans are found through `span_trace_runs` and its head `span_trace_runs_head` (spans.py: one
+  row per trace and commit, each a rowid range): `trace_span_ids` expands the runs into rowids with a recursive CTE and the spans are read
   by rowid. The other indexed terms are written with a unary `+` so SQLite starts from the trace. In a
   database migrated from the per-span `spans_by_trace` index, that index is used until its copy into
   runs is complete (`legacy_trace_index`), since until then it alone covers every span.
@@ -267,7 +267,10 @@ def trace_span_ids(n: int, source: str | None = None) -> str:
     the SELECT `source` lists, from their runs. A run may outlive its spans (retention deletes spans
     first): callers also check `trace_id`."""
     traces = source if source is not None else _placeholders(n)
-    return (f"WITH RECURSIVE ids(id, hi) AS (SELECT lo, hi FROM span_trace_runs WHERE trace_id IN ({traces}) "
+    # Runs are in two tables (spans.py: the head and the merged runs); SQLite pushes the IN term into
+    # both arms of the UNION ALL, one primary-key probe a trace each.
+    return ("WITH RECURSIVE ids(id, hi) AS (SELECT lo, hi FROM (SELECT trace_id, lo, hi FROM span_trace_runs "
+            f"UNION ALL SELECT trace_id, lo, hi FROM span_trace_runs_head) WHERE trace_id IN ({traces}) "
             "UNION ALL SELECT id + 1, hi FROM ids WHERE id < hi) SELECT id FROM ids")
 
 

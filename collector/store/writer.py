@@ -13,9 +13,9 @@ sqlite3 releases the GIL while SQLite steps, so parsing in the event loop overla
 
 Between commits the same thread does the store's background work, one short transaction at a time
 (issue 16): the compactor merges metric chunks and moves points from the head into chunks (compactor.py;
-the commit itself packs most points into chunks, appender.py), a migrated
-database's trace index is copied into runs (spans.py) and its spans are counted by service
-(span_counts.py), and retention deletes expired rows. The hourly
+the commit itself packs most points into chunks, appender.py), the trace-index runs move from their
+head into the runs table (spans.py), a migrated database's trace index is copied into runs (spans.py)
+and its spans are counted by service (span_counts.py), and retention deletes expired rows. The hourly
 metric rollups are built on a thread of their own (rollups.py) and only stored here.
 """
 
@@ -47,7 +47,7 @@ from otelite.collector.store.records import (LABEL_COLUMNS, RESOURCE_COLUMNS, SC
 from otelite.collector.store.series_cache import SeriesCache, stored_series
 from otelite.collector.store.series_state import LAST_SEEN_LAG_NS, SeriesStateUpdater
 from otelite.collector.store.span_counts import CountBackfill, count_spans, expire_counts
-from otelite.collector.store.spans import RunBackfill, expire_runs, insert_spans
+from otelite.collector.store.spans import RunBackfill, RunMerge, expire_runs, insert_spans
 from otelite.collector.store.tracing import LEGACY_ROLLUP, legacy_rollup
 
 if TYPE_CHECKING:
@@ -150,6 +150,7 @@ class Writer:
         self._pending_seen: dict[int, int] = {}  # series id → last_seen_ns the commit being written stored
         self._head_hi = 0  # the largest arrival number (head rowid) given to a point (appender.py)
         self._commit_head_hi = 0  # the largest head rowid the commit being written inserted (0: none)
+        self._commit_runs = 0  # trace-index runs the commit being written put into their head
         self._appender = PointAppender(config.compaction.direct_min_points)
         self._series_info = SeriesCache(_KNOWN_IDS_MAX)  # what the points' series are (series_cache.py)
         self._checkpointer: Checkpointer | None = None  # WAL checkpoints off the commit path (checkpoint.py)
@@ -158,6 +159,7 @@ class Writer:
         self.compactor = Compactor(c.head_max_age, c.head_max_points, c.step_rows)
         self._run_backfill = RunBackfill(c.step_rows)
         self._count_backfill = CountBackfill(c.step_rows)
+        self.run_merge = RunMerge(c.step_rows, c.trace_head_runs)  # the trace-index head into the runs table (spans.py)
         self._last_progress = time.monotonic()
         # The server's writer deletes expired rows; a short-lived one (the CLI's) leaves that to it.
         self._next_retention = time.monotonic() if retention else float("inf")
@@ -182,6 +184,7 @@ class Writer:
         self._head_hi = last_head_id(self._conn)
         self._run_backfill.start(self._conn)
         self._count_backfill.start(self._conn)
+        self.run_merge.start(self._conn)
         self._thread = NamedThread(target=self._run, name="otelite-writer", daemon=True)
         self._thread.start()
 
@@ -333,7 +336,8 @@ class Writer:
 
     def _maintenance_due(self) -> bool:
         return time.monotonic() >= self._background_resume and (
-            self._run_backfill.active or self._count_backfill.active or self.compactor.due())
+            self._run_backfill.active or self._count_backfill.active or self.run_merge.due()
+            or self.compactor.due())
 
     def _maintenance_step(self) -> None:
         """One step of background work between commits (module docstring); each is its own transaction."""
@@ -343,6 +347,8 @@ class Writer:
             self._run_backfill.step(conn)
         elif self._count_backfill.active:
             self._count_backfill.step(conn)
+        elif self.run_merge.due():  # a pass takes a few steps (head ÷ step_rows); the compactor waits
+            self.run_merge.step(conn)
         elif self.compactor.due():
             self.compactor.step(conn)
             self._appender.moved(self.compactor.moved_to)
@@ -380,7 +386,7 @@ class Writer:
             if not entries and not writes:
                 return
             started = time.perf_counter()
-            self._pending_seen, self._commit_head_hi = {}, 0
+            self._pending_seen, self._commit_head_hi, self._commit_runs = {}, 0, 0
             spans = points = 0
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -418,6 +424,7 @@ class Writer:
         elapsed = time.perf_counter() - started
         if points:
             self.compactor.note_commit(conn, self._commit_head_hi)
+        self.run_merge.added(self._commit_runs)
         if self._pending_seen:
             if len(self._stored_seen) > _KNOWN_IDS_MAX:
                 self._stored_seen.clear()
@@ -479,7 +486,8 @@ class Writer:
         if new_scopes:
             conn.executemany(_SQL_SCOPE, [b.scopes[i] for i in new_scopes])
         if b.spans:
-            insert_spans(conn, b.spans)  # grouped by trace, with one trace-index run per trace (spans.py)
+            # Grouped by trace, with one trace-index run per trace into the runs' head (spans.py).
+            self._commit_runs += insert_spans(conn, b.spans)
             count_spans(conn, b.spans)  # per service and 10 s / minute, for the sparkline (span_counts.py)
         if b.span_attribute_keys:
             _INSERT_ATTR_KEYS.run(conn, [k + (n,) for k, n in b.span_attribute_keys.items()])

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from otelite.collector.component import InvalidField, duration
 from otelite.collector.store.db import WRITER_CACHE_MIB
+from otelite.collector.store.spans import MERGE_AT
 
 
 @dataclass
@@ -33,6 +34,9 @@ class CompactionConfig:
     # ... or earlier when the head holds more points than this (queries scan the head: keep it small).
     head_max_points: int = 100_000
     direct_min_points: int = 64  # see above
+    # Trace-index runs (one per trace and commit) the runs' head holds before the writer merges it into
+    # the runs table in key order (collector/store/spans.py); about a million spans of ten-span traces.
+    trace_head_runs: int = MERGE_AT
     # Rows one background step (a head pass, a step of a migration) takes, in its own transaction:
     # larger steps finish background work sooner, smaller ones hold ingest up for less time.
     step_rows: int = 20_000
@@ -69,6 +73,7 @@ class SqliteExporterConfig:
                            ("retention.chunk_rows", self.retention.chunk_rows),
                            ("compaction.head_max_points", self.compaction.head_max_points),
                            ("compaction.direct_min_points", self.compaction.direct_min_points),
+                           ("compaction.trace_head_runs", self.compaction.trace_head_runs),
                            ("compaction.step_rows", self.compaction.step_rows)):
             if value <= 0:
                 raise InvalidField(key, f"must be positive, got {value}")
