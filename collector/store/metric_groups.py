@@ -147,7 +147,9 @@ def _where(selection: GroupSelection) -> tuple[str, list]:
     return " AND ".join(sql), params
 
 
-_ORDER_SQL = {"name": "name COLLATE NOCASE", "created": "created_ms", "connections": None}
+# Creation time is (created_ms, id): groups created within one millisecond keep their creation order, in the
+# direction asked for (newest first means the later of two such groups first).
+_ORDER_SQL = {"name": ("name COLLATE NOCASE",), "created": ("created_ms", "id"), "connections": ()}
 
 
 def list_groups(conn: sqlite3.Connection, selection: GroupSelection, order: tuple[GroupOrder, ...],
@@ -157,9 +159,8 @@ def list_groups(conn: sqlite3.Connection, selection: GroupSelection, order: tupl
     total = conn.execute(f"SELECT count(*) FROM metric_groups WHERE {where}", params).fetchone()[0]
     terms = []
     for o in order:
-        column = _ORDER_SQL[o.field]
-        if column is not None:  # no group has connections (no experiments): every count is 0
-            terms.append(f"{column} {'DESC' if o.descending else 'ASC'}")
+        # (no group has connections, having no experiments: every count is 0, nothing to order by)
+        terms += [f"{column} {'DESC' if o.descending else 'ASC'}" for column in _ORDER_SQL[o.field]]
     terms += ["created_ms ASC", "id ASC"]
     rows = conn.execute(f"SELECT {_COLUMNS} FROM metric_groups WHERE {where} ORDER BY {', '.join(terms)} "
                         "LIMIT ? OFFSET ?", [*params, limit, offset]).fetchall()
