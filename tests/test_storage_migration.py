@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 import httpx
 import pytest
+from lanes import Lanes
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.metrics.v1 import metrics_pb2
-
 from otelite.collector.store import tracing as st
 from otelite.collector.store.compactor import Compactor, legacy_indexes
 from otelite.collector.store.db import connect_reader, connect_writer, prepare_database
@@ -338,26 +337,7 @@ def _sent_rows(srv, request_no: int) -> list[tuple]:
 def test_kill_9_during_compaction_keeps_every_acknowledged_point_once(tmp_path, make_server):
     path = tmp_path / "fresh.db"
     srv = make_server(config=_config(step_rows=200, head_max_age="50ms"), db=path)
-    acked: list[int] = []
-    stop = threading.Event()
-
-    def send(lane: int) -> None:
-        client = httpx.Client(timeout=10)
-        n = lane
-        while not stop.is_set():
-            try:
-                r = client.post(srv.http_url + "/v1/metrics", content=_points_request(n),
-                                headers={"Content-Type": "application/x-protobuf"})
-            except httpx.HTTPError:
-                break
-            if r.status_code == 200:
-                acked.append(n)
-            n += 4
-        client.close()
-
-    lanes = [threading.Thread(target=send, args=(k,)) for k in range(4)]
-    for t in lanes:
-        t.start()
+    lanes = Lanes(srv.http_url + "/v1/metrics", _points_request).start()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # compaction running: chunks written, head not empty
         head, chunks, _ = _progress(path)
@@ -365,9 +345,8 @@ def test_kill_9_during_compaction_keeps_every_acknowledged_point_once(tmp_path, 
             break
         time.sleep(0.01)
     srv.kill()
-    stop.set()
-    for t in lanes:
-        t.join(15)
+    lanes.stop()
+    acked = lanes.acked
     assert chunks >= 3, "compaction never got going"
     restarted = make_server(config=_config(step_rows=200), db=path)
     per_request = Counter((r[3] - 1_800_000_000 * 10**9) // 10**6 for r in restarted.point_rows())

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import random
 import sqlite3
-import threading
 import time
 from collections import Counter
 
-import httpx
+from lanes import Lanes
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from otelite.collector.normalize.otlp import traces_to_batch
 from otelite.collector.pipeline.batch import BatchProcessorConfig
@@ -227,28 +226,9 @@ def test_kill_9_during_merges_keeps_every_acknowledged_span_once_and_findable(tm
     config = {"exporters": {"sqlite": {"retention": {"traces": 0, "metrics": 0},
                                        "compaction": {"step_rows": 40, "trace_head_runs": 60}}}}
     srv = make_server(config=config, db=path)
-    acked: list[int] = []
-    stop = threading.Event()
-
-    def send(lane: int) -> None:
-        client = httpx.Client(timeout=10)
-        rng = random.Random(lane)
-        n = lane
-        while not stop.is_set():
-            body = _request([_trace_number(rng) for _ in range(8)], n).SerializeToString()
-            try:
-                r = client.post(srv.http_url + "/v1/traces", content=body,
-                                headers={"Content-Type": "application/x-protobuf"})
-            except httpx.HTTPError:
-                break
-            if r.status_code == 200:
-                acked.append(n)
-            n += 4
-        client.close()
-
-    lanes = [threading.Thread(target=send, args=(k,)) for k in range(4)]
-    for t in lanes:
-        t.start()
+    rngs = [random.Random(lane) for lane in range(4)]  # request n from lane n % 4: its own trace ids
+    lanes = Lanes(srv.http_url + "/v1/traces",
+                  lambda n: _request([_trace_number(rngs[n % 4]) for _ in range(8)], n).SerializeToString()).start()
     deadline = time.monotonic() + 30
     merged = head = 0
     while time.monotonic() < deadline:  # merges under way: runs in both tables
@@ -264,9 +244,8 @@ def test_kill_9_during_merges_keeps_every_acknowledged_span_once_and_findable(tm
             break
         time.sleep(0.01)
     srv.kill()
-    stop.set()
-    for t in lanes:
-        t.join(15)
+    lanes.stop()
+    acked = lanes.acked
     assert merged > 500 and head > 0, "the merges never got going"
     restarted = make_server(config=config, db=path)
     restarted.stop()
