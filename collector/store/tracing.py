@@ -13,10 +13,11 @@ Planning notes (measured on 1M spans, see bench/query_tracing.py):
 - Root-span lists and root-span sparklines use the partial indexes of migration 0004, which hold only
   spans without a parent (a few percent of rows).
 - A trace's spans are found through `span_trace_runs` and its head `span_trace_runs_head` (spans.py: one
-  row per trace and commit, each a rowid range): `trace_span_ids` expands the runs into rowids with a recursive CTE and the spans are read
-  by rowid. The other indexed terms are written with a unary `+` so SQLite starts from the trace. In a
-  database migrated from the per-span `spans_by_trace` index, that index is used until its copy into
-  runs is complete (`legacy_trace_index`), since until then it alone covers every span.
+  row per trace and commit, each a rowid range): `trace_span_ids` expands the runs into rowids with a
+  recursive CTE and the spans are read by rowid. The other indexed terms are written with a unary `+`
+  so SQLite starts from the trace. In a database migrated from the per-span `spans_by_trace` index, that
+  index is used until its copy into runs is complete (`legacy_trace_index`), since until then it alone
+  covers every span.
 - A filter no span of the window can meet (a key or string value the hourly attribute rollups do not
   hold for its hours) is answered empty from the rollups (`cannot_match`): otherwise the scan reads every
   span of the window, and on a sidecar's busy hour (1.4M spans) that took 0.7 s.
@@ -39,7 +40,7 @@ from typing import Iterable, Union
 from otelite.collector.store import budget, comparisons
 from otelite.collector.store.records import ROLLUP_VALUE_MAX
 from otelite.collector.store.span_counts import legacy_service_index, service_counts, service_present_sql
-from otelite.collector.store.spans import legacy_trace_index
+from otelite.collector.store.spans import HEAD, RUNS, legacy_trace_index
 
 OPERATORS = comparisons.OPERATORS
 _HOUR_NS = 3_600_000_000_000  # the attribute rollups count per hour (start_ns // _HOUR_NS)
@@ -269,8 +270,8 @@ def trace_span_ids(n: int, source: str | None = None) -> str:
     traces = source if source is not None else _placeholders(n)
     # Runs are in two tables (spans.py: the head and the merged runs); SQLite pushes the IN term into
     # both arms of the UNION ALL, one primary-key probe a trace each.
-    return ("WITH RECURSIVE ids(id, hi) AS (SELECT lo, hi FROM (SELECT trace_id, lo, hi FROM span_trace_runs "
-            f"UNION ALL SELECT trace_id, lo, hi FROM span_trace_runs_head) WHERE trace_id IN ({traces}) "
+    return (f"WITH RECURSIVE ids(id, hi) AS (SELECT lo, hi FROM (SELECT trace_id, lo, hi FROM {RUNS} "
+            f"UNION ALL SELECT trace_id, lo, hi FROM {HEAD}) WHERE trace_id IN ({traces}) "
             "UNION ALL SELECT id + 1, hi FROM ids WHERE id < hi) SELECT id FROM ids")
 
 
